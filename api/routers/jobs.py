@@ -1,0 +1,167 @@
+"""/v1/jobs: submit, inspect, stream results and errors, cancel, list."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy.exc import IntegrityError
+
+from api.deps import SessionDep, SettingsDep, TenantDep
+from api.ingest import is_ndjson, parse_json_body, parse_ndjson_body, spool_body
+from schema import jobs
+from schema.db import new_session, transaction
+from schema.models import JobPublic, JobsPublic
+from schema.results import iter_document_results
+from schema.settings import Settings
+from schema.tables import JobTask
+from worker.publish import publish_units
+
+log = logging.getLogger("docbatch.api")
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def _submit(
+    spool: Any,
+    digest: str,
+    content_type: str,
+    query: dict[str, str],
+    tenant: str,
+    settings: Settings,
+    idempotency_key: str | None,
+) -> tuple[JobPublic, bool]:
+    try:
+        with transaction() as s:
+            existing = jobs.find_idempotent(s, tenant, idempotency_key, digest)
+            if existing is not None:
+                return jobs.job_public(s, existing), True
+            sub = (
+                parse_ndjson_body(spool, query, settings)
+                if is_ndjson(content_type)
+                else parse_json_body(spool, settings)
+            )
+            new = jobs.create_job(
+                s,
+                settings,
+                tenant=tenant,
+                tasks=sub.tasks,
+                documents=sub.documents,
+                name=sub.name,
+                priority=sub.priority,
+                webhook_url=sub.webhook_url,
+                idempotency_key=idempotency_key,
+                request_hash=digest,
+            )
+            job_id, priority = new.job.id, new.job.priority
+    except IntegrityError:
+        if not idempotency_key:
+            raise
+        # A concurrent request with the same key won the race: answer with its job.
+        with new_session() as s:
+            existing = jobs.find_idempotent(s, tenant, idempotency_key, digest)
+            if existing is None:
+                raise
+            return jobs.job_public(s, existing), True
+    finally:
+        spool.close()
+    try:
+        publish_units(new.units, priority=priority)
+    except Exception:  # noqa: BLE001 - the reconciler republishes what did not go out
+        log.exception("publishing job %s failed; the reconciler will retry", job_id)
+    with new_session() as s:
+        return jobs.job_public(s, jobs.get_job(s, tenant, job_id)), False
+
+
+@router.post("", status_code=202, response_model=JobPublic)
+async def create_job(
+    request: Request,
+    tenant: TenantDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JSONResponse:
+    """Submit a job: a JSON body ``{tasks, documents, ...}``, or an NDJSON body of
+    documents with ``?tasks=tags,summarize`` (Content-Type ``application/x-ndjson``)."""
+    spool, digest = await spool_body(request.stream(), settings.max_request_bytes)
+    job, existing = await run_in_threadpool(
+        _submit,
+        spool,
+        digest,
+        request.headers.get("content-type", ""),
+        dict(request.query_params),
+        tenant,
+        settings,
+        idempotency_key,
+    )
+    return JSONResponse(job.model_dump(mode="json"), status_code=200 if existing else 202)
+
+
+@router.get("", response_model=JobsPublic)
+def list_jobs(
+    session: SessionDep,
+    tenant: TenantDep,
+    status: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: str | None = None,
+) -> JobsPublic:
+    found, count = jobs.list_jobs(session, tenant, status=status, limit=limit, before=before)
+    return JobsPublic(data=[jobs.job_public(session, j) for j in found], count=count)
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobPublic:
+    return jobs.job_public(session, jobs.get_job(session, tenant, job_id))
+
+
+def _ndjson(lines: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+    buf: list[str] = []
+    for line in lines:
+        buf.append(json.dumps(line, ensure_ascii=False))
+        if len(buf) >= 200:
+            yield ("\n".join(buf) + "\n").encode()
+            buf = []
+    if buf:
+        yield ("\n".join(buf) + "\n").encode()
+
+
+def _task_names(session: Any, job_id: str) -> list[str]:
+    from sqlalchemy import select
+
+    return list(session.scalars(select(JobTask.task).where(JobTask.job_id == job_id)))
+
+
+@router.get("/{job_id}/results")
+def get_results(
+    job_id: str, session: SessionDep, tenant: TenantDep, settings: SettingsDep
+) -> StreamingResponse:
+    """NDJSON, one line per document in submission order; readable while the job runs."""
+    jobs.get_job(session, tenant, job_id)
+    tasks = _task_names(session, job_id)
+    lines = iter_document_results(job_id, tasks, page_size=settings.results_page_size)
+    return StreamingResponse(_ndjson(lines), media_type="application/x-ndjson")
+
+
+@router.get("/{job_id}/errors")
+def get_errors(
+    job_id: str, session: SessionDep, tenant: TenantDep, settings: SettingsDep
+) -> StreamingResponse:
+    """NDJSON of the failed documents only, each with the failing tasks' reasons."""
+    jobs.get_job(session, tenant, job_id)
+    tasks = _task_names(session, job_id)
+    lines = iter_document_results(
+        job_id, tasks, only_failed=True, page_size=settings.results_page_size
+    )
+    return StreamingResponse(_ndjson(lines), media_type="application/x-ndjson")
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+def cancel_job(job_id: str, tenant: TenantDep) -> JobPublic:
+    with transaction() as s:
+        job = jobs.cancel_job(s, tenant, job_id)
+        job_id = job.id
+    with new_session() as s:
+        return jobs.job_public(s, jobs.get_job(s, tenant, job_id))

@@ -1,0 +1,287 @@
+"""``docbatch``: client commands, process launchers and the embedded runner.
+
+docbatch run docs.jsonl --task tags --task summarize -o out.jsonl   # no servers
+docbatch api | docbatch worker --task embed | docbatch beat | docbatch migrate
+docbatch submit docs.jsonl --task tags --wait
+docbatch status JOB ; docbatch results JOB -o out.jsonl ; docbatch cancel JOB
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+TERMINAL = {"completed", "completed_with_errors", "failed", "cancelled"}
+
+
+def _task_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    specs: list[dict[str, Any]] = []
+    for raw in args.task or []:
+        spec = json.loads(raw) if raw.lstrip().startswith("{") else {"type": raw}
+        if spec["type"] == "tags" and args.labels:
+            spec["labels"] = [x.strip() for x in args.labels.split(",") if x.strip()]
+        if spec["type"] == "translate" and args.target_lang:
+            spec.setdefault("target_lang", args.target_lang)
+        specs.append(spec)
+    if not specs:
+        raise SystemExit("docbatch: give at least one --task (summarize, tags, translate, embed)")
+    return specs
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from docbatch.local import run
+
+    report = run(
+        [Path(p) for p in args.files],
+        _task_specs(args),
+        Path(args.output),
+        workdir=Path(args.workdir) if args.workdir else None,
+        progress=not args.quiet,
+    )
+    job = report.job
+    docs = job["documents"]
+    print(
+        f"{job['status']}: {docs} documents, tasks {', '.join(job['counts'])}, "
+        f"{report.seconds:.1f}s wall ({docs / report.seconds:.1f} docs/s); "
+        f"results in {report.output}",
+        file=sys.stderr,
+    )
+    for task, c in job["counts"].items():
+        print(
+            f"  {task}: {c['succeeded']} succeeded, {c['failed']} failed, "
+            f"{c['cancelled']} cancelled, {c['chunks']} chunks, {c['tokens']} tokens",
+            file=sys.stderr,
+        )
+    return 0 if job["status"] == "completed" else 1
+
+
+def _client() -> Any:
+    from docbatch.client import Client
+    from schema.settings import get_settings
+
+    s = get_settings()
+    return Client(s.api_url, s.api_key)
+
+
+def _wait(client: Any, job_id: str) -> dict[str, Any]:
+    from docbatch.progress import ProgressBar
+
+    bar = ProgressBar()
+    while True:
+        job = client.job(job_id)
+        bar.update(job)
+        if job["status"] in TERMINAL:
+            bar.close()
+            return job
+        time.sleep(1.0)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from docbatch.inputs import iter_documents
+
+    client = _client()
+    paths = [Path(p) for p in args.files]
+    if len(paths) == 1 and paths[0].suffix in (".jsonl", ".ndjson"):
+        body = paths[0]
+    else:  # text files and several inputs: one NDJSON body
+        tmp = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False)  # noqa: SIM115
+        with tmp:
+            for doc, _ in iter_documents(paths):
+                tmp.write(json.dumps(doc) + "\n")
+        body = Path(tmp.name)
+    job = client.submit_ndjson(
+        body, _task_specs(args), name=args.name, idempotency_key=args.idempotency_key
+    )
+    print(job["id"])
+    if args.wait:
+        job = _wait(client, job["id"])
+        print(json.dumps(job["counts"]), file=sys.stderr)
+        return 0 if job["status"] == "completed" else 1
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    client = _client()
+    job = _wait(client, args.job) if args.wait else client.job(args.job)
+    print(json.dumps(job, indent=2))
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    client = _client()
+    out = open(args.output, "wb") if args.output != "-" else sys.stdout.buffer  # noqa: SIM115
+    try:
+        for chunk in client.results(args.job, errors_only=args.errors):
+            out.write(chunk)
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    print(json.dumps(_client().cancel(args.job), indent=2))
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from schema.migrate import upgrade, wait_for_database
+    from schema.settings import get_settings
+
+    s = get_settings()
+    if args.migrate:
+        wait_for_database(s.database_url)
+        upgrade(s.database_url)
+    uvicorn.run(
+        "api.app:app",
+        host=args.host or s.api_host,
+        port=args.port or s.api_port,
+        workers=args.workers,
+        log_level="info",
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    os.environ["DOCBATCH_WORKER_TASK"] = args.task
+    from schema.settings import TASKS
+
+    if args.task not in TASKS:
+        raise SystemExit(f"docbatch: --task must be one of {', '.join(TASKS)}")
+    from worker.app import MAINTENANCE_QUEUE, app, queue_for
+
+    queues = [queue_for(args.task)] + ([] if args.no_maintenance else [MAINTENANCE_QUEUE])
+    argv = [
+        "worker",
+        "-Q",
+        ",".join(queues),
+        "--concurrency",
+        "1",
+        "--pool",
+        args.pool,
+        "--hostname",
+        f"{args.task}-{os.getpid()}@%h",
+        "--loglevel",
+        args.loglevel,
+        "-E",
+    ]
+    app.worker_main(argv)
+    return 0
+
+
+def cmd_beat(args: argparse.Namespace) -> int:
+    from worker.app import app
+
+    schedule = args.schedule or os.path.join(tempfile.gettempdir(), "docbatch-beat-schedule")
+    app.start(["beat", "--loglevel", args.loglevel, "--schedule", schedule])
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from schema.migrate import upgrade, wait_for_database
+    from schema.settings import get_settings
+
+    url = get_settings().database_url
+    wait_for_database(url, timeout=args.wait)
+    upgrade(url)
+    print("database is at the latest revision", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="docbatch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def task_options(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--task",
+            action="append",
+            help="summarize|tags|translate|embed, or a "
+            'JSON task such as \'{"type":"tags","labels":["a","b"]}\'',
+        )
+        sp.add_argument("--labels", help="comma-separated labels for --task tags")
+        sp.add_argument("--target-lang", help="target language for --task translate")
+
+    sp = sub.add_parser("run", help="process files in one process group, no servers needed")
+    sp.add_argument("files", nargs="+")
+    task_options(sp)
+    sp.add_argument("-o", "--output", default="docbatch-results.jsonl")
+    sp.add_argument("--workdir", help="folder for the embedded database and broker")
+    sp.add_argument("--quiet", action="store_true")
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("submit", help="submit files to a running api")
+    sp.add_argument("files", nargs="+")
+    task_options(sp)
+    sp.add_argument("--name")
+    sp.add_argument("--idempotency-key")
+    sp.add_argument("--wait", action="store_true", help="show progress until the job ends")
+    sp.set_defaults(func=cmd_submit)
+
+    sp = sub.add_parser("status", help="show a job")
+    sp.add_argument("job")
+    sp.add_argument("--wait", action="store_true")
+    sp.set_defaults(func=cmd_status)
+
+    sp = sub.add_parser("results", help="download a job's results as NDJSON")
+    sp.add_argument("job")
+    sp.add_argument("-o", "--output", default="-")
+    sp.add_argument("--errors", action="store_true", help="only the failed documents")
+    sp.set_defaults(func=cmd_results)
+
+    sp = sub.add_parser("cancel", help="cancel a job")
+    sp.add_argument("job")
+    sp.set_defaults(func=cmd_cancel)
+
+    sp = sub.add_parser("api", help="run the HTTP api (uvicorn)")
+    sp.add_argument("--host")
+    sp.add_argument("--port", type=int)
+    sp.add_argument("--workers", type=int, default=1)
+    sp.add_argument("--migrate", action="store_true", help="wait for the db and migrate first")
+    sp.set_defaults(func=cmd_api)
+
+    sp = sub.add_parser("worker", help="run a worker pinned to one task's model")
+    sp.add_argument("--task", required=True)
+    sp.add_argument("--pool", default="prefork", choices=["prefork", "solo"])
+    sp.add_argument("--loglevel", default="INFO")
+    sp.add_argument(
+        "--no-maintenance",
+        action="store_true",
+        help="do not consume the maintenance queue (reconciler)",
+    )
+    sp.set_defaults(func=cmd_worker)
+
+    sp = sub.add_parser("beat", help="run the scheduler (exactly one per deployment)")
+    sp.add_argument("--loglevel", default="INFO")
+    sp.add_argument("--schedule", help="beat's schedule state file")
+    sp.set_defaults(func=cmd_beat)
+
+    sp = sub.add_parser("migrate", help="create or upgrade the database tables")
+    sp.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the database")
+    sp.set_defaults(func=cmd_migrate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from schema.errors import InputError
+
+    try:
+        return int(args.func(args) or 0)
+    except InputError as exc:
+        print(f"docbatch: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

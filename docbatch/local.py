@@ -1,0 +1,140 @@
+"""``docbatch run``: the whole system in one process group, with no servers.
+
+The embedded default is SQLite for the database and kombu's filesystem transport
+for the broker, in a work folder; one worker process per requested task is started
+(the same ``docbatch worker`` the deployment runs), and this process submits the
+job, shows progress, writes the results and stops the workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from docbatch.progress import ProgressBar
+
+
+@dataclass
+class RunReport:
+    job: dict[str, Any]
+    output: Path
+    seconds: float
+    workdir: Path
+
+
+def embedded_env(workdir: Path) -> dict[str, str]:
+    return {
+        "DOCBATCH_DATABASE_URL": f"sqlite:///{workdir / 'docbatch.db'}",
+        "DOCBATCH_BROKER_URL": "filesystem://",
+        "DOCBATCH_BROKER_FOLDER": str(workdir / "broker"),
+    }
+
+
+def start_worker(task: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    log = log_path.open("wb")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "docbatch.cli",
+            "worker",
+            "--task",
+            task,
+            "--pool",
+            "solo",
+            "--loglevel",
+            "WARNING",
+        ],
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def run(
+    inputs: list[Path],
+    tasks: list[dict[str, Any]],
+    output: Path,
+    *,
+    workdir: Path | None = None,
+    poll: float = 0.25,
+    progress: bool = True,
+) -> RunReport:
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="docbatch-run-")).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = embedded_env(workdir)
+    os.environ.update(env)
+    from schema.settings import get_settings
+
+    get_settings.cache_clear()
+    # Imported only now: the Celery app and engine read the embedded settings at import.
+    from docbatch.inputs import iter_documents
+    from schema import jobs
+    from schema.db import new_session, transaction
+    from schema.migrate import upgrade
+    from schema.results import iter_document_results
+    from worker.publish import publish_units
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    names = [t["type"] if isinstance(t, dict) else t for t in tasks]
+    started = time.monotonic()
+    procs = [start_worker(t, env, workdir / f"worker-{t}.log") for t in names]
+    try:
+        with transaction() as s:
+            parsed = jobs.parse_tasks(tasks, settings)
+            new = jobs.create_job(
+                s,
+                settings,
+                tenant="local",
+                tasks=parsed,
+                documents=iter_documents(inputs),
+                name="docbatch run",
+            )
+            job_id = new.job.id
+        publish_units(new.units)
+        bar = ProgressBar() if progress else None
+        while True:
+            with new_session() as s:
+                job = jobs.job_public(s, jobs.get_job(s, None, job_id)).model_dump(mode="json")
+            if bar:
+                bar.update(job)
+            if job["status"] in ("completed", "completed_with_errors", "failed", "cancelled"):
+                break
+            dead = [t for t, p in zip(names, procs, strict=True) if p.poll() is not None]
+            if dead:
+                raise RuntimeError(
+                    f"worker for {dead[0]} exited; see {workdir / f'worker-{dead[0]}.log'}"
+                )
+            time.sleep(poll)
+        if bar:
+            bar.close()
+    finally:
+        stop_processes(procs)
+    seconds = time.monotonic() - started
+    with output.open("w", encoding="utf-8") as fh:
+        for line in iter_document_results(job_id, names):
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+    return RunReport(job=job, output=output, seconds=seconds, workdir=workdir)

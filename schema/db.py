@@ -1,0 +1,75 @@
+"""Engines and sessions, the same code for Postgres and SQLite."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from schema.settings import get_settings
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # WAL lets the api read while a worker writes; processes share the file.
+            # pysqlite's own transaction handling would fight the BEGIN IMMEDIATE below.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            # Take the write lock at BEGIN so two writers never deadlock on an upgrade.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+@lru_cache(maxsize=4)
+def engine_for(url: str) -> Engine:
+    return make_engine(url)
+
+
+def get_engine() -> Engine:
+    return engine_for(get_settings().database_url)
+
+
+@lru_cache(maxsize=4)
+def _sessionmaker(url: str) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine_for(url), expire_on_commit=False)
+
+
+def new_session() -> Session:
+    return _sessionmaker(get_settings().database_url)()
+
+
+@contextmanager
+def transaction() -> Iterator[Session]:
+    """A session whose work commits at the end of the block, or rolls back on error."""
+    with new_session() as session, session.begin():
+        yield session
+
+
+def insert_ignore(session: Session, table: Any) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` for the session's dialect."""
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(table).on_conflict_do_nothing()
+
+
+def is_sqlite() -> bool:
+    return get_settings().database_url.startswith("sqlite")

@@ -1,0 +1,55 @@
+"""docbatch's exceptions, shared by the api, the worker and the CLI.
+
+DocbatchError
+├── InputError          bad request input: names the field, the document/line and the limit
+├── NotFound            no such job/schedule for this tenant (another tenant's is NotFound too)
+├── Conflict            e.g. an Idempotency-Key reused with a different body
+├── TransientError      infrastructure blip (database, broker): retry with backoff
+└── PermanentError      this document cannot be processed: fail it with the reason
+    └── ModelUnavailable    the model a task needs is not installed here
+"""
+
+from __future__ import annotations
+
+
+class DocbatchError(Exception):
+    """Base of every error docbatch raises on purpose."""
+
+
+class InputError(DocbatchError):
+    def __init__(self, field: str, message: str, *, line: int | None = None) -> None:
+        self.field = field
+        self.message = message
+        self.line = line
+        where = f" (line {line})" if line is not None else ""
+        super().__init__(f"{field}{where}: {message}")
+
+    def to_dict(self) -> dict[str, object]:
+        body: dict[str, object] = {"field": self.field, "message": self.message}
+        if self.line is not None:
+            body["line"] = self.line
+        return body
+
+
+class NotFound(DocbatchError):
+    pass
+
+
+class Conflict(DocbatchError):
+    pass
+
+
+class TransientError(DocbatchError):
+    pass
+
+
+class PermanentError(DocbatchError):
+    pass
+
+
+class ModelUnavailable(PermanentError):
+    pass
+
+
+class PayloadTooLarge(InputError):
+    """The request body is over DOCBATCH_MAX_REQUEST_BYTES (HTTP 413)."""

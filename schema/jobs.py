@@ -1,0 +1,332 @@
+"""Creating, reading and cancelling jobs: plain functions over a Session.
+
+Creation writes the job, its documents and its work units in the caller's
+transaction; the caller publishes the returned unit ids after commit (an
+outbox: units left unpublished are picked up by the reconciler).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from schema import ledger
+from schema.errors import Conflict, InputError, NotFound
+from schema.models import JobPublic, TaskCounts, TaskSpec
+from schema.settings import Settings
+from schema.tables import Document, Job, JobStatus, JobTask, Unit, UnitState, utcnow
+
+_task_adapter: TypeAdapter[Any] = TypeAdapter(TaskSpec)
+INSERT_BATCH = 2000
+CHARS_PER_TOKEN = 4  # a rough estimate, good enough to size units evenly
+
+
+@dataclass
+class NewJob:
+    job: Job
+    units: list[tuple[int, str]] = field(default_factory=list)  # (unit id, task) to publish
+    existing: bool = False
+
+
+def parse_tasks(raw: Any, settings: Settings) -> list[dict[str, Any]]:
+    """Validate the ``tasks`` field; returns one params dict per task (with ``type``)."""
+    if not isinstance(raw, list) or not raw:
+        raise InputError("tasks", 'must be a non-empty list, e.g. [{"type": "tags"}]')
+    seen: set[str] = set()
+    out = []
+    for i, item in enumerate(raw):
+        if isinstance(item, str):
+            item = {"type": item}
+        if not isinstance(item, dict) or item.get("type") not in settings.models:
+            known = ", ".join(sorted(settings.models))
+            got = item.get("type") if isinstance(item, dict) else item
+            raise InputError(f"tasks[{i}].type", f"unknown task {got!r}; known tasks: {known}")
+        try:
+            spec = _task_adapter.validate_python(item)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"][1:])
+            raise InputError(f"tasks[{i}].{loc}".rstrip("."), err["msg"]) from None
+        params = spec.model_dump(exclude_none=True)
+        if params["type"] in seen:
+            raise InputError(f"tasks[{i}].type", f"task {params['type']!r} is listed twice")
+        labels = params.get("labels")
+        if labels is not None:
+            if len(labels) > settings.max_labels_per_task:
+                raise InputError(
+                    f"tasks[{i}].labels",
+                    f"{len(labels)} labels; the limit is {settings.max_labels_per_task} "
+                    "(DOCBATCH_MAX_LABELS_PER_TASK)",
+                )
+            if not labels or any(not str(label).strip() for label in labels):
+                raise InputError(f"tasks[{i}].labels", "labels must be non-empty strings")
+        seen.add(params["type"])
+        out.append(params)
+    return out
+
+
+def check_document(raw: Any, index: int, settings: Settings, *, line: int | None = None) -> dict:
+    """Validate one document; ``index`` names it in errors (``documents[index]``)."""
+    where = f"documents[{index}]" if line is None else "document"
+    if not isinstance(raw, dict):
+        raise InputError(where, "must be an object with custom_id and text", line=line)
+    unknown = set(raw) - {"custom_id", "text", "metadata"}
+    if unknown:
+        raise InputError(f"{where}.{sorted(unknown)[0]}", "unknown field", line=line)
+    custom_id = raw.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id.strip():
+        raise InputError(
+            f"{where}.custom_id", "is required and must be a non-empty string", line=line
+        )
+    if len(custom_id) > 512:
+        raise InputError(f"{where}.custom_id", "is longer than 512 characters", line=line)
+    text = raw.get("text")
+    if not isinstance(text, str):
+        raise InputError(
+            f"{where}.text", f"is required and must be a string ({custom_id!r})", line=line
+        )
+    if not text.strip():
+        raise InputError(f"{where}.text", f"is empty or whitespace only ({custom_id!r})", line=line)
+    if "\x00" in text:
+        raise InputError(f"{where}.text", f"contains a NUL character ({custom_id!r})", line=line)
+    size = len(text.encode("utf-8", errors="surrogatepass"))
+    if size > settings.max_document_bytes:
+        raise InputError(
+            f"{where}.text",
+            f"{custom_id!r} is {size} bytes; the limit is {settings.max_document_bytes} bytes "
+            "(DOCBATCH_MAX_DOCUMENT_BYTES)",
+            line=line,
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(
+            f"{where}.text", f"is not valid UTF-8 ({custom_id!r})", line=line
+        ) from None
+    metadata = raw.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise InputError(f"{where}.metadata", "must be an object", line=line)
+    return {"custom_id": custom_id, "text": text, "metadata": metadata}
+
+
+def find_idempotent(
+    session: Session, tenant: str, key: str | None, request_hash: str
+) -> Job | None:
+    if not key:
+        return None
+    job = session.scalar(select(Job).where(Job.tenant == tenant, Job.idempotency_key == key))
+    if job is not None and job.request_hash != request_hash:
+        raise Conflict(
+            f"Idempotency-Key {key!r} was used for job {job.id} with a different request body"
+        )
+    return job
+
+
+def create_job(
+    session: Session,
+    settings: Settings,
+    *,
+    tenant: str,
+    tasks: list[dict[str, Any]],
+    documents: Iterable[tuple[dict, int | None]],
+    name: str | None = None,
+    priority: int = 0,
+    webhook_url: str | None = None,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> NewJob:
+    """Write a job with its documents and units; raises InputError before anything commits.
+
+    ``documents`` yields ``(raw document, ndjson line number or None)``; each is
+    validated here so a stream is read once.
+    """
+    job = Job(
+        tenant=tenant,
+        name=name,
+        priority=priority,
+        webhook_url=webhook_url,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        status=JobStatus.queued.value,
+    )
+    session.add(job)
+    session.flush()
+    names = [t["type"] for t in tasks]
+    ranges: list[tuple[int, int, int]] = []  # (seq_lo, seq_hi, est tokens)
+    seen_ids: set[str] = set()
+    batch: list[dict[str, Any]] = []
+    seq = 0
+    lo, unit_tokens, unit_docs = 0, 0, 0
+    for index, (raw, line) in enumerate(documents):
+        doc = check_document(raw, index, settings, line=line)
+        if doc["custom_id"] in seen_ids:
+            where = f"documents[{index}].custom_id" if line is None else "document.custom_id"
+            raise InputError(where, f"duplicate custom_id {doc['custom_id']!r}", line=line)
+        seen_ids.add(doc["custom_id"])
+        if seq >= settings.max_documents_per_job:
+            raise InputError(
+                "documents",
+                f"more than {settings.max_documents_per_job} documents; that is the limit "
+                "(DOCBATCH_MAX_DOCUMENTS_PER_JOB)",
+                line=line,
+            )
+        text = doc["text"]
+        est = max(1, len(text) // CHARS_PER_TOKEN)
+        if unit_docs and (
+            unit_tokens + est > settings.unit_tokens or unit_docs >= settings.unit_max_documents
+        ):
+            ranges.append((lo, seq - 1, unit_tokens))
+            lo, unit_tokens, unit_docs = seq, 0, 0
+        unit_tokens += est
+        unit_docs += 1
+        batch.append(
+            {
+                "job_id": job.id,
+                "seq": seq,
+                "custom_id": doc["custom_id"],
+                "text": text,
+                "meta": doc["metadata"],
+                "content_hash": hashlib.sha256(text.encode()).hexdigest(),
+            }
+        )
+        seq += 1
+        if len(batch) >= INSERT_BATCH:
+            session.execute(insert(Document), batch)
+            batch = []
+    if batch:
+        session.execute(insert(Document), batch)
+    if seq == 0:
+        raise InputError("documents", "is empty; submit at least one document")
+    ranges.append((lo, seq - 1, unit_tokens))
+    job.document_count = seq
+    now = utcnow()
+    for params in tasks:
+        session.add(JobTask(job_id=job.id, task=params["type"], params=params, total=seq))
+    unit_rows = [
+        {
+            "job_id": job.id,
+            "task": task,
+            "seq_lo": r_lo,
+            "seq_hi": r_hi,
+            "est_tokens": est,
+            "state": UnitState.queued.value,
+            "published_at": now,
+        }
+        for task in names
+        for (r_lo, r_hi, est) in ranges
+    ]
+    for i in range(0, len(unit_rows), INSERT_BATCH):
+        session.execute(insert(Unit), unit_rows[i : i + INSERT_BATCH])
+    session.flush()
+    units = session.execute(
+        select(Unit.id, Unit.task).where(Unit.job_id == job.id).order_by(Unit.id)
+    ).all()
+    return NewJob(job=job, units=[(u.id, u.task) for u in units])
+
+
+def get_job(session: Session, tenant: str | None, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or (tenant is not None and job.tenant != tenant):
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+def job_public(session: Session, job: Job) -> JobPublic:
+    rows = session.scalars(select(JobTask).where(JobTask.job_id == job.id)).all()
+    counts = {
+        r.task: TaskCounts(
+            total=r.total,
+            succeeded=r.succeeded,
+            failed=r.failed,
+            cancelled=r.cancelled,
+            pending=r.total - r.succeeded - r.failed - r.cancelled,
+            chunks=r.chunks,
+            tokens=r.tokens,
+        )
+        for r in rows
+    }
+    elapsed = None
+    rate = None
+    if job.started_at is not None:
+        end = job.finished_at or utcnow()
+        start = job.started_at
+        if start.tzinfo is None:  # SQLite returns naive datetimes
+            end = end.replace(tzinfo=None)
+        elapsed = max((end - start).total_seconds(), 1e-9)
+        done = sum(c.succeeded + c.failed for c in counts.values())
+        rate = done / elapsed
+    return JobPublic(
+        id=job.id,
+        name=job.name,
+        status=job.status,
+        priority=job.priority,
+        tasks={r.task: r.params for r in rows},
+        counts=counts,
+        documents=job.document_count,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        elapsed_seconds=elapsed,
+        documents_per_second=rate,
+    )
+
+
+def list_jobs(
+    session: Session,
+    tenant: str | None,
+    *,
+    status: str | None = None,
+    limit: int = 50,
+    before: str | None = None,
+) -> tuple[list[Job], int]:
+    query = select(Job)
+    count_q = select(func.count()).select_from(Job)
+    if tenant is not None:
+        query = query.where(Job.tenant == tenant)
+        count_q = count_q.where(Job.tenant == tenant)
+    if status:
+        query = query.where(Job.status == status)
+        count_q = count_q.where(Job.status == status)
+    if before:
+        anchor = session.get(Job, before)
+        if anchor is not None:
+            query = query.where(Job.created_at < anchor.created_at)
+    jobs = session.scalars(query.order_by(Job.created_at.desc()).limit(limit)).all()
+    return list(jobs), session.scalar(count_q) or 0
+
+
+def cancel_job(session: Session, tenant: str | None, job_id: str) -> Job:
+    """Cancel queued units now; running units stop at their next batch boundary."""
+    job = get_job(session, tenant, job_id)
+    job = ledger.lock_job(session, job.id)
+    if JobStatus(job.status).terminal:
+        return job
+    job.status = JobStatus.cancelling.value
+    queued = session.scalars(
+        select(Unit).where(Unit.job_id == job.id, Unit.state == UnitState.queued.value)
+    ).all()
+    for unit in queued:
+        ledger.close_unit(session, unit, UnitState.cancelled, reason="job cancelled")
+    ledger.finalize_job_if_done(session, job)
+    return job
+
+
+def iter_units_to_publish(session: Session, job_id: str) -> Iterator[tuple[int, str]]:
+    rows = session.execute(
+        select(Unit.id, Unit.task).where(
+            Unit.job_id == job_id, Unit.state == UnitState.queued.value
+        )
+    )
+    for row in rows:
+        yield row.id, row.task
+
+
+def touch_published(session: Session, unit_ids: list[int]) -> None:
+    if unit_ids:
+        session.execute(update(Unit).where(Unit.id.in_(unit_ids)).values(published_at=utcnow()))

@@ -1,0 +1,229 @@
+"""The unit state machine and the job counters: the only code that moves them.
+
+Every unit reaches exactly one terminal state (done, failed, cancelled) through
+``close_unit``, which in the same transaction fills in a result for each of the
+unit's documents that has none yet (failed or cancelled, with the reason) and
+adds the unit's tally to the job's counters. Because the state change is guarded
+(``WHERE state = 'running'``/``'queued'``), a unit run twice is counted once,
+and because results are unique per (document, task), written once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, literal, select, update
+from sqlalchemy.orm import Session
+
+from schema.db import insert_ignore
+from schema.tables import (
+    OPEN_UNIT_STATES,
+    Document,
+    Job,
+    JobStatus,
+    JobTask,
+    Result,
+    ResultStatus,
+    Unit,
+    UnitState,
+    utcnow,
+)
+
+
+def lock_job(session: Session, job_id: str) -> Job:
+    """Lock the job row: unit closes of one job serialise here, so exactly one sees the last."""
+    job = session.scalar(select(Job).where(Job.id == job_id).with_for_update())
+    assert job is not None, job_id
+    return job
+
+
+@dataclass
+class Claim:
+    unit: Unit
+    job: Job
+    params: dict[str, Any]
+    documents: list[tuple[int, str, str]]  # (document id, custom_id, text)
+
+
+def claim_unit(session: Session, unit_id: int, worker: str, max_attempts: int) -> Claim | None:
+    """Mark a unit running and return its documents, or None when there is nothing to do.
+
+    A unit already closed is skipped (a redelivered message). A unit of a job being
+    cancelled is closed as cancelled. A unit claimed ``max_attempts`` times already
+    (its workers keep dying) is failed rather than run again.
+    """
+    job_id = session.scalar(select(Unit.job_id).where(Unit.id == unit_id))
+    if job_id is None:
+        return None
+    # Lock order everywhere: job, then unit.
+    job = lock_job(session, job_id)
+    unit = session.scalar(select(Unit).where(Unit.id == unit_id).with_for_update())
+    if unit is None or unit.state not in OPEN_UNIT_STATES:
+        return None
+    if job.status in (JobStatus.cancelling.value, JobStatus.cancelled.value):
+        close_unit(session, unit, UnitState.cancelled, reason="job cancelled")
+        finalize_job_if_done(session, job)
+        return None
+    if unit.attempts >= max_attempts:
+        close_unit(
+            session,
+            unit,
+            UnitState.failed,
+            reason=f"gave up after {unit.attempts} attempts: the worker processing this unit "
+            "stopped each time (out of memory or crash?); DOCBATCH_MAX_UNIT_ATTEMPTS="
+            f"{max_attempts}",
+        )
+        finalize_job_if_done(session, job)
+        return None
+    now = utcnow()
+    unit.state = UnitState.running.value
+    unit.attempts += 1
+    unit.claimed_at = now
+    unit.worker = worker
+    if job.status == JobStatus.queued.value:
+        job.status = JobStatus.running.value
+    if job.started_at is None:
+        job.started_at = now
+    params = session.scalar(
+        select(JobTask.params).where(JobTask.job_id == job.id, JobTask.task == unit.task)
+    )
+    done_ids = select(Result.document_id).where(Result.job_id == job.id, Result.task == unit.task)
+    docs = session.execute(
+        select(Document.id, Document.custom_id, Document.text)
+        .where(
+            Document.job_id == job.id,
+            Document.seq.between(unit.seq_lo, unit.seq_hi),
+            Document.id.not_in(done_ids),
+        )
+        .order_by(Document.seq)
+    ).all()
+    return Claim(unit=unit, job=job, params=params or {}, documents=[tuple(d) for d in docs])
+
+
+def job_status(session: Session, job_id: str) -> str | None:
+    return session.scalar(select(Job.status).where(Job.id == job_id))
+
+
+def write_results(session: Session, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert_ignore(session, Result), rows)
+
+
+def close_unit(
+    session: Session,
+    unit: Unit,
+    state: UnitState,
+    *,
+    reason: str | None = None,
+    chunks: int = 0,
+    tokens: int = 0,
+) -> bool:
+    """Move an open unit to a terminal state and count it; False if it was already closed.
+
+    Documents of the unit that have no result yet get one: ``cancelled`` when the unit
+    is cancelled, otherwise ``failed`` with ``reason``.
+    """
+    moved = session.execute(
+        update(Unit)
+        .where(Unit.id == unit.id, Unit.state.in_(OPEN_UNIT_STATES))
+        .values(state=state.value, finished_at=utcnow(), error=reason)
+    ).rowcount
+    if not moved:
+        return False
+    session.expire(unit)
+    fill = ResultStatus.cancelled if state == UnitState.cancelled else ResultStatus.failed
+    in_unit = and_(Document.job_id == unit.job_id, Document.seq.between(unit.seq_lo, unit.seq_hi))
+    has_result = select(Result.document_id).where(
+        Result.job_id == unit.job_id, Result.task == unit.task
+    )
+    missing = select(
+        literal(unit.job_id),
+        Document.id,
+        literal(unit.id),
+        literal(unit.task),
+        literal(fill.value),
+        literal(reason or fill.value),
+        literal(utcnow()),
+    ).where(in_unit, Document.id.not_in(has_result))
+    session.execute(
+        insert_ignore(session, Result).from_select(
+            ["job_id", "document_id", "unit_id", "task", "status", "error", "created_at"],
+            missing,
+        )
+    )
+    tally = dict(
+        session.execute(
+            select(Result.status, func.count())
+            .join(Document, Document.id == Result.document_id)
+            .where(in_unit, Result.task == unit.task)
+            .group_by(Result.status)
+        ).all()
+    )
+    session.execute(
+        update(JobTask)
+        .where(JobTask.job_id == unit.job_id, JobTask.task == unit.task)
+        .values(
+            succeeded=JobTask.succeeded + tally.get(ResultStatus.succeeded.value, 0),
+            failed=JobTask.failed + tally.get(ResultStatus.failed.value, 0),
+            cancelled=JobTask.cancelled + tally.get(ResultStatus.cancelled.value, 0),
+            chunks=JobTask.chunks + chunks,
+            tokens=JobTask.tokens + tokens,
+        )
+    )
+    return True
+
+
+def finalize_job_if_done(session: Session, job: Job) -> bool:
+    """Give the (locked) job its terminal status once no unit is open; True if it did."""
+    if JobStatus(job.status).terminal:
+        return False
+    open_units = session.scalar(
+        select(func.count())
+        .select_from(Unit)
+        .where(Unit.job_id == job.id, Unit.state.in_(OPEN_UNIT_STATES))
+    )
+    if open_units:
+        return False
+    totals = session.execute(
+        select(
+            func.sum(JobTask.total),
+            func.sum(JobTask.succeeded),
+            func.sum(JobTask.failed),
+        ).where(JobTask.job_id == job.id)
+    ).one()
+    total, succeeded, failed = (int(v or 0) for v in totals)
+    if job.status == JobStatus.cancelling.value:
+        status = JobStatus.cancelled
+    elif succeeded == total:
+        status = JobStatus.completed
+    elif succeeded == 0:
+        status = JobStatus.failed
+    else:
+        status = JobStatus.completed_with_errors
+    job.status = status.value
+    job.finished_at = utcnow()
+    if job.started_at is None:
+        job.started_at = job.finished_at
+    return True
+
+
+def stale_units(
+    session: Session, queued_before: dt.datetime, running_before: dt.datetime, limit: int = 5000
+) -> list[tuple[int, str]]:
+    """Units whose message may be lost: queued and not picked up, or running with no end."""
+    rows = session.execute(
+        select(Unit.id, Unit.task)
+        .where(
+            ((Unit.state == UnitState.queued.value) & (Unit.published_at < queued_before))
+            | (
+                (Unit.state == UnitState.running.value)
+                & (Unit.claimed_at < running_before)
+                & (Unit.published_at < running_before)
+            )
+        )
+        .order_by(Unit.id)
+        .limit(limit)
+    ).all()
+    return [(r.id, r.task) for r in rows]

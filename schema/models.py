@@ -1,0 +1,86 @@
+"""I/O models shared by the api, the CLI and the worker (pydantic, no FastAPI)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SummarizeTask(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["summarize"]
+    method: Literal["auto", "extractive", "abstractive"] = "auto"
+    max_sentences: int = Field(3, ge=1, le=50)
+
+
+class TagsTask(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["tags"]
+    labels: list[str] | None = None
+    top_k: int = Field(5, ge=1, le=100)
+
+
+class TranslateTask(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["translate"]
+    target_lang: str = Field(min_length=2, max_length=16)
+    source_lang: str | None = Field(None, min_length=2, max_length=16)
+
+
+class EmbedTask(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["embed"]
+    include_chunks: bool = True
+
+
+TaskSpec = Annotated[
+    SummarizeTask | TagsTask | TranslateTask | EmbedTask, Field(discriminator="type")
+]
+
+
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    custom_id: str = Field(min_length=1, max_length=512)
+    text: str
+    metadata: dict[str, Any] | None = None
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tasks: list[TaskSpec] = Field(min_length=1)
+    documents: list[DocumentIn] = Field(default_factory=list)
+    name: str | None = Field(None, max_length=200)
+    priority: int = Field(0, ge=0, le=9)
+    webhook_url: str | None = Field(None, max_length=2048)
+
+
+class TaskCounts(BaseModel):
+    total: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    pending: int
+    chunks: int
+    tokens: int
+
+
+class JobPublic(BaseModel):
+    id: str
+    name: str | None
+    status: str
+    priority: int
+    tasks: dict[str, dict[str, Any]]
+    counts: dict[str, TaskCounts]
+    documents: int
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    elapsed_seconds: float | None
+    documents_per_second: float | None
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    count: int

@@ -1,0 +1,78 @@
+"""Reading results back: one dict per document, in submission order, page by page.
+
+Used by the api's NDJSON stream and by ``docbatch run``; each page is its own short
+transaction, so a stream of a million documents holds no long snapshot and no
+more than a page in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from schema.db import new_session
+from schema.tables import Document, Result, ResultStatus
+
+
+def render_result(r: Result | Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"status": r.status}
+    if r.status == ResultStatus.succeeded.value:
+        output = dict(r.output or {})
+        if r.vectors is not None:
+            vecs = np.frombuffer(r.vectors, dtype=np.float32).reshape(-1, output.get("dim", 1))
+            output["vector"] = [round(float(x), 7) for x in vecs[0]]
+            if len(vecs) > 1:
+                output["chunk_vectors"] = [[round(float(x), 7) for x in v] for v in vecs[1:]]
+        entry["output"] = output
+        entry["model"] = {"id": r.model_id, "revision": r.model_revision}
+        entry["params"] = r.params
+    else:
+        entry["error"] = r.error
+    return entry
+
+
+def iter_document_results(
+    job_id: str,
+    tasks: list[str],
+    *,
+    only_failed: bool = False,
+    page_size: int = 1000,
+) -> Iterator[dict[str, Any]]:
+    """Yield ``{"custom_id", "metadata"?, "results": {task: {...}}}`` per document.
+
+    Tasks with no result yet show ``{"status": "pending"}``: results are readable
+    while the job runs.
+    """
+    after = -1
+    while True:
+        with new_session() as s:
+            docs = s.execute(
+                select(Document.id, Document.seq, Document.custom_id, Document.meta)
+                .where(Document.job_id == job_id, Document.seq > after)
+                .order_by(Document.seq)
+                .limit(page_size)
+            ).all()
+            if not docs:
+                return
+            ids = [d.id for d in docs]
+            query = select(Result).where(Result.job_id == job_id, Result.document_id.in_(ids))
+            if only_failed:
+                query = query.where(Result.status == ResultStatus.failed.value)
+            by_doc: dict[int, dict[str, Any]] = {}
+            for r in s.scalars(query):
+                by_doc.setdefault(r.document_id, {})[r.task] = render_result(r)
+        for d in docs:
+            found = by_doc.get(d.id, {})
+            if only_failed and not found:
+                continue
+            results = (
+                found if only_failed else {t: found.get(t, {"status": "pending"}) for t in tasks}
+            )
+            line: dict[str, Any] = {"custom_id": d.custom_id, "results": results}
+            if d.meta:
+                line["metadata"] = d.meta
+            yield line
+        after = docs[-1].seq

@@ -1,0 +1,94 @@
+"""One settings class, read from the environment (prefix ``DOCBATCH_``).
+
+Every knob is documented in ``.env.example``. Example::
+
+    DOCBATCH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1/docbatch \
+    DOCBATCH_BROKER_URL=redis://127.0.0.1:6379/0 docbatch api
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TASKS = ("summarize", "tags", "translate", "embed")
+
+
+class ModelConfig(BaseModel):
+    """How one task's worker loads and runs its model."""
+
+    handler: str = Field("", description="'module:Class' of the handler; empty: the default")
+    model: str = Field("", description="Hub id or local path; empty means the handler default")
+    revision: str = Field("main", description="Pinned revision recorded on every result")
+    device: str = Field("auto", description="'auto' picks cuda when present, else cpu")
+    batch_tokens: int = Field(16384, description="Token budget per batch: padded length x rows")
+    max_batch_rows: int = Field(256, description="Upper bound on rows per batch")
+    max_input_tokens: int = Field(0, description="0 means the model's own limit")
+    params: dict[str, Any] = Field(default_factory=dict, description="Handler defaults")
+
+
+def _default_models() -> dict[str, ModelConfig]:
+    return {
+        "embed": ModelConfig(handler="worker.handlers.embed:EmbedHandler"),
+        "tags": ModelConfig(handler="worker.handlers.tags:TagsHandler"),
+        "summarize": ModelConfig(handler="worker.handlers.summarize:ExtractiveSummarizeHandler"),
+        "translate": ModelConfig(handler="worker.handlers.translate:TranslateHandler"),
+    }
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DOCBATCH_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/docbatch"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+
+    # Work units: documents are grouped until a unit holds about this many tokens.
+    unit_tokens: int = 8192
+    unit_max_documents: int = 256
+    # Reconciler: units still queued (or running with no progress) after this are republished.
+    requeue_after_seconds: float = 120.0
+    running_lease_seconds: float = 1800.0
+    reconcile_interval_seconds: float = 30.0
+    max_unit_attempts: int = 3
+
+    # Input limits (4xx naming the limit and this setting when exceeded).
+    max_documents_per_job: int = 1_000_000
+    max_document_bytes: int = 1_000_000
+    max_request_bytes: int = 1_073_741_824
+    max_labels_per_task: int = 256
+
+    # CLI client: where `docbatch submit/status/results` send requests.
+    api_url: str = "http://127.0.0.1:8000"
+    api_key: str = ""
+
+    # API
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    results_page_size: int = 1000
+
+    models: dict[str, ModelConfig] = Field(default_factory=_default_models)
+
+    @model_validator(mode="after")
+    def _fill_models(self) -> Settings:
+        # Setting one field of one task (DOCBATCH_MODELS__EMBED__MODEL=...) keeps the defaults
+        # of everything else.
+        for task, default in _default_models().items():
+            configured = self.models.get(task)
+            if configured is None:
+                self.models[task] = default
+            elif not configured.handler:
+                configured.handler = default.handler
+        return self
+
+    def model_for(self, task: str) -> ModelConfig:
+        return self.models[task]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

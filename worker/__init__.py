@@ -1,0 +1,1 @@
+"""The worker side: Celery app and tasks, model handlers, chunking, batching."""

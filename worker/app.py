@@ -1,0 +1,78 @@
+"""The Celery app: configuration only (no torch here; the api imports this to publish).
+
+Settings follow ../shared/notes/celery.md: late acks, prefetch 1, requeue on a lost
+worker (with an attempt cap kept in Postgres), no result backend (Postgres holds
+results), task events on for Flower.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from schema.settings import Settings, get_settings
+
+QUEUE_PREFIX = "docbatch."
+MAINTENANCE_QUEUE = "docbatch.maintenance"
+PROCESS_TASK = "docbatch.process_unit"
+RECONCILE_TASK = "docbatch.reconcile"
+
+
+def queue_for(task: str) -> str:
+    return QUEUE_PREFIX + task
+
+
+def _broker_options(settings: Settings) -> dict[str, Any]:
+    url = settings.broker_url
+    if url.startswith("filesystem://"):
+        folder = Path(os.environ.get("DOCBATCH_BROKER_FOLDER", ".docbatch/broker"))
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+            "polling_interval": 0.05,
+        }
+    # Longer than any unit can take, or Redis redelivers a running unit to a second worker.
+    return {"visibility_timeout": 4 * 3600, "queue_order_strategy": "priority"}
+
+
+def make_app(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    app = Celery("docbatch", broker=settings.broker_url)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=MAINTENANCE_QUEUE,
+        broker_transport_options=_broker_options(settings),
+        broker_connection_retry_on_startup=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_proc_alive_timeout=300,
+        worker_max_tasks_per_child=1000,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_hijack_root_logger=False,
+        enable_utc=True,
+        timezone="UTC",
+        beat_schedule={
+            "reconcile": {
+                "task": RECONCILE_TASK,
+                "schedule": settings.reconcile_interval_seconds,
+                "options": {"queue": MAINTENANCE_QUEUE, "expires": 60},
+            }
+        },
+    )
+    app.conf.imports = ("worker.tasks",)
+    return app
+
+
+app = make_app()

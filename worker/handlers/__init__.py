@@ -1,0 +1,1 @@
+"""Model handlers, one module per task. See ``base.Handler`` for the contract."""

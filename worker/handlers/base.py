@@ -1,0 +1,115 @@
+"""The handler contract: how a task's model is loaded, fed and reduced.
+
+A handler is LitServe-shaped: ``setup(device)`` loads weights once per worker
+process; ``predict(chunks, params)`` maps a batch of chunk texts to exactly one
+output each; ``chunk(text)`` cuts a document with the model's own tokenizer;
+``reduce(...)`` folds one document's chunk outputs into its result. Example::
+
+    class Upper(Handler):
+        task = "summarize"
+
+        def setup(self, device: str) -> None:
+            self.tokenizer = MyTokenizer()
+
+        def predict(self, chunks, params):
+            return [c.upper() for c in chunks]
+
+        def reduce(self, text, chunks, outputs, params):
+            return Output({"summary": "".join(outputs)})
+
+Raise ``schema.errors.PermanentError`` to fail a document with a reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from schema.settings import ModelConfig
+from worker.chunking import Chunk, chunk_text
+
+
+@dataclass
+class Output:
+    """One document's result: JSON-able ``data`` plus optional float32 ``vectors``."""
+
+    data: dict[str, Any]
+    vectors: np.ndarray | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class BatchLengthMismatch(RuntimeError):
+    pass
+
+
+class Handler:
+    task: ClassVar[str] = ""
+    default_model: ClassVar[str] = ""
+    default_revision: ClassVar[str] = "main"
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self.model_id = config.model or self.default_model
+        self.revision = (
+            config.revision if config.model else self.default_revision
+        ) or self.default_revision
+        self.device = "cpu"
+        self.tokenizer: Any = None
+
+    # -- to implement -----------------------------------------------------------------
+    def setup(self, device: str) -> None:
+        """Load the model and tokenizer onto ``device``; called once per worker process."""
+        raise NotImplementedError
+
+    def predict(self, chunks: list[str], params: dict[str, Any]) -> list[Any]:
+        """One output per chunk, in order."""
+        raise NotImplementedError
+
+    def reduce(
+        self, text: str, chunks: list[Chunk], outputs: list[Any], params: dict[str, Any]
+    ) -> Output:
+        """Fold one document's chunk outputs (in document order) into its result."""
+        raise NotImplementedError
+
+    # -- defaults ---------------------------------------------------------------------
+    @property
+    def max_input_tokens(self) -> int:
+        """Tokens per chunk, special tokens excluded."""
+        if self.config.max_input_tokens:
+            return self.config.max_input_tokens
+        limit = int(getattr(self.tokenizer, "model_max_length", 512) or 512)
+        if limit > 100_000:  # tokenizers without a limit report a huge sentinel
+            limit = 512
+        return limit - self.special_tokens()
+
+    def special_tokens(self) -> int:
+        return len(self.tokenizer("", add_special_tokens=True)["input_ids"])
+
+    def chunk(self, text: str) -> list[Chunk]:
+        return chunk_text(text, self.tokenizer, self.max_input_tokens)
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        """Raise PermanentError if this handler cannot serve ``params`` at all."""
+
+    def describe_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The parameters recorded on each result (task params plus model defaults)."""
+        return {**self.config.params, **params}
+
+    def run_batch(self, chunks: list[str], params: dict[str, Any]) -> list[Any]:
+        outputs = self.predict(chunks, params)
+        if len(outputs) != len(chunks):
+            raise BatchLengthMismatch(
+                f"{type(self).__name__}.predict returned {len(outputs)} outputs "
+                f"for {len(chunks)} inputs"
+            )
+        return outputs
+
+
+def pick_device(configured: str) -> str:
+    if configured != "auto":
+        return configured
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

