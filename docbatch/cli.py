@@ -152,13 +152,14 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     os.environ["DOCBATCH_WORKER_TASK"] = args.task
-    from schema.settings import TASKS
+    from schema.settings import TASKS, get_settings
 
     if args.task not in TASKS:
         raise SystemExit(f"docbatch: --task must be one of {', '.join(TASKS)}")
-    from worker.app import MAINTENANCE_QUEUE, app, queue_for
+    from worker.app import app
 
-    queues = [queue_for(args.task)] + ([] if args.no_maintenance else [MAINTENANCE_QUEUE])
+    s = get_settings()
+    queues = [s.queue_for(args.task)] + ([] if args.no_maintenance else [s.maintenance_queue])
     argv = [
         "worker",
         "-Q",

@@ -101,6 +101,8 @@ def run(
     upgrade(settings.database_url)
     names = [t["type"] if isinstance(t, dict) else t for t in tasks]
     started = time.monotonic()
+    # Workers share the cores: oversubscribed torch threads cost more than they give.
+    env["DOCBATCH_TORCH_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(names)))
     procs = [start_worker(t, env, workdir / f"worker-{t}.log") for t in names]
     try:
         with transaction() as s:

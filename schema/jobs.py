@@ -8,7 +8,7 @@ outbox: units left unpublished are picked up by the reconciler).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ CHARS_PER_TOKEN = 4  # a rough estimate, good enough to size units evenly
 @dataclass
 class NewJob:
     job: Job
-    units: list[tuple[int, str]] = field(default_factory=list)  # (unit id, task) to publish
+    units: list[tuple[int, str]] = field(default_factory=list)  # (unit id, queue) to publish
     existing: bool = False
 
 
@@ -212,6 +212,7 @@ def create_job(
         {
             "job_id": job.id,
             "task": task,
+            "queue": settings.queue_for(task),
             "seq_lo": r_lo,
             "seq_hi": r_hi,
             "est_tokens": est,
@@ -225,9 +226,9 @@ def create_job(
         session.execute(insert(Unit), unit_rows[i : i + INSERT_BATCH])
     session.flush()
     units = session.execute(
-        select(Unit.id, Unit.task).where(Unit.job_id == job.id).order_by(Unit.id)
+        select(Unit.id, Unit.queue).where(Unit.job_id == job.id).order_by(Unit.id)
     ).all()
-    return NewJob(job=job, units=[(u.id, u.task) for u in units])
+    return NewJob(job=job, units=[(u.id, u.queue) for u in units])
 
 
 def get_job(session: Session, tenant: str | None, job_id: str) -> Job:
@@ -315,16 +316,6 @@ def cancel_job(session: Session, tenant: str | None, job_id: str) -> Job:
         ledger.close_unit(session, unit, UnitState.cancelled, reason="job cancelled")
     ledger.finalize_job_if_done(session, job)
     return job
-
-
-def iter_units_to_publish(session: Session, job_id: str) -> Iterator[tuple[int, str]]:
-    rows = session.execute(
-        select(Unit.id, Unit.task).where(
-            Unit.job_id == job_id, Unit.state == UnitState.queued.value
-        )
-    )
-    for row in rows:
-        yield row.id, row.task
 
 
 def touch_published(session: Session, unit_ids: list[int]) -> None:

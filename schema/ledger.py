@@ -212,9 +212,10 @@ def finalize_job_if_done(session: Session, job: Job) -> bool:
 def stale_units(
     session: Session, queued_before: dt.datetime, running_before: dt.datetime, limit: int = 5000
 ) -> list[tuple[int, str]]:
-    """Units whose message may be lost: queued and not picked up, or running with no end."""
+    """(id, queue) of units whose message may be lost: queued and not picked up, or running
+    past the lease with no end."""
     rows = session.execute(
-        select(Unit.id, Unit.task)
+        select(Unit.id, Unit.queue)
         .where(
             ((Unit.state == UnitState.queued.value) & (Unit.published_at < queued_before))
             | (
@@ -226,4 +227,4 @@ def stale_units(
         .order_by(Unit.id)
         .limit(limit)
     ).all()
-    return [(r.id, r.task) for r in rows]
+    return [(r.id, r.queue) for r in rows]

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
 
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/docbatch"
     broker_url: str = "redis://127.0.0.1:6379/0"
+    # Queues are "<prefix>.<task>" and "<prefix>.maintenance".
+    queue_prefix: str = "docbatch"
+    # Threads torch may use in a worker; 0 leaves torch's default (all cores).
+    torch_threads: int = 0
 
     # Work units: documents are grouped until a unit holds about this many tokens.
     unit_tokens: int = 8192
@@ -87,6 +91,13 @@ class Settings(BaseSettings):
 
     def model_for(self, task: str) -> ModelConfig:
         return self.models[task]
+
+    def queue_for(self, task: str) -> str:
+        return f"{self.queue_prefix}.{task}"
+
+    @property
+    def maintenance_queue(self) -> str:
+        return f"{self.queue_prefix}.maintenance"
 
 
 @lru_cache(maxsize=1)

@@ -39,7 +39,7 @@ def new_job_id() -> str:
     return "job_" + uuid.uuid4().hex
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(enum.StrEnum):
     queued = "queued"
     running = "running"
     completed = "completed"
@@ -58,7 +58,7 @@ TERMINAL_JOB_STATUSES = frozenset(
 )
 
 
-class UnitState(str, enum.Enum):
+class UnitState(enum.StrEnum):
     queued = "queued"
     running = "running"
     done = "done"
@@ -69,7 +69,7 @@ class UnitState(str, enum.Enum):
 OPEN_UNIT_STATES = (UnitState.queued.value, UnitState.running.value)
 
 
-class ResultStatus(str, enum.Enum):
+class ResultStatus(enum.StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
@@ -146,6 +146,7 @@ class Unit(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     task: Mapped[str] = mapped_column(String(24))
+    queue: Mapped[str] = mapped_column(String(100))
     seq_lo: Mapped[int] = mapped_column(Integer)
     seq_hi: Mapped[int] = mapped_column(Integer)
     est_tokens: Mapped[int] = mapped_column(Integer, default=0)

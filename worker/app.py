@@ -15,14 +15,8 @@ from celery import Celery
 
 from schema.settings import Settings, get_settings
 
-QUEUE_PREFIX = "docbatch."
-MAINTENANCE_QUEUE = "docbatch.maintenance"
 PROCESS_TASK = "docbatch.process_unit"
 RECONCILE_TASK = "docbatch.reconcile"
-
-
-def queue_for(task: str) -> str:
-    return QUEUE_PREFIX + task
 
 
 def _broker_options(settings: Settings) -> dict[str, Any]:
@@ -52,7 +46,7 @@ def make_app(settings: Settings | None = None) -> Celery:
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
-        task_default_queue=MAINTENANCE_QUEUE,
+        task_default_queue=settings.maintenance_queue,
         broker_transport_options=_broker_options(settings),
         broker_connection_retry_on_startup=True,
         worker_send_task_events=True,
@@ -67,7 +61,7 @@ def make_app(settings: Settings | None = None) -> Celery:
             "reconcile": {
                 "task": RECONCILE_TASK,
                 "schedule": settings.reconcile_interval_seconds,
-                "options": {"queue": MAINTENANCE_QUEUE, "expires": 60},
+                "options": {"queue": settings.maintenance_queue, "expires": 60},
             }
         },
     )

@@ -36,6 +36,10 @@ def load_pinned_handler() -> Handler | None:
     if not task or _handler is not None:
         return _handler
     settings = get_settings()
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     handler = load_handler(task, settings)
     device = pick_device(settings.model_for(task).device)
     handler.setup(device)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 19:24:27.031866
+Create Date: 2026-11-23 19:26:43.302426
 """
 
 from collections.abc import Sequence
@@ -80,6 +80,7 @@ def upgrade() -> None:
         ),
         sa.Column("job_id", sa.String(length=40), nullable=False),
         sa.Column("task", sa.String(length=24), nullable=False),
+        sa.Column("queue", sa.String(length=100), nullable=False),
         sa.Column("seq_lo", sa.Integer(), nullable=False),
         sa.Column("seq_hi", sa.Integer(), nullable=False),
         sa.Column("est_tokens", sa.Integer(), nullable=False),

@@ -1,0 +1,50 @@
+"""Fake handlers: the one seam where tests swap the model (DOCBATCH_MODELS__<TASK>__HANDLER)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from worker.chunking import Chunk
+from worker.handlers.base import Handler, Output
+
+
+class WordTokenizer:
+    """Whitespace 'tokenizer' with offsets, enough for worker.chunking."""
+
+    model_max_length = 64
+
+    def __call__(self, text: str, **_: Any) -> dict[str, Any]:
+        import re
+
+        spans = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+        return {"input_ids": list(range(len(spans))), "offset_mapping": spans}
+
+
+class UpperHandler(Handler):
+    """Upper-cases each chunk; sleeps DOCBATCH_FAKE_SLEEP seconds per batch."""
+
+    task = "summarize"
+    default_model = "fake/upper"
+    default_revision = "v1"
+
+    def setup(self, device: str) -> None:
+        self.tokenizer = WordTokenizer()
+        self.sleep = float(os.environ.get("DOCBATCH_FAKE_SLEEP", "0"))
+
+    def special_tokens(self) -> int:
+        return 0
+
+    def predict(self, chunks: list[str], params: dict[str, Any]) -> list[Any]:
+        if self.sleep:
+            time.sleep(self.sleep)
+        for c in chunks:
+            if "POISON" in c:
+                raise ValueError("poison chunk")
+        return [c.upper() for c in chunks]
+
+    def reduce(
+        self, text: str, chunks: list[Chunk], outputs: list[Any], params: dict[str, Any]
+    ) -> Output:
+        return Output({"summary": "".join(outputs)})

@@ -1,0 +1,137 @@
+"""Shared fixtures: real worker processes, the api, corpus loading, waiting for jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
+ARTIFACTS = ROOT / "test-artifacts"
+_processes: list[subprocess.Popen[bytes]] = []
+TERMINAL = {"completed", "completed_with_errors", "failed", "cancelled"}
+
+
+def stop_all_processes() -> None:
+    for proc in _processes:
+        stop_process(proc, timeout=10)
+    _processes.clear()
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def spawn(args: list[str], log_name: str, env: dict[str, str] | None = None
+          ) -> subprocess.Popen[bytes]:
+    """Start ``docbatch ARGS`` in its own process group, logging to test-artifacts/."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = (ARTIFACTS / log_name).open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "docbatch.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    _processes.append(proc)
+    return proc
+
+
+class WorkerProcess:
+    """A real ``docbatch worker --task T`` (prefork, concurrency 1) started for a test."""
+
+    def __init__(self, task: str, env: dict[str, str] | None = None, pool: str = "prefork",
+                 name: str | None = None) -> None:
+        self.task = task
+        self.log_name = f"worker-{name or task}-{time.monotonic_ns()}.log"
+        self.proc = spawn(["worker", "--task", task, "--pool", pool, "--loglevel", "INFO"],
+                          self.log_name, env)
+
+    @property
+    def log(self) -> str:
+        return (ARTIFACTS / self.log_name).read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 120) -> WorkerProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker {self.task} exited:\n{self.log[-3000:]}")
+            if " ready." in self.log:
+                return self
+            time.sleep(0.2)
+        raise TimeoutError(f"worker {self.task} not ready after {timeout}s:\n{self.log[-3000:]}")
+
+    def children(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (parent and pool children)."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def workers() -> Iterator[dict[str, WorkerProcess]]:
+    """Session workers for the real MiniLM handlers: tags, summarize and embed."""
+    started = {t: WorkerProcess(t) for t in ("tags", "summarize", "embed")}
+    for w in started.values():
+        w.wait_ready()
+    yield started
+    for w in started.values():
+        w.stop()
+
+
+@pytest.fixture(scope="session")
+def api() -> Iterator[TestClient]:
+    from api.app import create_app
+
+    with TestClient(create_app()) as client:
+        yield client
+
+
+def load_corpus(name: str, limit: int | None = None) -> list[dict[str, Any]]:
+    docs = [json.loads(line) for line in (CORPUS / name).open(encoding="utf-8")]
+    return docs[:limit] if limit else docs
+
+
+def wait_for_job(client: TestClient, job_id: str, timeout: float = 300,
+                 until: set[str] | None = None) -> dict[str, Any]:
+    until = until or TERMINAL
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in until:
+            return job
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still {job['status']} after {timeout}s: {job}")
+        time.sleep(0.3)
+
+
+def read_ndjson(response: Any) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in response.text.splitlines() if line.strip()]
