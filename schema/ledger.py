@@ -99,7 +99,12 @@ def claim_unit(session: Session, unit_id: int, worker: str, max_attempts: int) -
         )
         .order_by(Document.seq)
     ).all()
-    return Claim(unit=unit, job=job, params=params or {}, documents=[tuple(d) for d in docs])
+    return Claim(
+        unit=unit,
+        job=job,
+        params=params or {},
+        documents=[(int(d[0]), str(d[1]), str(d[2])) for d in docs],
+    )
 
 
 def job_status(session: Session, job_id: str) -> str | None:
@@ -125,7 +130,7 @@ def close_unit(
     Documents of the unit that have no result yet get one: ``cancelled`` when the unit
     is cancelled, otherwise ``failed`` with ``reason``.
     """
-    moved = session.execute(
+    moved = session.execute(  # type: ignore[attr-defined]
         update(Unit)
         .where(Unit.id == unit.id, Unit.state.in_(OPEN_UNIT_STATES))
         .values(state=state.value, finished_at=utcnow(), error=reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -35,15 +36,14 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout)
     except (subprocess.TimeoutExpired, ProcessLookupError):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait()
 
 
-def spawn(args: list[str], log_name: str, env: dict[str, str] | None = None
-          ) -> subprocess.Popen[bytes]:
+def spawn(
+    args: list[str], log_name: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start ``docbatch ARGS`` in its own process group, logging to test-artifacts/."""
     ARTIFACTS.mkdir(exist_ok=True)
     log = (ARTIFACTS / log_name).open("wb")
@@ -62,12 +62,18 @@ def spawn(args: list[str], log_name: str, env: dict[str, str] | None = None
 class WorkerProcess:
     """A real ``docbatch worker --task T`` (prefork, concurrency 1) started for a test."""
 
-    def __init__(self, task: str, env: dict[str, str] | None = None, pool: str = "prefork",
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        task: str,
+        env: dict[str, str] | None = None,
+        pool: str = "prefork",
+        name: str | None = None,
+    ) -> None:
         self.task = task
         self.log_name = f"worker-{name or task}-{time.monotonic_ns()}.log"
-        self.proc = spawn(["worker", "--task", task, "--pool", pool, "--loglevel", "INFO"],
-                          self.log_name, env)
+        self.proc = spawn(
+            ["worker", "--task", task, "--pool", pool, "--loglevel", "INFO"], self.log_name, env
+        )
 
     @property
     def log(self) -> str:
@@ -120,8 +126,9 @@ def load_corpus(name: str, limit: int | None = None) -> list[dict[str, Any]]:
     return docs[:limit] if limit else docs
 
 
-def wait_for_job(client: TestClient, job_id: str, timeout: float = 300,
-                 until: set[str] | None = None) -> dict[str, Any]:
+def wait_for_job(
+    client: TestClient, job_id: str, timeout: float = 300, until: set[str] | None = None
+) -> dict[str, Any]:
     until = until or TERMINAL
     deadline = time.monotonic() + timeout
     while True:

@@ -58,6 +58,9 @@ def test_batches_respect_budget_and_sort_by_length():
 
 
 def test_batch_rows_cap_and_oversized_row():
-    assert plan_batches([10] * 10, budget=10_000, max_rows=4) == [[0, 1, 2, 3], [4, 5, 6, 7],
-                                                                   [8, 9]]
+    assert plan_batches([10] * 10, budget=10_000, max_rows=4) == [
+        [0, 1, 2, 3],
+        [4, 5, 6, 7],
+        [8, 9],
+    ]
     assert plan_batches([5000, 3], budget=100) == [[0], [1]]

@@ -42,7 +42,7 @@ class SentenceEncoderHandler(Handler):
     def max_input_tokens(self) -> int:
         if self.config.max_input_tokens:
             return self.config.max_input_tokens
-        return int(self.model.max_seq_length) - self.special_tokens()
+        return int(self.model.max_seq_length or 512) - self.special_tokens()
 
     def encode(self, texts: list[str]) -> np.ndarray:
         import torch

@@ -1,0 +1,43 @@
+# One command per chore. `make test` and `make demo` create .venv and install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CORPUS ?= ../shared/corpus
+
+.PHONY: install test demo lint format bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Needs PostgreSQL and Redis (DOCBATCH_TEST_DATABASE_URL / DOCBATCH_TEST_REDIS_URL,
+# default: the local servers); see tests/conftest.py.
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The whole system in one process group on the embedded default (SQLite + filesystem
+# broker): no servers needed.
+demo: install
+	HF_HUB_OFFLINE=1 $(VENV)/bin/docbatch run $(CORPUS)/stdlib-docs.jsonl \
+		--task tags --task summarize -o demo-results.jsonl
+	@head -n 3 demo-results.jsonl | $(PY) -c 'import json,sys; \
+	[print(json.dumps({"custom_id": d["custom_id"], \
+	"tags": [t["label"] for t in d["results"]["tags"]["output"]["tags"]], \
+	"summary": d["results"]["summarize"]["output"]["summary"][:300]}, indent=2)) \
+	for d in map(json.loads, sys.stdin)]'
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy api worker schema docbatch
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) test-artifacts .pytest_cache demo-results.jsonl .docbatch
