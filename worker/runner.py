@@ -249,11 +249,19 @@ def process_unit(
         unit_id=unit_id,
         batch_runner=batch_runner,
     )
+    return finish_unit(job_id, unit_id, outcome)
+
+
+def finish_unit(job_id: str, unit_id: int, outcome: UnitOutcome) -> str:
+    """Write a computed unit's results and close it, in one transaction.
+
+    If another delivery of the same unit closed it first, nothing is written.
+    """
     with transaction() as s:
         job = ledger.lock_job(s, job_id)
         unit = s.get(Unit, unit_id)
         if unit is None or unit.state != UnitState.running.value:
-            return "superseded"  # another delivery of this unit finished first
+            return "superseded"
         ledger.write_results(s, outcome.rows)
         state = UnitState.cancelled if outcome.cancelled else UnitState.done
         ledger.close_unit(
