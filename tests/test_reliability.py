@@ -1,0 +1,119 @@
+"""Cancellation, a lost queue, and a unit delivered twice: nothing lost, nothing doubled."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from sqlalchemy import func, select
+
+from schema import jobs, ledger
+from schema.db import new_session, transaction
+from schema.settings import get_settings
+from schema.tables import Result, Unit
+from tests.fixtures import (
+    WorkerProcess,
+    fake_env,
+    load_corpus,
+    read_ndjson,
+    spawn,
+    stop_process,
+    wait_for_job,
+)
+
+
+def _accounted(job: dict) -> None:
+    for c in job["counts"].values():
+        assert c["succeeded"] + c["failed"] + c["cancelled"] == c["total"]
+
+
+def test_cancel_stops_queued_units(api, own_queues, monkeypatch):
+    monkeypatch.setenv("DOCBATCH_UNIT_MAX_DOCUMENTS", "2")
+    get_settings.cache_clear()
+    worker = WorkerProcess("summarize", env=fake_env(own_queues, sleep=0.4)).wait_ready()
+    docs = load_corpus("stdlib-docs.jsonl", 40)
+    job_id = api.post("/v1/jobs", json={"tasks": ["summarize"], "documents": docs}).json()["id"]
+    deadline = time.monotonic() + 120
+    while api.get(f"/v1/jobs/{job_id}").json()["counts"]["summarize"]["succeeded"] == 0:
+        assert time.monotonic() < deadline, "no unit finished"
+        time.sleep(0.1)
+    cancelled_at = api.post(f"/v1/jobs/{job_id}/cancel").json()
+    assert cancelled_at["status"] in ("cancelling", "cancelled")
+    job = wait_for_job(api, job_id)
+    worker.stop()
+    assert job["status"] == "cancelled"
+    _accounted(job)
+    c = job["counts"]["summarize"]
+    assert c["succeeded"] >= 2 and c["cancelled"] >= 20 and c["failed"] == 0
+    with new_session() as s:
+        never_started = s.scalar(
+            select(func.count()).where(
+                Unit.job_id == job_id, Unit.state == "cancelled", Unit.attempts == 0
+            )
+        )
+    assert never_started >= 10  # queued units were closed without running
+    lines = read_ndjson(api.get(f"/v1/jobs/{job_id}/results"))
+    statuses = {x["results"]["summarize"]["status"] for x in lines}
+    assert statuses == {"succeeded", "cancelled"}
+
+
+def test_lost_queue_is_republished_by_the_reconciler(api, own_queues):
+    docs = load_corpus("stdlib-docs.jsonl", 30)
+    job_id = api.post("/v1/jobs", json={"tasks": ["summarize"], "documents": docs}).json()["id"]
+    settings = get_settings()
+    broker = redis.Redis.from_url(settings.broker_url)
+    queue = settings.queue_for("summarize")
+    assert broker.llen(queue) >= 1
+    broker.delete(queue)  # every message of the job is gone
+    env = fake_env(own_queues)
+    worker = WorkerProcess("summarize", env=env).wait_ready()
+    beat = spawn(
+        ["beat", "--loglevel", "INFO", "--schedule", f"/tmp/beat-{job_id}"],
+        f"beat-{job_id}.log",
+        env,
+    )
+    try:
+        job = wait_for_job(api, job_id, timeout=120)
+    finally:
+        stop_process(beat)
+        worker.stop()
+    assert job["status"] == "completed"
+    assert job["counts"]["summarize"]["succeeded"] == 30
+
+
+def test_a_unit_delivered_twice_is_written_once(own_queues):
+    from tests.fakes import UpperHandler
+    from worker.runner import compute_unit, finish_unit, process_unit
+
+    settings = get_settings()
+    with transaction() as s:
+        new = jobs.create_job(
+            s,
+            settings,
+            tenant="default",
+            tasks=[{"type": "summarize"}],
+            documents=[
+                ({"custom_id": f"d{i}", "text": f"text number {i}."}, None) for i in range(5)
+            ],
+        )
+        job_id, (unit_id, _queue) = new.job.id, new.units[0]
+    handler = UpperHandler(settings.model_for("summarize"))
+    handler.setup("cpu")
+    # First delivery claims the unit and computes, but is slow to finish...
+    with transaction() as s:
+        first = ledger.claim_unit(s, unit_id, "first", settings.max_unit_attempts)
+        assert first is not None
+        documents, params = first.documents, first.params
+    first_outcome = compute_unit(
+        handler, documents, params, lambda: False, job_id=job_id, unit_id=unit_id
+    )
+    # ...while a redelivery runs the whole unit to the end.
+    assert process_unit(unit_id, handler, settings) == "done"
+    assert finish_unit(job_id, unit_id, first_outcome) == "superseded"
+    assert process_unit(unit_id, handler, settings) == "skipped"
+    with new_session() as s:
+        rows = s.scalar(select(func.count()).where(Result.job_id == job_id))
+        job = jobs.job_public(s, jobs.get_job(s, None, job_id))
+    assert rows == 5
+    assert job.status == "completed"
+    assert job.counts["summarize"].succeeded == 5 and job.counts["summarize"].total == 5
