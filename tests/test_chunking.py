@@ -64,3 +64,16 @@ def test_batch_rows_cap_and_oversized_row():
         [8, 9],
     ]
     assert plan_batches([5000, 3], budget=100) == [[0], [1]]
+
+
+def test_sentences_do_not_end_at_abbreviations():
+    from worker.chunking import sentence_spans
+
+    text = "Use a codec (e.g. gzip) here.  The table is driven. Ask J. Smith. Done!"
+    pieces = [text[a:b] for a, b in sentence_spans(text)]
+    assert pieces == [
+        "Use a codec (e.g. gzip) here.  ",
+        "The table is driven. ",
+        "Ask J. Smith. ",
+        "Done!",
+    ]

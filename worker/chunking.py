@@ -28,12 +28,16 @@ class Chunk:
     tokens: int
 
 
+_ABBREVIATION = re.compile(r"(?:\b(?:e\.g|i\.e|etc|vs|cf|al|approx|Mr|Mrs|Dr|No|Fig)\.|\b[A-Z]\.)$")
+
+
 def sentence_spans(text: str) -> list[tuple[int, int]]:
     """Contiguous spans covering ``text``, each ending after a boundary's whitespace."""
     spans = []
     start = 0
     for m in _BOUNDARY.finditer(text):
-        if m.end() > start:
+        # "e.g. foo" is not a sentence end; neither is an initial ("J. Smith").
+        if m.end() > start and not _ABBREVIATION.search(text, start, m.start()):
             spans.append((start, m.end()))
             start = m.end()
     if start < len(text):
