@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from sqlalchemy import func, select
 
 from schema.db import new_session
+from schema.settings import get_settings
 from schema.tables import Result
-from tests.fixtures import load_corpus, read_ndjson, wait_for_job
+from tests.fixtures import WorkerProcess, fake_env, load_corpus, read_ndjson, wait_for_job
 
 
 def _assert_accounted(job: dict) -> None:
@@ -72,23 +75,27 @@ def test_caller_labels_ranked_by_similarity(api, workers):
     assert lines["math"]["results"]["tags"]["output"]["tags"][0]["label"] == "mathematics"
 
 
-def test_results_readable_while_the_job_runs(api, workers):
-    docs = load_corpus("stdlib-docs.jsonl")[:300]
+def test_results_readable_while_the_job_runs(api, own_queues, monkeypatch):
+    monkeypatch.setenv("DOCBATCH_UNIT_MAX_DOCUMENTS", "3")
+    get_settings.cache_clear()
+    worker = WorkerProcess("summarize", env=fake_env(own_queues, sleep=0.3)).wait_ready()
+    docs = load_corpus("stdlib-docs.jsonl", 30)
     job_id = api.post(
         "/v1/jobs", json={"tasks": [{"type": "summarize"}], "documents": docs}
     ).json()["id"]
-    job = api.get(f"/v1/jobs/{job_id}").json()
-    import time
-
-    deadline = time.monotonic() + 180
+    job = wait_for_job(api, job_id, until={"running"})
+    deadline = time.monotonic() + 120
     while job["counts"]["summarize"]["succeeded"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.1)
         job = api.get(f"/v1/jobs/{job_id}").json()
     lines = read_ndjson(api.get(f"/v1/jobs/{job_id}/results"))
     statuses = [x["results"]["summarize"]["status"] for x in lines]
-    assert len(lines) == 300
+    assert len(lines) == 30
     assert "succeeded" in statuses and "pending" in statuses, "expected a partial view"
+    done = [x for x in lines if x["results"]["summarize"]["status"] == "succeeded"]
+    assert done[0]["results"]["summarize"]["output"]["summary"].isupper()
     assert wait_for_job(api, job_id)["status"] == "completed"
+    worker.stop()
 
 
 def test_embed_equals_direct_sentence_transformers_encode(api, workers):
