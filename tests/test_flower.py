@@ -136,9 +136,7 @@ def test_flower_sees_the_worker_and_its_tasks(api, own_queues, tmp_path):
         assert all(t.get("sent") for t in succeeded), succeeded[0]
 
         # Read-only: control operations are refused.
-        shutdown = httpx.post(
-            f"{flower.url}/api/worker/shutdown/{name}", auth=AUTH, timeout=15
-        )
+        shutdown = httpx.post(f"{flower.url}/api/worker/shutdown/{name}", auth=AUTH, timeout=15)
         assert shutdown.status_code == 403, shutdown.text
         assert worker.proc.poll() is None
 

@@ -80,8 +80,9 @@ def _generated_tokens(handler: Handler, output: dict[str, Any] | None) -> int:
     return len(handler.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def unit_written(handler: Handler, outcome: str, rows: list[dict[str, Any]], chunks: int,
-                 tokens: int) -> None:
+def unit_written(
+    handler: Handler, outcome: str, rows: list[dict[str, Any]], chunks: int, tokens: int
+) -> None:
     """Count a committed unit: its documents by status, chunks and tokens in and out."""
     task = handler.task
     UNITS.labels(task, outcome).inc()
