@@ -122,8 +122,6 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=120, help="stdlib docs run through models")
     args = parser.parse_args()
 
-    from worker.handlers.minilm import SentenceEncoderHandler  # noqa: F401  (import check)
-
     import torch
 
     torch.set_num_threads(1)
