@@ -6,6 +6,7 @@ happens; each listens on a free port and logs to test-artifacts/.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -91,10 +92,13 @@ class FlowerProcess:
             "--max_tasks=10000",
             *(extra or []),
         ]
+        # Credentials from the environment, as docker-compose.yml passes them.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
         if basic_auth:
-            args.append(f"--basic_auth={basic_auth}")
+            env["FLOWER_BASIC_AUTH"] = basic_auth
         self.proc = subprocess.Popen(
             args,
+            env=env,
             stdout=(ARTIFACTS / self.log_name).open("wb"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
