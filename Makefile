@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CORPUS ?= ../shared/corpus
 
-.PHONY: install test demo lint format bench clean
+.PHONY: install system-deps test demo lint format bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,9 +14,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Non-Python packages the tests use (headless Chromium); idempotent, see the script.
+system-deps:
+	bash ops/system-deps.sh
+
 # Needs PostgreSQL and Redis (DOCBATCH_TEST_DATABASE_URL / DOCBATCH_TEST_REDIS_URL,
 # default: the local servers); see tests/conftest.py.
-test: install
+test: install system-deps
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 # The whole system in one process group on the embedded default (SQLite + filesystem

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     running_lease_seconds: float = 1800.0
     reconcile_interval_seconds: float = 30.0
     max_unit_attempts: int = 3
+    # Worker /metrics (Prometheus) on this port, served by the process running the model;
+    # 0 turns it off.
+    worker_metrics_port: int = 0
 
     # Input limits (4xx naming the limit and this setting when exceeded).
     max_documents_per_job: int = 1_000_000

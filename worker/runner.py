@@ -22,6 +22,7 @@ from schema.db import transaction
 from schema.errors import PermanentError
 from schema.settings import Settings
 from schema.tables import JobStatus, ResultStatus, Unit, UnitState, utcnow
+from worker import metrics
 from worker.batching import plan_batches
 from worker.chunking import Chunk
 from worker.handlers.base import Handler, Output
@@ -89,7 +90,8 @@ class BatchRunner:
         failures: dict[int, str],
     ) -> None:
         try:
-            result = self.handler.run_batch([texts[i] for i in batch], params)
+            with metrics.timed_batch(self.handler.task, [lengths[i] for i in batch]):
+                result = self.handler.run_batch([texts[i] for i in batch], params)
         except Exception as exc:
             if _is_oom(exc):
                 _free_device_memory()
@@ -273,4 +275,5 @@ def finish_unit(job_id: str, unit_id: int, outcome: UnitOutcome) -> str:
             tokens=outcome.tokens,
         )
         ledger.finalize_job_if_done(s, job)
+    metrics.unit_written(handler, state.value, outcome.rows, outcome.chunks, outcome.tokens)
     return state.value

@@ -20,6 +20,7 @@ from schema.db import transaction
 from schema.errors import TransientError
 from schema.settings import get_settings
 from schema.tables import utcnow
+from worker import metrics as worker_metrics
 from worker.app import PROCESS_TASK, RECONCILE_TASK, app
 from worker.handlers.base import Handler, pick_device
 from worker.publish import publish_units
@@ -45,6 +46,7 @@ def load_pinned_handler() -> Handler | None:
     handler.setup(device)
     log.info("loaded %s model %s@%s on %s", task, handler.model_id, handler.revision, device)
     _handler = handler
+    worker_metrics.start_server(settings.worker_metrics_port)
     return _handler
 
 

@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.exc import IntegrityError
 
+from api import metrics as api_metrics
 from api.deps import SessionDep, SettingsDep, TenantDep
 from api.ingest import is_ndjson, parse_json_body, parse_ndjson_body, spool_body
 from schema import jobs
@@ -58,6 +59,7 @@ def _submit(
                 request_hash=digest,
             )
             job_id, priority = new.job.id, new.job.priority
+        api_metrics.ingested(new.job.document_count, len(new.units))
     except IntegrityError:
         if not idempotency_key:
             raise

@@ -1,0 +1,114 @@
+"""Prometheus metrics of the api, served at ``GET /metrics``.
+
+Two kinds:
+
+- read at scrape time from the sources of truth, so every api replica reports the same
+  values: jobs by status (Postgres) and queue depth per task (Redis ``LLEN`` of each
+  queue, summed over the priority sub-queues kombu keeps for it);
+- counted by this process as it ingests: documents and units created (sum them over
+  replicas in PromQL).
+
+Flower reports task runtimes but no queue depth; ``docbatch_queue_depth`` is what
+alerts and autoscaling (KEDA, ops/k8s) watch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from functools import lru_cache
+
+import redis as redis_lib
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from schema.db import new_session
+from schema.settings import TASKS, get_settings
+from schema.tables import Job
+
+log = logging.getLogger("docbatch.api")
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+DOCUMENTS_INGESTED = Counter(
+    "docbatch_documents_ingested", "Documents accepted into jobs", registry=REGISTRY
+)
+UNITS_INGESTED = Counter(
+    "docbatch_units_ingested", "Work units created (one queue message each)", registry=REGISTRY
+)
+JOBS_CREATED = Counter("docbatch_jobs_created", "Jobs created", registry=REGISTRY)
+
+
+def ingested(documents: int, units: int) -> None:
+    """Count a committed job's documents and units (called by the jobs router)."""
+    JOBS_CREATED.inc()
+    DOCUMENTS_INGESTED.inc(documents)
+    UNITS_INGESTED.inc(units)
+
+
+def priority_queue_names(queue: str) -> list[str]:
+    """The Redis keys kombu uses for ``queue`` with ``queue_order_strategy='priority'``.
+
+    Priority 0 lives under the queue's own name, the other steps under
+    ``<queue>\\x06\\x16<step>`` (kombu.transport.redis.Channel.sep / priority_steps).
+    """
+    from kombu.transport.redis import Channel
+
+    return [f"{queue}{Channel.sep}{step}" if step else queue for step in Channel.priority_steps]
+
+
+@lru_cache(maxsize=4)
+def _redis(url: str) -> redis_lib.Redis:
+    return redis_lib.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+class StateCollector(Collector):
+    """Jobs by status and queue depth per task, read fresh on every scrape."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        settings = get_settings()
+        jobs = GaugeMetricFamily("docbatch_jobs", "Jobs by status", labels=["status"])
+        try:
+            with new_session() as s:
+                rows = s.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+            for status, count in rows:
+                jobs.add_metric([status], count)
+        except Exception:  # noqa: BLE001 - a scrape must answer even with the db down
+            log.exception("metrics: reading jobs by status failed")
+        yield jobs
+
+        depth = GaugeMetricFamily(
+            "docbatch_queue_depth",
+            "Messages waiting in each task's queue (all priority levels)",
+            labels=["task", "queue"],
+        )
+        if settings.broker_url.startswith(("redis://", "rediss://")):
+            try:
+                client = _redis(settings.broker_url)
+                queues = {t: settings.queue_for(t) for t in TASKS}
+                queues["maintenance"] = settings.maintenance_queue
+                with client.pipeline(transaction=False) as pipe:
+                    for queue in queues.values():
+                        for key in priority_queue_names(queue):
+                            pipe.llen(key)
+                    lengths = iter(pipe.execute())
+                for task, queue in queues.items():
+                    total = sum(next(lengths) for _ in priority_queue_names(queue))
+                    depth.add_metric([task, queue], total)
+            except Exception:  # noqa: BLE001
+                log.exception("metrics: reading queue lengths failed")
+        yield depth
+
+
+REGISTRY.register(StateCollector())
+router = APIRouter(tags=["health"])
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    body = await run_in_threadpool(generate_latest, REGISTRY)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,113 @@
+"""Real server processes for the ops tests: `docbatch api` under uvicorn, Flower, beat.
+
+Every process is registered with tests.fixtures so the session stops it whatever
+happens; each listens on a free port and logs to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+
+from tests.fixtures import ARTIFACTS, _processes, spawn, stop_process
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    log_name: str,
+    timeout: float = 120,
+    auth: tuple[str, str] | None = None,
+    status: int = 200,
+) -> httpx.Response:
+    """Poll ``url`` until it answers ``status``; fail early if the process died."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{log_name} exited:\n{log_tail(log_name)}")
+        try:
+            last = httpx.get(url, auth=auth, timeout=5)
+            if last.status_code == status:
+                return last
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.3)
+    raise TimeoutError(
+        f"{url} not answering {status} after {timeout}s ({last}):\n{log_tail(log_name)}"
+    )
+
+
+def log_tail(log_name: str, chars: int = 3000) -> str:
+    path = ARTIFACTS / log_name
+    return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+
+class ApiProcess:
+    """``docbatch api [--migrate]`` as a real uvicorn server on a free port."""
+
+    def __init__(self, env: dict[str, str], migrate: bool = True) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_name = f"api-{self.port}.log"
+        args = ["api", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.proc = spawn(args + (["--migrate"] if migrate else []), self.log_name, env)
+
+    def wait_ready(self, timeout: float = 120) -> ApiProcess:
+        wait_http(f"{self.url}/readyz", self.proc, self.log_name, timeout)
+        return self
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+class FlowerProcess:
+    """``celery --broker=URL flower`` (no app import), as docker-compose.yml runs it."""
+
+    def __init__(self, broker: str, basic_auth: str | None, extra: list[str] | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_name = f"flower-{self.port}.log"
+        ARTIFACTS.mkdir(exist_ok=True)
+        args = [
+            sys.executable,
+            "-m",
+            "celery",
+            f"--broker={broker}",
+            "flower",
+            f"--port={self.port}",
+            "--address=127.0.0.1",
+            "--max_tasks=10000",
+            *(extra or []),
+        ]
+        # Credentials from the environment, as docker-compose.yml passes them.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
+        if basic_auth:
+            env["FLOWER_BASIC_AUTH"] = basic_auth
+        self.proc = subprocess.Popen(
+            args,
+            env=env,
+            stdout=(ARTIFACTS / self.log_name).open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        _processes.append(self.proc)
+
+    def wait_ready(self, timeout: float = 60) -> FlowerProcess:
+        wait_http(f"{self.url}/healthcheck", self.proc, self.log_name, timeout)
+        return self
+
+    def stop(self) -> None:
+        stop_process(self.proc)

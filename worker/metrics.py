@@ -1,0 +1,142 @@
+"""Prometheus metrics of one worker process, served on ``DOCBATCH_WORKER_METRICS_PORT``.
+
+The model runs in the prefork child (concurrency 1), so the child owns the counters
+and serves them: ``start_server`` is called once the handler is loaded. When the
+child is recycled (``worker_max_tasks_per_child``) its successor binds the same port
+(retrying while the old child lets go) and the counters start again from zero, which
+Prometheus' ``rate()`` treats as a counter reset. Port 0 turns the server off.
+
+The runner calls ``timed_batch`` around each model call and ``unit_written`` once a
+unit's results are committed::
+
+    with metrics.timed_batch("embed", [12, 40, 40]):
+        outputs = handler.run_batch(texts, params)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+if TYPE_CHECKING:
+    from worker.handlers.base import Handler
+
+log = logging.getLogger("docbatch.worker")
+
+DOCUMENTS = Counter(
+    "docbatch_worker_documents", "Documents whose result was written", ["task", "status"]
+)
+CHUNKS = Counter("docbatch_worker_chunks", "Chunks of succeeded documents", ["task"])
+TOKENS_IN = Counter("docbatch_worker_tokens_in", "Input tokens of succeeded documents", ["task"])
+TOKENS_OUT = Counter(
+    "docbatch_worker_tokens_out",
+    "Tokens of generated text (summaries, translations); 0 for vectors and tags",
+    ["task"],
+)
+UNITS = Counter("docbatch_worker_units", "Units processed, by outcome", ["task", "outcome"])
+BATCH_ROWS = Histogram(
+    "docbatch_worker_batch_size",
+    "Chunks per model batch",
+    ["task"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
+BATCH_TOKENS = Histogram(
+    "docbatch_worker_batch_tokens",
+    "Padded tokens per model batch (longest chunk x rows)",
+    ["task"],
+    buckets=(128, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536),
+)
+MODEL_SECONDS = Histogram(
+    "docbatch_worker_model_latency_seconds",
+    "Seconds per model batch call",
+    ["task"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+_started = threading.Lock()
+_port: int | None = None
+
+
+@contextmanager
+def timed_batch(task: str, lengths: list[int]) -> Iterator[None]:
+    """Time one model call; records only batches that returned (failed ones are split)."""
+    start = time.perf_counter()
+    yield
+    MODEL_SECONDS.labels(task).observe(time.perf_counter() - start)
+    BATCH_ROWS.labels(task).observe(len(lengths))
+    BATCH_TOKENS.labels(task).observe(max(lengths, default=0) * len(lengths))
+
+
+def _generated_tokens(handler: Handler, output: dict[str, Any] | None) -> int:
+    text = (output or {}).get("summary") or (output or {}).get("translation")
+    if not isinstance(text, str) or handler.tokenizer is None:
+        return 0
+    return len(handler.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def unit_written(
+    handler: Handler, outcome: str, rows: list[dict[str, Any]], chunks: int, tokens: int
+) -> None:
+    """Count a committed unit: its documents by status, chunks and tokens in and out."""
+    task = handler.task
+    UNITS.labels(task, outcome).inc()
+    out = 0
+    for row in rows:
+        DOCUMENTS.labels(task, row["status"]).inc()
+        if row["status"] == "succeeded":
+            out += _generated_tokens(handler, row["output"])
+    CHUNKS.labels(task).inc(chunks)
+    TOKENS_IN.labels(task).inc(tokens)
+    TOKENS_OUT.labels(task).inc(out)
+
+
+def _gpu_gauges() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return
+    device = torch.cuda.current_device()
+    allocated = Gauge(
+        "docbatch_worker_gpu_memory_allocated_bytes", "torch.cuda.memory_allocated", ["device"]
+    )
+    reserved = Gauge(
+        "docbatch_worker_gpu_memory_reserved_bytes", "torch.cuda.memory_reserved", ["device"]
+    )
+    allocated.labels(str(device)).set_function(lambda: torch.cuda.memory_allocated(device))
+    reserved.labels(str(device)).set_function(lambda: torch.cuda.memory_reserved(device))
+
+
+def start_server(port: int, attempts: int = 60) -> None:
+    """Serve /metrics on ``port`` from this process (once); 0 means off.
+
+    Binding retries in the background for a while: a recycled pool child's predecessor
+    may still hold the port for a moment.
+    """
+    global _port
+    with _started:
+        if port <= 0 or _port is not None:
+            return
+        _port = port
+    try:
+        _gpu_gauges()
+    except Exception:  # noqa: BLE001 - metrics must never stop a worker
+        log.exception("GPU memory gauges unavailable")
+
+    def bind() -> None:
+        for attempt in range(attempts):
+            try:
+                start_http_server(port)
+                log.info("worker metrics on :%d/metrics", port)
+                return
+            except OSError as exc:
+                if attempt == attempts - 1:
+                    log.error("worker metrics: cannot bind port %d: %s", port, exc)
+                time.sleep(1.0)
+
+    threading.Thread(target=bind, name="metrics-bind", daemon=True).start()
