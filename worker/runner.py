@@ -251,7 +251,10 @@ def process_unit(
         unit_id=unit_id,
         batch_runner=batch_runner,
     )
-    return finish_unit(job_id, unit_id, outcome)
+    state = finish_unit(job_id, unit_id, outcome)
+    if state != "superseded":
+        metrics.unit_written(handler, state, outcome.rows, outcome.chunks, outcome.tokens)
+    return state
 
 
 def finish_unit(job_id: str, unit_id: int, outcome: UnitOutcome) -> str:
@@ -275,5 +278,4 @@ def finish_unit(job_id: str, unit_id: int, outcome: UnitOutcome) -> str:
             tokens=outcome.tokens,
         )
         ledger.finalize_job_if_done(s, job)
-    metrics.unit_written(handler, state.value, outcome.rows, outcome.chunks, outcome.tokens)
     return state.value
