@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     running_lease_seconds: float = 1800.0
     reconcile_interval_seconds: float = 30.0
     max_unit_attempts: int = 3
+    # Scheduled jobs: beat sends a tick this often; each tick fires the schedules that are due.
+    schedule_tick_seconds: float = 15.0
+    # Folders schedules may read (JSON list); empty allows any folder the workers can see.
+    schedule_folder_roots: list[str] = Field(default_factory=list)
 
     # Input limits (4xx naming the limit and this setting when exceeded).
     max_documents_per_job: int = 1_000_000

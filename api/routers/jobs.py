@@ -56,6 +56,7 @@ def _submit(
                 webhook_url=sub.webhook_url,
                 idempotency_key=idempotency_key,
                 request_hash=digest,
+                reuse_results=sub.reuse_results,
             )
             job_id, priority = new.job.id, new.job.priority
     except IntegrityError:
