@@ -50,6 +50,15 @@ function fmtTime(iso) {
   return d.toISOString().replace("T", " ").slice(0, 19) + " UTC";
 }
 
+// Today's times without the date; the full stamp is in the title.
+function fmtShort(iso) {
+  if (!iso) return "–";
+  const full = fmtTime(iso);
+  return full.slice(0, 10) === new Date().toISOString().slice(0, 10) ? full.slice(11) : full;
+}
+
+function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
+
 function fmtNum(n) { return Number(n || 0).toLocaleString("en-US"); }
 
 function jobTotals(job) {
@@ -91,7 +100,7 @@ function setupKeyForm() {
 async function renderJobs() {
   const body = await (await api("/v1/jobs?limit=100")).json();
   const tbody = document.getElementById("jobs-body");
-  document.getElementById("jobs-count").textContent = body.count + " jobs";
+  document.getElementById("jobs-count").textContent = plural(body.count, "job");
   tbody.replaceChildren();
   if (!body.data.length) {
     tbody.append(h("tr", {}, h("td", {colspan: "6", class: "muted"}, "No jobs yet.")));
@@ -110,7 +119,7 @@ async function renderJobs() {
           " done" + (t.bad ? " · " + fmtNum(t.bad) + " failed or cancelled" : ""))),
       h("td", {}, ...tasks),
       h("td", {class: "num"}, job.documents_per_second ? job.documents_per_second.toFixed(1) : "–"),
-      h("td", {class: "small"}, fmtTime(job.created_at))));
+      h("td", {class: "small nowrap", title: fmtTime(job.created_at)}, fmtShort(job.created_at))));
   }
   return true;  // keep polling: new jobs may arrive
 }
@@ -131,9 +140,9 @@ async function renderJob(jobId) {
     fmtNum(t.done) + " of " + fmtNum(t.total) + " task results done (" + pct(t.done) + ")";
   const facts = [
     ["Documents", fmtNum(job.documents)],
-    ["Created", fmtTime(job.created_at)],
-    ["Started", fmtTime(job.started_at)],
-    ["Finished", fmtTime(job.finished_at)],
+    ["Created", fmtShort(job.created_at)],
+    ["Started", fmtShort(job.started_at)],
+    ["Finished", fmtShort(job.finished_at)],
     ["Elapsed", job.elapsed_seconds != null ? job.elapsed_seconds.toFixed(1) + " s" : "–"],
     ["Docs/s", job.documents_per_second != null ? job.documents_per_second.toFixed(2) : "–"],
     ["Result reuse", job.reuse_results ? "on" : "off"],
@@ -271,7 +280,7 @@ async function downloadResults(jobId) {
 // -- schedules ---------------------------------------------------------------------------
 async function renderSchedules() {
   const body = await (await api("/v1/schedules")).json();
-  document.getElementById("schedules-count").textContent = body.count + " schedules";
+  document.getElementById("schedules-count").textContent = plural(body.count, "schedule");
   const tbody = document.getElementById("schedules-body");
   tbody.replaceChildren();
   if (!body.data.length) tbody.append(h("tr", {}, h("td", {colspan: "6", class: "muted"}, "No schedules.")));
