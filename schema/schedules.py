@@ -165,12 +165,14 @@ def fire(
     A source that cannot be read (missing folder, no documents, a bad file) records the
     reason on the run instead of a job, so it is not retried every tick.
     """
-    claimed = session.execute(  # type: ignore[attr-defined]
-        insert_ignore(session, ScheduleRun).values(
-            schedule_id=schedule.id, period_start=period, fired_at=utcnow(), fired_by=fired_by
-        )
-    ).rowcount
-    if not claimed:
+    # RETURNING, not rowcount: an ORM-enabled INSERT reports rowcount -1 (truthy) even
+    # when ON CONFLICT skipped the row, which made every racer think it had won.
+    claimed = session.execute(
+        insert_ignore(session, ScheduleRun.__table__)
+        .values(schedule_id=schedule.id, period_start=period, fired_at=utcnow(), fired_by=fired_by)
+        .returning(ScheduleRun.__table__.c.schedule_id)
+    ).scalar_one_or_none()
+    if claimed is None:
         return None
     stamp = period.strftime("%Y-%m-%dT%H:%M:%SZ")
     try:

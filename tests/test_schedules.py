@@ -166,6 +166,51 @@ def test_two_beats_fire_each_period_exactly_once(api, fake_workers, prefix, tmp_
         assert api.get(f"/v1/jobs/{job.id}").json()["counts"]["summarize"]["reused"] == 3
 
 
+def test_racing_firings_of_one_period_make_one_job(api, prefix, tmp_path):
+    """Eight transactions fire the same period at once (what many beats and tick workers
+    amount to): exactly one creates a job, the others see the claim and back off."""
+    import threading
+
+    from schema import schedules
+    from schema.db import transaction
+    from schema.tables import Schedule
+
+    folder = _folder(tmp_path, {"a.txt": "alpha"})
+    name = f"race-{secrets.token_hex(3)}"
+    schedule_id = api.post(
+        "/v1/schedules",
+        json={
+            "name": name,
+            "cron": "0 2 * * *",
+            "source": {"path": str(folder)},
+            "tasks": ["tags"],
+        },
+    ).json()["id"]
+    period = next_fire("0 2 * * *", utcnow())
+    barrier = threading.Barrier(8)
+    outcomes: list[object] = []
+
+    def racer(i: int) -> None:
+        with transaction() as s:
+            schedule = s.get(Schedule, schedule_id)
+            barrier.wait()
+            firing = schedules.fire(s, get_settings(), schedule, period, f"racer-{i}")
+            outcomes.append(firing.job.job.id if firing and firing.job else None)
+
+    threads = [threading.Thread(target=racer, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    winners = [x for x in outcomes if x]
+    assert len(outcomes) == 8 and len(winners) == 1, outcomes
+    with new_session() as s:
+        assert s.scalars(select(Job.id).where(Job.name.like(f"{name} %"))).all() == winners
+    api.delete(f"/v1/schedules/{schedule_id}")
+    # Its units were never published (no worker for them here): close them.
+    assert api.post(f"/v1/jobs/{winners[0]}/cancel").json()["status"] == "cancelled"
+
+
 def _outputs(job_id: str) -> dict[str, tuple[bool, str]]:
     from schema.tables import Document
 
