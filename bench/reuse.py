@@ -1,12 +1,12 @@
 """Result reuse, measured: a nightly rerun over an unchanged folder vs the first run.
 
 Writes the stdlib corpus (396 docs) as text files, fires a schedule over the folder
-twice with ``worker.scheduler.tick`` and processes every unit in this process with
-the real tags handler (bundled MiniLM, CPU) through ``worker.runner.process_unit``,
-then once more after editing 10 files. Prints wall time and documents/s side by side.
-Needs a PostgreSQL server (DOCBATCH_BENCH_DATABASE_URL, default the local one; a
-scratch database is created and dropped) and the broker for the publish step
-(DOCBATCH_BROKER_URL; messages go to a private queue prefix and are purged after).
+twice with ``schema.schedules.fire`` (what the beat tick calls) and processes every
+unit in this process with the real tags handler (bundled MiniLM, CPU) through
+``worker.runner.process_unit``, then once more after editing 10 files. Prints wall
+time and documents/s side by side. Needs a PostgreSQL server
+(DOCBATCH_BENCH_DATABASE_URL, default the local one; a scratch database is created
+and dropped); no broker: the units are run here instead of published.
 
     .venv/bin/python bench/reuse.py
 """
@@ -30,7 +30,6 @@ ADMIN = os.environ.get(
     "DOCBATCH_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 DB = f"docbatch_bench_{secrets.token_hex(3)}"
-PREFIX = f"bench{secrets.token_hex(3)}"
 
 
 def main() -> None:
@@ -40,7 +39,6 @@ def main() -> None:
     os.environ["DOCBATCH_DATABASE_URL"] = (
         make_url(ADMIN).set(database=DB).render_as_string(hide_password=False)
     )
-    os.environ["DOCBATCH_QUEUE_PREFIX"] = PREFIX
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sys.path.insert(0, str(ROOT))
@@ -63,14 +61,13 @@ def main() -> None:
 
 def run() -> None:
     from schema.db import transaction
+    from schema.jobs import job_public
     from schema.migrate import upgrade
-    from schema.schedules import create_schedule, next_fire
+    from schema.schedules import create_schedule, fire, next_fire
     from schema.settings import get_settings
-    from schema.tables import Unit, utcnow
-    from worker.app import app
+    from schema.tables import Schedule, Unit, utcnow
     from worker.registry import load_handler
     from worker.runner import process_unit
-    from worker.scheduler import tick
 
     settings = get_settings()
     upgrade(settings.database_url)
@@ -102,24 +99,19 @@ def run() -> None:
                     path = Path(folder) / f"{i * 37:04d}.txt"
                     path.write_text(path.read_text() + " Edited.", encoding="utf-8")
             started = time.perf_counter()
-            fired = [
-                f for f in tick(now=night + dt.timedelta(days=n)) if f.schedule_id == schedule_id
-            ]
-            job = fired[0].job
-            assert job is not None
+            with transaction() as s:
+                schedule = s.get(Schedule, schedule_id)
+                firing = fire(s, settings, schedule, night + dt.timedelta(days=n), "bench")
+            assert firing is not None and firing.job is not None
+            job = firing.job
             for unit_id, _queue in job.units:
                 process_unit(unit_id, handler, settings)
             seconds = time.perf_counter() - started
             with transaction() as s:
-                from schema.jobs import job_public
-
                 counts = job_public(s, job.job).counts["tags"]
                 units = s.scalars(select(Unit.state).where(Unit.job_id == job.job.id)).all()
             assert set(units) == {"done"}, units
             rows.append((label, counts.total, counts.reused, seconds))
-    with app.connection_for_write() as conn:
-        for task in ("tags", "maintenance"):
-            conn.default_channel.queue_purge(f"{PREFIX}.{task}")
     print(f"{'run':<18}{'docs':>6}{'reused':>8}{'computed':>10}{'seconds':>9}{'docs/s':>9}")
     for label, total, reused, seconds in rows:
         print(

@@ -176,21 +176,42 @@ async function renderJob(jobId) {
   return !terminal;
 }
 
+const MAX_ERRORS = 200;
+
+// Reads the errors stream only as far as the table shows: a job with a million failures
+// must not make the page download them all.
+async function firstLines(resp, limit) {
+  const reader = resp.body.getReader();
+  const decoder = new TextDecoder();
+  let buf = "", lines = [], more = false;
+  for (;;) {
+    const {value, done} = await reader.read();
+    if (done) break;
+    buf += decoder.decode(value, {stream: true});
+    const parts = buf.split("\n");
+    buf = parts.pop();
+    lines.push(...parts.filter((l) => l.trim()));
+    if (lines.length > limit) { more = true; await reader.cancel(); break; }
+  }
+  if (buf.trim()) lines.push(buf);
+  return {lines: lines.slice(0, limit).map((l) => JSON.parse(l)), more};
+}
+
 async function renderErrors(jobId) {
-  const text = await (await api("/v1/jobs/" + encodeURIComponent(jobId) + "/errors")).text();
-  const lines = text.split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l));
+  const resp = await api("/v1/jobs/" + encodeURIComponent(jobId) + "/errors");
+  const {lines, more} = await firstLines(resp, MAX_ERRORS);
   const tbody = document.getElementById("errors-body");
   tbody.replaceChildren();
   let n = 0;
   for (const line of lines) {
     for (const [task, r] of Object.entries(line.results)) {
       n += 1;
-      if (n > 200) continue;
       tbody.append(h("tr", {class: "error-row"}, h("td", {class: "mono"}, line.custom_id),
         h("td", {}, task), h("td", {class: "reason"}, r.error || r.status)));
     }
   }
-  document.getElementById("errors-count").textContent = n ? n + " failed" + (n > 200 ? " (first 200 shown)" : "") : "";
+  document.getElementById("errors-count").textContent =
+    n ? (more ? "first " + lines.length + " failed documents shown" : n + " failed") : "";
   if (!n) tbody.append(h("tr", {}, h("td", {colspan: "3", class: "muted"}, "No errors.")));
 }
 
