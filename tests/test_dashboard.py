@@ -34,7 +34,6 @@ FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=1400,900",
     "--virtual-time-budget=5000",
 ]
 
@@ -75,12 +74,12 @@ def live() -> Iterator[str]:
     worker.stop()
 
 
-def _chromium(url: str, *extra: str) -> str:
+def _chromium(url: str, *extra: str, size: str = "1400,900") -> str:
     if CHROMIUM is None:
         pytest.skip("chromium is not installed: run ops/system-deps.sh (Debian package chromium)")
     with tempfile.TemporaryDirectory(prefix="docbatch-chromium-") as profile:
         out = subprocess.run(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, url],
+            [CHROMIUM, *FLAGS, f"--window-size={size}", f"--user-data-dir={profile}", *extra, url],
             capture_output=True,
             text=True,
             timeout=120,
@@ -142,7 +141,9 @@ def test_dashboard_shows_job_counts_chart_and_errors(live):
     assert sorted(errors) == ["bad-1", "bad-2"]
     assert "poison chunk" in dom
     assert "Download results (NDJSON)" in dom
-    _chromium(page, f"--screenshot={ARTIFACTS / 'dashboard.png'}")
+    first_error = httpx.get(f"{live}/v1/jobs/{job_id}/errors?limit=1").text.splitlines()
+    assert len(first_error) == 1 and "bad-" in first_error[0]
+    _chromium(page, f"--screenshot={ARTIFACTS / 'dashboard.png'}", size="1400,1200")
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
 
     # A second job still running while the list is rendered: its bar is live.

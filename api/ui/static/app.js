@@ -178,28 +178,14 @@ async function renderJob(jobId) {
 
 const MAX_ERRORS = 200;
 
-// Reads the errors stream only as far as the table shows: a job with a million failures
-// must not make the page download them all.
-async function firstLines(resp, limit) {
-  const reader = resp.body.getReader();
-  const decoder = new TextDecoder();
-  let buf = "", lines = [], more = false;
-  for (;;) {
-    const {value, done} = await reader.read();
-    if (done) break;
-    buf += decoder.decode(value, {stream: true});
-    const parts = buf.split("\n");
-    buf = parts.pop();
-    lines.push(...parts.filter((l) => l.trim()));
-    if (lines.length > limit) { more = true; await reader.cancel(); break; }
-  }
-  if (buf.trim()) lines.push(buf);
-  return {lines: lines.slice(0, limit).map((l) => JSON.parse(l)), more};
-}
-
 async function renderErrors(jobId) {
-  const resp = await api("/v1/jobs/" + encodeURIComponent(jobId) + "/errors");
-  const {lines, more} = await firstLines(resp, MAX_ERRORS);
+  // One more than shown tells whether there are more; a job with a million failures
+  // must not make the page download them all.
+  const text = await (await api("/v1/jobs/" + encodeURIComponent(jobId) +
+                                "/errors?limit=" + (MAX_ERRORS + 1))).text();
+  const all = text.split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l));
+  const more = all.length > MAX_ERRORS;
+  const lines = all.slice(0, MAX_ERRORS);
   const tbody = document.getElementById("errors-body");
   tbody.replaceChildren();
   let n = 0;
