@@ -7,7 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api import metrics
-from api.routers import health, jobs
+from api.routers import health, jobs, schedules, stats, ui
 from schema.errors import Conflict, InputError, NotFound, PayloadTooLarge
 
 
@@ -16,6 +16,10 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(metrics.router)
+    app.include_router(schedules.router)
+    app.include_router(stats.router)
+    app.include_router(ui.router)
+    ui.mount_static(app)
 
     @app.exception_handler(InputError)
     async def _input_error(_: Request, exc: InputError) -> JSONResponse:

@@ -20,7 +20,7 @@ from schema.jobs import parse_tasks
 from schema.settings import Settings
 
 SPOOL_MEMORY = 8 * 1024 * 1024
-JOB_FIELDS = {"tasks", "documents", "name", "priority", "webhook_url"}
+JOB_FIELDS = {"tasks", "documents", "name", "priority", "webhook_url", "reuse_results"}
 NDJSON_TYPES = (
     "application/x-ndjson",
     "application/jsonl",
@@ -37,6 +37,7 @@ class Submission:
     name: str | None = None
     priority: int = 0
     webhook_url: str | None = None
+    reuse_results: bool = False
 
 
 async def spool_body(chunks: AsyncIterator[bytes], limit: int) -> tuple[IO[bytes], str]:
@@ -68,6 +69,14 @@ def _int_field(value: Any, name: str, lo: int, hi: int) -> int:
     if not lo <= number <= hi or isinstance(value, bool):
         raise InputError(name, f"must be an integer from {lo} to {hi}, got {value!r}")
     return number
+
+
+def _bool_field(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "false", "0"):
+        return value.lower() in ("true", "1")
+    raise InputError(name, f"must be true or false, got {value!r}")
 
 
 def _str_field(value: Any, name: str, limit: int) -> str | None:
@@ -106,6 +115,7 @@ def parse_json_body(spool: IO[bytes], settings: Settings) -> Submission:
         name=_str_field(body.get("name"), "name", 200),
         priority=_int_field(body.get("priority", 0), "priority", 0, 9),
         webhook_url=_str_field(body.get("webhook_url"), "webhook_url", 2048),
+        reuse_results=_bool_field(body.get("reuse_results", False), "reuse_results"),
     )
 
 
@@ -146,4 +156,5 @@ def parse_ndjson_body(spool: IO[bytes], query: dict[str, str], settings: Setting
         name=_str_field(query.get("name"), "name", 200),
         priority=_int_field(query.get("priority", 0), "priority", 0, 9),
         webhook_url=_str_field(query.get("webhook_url"), "webhook_url", 2048),
+        reuse_results=_bool_field(query.get("reuse_results", "false"), "reuse_results"),
     )

@@ -130,6 +130,15 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schedules(args: argparse.Namespace) -> int:
+    from docbatch import schedules_cli
+
+    client = _client()
+    if args.schedules_handler == "add":
+        return schedules_cli.cmd_add(args, client, _task_specs(args))
+    return schedules_cli.HANDLERS[args.schedules_handler](args, client)
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -244,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("job")
     sp.set_defaults(func=cmd_cancel)
 
+    from docbatch import schedules_cli
+
+    schedules_cli.add_parser(sub, task_options, cmd_schedules)
+
     sp = sub.add_parser("api", help="run the HTTP api (uvicorn)")
     sp.add_argument("--host")
     sp.add_argument("--port", type=int)
@@ -275,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from docbatch.client import ApiError
     from schema.errors import InputError
 
     try:
@@ -282,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"docbatch: {exc}", file=sys.stderr)
         return 2
+    except ApiError as exc:
+        print(f"docbatch: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

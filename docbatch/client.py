@@ -58,3 +58,16 @@ class Client:
         with self.http.stream("GET", path) as resp:
             self._check(resp)
             yield from resp.iter_bytes()
+
+    # -- schedules ----------------------------------------------------------------------
+    def create_schedule(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._check(self.http.post("/v1/schedules", json=body)).json()
+
+    def schedules(self) -> dict[str, Any]:
+        return self._check(self.http.get("/v1/schedules")).json()
+
+    def schedule(self, ref: str) -> dict[str, Any]:
+        return self._check(self.http.get(f"/v1/schedules/{ref}")).json()
+
+    def delete_schedule(self, ref: str) -> None:
+        self._check(self.http.delete(f"/v1/schedules/{ref}"))

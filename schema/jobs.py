@@ -20,7 +20,7 @@ from schema import ledger
 from schema.errors import Conflict, InputError, NotFound
 from schema.models import JobPublic, TaskCounts, TaskSpec
 from schema.settings import Settings
-from schema.tables import Document, Job, JobStatus, JobTask, Unit, UnitState, utcnow
+from schema.tables import Document, Job, JobStatus, JobTask, Result, Unit, UnitState, utcnow
 
 _task_adapter: TypeAdapter[Any] = TypeAdapter(TaskSpec)
 INSERT_BATCH = 2000
@@ -140,6 +140,7 @@ def create_job(
     webhook_url: str | None = None,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
+    reuse_results: bool = False,
 ) -> NewJob:
     """Write a job with its documents and units; raises InputError before anything commits.
 
@@ -154,6 +155,7 @@ def create_job(
         idempotency_key=idempotency_key,
         request_hash=request_hash,
         status=JobStatus.queued.value,
+        reuse_results=reuse_results,
     )
     session.add(job)
     session.flush()
@@ -240,6 +242,7 @@ def get_job(session: Session, tenant: str | None, job_id: str) -> Job:
 
 def job_public(session: Session, job: Job) -> JobPublic:
     rows = session.scalars(select(JobTask).where(JobTask.job_id == job.id)).all()
+    reused = reused_counts(session, job) if job.reuse_results else {}
     counts = {
         r.task: TaskCounts(
             total=r.total,
@@ -249,6 +252,7 @@ def job_public(session: Session, job: Job) -> JobPublic:
             pending=r.total - r.succeeded - r.failed - r.cancelled,
             chunks=r.chunks,
             tokens=r.tokens,
+            reused=reused.get(r.task, 0),
         )
         for r in rows
     }
@@ -275,7 +279,18 @@ def job_public(session: Session, job: Job) -> JobPublic:
         finished_at=job.finished_at,
         elapsed_seconds=elapsed,
         documents_per_second=rate,
+        reuse_results=bool(job.reuse_results),
     )
+
+
+def reused_counts(session: Session, job: Job) -> dict[str, int]:
+    """Per task, how many of the job's results were copied from earlier jobs."""
+    rows = session.execute(
+        select(Result.task, func.count())
+        .where(Result.job_id == job.id, Result.reused.is_(True))
+        .group_by(Result.task)
+    ).all()
+    return {task: int(n) for task, n in rows}
 
 
 def list_jobs(

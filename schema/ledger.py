@@ -18,6 +18,7 @@ from sqlalchemy import and_, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from schema.db import insert_ignore
+from schema.reuse import ResultIdentity, reuse_results
 from schema.tables import (
     OPEN_UNIT_STATES,
     Document,
@@ -47,12 +48,21 @@ class Claim:
     documents: list[tuple[int, str, str]]  # (document id, custom_id, text)
 
 
-def claim_unit(session: Session, unit_id: int, worker: str, max_attempts: int) -> Claim | None:
+def claim_unit(
+    session: Session,
+    unit_id: int,
+    worker: str,
+    max_attempts: int,
+    *,
+    reuse: ResultIdentity | None = None,
+) -> Claim | None:
     """Mark a unit running and return its documents, or None when there is nothing to do.
 
     A unit already closed is skipped (a redelivered message). A unit of a job being
     cancelled is closed as cancelled. A unit claimed ``max_attempts`` times already
-    (its workers keep dying) is failed rather than run again.
+    (its workers keep dying) is failed rather than run again. With ``reuse`` (the
+    worker's model identity) and a job created with ``reuse_results``, documents with
+    an earlier matching result get a copy of it here and are not returned.
     """
     job_id = session.scalar(select(Unit.job_id).where(Unit.id == unit_id))
     if job_id is None:
@@ -91,7 +101,7 @@ def claim_unit(session: Session, unit_id: int, worker: str, max_attempts: int) -
     )
     done_ids = select(Result.document_id).where(Result.job_id == job.id, Result.task == unit.task)
     docs = session.execute(
-        select(Document.id, Document.custom_id, Document.text)
+        select(Document.id, Document.custom_id, Document.text, Document.content_hash)
         .where(
             Document.job_id == job.id,
             Document.seq.between(unit.seq_lo, unit.seq_hi),
@@ -99,6 +109,18 @@ def claim_unit(session: Session, unit_id: int, worker: str, max_attempts: int) -
         )
         .order_by(Document.seq)
     ).all()
+    # A misrouted unit (another task's worker) must not borrow results under this model.
+    if reuse is not None and job.reuse_results and getattr(reuse, "task", "") == unit.task:
+        reused = reuse_results(
+            session,
+            job=job,
+            task=unit.task,
+            unit_id=unit.id,
+            params=params or {},
+            identity=reuse,
+            documents=[(int(d[0]), str(d[3])) for d in docs],
+        )
+        docs = [d for d in docs if int(d[0]) not in reused]
     return Claim(
         unit=unit,
         job=job,

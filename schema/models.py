@@ -54,6 +54,7 @@ class JobCreate(BaseModel):
     name: str | None = Field(None, max_length=200)
     priority: int = Field(0, ge=0, le=9)
     webhook_url: str | None = Field(None, max_length=2048)
+    reuse_results: bool = False
 
 
 class TaskCounts(BaseModel):
@@ -64,6 +65,8 @@ class TaskCounts(BaseModel):
     pending: int
     chunks: int
     tokens: int
+    # Succeeded by copying an earlier job's result (schema/reuse.py); part of ``succeeded``.
+    reused: int = 0
 
 
 class JobPublic(BaseModel):
@@ -79,8 +82,35 @@ class JobPublic(BaseModel):
     finished_at: dt.datetime | None
     elapsed_seconds: float | None
     documents_per_second: float | None
+    reuse_results: bool = False
 
 
 class JobsPublic(BaseModel):
     data: list[JobPublic]
+    count: int
+
+
+class ScheduleRunPublic(BaseModel):
+    period_start: dt.datetime
+    fired_at: dt.datetime
+    job_id: str | None
+    job_status: str | None
+    error: str | None
+
+
+class SchedulePublic(BaseModel):
+    id: str
+    name: str
+    cron: str
+    source: dict[str, Any]
+    tasks: list[dict[str, Any]]
+    reuse_results: bool
+    enabled: bool
+    created_at: dt.datetime
+    next_run_at: dt.datetime
+    runs: list[ScheduleRunPublic] = Field(default_factory=list)
+
+
+class SchedulesPublic(BaseModel):
+    data: list[SchedulePublic]
     count: int

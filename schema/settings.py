@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     # Worker /metrics (Prometheus) on this port, served by the process running the model;
     # 0 turns it off.
     worker_metrics_port: int = 0
+    # Scheduled jobs: beat sends a tick this often; each tick fires the schedules that are due.
+    schedule_tick_seconds: float = 15.0
+    # Folders schedules may read (JSON list); empty allows any folder the workers can see.
+    schedule_folder_roots: list[str] = Field(default_factory=list)
 
     # Input limits (4xx naming the limit and this setting when exceeded).
     max_documents_per_job: int = 1_000_000

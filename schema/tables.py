@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -37,6 +38,10 @@ def utcnow() -> dt.datetime:
 
 def new_job_id() -> str:
     return "job_" + uuid.uuid4().hex
+
+
+def new_schedule_id() -> str:
+    return "sch_" + uuid.uuid4().hex[:24]
 
 
 class JobStatus(enum.StrEnum):
@@ -94,6 +99,8 @@ class Job(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # Copy earlier succeeded results of identical documents instead of computing (schema/reuse.py).
+    reuse_results: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
     __table_args__ = (
         UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
@@ -131,6 +138,8 @@ class Document(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "seq", name="uq_documents_job_seq"),
         UniqueConstraint("job_id", "custom_id", name="uq_documents_job_custom_id"),
+        # Result reuse looks earlier documents up by content.
+        Index("ix_documents_content_hash", "content_hash"),
     )
 
 
@@ -182,9 +191,44 @@ class Result(Base):
     model_revision: Mapped[str | None] = mapped_column(String(100))
     params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Copied from an earlier job's result for the same content, model and parameters.
+    reused: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
     __table_args__ = (
         UniqueConstraint("document_id", "task", name="uq_results_document_task"),
         Index("ix_results_job_status", "job_id", "status"),
         Index("ix_results_unit", "unit_id"),
     )
+
+
+class Schedule(Base):
+    """A recurring job: every period of ``cron`` (UTC) the documents of ``source`` get ``tasks``."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=new_schedule_id)
+    tenant: Mapped[str] = mapped_column(String(64), default="default")
+    name: Mapped[str] = mapped_column(String(200))
+    cron: Mapped[str] = mapped_column(String(200))
+    source: Mapped[dict[str, Any]] = mapped_column(JSON)
+    tasks: Mapped[list[Any]] = mapped_column(JSON)
+    reuse_results: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("tenant", "name", name="uq_schedules_tenant_name"),)
+
+
+class ScheduleRun(Base):
+    """One firing of a schedule; the primary key (schedule, period) makes it exactly once."""
+
+    __tablename__ = "schedule_runs"
+
+    schedule_id: Mapped[str] = mapped_column(
+        ForeignKey("schedules.id", ondelete="CASCADE"), primary_key=True
+    )
+    period_start: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    error: Mapped[str | None] = mapped_column(Text)
+    fired_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    fired_by: Mapped[str | None] = mapped_column(String(200))

@@ -17,6 +17,7 @@ from schema.settings import Settings, get_settings
 
 PROCESS_TASK = "docbatch.process_unit"
 RECONCILE_TASK = "docbatch.reconcile"
+SCHEDULE_TICK_TASK = "docbatch.schedule_tick"
 
 
 def _broker_options(settings: Settings) -> dict[str, Any]:
@@ -62,7 +63,16 @@ def make_app(settings: Settings | None = None) -> Celery:
                 "task": RECONCILE_TASK,
                 "schedule": settings.reconcile_interval_seconds,
                 "options": {"queue": settings.maintenance_queue, "expires": 60},
-            }
+            },
+            # Every beat may send ticks; schedule_runs makes each period fire once.
+            "schedule-tick": {
+                "task": SCHEDULE_TICK_TASK,
+                "schedule": settings.schedule_tick_seconds,
+                "options": {
+                    "queue": settings.maintenance_queue,
+                    "expires": max(5.0, 2 * settings.schedule_tick_seconds),
+                },
+            },
         },
     )
     app.conf.imports = ("worker.tasks",)

@@ -228,7 +228,9 @@ def process_unit(
 ) -> str:
     """Process one unit end to end; returns what happened (for logs and tests)."""
     with transaction() as s:
-        claim = ledger.claim_unit(s, unit_id, worker_name(), settings.max_unit_attempts)
+        claim = ledger.claim_unit(
+            s, unit_id, worker_name(), settings.max_unit_attempts, reuse=handler
+        )
         if claim is None:
             return "skipped"
         if claim.unit.task != handler.task:

@@ -21,7 +21,7 @@ from schema.errors import TransientError
 from schema.settings import get_settings
 from schema.tables import utcnow
 from worker import metrics as worker_metrics
-from worker.app import PROCESS_TASK, RECONCILE_TASK, app
+from worker.app import PROCESS_TASK, RECONCILE_TASK, SCHEDULE_TICK_TASK, app
 from worker.handlers.base import Handler, pick_device
 from worker.publish import publish_units
 from worker.registry import load_handler
@@ -78,6 +78,13 @@ def process_unit(self: Any, unit_id: int) -> str:
 @app.task(name=RECONCILE_TASK, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=5)
 def reconcile() -> int:
     return reconcile_once()
+
+
+@app.task(name=SCHEDULE_TICK_TASK, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=3)
+def schedule_tick() -> int:
+    from worker.scheduler import tick
+
+    return len(tick())
 
 
 def reconcile_once() -> int:

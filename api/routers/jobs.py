@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Iterator
@@ -57,6 +58,7 @@ def _submit(
                 webhook_url=sub.webhook_url,
                 idempotency_key=idempotency_key,
                 request_hash=digest,
+                reuse_results=sub.reuse_results,
             )
             job_id, priority = new.job.id, new.job.priority
         api_metrics.ingested(new.job.document_count, len(new.units))
@@ -149,14 +151,21 @@ def get_results(
 
 @router.get("/{job_id}/errors")
 def get_errors(
-    job_id: str, session: SessionDep, tenant: TenantDep, settings: SettingsDep
+    job_id: str,
+    session: SessionDep,
+    tenant: TenantDep,
+    settings: SettingsDep,
+    limit: Annotated[int | None, Query(ge=1)] = None,
 ) -> StreamingResponse:
-    """NDJSON of the failed documents only, each with the failing tasks' reasons."""
+    """NDJSON of the failed documents only, each with the failing tasks' reasons;
+    ``?limit=N`` stops after N documents (the dashboard shows the first few)."""
     jobs.get_job(session, tenant, job_id)
     tasks = _task_names(session, job_id)
     lines = iter_document_results(
         job_id, tasks, only_failed=True, page_size=settings.results_page_size
     )
+    if limit is not None:
+        lines = itertools.islice(lines, limit)
     return StreamingResponse(_ndjson(lines), media_type="application/x-ndjson")
 
 

@@ -1,0 +1,330 @@
+// docbatch dashboard: polls the v1 JSON api and renders jobs, counts, a throughput chart
+// and errors. No framework, no build step, nothing loaded from outside.
+"use strict";
+
+const KEY_NAME = "docbatch_api_key";
+const TERMINAL = new Set(["completed", "completed_with_errors", "failed", "cancelled"]);
+const COLORS = {summarize: "#4f7cff", tags: "#18a07a", embed: "#b26bff", translate: "#f0a020"};
+const POLL_MS = 2000;
+
+function apiKey() { return localStorage.getItem(KEY_NAME) || ""; }
+
+function authHeaders() {
+  const key = apiKey();
+  return key ? {Authorization: "Bearer " + key} : {};
+}
+
+async function api(path) {
+  const resp = await fetch(path, {headers: authHeaders()});
+  if (resp.status === 401 || resp.status === 403) {
+    showBanner("The api refused the request (" + resp.status + "): save a valid API key above.");
+    throw new Error("unauthorised");
+  }
+  if (!resp.ok) throw new Error(path + ": " + resp.status);
+  hideBanner();
+  return resp;
+}
+
+function showBanner(text) {
+  const el = document.getElementById("banner");
+  el.textContent = text;
+  el.hidden = false;
+}
+
+function hideBanner() { document.getElementById("banner").hidden = true; }
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") el.className = v;
+    else if (k === "style") el.setAttribute("style", v);
+    else el.setAttribute(k, v);
+  }
+  for (const c of children) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return el;
+}
+
+function fmtTime(iso) {
+  if (!iso) return "–";
+  const d = new Date(iso);
+  return d.toISOString().replace("T", " ").slice(0, 19) + " UTC";
+}
+
+// Today's times without the date; the full stamp is in the title.
+function fmtShort(iso) {
+  if (!iso) return "–";
+  const full = fmtTime(iso);
+  return full.slice(0, 10) === new Date().toISOString().slice(0, 10) ? full.slice(11) : full;
+}
+
+function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
+
+function fmtNum(n) { return Number(n || 0).toLocaleString("en-US"); }
+
+function jobTotals(job) {
+  let total = 0, ok = 0, bad = 0;
+  for (const c of Object.values(job.counts)) {
+    total += c.total; ok += c.succeeded; bad += c.failed + c.cancelled;
+  }
+  return {total, ok, bad, done: ok + bad};
+}
+
+function progressBar(ok, bad, total, big) {
+  const pct = (x) => (total ? (100 * x / total).toFixed(1) : 0) + "%";
+  return h("div", {class: "bar" + (big ? " big" : ""), role: "progressbar",
+                   "aria-valuenow": String(ok + bad), "aria-valuemax": String(total)},
+    h("span", {class: "ok", style: "width:" + pct(ok)}),
+    h("span", {class: "bad", style: "width:" + pct(bad)}));
+}
+
+function badge(status) { return h("span", {class: "badge s-" + status}, status.replace(/_/g, " ")); }
+
+// -- key form ----------------------------------------------------------------------------
+function setupKeyForm() {
+  const form = document.getElementById("key-form");
+  const input = document.getElementById("key-input");
+  const state = document.getElementById("key-state");
+  const show = () => { state.textContent = apiKey() ? "key saved" : "no key"; };
+  show();
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    if (input.value.trim()) localStorage.setItem(KEY_NAME, input.value.trim());
+    else localStorage.removeItem(KEY_NAME);
+    input.value = "";
+    show();
+    refresh();
+  });
+}
+
+// -- jobs list ---------------------------------------------------------------------------
+async function renderJobs() {
+  const body = await (await api("/v1/jobs?limit=100")).json();
+  const tbody = document.getElementById("jobs-body");
+  document.getElementById("jobs-count").textContent = plural(body.count, "job");
+  tbody.replaceChildren();
+  if (!body.data.length) {
+    tbody.append(h("tr", {}, h("td", {colspan: "6", class: "muted"}, "No jobs yet.")));
+  }
+  for (const job of body.data) {
+    const t = jobTotals(job);
+    const tasks = Object.entries(job.counts).map(([task, c]) =>
+      h("span", {class: "chip", style: "border-color:" + (COLORS[task] || "#999")},
+        task + " " + (c.succeeded + c.failed + c.cancelled) + "/" + c.total));
+    tbody.append(h("tr", {class: "job-row", "data-job-id": job.id},
+      h("td", {}, h("a", {href: "/ui/jobs/" + job.id}, job.name || job.id),
+        h("div", {class: "muted mono small"}, job.id)),
+      h("td", {}, badge(job.status)),
+      h("td", {}, progressBar(t.ok, t.bad, t.total, false),
+        h("div", {class: "small muted progress-text"}, fmtNum(t.done) + " / " + fmtNum(t.total) +
+          " done" + (t.bad ? " · " + fmtNum(t.bad) + " failed or cancelled" : ""))),
+      h("td", {}, ...tasks),
+      h("td", {class: "num"}, job.documents_per_second ? job.documents_per_second.toFixed(1) : "–"),
+      h("td", {class: "small nowrap", title: fmtTime(job.created_at)}, fmtShort(job.created_at))));
+  }
+  return true;  // keep polling: new jobs may arrive
+}
+
+// -- one job -----------------------------------------------------------------------------
+let errorsLoadedFor = null;
+
+async function renderJob(jobId) {
+  const job = await (await api("/v1/jobs/" + encodeURIComponent(jobId))).json();
+  document.getElementById("job-title").textContent = job.name || job.id;
+  document.getElementById("job-status").replaceWith(
+    Object.assign(badge(job.status), {id: "job-status"}));
+  const t = jobTotals(job);
+  const pct = (x) => (t.total ? (100 * x / t.total).toFixed(1) : 0) + "%";
+  document.getElementById("overall-bar").style.width = pct(t.ok);
+  document.getElementById("overall-bar-failed").style.width = pct(t.bad);
+  document.getElementById("overall-text").textContent =
+    fmtNum(t.done) + " of " + fmtNum(t.total) + " task results done (" + pct(t.done) + ")";
+  const facts = [
+    ["Documents", fmtNum(job.documents)],
+    ["Created", fmtShort(job.created_at)],
+    ["Started", fmtShort(job.started_at)],
+    ["Finished", fmtShort(job.finished_at)],
+    ["Elapsed", job.elapsed_seconds != null ? job.elapsed_seconds.toFixed(1) + " s" : "–"],
+    ["Docs/s", job.documents_per_second != null ? job.documents_per_second.toFixed(2) : "–"],
+    ["Result reuse", job.reuse_results ? "on" : "off"],
+  ];
+  document.getElementById("job-facts").replaceChildren(...facts.map(([k, v]) =>
+    h("div", {class: "fact"}, h("div", {class: "muted small"}, k), h("div", {}, v))));
+
+  const tbody = document.getElementById("counts-body");
+  tbody.replaceChildren();
+  for (const [task, c] of Object.entries(job.counts)) {
+    tbody.append(h("tr", {class: "count-row", "data-task": task},
+      h("td", {}, h("span", {class: "dot", style: "background:" + (COLORS[task] || "#999")}), task),
+      h("td", {}, progressBar(c.succeeded, c.failed + c.cancelled, c.total, false)),
+      ...[c.total, c.succeeded, c.reused || 0, c.failed, c.cancelled, c.pending, c.chunks, c.tokens]
+        .map((n, i) => h("td", {class: "num c-" + ["total", "succeeded", "reused", "failed",
+          "cancelled", "pending", "chunks", "tokens"][i]}, fmtNum(n)))));
+  }
+
+  // Buckets of ~1/30 of the job's duration: a short test job and a night's run both fill the chart.
+  const span = job.elapsed_seconds || 10;
+  const bucket = Math.max(1, Math.ceil(span / 30));
+  const tp = await (await api("/v1/jobs/" + encodeURIComponent(jobId) + "/throughput?bucket=" + bucket)).json();
+  drawChart(document.getElementById("chart"), tp.data, tp.bucket_seconds);
+  document.getElementById("chart-note").textContent = "documents per second, " + tp.bucket_seconds + " s buckets";
+
+  const terminal = TERMINAL.has(job.status);
+  if (errorsLoadedFor !== job.status) {  // reload errors when the status moves
+    errorsLoadedFor = job.status;
+    await renderErrors(jobId);
+  }
+  return !terminal;
+}
+
+const MAX_ERRORS = 200;
+
+async function renderErrors(jobId) {
+  // One more than shown tells whether there are more; a job with a million failures
+  // must not make the page download them all.
+  const text = await (await api("/v1/jobs/" + encodeURIComponent(jobId) +
+                                "/errors?limit=" + (MAX_ERRORS + 1))).text();
+  const all = text.split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l));
+  const more = all.length > MAX_ERRORS;
+  const lines = all.slice(0, MAX_ERRORS);
+  const tbody = document.getElementById("errors-body");
+  tbody.replaceChildren();
+  let n = 0;
+  for (const line of lines) {
+    for (const [task, r] of Object.entries(line.results)) {
+      n += 1;
+      tbody.append(h("tr", {class: "error-row"}, h("td", {class: "mono"}, line.custom_id),
+        h("td", {}, task), h("td", {class: "reason"}, r.error || r.status)));
+    }
+  }
+  document.getElementById("errors-count").textContent =
+    n ? (more ? "first " + lines.length + " failed documents shown" : n + " failed") : "";
+  if (!n) tbody.append(h("tr", {}, h("td", {colspan: "3", class: "muted"}, "No errors.")));
+}
+
+function svg(tag, attrs, ...children) {
+  const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, v);
+  for (const c of children) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return el;
+}
+
+function drawChart(host, data, bucketSeconds) {
+  const W = 1100, H = 260, L = 56, R = 16, T = 16, B = 40;
+  const buckets = [...new Set(data.map((d) => d.t))].sort();
+  const tasks = [...new Set(data.map((d) => d.task))].sort();
+  const chart = svg("svg", {viewBox: `0 0 ${W} ${H}`, class: "chart-svg", role: "img",
+                            "aria-label": "throughput chart"});
+  if (!buckets.length) {
+    chart.append(svg("text", {x: W / 2, y: H / 2, "text-anchor": "middle", class: "axis"},
+      "No finished documents yet"));
+    host.replaceChildren(chart);
+    return;
+  }
+  // Fill empty buckets between the first and the last so gaps show as gaps.
+  const t0 = Date.parse(buckets[0]), t1 = Date.parse(buckets[buckets.length - 1]);
+  const times = [];
+  for (let t = t0; t <= t1; t += bucketSeconds * 1000) times.push(t);
+  const rate = {};
+  for (const d of data) rate[Date.parse(d.t) + "|" + d.task] = d.documents / bucketSeconds;
+  const stack = times.map((t) => tasks.reduce((s, task) => s + (rate[t + "|" + task] || 0), 0));
+  const ymax = niceMax(Math.max(...stack));
+  const iw = W - L - R, ih = H - T - B;
+  const bw = iw / times.length;
+  for (let i = 0; i <= 4; i++) {
+    const y = T + ih - (ih * i) / 4;
+    chart.append(svg("line", {x1: L, x2: W - R, y1: y, y2: y, class: "grid"}));
+    chart.append(svg("text", {x: L - 8, y: y + 4, "text-anchor": "end", class: "axis"},
+      formatRate((ymax * i) / 4)));
+  }
+  times.forEach((t, i) => {
+    let y = T + ih;
+    for (const task of tasks) {
+      const v = rate[t + "|" + task] || 0;
+      if (!v) continue;
+      const hgt = (ih * v) / ymax;
+      y -= hgt;
+      chart.append(svg("rect", {x: L + i * bw + bw * 0.12, y: y, width: Math.max(1, bw * 0.76),
+                                height: hgt, fill: COLORS[task] || "#999", rx: 2},
+        svg("title", {}, `${new Date(t).toISOString().slice(11, 19)} ${task}: ${v.toFixed(2)} docs/s`)));
+    }
+  });
+  const every = Math.max(1, Math.ceil(times.length / 8));
+  times.forEach((t, i) => {
+    if (i % every) return;
+    chart.append(svg("text", {x: L + i * bw + bw / 2, y: H - B + 18, "text-anchor": "middle",
+                              class: "axis"}, new Date(t).toISOString().slice(11, 19)));
+  });
+  chart.append(svg("line", {x1: L, x2: W - R, y1: T + ih, y2: T + ih, class: "baseline"}));
+  let lx = L;
+  for (const task of tasks) {
+    chart.append(svg("rect", {x: lx, y: H - 12, width: 10, height: 10, fill: COLORS[task] || "#999", rx: 2}));
+    chart.append(svg("text", {x: lx + 14, y: H - 3, class: "axis legend"}, task));
+    lx += 24 + task.length * 8;
+  }
+  host.replaceChildren(chart);
+}
+
+function niceMax(v) {
+  if (v <= 0) return 1;
+  const p = Math.pow(10, Math.floor(Math.log10(v)));
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+  return 10 * p;
+}
+
+function formatRate(v) { return v >= 10 ? v.toFixed(0) : v.toFixed(1); }
+
+async function downloadResults(jobId) {
+  // A plain link cannot send the Authorization header; fetch the stream and hand it over.
+  const blob = await (await api("/v1/jobs/" + encodeURIComponent(jobId) + "/results")).blob();
+  const url = URL.createObjectURL(blob);
+  const a = h("a", {href: url, download: jobId + "-results.jsonl"});
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+// -- schedules ---------------------------------------------------------------------------
+async function renderSchedules() {
+  const body = await (await api("/v1/schedules")).json();
+  document.getElementById("schedules-count").textContent = plural(body.count, "schedule");
+  const tbody = document.getElementById("schedules-body");
+  tbody.replaceChildren();
+  if (!body.data.length) tbody.append(h("tr", {}, h("td", {colspan: "6", class: "muted"}, "No schedules.")));
+  for (const s of body.data) {
+    const runs = s.runs.slice(0, 5).map((r) => r.job_id
+      ? h("a", {href: "/ui/jobs/" + r.job_id, class: "chip"}, fmtTime(r.period_start).slice(11, 19) + " " + (r.job_status || ""))
+      : h("span", {class: "chip bad-chip", title: r.error || ""}, "error"));
+    tbody.append(h("tr", {},
+      h("td", {}, s.name, h("div", {class: "muted mono small"}, s.id)),
+      h("td", {class: "mono"}, s.cron),
+      h("td", {class: "mono small"}, s.source.path + "/" + s.source.pattern),
+      h("td", {}, s.tasks.map((t) => t.type).join(", ")),
+      h("td", {class: "small"}, s.enabled ? fmtTime(s.next_run_at) : "disabled"),
+      h("td", {}, ...runs)));
+  }
+  return true;
+}
+
+// -- polling -----------------------------------------------------------------------------
+const PAGE = window.DOCBATCH_PAGE || {page: "jobs"};
+let timer = null;
+
+async function refresh() {
+  clearTimeout(timer);
+  let again = true;
+  try {
+    if (PAGE.page === "job") again = await renderJob(PAGE.jobId);
+    else if (PAGE.page === "schedules") again = await renderSchedules();
+    else again = await renderJobs();
+  } catch (err) {
+    if (err.message !== "unauthorised") showBanner("Could not load: " + err.message);
+  }
+  if (again) timer = setTimeout(refresh, POLL_MS);
+}
+
+setupKeyForm();
+if (PAGE.page === "job") {
+  document.getElementById("download").addEventListener("click", () => downloadResults(PAGE.jobId));
+}
+refresh();

@@ -1,0 +1,215 @@
+"""The dashboard in a real headless Chromium against a real ``docbatch api`` (uvicorn) and
+worker; also the ``docbatch schedules`` CLI against the same live api.
+
+Chromium renders /ui and /ui/jobs/<id> after their JS polled the JSON api; the test
+reads the rendered DOM (--dump-dom) and saves screenshots to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fixtures import ARTIFACTS, ROOT, WorkerProcess, spawn, stop_process
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--virtual-time-budget=5000",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[str]:
+    """A real api subprocess and a fake-handler worker on a private queue prefix."""
+    prefix = f"ui{secrets.token_hex(3)}"
+    env = {
+        "DOCBATCH_QUEUE_PREFIX": prefix,
+        "DOCBATCH_MODELS__SUMMARIZE__HANDLER": "tests.fakes:UpperHandler",
+        "DOCBATCH_UNIT_MAX_DOCUMENTS": "3",
+        "DOCBATCH_FAKE_SLEEP": "0.6",
+    }
+    worker = WorkerProcess("summarize", env=env, name="ui")
+    port = _free_port()
+    api = spawn(["api", "--port", str(port)], f"api-ui-{port}.log", env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if api.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError((ARTIFACTS / f"api-ui-{port}.log").read_text()[-3000:])
+        time.sleep(0.2)
+    worker.wait_ready()
+    yield url
+    stop_process(api)
+    worker.stop()
+
+
+def _chromium(url: str, *extra: str, size: str = "1400,900") -> str:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed: run ops/system-deps.sh (Debian package chromium)")
+    with tempfile.TemporaryDirectory(prefix="docbatch-chromium-") as profile:
+        out = subprocess.run(
+            [CHROMIUM, *FLAGS, f"--window-size={size}", f"--user-data-dir={profile}", *extra, url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def _wait_job(url: str, job_id: str) -> dict:
+    deadline = time.monotonic() + 120
+    while True:
+        job = httpx.get(f"{url}/v1/jobs/{job_id}").json()
+        if job["status"] in ("completed", "completed_with_errors", "failed", "cancelled"):
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.3)
+
+
+def _text(dom: str, cls: str, row_attr: str) -> str:
+    row = re.search(rf"<tr[^>]*{row_attr}[^>]*>(.*?)</tr>", dom, re.S)
+    assert row, f"no row {row_attr} in the rendered page"
+    cell = re.search(rf'class="num {cls}">([^<]*)<', row.group(1))
+    assert cell, (cls, row.group(1)[:500])
+    return cell.group(1)
+
+
+def test_dashboard_shows_job_counts_chart_and_errors(live):
+    docs = [
+        {"custom_id": f"doc-{i:02d}", "text": f"line {i} of the test corpus"} for i in range(22)
+    ]
+    docs += [
+        {"custom_id": "bad-1", "text": "POISON here"},
+        {"custom_id": "bad-2", "text": "POISON"},
+    ]
+    resp = httpx.post(
+        f"{live}/v1/jobs",
+        json={"name": "dashboard demo", "tasks": ["summarize"], "documents": docs},
+    )
+    assert resp.status_code == 202, resp.text
+    job_id = resp.json()["id"]
+    job = _wait_job(live, job_id)
+    assert job["status"] == "completed_with_errors"
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = f"{live}/ui/jobs/{job_id}"
+    dom = _chromium(page, "--dump-dom")
+    (ARTIFACTS / "dashboard-job.html").write_text(dom, encoding="utf-8")
+    assert 'class="badge s-completed_with_errors" id="job-status"' in dom
+    assert ">dashboard demo<" in dom
+    assert _text(dom, "c-total", 'data-task="summarize"') == "24"
+    assert _text(dom, "c-succeeded", 'data-task="summarize"') == "22"
+    assert _text(dom, "c-failed", 'data-task="summarize"') == "2"
+    assert _text(dom, "c-pending", 'data-task="summarize"') == "0"
+    assert "24 of 24 task results done (100.0%)" in dom
+    # The throughput chart: an SVG with a bar per time bucket that had finished documents.
+    svg = re.search(r'<svg[^>]*class="chart-svg".*?</svg>', dom, re.S)
+    assert svg and len(re.findall(r"<rect[^>]*fill=\"#4f7cff\"", svg.group(0))) >= 2
+    errors = re.findall(r'<tr class="error-row"><td class="mono">([^<]+)</td>', dom)
+    assert sorted(errors) == ["bad-1", "bad-2"]
+    assert "poison chunk" in dom
+    assert "Download results (NDJSON)" in dom
+    first_error = httpx.get(f"{live}/v1/jobs/{job_id}/errors?limit=1").text.splitlines()
+    assert len(first_error) == 1 and "bad-" in first_error[0]
+    _chromium(page, f"--screenshot={ARTIFACTS / 'dashboard.png'}", size="1400,1200")
+    assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+
+    # A second job still running while the list is rendered: its bar is live.
+    running = httpx.post(
+        f"{live}/v1/jobs",
+        json={"name": "nightly import", "tasks": ["summarize"], "documents": docs[:21]},
+    ).json()["id"]
+    listing = _chromium(f"{live}/ui", "--dump-dom")
+    assert re.search(rf'data-job-id="{running}">.*?aria-valuemax="21"', listing, re.S)
+    row = re.search(rf'<tr class="job-row" data-job-id="{job_id}">(.*?)</tr>', listing, re.S)
+    assert row, "the job is not listed"
+    assert "24 / 24 done · 2 failed or cancelled" in row.group(1)
+    assert 'aria-valuenow="24" aria-valuemax="24"' in row.group(1)
+    _chromium(f"{live}/ui", f"--screenshot={ARTIFACTS / 'dashboard-jobs.png'}")
+    assert _wait_job(live, running)["status"] == "completed"
+
+
+def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "docbatch.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, "DOCBATCH_API_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_schedules_cli_add_list_remove(live, tmp_path: Path):
+    (tmp_path / "a.md").write_text("# hello", encoding="utf-8")
+    name = f"cli-{secrets.token_hex(3)}"
+    bad = _cli(
+        live,
+        "schedules",
+        "add",
+        name,
+        "--cron",
+        "99 * * * *",
+        "--folder",
+        str(tmp_path),
+        "--task",
+        "summarize",
+    )
+    assert bad.returncode == 1 and "cron" in bad.stderr
+    added = _cli(
+        live,
+        "schedules",
+        "add",
+        name,
+        "--cron",
+        "30 1 * * *",
+        "--folder",
+        str(tmp_path),
+        "--task",
+        "summarize",
+    )
+    assert added.returncode == 0, added.stderr
+    schedule_id = added.stdout.strip()
+    assert schedule_id.startswith("sch_") and "next run" in added.stderr
+    listed = _cli(live, "schedules", "list")
+    assert listed.returncode == 0
+    line = next(x for x in listed.stdout.splitlines() if x.startswith(schedule_id))
+    assert name in line and "[30 1 * * *]" in line and str(tmp_path) in line
+    assert "summarize" in line and "never ran" in line
+    html = _chromium(f"{live}/ui/schedules", "--dump-dom")
+    assert name in html and "30 1 * * *" in html
+    removed = _cli(live, "schedules", "remove", name)
+    assert removed.returncode == 0, removed.stderr
+    assert schedule_id not in _cli(live, "schedules", "list").stdout

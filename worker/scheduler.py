@@ -1,0 +1,51 @@
+"""The schedule tick: fire every schedule whose period has begun, exactly once.
+
+Beat sends ``docbatch.schedule_tick`` to the maintenance queue every
+DOCBATCH_SCHEDULE_TICK_SECONDS; any worker runs it. Several beats (a mistake, or a
+failover) only mean more ticks: ``schema.schedules.fire`` lets one transaction per
+(schedule, period) create the job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from schema import schedules
+from schema.db import transaction
+from schema.settings import get_settings
+from schema.tables import Schedule, utcnow
+from worker.publish import publish_units
+from worker.runner import worker_name
+
+log = logging.getLogger("docbatch.scheduler")
+
+
+def tick(now: dt.datetime | None = None) -> list[schedules.Firing]:
+    """Fire the due schedules; returns the firings this call won (job or recorded error)."""
+    settings = get_settings()
+    now = now or utcnow()
+    with transaction() as s:
+        due = schedules.due_schedules(s, now)
+    fired = []
+    for schedule_id, period in due:
+        # One transaction per schedule: a slow folder does not hold the others' claims.
+        with transaction() as s:
+            schedule = s.get(Schedule, schedule_id)
+            if schedule is None or not schedule.enabled:
+                continue
+            firing = schedules.fire(s, settings, schedule, period, worker_name())
+        if firing is None:
+            continue
+        fired.append(firing)
+        if firing.job is None:
+            log.warning("schedule %s period %s: %s", schedule_id, period, firing.error)
+            continue
+        log.info(
+            "schedule %s fired for %s: job %s", schedule_id, period.isoformat(), firing.job.job.id
+        )
+        try:
+            publish_units(firing.job.units, priority=firing.job.job.priority)
+        except Exception:  # noqa: BLE001 - the reconciler republishes unpublished units
+            log.exception("publishing job %s failed; the reconciler will retry", firing.job.job.id)
+    return fired
