@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 from schema.errors import InputError, PayloadTooLarge
 from schema.jobs import parse_tasks
@@ -75,13 +76,35 @@ def _str_field(value: Any, name: str, limit: int) -> str | None:
         return None
     if not isinstance(value, str) or len(value) > limit:
         raise InputError(name, f"must be a string of at most {limit} characters")
+    if "\x00" in value or not _encodes(value):
+        raise InputError(name, "contains a NUL character or invalid UTF-8")
     return value
+
+
+def _encodes(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _webhook_field(value: Any) -> str | None:
+    url = _str_field(value, "webhook_url", 2048)
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError("webhook_url", f"must be an http:// or https:// URL, got {url!r}")
+    return url
 
 
 def parse_json_body(spool: IO[bytes], settings: Settings) -> Submission:
     try:
         body = json.load(spool)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except UnicodeDecodeError as exc:
+        raise InputError("body", f"is not valid UTF-8 (byte {exc.start}: {exc.reason})") from None
+    except ValueError as exc:
         raise InputError("body", f"is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InputError("body", "must be a JSON object with tasks and documents")
@@ -105,7 +128,7 @@ def parse_json_body(spool: IO[bytes], settings: Settings) -> Submission:
         documents=((d, None) for d in docs),
         name=_str_field(body.get("name"), "name", 200),
         priority=_int_field(body.get("priority", 0), "priority", 0, 9),
-        webhook_url=_str_field(body.get("webhook_url"), "webhook_url", 2048),
+        webhook_url=_webhook_field(body.get("webhook_url")),
     )
 
 
@@ -145,5 +168,5 @@ def parse_ndjson_body(spool: IO[bytes], query: dict[str, str], settings: Setting
         documents=iter_ndjson(spool),
         name=_str_field(query.get("name"), "name", 200),
         priority=_int_field(query.get("priority", 0), "priority", 0, 9),
-        webhook_url=_str_field(query.get("webhook_url"), "webhook_url", 2048),
+        webhook_url=_webhook_field(query.get("webhook_url")),
     )

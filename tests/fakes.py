@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from typing import Any
 
@@ -23,7 +24,10 @@ class WordTokenizer:
 
 
 class UpperHandler(Handler):
-    """Upper-cases each chunk; sleeps DOCBATCH_FAKE_SLEEP seconds per batch."""
+    """Upper-cases each chunk; sleeps DOCBATCH_FAKE_SLEEP seconds per batch.
+
+    A chunk containing ``POISON`` raises (a permanent, per-document error); one containing
+    ``KILLME`` SIGKILLs the worker process running it (an OOM kill or a segfault)."""
 
     task = "summarize"
     default_model = "fake/upper"
@@ -37,6 +41,8 @@ class UpperHandler(Handler):
         return 0
 
     def predict(self, chunks: list[str], params: dict[str, Any]) -> list[Any]:
+        if any("KILLME" in c for c in chunks):
+            os.kill(os.getpid(), signal.SIGKILL)
         if self.sleep:
             time.sleep(self.sleep)
         for c in chunks:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from worker.app import PROCESS_TASK, app
+from worker.app import PROCESS_TASK, WEBHOOK_TASK, app
 
 
 def publish_units(units: Iterable[tuple[int, str]], priority: int = 0) -> int:
@@ -15,5 +15,18 @@ def publish_units(units: Iterable[tuple[int, str]], priority: int = 0) -> int:
             app.send_task(
                 PROCESS_TASK, args=[unit_id], queue=queue, producer=producer, priority=priority
             )
+            sent += 1
+    return sent
+
+
+def publish_webhooks(delivery_ids: Iterable[int]) -> int:
+    """Queue webhook deliveries on the maintenance queue; returns the count."""
+    from schema.settings import get_settings
+
+    queue = get_settings().maintenance_queue
+    sent = 0
+    with app.producer_or_acquire() as producer:
+        for delivery_id in delivery_ids:
+            app.send_task(WEBHOOK_TASK, args=[delivery_id], queue=queue, producer=producer)
             sent += 1
     return sent

@@ -14,13 +14,13 @@ from sqlalchemy.exc import IntegrityError
 
 from api.deps import SessionDep, SettingsDep, TenantDep
 from api.ingest import is_ndjson, parse_json_body, parse_ndjson_body, spool_body
-from schema import jobs
+from schema import jobs, webhooks
 from schema.db import new_session, transaction
 from schema.models import JobPublic, JobsPublic
 from schema.results import iter_document_results
 from schema.settings import Settings
 from schema.tables import JobTask
-from worker.publish import publish_units
+from worker.publish import publish_units, publish_webhooks
 
 log = logging.getLogger("docbatch.api")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -163,5 +163,11 @@ def cancel_job(job_id: str, tenant: TenantDep) -> JobPublic:
     with transaction() as s:
         job = jobs.cancel_job(s, tenant, job_id)
         job_id = job.id
+        pending = webhooks.pending_for_job(s, job_id)
+    if pending:
+        try:
+            publish_webhooks(pending)
+        except Exception:  # noqa: BLE001 - the reconciler sends what did not go out
+            log.exception("queueing the webhook of job %s failed", job_id)
     with new_session() as s:
         return jobs.job_public(s, jobs.get_job(s, tenant, job_id))
