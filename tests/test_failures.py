@@ -86,6 +86,11 @@ def test_unit_that_kills_its_worker_is_failed_after_max_attempts(api, private_qu
     assert (unit.state, unit.attempts) == ("failed", 3)
 
 
+def _unit_state(job_id: str, seq_lo: int) -> str | None:
+    with new_session() as s:
+        return s.scalar(select(Unit.state).where(Unit.job_id == job_id, Unit.seq_lo == seq_lo))
+
+
 def test_cancel_mid_job(api, private_queues, limits):
     limits["UNIT_MAX_DOCUMENTS"] = "20"
     env = fake_worker_env(
@@ -100,9 +105,10 @@ def test_cancel_mid_job(api, private_queues, limits):
             "/v1/jobs", json={"tasks": ["summarize"], "documents": _docs(100)}
         ).json()["id"]
         deadline = time.monotonic() + 120
-        while api.get(f"/v1/jobs/{job_id}").json()["counts"]["summarize"]["succeeded"] < 2:
-            assert time.monotonic() < deadline, "the first unit never made progress"
-            time.sleep(0.1)
+        while _unit_state(job_id, 0) != "running":
+            assert time.monotonic() < deadline, "the first unit never started"
+            time.sleep(0.05)
+        time.sleep(1.0)  # a few of its 20 batches (0.2 s each) in
         cancelled_at = time.monotonic()
         assert api.post(f"/v1/jobs/{job_id}/cancel").json()["status"] in (
             "cancelling",
@@ -115,7 +121,7 @@ def test_cancel_mid_job(api, private_queues, limits):
     assert job["status"] == "cancelled"
     _accounted(job)
     counts = job["counts"]["summarize"]
-    assert counts["failed"] == 0 and counts["cancelled"] >= 80 and counts["succeeded"] >= 2
+    assert counts["failed"] == 0 and counts["cancelled"] >= 80 and counts["succeeded"] >= 1
     with new_session() as s:
         units = s.scalars(select(Unit).where(Unit.job_id == job_id).order_by(Unit.seq_lo)).all()
         first_unit_statuses = s.scalars(
