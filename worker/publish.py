@@ -30,3 +30,16 @@ def publish_webhooks(delivery_ids: Iterable[int]) -> int:
             app.send_task(WEBHOOK_TASK, args=[delivery_id], queue=queue, producer=producer)
             sent += 1
     return sent
+
+
+def queue_depths(queues: list[str]) -> dict[str, int | None]:
+    """Messages waiting in each queue (all priorities); None where the broker can't say."""
+    depths: dict[str, int | None] = {}
+    with app.connection_for_read() as conn:
+        channel = conn.default_channel
+        for queue in queues:
+            try:
+                depths[queue] = int(channel.queue_declare(queue=queue).message_count)
+            except Exception:  # noqa: BLE001 - unknown depth: republish as before
+                depths[queue] = None
+    return depths

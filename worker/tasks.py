@@ -7,7 +7,6 @@ because CUDA does not survive a fork.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 from typing import Any
@@ -15,15 +14,15 @@ from typing import Any
 from celery.signals import worker_process_init
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from schema import jobs, ledger, webhooks
+from schema import webhooks
 from schema.db import transaction
 from schema.errors import TransientError
 from schema.settings import get_settings
-from schema.tables import utcnow
 from worker.app import PROCESS_TASK, RECONCILE_TASK, WEBHOOK_TASK, app
 from worker.handlers.base import Handler, pick_device
 from worker.heartbeat import heartbeat
-from worker.publish import publish_units, publish_webhooks
+from worker.publish import publish_webhooks
+from worker.reconcile import reconcile_once
 from worker.registry import load_handler
 from worker.webhooks import deliver
 
@@ -106,28 +105,3 @@ def deliver_webhook(self: Any, delivery_id: int) -> str:
 @app.task(name=RECONCILE_TASK, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=5)
 def reconcile() -> int:
     return reconcile_once()
-
-
-def reconcile_once() -> int:
-    """Republish units whose messages look lost (the outbox sweep); returns how many."""
-    settings = get_settings()
-    now = utcnow()
-    with transaction() as s:
-        stale = ledger.stale_units(
-            s,
-            queued_before=now - dt.timedelta(seconds=settings.requeue_after_seconds),
-            running_before=now - dt.timedelta(seconds=settings.running_lease_seconds),
-        )
-        jobs.touch_published(s, [unit_id for unit_id, _ in stale])
-        late = webhooks.due(
-            s,
-            before=now - dt.timedelta(seconds=settings.requeue_after_seconds),
-            max_attempts=settings.webhook_max_attempts,
-        )
-    if stale:
-        log.warning("republishing %d units whose messages were not consumed", len(stale))
-        publish_units(stale)
-    if late:
-        log.warning("resending %d webhook deliveries", len(late))
-        publish_webhooks(late)
-    return len(stale) + len(late)
