@@ -6,6 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from api import openapi
 from api.routers import health, jobs
 from schema.errors import Conflict, InputError, NotFound, PayloadTooLarge, Unauthorized
 
@@ -14,6 +15,7 @@ def create_app() -> FastAPI:
     app = FastAPI(title="docbatch", version="0.1.0")
     app.include_router(health.router)
     app.include_router(jobs.router)
+    openapi.install(app)
 
     @app.exception_handler(InputError)
     async def _input_error(_: Request, exc: InputError) -> JSONResponse:

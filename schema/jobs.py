@@ -44,7 +44,8 @@ def parse_tasks(raw: Any, settings: Settings) -> list[dict[str, Any]]:
     for i, item in enumerate(raw):
         if isinstance(item, str):
             item = {"type": item}
-        if not isinstance(item, dict) or item.get("type") not in settings.models:
+        kind = item.get("type") if isinstance(item, dict) else None
+        if not isinstance(kind, str) or kind not in settings.models:
             known = ", ".join(sorted(settings.models))
             got = item.get("type") if isinstance(item, dict) else item
             raise InputError(f"tasks[{i}].type", f"unknown task {got!r}; known tasks: {known}")
