@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     api_key: str = ""
 
     # API
+    # How long the api trusts a checked key (a revoked key works at most this much longer).
+    api_key_cache_seconds: float = 10.0
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     results_page_size: int = 1000

@@ -45,7 +45,9 @@ def test_every_endpoint_needs_a_valid_key(anon_api, api, private_queues):
     api.post(f"/v1/jobs/{job_id}/cancel")
 
 
-def test_keys_cli_create_list_revoke(anon_api):
+def test_keys_cli_create_list_revoke(anon_api, limits):
+    limits["API_KEY_CACHE_SECONDS"] = "0"  # see the revocation at once
+
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "docbatch.cli", "keys", *args],

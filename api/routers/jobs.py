@@ -134,24 +134,27 @@ def _task_names(session: Any, job_id: str) -> list[str]:
     return list(session.scalars(select(JobTask.task).where(JobTask.job_id == job_id)))
 
 
+def _owned_task_names(tenant: str, job_id: str) -> list[str]:
+    # A short session of its own: the stream below takes another connection, and holding
+    # this one through the stream can exhaust the pool under load (each request waiting
+    # for a second connection while holding a first).
+    with new_session() as s:
+        jobs.get_job(s, tenant, job_id)
+        return _task_names(s, job_id)
+
+
 @router.get("/{job_id}/results")
-def get_results(
-    job_id: str, session: SessionDep, tenant: TenantDep, settings: SettingsDep
-) -> StreamingResponse:
+def get_results(job_id: str, tenant: TenantDep, settings: SettingsDep) -> StreamingResponse:
     """NDJSON, one line per document in submission order; readable while the job runs."""
-    jobs.get_job(session, tenant, job_id)
-    tasks = _task_names(session, job_id)
+    tasks = _owned_task_names(tenant, job_id)
     lines = iter_document_results(job_id, tasks, page_size=settings.results_page_size)
     return StreamingResponse(_ndjson(lines), media_type="application/x-ndjson")
 
 
 @router.get("/{job_id}/errors")
-def get_errors(
-    job_id: str, session: SessionDep, tenant: TenantDep, settings: SettingsDep
-) -> StreamingResponse:
+def get_errors(job_id: str, tenant: TenantDep, settings: SettingsDep) -> StreamingResponse:
     """NDJSON of the failed documents only, each with the failing tasks' reasons."""
-    jobs.get_job(session, tenant, job_id)
-    tasks = _task_names(session, job_id)
+    tasks = _owned_task_names(tenant, job_id)
     lines = iter_document_results(
         job_id, tasks, only_failed=True, page_size=settings.results_page_size
     )
