@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -55,6 +55,56 @@ async def spool_body(chunks: AsyncIterator[bytes], limit: int) -> tuple[IO[bytes
         spool.write(chunk)
     spool.seek(0)
     return spool, digest.hexdigest()
+
+
+def request_digest(body_digest: str, content_type: str, query: dict[str, str]) -> str:
+    """What Idempotency-Key compares: the body, its kind and the job options with it."""
+    kind = "ndjson" if is_ndjson(content_type) else "json"
+    canonical = json.dumps([body_digest, kind, sorted(query.items())])
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def is_multipart(content_type: str) -> bool:
+    return content_type.split(";")[0].strip().lower() == "multipart/form-data"
+
+
+async def spool_multipart(
+    headers: Any, chunks: AsyncIterator[bytes], limit: int
+) -> tuple[IO[bytes], str, dict[str, str]]:
+    """A multipart/form-data upload: the NDJSON file in field ``file`` (spooled to disk past
+    1 MB by Starlette's parser) and the job options as text fields (tasks, name, ...)."""
+    from starlette.datastructures import UploadFile
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    async def limited() -> AsyncGenerator[bytes, None]:
+        size = 0
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(
+                    "body", f"request body is over {limit} bytes (DOCBATCH_MAX_REQUEST_BYTES)"
+                )
+            yield chunk
+
+    parser = MultiPartParser(headers, limited(), max_files=1, max_fields=10)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise InputError("body", f"malformed multipart/form-data: {exc.message}") from None
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise InputError("file", "a multipart upload needs the NDJSON documents in field 'file'")
+    fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+    unknown = sorted(set(fields) - {"tasks", "name", "priority", "webhook_url"})
+    if unknown:
+        raise InputError(unknown[0], "unknown field; expected tasks, name, priority, webhook_url")
+    spool = upload.file
+    digest = hashlib.sha256()
+    spool.seek(0)
+    while block := spool.read(1 << 20):
+        digest.update(block)
+    spool.seek(0)
+    return spool, digest.hexdigest(), fields
 
 
 def is_ndjson(content_type: str) -> bool:

@@ -32,6 +32,16 @@ def install(app: FastAPI) -> None:
             "required": True,
             "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            **{name: {"type": "string"} for name, _ in NDJSON_PARAMS},
+                        },
+                        "required": ["file"],
+                    }
+                },
                 "application/x-ndjson": {
                     "schema": {
                         "type": "string",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -110,6 +111,17 @@ def test_idempotency_key(api, other_api, private_queues):
 
     theirs = other_api.post("/v1/jobs", json=body, headers={"Idempotency-Key": "nightly-1"})
     assert theirs.status_code == 202 and theirs.json()["id"] != first.json()["id"]
+
+    # NDJSON: the job options in the query count as part of the request
+    ndjson = b"".join(json.dumps(d).encode() + b"\n" for d in DOCS)
+    headers = {"Idempotency-Key": "nd-1", "Content-Type": "application/x-ndjson"}
+    nd = api.post("/v1/jobs", params={"tasks": "summarize"}, content=ndjson, headers=headers)
+    nd_again = api.post("/v1/jobs", params={"tasks": "summarize"}, content=ndjson, headers=headers)
+    assert (nd.status_code, nd_again.status_code) == (202, 200)
+    assert nd.json()["id"] == nd_again.json()["id"]
+    other_tasks = api.post("/v1/jobs", params={"tasks": "tags"}, content=ndjson, headers=headers)
+    assert other_tasks.status_code == 409
+    api.post(f"/v1/jobs/{nd.json()['id']}/cancel")
 
     without = api.post("/v1/jobs", json=body)
     assert without.status_code == 202 and without.json()["id"] != first.json()["id"]

@@ -203,3 +203,31 @@ def test_empty_submissions(api, no_rows_written):
     assert resp.status_code == 422 and "at least one document" in _error(resp)["message"]
     resp = _ndjson(api, [json.dumps(GOOD).encode()], tasks="")
     assert resp.status_code == 422 and _error(resp)["field"] == "tasks"
+
+
+def test_multipart_file_upload(api, private_queues):
+    lines = b"".join(
+        json.dumps({"custom_id": str(i), "text": f"doc {i}"}).encode() + b"\n" for i in range(7)
+    )
+    resp = api.post(
+        "/v1/jobs",
+        files={"file": ("docs.jsonl", lines, "application/x-ndjson")},
+        data={"tasks": "summarize,tags", "name": "uploaded"},
+    )
+    assert resp.status_code == 202, resp.text
+    job = resp.json()
+    assert (job["documents"], job["name"], sorted(job["tasks"])) == (
+        7,
+        "uploaded",
+        ["summarize", "tags"],
+    )
+    api.post(f"/v1/jobs/{job['id']}/cancel")
+
+
+def test_bad_multipart_uploads(api, no_rows_written):
+    resp = api.post("/v1/jobs", data={"tasks": "tags"}, files={"other": ("x", b"{}")})
+    assert resp.status_code == 422 and _error(resp)["field"] == "file"
+    bad = b'{"custom_id": "a", "text": "ok"}\n{"custom_id": "a", "text": "dup"}\n'
+    resp = api.post("/v1/jobs", data={"tasks": "tags"}, files={"file": ("d.jsonl", bad)})
+    err = _error(resp)
+    assert (resp.status_code, err["line"], err["field"]) == (422, 2, "document.custom_id")

@@ -13,7 +13,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.exc import IntegrityError
 
 from api.deps import SessionDep, SettingsDep, TenantDep
-from api.ingest import is_ndjson, parse_json_body, parse_ndjson_body, spool_body
+from api.ingest import (
+    is_multipart,
+    is_ndjson,
+    parse_json_body,
+    parse_ndjson_body,
+    request_digest,
+    spool_body,
+    spool_multipart,
+)
 from schema import jobs, webhooks
 from schema.db import new_session, transaction
 from schema.models import JobPublic, JobsPublic
@@ -85,14 +93,24 @@ async def create_job(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JSONResponse:
     """Submit a job: a JSON body ``{tasks, documents, ...}``, or an NDJSON body of
-    documents with ``?tasks=tags,summarize`` (Content-Type ``application/x-ndjson``)."""
-    spool, digest = await spool_body(request.stream(), settings.max_request_bytes)
+    documents with ``?tasks=tags,summarize`` (Content-Type ``application/x-ndjson``), or
+    a multipart upload of an NDJSON file (``-F file=@docs.jsonl -F tasks=tags``)."""
+    content_type = request.headers.get("content-type", "")
+    query = dict(request.query_params)
+    if is_multipart(content_type):
+        spool, digest, fields = await spool_multipart(
+            request.headers, request.stream(), settings.max_request_bytes
+        )
+        query.update(fields)
+        content_type = "application/x-ndjson"
+    else:
+        spool, digest = await spool_body(request.stream(), settings.max_request_bytes)
     job, existing = await run_in_threadpool(
         _submit,
         spool,
-        digest,
-        request.headers.get("content-type", ""),
-        dict(request.query_params),
+        request_digest(digest, content_type, query),
+        content_type,
+        query,
         tenant,
         settings,
         idempotency_key,
