@@ -26,8 +26,9 @@ class WordTokenizer:
 class UpperHandler(Handler):
     """Upper-cases each chunk; sleeps DOCBATCH_FAKE_SLEEP seconds per batch.
 
-    A chunk containing ``POISON`` raises (a permanent, per-document error); one containing
-    ``KILLME`` SIGKILLs the worker process running it (an OOM kill or a segfault)."""
+    A batch with a chunk containing ``SLOW`` takes 0.2 s longer; ``POISON`` raises (a
+    permanent, per-document error); ``KILLME`` SIGKILLs the worker process running it (an
+    OOM kill or a segfault)."""
 
     task = "summarize"
     default_model = "fake/upper"
@@ -45,6 +46,8 @@ class UpperHandler(Handler):
             os.kill(os.getpid(), signal.SIGKILL)
         if self.sleep:
             time.sleep(self.sleep)
+        if any("SLOW" in c for c in chunks):
+            time.sleep(0.2)
         for c in chunks:
             if "POISON" in c:
                 raise ValueError("poison chunk")

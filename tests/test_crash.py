@@ -161,18 +161,6 @@ def _wait(client: httpx.Client, job_id: str, timeout: float = 240) -> dict[str, 
         time.sleep(0.3)
 
 
-def _units_done(job_id: str) -> int:
-    with new_session() as s:
-        return int(
-            s.scalar(
-                select(func.count())
-                .select_from(Unit)
-                .where(Unit.job_id == job_id, Unit.state == "done")
-            )
-            or 0
-        )
-
-
 def _wait_mid_job(job_id: str, units_done: int = 2) -> None:
     """Until a few units are done and one is running: the job is in full flight."""
     deadline = time.monotonic() + 120
@@ -201,52 +189,33 @@ def _assert_complete_exactly_once(job: dict[str, Any]) -> None:
     assert statuses == {"succeeded"}
 
 
-def test_sigkill_worker_mid_job_then_start_another(stack):
-    client = stack["client"]
-    first = WorkerProcess("summarize", env=stack["env"], name="crash-a").wait_ready()
+@pytest.fixture(scope="module")
+def worker(stack: dict[str, Any]) -> Iterator[WorkerProcess]:
+    """One worker for the broker and database crash tests (they do not kill it)."""
+    proc = WorkerProcess("summarize", env=stack["env"], name="crash-shared")
+    try:
+        yield proc.wait_ready()
+    finally:
+        proc.stop()
+
+
+def test_redis_restart_mid_job(stack, worker):
+    client, redis = stack["client"], stack["redis"]
     job_id = _submit(client)
     _wait_mid_job(job_id)
-    with new_session() as s:
-        running = s.scalar(select(Unit.id).where(Unit.job_id == job_id, Unit.state == "running"))
-    first.kill()  # parent and pool child: SIGKILL, no chance to ack or reject
-    second = WorkerProcess("summarize", env=stack["env"], name="crash-b").wait_ready()
-    try:
-        job = _wait(client, job_id)
-    finally:
-        second.stop()
-    _assert_complete_exactly_once(job)
-    with new_session() as s:
-        unit = s.get(Unit, running)
-        assert unit is not None
-    # the unit the killed worker held was taken over (republished after its lease)
-    assert unit.state == "done" and unit.attempts == 2, (unit.state, unit.attempts)
-
-
-def test_redis_restart_mid_job(stack):
-    client, redis = stack["client"], stack["redis"]
-    worker = WorkerProcess("summarize", env=stack["env"], name="redis-restart").wait_ready()
-    try:
-        job_id = _submit(client)
-        _wait_mid_job(job_id)
-        redis.stop()  # every queued and unacked message is gone (no persistence)
-        time.sleep(1.0)
-        redis.start()
-        job = _wait(client, job_id)
-    finally:
-        worker.stop()
+    redis.stop()  # every queued and unacked message is gone (no persistence)
+    time.sleep(1.0)
+    redis.start()
+    job = _wait(client, job_id)
     _assert_complete_exactly_once(job)
 
 
-def test_redis_flushed_mid_job(stack):
+def test_redis_flushed_mid_job(stack, worker):
     client, redis = stack["client"], stack["redis"]
-    worker = WorkerProcess("summarize", env=stack["env"], name="redis-flush").wait_ready()
-    try:
-        job_id = _submit(client)
-        _wait_mid_job(job_id)
-        assert redis.cli("FLUSHALL") == "OK"
-        job = _wait(client, job_id)
-    finally:
-        worker.stop()
+    job_id = _submit(client)
+    _wait_mid_job(job_id)
+    assert redis.cli("FLUSHALL") == "OK"
+    job = _wait(client, job_id)
     _assert_complete_exactly_once(job)
 
 
@@ -268,21 +237,42 @@ def _terminate_backends() -> int:
         admin.dispose()
 
 
-def test_database_connections_killed_mid_job(stack):
+def test_database_connections_killed_mid_job(stack, worker):
     client = stack["client"]
-    worker = WorkerProcess("summarize", env=stack["env"], name="pg-kill").wait_ready()
-    try:
-        job_id = _submit(client)
-        _wait_mid_job(job_id, units_done=1)
-        killed = 0
-        for _ in range(30):  # for 3 s, to hit claims, result writes, heartbeats, api reads
-            killed += _terminate_backends()
-            time.sleep(0.1)
-        assert killed >= 5, "expected api and worker connections to kill"
-        job = _wait(client, job_id)
-        log = worker.log
-    finally:
-        worker.stop()
+    log_before = len(worker.log)
+    job_id = _submit(client)
+    _wait_mid_job(job_id, units_done=1)
+    killed = 0
+    for _ in range(30):  # for 3 s, to hit claims, result writes, heartbeats, api reads
+        killed += _terminate_backends()
+        time.sleep(0.1)
+    assert killed >= 5, "expected api and worker connections to kill"
+    job = _wait(client, job_id)
     _assert_complete_exactly_once(job)
-    # the worker really hit the dead connections and retried (not a lucky miss)
+    # the worker really hit dead connections and retried with backoff (not a lucky miss)
+    log = worker.log[log_before:]
     assert "retry: Retry in" in log and "OperationalError" in log, log[-2000:]
+
+
+def test_sigkill_worker_mid_job_then_start_another(stack, worker):
+    # runs last: the shared worker is stopped first so that only the one killed here and
+    # its replacement serve the job
+    worker.stop()
+    client = stack["client"]
+    first = WorkerProcess("summarize", env=stack["env"], name="crash-a").wait_ready()
+    job_id = _submit(client)
+    _wait_mid_job(job_id)
+    with new_session() as s:
+        running = s.scalar(select(Unit.id).where(Unit.job_id == job_id, Unit.state == "running"))
+    first.kill()  # parent and pool child: SIGKILL, no chance to ack or reject
+    second = WorkerProcess("summarize", env=stack["env"], name="crash-b").wait_ready()
+    try:
+        job = _wait(client, job_id)
+    finally:
+        second.stop()
+    _assert_complete_exactly_once(job)
+    with new_session() as s:
+        unit = s.get(Unit, running)
+        assert unit is not None
+    # the unit the killed worker held was taken over (republished after its lease)
+    assert unit.state == "done" and unit.attempts == 2, (unit.state, unit.attempts)

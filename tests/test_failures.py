@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -13,10 +15,32 @@ import pytest
 from sqlalchemy import select
 
 from schema.db import new_session
+from schema.settings import get_settings
 from schema.tables import Document, Result, Tenant, Unit
 from schema.webhooks import SIGNATURE_HEADER, verify
 from tests.fakeworkers import fake_worker_env
 from tests.fixtures import WorkerProcess, read_ndjson, wait_for_job
+
+
+@pytest.fixture(scope="module")
+def fake(database: str) -> Iterator[WorkerProcess]:
+    """One fake-handler worker for the module, on private queues (one batch per chunk, so
+    cancellation has batch boundaries to stop at). Jobs created while it runs use them."""
+    prefix = f"fail{secrets.token_hex(3)}"
+    old = os.environ.get("DOCBATCH_QUEUE_PREFIX")
+    os.environ["DOCBATCH_QUEUE_PREFIX"] = prefix
+    get_settings.cache_clear()
+    env = fake_worker_env(prefix, DOCBATCH_MODELS__SUMMARIZE__MAX_BATCH_ROWS="1")
+    worker = WorkerProcess("summarize", env=env, name="failures")
+    try:
+        yield worker.wait_ready()
+    finally:
+        worker.stop()
+        if old is None:
+            os.environ.pop("DOCBATCH_QUEUE_PREFIX", None)
+        else:
+            os.environ["DOCBATCH_QUEUE_PREFIX"] = old
+        get_settings.cache_clear()
 
 
 def _docs(n: int, special: dict[int, str] | None = None) -> list[dict[str, str]]:
@@ -35,15 +59,10 @@ def _accounted(job: dict) -> None:
         )
 
 
-def test_poison_document_fails_alone_and_the_job_goes_on(api, private_queues):
-    worker = WorkerProcess("summarize", env=fake_worker_env(private_queues), name="poison")
-    worker.wait_ready()
-    try:
-        docs = _docs(40, {7: "this one is POISON for the model", 23: "and POISON again"})
-        job_id = api.post("/v1/jobs", json={"tasks": ["summarize"], "documents": docs}).json()["id"]
-        job = wait_for_job(api, job_id, timeout=120)
-    finally:
-        worker.stop()
+def test_poison_document_fails_alone_and_the_job_goes_on(api, fake):
+    docs = _docs(40, {7: "this one is POISON for the model", 23: "and POISON again"})
+    job_id = api.post("/v1/jobs", json={"tasks": ["summarize"], "documents": docs}).json()["id"]
+    job = wait_for_job(api, job_id, timeout=120)
     assert job["status"] == "completed_with_errors"
     _accounted(job)
     assert job["counts"]["summarize"]["failed"] == 2
@@ -57,21 +76,13 @@ def test_poison_document_fails_alone_and_the_job_goes_on(api, private_queues):
     assert ok[0]["results"]["summarize"]["output"]["summary"] == "DOCUMENT NUMBER 0 SAYS HELLO"
 
 
-def test_unit_that_kills_its_worker_is_failed_after_max_attempts(api, private_queues, limits):
+def test_unit_that_kills_its_worker_is_failed_after_max_attempts(api, fake, limits):
+    # the worker runs with the default DOCBATCH_MAX_UNIT_ATTEMPTS=3
     limits["UNIT_MAX_DOCUMENTS"] = "5"
-    worker = WorkerProcess(
-        "summarize",
-        env=fake_worker_env(private_queues, DOCBATCH_MAX_UNIT_ATTEMPTS="3"),
-        name="killme",
-    )
-    worker.wait_ready()
-    try:
-        docs = _docs(20, {12: "KILLME please"})
-        job_id = api.post("/v1/jobs", json={"tasks": ["summarize"], "documents": docs}).json()["id"]
-        job = wait_for_job(api, job_id, timeout=240)
-        log = worker.log
-    finally:
-        worker.stop()
+    docs = _docs(20, {12: "KILLME please"})
+    job_id = api.post("/v1/jobs", json={"tasks": ["summarize"], "documents": docs}).json()["id"]
+    job = wait_for_job(api, job_id, timeout=240)
+    log = fake.log
     assert job["status"] == "completed_with_errors"
     _accounted(job)
     # the killer's unit (documents 10..14) failed with the reason; the rest succeeded
@@ -91,33 +102,21 @@ def _unit_state(job_id: str, seq_lo: int) -> str | None:
         return s.scalar(select(Unit.state).where(Unit.job_id == job_id, Unit.seq_lo == seq_lo))
 
 
-def test_cancel_mid_job(api, private_queues, limits):
+def test_cancel_mid_job(api, fake, limits):
     limits["UNIT_MAX_DOCUMENTS"] = "20"
-    env = fake_worker_env(
-        private_queues,
-        DOCBATCH_FAKE_SLEEP="0.2",
-        DOCBATCH_MODELS__SUMMARIZE__MAX_BATCH_ROWS="1",
-    )
-    worker = WorkerProcess("summarize", env=env, name="cancel")
-    worker.wait_ready()
-    try:
-        job_id = api.post(
-            "/v1/jobs", json={"tasks": ["summarize"], "documents": _docs(100)}
-        ).json()["id"]
-        deadline = time.monotonic() + 120
-        while _unit_state(job_id, 0) != "running":
-            assert time.monotonic() < deadline, "the first unit never started"
-            time.sleep(0.05)
-        time.sleep(1.0)  # a few of its 20 batches (0.2 s each) in
-        cancelled_at = time.monotonic()
-        assert api.post(f"/v1/jobs/{job_id}/cancel").json()["status"] in (
-            "cancelling",
-            "cancelled",
-        )
-        job = wait_for_job(api, job_id, timeout=60)
-        stopped_after = time.monotonic() - cancelled_at
-    finally:
-        worker.stop()
+    slow = {i: f"SLOW document number {i}" for i in range(100)}  # 0.2 s per batch
+    job_id = api.post(
+        "/v1/jobs", json={"tasks": ["summarize"], "documents": _docs(100, slow)}
+    ).json()["id"]
+    deadline = time.monotonic() + 120
+    while _unit_state(job_id, 0) != "running":
+        assert time.monotonic() < deadline, "the first unit never started"
+        time.sleep(0.05)
+    time.sleep(1.0)  # a few of its 20 batches (0.2 s each) in
+    cancelled_at = time.monotonic()
+    assert api.post(f"/v1/jobs/{job_id}/cancel").json()["status"] in ("cancelling", "cancelled")
+    job = wait_for_job(api, job_id, timeout=60)
+    stopped_after = time.monotonic() - cancelled_at
     assert job["status"] == "cancelled"
     _accounted(job)
     counts = job["counts"]["summarize"]
@@ -172,21 +171,16 @@ def hook_server() -> Iterator[str]:
     server.server_close()
 
 
-def test_webhook_signed_retried_and_delivered(api, private_queues, hook_server):
-    worker = WorkerProcess("summarize", env=fake_worker_env(private_queues), name="webhook")
-    worker.wait_ready()
-    try:
-        job_id = api.post(
-            "/v1/jobs",
-            json={"tasks": ["summarize"], "documents": _docs(5), "webhook_url": hook_server},
-        ).json()["id"]
-        assert wait_for_job(api, job_id, timeout=120)["status"] == "completed"
-        deadline = time.monotonic() + 60
-        while not _Hook.received:
-            assert time.monotonic() < deadline, f"no webhook after {_Hook.calls} calls"
-            time.sleep(0.1)
-    finally:
-        worker.stop()
+def test_webhook_signed_retried_and_delivered(api, fake, hook_server):
+    job_id = api.post(
+        "/v1/jobs",
+        json={"tasks": ["summarize"], "documents": _docs(5), "webhook_url": hook_server},
+    ).json()["id"]
+    assert wait_for_job(api, job_id, timeout=120)["status"] == "completed"
+    deadline = time.monotonic() + 60
+    while not _Hook.received:
+        assert time.monotonic() < deadline, f"no webhook after {_Hook.calls} calls"
+        time.sleep(0.1)
     assert _Hook.calls == 2
     headers, body = _Hook.received[0]
     payload = json.loads(body)
