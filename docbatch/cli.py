@@ -282,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     kp.add_argument("key")
     kp = keys.add_parser("list", help="list keys (ids only)")
     kp.add_argument("--tenant")
+    kp = keys.add_parser("webhook-secret", help="print the secret that signs a tenant's webhooks")
+    kp.add_argument("--tenant", required=True)
     sp.set_defaults(func=cmd_keys)
 
     sp = sub.add_parser("migrate", help="create or upgrade the database tables")

@@ -1,4 +1,5 @@
-"""``docbatch keys create|revoke|list``: API keys, straight against the database."""
+"""``docbatch keys create|revoke|list|webhook-secret``: API keys and the tenant's webhook
+signing secret, straight against the database."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 
 from schema.db import new_session, transaction
 from schema.errors import NotFound
-from schema.tenants import create_key, list_keys, revoke_key
+from schema.tenants import create_key, ensure_tenant, list_keys, revoke_key
 
 
 def run_keys(args: argparse.Namespace) -> int:
@@ -19,6 +20,11 @@ def run_keys(args: argparse.Namespace) -> int:
             f"key {new.key_id} for tenant {new.tenant!r}: store it now, it is not shown again",
             file=sys.stderr,
         )
+        return 0
+    if args.keys_command == "webhook-secret":
+        with transaction() as s:
+            secret = ensure_tenant(s, args.tenant).webhook_secret
+        print(secret)
         return 0
     if args.keys_command == "revoke":
         try:

@@ -9,7 +9,7 @@ import sys
 from sqlalchemy import select
 
 from schema.db import new_session
-from schema.tables import ApiKey
+from schema.tables import ApiKey, Tenant
 from tests.fixtures import ROOT, new_api_key
 
 DOCS = [{"custom_id": "a", "text": "One."}, {"custom_id": "b", "text": "Two."}]
@@ -68,6 +68,10 @@ def test_keys_cli_create_list_revoke(anon_api, limits):
     assert key not in (stored.key_hash, stored.key_id) and len(stored.key_hash) == 64
     listed = cli("list", "--tenant", "cli-tenant").stdout
     assert stored.key_id in listed and "active" in listed and key not in listed
+
+    secret = cli("webhook-secret", "--tenant", "cli-tenant").stdout.strip()
+    with new_session() as s:
+        assert secret == s.get(Tenant, "cli-tenant").webhook_secret  # type: ignore[union-attr]
 
     cli("revoke", stored.key_id)
     resp = anon_api.get("/v1/jobs", headers=auth)

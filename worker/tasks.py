@@ -72,6 +72,13 @@ def process_unit(self: Any, unit_id: int) -> str:
     if handler is None:
         raise RuntimeError("this worker has no task: start it with `docbatch worker --task T`")
     settings = get_settings()
+    if self.request.retries:
+        # A retry after a database/broker blip claims the unit again: that claim must not
+        # use up the attempts meant for workers that die (the cap stays finite: a
+        # redelivered message keeps its retry count).
+        settings = settings.model_copy(
+            update={"max_unit_attempts": settings.max_unit_attempts + self.request.retries}
+        )
     with heartbeat(unit_id, settings.unit_heartbeat_seconds):
         outcome = run(unit_id, handler, settings)
     send_new_webhooks(unit_id)
