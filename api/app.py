@@ -6,9 +6,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api import metrics
+from api import metrics, openapi
 from api.routers import health, jobs, schedules, stats, ui
-from schema.errors import Conflict, InputError, NotFound, PayloadTooLarge
+from schema.errors import Conflict, InputError, NotFound, PayloadTooLarge, Unauthorized
 
 
 def create_app() -> FastAPI:
@@ -20,11 +20,18 @@ def create_app() -> FastAPI:
     app.include_router(stats.router)
     app.include_router(ui.router)
     ui.mount_static(app)
+    openapi.install(app)
 
     @app.exception_handler(InputError)
     async def _input_error(_: Request, exc: InputError) -> JSONResponse:
         status = 413 if isinstance(exc, PayloadTooLarge) else 422
         return JSONResponse({"error": exc.to_dict(), "detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(Unauthorized)
+    async def _unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+        )
 
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> JSONResponse:

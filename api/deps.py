@@ -1,15 +1,24 @@
-"""Request dependencies: a database session and the caller's tenant."""
+"""Request dependencies: a database session and the caller's tenant (from the API key)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from schema.db import new_session
+from schema.errors import Unauthorized
 from schema.settings import Settings, get_settings
+from schema.tenants import authenticate, hash_key
+
+bearer = HTTPBearer(
+    auto_error=False,
+    description="An API key from `docbatch keys create --tenant NAME`",
+)
 
 
 def get_db() -> Iterator[Session]:
@@ -17,8 +26,35 @@ def get_db() -> Iterator[Session]:
         yield session
 
 
-def get_tenant() -> str:
-    return "default"
+# hash of a key -> (tenant, valid until): a revoked key stops working within
+# DOCBATCH_API_KEY_CACHE_SECONDS; saves a database round trip on every request.
+_key_cache: dict[str, tuple[str, float]] = {}
+_KEY_CACHE_MAX = 10_000
+
+
+def get_tenant(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    settings: Annotated[Settings, Depends(get_settings)],
+) -> str:
+    """The tenant of the request's ``Authorization: Bearer <key>``; 401 otherwise."""
+    if credentials is None or not credentials.credentials:
+        raise Unauthorized(
+            "missing API key: send 'Authorization: Bearer <key>' "
+            "(create one with `docbatch keys create --tenant NAME`)"
+        )
+    key = credentials.credentials
+    digest = hash_key(key)
+    now = time.monotonic()
+    cached = _key_cache.get(digest) if settings.api_key_cache_seconds > 0 else None
+    if cached is not None and cached[1] > now:
+        return cached[0]
+    with new_session() as session:
+        tenant = authenticate(session, key)
+    if settings.api_key_cache_seconds > 0:
+        if len(_key_cache) >= _KEY_CACHE_MAX:
+            _key_cache.clear()
+        _key_cache[digest] = (tenant, now + settings.api_key_cache_seconds)
+    return tenant
 
 
 SessionDep = Annotated[Session, Depends(get_db)]

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 from schema.errors import InputError, PayloadTooLarge
 from schema.jobs import parse_tasks
@@ -57,6 +58,56 @@ async def spool_body(chunks: AsyncIterator[bytes], limit: int) -> tuple[IO[bytes
     return spool, digest.hexdigest()
 
 
+def request_digest(body_digest: str, content_type: str, query: dict[str, str]) -> str:
+    """What Idempotency-Key compares: the body, its kind and the job options with it."""
+    kind = "ndjson" if is_ndjson(content_type) else "json"
+    canonical = json.dumps([body_digest, kind, sorted(query.items())])
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def is_multipart(content_type: str) -> bool:
+    return content_type.split(";")[0].strip().lower() == "multipart/form-data"
+
+
+async def spool_multipart(
+    headers: Any, chunks: AsyncIterator[bytes], limit: int
+) -> tuple[IO[bytes], str, dict[str, str]]:
+    """A multipart/form-data upload: the NDJSON file in field ``file`` (spooled to disk past
+    1 MB by Starlette's parser) and the job options as text fields (tasks, name, ...)."""
+    from starlette.datastructures import UploadFile
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    async def limited() -> AsyncGenerator[bytes, None]:
+        size = 0
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(
+                    "body", f"request body is over {limit} bytes (DOCBATCH_MAX_REQUEST_BYTES)"
+                )
+            yield chunk
+
+    parser = MultiPartParser(headers, limited(), max_files=1, max_fields=10)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise InputError("body", f"malformed multipart/form-data: {exc.message}") from None
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise InputError("file", "a multipart upload needs the NDJSON documents in field 'file'")
+    fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+    unknown = sorted(set(fields) - {"tasks", "name", "priority", "webhook_url"})
+    if unknown:
+        raise InputError(unknown[0], "unknown field; expected tasks, name, priority, webhook_url")
+    spool = upload.file
+    digest = hashlib.sha256()
+    spool.seek(0)
+    while block := spool.read(1 << 20):
+        digest.update(block)
+    spool.seek(0)
+    return spool, digest.hexdigest(), fields
+
+
 def is_ndjson(content_type: str) -> bool:
     return content_type.split(";")[0].strip().lower() in NDJSON_TYPES
 
@@ -84,13 +135,35 @@ def _str_field(value: Any, name: str, limit: int) -> str | None:
         return None
     if not isinstance(value, str) or len(value) > limit:
         raise InputError(name, f"must be a string of at most {limit} characters")
+    if "\x00" in value or not _encodes(value):
+        raise InputError(name, "contains a NUL character or invalid UTF-8")
     return value
+
+
+def _encodes(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _webhook_field(value: Any) -> str | None:
+    url = _str_field(value, "webhook_url", 2048)
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError("webhook_url", f"must be an http:// or https:// URL, got {url!r}")
+    return url
 
 
 def parse_json_body(spool: IO[bytes], settings: Settings) -> Submission:
     try:
         body = json.load(spool)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except UnicodeDecodeError as exc:
+        raise InputError("body", f"is not valid UTF-8 (byte {exc.start}: {exc.reason})") from None
+    except ValueError as exc:
         raise InputError("body", f"is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InputError("body", "must be a JSON object with tasks and documents")
@@ -114,7 +187,7 @@ def parse_json_body(spool: IO[bytes], settings: Settings) -> Submission:
         documents=((d, None) for d in docs),
         name=_str_field(body.get("name"), "name", 200),
         priority=_int_field(body.get("priority", 0), "priority", 0, 9),
-        webhook_url=_str_field(body.get("webhook_url"), "webhook_url", 2048),
+        webhook_url=_webhook_field(body.get("webhook_url")),
         reuse_results=_bool_field(body.get("reuse_results", False), "reuse_results"),
     )
 
@@ -155,6 +228,6 @@ def parse_ndjson_body(spool: IO[bytes], query: dict[str, str], settings: Setting
         documents=iter_ndjson(spool),
         name=_str_field(query.get("name"), "name", 200),
         priority=_int_field(query.get("priority", 0), "priority", 0, 9),
-        webhook_url=_str_field(query.get("webhook_url"), "webhook_url", 2048),
+        webhook_url=_webhook_field(query.get("webhook_url")),
         reuse_results=_bool_field(query.get("reuse_results", "false"), "reuse_results"),
     )

@@ -4,6 +4,7 @@ docbatch run docs.jsonl --task tags --task summarize -o out.jsonl   # no servers
 docbatch api | docbatch worker --task embed | docbatch beat | docbatch migrate
 docbatch submit docs.jsonl --task tags --wait
 docbatch status JOB ; docbatch results JOB -o out.jsonl ; docbatch cancel JOB
+docbatch keys create --tenant acme ; docbatch keys revoke KEY_OR_ID ; docbatch keys list
 """
 
 from __future__ import annotations
@@ -206,6 +207,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from docbatch.keys import run_keys
+
+    return run_keys(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="docbatch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -279,6 +286,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--loglevel", default="INFO")
     sp.add_argument("--schedule", help="beat's schedule state file")
     sp.set_defaults(func=cmd_beat)
+
+    sp = sub.add_parser("keys", help="create, revoke and list API keys (talks to the database)")
+    keys = sp.add_subparsers(dest="keys_command", required=True)
+    kp = keys.add_parser("create", help="create a key for a tenant; prints it once")
+    kp.add_argument("--tenant", required=True)
+    kp = keys.add_parser("revoke", help="revoke a key (the key itself or its id)")
+    kp.add_argument("key")
+    kp = keys.add_parser("list", help="list keys (ids only)")
+    kp.add_argument("--tenant")
+    kp = keys.add_parser("webhook-secret", help="print the secret that signs a tenant's webhooks")
+    kp.add_argument("--tenant", required=True)
+    sp.set_defaults(func=cmd_keys)
 
     sp = sub.add_parser("migrate", help="create or upgrade the database tables")
     sp.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the database")

@@ -2,6 +2,7 @@
 
 DocbatchError
 ├── InputError          bad request input: names the field, the document/line and the limit
+├── Unauthorized        no, malformed, unknown or revoked API key (HTTP 401)
 ├── NotFound            no such job/schedule for this tenant (another tenant's is NotFound too)
 ├── Conflict            e.g. an Idempotency-Key reused with a different body
 ├── TransientError      infrastructure blip (database, broker): retry with backoff
@@ -29,6 +30,10 @@ class InputError(DocbatchError):
         if self.line is not None:
             body["line"] = self.line
         return body
+
+
+class Unauthorized(DocbatchError):
+    pass
 
 
 class NotFound(DocbatchError):

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from schema import ledger
 from schema.errors import Conflict, InputError, NotFound
+from schema.languages import check_language
 from schema.models import JobPublic, TaskCounts, TaskSpec
 from schema.settings import Settings
 from schema.tables import Document, Job, JobStatus, JobTask, Result, Unit, UnitState, utcnow
@@ -43,7 +44,8 @@ def parse_tasks(raw: Any, settings: Settings) -> list[dict[str, Any]]:
     for i, item in enumerate(raw):
         if isinstance(item, str):
             item = {"type": item}
-        if not isinstance(item, dict) or item.get("type") not in settings.models:
+        kind = item.get("type") if isinstance(item, dict) else None
+        if not isinstance(kind, str) or kind not in settings.models:
             known = ", ".join(sorted(settings.models))
             got = item.get("type") if isinstance(item, dict) else item
             raise InputError(f"tasks[{i}].type", f"unknown task {got!r}; known tasks: {known}")
@@ -56,6 +58,11 @@ def parse_tasks(raw: Any, settings: Settings) -> list[dict[str, Any]]:
         params = spec.model_dump(exclude_none=True)
         if params["type"] in seen:
             raise InputError(f"tasks[{i}].type", f"task {params['type']!r} is listed twice")
+        for lang_field in ("target_lang", "source_lang"):
+            code = params.get(lang_field)
+            problem = check_language(code) if isinstance(code, str) else None
+            if problem:
+                raise InputError(f"tasks[{i}].{lang_field}", problem)
         labels = params.get("labels")
         if labels is not None:
             if len(labels) > settings.max_labels_per_task:
@@ -86,6 +93,10 @@ def check_document(raw: Any, index: int, settings: Settings, *, line: int | None
         )
     if len(custom_id) > 512:
         raise InputError(f"{where}.custom_id", "is longer than 512 characters", line=line)
+    if "\x00" in custom_id or not _is_utf8(custom_id):
+        raise InputError(
+            f"{where}.custom_id", "contains a NUL character or invalid UTF-8", line=line
+        )
     text = raw.get("text")
     if not isinstance(text, str):
         raise InputError(
@@ -113,6 +124,14 @@ def check_document(raw: Any, index: int, settings: Settings, *, line: int | None
     if metadata is not None and not isinstance(metadata, dict):
         raise InputError(f"{where}.metadata", "must be an object", line=line)
     return {"custom_id": custom_id, "text": text, "metadata": metadata}
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from "\ud800" escapes
+        return False
+    return True
 
 
 def find_idempotent(
@@ -311,7 +330,7 @@ def list_jobs(
         count_q = count_q.where(Job.status == status)
     if before:
         anchor = session.get(Job, before)
-        if anchor is not None:
+        if anchor is not None and (tenant is None or anchor.tenant == tenant):
             query = query.where(Job.created_at < anchor.created_at)
     jobs = session.scalars(query.order_by(Job.created_at.desc()).limit(limit)).all()
     return list(jobs), session.scalar(count_q) or 0

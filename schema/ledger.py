@@ -29,6 +29,7 @@ from schema.tables import (
     ResultStatus,
     Unit,
     UnitState,
+    WebhookDelivery,
     utcnow,
 )
 
@@ -233,6 +234,18 @@ def finalize_job_if_done(session: Session, job: Job) -> bool:
     job.finished_at = utcnow()
     if job.started_at is None:
         job.started_at = job.finished_at
+    if job.webhook_url:
+        # The outbox row commits with the status; it is sent after commit (worker.webhooks).
+        session.execute(
+            insert_ignore(session, WebhookDelivery).values(
+                job_id=job.id,
+                url=job.webhook_url,
+                event=f"job.{status.value}",
+                attempts=0,
+                next_attempt_at=job.finished_at,
+                created_at=job.finished_at,
+            )
+        )
     return True
 
 
@@ -240,7 +253,7 @@ def stale_units(
     session: Session, queued_before: dt.datetime, running_before: dt.datetime, limit: int = 5000
 ) -> list[tuple[int, str]]:
     """(id, queue) of units whose message may be lost: queued and not picked up, or running
-    past the lease with no end."""
+    with no heartbeat since ``running_before`` (its worker died)."""
     rows = session.execute(
         select(Unit.id, Unit.queue)
         .where(
@@ -248,6 +261,7 @@ def stale_units(
             | (
                 (Unit.state == UnitState.running.value)
                 & (Unit.claimed_at < running_before)
+                & (Unit.heartbeat_at.is_(None) | (Unit.heartbeat_at < running_before))
                 & (Unit.published_at < running_before)
             )
         )

@@ -54,9 +54,11 @@ class Settings(BaseSettings):
     # Work units: documents are grouped until a unit holds about this many tokens.
     unit_tokens: int = 8192
     unit_max_documents: int = 256
-    # Reconciler: units still queued (or running with no progress) after this are republished.
+    # Reconciler: units still queued (or running with no heartbeat) after this are republished.
     requeue_after_seconds: float = 120.0
-    running_lease_seconds: float = 1800.0
+    running_lease_seconds: float = 120.0
+    # A worker touches its running unit's heartbeat this often (must be well under the lease).
+    unit_heartbeat_seconds: float = 10.0
     reconcile_interval_seconds: float = 30.0
     max_unit_attempts: int = 3
     # Worker /metrics (Prometheus) on this port, served by the process running the model;
@@ -73,11 +75,18 @@ class Settings(BaseSettings):
     max_request_bytes: int = 1_073_741_824
     max_labels_per_task: int = 256
 
+    # Webhooks: tries per delivery, first retry after webhook_retry_seconds, doubling (max 1 h).
+    webhook_max_attempts: int = 15
+    webhook_retry_seconds: float = 2.0
+    webhook_timeout_seconds: float = 10.0
+
     # CLI client: where `docbatch submit/status/results` send requests.
     api_url: str = "http://127.0.0.1:8000"
     api_key: str = ""
 
     # API
+    # How long the api trusts a checked key (a revoked key works at most this much longer).
+    api_key_cache_seconds: float = 10.0
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     results_page_size: int = 1000

@@ -166,6 +166,9 @@ class Unit(Base):
     claimed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     worker: Mapped[str | None] = mapped_column(String(200))
+    # Touched every few seconds by the worker running the unit; the reconciler republishes
+    # a running unit whose heartbeat is older than DOCBATCH_RUNNING_LEASE_SECONDS.
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index("ix_units_job_state", "job_id", "state"),
@@ -232,3 +235,46 @@ class ScheduleRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     fired_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     fired_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class Tenant(Base):
+    """Who owns jobs. ``webhook_secret`` signs this tenant's webhook calls."""
+
+    __tablename__ = "tenants"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    webhook_secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key: ``dbk_<key_id>_<secret>``; only the sha256 of the whole key is stored."""
+
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(ForeignKey("tenants.name", ondelete="CASCADE"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookDelivery(Base):
+    """The webhook outbox: written with the job's terminal status, sent after commit."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+    event: Mapped[str] = mapped_column(String(40))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "event", name="uq_webhook_deliveries_job_event"),
+        Index("ix_webhook_deliveries_due", "delivered_at", "next_attempt_at"),
+    )

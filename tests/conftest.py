@@ -106,7 +106,7 @@ def _teardown() -> None:
     admin.dispose()
 
 
-pytest_plugins = ["tests.fixtures"]
+pytest_plugins = ["tests.fixtures", "tests.fakeworkers"]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

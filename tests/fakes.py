@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from typing import Any
 
@@ -23,7 +24,11 @@ class WordTokenizer:
 
 
 class UpperHandler(Handler):
-    """Upper-cases each chunk; sleeps DOCBATCH_FAKE_SLEEP seconds per batch."""
+    """Upper-cases each chunk; sleeps DOCBATCH_FAKE_SLEEP seconds per batch.
+
+    A batch with a chunk containing ``SLOW`` takes 0.2 s longer; ``POISON`` raises (a
+    permanent, per-document error); ``KILLME`` SIGKILLs the worker process running it (an
+    OOM kill or a segfault)."""
 
     task = "summarize"
     default_model = "fake/upper"
@@ -37,8 +42,12 @@ class UpperHandler(Handler):
         return 0
 
     def predict(self, chunks: list[str], params: dict[str, Any]) -> list[Any]:
+        if any("KILLME" in c for c in chunks):
+            os.kill(os.getpid(), signal.SIGKILL)
         if self.sleep:
             time.sleep(self.sleep)
+        if any("SLOW" in c for c in chunks):
+            time.sleep(0.2)
         for c in chunks:
             if "POISON" in c:
                 raise ValueError("poison chunk")

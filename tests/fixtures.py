@@ -113,11 +113,47 @@ def workers() -> Iterator[dict[str, WorkerProcess]]:
         w.stop()
 
 
+def new_api_key(tenant: str) -> str:
+    """Create a real API key for ``tenant`` in the run's database."""
+    from schema.db import transaction
+    from schema.tenants import create_key
+
+    with transaction() as s:
+        return create_key(s, tenant).key
+
+
 @pytest.fixture(scope="session")
-def api() -> Iterator[TestClient]:
+def api_key(database: str) -> str:
+    """The default test tenant's key (tenant ``default``)."""
+    return new_api_key("default")
+
+
+@pytest.fixture(scope="session")
+def app_instance() -> Any:
     from api.app import create_app
 
-    with TestClient(create_app()) as client:
+    return create_app()
+
+
+@pytest.fixture(scope="session")
+def api(app_instance: Any, api_key: str) -> Iterator[TestClient]:
+    """The real app in-process, authenticated as tenant ``default``."""
+    with TestClient(app_instance, headers={"Authorization": f"Bearer {api_key}"}) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def other_api(app_instance: Any, database: str) -> Iterator[TestClient]:
+    """The same app authenticated as a second tenant, ``other``."""
+    key = new_api_key("other")
+    with TestClient(app_instance, headers={"Authorization": f"Bearer {key}"}) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def anon_api(app_instance: Any) -> Iterator[TestClient]:
+    """The app with no credentials."""
+    with TestClient(app_instance) as client:
         yield client
 
 

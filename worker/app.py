@@ -18,6 +18,7 @@ from schema.settings import Settings, get_settings
 PROCESS_TASK = "docbatch.process_unit"
 RECONCILE_TASK = "docbatch.reconcile"
 SCHEDULE_TICK_TASK = "docbatch.schedule_tick"
+WEBHOOK_TASK = "docbatch.deliver_webhook"
 
 
 def _broker_options(settings: Settings) -> dict[str, Any]:

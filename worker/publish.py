@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from worker.app import PROCESS_TASK, app
+from worker.app import PROCESS_TASK, WEBHOOK_TASK, app
 
 
 def publish_units(units: Iterable[tuple[int, str]], priority: int = 0) -> int:
@@ -17,3 +17,29 @@ def publish_units(units: Iterable[tuple[int, str]], priority: int = 0) -> int:
             )
             sent += 1
     return sent
+
+
+def publish_webhooks(delivery_ids: Iterable[int]) -> int:
+    """Queue webhook deliveries on the maintenance queue; returns the count."""
+    from schema.settings import get_settings
+
+    queue = get_settings().maintenance_queue
+    sent = 0
+    with app.producer_or_acquire() as producer:
+        for delivery_id in delivery_ids:
+            app.send_task(WEBHOOK_TASK, args=[delivery_id], queue=queue, producer=producer)
+            sent += 1
+    return sent
+
+
+def queue_depths(queues: list[str]) -> dict[str, int | None]:
+    """Messages waiting in each queue (all priorities); None where the broker can't say."""
+    depths: dict[str, int | None] = {}
+    with app.connection_for_read() as conn:
+        channel = conn.default_channel
+        for queue in queues:
+            try:
+                depths[queue] = int(channel.queue_declare(queue=queue).message_count)
+            except Exception:  # noqa: BLE001 - unknown depth: republish as before
+                depths[queue] = None
+    return depths

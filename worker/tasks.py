@@ -7,7 +7,6 @@ because CUDA does not survive a fork.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 from typing import Any
@@ -15,16 +14,18 @@ from typing import Any
 from celery.signals import worker_process_init
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from schema import jobs, ledger
+from schema import webhooks
 from schema.db import transaction
 from schema.errors import TransientError
 from schema.settings import get_settings
-from schema.tables import utcnow
 from worker import metrics as worker_metrics
-from worker.app import PROCESS_TASK, RECONCILE_TASK, SCHEDULE_TICK_TASK, app
+from worker.app import PROCESS_TASK, RECONCILE_TASK, SCHEDULE_TICK_TASK, WEBHOOK_TASK, app
 from worker.handlers.base import Handler, pick_device
-from worker.publish import publish_units
+from worker.heartbeat import heartbeat
+from worker.publish import publish_webhooks
+from worker.reconcile import reconcile_once
 from worker.registry import load_handler
+from worker.webhooks import deliver
 
 log = logging.getLogger("docbatch.worker")
 _handler: Handler | None = None
@@ -72,7 +73,42 @@ def process_unit(self: Any, unit_id: int) -> str:
     handler = load_pinned_handler()
     if handler is None:
         raise RuntimeError("this worker has no task: start it with `docbatch worker --task T`")
-    return run(unit_id, handler, get_settings())
+    settings = get_settings()
+    if self.request.retries:
+        # A retry after a database/broker blip claims the unit again: that claim must not
+        # use up the attempts meant for workers that die (the cap stays finite: a
+        # redelivered message keeps its retry count).
+        settings = settings.model_copy(
+            update={"max_unit_attempts": settings.max_unit_attempts + self.request.retries}
+        )
+    with heartbeat(unit_id, settings.unit_heartbeat_seconds):
+        outcome = run(unit_id, handler, settings)
+    send_new_webhooks(unit_id)
+    return outcome
+
+
+def send_new_webhooks(unit_id: int) -> None:
+    """If closing this unit ended its job, send the job's webhook now (the reconciler
+    would otherwise pick it up within DOCBATCH_REQUEUE_AFTER_SECONDS)."""
+    from sqlalchemy import select
+
+    from schema.tables import Unit
+
+    try:
+        with transaction() as s:
+            job_id = s.scalar(select(Unit.job_id).where(Unit.id == unit_id))
+            pending = webhooks.pending_for_job(s, job_id) if job_id else []
+        publish_webhooks(pending)
+    except Exception:  # noqa: BLE001 - the reconciler sends what is left
+        log.exception("could not queue the webhooks of unit %d", unit_id)
+
+
+@app.task(name=WEBHOOK_TASK, bind=True, acks_late=True, max_retries=None)
+def deliver_webhook(self: Any, delivery_id: int) -> str:
+    outcome, retry_after = deliver(delivery_id, get_settings())
+    if retry_after is not None:
+        raise self.retry(countdown=retry_after)
+    return outcome
 
 
 @app.task(name=RECONCILE_TASK, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=5)
@@ -85,20 +121,3 @@ def schedule_tick() -> int:
     from worker.scheduler import tick
 
     return len(tick())
-
-
-def reconcile_once() -> int:
-    """Republish units whose messages look lost (the outbox sweep); returns how many."""
-    settings = get_settings()
-    now = utcnow()
-    with transaction() as s:
-        stale = ledger.stale_units(
-            s,
-            queued_before=now - dt.timedelta(seconds=settings.requeue_after_seconds),
-            running_before=now - dt.timedelta(seconds=settings.running_lease_seconds),
-        )
-        jobs.touch_published(s, [unit_id for unit_id, _ in stale])
-    if stale:
-        log.warning("republishing %d units whose messages were not consumed", len(stale))
-        publish_units(stale)
-    return len(stale)

@@ -15,14 +15,22 @@ from sqlalchemy.exc import IntegrityError
 
 from api import metrics as api_metrics
 from api.deps import SessionDep, SettingsDep, TenantDep
-from api.ingest import is_ndjson, parse_json_body, parse_ndjson_body, spool_body
-from schema import jobs
+from api.ingest import (
+    is_multipart,
+    is_ndjson,
+    parse_json_body,
+    parse_ndjson_body,
+    request_digest,
+    spool_body,
+    spool_multipart,
+)
+from schema import jobs, webhooks
 from schema.db import new_session, transaction
 from schema.models import JobPublic, JobsPublic
 from schema.results import iter_document_results
 from schema.settings import Settings
 from schema.tables import JobTask
-from worker.publish import publish_units
+from worker.publish import publish_units, publish_webhooks
 
 log = logging.getLogger("docbatch.api")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -89,14 +97,24 @@ async def create_job(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JSONResponse:
     """Submit a job: a JSON body ``{tasks, documents, ...}``, or an NDJSON body of
-    documents with ``?tasks=tags,summarize`` (Content-Type ``application/x-ndjson``)."""
-    spool, digest = await spool_body(request.stream(), settings.max_request_bytes)
+    documents with ``?tasks=tags,summarize`` (Content-Type ``application/x-ndjson``), or
+    a multipart upload of an NDJSON file (``-F file=@docs.jsonl -F tasks=tags``)."""
+    content_type = request.headers.get("content-type", "")
+    query = dict(request.query_params)
+    if is_multipart(content_type):
+        spool, digest, fields = await spool_multipart(
+            request.headers, request.stream(), settings.max_request_bytes
+        )
+        query.update(fields)
+        content_type = "application/x-ndjson"
+    else:
+        spool, digest = await spool_body(request.stream(), settings.max_request_bytes)
     job, existing = await run_in_threadpool(
         _submit,
         spool,
-        digest,
-        request.headers.get("content-type", ""),
-        dict(request.query_params),
+        request_digest(digest, content_type, query),
+        content_type,
+        query,
         tenant,
         settings,
         idempotency_key,
@@ -138,13 +156,19 @@ def _task_names(session: Any, job_id: str) -> list[str]:
     return list(session.scalars(select(JobTask.task).where(JobTask.job_id == job_id)))
 
 
+def _owned_task_names(tenant: str, job_id: str) -> list[str]:
+    # A short session of its own: the stream below takes another connection, and holding
+    # this one through the stream can exhaust the pool under load (each request waiting
+    # for a second connection while holding a first).
+    with new_session() as s:
+        jobs.get_job(s, tenant, job_id)
+        return _task_names(s, job_id)
+
+
 @router.get("/{job_id}/results")
-def get_results(
-    job_id: str, session: SessionDep, tenant: TenantDep, settings: SettingsDep
-) -> StreamingResponse:
+def get_results(job_id: str, tenant: TenantDep, settings: SettingsDep) -> StreamingResponse:
     """NDJSON, one line per document in submission order; readable while the job runs."""
-    jobs.get_job(session, tenant, job_id)
-    tasks = _task_names(session, job_id)
+    tasks = _owned_task_names(tenant, job_id)
     lines = iter_document_results(job_id, tasks, page_size=settings.results_page_size)
     return StreamingResponse(_ndjson(lines), media_type="application/x-ndjson")
 
@@ -152,15 +176,13 @@ def get_results(
 @router.get("/{job_id}/errors")
 def get_errors(
     job_id: str,
-    session: SessionDep,
     tenant: TenantDep,
     settings: SettingsDep,
     limit: Annotated[int | None, Query(ge=1)] = None,
 ) -> StreamingResponse:
     """NDJSON of the failed documents only, each with the failing tasks' reasons;
     ``?limit=N`` stops after N documents (the dashboard shows the first few)."""
-    jobs.get_job(session, tenant, job_id)
-    tasks = _task_names(session, job_id)
+    tasks = _owned_task_names(tenant, job_id)
     lines = iter_document_results(
         job_id, tasks, only_failed=True, page_size=settings.results_page_size
     )
@@ -174,5 +196,11 @@ def cancel_job(job_id: str, tenant: TenantDep) -> JobPublic:
     with transaction() as s:
         job = jobs.cancel_job(s, tenant, job_id)
         job_id = job.id
+        pending = webhooks.pending_for_job(s, job_id)
+    if pending:
+        try:
+            publish_webhooks(pending)
+        except Exception:  # noqa: BLE001 - the reconciler sends what did not go out
+            log.exception("queueing the webhook of job %s failed", job_id)
     with new_session() as s:
         return jobs.job_public(s, jobs.get_job(s, tenant, job_id))

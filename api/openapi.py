@@ -1,0 +1,66 @@
+"""The OpenAPI document: adds what FastAPI cannot see because ``POST /v1/jobs`` reads its
+body as a stream (the JSON ``JobCreate`` body, the NDJSON body and its query parameters)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from schema.models import JobCreate
+
+NDJSON_PARAMS = [
+    ("tasks", "NDJSON body only: 'tags,summarize' or a JSON list of task objects"),
+    ("name", "NDJSON body only: a name for the job"),
+    ("priority", "NDJSON body only: 0 (default) to 9"),
+    ("webhook_url", "NDJSON body only: http(s) URL called when the job ends"),
+]
+
+
+def install(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        job = JobCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(job.pop("$defs", {}))
+        components["JobCreate"] = job
+        post = schema["paths"]["/v1/jobs"]["post"]
+        post["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            **{name: {"type": "string"} for name, _ in NDJSON_PARAMS},
+                        },
+                        "required": ["file"],
+                    }
+                },
+                "application/x-ndjson": {
+                    "schema": {
+                        "type": "string",
+                        "description": 'one {"custom_id", "text", "metadata"?} object per line',
+                    }
+                },
+            },
+        }
+        post.setdefault("parameters", []).extend(
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": text,
+            }
+            for name, text in NDJSON_PARAMS
+        )
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

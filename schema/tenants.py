@@ -1,0 +1,101 @@
+"""Tenants and API keys: creating, revoking and checking keys.
+
+A key reads ``dbk_<key_id>_<secret>``. Only ``sha256(key)`` is stored, looked up by
+``key_id``; the key itself is shown once, when it is created. Example::
+
+    with transaction() as s:
+        key = create_key(s, "acme")        # prints nowhere; the caller shows it once
+    with new_session() as s:
+        tenant = authenticate(s, key.key)  # "acme", or raises Unauthorized
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from schema.errors import InputError, NotFound, Unauthorized
+from schema.tables import ApiKey, Tenant, utcnow
+
+KEY_PREFIX = "dbk_"
+TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_KEY = re.compile(r"^dbk_([0-9a-f]{16})_([A-Za-z0-9_-]{20,100})$")
+
+
+@dataclass
+class NewKey:
+    key_id: str
+    tenant: str
+    key: str  # the whole secret key: shown once, never stored
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def ensure_tenant(session: Session, name: str) -> Tenant:
+    if not TENANT_NAME.match(name):
+        raise InputError(
+            "tenant", "must be 1-64 letters, digits, '_', '.' or '-', starting alphanumeric"
+        )
+    tenant = session.get(Tenant, name)
+    if tenant is None:
+        tenant = Tenant(name=name, webhook_secret=secrets.token_urlsafe(32), created_at=utcnow())
+        session.add(tenant)
+        session.flush()
+    return tenant
+
+
+def create_key(session: Session, tenant: str) -> NewKey:
+    """A new key for ``tenant`` (created if new)."""
+    ensure_tenant(session, tenant)
+    key_id = secrets.token_hex(8)
+    key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+    session.add(ApiKey(key_id=key_id, tenant=tenant, key_hash=hash_key(key), created_at=utcnow()))
+    session.flush()
+    return NewKey(key_id=key_id, tenant=tenant, key=key)
+
+
+def key_id_of(key_or_id: str) -> str:
+    match = _KEY.match(key_or_id)
+    return match.group(1) if match else key_or_id
+
+
+def revoke_key(session: Session, key_or_id: str) -> ApiKey:
+    """Revoke by the whole key or by its id (the part after ``dbk_``)."""
+    row = session.get(ApiKey, key_id_of(key_or_id))
+    if row is None:
+        raise NotFound(f"no API key {key_id_of(key_or_id)!r}")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+    return row
+
+
+def list_keys(session: Session, tenant: str | None = None) -> list[ApiKey]:
+    query = select(ApiKey).order_by(ApiKey.tenant, ApiKey.created_at)
+    if tenant:
+        query = query.where(ApiKey.tenant == tenant)
+    return list(session.scalars(query))
+
+
+def authenticate(session: Session, key: str) -> str:
+    """The tenant owning ``key``; Unauthorized when it is malformed, unknown or revoked."""
+    match = _KEY.match(key)
+    if not match:
+        raise Unauthorized("malformed API key: expected 'Authorization: Bearer dbk_...'")
+    row = session.get(ApiKey, match.group(1))
+    if row is None or not hmac.compare_digest(row.key_hash, hash_key(key)):
+        raise Unauthorized("unknown API key")
+    if row.revoked_at is not None:
+        raise Unauthorized(f"API key {row.key_id} was revoked at {row.revoked_at.isoformat()}")
+    return row.tenant
+
+
+def webhook_secret(session: Session, tenant: str) -> str | None:
+    return session.scalar(select(Tenant.webhook_secret).where(Tenant.name == tenant))

@@ -1,0 +1,278 @@
+"""Crash tests with real processes: a SIGKILLed worker, a restarted and a flushed Redis,
+and killed database connections, each in the middle of a job of a few hundred documents.
+
+The module runs its own broker (a private ``redis-server`` on a free port, so restarting
+or flushing it touches nobody else), its own ``docbatch api`` and ``docbatch beat``
+subprocesses pointed at it, and fake-handler workers (tests/fakes.py, a short sleep per
+batch). Recovery leans on the reconciler with a short lease: workers heartbeat their
+running unit every second, and a unit with no heartbeat for 4 s is republished.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, func, select, text
+
+from schema.db import new_session
+from schema.tables import Result, Unit
+from tests.conftest import ADMIN_URL, DB_NAME
+from tests.fakeworkers import fake_worker_env
+from tests.fixtures import ARTIFACTS, TERMINAL, WorkerProcess, _processes, new_api_key, spawn
+
+N_DOCS = 300
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A private redis-server (no persistence) that a test may stop, start and flush."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        log = (ARTIFACTS / f"redis-{self.port}.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        _processes.append(self.proc)
+        deadline = time.monotonic() + 30
+        while self.cli("PING") != "PONG":
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True
+        )
+        return out.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def stack(database: str) -> Iterator[dict[str, Any]]:
+    """Private Redis + `docbatch api` + `docbatch beat`; yields env, client and redis."""
+    redis = RedisServer()
+    redis.start()
+    prefix = f"crash{secrets.token_hex(3)}"
+    env = fake_worker_env(
+        prefix,
+        DOCBATCH_BROKER_URL=redis.url,
+        DOCBATCH_FAKE_SLEEP="0.05",
+        DOCBATCH_MODELS__SUMMARIZE__MAX_BATCH_ROWS="4",
+        DOCBATCH_UNIT_MAX_DOCUMENTS="20",
+        DOCBATCH_RUNNING_LEASE_SECONDS="4",
+        DOCBATCH_UNIT_HEARTBEAT_SECONDS="1",
+        DOCBATCH_REQUEUE_AFTER_SECONDS="3",
+        DOCBATCH_RECONCILE_INTERVAL_SECONDS="1",
+    )
+    port = _free_port()
+    api_proc = spawn(["api", "--port", str(port)], f"api-crash-{port}.log", env)
+    beat = spawn(
+        ["beat", "--schedule", str(ARTIFACTS / f"beat-{prefix}")], f"beat-{prefix}.log", env
+    )
+    client = httpx.Client(
+        base_url=f"http://127.0.0.1:{port}",
+        headers={"Authorization": f"Bearer {new_api_key('default')}"},
+        timeout=30,
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if client.get("/healthz").status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert api_proc.poll() is None, (ARTIFACTS / f"api-crash-{port}.log").read_text()
+        assert time.monotonic() < deadline, "docbatch api did not start"
+        time.sleep(0.3)
+    yield {"env": env, "client": client, "redis": redis}
+    client.close()
+    for proc in (api_proc, beat):
+        proc.terminate()
+        proc.wait(15)
+    redis.stop()
+    for leftover in ARTIFACTS.glob(f"beat-{prefix}*"):
+        leftover.unlink()
+
+
+def _submit(client: httpx.Client) -> str:
+    docs = [{"custom_id": f"c{i:04d}", "text": f"crash test document {i}"} for i in range(N_DOCS)]
+    resp = client.post("/v1/jobs", json={"tasks": ["summarize"], "documents": docs})
+    assert resp.status_code == 202, resp.text
+    return str(resp.json()["id"])
+
+
+def _get(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    """GET the job, riding out the moments the test itself breaks things."""
+    for _ in range(50):
+        try:
+            resp = client.get(f"/v1/jobs/{job_id}")
+            if resp.status_code == 200:
+                return dict(resp.json())
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"the api stopped answering for job {job_id}")
+
+
+def _wait(client: httpx.Client, job_id: str, timeout: float = 240) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = _get(client, job_id)
+        if job["status"] in TERMINAL:
+            return job
+        assert time.monotonic() < deadline, f"job still {job['status']}: {job['counts']}"
+        time.sleep(0.3)
+
+
+def _wait_mid_job(job_id: str, units_done: int = 2) -> None:
+    """Until a few units are done and one is running: the job is in full flight."""
+    deadline = time.monotonic() + 120
+    while True:
+        with new_session() as s:
+            states = list(s.scalars(select(Unit.state).where(Unit.job_id == job_id)))
+        if states.count("done") >= units_done and "running" in states:
+            return
+        assert "queued" in states or "running" in states, "the job ended before the crash"
+        assert time.monotonic() < deadline, f"job not in flight: {states}"
+        time.sleep(0.05)
+
+
+def _assert_complete_exactly_once(job: dict[str, Any]) -> None:
+    assert job["status"] == "completed", job
+    counts = job["counts"]["summarize"]
+    assert counts["succeeded"] == counts["total"] == N_DOCS, counts
+    with new_session() as s:
+        per_doc = s.execute(
+            select(Result.document_id, func.count())
+            .where(Result.job_id == job["id"])
+            .group_by(Result.document_id)
+        ).all()
+        statuses = set(s.scalars(select(Result.status).where(Result.job_id == job["id"])))
+    assert len(per_doc) == N_DOCS and {n for _, n in per_doc} == {1}
+    assert statuses == {"succeeded"}
+
+
+@pytest.fixture(scope="module")
+def worker(stack: dict[str, Any]) -> Iterator[WorkerProcess]:
+    """One worker for the broker and database crash tests (they do not kill it)."""
+    proc = WorkerProcess("summarize", env=stack["env"], name="crash-shared")
+    try:
+        yield proc.wait_ready()
+    finally:
+        proc.stop()
+
+
+def test_redis_restart_mid_job(stack, worker):
+    client, redis = stack["client"], stack["redis"]
+    job_id = _submit(client)
+    _wait_mid_job(job_id)
+    redis.stop()  # every queued and unacked message is gone (no persistence)
+    time.sleep(1.0)
+    redis.start()
+    job = _wait(client, job_id)
+    _assert_complete_exactly_once(job)
+
+
+def test_redis_flushed_mid_job(stack, worker):
+    client, redis = stack["client"], stack["redis"]
+    job_id = _submit(client)
+    _wait_mid_job(job_id)
+    assert redis.cli("FLUSHALL") == "OK"
+    job = _wait(client, job_id)
+    _assert_complete_exactly_once(job)
+
+
+def _terminate_backends() -> int:
+    """pg_terminate_backend every connection to this run's database (never another's)."""
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            return len(
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :db AND pid <> pg_backend_pid()"
+                    ),
+                    {"db": DB_NAME},
+                ).all()
+            )
+    finally:
+        admin.dispose()
+
+
+def test_database_connections_killed_mid_job(stack, worker):
+    client = stack["client"]
+    log_before = len(worker.log)
+    job_id = _submit(client)
+    _wait_mid_job(job_id, units_done=1)
+    killed = 0
+    for _ in range(30):  # for 3 s, to hit claims, result writes, heartbeats, api reads
+        killed += _terminate_backends()
+        time.sleep(0.1)
+    assert killed >= 5, "expected api and worker connections to kill"
+    job = _wait(client, job_id)
+    _assert_complete_exactly_once(job)
+    # the worker really hit dead connections and retried with backoff (not a lucky miss)
+    log = worker.log[log_before:]
+    assert "retry: Retry in" in log and "OperationalError" in log, log[-2000:]
+
+
+def test_sigkill_worker_mid_job_then_start_another(stack, worker):
+    # runs last: the shared worker is stopped first so that only the one killed here and
+    # its replacement serve the job
+    worker.stop()
+    client = stack["client"]
+    first = WorkerProcess("summarize", env=stack["env"], name="crash-a").wait_ready()
+    job_id = _submit(client)
+    _wait_mid_job(job_id)
+    with new_session() as s:
+        running = s.scalar(select(Unit.id).where(Unit.job_id == job_id, Unit.state == "running"))
+    first.kill()  # parent and pool child: SIGKILL, no chance to ack or reject
+    second = WorkerProcess("summarize", env=stack["env"], name="crash-b").wait_ready()
+    try:
+        job = _wait(client, job_id)
+    finally:
+        second.stop()
+    _assert_complete_exactly_once(job)
+    with new_session() as s:
+        unit = s.get(Unit, running)
+        assert unit is not None
+    # the unit the killed worker held was taken over (republished after its lease)
+    assert unit.state == "done" and unit.attempts == 2, (unit.state, unit.attempts)
