@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fixtures import ARTIFACTS, ROOT, WorkerProcess, spawn, stop_process
+from tests.fixtures import ARTIFACTS, ROOT, WorkerProcess, new_api_key, spawn, stop_process
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
@@ -45,7 +45,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def live() -> Iterator[str]:
+def key() -> str:
+    return new_api_key("default")
+
+
+@pytest.fixture(scope="module")
+def live(key: str) -> Iterator[str]:
     """A real api subprocess and a fake-handler worker on a private queue prefix."""
     prefix = f"ui{secrets.token_hex(3)}"
     env = {
@@ -57,11 +62,12 @@ def live() -> Iterator[str]:
     worker = WorkerProcess("summarize", env=env, name="ui")
     port = _free_port()
     api = spawn(["api", "--port", str(port)], f"api-ui-{port}.log", env)
+    auth = {"Authorization": f"Bearer {key}"}
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
         try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/healthz", timeout=2, headers=auth).status_code == 200:
                 break
         except httpx.HTTPError:
             pass
@@ -88,14 +94,18 @@ def _chromium(url: str, *extra: str, size: str = "1400,900") -> str:
     return out.stdout
 
 
-def _wait_job(url: str, job_id: str) -> dict:
+def _wait_job(url: str, job_id: str, key: str) -> dict:
     deadline = time.monotonic() + 120
     while True:
-        job = httpx.get(f"{url}/v1/jobs/{job_id}").json()
+        job = httpx.get(f"{url}/v1/jobs/{job_id}", headers=_auth(key)).json()
         if job["status"] in ("completed", "completed_with_errors", "failed", "cancelled"):
             return job
         assert time.monotonic() < deadline, job
         time.sleep(0.3)
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
 
 
 def _text(dom: str, cls: str, row_attr: str) -> str:
@@ -106,7 +116,7 @@ def _text(dom: str, cls: str, row_attr: str) -> str:
     return cell.group(1)
 
 
-def test_dashboard_shows_job_counts_chart_and_errors(live):
+def test_dashboard_shows_job_counts_chart_and_errors(live, key):
     docs = [
         {"custom_id": f"doc-{i:02d}", "text": f"line {i} of the test corpus"} for i in range(22)
     ]
@@ -117,14 +127,15 @@ def test_dashboard_shows_job_counts_chart_and_errors(live):
     resp = httpx.post(
         f"{live}/v1/jobs",
         json={"name": "dashboard demo", "tasks": ["summarize"], "documents": docs},
+        headers=_auth(key),
     )
     assert resp.status_code == 202, resp.text
     job_id = resp.json()["id"]
-    job = _wait_job(live, job_id)
+    job = _wait_job(live, job_id, key)
     assert job["status"] == "completed_with_errors"
 
     ARTIFACTS.mkdir(exist_ok=True)
-    page = f"{live}/ui/jobs/{job_id}"
+    page = f"{live}/ui/jobs/{job_id}#key={key}"  # a sign-in link: the key stays client-side
     dom = _chromium(page, "--dump-dom")
     (ARTIFACTS / "dashboard-job.html").write_text(dom, encoding="utf-8")
     assert 'class="badge s-completed_with_errors" id="job-status"' in dom
@@ -141,7 +152,9 @@ def test_dashboard_shows_job_counts_chart_and_errors(live):
     assert sorted(errors) == ["bad-1", "bad-2"]
     assert "poison chunk" in dom
     assert "Download results (NDJSON)" in dom
-    first_error = httpx.get(f"{live}/v1/jobs/{job_id}/errors?limit=1").text.splitlines()
+    first_error = httpx.get(
+        f"{live}/v1/jobs/{job_id}/errors?limit=1", headers=_auth(key)
+    ).text.splitlines()
     assert len(first_error) == 1 and "bad-" in first_error[0]
     _chromium(page, f"--screenshot={ARTIFACTS / 'dashboard.png'}", size="1400,1200")
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
@@ -150,33 +163,35 @@ def test_dashboard_shows_job_counts_chart_and_errors(live):
     running = httpx.post(
         f"{live}/v1/jobs",
         json={"name": "nightly import", "tasks": ["summarize"], "documents": docs[:21]},
+        headers=_auth(key),
     ).json()["id"]
-    listing = _chromium(f"{live}/ui", "--dump-dom")
+    listing = _chromium(f"{live}/ui#key={key}", "--dump-dom")
     assert re.search(rf'data-job-id="{running}">.*?aria-valuemax="21"', listing, re.S)
     row = re.search(rf'<tr class="job-row" data-job-id="{job_id}">(.*?)</tr>', listing, re.S)
     assert row, "the job is not listed"
     assert "24 / 24 done · 2 failed or cancelled" in row.group(1)
     assert 'aria-valuenow="24" aria-valuemax="24"' in row.group(1)
-    _chromium(f"{live}/ui", f"--screenshot={ARTIFACTS / 'dashboard-jobs.png'}")
-    assert _wait_job(live, running)["status"] == "completed"
+    _chromium(f"{live}/ui#key={key}", f"--screenshot={ARTIFACTS / 'dashboard-jobs.png'}")
+    assert _wait_job(live, running, key)["status"] == "completed"
 
 
-def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _cli(url: str, key: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "docbatch.cli", *args],
         cwd=ROOT,
-        env={**os.environ, "DOCBATCH_API_URL": url},
+        env={**os.environ, "DOCBATCH_API_URL": url, "DOCBATCH_API_KEY": key},
         capture_output=True,
         text=True,
         timeout=60,
     )
 
 
-def test_schedules_cli_add_list_remove(live, tmp_path: Path):
+def test_schedules_cli_add_list_remove(live, key, tmp_path: Path):
     (tmp_path / "a.md").write_text("# hello", encoding="utf-8")
     name = f"cli-{secrets.token_hex(3)}"
     bad = _cli(
         live,
+        key,
         "schedules",
         "add",
         name,
@@ -190,6 +205,7 @@ def test_schedules_cli_add_list_remove(live, tmp_path: Path):
     assert bad.returncode == 1 and "cron" in bad.stderr
     added = _cli(
         live,
+        key,
         "schedules",
         "add",
         name,
@@ -203,13 +219,13 @@ def test_schedules_cli_add_list_remove(live, tmp_path: Path):
     assert added.returncode == 0, added.stderr
     schedule_id = added.stdout.strip()
     assert schedule_id.startswith("sch_") and "next run" in added.stderr
-    listed = _cli(live, "schedules", "list")
+    listed = _cli(live, key, "schedules", "list")
     assert listed.returncode == 0
     line = next(x for x in listed.stdout.splitlines() if x.startswith(schedule_id))
     assert name in line and "[30 1 * * *]" in line and str(tmp_path) in line
     assert "summarize" in line and "never ran" in line
-    html = _chromium(f"{live}/ui/schedules", "--dump-dom")
+    html = _chromium(f"{live}/ui/schedules#key={key}", "--dump-dom")
     assert name in html and "30 1 * * *" in html
-    removed = _cli(live, "schedules", "remove", name)
+    removed = _cli(live, key, "schedules", "remove", name)
     assert removed.returncode == 0, removed.stderr
-    assert schedule_id not in _cli(live, "schedules", "list").stdout
+    assert schedule_id not in _cli(live, key, "schedules", "list").stdout

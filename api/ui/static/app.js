@@ -7,6 +7,15 @@ const TERMINAL = new Set(["completed", "completed_with_errors", "failed", "cance
 const COLORS = {summarize: "#4f7cff", tags: "#18a07a", embed: "#b26bff", translate: "#f0a020"};
 const POLL_MS = 2000;
 
+// A sign-in link may carry the key in the fragment (/ui#key=dbk_...): the fragment never
+// reaches the server or its logs; the key is saved and the fragment removed at once.
+(function keyFromFragment() {
+  const match = /(?:^#|&)key=([^&]+)/.exec(location.hash);
+  if (!match) return;
+  localStorage.setItem(KEY_NAME, decodeURIComponent(match[1]));
+  history.replaceState(null, "", location.pathname + location.search);
+})();
+
 function apiKey() { return localStorage.getItem(KEY_NAME) || ""; }
 
 function authHeaders() {
