@@ -8,6 +8,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -21,7 +24,7 @@ from sqlalchemy.engine import make_url
 from schema.db import new_session
 from schema.tables import Unit
 from tests.conftest import ADMIN_URL, BROKER_URL, DATABASE_URL, RUN_ID
-from tests.fixtures import WorkerProcess, load_corpus, spawn, stop_process
+from tests.fixtures import ROOT, WorkerProcess, load_corpus, new_api_key, spawn, stop_process
 from tests.procs import ApiProcess, free_port, log_tail
 
 FAKE = "tests.fakes:UpperHandler"
@@ -88,8 +91,21 @@ def test_api_migrate_creates_the_tables_then_serves(fresh_database):
             engine.dispose()
         assert {"jobs", "job_tasks", "documents", "units", "results"} <= tables
         assert revision
-        # And it serves the API on that database.
-        listed = httpx.get(f"{api.url}/v1/jobs", timeout=10)
+        # And it serves the API on that database, to a key made there with the CLI.
+        assert httpx.get(f"{api.url}/v1/jobs", timeout=10).status_code == 401
+        created = subprocess.run(
+            [sys.executable, "-m", "docbatch.cli", "keys", "create", "--tenant", "fresh"],
+            cwd=ROOT,
+            env={**os.environ, "DOCBATCH_DATABASE_URL": fresh_database},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        key = created.stdout.split()[0]
+        listed = httpx.get(
+            f"{api.url}/v1/jobs", timeout=10, headers={"Authorization": f"Bearer {key}"}
+        )
         assert listed.status_code == 200 and listed.json()["count"] == 0
     finally:
         api.stop()
@@ -99,6 +115,7 @@ def test_metrics_after_a_job():
     prefix = f"metrics{RUN_ID}"
     queues = {"DOCBATCH_QUEUE_PREFIX": prefix}
     api = ApiProcess(queues).wait_ready()
+    auth = {"Authorization": f"Bearer {new_api_key('default')}"}
     worker: WorkerProcess | None = None
     try:
         metrics_url = f"{api.url}/metrics"
@@ -108,6 +125,7 @@ def test_metrics_after_a_job():
             f"{api.url}/v1/jobs",
             json={"tasks": [{"type": "summarize"}], "documents": docs},
             timeout=60,
+            headers=auth,
         )
         assert resp.status_code == 202, resp.text
         job_id = resp.json()["id"]
@@ -136,7 +154,7 @@ def test_metrics_after_a_job():
             name="metrics",
         ).wait_ready()
         job = _poll(
-            lambda: httpx.get(f"{api.url}/v1/jobs/{job_id}", timeout=15).json(),
+            lambda: httpx.get(f"{api.url}/v1/jobs/{job_id}", timeout=15, headers=auth).json(),
             lambda j: j["status"] in ("completed", "completed_with_errors", "failed"),
             what="job done",
         )
