@@ -26,6 +26,8 @@ class Chunk:
     end: int
     text: str
     tokens: int
+    # Chunks of one group are batched together (see worker.handlers.base.GROUP_PARAM).
+    group: str = ""
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
