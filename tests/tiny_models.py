@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.fixtures import load_corpus
 
 VOCAB = 800
@@ -179,3 +181,24 @@ def build_all(root: Path) -> dict[str, str]:
     }
     done.write_text(json.dumps(paths))
     return paths
+
+
+def _cache_dir() -> Path:
+    import hashlib
+
+    from tests.fixtures import ARTIFACTS
+
+    # Rebuilt whenever this file changes; test-artifacts/ is the run's scratch space.
+    digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    return ARTIFACTS / f"tiny-models-{digest}"
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> dict[str, str]:
+    """Paths of the tiny BART, T5 and Marian (en->de) models, built once and cached."""
+    import torch
+
+    # As the workers do (DOCBATCH_TORCH_THREADS=1): on a shared 2-core machine, more
+    # threads only fight each other.
+    torch.set_num_threads(1)
+    return build_all(_cache_dir())
