@@ -8,7 +8,7 @@ page, so memory holds one page, not the job. Example::
 
     >>> path = write_parquet(job_id, ["embed"], "/tmp/out.parquet")
     >>> pyarrow.parquet.read_table(path).column("embed_vector").type
-    FixedSizeListType(fixed_size_list<item: float>[384])
+    FixedSizeListType(fixed_size_list<element: float>[384])
 """
 
 from __future__ import annotations
