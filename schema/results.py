@@ -7,17 +7,15 @@ more than a page in memory.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from typing import Any
-
-import base64
 
 import numpy as np
 from sqlalchemy import select
 
 from schema.db import new_session
 from schema.tables import Document, Result, ResultStatus
-
 
 VECTOR_FORMATS = ("floats", "base64")
 

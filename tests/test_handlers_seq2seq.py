@@ -74,9 +74,7 @@ def test_summaries_batched_equal_generate_alone(kind, tiny_models):  # noqa: F81
 
 
 def test_map_reduce_folds_chunk_summaries(tiny_models):  # noqa: F811
-    handler = AbstractiveSummarizeHandler(
-        ModelConfig(model=tiny_models["bart"], generation=GREEDY)
-    )
+    handler = AbstractiveSummarizeHandler(ModelConfig(model=tiny_models["bart"], generation=GREEDY))
     handler.setup("cpu")
     text = load_corpus("licenses.jsonl", 1)[0]["text"]
     chunks = handler.chunk_for(text, {})

@@ -66,18 +66,18 @@ def test_missing_pair_fails_only_its_documents(api, marian_worker, tiny_models):
         {"custom_id": "de-1", "text": GERMAN},
     ]
     with queue_prefix(prefix):
-        resp = api.post(
-            "/v1/jobs", json={"tasks": [{"type": "translate", "target_lang": "de"}], "documents": docs}
-        )
+        task = {"type": "translate", "target_lang": "de"}
+        resp = api.post("/v1/jobs", json={"tasks": [task], "documents": docs})
     assert resp.status_code == 202, resp.text
     job = wait_for_job(api, resp.json()["id"])
     assert job["status"] == "completed_with_errors", worker.log[-3000:]
     counts = job["counts"]["translate"]
     assert (counts["succeeded"], counts["failed"]) == (9, 1)
 
-    lines = {x["custom_id"]: x["results"]["translate"] for x in read_ndjson(
-        api.get(f"/v1/jobs/{job['id']}/results")
-    )}
+    lines = {
+        x["custom_id"]: x["results"]["translate"]
+        for x in read_ndjson(api.get(f"/v1/jobs/{job['id']}/results"))
+    }
     error = lines["fr-1"]["error"]
     assert "Helsinki-NLP/opus-mt-fr-de" in error and "fr->de" in error
     assert lines["de-1"]["output"]["translation"] == GERMAN

@@ -69,6 +69,7 @@ class AbstractiveSummarizeHandler(Seq2SeqHandler):
         out = [""] * len(parts)
         lengths = [c.tokens for c in parts]
         for batch in plan_batches(lengths, self.config.batch_tokens, self.config.max_batch_rows):
-            for i, s in zip(batch, self.predict([parts[i].text for i in batch], params), strict=True):
-                out[i] = s
+            summaries = self.predict([parts[i].text for i in batch], params)
+            for i, summary in zip(batch, summaries, strict=True):
+                out[i] = summary
         return out

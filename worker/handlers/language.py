@@ -1,9 +1,9 @@
 """Language codes: offline detection (py3langid, model inside the wheel) and NLLB codes.
 
-    >>> detect("Der schnelle braune Fuchs springt über den faulen Hund.")
-    'de'
-    >>> nllb_code("de")
-    'deu_Latn'
+>>> detect("Der schnelle braune Fuchs springt über den faulen Hund.")
+'de'
+>>> nllb_code("de")
+'deu_Latn'
 """
 
 from __future__ import annotations

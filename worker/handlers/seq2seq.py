@@ -66,7 +66,6 @@ class Seq2SeqModel:
     """A loaded seq2seq model and tokenizer with batched, padding-invariant ``generate``."""
 
     def __init__(self, path: str, revision: str | None, device: str, dtype: str) -> None:
-        import torch
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
         self.path = path

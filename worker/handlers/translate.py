@@ -128,7 +128,8 @@ class TranslateHandler(Handler):
             self.missing[path] = str(exc)
             raise ModelUnavailable(str(exc)) from None
         tok = model.tokenizer
-        chunk_tok = tok if tok.is_fast else SpmOffsets(getattr(tok, "spm_source", None) or tok.sp_model)
+        spm = getattr(tok, "spm_source", None) or getattr(tok, "sp_model", None)
+        chunk_tok = tok if tok.is_fast else SpmOffsets(spm)
         limit = self.config.max_input_tokens or (
             model.input_limit() - len(tok("", add_special_tokens=True)["input_ids"])
         )
@@ -184,7 +185,10 @@ class TranslateHandler(Handler):
         for c, out in zip(chunks, outputs, strict=True):
             m = _EDGE.match(c.text)
             lead, trail = (m.group(1), m.group(3)) if m else ("", "")
-            parts.append(lead + out + trail if out else c.text if not c.text.strip() else lead + trail)
+            if not c.text.strip():
+                parts.append(c.text)  # whitespace between paragraphs, kept as is
+            else:
+                parts.append(lead + out + trail)
         src, tgt = self.pair(text, params)
         data = {
             "translation": "".join(parts),
