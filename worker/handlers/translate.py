@@ -59,7 +59,9 @@ class SpmOffsets:
                 char_at[pos + b] = i
             pos += n
         char_at[len(raw)] = len(text)
-        pieces = [p for p in proto.pieces if p.end > p.begin]
+        # Zero-width pieces (the "▁" SentencePiece adds before a text that starts mid-word)
+        # are real tokens for the model, so they count.
+        pieces = list(proto.pieces)
         offsets = [(char_at[p.begin], char_at[p.end]) for p in pieces]
         return {"input_ids": [p.id for p in pieces], "offset_mapping": offsets}
 
