@@ -1,6 +1,6 @@
 """Handler throughput versus plain transformers, one document at a time, on the same chunks.
 
-    .venv/bin/python -m bench.handlers [--chunks 256] [--threads 1] [--device cpu]
+    .venv/bin/python -m bench.handlers [--chunks 256] [--threads 1] [--device cpu] [--ct2]
 
 Prints one row per handler: chunks, the handler's chunks/s (length-sorted token-budget
 batches through ``worker.runner.BatchRunner``, as a worker runs them), the baseline's
@@ -14,6 +14,9 @@ written out here, with the same greedy generation settings as the handler. For e
 
 The seq2seq models are the tiny random models the tests build (``tests/tiny_models.py``),
 so absolute figures say little; the ratio is what batching buys on this machine.
+``--ct2`` adds the translate handler on the CTranslate2 backend (the tiny Marian
+converted with ``ctranslate2.converters.TransformersConverter``, as
+``ct2-transformers-converter`` does) and its ratio to the transformers backend.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 
 from schema.settings import GenerationConfig, ModelConfig
 from tests.fixtures import load_corpus
-from tests.tiny_models import _cache_dir, build_all
+from tests.tiny_models import _cache_dir, build_all, convert_ct2
 from worker.handlers.abstractive import AbstractiveSummarizeHandler
 from worker.handlers.base import Handler
 from worker.handlers.embed import EmbedHandler
@@ -63,16 +66,20 @@ def plain_generate(model: Any, tok: Any, gen: Any, texts: list[str]) -> list[str
     return out
 
 
-def bench_seq2seq(name: str, handler: Any, params: dict[str, Any], n: int) -> tuple:
+def bench_seq2seq(
+    name: str, handler: Any, params: dict[str, Any], n: int, baseline: Any = None
+) -> tuple:
     chunks = corpus_chunks(handler, params, n)
     texts, lengths = [c.text for c in chunks], [c.tokens for c in chunks]
     groups = [c.group for c in chunks]
     runner = BatchRunner(handler)
     runner.run(texts[:8], lengths[:8], params, lambda: False, groups[:8])  # warm-up
     t_ours, (ours, _, _) = timed(lambda: runner.run(texts, lengths, params, lambda: False, groups))
-    model = handler.model if isinstance(handler, AbstractiveSummarizeHandler) else None
-    if model is None:
-        model = handler.resolve(params["source_lang"], params["target_lang"]).model
+    model = baseline or (
+        handler.model
+        if isinstance(handler, AbstractiveSummarizeHandler)
+        else handler.resolve(params["source_lang"], params["target_lang"]).model
+    )
     gen = model.generation_config(handler.generation)
     prefix = getattr(handler, "prefix", "")
     inputs = [prefix + t.strip() for t in texts]
@@ -105,6 +112,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch default)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-tokens", type=int, default=16384)
+    ap.add_argument("--ct2", action="store_true", help="also the CTranslate2 backend")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -122,14 +130,32 @@ def main() -> None:
     th.setup(args.device)
     params = {"source_lang": "en", "target_lang": "de"}
     rows.append(bench_seq2seq("translate (marian, tiny)", th, params, args.chunks))
+    if args.ct2:
+        ct2 = TranslateHandler(
+            ModelConfig(
+                model=convert_ct2(paths["marian"]),
+                backend="ctranslate2",
+                generation=GREEDY,
+                batch_tokens=args.batch_tokens,
+            )
+        )
+        ct2.setup(args.device)
+        baseline = th.resolve("en", "de").model
+        rows.append(bench_seq2seq("translate (marian, ct2)", ct2, params, args.chunks, baseline))
     rows.append(bench_embed(args.chunks, args.device))
 
-    print(f"device={args.device} torch_threads={torch.get_num_threads()} greedy, "
-          f"max_new_tokens={GREEDY.max_new_tokens}, batch_tokens={args.batch_tokens}")
+    print(
+        f"device={args.device} torch_threads={torch.get_num_threads()} greedy, "
+        f"max_new_tokens={GREEDY.max_new_tokens}, batch_tokens={args.batch_tokens}"
+    )
     head = ("handler", "chunks", "handler/s", "baseline/s", "ratio", "identical")
     print(f"{head[0]:<26} {head[1]:>6} {head[2]:>10} {head[3]:>11} {head[4]:>7} {head[5]:>10}")
     for name, n, ours, base, same in rows:
         print(f"{name:<26} {n:>6} {ours:>10.1f} {base:>11.1f} {ours / base:>6.2f}x {same:>5}/{n}")
+    rates = {name: ours for name, _, ours, _, _ in rows}
+    if "translate (marian, ct2)" in rates:
+        ratio = rates["translate (marian, ct2)"] / rates["translate (marian, tiny)"]
+        print(f"ctranslate2 backend / transformers backend (translate handler): {ratio:.2f}x")
 
 
 if __name__ == "__main__":

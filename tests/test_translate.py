@@ -13,6 +13,7 @@ from tests.test_handlers_seq2seq import GREEDY, assert_batched_equals_alone, mix
 from tests.tiny_models import tiny_models  # noqa: F401 - session fixture
 from worker.handlers.language import detect
 from worker.handlers.translate import TranslateHandler
+from worker.runner import BatchRunner
 
 FRENCH = (
     "Le renard brun saute par-dessus le chien paresseux. Nous traduisons des documents "
@@ -90,3 +91,31 @@ def test_missing_pair_fails_only_its_documents(api, marian_worker, tiny_models):
         # Paragraph breaks survive (line wraps inside a sentence cannot).
         assert out["translation"].count("\n\n") == doc["text"].count("\n\n")
     assert worker.proc.poll() is None, "the worker keeps running"
+
+
+def test_ctranslate2_backend_matches_transformers(tiny_models):  # noqa: F811
+    pytest.importorskip("ctranslate2")
+    from tests.tiny_models import convert_ct2
+
+    params = {"target_lang": "de", "source_lang": "en"}
+    ours = {}
+    for backend, model in (
+        ("transformers", tiny_models["marian_template"]),
+        ("ctranslate2", convert_ct2(tiny_models["marian"])),
+    ):
+        handler = TranslateHandler(ModelConfig(model=model, backend=backend, generation=GREEDY))
+        handler.setup("cpu")
+        docs = load_corpus("stdlib-docs.jsonl", 5)
+        chunks = [c for d in docs for c in handler.chunk_for(d["text"], params) if c.text.strip()]
+        outs, failures, _ = BatchRunner(handler).run(
+            [c.text for c in chunks],
+            [c.tokens for c in chunks],
+            params,
+            lambda: False,
+            [c.group for c in chunks],
+        )
+        assert failures == {}
+        ours[backend] = outs
+    # Same weights, greedy: the same tokens (CTranslate2 may decode one token further).
+    pairs = list(zip(ours["transformers"], ours["ctranslate2"], strict=True))
+    assert all(ct2.startswith(hf) and hf for hf, ct2 in pairs), pairs[:3]

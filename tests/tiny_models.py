@@ -168,6 +168,19 @@ def build_marian(out: Path) -> Path:
     return out
 
 
+def convert_ct2(marian_dir: str) -> str:
+    """Convert the tiny Marian with CTranslate2 (once); returns the {src}-{tgt} template."""
+    import ctranslate2
+
+    out = Path(marian_dir).parent.parent / "ct2" / Path(marian_dir).name
+    if not (out / "model.bin").exists():
+        files = ["source.spm", "target.spm", "vocab.json", "tokenizer_config.json"]
+        ctranslate2.converters.TransformersConverter(marian_dir, copy_files=files).convert(
+            str(out), force=True
+        )
+    return str(out.parent / "opus-mt-{src}-{tgt}")
+
+
 def build_all(root: Path) -> dict[str, str]:
     """Build (once) and return paths: bart, t5, marian (en->de) and marian_template."""
     done = root / "built.json"

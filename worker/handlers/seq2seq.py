@@ -139,6 +139,20 @@ class Seq2SeqModel:
         return out
 
 
+def load_generator(path: str, config: ModelConfig, device: str) -> Any:
+    """The registry's backend for ``path``: Seq2SeqModel, or Ct2Model for ctranslate2."""
+    if config.backend == "ctranslate2":
+        from worker.handlers.ct2 import Ct2Model
+
+        return Ct2Model(path, device, config.dtype)
+    if config.backend != "transformers":
+        raise ValueError(
+            f"backend {config.backend!r} is not one of transformers, ctranslate2 "
+            "(DOCBATCH_MODELS__<TASK>__BACKEND)"
+        )
+    return Seq2SeqModel(path, config.revision, device, config.dtype)
+
+
 class Seq2SeqHandler(Handler):
     """A Handler around one ``Seq2SeqModel`` (the task's registry entry).
 
@@ -150,26 +164,18 @@ class Seq2SeqHandler(Handler):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        self.model: Seq2SeqModel | None = None
+        self.model: Any = None  # Seq2SeqModel, or ct2.Ct2Model
         self.prefix = str(config.params.get("prefix", ""))
-
-    def load(self, path: str, device: str) -> Seq2SeqModel:
-        if self.config.backend == "ctranslate2":
-            raise ModelUnavailable(
-                "backend 'ctranslate2' is not built into this version; set "
-                f"DOCBATCH_MODELS__{self.task.upper()}__BACKEND=transformers"
-            )
-        return Seq2SeqModel(path, self.config.revision, device, self.config.dtype)
 
     def setup(self, device: str) -> None:
         self.device = device
-        self.model = self.load(self.model_id, device)
+        self.model = load_generator(self.model_id, self.config, device)
         self.tokenizer = self.model.tokenizer
         if not self.prefix:
             # T5 checkpoints carry their task prefix ("summarize: ") in the config.
             tsp = getattr(self.model.config, "task_specific_params", None) or {}
             self.prefix = str(tsp.get("summarization", {}).get("prefix", ""))
-        log.info("loaded %s on %s (%s)", self.model_id, device, self.model.model.dtype)
+        log.info("loaded %s on %s (%s)", self.model_id, device, self.config.backend)
 
     @property
     def generation(self) -> dict[str, Any]:

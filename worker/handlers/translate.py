@@ -30,7 +30,7 @@ from schema.settings import ModelConfig
 from worker.chunking import Chunk, chunk_text, sentence_spans
 from worker.handlers.base import GROUP_PARAM, Handler, Output
 from worker.handlers.language import detect, nllb_code
-from worker.handlers.seq2seq import Seq2SeqModel
+from worker.handlers.seq2seq import load_generator
 
 log = logging.getLogger("docbatch.worker")
 MARIAN_HUB = "Helsinki-NLP/opus-mt-{src}-{tgt}"
@@ -68,7 +68,7 @@ class SpmOffsets:
 
 @dataclasses.dataclass
 class PairModel:
-    model: Seq2SeqModel
+    model: Any  # seq2seq.Seq2SeqModel or ct2.Ct2Model
     model_id: str
     many_to_many: bool
     chunk_tokenizer: Any
@@ -125,7 +125,7 @@ class TranslateHandler(Handler):
         try:
             if path.startswith(("/", ".", "~")) and not Path(path).expanduser().exists():
                 raise ModelUnavailable(f"{path} does not exist")
-            model = Seq2SeqModel(path, self.config.revision, self.device, self.config.dtype)
+            model = load_generator(path, self.config, self.device)
         except (ModelUnavailable, OSError, ValueError) as exc:
             self.missing[path] = str(exc)
             raise ModelUnavailable(str(exc)) from None
