@@ -83,5 +83,5 @@ class Ct2Model:
         results = self.translator.translate_batch(source, **kw)
         for i, r in zip(idx, results, strict=True):
             ids = tok.convert_tokens_to_ids(r.hypotheses[0])
-            out[i] = tok.decode(ids, skip_special_tokens=True).strip()
+            out[i] = str(tok.decode(ids, skip_special_tokens=True)).strip()
         return out
