@@ -71,7 +71,9 @@ class Ct2Model:
         source = [tok.convert_ids_to_tokens(tok(texts[i])["input_ids"]) for i in idx]
         kw: dict[str, Any] = {
             "beam_size": int(overrides.get("num_beams") or 1),
-            "max_decoding_length": int(overrides.get("max_new_tokens") or 256),
+            # Marian/BART/NLLB in transformers force EOS as the last of max_new_tokens;
+            # CTranslate2 would decode one content token more, so stop one earlier.
+            "max_decoding_length": max(1, int(overrides.get("max_new_tokens") or 256) - 1),
             "min_decoding_length": int(overrides.get("min_new_tokens") or 0),
             "length_penalty": float(overrides.get("length_penalty") or 1.0),
             "no_repeat_ngram_size": int(overrides.get("no_repeat_ngram_size") or 0),
