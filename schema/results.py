@@ -7,6 +7,7 @@ more than a page in memory.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,16 +17,26 @@ from sqlalchemy import select
 from schema.db import new_session
 from schema.tables import Document, Result, ResultStatus
 
+VECTOR_FORMATS = ("floats", "base64")
 
-def render_result(r: Result | Any) -> dict[str, Any]:
+
+def render_result(r: Result | Any, vectors: str = "floats") -> dict[str, Any]:
+    """One task's result for the stream. ``vectors="base64"`` sends vectors compactly:
+    ``vector_b64`` (the document vector) and ``chunk_vectors_b64`` (chunk rows, row-major),
+    little-endian float32, ``dim`` columns."""
     entry: dict[str, Any] = {"status": r.status}
     if r.status == ResultStatus.succeeded.value:
         output = dict(r.output or {})
         if r.vectors is not None:
-            vecs = np.frombuffer(r.vectors, dtype=np.float32).reshape(-1, output.get("dim", 1))
-            output["vector"] = [round(float(x), 7) for x in vecs[0]]
-            if len(vecs) > 1:
-                output["chunk_vectors"] = [[round(float(x), 7) for x in v] for v in vecs[1:]]
+            vecs = np.frombuffer(r.vectors, dtype="<f4").reshape(-1, output.get("dim", 1))
+            if vectors == "base64":
+                output["vector_b64"] = base64.b64encode(vecs[0].tobytes()).decode()
+                if len(vecs) > 1:
+                    output["chunk_vectors_b64"] = base64.b64encode(vecs[1:].tobytes()).decode()
+            else:
+                output["vector"] = [round(float(x), 7) for x in vecs[0]]
+                if len(vecs) > 1:
+                    output["chunk_vectors"] = [[round(float(x), 7) for x in v] for v in vecs[1:]]
         entry["output"] = output
         entry["model"] = {"id": r.model_id, "revision": r.model_revision}
         entry["params"] = r.params
@@ -40,6 +51,7 @@ def iter_document_results(
     *,
     only_failed: bool = False,
     page_size: int = 1000,
+    vectors: str = "floats",
 ) -> Iterator[dict[str, Any]]:
     """Yield ``{"custom_id", "metadata"?, "results": {task: {...}}}`` per document.
 
@@ -63,7 +75,7 @@ def iter_document_results(
                 query = query.where(Result.status == ResultStatus.failed.value)
             by_doc: dict[int, dict[str, Any]] = {}
             for r in s.scalars(query):
-                by_doc.setdefault(r.document_id, {})[r.task] = render_result(r)
+                by_doc.setdefault(r.document_id, {})[r.task] = render_result(r, vectors)
         for d in docs:
             found = by_doc.get(d.id, {})
             if only_failed and not found:

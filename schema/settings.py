@@ -17,6 +17,26 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 TASKS = ("summarize", "tags", "translate", "embed")
 
 
+class GenerationConfig(BaseModel):
+    """Generation parameters for seq2seq handlers (``None``: the handler's default).
+
+    Set from the environment as ``DOCBATCH_MODELS__SUMMARIZE__GENERATION__NUM_BEAMS=4``.
+    Every result records the values in force (``params.generation``).
+    """
+
+    num_beams: int | None = Field(None, ge=1, description="1 = greedy")
+    max_new_tokens: int | None = Field(None, ge=1)
+    min_new_tokens: int | None = Field(None, ge=0)
+    length_penalty: float | None = None
+    no_repeat_ngram_size: int | None = Field(None, ge=0)
+    repetition_penalty: float | None = Field(None, gt=0)
+    early_stopping: bool | None = None
+
+    def merged(self, defaults: dict[str, Any]) -> dict[str, Any]:
+        """``defaults`` overridden by whatever is set here."""
+        return {**defaults, **self.model_dump(exclude_none=True)}
+
+
 class ModelConfig(BaseModel):
     """How one task's worker loads and runs its model."""
 
@@ -28,13 +48,21 @@ class ModelConfig(BaseModel):
     max_batch_rows: int = Field(256, description="Upper bound on rows per batch")
     max_input_tokens: int = Field(0, description="0 means the model's own limit")
     params: dict[str, Any] = Field(default_factory=dict, description="Handler defaults")
+    dtype: str = Field(
+        "auto", description="auto (bf16/fp16 on cuda, float32 on cpu), float32, float16, bfloat16"
+    )
+    backend: str = Field("transformers", description="transformers or ctranslate2")
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    fallback_model: str = Field(
+        "", description="translate: many-to-many model (NLLB/M2M100) for pairs with no pair model"
+    )
 
 
 def _default_models() -> dict[str, ModelConfig]:
     return {
         "embed": ModelConfig(handler="worker.handlers.embed:EmbedHandler"),
         "tags": ModelConfig(handler="worker.handlers.tags:TagsHandler"),
-        "summarize": ModelConfig(handler="worker.handlers.summarize:ExtractiveSummarizeHandler"),
+        "summarize": ModelConfig(handler="worker.handlers.summarize:SummarizeHandler"),
         "translate": ModelConfig(handler="worker.handlers.translate:TranslateHandler"),
     }
 

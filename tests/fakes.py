@@ -57,3 +57,22 @@ class UpperHandler(Handler):
         self, text: str, chunks: list[Chunk], outputs: list[Any], params: dict[str, Any]
     ) -> Output:
         return Output({"summary": "".join(outputs)})
+
+
+class OutOfMemoryError(RuntimeError):
+    """Named like torch.cuda.OutOfMemoryError, which is what the runner recognises."""
+
+
+class OomAboveHandler(UpperHandler):
+    """Runs out of "memory" on batches of more than ``max_rows`` rows; records batch sizes."""
+
+    def __init__(self, config: Any, max_rows: int = 3) -> None:
+        super().__init__(config)
+        self.max_rows = max_rows
+        self.batch_sizes: list[int] = []
+
+    def predict(self, chunks: list[str], params: dict[str, Any]) -> list[Any]:
+        self.batch_sizes.append(len(chunks))
+        if len(chunks) > self.max_rows:
+            raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().predict(chunks, params)

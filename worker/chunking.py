@@ -26,6 +26,8 @@ class Chunk:
     end: int
     text: str
     tokens: int
+    # Chunks of one group are batched together (see worker.handlers.base.GROUP_PARAM).
+    group: str = ""
 
 
 _ABBREVIATION = re.compile(r"(?:\b(?:e\.g|i\.e|etc|vs|cf|al|approx|Mr|Mrs|Dr|No|Fig)\.|\b[A-Z]\.)$")

@@ -25,7 +25,7 @@ from schema.tables import JobStatus, ResultStatus, Unit, UnitState, utcnow
 from worker import metrics
 from worker.batching import plan_batches
 from worker.chunking import Chunk
-from worker.handlers.base import Handler, Output
+from worker.handlers.base import GROUP_PARAM, Handler, Output
 
 log = logging.getLogger("docbatch.worker")
 CANCEL_CHECK_SECONDS = 0.5
@@ -69,15 +69,27 @@ class BatchRunner:
         lengths: list[int],
         params: dict[str, Any],
         should_stop: Callable[[], bool],
+        groups: list[str] | None = None,
     ) -> tuple[list[Any], dict[int, str], bool]:
-        """Outputs per text (None where failed), failures {index: reason}, stopped early."""
+        """Outputs per text (None where failed), failures {index: reason}, stopped early.
+
+        With ``groups``, each group's texts are batched apart and ``predict`` gets the
+        group as ``params[GROUP_PARAM]``.
+        """
         outputs: list[Any] = [None] * len(texts)
         failures: dict[int, str] = {}
-        batches = plan_batches(lengths, self.budget, self.handler.config.max_batch_rows)
-        for batch in batches:
-            if should_stop():
-                return outputs, failures, True
-            self._run_one(batch, texts, lengths, params, outputs, failures)
+        members: dict[str, list[int]] = {}
+        for i, g in enumerate(groups or [""] * len(texts)):
+            members.setdefault(g, []).append(i)
+        for group, idx in members.items():
+            gparams = {**params, GROUP_PARAM: group} if group else params
+            batches = plan_batches(
+                [lengths[i] for i in idx], self.budget, self.handler.config.max_batch_rows
+            )
+            for batch in batches:
+                if should_stop():
+                    return outputs, failures, True
+                self._run_one([idx[j] for j in batch], texts, lengths, gparams, outputs, failures)
         return outputs, failures, False
 
     def _run_one(
@@ -137,6 +149,7 @@ def compute_unit(
     """Chunk every document, run all chunks in length-sorted batches, reduce per document."""
     outcome = UnitOutcome()
     recorded = handler.describe_params(params)
+    model_id, revision = handler.model_for(params)
     now = utcnow()
 
     def row(
@@ -145,6 +158,7 @@ def compute_unit(
         vectors = None
         if output is not None and output.vectors is not None:
             vectors = np.ascontiguousarray(output.vectors, dtype=np.float32).tobytes()
+        extra = output.extra if output is not None else {}
         return {
             "job_id": job_id,
             "document_id": doc_id,
@@ -154,8 +168,8 @@ def compute_unit(
             "output": output.data if output else None,
             "vectors": vectors,
             "error": error,
-            "model_id": handler.model_id,
-            "model_revision": handler.revision,
+            "model_id": extra.get("model_id", model_id),
+            "model_revision": extra.get("model_revision", revision),
             "params": recorded,
             "created_at": now,
         }
@@ -170,7 +184,7 @@ def compute_unit(
     flat: list[tuple[int, int]] = []  # (document position, chunk position)
     for pos, (doc_id, _cid, text) in enumerate(documents):
         try:
-            chunks = handler.chunk(text)
+            chunks = handler.chunk_for(text, params)
         except Exception as exc:  # noqa: BLE001 - one bad document must not sink the unit
             outcome.rows.append(row(doc_id, ResultStatus.failed, error=_reason(exc)))
             continue
@@ -178,8 +192,9 @@ def compute_unit(
         flat.extend((pos, k) for k in range(len(chunks)))
     texts = [doc_chunks[p][k].text for p, k in flat]
     lengths = [doc_chunks[p][k].tokens for p, k in flat]
+    groups = [doc_chunks[p][k].group for p, k in flat]
     runner = batch_runner or BatchRunner(handler)
-    outputs, failures, stopped = runner.run(texts, lengths, params, should_stop)
+    outputs, failures, stopped = runner.run(texts, lengths, params, should_stop, groups)
     outcome.cancelled = stopped
 
     per_doc: dict[int, list[Any]] = {p: [None] * len(c) for p, c in doc_chunks.items()}

@@ -5,13 +5,16 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
+import tempfile
 from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from sqlalchemy.exc import IntegrityError
+from starlette.background import BackgroundTask
 
 from api import metrics as api_metrics
 from api.deps import SessionDep, SettingsDep, TenantDep
@@ -26,6 +29,7 @@ from api.ingest import (
 )
 from schema import jobs, webhooks
 from schema.db import new_session, transaction
+from schema.export import write_parquet
 from schema.models import JobPublic, JobsPublic
 from schema.results import iter_document_results
 from schema.settings import Settings
@@ -165,12 +169,41 @@ def _owned_task_names(tenant: str, job_id: str) -> list[str]:
         return _task_names(s, job_id)
 
 
-@router.get("/{job_id}/results")
-def get_results(job_id: str, tenant: TenantDep, settings: SettingsDep) -> StreamingResponse:
-    """NDJSON, one line per document in submission order; readable while the job runs."""
+@router.get("/{job_id}/results", response_model=None)
+def get_results(
+    job_id: str,
+    tenant: TenantDep,
+    settings: SettingsDep,
+    format: Annotated[str, Query(pattern="^(ndjson|parquet)$")] = "ndjson",
+    vectors: Annotated[str, Query(pattern="^(floats|base64)$")] = "floats",
+) -> StreamingResponse | FileResponse:
+    """NDJSON, one line per document in submission order; readable while the job runs.
+
+    ``?vectors=base64`` sends vectors as base64 float32; ``?format=parquet`` returns a
+    Parquet file (see ``schema.export``)."""
     tasks = _owned_task_names(tenant, job_id)
-    lines = iter_document_results(job_id, tasks, page_size=settings.results_page_size)
+    if format == "parquet":
+        return _parquet_response(job_id, tasks, settings.results_page_size)
+    lines = iter_document_results(
+        job_id, tasks, page_size=settings.results_page_size, vectors=vectors
+    )
     return StreamingResponse(_ndjson(lines), media_type="application/x-ndjson")
+
+
+def _parquet_response(job_id: str, tasks: list[str], page_size: int) -> FileResponse:
+    fd, path = tempfile.mkstemp(prefix=f"docbatch-{job_id}-", suffix=".parquet")
+    os.close(fd)
+    try:
+        write_parquet(job_id, tasks, path, page_size=page_size)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return FileResponse(
+        path,
+        media_type="application/vnd.apache.parquet",
+        filename=f"{job_id}.parquet",
+        background=BackgroundTask(os.unlink, path),
+    )
 
 
 @router.get("/{job_id}/errors")

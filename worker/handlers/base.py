@@ -18,6 +18,12 @@ output each; ``chunk(text)`` cuts a document with the model's own tokenizer;
             return Output({"summary": "".join(outputs)})
 
 Raise ``schema.errors.PermanentError`` to fail a document with a reason.
+
+Handlers whose chunks need different model settings within one unit (translate:
+one language pair per document) give each chunk a ``group``; the runner batches
+each group on its own and passes the group to ``predict`` as ``params[GROUP_PARAM]``.
+A handler whose model depends on the document sets ``Output.extra["model_id"]``
+(and ``"model_revision"``), which the result row records instead of ``model_for``.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ class Output:
     data: dict[str, Any]
     vectors: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+GROUP_PARAM = "_group"
 
 
 class BatchLengthMismatch(RuntimeError):
@@ -89,6 +98,14 @@ class Handler:
 
     def chunk(self, text: str) -> list[Chunk]:
         return chunk_text(text, self.tokenizer, self.max_input_tokens)
+
+    def chunk_for(self, text: str, params: dict[str, Any]) -> list[Chunk]:
+        """What the runner calls: chunks of ``text`` for this job's ``params``."""
+        return self.chunk(text)
+
+    def model_for(self, params: dict[str, Any]) -> tuple[str, str]:
+        """(model id, revision) recorded on results made with ``params``."""
+        return self.model_id, self.revision
 
     def check_params(self, params: dict[str, Any]) -> None:
         """Raise PermanentError if this handler cannot serve ``params`` at all."""

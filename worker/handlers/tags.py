@@ -4,7 +4,9 @@ Labels: each label is embedded once; a document's score for a label is the best
 cosine similarity over its chunks (a label that fits any part of the document
 fits the document). Keyphrases: candidate words and two/three-word phrases
 without stopwords are ranked by similarity to the pooled document vector
-(KeyBERT's idea), with near-duplicates dropped.
+(KeyBERT's idea), with near-duplicates dropped. With an NLI model configured
+(``worker.handlers.zeroshot``), labels are scored by zero-shot entailment instead, and
+the similarity is kept beside it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from worker.chunking import Chunk
 from worker.handlers.base import Output
 from worker.handlers.minilm import SentenceEncoderHandler, pooled
+from worker.handlers.zeroshot import load_nli
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_\-]{2,}")
 STOPWORDS = frozenset(
@@ -56,6 +59,7 @@ class TagsHandler(SentenceEncoderHandler):
     def setup(self, device: str) -> None:
         super().setup(device)
         self._label_cache: dict[str, np.ndarray] = {}
+        self.nli = load_nli(self.config.params, device, self.config.dtype)
 
     def _labels(self, labels: list[str]) -> np.ndarray:
         missing = [label for label in labels if label not in self._label_cache]
@@ -72,6 +76,15 @@ class TagsHandler(SentenceEncoderHandler):
         labels = params.get("labels")
         if labels:
             scores = (chunk_vecs @ self._labels(labels).T).max(axis=0)
+            if self.nli is not None:
+                # A label holds for the document if some chunk entails it.
+                nli = self.nli.scores([c.text for c in chunks], labels).max(axis=0)
+                tags = [
+                    {"label": label, "score": round(float(n), 4), "similarity": round(float(s), 4)}
+                    for label, n, s in zip(labels, nli, scores, strict=True)
+                ]
+                tags.sort(key=lambda t: -t["score"])
+                return Output({"source": "labels+nli", "tags": tags[:top_k]})
             ranked = sorted(zip(labels, scores.tolist(), strict=True), key=lambda p: -p[1])
             return Output({"source": "labels", "tags": _as_tags(ranked[:top_k])})
         doc = pooled(outputs, [c.tokens for c in chunks])

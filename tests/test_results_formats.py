@@ -1,0 +1,80 @@
+"""Results retrieval: vectors as base64 and Parquet; tags scores equal direct encoding."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tests.fixtures import load_corpus, read_ndjson, wait_for_job
+
+
+def test_vectors_as_base64_and_parquet(api, workers):
+    docs = load_corpus("stdlib-docs.jsonl")[100:104] + load_corpus("licenses.jsonl", 1)
+    job_id = api.post(
+        "/v1/jobs",
+        json={"tasks": ["embed", {"type": "summarize", "method": "extractive"}], "documents": docs},
+    ).json()["id"]
+    assert wait_for_job(api, job_id)["status"] == "completed"
+    floats = read_ndjson(api.get(f"/v1/jobs/{job_id}/results"))
+    compact = api.get(f"/v1/jobs/{job_id}/results", params={"vectors": "base64"})
+    packed = read_ndjson(compact)
+    assert len(compact.content) < 0.6 * len(api.get(f"/v1/jobs/{job_id}/results").content)
+
+    resp = api.get(f"/v1/jobs/{job_id}/results", params={"format": "parquet"})
+    assert resp.status_code == 200
+    assert resp.headers["content-type"] == "application/vnd.apache.parquet"
+    table = pq.read_table(io.BytesIO(resp.content))
+    assert table.column("custom_id").to_pylist() == [d["custom_id"] for d in docs]
+    vec_type = table.schema.field("embed_vector").type
+    assert isinstance(vec_type, pa.FixedSizeListType)
+    assert (vec_type.list_size, vec_type.value_type) == (384, pa.float32())
+    assert table.column("summarize_status").to_pylist() == ["succeeded"] * len(docs)
+    pq_vectors = table.column("embed_vector").to_pylist()
+    pq_chunks = table.column("embed_chunk_vectors").to_pylist()
+
+    for i, (f, p) in enumerate(zip(floats, packed, strict=True)):
+        fo, po = f["results"]["embed"]["output"], p["results"]["embed"]["output"]
+        vec = np.frombuffer(base64.b64decode(po["vector_b64"]), dtype="<f4")
+        chunks = np.frombuffer(base64.b64decode(po["chunk_vectors_b64"]), dtype="<f4")
+        assert np.allclose(vec, fo["vector"], atol=1e-6)
+        assert np.allclose(chunks.reshape(-1, po["dim"]), fo["chunk_vectors"], atol=1e-6)
+        assert np.allclose(pq_vectors[i], fo["vector"], atol=1e-6)
+        assert np.allclose(np.asarray(pq_chunks[i]), fo["chunk_vectors"], atol=1e-6)
+        assert "vector" not in po and "vector_b64" not in fo
+    assert len(pq_chunks[-1]) > 1  # the license has several chunks
+
+    bad = api.get(f"/v1/jobs/{job_id}/results", params={"format": "xml"})
+    assert bad.status_code == 422 and "format" in bad.text
+
+
+def test_tag_scores_equal_direct_encoding(api, workers):
+    from sentence_transformers import SentenceTransformer
+
+    from worker.handlers.minilm import bundled_minilm_path
+
+    model = SentenceTransformer(bundled_minilm_path(), device="cpu")
+    # Documents of one chunk, so the direct encoding sees the same text as the worker.
+    docs = [
+        d
+        for d in load_corpus("stdlib-docs.jsonl")[200:260]
+        if len(model.tokenizer(d["text"])["input_ids"]) < 200
+    ][:10]
+    labels = ["networking", "file system", "text processing", "concurrency", "mathematics"]
+    job_id = api.post(
+        "/v1/jobs",
+        json={"tasks": [{"type": "tags", "labels": labels, "top_k": 5}], "documents": docs},
+    ).json()["id"]
+    assert wait_for_job(api, job_id)["status"] == "completed"
+    label_vecs = model.encode(labels, normalize_embeddings=True)
+    for line, doc in zip(read_ndjson(api.get(f"/v1/jobs/{job_id}/results")), docs, strict=True):
+        tags = line["results"]["tags"]["output"]["tags"]
+        assert sorted(t["label"] for t in tags) == sorted(labels)
+        # A label's score is its cosine with the (one-chunk) document.
+        doc_vec = model.encode([doc["text"]], normalize_embeddings=True)
+        direct = dict(zip(labels, (doc_vec @ label_vecs.T).max(axis=0), strict=True))
+        for t in tags:
+            assert abs(t["score"] - float(direct[t["label"]])) < 1e-4, (t, direct)
