@@ -28,16 +28,21 @@ NEW_TOKENS = int(os.environ.get("DOCBATCH_BENCH_NEW_TOKENS", "24"))
 
 
 class NoopHandler(Handler):
-    """Real chunking (MiniLM tokenizer, 254-token chunks), a model that does nothing."""
+    """A model that does nothing, behind a whitespace tokenizer (254-word chunks): what
+    is left is the orchestration (api, Postgres, Redis, Celery, chunking, result writes).
+    ``DOCBATCH_BENCH_NOOP_TOKENIZER=minilm`` chunks with the real MiniLM tokenizer."""
 
     task = "embed"
     default_model = "bench/noop"
     default_revision = "v1"
 
     def setup(self, device: str) -> None:
-        from transformers import AutoTokenizer
+        if os.environ.get("DOCBATCH_BENCH_NOOP_TOKENIZER") == "minilm":
+            from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(bundled_minilm_path())
+            self.tokenizer = AutoTokenizer.from_pretrained(bundled_minilm_path())
+        else:
+            self.tokenizer = _Words()
 
     @property
     def max_input_tokens(self) -> int:

@@ -186,11 +186,15 @@ class Bench:
             first, last = conn.execute(
                 text("SELECT min(claimed_at), max(finished_at) FROM units")
             ).one()
-            chunks, tokens = conn.execute(text("SELECT sum(chunks), sum(tokens) FROM job_tasks")).one()
+            chunks, tokens = conn.execute(
+                text("SELECT sum(chunks), sum(tokens) FROM job_tasks")
+            ).one()
         engine.dispose()
         import datetime as dt
 
-        steady = (dt.datetime.fromisoformat(last) - dt.datetime.fromisoformat(first)).total_seconds()
+        steady = (
+            dt.datetime.fromisoformat(last) - dt.datetime.fromisoformat(first)
+        ).total_seconds()
         lines = load_jsonl(out)
         texts = chunks_of(lines, {d["custom_id"]: d["text"] for d in self.stdlib}, "embed")
         threads = max(1, (os.cpu_count() or 1))  # docbatch run: cores / tasks
@@ -312,8 +316,14 @@ class Bench:
 
     # -- ceiling, ingest, export on generated documents ------------------------------------
     def ingest_ceiling_export(self) -> None:
-        from bench.cluster import Api, RssSampler, file_chunks, start_workers, steady_window
-        from bench.cluster import stop_all
+        from bench.cluster import (
+            Api,
+            RssSampler,
+            file_chunks,
+            start_workers,
+            steady_window,
+            stop_all,
+        )
 
         n = self.args.docs
         path, sizes = generate_corpus(self.tmp / "generated.jsonl", n)
@@ -481,7 +491,7 @@ class Bench:
         self.env.close()
 
 
-VOCAB = (
+VOCAB = (  # noqa: SIM905
     "the of and to in is that for it as with was on be by this are from or an which "
     "data model document batch worker queue result token chunk vector summary label "
     "python library module function return value error string list dictionary file "
@@ -526,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: nproc)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--noop-workers", type=int, default=2)
-    p.add_argument("--scaleout-units", type=int, default=48)
+    p.add_argument("--scaleout-units", type=int, default=96)
     p.add_argument("--sleep", type=float, default=0.2)
     p.add_argument("--seq2seq-docs", type=int, default=150)
     p.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
@@ -561,7 +571,9 @@ def main(argv: list[str] | None = None) -> int:
     for f in failed:
         print(f"FAILED {f}")
     print(f"machine: {info}")
-    Path(args.out).write_text(json.dumps({"machine": info, "rows": ROWS, "failed": failed}, indent=2))
+    Path(args.out).write_text(
+        json.dumps({"machine": info, "rows": ROWS, "failed": failed}, indent=2)
+    )
     return 1 if failed else 0
 
 

@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     running_lease_seconds: float = 1800.0
     reconcile_interval_seconds: float = 30.0
     max_unit_attempts: int = 3
+    # Pipelined worker (worker/pipeline.py, Postgres only): claim and chunk the next queued
+    # unit while the model runs, write results on a thread; a task chains units this long.
+    worker_claim_ahead: bool = True
+    worker_chain_seconds: float = 30.0
 
     # Input limits (4xx naming the limit and this setting when exceeded).
     max_documents_per_job: int = 1_000_000
