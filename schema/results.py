@@ -16,6 +16,18 @@ from sqlalchemy import select
 from schema.db import new_session
 from schema.tables import Document, Result, ResultStatus
 
+RESULT_COLUMNS = (
+    Result.document_id,
+    Result.task,
+    Result.status,
+    Result.output,
+    Result.vectors,
+    Result.error,
+    Result.model_id,
+    Result.model_revision,
+    Result.params,
+)
+
 
 def render_result(r: Result | Any) -> dict[str, Any]:
     entry: dict[str, Any] = {"status": r.status}
@@ -57,12 +69,15 @@ def iter_document_results(
             ).all()
             if not docs:
                 return
-            ids = [d.id for d in docs]
-            query = select(Result).where(Result.job_id == job_id, Result.document_id.in_(ids))
+            # Plain rows, not ORM objects: identity-map bookkeeping cost more than the rest.
+            query = select(*RESULT_COLUMNS).where(
+                Result.job_id == job_id,
+                Result.document_id.between(min(d.id for d in docs), max(d.id for d in docs)),
+            )
             if only_failed:
                 query = query.where(Result.status == ResultStatus.failed.value)
             by_doc: dict[int, dict[str, Any]] = {}
-            for r in s.scalars(query):
+            for r in s.execute(query):
                 by_doc.setdefault(r.document_id, {})[r.task] = render_result(r)
         for d in docs:
             found = by_doc.get(d.id, {})

@@ -89,7 +89,9 @@ class Lease:
             yield session
 
     def close(self) -> None:
+        """Drop the connection itself (not back to the pool): every lease goes with it."""
         with contextlib.suppress(Exception):
+            self.conn.invalidate()
             self.conn.close()
 
 
