@@ -20,11 +20,13 @@ TERMINAL = {"completed", "completed_with_errors", "failed", "cancelled"}
 class Api:
     """``docbatch api`` (uvicorn, one process) on a free port."""
 
-    def __init__(self, env: BenchEnv, name: str = "api") -> None:
+    def __init__(
+        self, env: BenchEnv, name: str = "api", extra: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = env.spawn(
-            ["-m", "docbatch.cli", "api", "--port", str(self.port)], f"{name}.log"
+            ["-m", "docbatch.cli", "api", "--port", str(self.port)], f"{name}.log", extra
         )
         self.client = httpx.Client(base_url=self.url, timeout=600)
         wait_until(self._healthy, 60, "api /healthz")

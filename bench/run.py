@@ -86,6 +86,8 @@ class Bench:
             for task in ("embed", "summarize", "translate"):
                 self.worker_env[f"DOCBATCH_MODELS__{task.upper()}__DEVICE"] = args.device
         self.stdlib = load_jsonl(CORPUS / "stdlib-docs.jsonl")
+        if args.stdlib_docs:
+            self.stdlib = self.stdlib[: args.stdlib_docs]
         self._api: Any = None
         self.embed_ours: dict[str, Any] = {}
 
@@ -107,9 +109,16 @@ class Bench:
         workers = start_workers(self.env, "embed", 1, self.worker_env, "embed")
         t_ready = time.monotonic()
         job = api.submit_ndjson(ndjson_bytes(docs), "embed")
+        t_submitted = time.monotonic()
         api.wait(job["id"])
+        t_done = time.monotonic()
         lines = list(api.results(job["id"]))
         t_end = time.monotonic()
+        print(
+            f"   (POST {t_submitted - t_ready:.2f}s, then job done after "
+            f"{t_done - t_submitted:.2f}s, results read in {t_end - t_done:.2f}s)",
+            flush=True,
+        )
         stop_all(workers)
         steady, chunks, tokens = steady_window(job["id"])
         texts = chunks_of(lines, {d["custom_id"]: d["text"] for d in docs}, "embed")
@@ -146,6 +155,13 @@ class Bench:
             f"(start, import, load, encode) {direct['wall_s']:.2f}s",
         )
 
+    def _stdlib_file(self) -> Path:
+        path = CORPUS / "stdlib-docs.jsonl"
+        if self.args.stdlib_docs:
+            path = self.tmp / "stdlib-subset.jsonl"
+            path.write_text("".join(json.dumps(d) + "\n" for d in self.stdlib), encoding="utf-8")
+        return path
+
     # -- issue 2: docbatch run (SQLite + filesystem broker) -------------------------------
     def local_run(self) -> None:
         import subprocess
@@ -166,7 +182,7 @@ class Bench:
                 "-m",
                 "docbatch.cli",
                 "run",
-                str(CORPUS / "stdlib-docs.jsonl"),
+                str(self._stdlib_file()),
                 "--task",
                 "embed",
                 "-o",
@@ -333,7 +349,13 @@ class Bench:
             f"median {int(statistics.median(sizes))}, max {max(sizes)}",
             flush=True,
         )
-        api = Api(self.env, name="api-ingest")
+        # Bigger units than the default 8192 tokens: a unit costs ~20 queries and a message
+        # whatever its size, so the ceiling is reached with units of several batches.
+        api = Api(
+            self.env,
+            name="api-ingest",
+            extra={"DOCBATCH_UNIT_TOKENS": str(self.args.unit_tokens)},
+        )
         try:
             base_rss = rss_mb(api.pid)[0]
             with RssSampler(api.pid) as ingest_rss:
@@ -375,7 +397,8 @@ class Bench:
                 chunks / steady,
                 ">= 5000",
                 chunks / steady >= 5000,
-                f"{chunks} chunks of {n} docs, {self.args.noop_workers} workers, "
+                f"{chunks} chunks of {n} docs in units of ~{self.args.unit_tokens} tokens, "
+                f"{self.args.noop_workers} workers, "
                 f"first claim -> last unit done {steady:.2f}s",
             )
             before = rss_mb(api.pid)[0]
@@ -536,6 +559,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: nproc)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--noop-workers", type=int, default=2)
+    p.add_argument(
+        "--unit-tokens", type=int, default=65536, help="DOCBATCH_UNIT_TOKENS for ingest/ceiling"
+    )
+    p.add_argument("--stdlib-docs", type=int, default=0, help="use only the first N stdlib docs")
     p.add_argument("--scaleout-units", type=int, default=96)
     p.add_argument("--sleep", type=float, default=0.2)
     p.add_argument("--seq2seq-docs", type=int, default=150)
@@ -570,6 +597,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['figure']:<64} {r['value']:>12,.3f}  {r['target']:<16} {met}")
     for f in failed:
         print(f"FAILED {f}")
+    print("\nMarkdown (for BENCHMARKS.md):\n")
+    print("| figure | value | target | met | how measured |\n|---|---:|---|---|---|")
+    for r in ROWS:
+        met = "—" if r["met"] is None else ("yes" if r["met"] else "**no**")
+        print(f"| {r['figure']} | {r['value']:,.3f} | {r['target']} | {met} | {r['detail']} |")
     print(f"machine: {info}")
     Path(args.out).write_text(
         json.dumps({"machine": info, "rows": ROWS, "failed": failed}, indent=2)
