@@ -70,10 +70,10 @@ def iter_document_results(
             if not docs:
                 return
             # Plain rows, not ORM objects: identity-map bookkeeping cost more than the rest.
-            query = select(*RESULT_COLUMNS).where(
-                Result.job_id == job_id,
-                Result.document_id.between(min(d.id for d in docs), max(d.id for d in docs)),
-            )
+            # Keyed on document ids alone, so the (document_id, task) index serves the page;
+            # with ``job_id`` in the filter the planner may walk the job's whole result index
+            # for every page (quadratic in job size).
+            query = select(*RESULT_COLUMNS).where(Result.document_id.in_([d.id for d in docs]))
             if only_failed:
                 query = query.where(Result.status == ResultStatus.failed.value)
             by_doc: dict[int, dict[str, Any]] = {}
