@@ -1,5 +1,7 @@
 """The usual design, as a baseline: one Celery task per document, a transformers
 ``pipeline`` called per document, results in the Celery result backend (Redis).
+For seq2seq, transformers 5 has no summarization pipeline any more; the baseline uses
+``bench.handlers.PlainSeq2SeqPipeline``, which does what that pipeline did.
 
 Its own Celery app and queue (``bench.baseline``), on the bench's Redis db index,
 started as its own worker process (prefork, concurrency 1, acks_late, prefetch 1,
@@ -54,7 +56,10 @@ def load() -> dict[str, Any]:
         pipe = pipeline("feature-extraction", model=model, device="cpu")
         limit = 254
     else:
-        pipe = pipeline("summarization", model=model, device="cpu")
+        # transformers 5 removed the "summarization" pipeline; this is what it did.
+        from bench.handlers import PlainSeq2SeqPipeline
+
+        pipe = PlainSeq2SeqPipeline(model, device="cpu")
         limit = 510
     _state.update(pipe=pipe, kind=kind, limit=limit)
     return _state

@@ -93,7 +93,9 @@ def start_workers(
         def ready(proc: Any = proc, log: str = log) -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"worker exited:\n{env.log(log)[-3000:]}")
-            return " ready." in env.log(log)
+            text = env.log(log)
+            # " ready." is the consumer; the pool process loads the model after that.
+            return " ready." in text and f"loaded {task} model" in text
 
         wait_until(ready, 180, f"worker {log} ready", interval=0.2)
     return [p for p, _ in procs]

@@ -144,8 +144,14 @@ class BenchEnv:
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    """SIGTERM the process group, SIGKILL it if it does not stop in ``timeout`` seconds."""
+    """SIGINT then SIGTERM the process group, SIGKILL it if it does not stop in ``timeout``
+    seconds. SIGINT first lets ``docbatch run`` stop the workers it started (they run in
+    their own process groups)."""
     if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout)
         return
     try:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -113,7 +113,9 @@ class Seq2SeqSummarizeHandler(Handler):
         return min(limit, 512) - self.special_tokens()
 
     def predict(self, chunks: list[str], params: dict[str, Any]) -> list[Any]:
-        enc = self.tokenizer(chunks, return_tensors="pt", padding=True).to(self.device)
+        enc = self.tokenizer(
+            chunks, return_tensors="pt", padding=True, return_token_type_ids=False
+        ).to(self.device)
         with self._torch.inference_mode():
             out = self.model.generate(**enc, **generation_kwargs())
         return list(self.tokenizer.batch_decode(out, skip_special_tokens=True))
@@ -127,6 +129,32 @@ class Seq2SeqSummarizeHandler(Handler):
 class Seq2SeqTranslateHandler(Seq2SeqSummarizeHandler):
     task = "translate"
     output_key = "translation"
+
+
+class PlainSeq2SeqPipeline:
+    """What transformers' ``SummarizationPipeline`` / ``Text2TextGenerationPipeline`` did
+    with default settings (one input at a time: tokenize, ``generate``, decode). Those
+    pipelines were removed in transformers 5, so the baseline rebuilds them plainly."""
+
+    def __init__(self, model: str, device: str = "cpu") -> None:
+        import torch
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.model = AutoModelForSeq2SeqLM.from_pretrained(model).to(device).eval()
+        self.device = device
+        self._torch = torch
+
+    def __call__(self, texts: list[str], **generate: Any) -> list[dict[str, str]]:
+        out = []
+        for text in texts:
+            enc = self.tokenizer(
+                text, return_tensors="pt", truncation=True, return_token_type_ids=False
+            ).to(self.device)
+            with self._torch.inference_mode():
+                ids = self.model.generate(**enc, **generate)
+            out.append({"summary_text": self.tokenizer.decode(ids[0], skip_special_tokens=True)})
+        return out
 
 
 def generation_kwargs() -> dict[str, Any]:
@@ -153,6 +181,7 @@ def build_tiny_seq2seq(kind: str, folder: Path) -> Path:
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(bundled_minilm_path())
     tok.model_max_length = 512
+    tok.model_input_names = ["input_ids", "attention_mask"]  # no token_type_ids for seq2seq
     pad, cls, sep = tok.pad_token_id, tok.cls_token_id, tok.sep_token_id
     model: Any
     if kind == "bart":
