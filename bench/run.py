@@ -213,8 +213,9 @@ class Bench:
                 str(workdir),
                 "--quiet",
             ],
-            cwd=ROOT,
-            env=env,
+            # kombu's filesystem transport writes a ./control folder: keep it in the temp dir
+            cwd=self.tmp,
+            env={**env, "PYTHONPATH": str(ROOT)},
             stdout=subprocess.DEVNULL,
             stderr=(self.tmp / "logs" / "docbatch-run.log").open("wb"),
             start_new_session=True,
