@@ -39,6 +39,12 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy api worker schema docbatch
 
+# Throughput figures of issue 6, as ratios measured side by side in one run (bench/run.py):
+# starts and stops its own api and workers on a fresh database and Redis db index.
+# `make bench BENCH_ARGS="--device cuda"` on a GPU machine; see BENCHMARKS.md.
+bench: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m bench.run $(BENCH_ARGS)
+
 format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .

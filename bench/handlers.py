@@ -1,162 +1,225 @@
-"""Handler throughput versus plain transformers, one document at a time, on the same chunks.
+"""Handlers used only by the benchmarks (plugged in at the handler seam via settings).
 
-    .venv/bin/python -m bench.handlers [--chunks 256] [--threads 1] [--device cpu] [--ct2]
+- ``NoopHandler``: chunks with the real MiniLM tokenizer, returns at once: the cost of
+  everything around the model (orchestration ceiling, ingest/export corpus).
+- ``SleepHandler``: sleeps a fixed time per batch (a stand-in for a GPU) for scale-out.
+- ``Seq2SeqSummarizeHandler`` / ``Seq2SeqTranslateHandler``: a minimal abstractive
+  handler on any local seq2seq model (greedy, a fixed number of new tokens so the
+  work is identical to the baseline's). It runs through the same runner/batching as
+  every handler; the real abstractive handler replaces it at merge.
 
-Prints one row per handler: chunks, the handler's chunks/s (length-sorted token-budget
-batches through ``worker.runner.BatchRunner``, as a worker runs them), the baseline's
-chunks/s, the ratio handler/baseline, and how many outputs are identical.
-
-Baselines: for summarize and translate, what transformers' ``pipeline`` did per input
-with its default batch size of 1 (tokenize one text, ``model.generate``, decode); the
-``summarization``/``translation`` pipelines are gone from transformers 5, so that loop is
-written out here, with the same greedy generation settings as the handler. For embed,
-``SentenceTransformer.encode`` one chunk at a time on the same bundled MiniLM.
-
-The seq2seq models are the tiny random models the tests build (``tests/tiny_models.py``),
-so absolute figures say little; the ratio is what batching buys on this machine.
-``--ct2`` adds the translate handler on the CTranslate2 backend (the tiny Marian
-converted with ``ctranslate2.converters.TransformersConverter``, as
-``ct2-transformers-converter`` does) and its ratio to the transformers backend.
+``build_tiny_seq2seq(kind, folder)`` saves a randomly initialised tiny BART or T5
+with a real (MiniLM WordPiece) tokenizer: no hub needed.
 """
 
 from __future__ import annotations
 
-import argparse
+import os
+import re
 import time
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-import torch
+from worker.chunking import Chunk
+from worker.handlers.base import Handler, Output
+from worker.handlers.minilm import bundled_minilm_path
 
-from schema.settings import GenerationConfig, ModelConfig
-from tests.fixtures import load_corpus
-from tests.tiny_models import _cache_dir, build_all, convert_ct2
-from worker.handlers.abstractive import AbstractiveSummarizeHandler
-from worker.handlers.base import Handler
-from worker.handlers.embed import EmbedHandler
-from worker.handlers.translate import TranslateHandler
-from worker.runner import BatchRunner
-
-GREEDY = GenerationConfig(num_beams=1, max_new_tokens=16, min_new_tokens=4)
+NEW_TOKENS = int(os.environ.get("DOCBATCH_BENCH_NEW_TOKENS", "24"))
 
 
-def corpus_chunks(handler: Handler, params: dict[str, Any], n: int) -> list[Any]:
-    docs = load_corpus("stdlib-docs.jsonl") + load_corpus("licenses.jsonl", 2)
-    out = []
-    for d in docs:
-        out += [c for c in handler.chunk_for(d["text"], params) if c.text.strip()]
-        if len(out) >= n:
-            break
-    return out[:n]
+class NoopHandler(Handler):
+    """A model that does nothing, behind a whitespace tokenizer (254-word chunks): what
+    is left is the orchestration (api, Postgres, Redis, Celery, chunking, result writes).
+    ``DOCBATCH_BENCH_NOOP_TOKENIZER=minilm`` chunks with the real MiniLM tokenizer."""
+
+    task = "embed"
+    default_model = "bench/noop"
+    default_revision = "v1"
+
+    def setup(self, device: str) -> None:
+        if os.environ.get("DOCBATCH_BENCH_NOOP_TOKENIZER") == "minilm":
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(bundled_minilm_path())
+        else:
+            self.tokenizer = _Words()
+
+    @property
+    def max_input_tokens(self) -> int:
+        return 254
+
+    def predict(self, chunks: list[str], params: dict[str, Any]) -> list[Any]:
+        return [0] * len(chunks)
+
+    def reduce(
+        self, text: str, chunks: list[Chunk], outputs: list[Any], params: dict[str, Any]
+    ) -> Output:
+        return Output({"chunks": len(chunks)})
 
 
-def timed(fn: Callable[[], list[Any]]) -> tuple[float, list[Any]]:
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
+class _Words:
+    """Whitespace tokenizer with offsets (cheap chunking for the sleep handler)."""
+
+    model_max_length = 256
+
+    def __call__(self, text: str, **_: Any) -> dict[str, Any]:
+        spans = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+        return {"input_ids": list(range(len(spans))), "offset_mapping": spans}
 
 
-def plain_generate(model: Any, tok: Any, gen: Any, texts: list[str]) -> list[str]:
-    out = []
-    for text in texts:
-        enc = tok([text], return_tensors="pt").to(model.device)
-        with torch.no_grad():
-            ids = model.generate(**enc, generation_config=gen)
-        out.append(tok.decode(ids[0], skip_special_tokens=True).strip())
-    return out
+class SleepHandler(Handler):
+    """Sleeps ``DOCBATCH_BENCH_SLEEP`` seconds per batch: a fixed-cost accelerator."""
+
+    task = "embed"
+    default_model = "bench/sleep"
+    default_revision = "v1"
+
+    def setup(self, device: str) -> None:
+        self.tokenizer = _Words()
+        self.sleep = float(os.environ.get("DOCBATCH_BENCH_SLEEP", "0.2"))
+
+    def special_tokens(self) -> int:
+        return 0
+
+    def predict(self, chunks: list[str], params: dict[str, Any]) -> list[Any]:
+        time.sleep(self.sleep)
+        return [1] * len(chunks)
+
+    def reduce(
+        self, text: str, chunks: list[Chunk], outputs: list[Any], params: dict[str, Any]
+    ) -> Output:
+        return Output({"chunks": len(chunks)})
 
 
-def bench_seq2seq(
-    name: str, handler: Any, params: dict[str, Any], n: int, baseline: Any = None
-) -> tuple:
-    chunks = corpus_chunks(handler, params, n)
-    texts, lengths = [c.text for c in chunks], [c.tokens for c in chunks]
-    groups = [c.group for c in chunks]
-    runner = BatchRunner(handler)
-    runner.run(texts[:8], lengths[:8], params, lambda: False, groups[:8])  # warm-up
-    t_ours, (ours, _, _) = timed(lambda: runner.run(texts, lengths, params, lambda: False, groups))
-    model = baseline or (
-        handler.model
-        if isinstance(handler, AbstractiveSummarizeHandler)
-        else handler.resolve(params["source_lang"], params["target_lang"]).model
+class Seq2SeqSummarizeHandler(Handler):
+    """Greedy generation of ``NEW_TOKENS`` tokens per chunk; summary = chunk outputs joined."""
+
+    task = "summarize"
+    default_model = ""
+    output_key = "summary"
+
+    def setup(self, device: str) -> None:
+        import torch
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_id)
+        self.model = AutoModelForSeq2SeqLM.from_pretrained(self.model_id).to(device).eval()
+        self.device = device
+        self._torch = torch
+
+    @property
+    def max_input_tokens(self) -> int:
+        limit = int(getattr(self.model.config, "max_position_embeddings", 0) or 512)
+        return min(limit, 512) - self.special_tokens()
+
+    def predict(self, chunks: list[str], params: dict[str, Any]) -> list[Any]:
+        enc = self.tokenizer(
+            chunks, return_tensors="pt", padding=True, return_token_type_ids=False
+        ).to(self.device)
+        with self._torch.inference_mode():
+            out = self.model.generate(**enc, **generation_kwargs())
+        return list(self.tokenizer.batch_decode(out, skip_special_tokens=True))
+
+    def reduce(
+        self, text: str, chunks: list[Chunk], outputs: list[Any], params: dict[str, Any]
+    ) -> Output:
+        return Output({self.output_key: " ".join(outputs)})
+
+
+class Seq2SeqTranslateHandler(Seq2SeqSummarizeHandler):
+    task = "translate"
+    output_key = "translation"
+
+
+class PlainSeq2SeqPipeline:
+    """What transformers' ``SummarizationPipeline`` / ``Text2TextGenerationPipeline`` did
+    with default settings (one input at a time: tokenize, ``generate``, decode). Those
+    pipelines were removed in transformers 5, so the baseline rebuilds them plainly."""
+
+    def __init__(self, model: str, device: str = "cpu") -> None:
+        import torch
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.model = AutoModelForSeq2SeqLM.from_pretrained(model).to(device).eval()
+        self.device = device
+        self._torch = torch
+
+    def __call__(self, texts: list[str], **generate: Any) -> list[dict[str, str]]:
+        out = []
+        for text in texts:
+            enc = self.tokenizer(
+                text, return_tensors="pt", truncation=True, return_token_type_ids=False
+            ).to(self.device)
+            with self._torch.inference_mode():
+                ids = self.model.generate(**enc, **generate)
+            out.append({"summary_text": self.tokenizer.decode(ids[0], skip_special_tokens=True)})
+        return out
+
+
+def generation_kwargs() -> dict[str, Any]:
+    """The same decoding for our handler and the pipeline baseline: identical work."""
+    return {
+        "max_new_tokens": NEW_TOKENS,
+        "min_new_tokens": NEW_TOKENS,
+        "num_beams": 1,
+        "do_sample": False,
+    }
+
+
+def build_tiny_seq2seq(kind: str, folder: Path) -> Path:
+    """Save a randomly initialised tiny ``bart`` or ``t5`` plus tokenizer into ``folder``."""
+    import torch
+    from transformers import (
+        AutoTokenizer,
+        BartConfig,
+        BartForConditionalGeneration,
+        T5Config,
+        T5ForConditionalGeneration,
     )
-    gen = model.generation_config(handler.generation)
-    prefix = getattr(handler, "prefix", "")
-    inputs = [prefix + t.strip() for t in texts]
-    t_base, base = timed(lambda: plain_generate(model.model, model.tokenizer, gen, inputs))
-    same = sum(a == b for a, b in zip(ours, base, strict=True))
-    return name, len(texts), len(texts) / t_ours, len(texts) / t_base, same
 
-
-def bench_embed(n: int, device: str) -> tuple:
-    handler = EmbedHandler(ModelConfig())
-    handler.setup(device)
-    chunks = corpus_chunks(handler, {}, n)
-    texts, lengths = [c.text for c in chunks], [c.tokens for c in chunks]
-    runner = BatchRunner(handler)
-    runner.run(texts[:8], lengths[:8], {}, lambda: False)
-    t_ours, (ours, _, _) = timed(lambda: runner.run(texts, lengths, {}, lambda: False))
-    st = handler.model
-
-    def one_at_a_time() -> list[Any]:
-        return [st.encode([t], normalize_embeddings=True)[0] for t in texts]
-
-    t_base, base = timed(one_at_a_time)
-    same = sum(float(a @ b) >= 0.9999 for a, b in zip(ours, base, strict=True))
-    return "embed (MiniLM-L6, real)", len(texts), len(texts) / t_ours, len(texts) / t_base, same
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--chunks", type=int, default=256)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch default)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--batch-tokens", type=int, default=16384)
-    ap.add_argument("--ct2", action="store_true", help="also the CTranslate2 backend")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    paths = build_all(_cache_dir())
-
-    def cfg(model: str) -> ModelConfig:
-        return ModelConfig(model=model, generation=GREEDY, batch_tokens=args.batch_tokens)
-
-    rows = []
-    for kind in ("bart", "t5"):
-        h = AbstractiveSummarizeHandler(cfg(paths[kind]))
-        h.setup(args.device)
-        rows.append(bench_seq2seq(f"summarize ({kind}, tiny)", h, {}, args.chunks))
-    th = TranslateHandler(cfg(paths["marian_template"]))
-    th.setup(args.device)
-    params = {"source_lang": "en", "target_lang": "de"}
-    rows.append(bench_seq2seq("translate (marian, tiny)", th, params, args.chunks))
-    if args.ct2:
-        ct2 = TranslateHandler(
-            ModelConfig(
-                model=convert_ct2(paths["marian"]),
-                backend="ctranslate2",
-                generation=GREEDY,
-                batch_tokens=args.batch_tokens,
-            )
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(bundled_minilm_path())
+    tok.model_max_length = 512
+    tok.model_input_names = ["input_ids", "attention_mask"]  # no token_type_ids for seq2seq
+    pad, cls, sep = tok.pad_token_id, tok.cls_token_id, tok.sep_token_id
+    model: Any
+    if kind == "bart":
+        config = BartConfig(
+            vocab_size=tok.vocab_size,
+            d_model=64,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=128,
+            decoder_ffn_dim=128,
+            max_position_embeddings=512,
+            pad_token_id=pad,
+            bos_token_id=cls,
+            eos_token_id=sep,
+            decoder_start_token_id=cls,
+            forced_bos_token_id=None,
+            forced_eos_token_id=None,
         )
-        ct2.setup(args.device)
-        baseline = th.resolve("en", "de").model
-        rows.append(bench_seq2seq("translate (marian, ct2)", ct2, params, args.chunks, baseline))
-    rows.append(bench_embed(args.chunks, args.device))
-
-    print(
-        f"device={args.device} torch_threads={torch.get_num_threads()} greedy, "
-        f"max_new_tokens={GREEDY.max_new_tokens}, batch_tokens={args.batch_tokens}"
-    )
-    head = ("handler", "chunks", "handler/s", "baseline/s", "ratio", "identical")
-    print(f"{head[0]:<26} {head[1]:>6} {head[2]:>10} {head[3]:>11} {head[4]:>7} {head[5]:>10}")
-    for name, n, ours, base, same in rows:
-        print(f"{name:<26} {n:>6} {ours:>10.1f} {base:>11.1f} {ours / base:>6.2f}x {same:>5}/{n}")
-    rates = {name: ours for name, _, ours, _, _ in rows}
-    if "translate (marian, ct2)" in rates:
-        ratio = rates["translate (marian, ct2)"] / rates["translate (marian, tiny)"]
-        print(f"ctranslate2 backend / transformers backend (translate handler): {ratio:.2f}x")
-
-
-if __name__ == "__main__":
-    main()
+        model = BartForConditionalGeneration(config)
+    elif kind == "t5":
+        config = T5Config(
+            vocab_size=tok.vocab_size,
+            d_model=64,
+            d_kv=32,
+            d_ff=128,
+            num_layers=2,
+            num_decoder_layers=2,
+            num_heads=2,
+            pad_token_id=pad,
+            eos_token_id=sep,
+            decoder_start_token_id=pad,
+        )
+        model = T5ForConditionalGeneration(config)
+    else:
+        raise ValueError(f"unknown tiny model kind {kind!r}")
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

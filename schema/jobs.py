@@ -8,6 +8,7 @@ outbox: units left unpublished are picked up by the reconciler).
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -147,6 +148,33 @@ def find_idempotent(
     return job
 
 
+def insert_documents(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Bulk-insert documents: ``COPY`` on Postgres, executemany elsewhere (SQLite)."""
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(insert(Document), rows)
+        return
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    with (
+        raw.cursor() as cur,
+        cur.copy(
+            "COPY documents (job_id, seq, custom_id, text, metadata, content_hash) FROM STDIN"
+        ) as copy,
+    ):
+        for r in rows:
+            meta = r["meta"]
+            copy.write_row(
+                (
+                    r["job_id"],
+                    r["seq"],
+                    r["custom_id"],
+                    r["text"],
+                    None if meta is None else json.dumps(meta),
+                    r["content_hash"],
+                )
+            )
+
+
 def create_job(
     session: Session,
     settings: Settings,
@@ -218,10 +246,10 @@ def create_job(
         )
         seq += 1
         if len(batch) >= INSERT_BATCH:
-            session.execute(insert(Document), batch)
+            insert_documents(session, batch)
             batch = []
     if batch:
-        session.execute(insert(Document), batch)
+        insert_documents(session, batch)
     if seq == 0:
         raise InputError("documents", "is empty; submit at least one document")
     ranges.append((lo, seq - 1, unit_tokens))

@@ -14,9 +14,10 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, literal, select, update
+from sqlalchemy import and_, exists, func, literal, select, update
 from sqlalchemy.orm import Session
 
+from schema import leases
 from schema.db import insert_ignore
 from schema.reuse import ResultIdentity, reuse_results
 from schema.tables import (
@@ -65,14 +66,17 @@ def claim_unit(
     worker's model identity) and a job created with ``reuse_results``, documents with
     an earlier matching result get a copy of it here and are not returned.
     """
-    job_id = session.scalar(select(Unit.job_id).where(Unit.id == unit_id))
-    if job_id is None:
-        return None
+    found = session.execute(select(Unit.job_id, Unit.state).where(Unit.id == unit_id)).first()
+    if found is None or found.state not in OPEN_UNIT_STATES:
+        return None  # closed already (a redelivery, or claimed ahead and done): no locks
+    job_id = found.job_id
     # Lock order everywhere: job, then unit.
     job = lock_job(session, job_id)
     unit = session.scalar(select(Unit).where(Unit.id == unit_id).with_for_update())
     if unit is None or unit.state not in OPEN_UNIT_STATES:
         return None
+    if unit.state == UnitState.running.value and leases.held_elsewhere(session, unit.id):
+        return None  # a live worker runs it (claimed ahead; its message arrived here)
     if job.status in (JobStatus.cancelling.value, JobStatus.cancelled.value):
         close_unit(session, unit, UnitState.cancelled, reason="job cancelled")
         finalize_job_if_done(session, job)
@@ -100,13 +104,14 @@ def claim_unit(
     params = session.scalar(
         select(JobTask.params).where(JobTask.job_id == job.id, JobTask.task == unit.task)
     )
-    done_ids = select(Result.document_id).where(Result.job_id == job.id, Result.task == unit.task)
+    # NOT EXISTS on the (document, task) key: O(unit), not O(job), per claim.
+    has_result = exists().where(Result.document_id == Document.id, Result.task == unit.task)
     docs = session.execute(
         select(Document.id, Document.custom_id, Document.text, Document.content_hash)
         .where(
             Document.job_id == job.id,
             Document.seq.between(unit.seq_lo, unit.seq_hi),
-            Document.id.not_in(done_ids),
+            ~has_result,
         )
         .order_by(Document.seq)
     ).all()
@@ -163,9 +168,7 @@ def close_unit(
     session.expire(unit)
     fill = ResultStatus.cancelled if state == UnitState.cancelled else ResultStatus.failed
     in_unit = and_(Document.job_id == unit.job_id, Document.seq.between(unit.seq_lo, unit.seq_hi))
-    has_result = select(Result.document_id).where(
-        Result.job_id == unit.job_id, Result.task == unit.task
-    )
+    has_result = exists().where(Result.document_id == Document.id, Result.task == unit.task)
     missing = select(
         literal(unit.job_id),
         Document.id,
@@ -174,7 +177,7 @@ def close_unit(
         literal(fill.value),
         literal(reason or fill.value),
         literal(utcnow()),
-    ).where(in_unit, Document.id.not_in(has_result))
+    ).where(in_unit, ~has_result)
     session.execute(
         insert_ignore(session, Result).from_select(
             ["job_id", "document_id", "unit_id", "task", "status", "error", "created_at"],

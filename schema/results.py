@@ -18,6 +18,17 @@ from schema.db import new_session
 from schema.tables import Document, Result, ResultStatus
 
 VECTOR_FORMATS = ("floats", "base64")
+RESULT_COLUMNS = (
+    Result.document_id,
+    Result.task,
+    Result.status,
+    Result.output,
+    Result.vectors,
+    Result.error,
+    Result.model_id,
+    Result.model_revision,
+    Result.params,
+)
 
 
 def render_result(r: Result | Any, vectors: str = "floats") -> dict[str, Any]:
@@ -69,12 +80,15 @@ def iter_document_results(
             ).all()
             if not docs:
                 return
-            ids = [d.id for d in docs]
-            query = select(Result).where(Result.job_id == job_id, Result.document_id.in_(ids))
+            # Plain rows, not ORM objects: identity-map bookkeeping cost more than the rest.
+            # Keyed on document ids alone, so the (document_id, task) index serves the page;
+            # with ``job_id`` in the filter the planner may walk the job's whole result index
+            # for every page (quadratic in job size).
+            query = select(*RESULT_COLUMNS).where(Result.document_id.in_([d.id for d in docs]))
             if only_failed:
                 query = query.where(Result.status == ResultStatus.failed.value)
             by_doc: dict[int, dict[str, Any]] = {}
-            for r in s.scalars(query):
+            for r in s.execute(query):
                 by_doc.setdefault(r.document_id, {})[r.task] = render_result(r, vectors)
         for d in docs:
             found = by_doc.get(d.id, {})

@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     schedule_tick_seconds: float = 15.0
     # Folders schedules may read (JSON list); empty allows any folder the workers can see.
     schedule_folder_roots: list[str] = Field(default_factory=list)
+    # Pipelined worker (worker/pipeline.py, Postgres only): claim and chunk the next queued
+    # unit while the model runs, write results on a thread; a task chains units this long.
+    worker_claim_ahead: bool = True
+    worker_chain_seconds: float = 30.0
 
     # Input limits (4xx naming the limit and this setting when exceeded).
     max_documents_per_job: int = 1_000_000

@@ -83,7 +83,7 @@ def test_lost_queue_is_republished_by_the_reconciler(api, own_queues):
 
 def test_a_unit_delivered_twice_is_written_once(own_queues):
     from tests.fakes import UpperHandler
-    from worker.runner import compute_unit, finish_unit, process_unit
+    from worker.runner import compute_unit, process_unit, write_outcome
 
     settings = get_settings()
     with transaction() as s:
@@ -109,7 +109,7 @@ def test_a_unit_delivered_twice_is_written_once(own_queues):
     )
     # ...while a redelivery runs the whole unit to the end.
     assert process_unit(unit_id, handler, settings) == "done"
-    assert finish_unit(job_id, unit_id, first_outcome) == "superseded"
+    assert write_outcome(handler, job_id, unit_id, first_outcome) == "superseded"
     assert process_unit(unit_id, handler, settings) == "skipped"
     with new_session() as s:
         rows = s.scalar(select(func.count()).where(Result.job_id == job_id))

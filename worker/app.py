@@ -25,12 +25,14 @@ def _broker_options(settings: Settings) -> dict[str, Any]:
     url = settings.broker_url
     if url.startswith("filesystem://"):
         folder = Path(os.environ.get("DOCBATCH_BROKER_FOLDER", ".docbatch/broker"))
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         return {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            # Exchange tables; kombu's default is ./control in whatever the cwd is.
+            "control_folder": str(folder / "control"),
             "store_processed": False,
             "polling_interval": 0.05,
         }

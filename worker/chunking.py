@@ -59,10 +59,31 @@ def count_tokens(text: str, tokenizer: Any) -> int:
     return len(tokenizer(text, add_special_tokens=False, return_attention_mask=False)["input_ids"])
 
 
-def chunk_text(text: str, tokenizer: Any, max_tokens: int) -> list[Chunk]:
+def token_ends_many(texts: list[str], tokenizer: Any) -> list[list[int]] | None:
+    """``_token_ends`` of many texts in one call to a fast tokenizer's Rust backend, or None
+    when the tokenizer has no such backend (callers then tokenize one text at a time)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    # transformers sets these per call anyway; a bare call must not truncate or pad.
+    if backend.truncation is not None:
+        backend.no_truncation()
+    if backend.padding is not None:
+        backend.no_padding()
+    return [
+        [end for (_s, end) in enc.offsets]
+        for enc in backend.encode_batch(texts, add_special_tokens=False)
+    ]
+
+
+def chunk_text(
+    text: str, tokenizer: Any, max_tokens: int, ends: list[int] | None = None
+) -> list[Chunk]:
+    """``ends``: the text's token end offsets when already known (``token_ends_many``)."""
     if max_tokens < 8:
         raise ValueError(f"max_tokens must be at least 8, got {max_tokens}")
-    ends = _token_ends(text, tokenizer)
+    if ends is None:
+        ends = _token_ends(text, tokenizer)
     if len(ends) <= max_tokens:
         return [Chunk(0, len(text), text, len(ends))]
     # tokens_before[c] = number of tokens ending at or before character c.

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from sqlalchemy.orm import Session
 
 from schema import ledger
 from schema.db import transaction
@@ -24,7 +25,7 @@ from schema.settings import Settings
 from schema.tables import JobStatus, ResultStatus, Unit, UnitState, utcnow
 from worker import metrics
 from worker.batching import plan_batches
-from worker.chunking import Chunk
+from worker.chunking import Chunk, chunk_text, token_ends_many
 from worker.handlers.base import GROUP_PARAM, Handler, Output
 
 log = logging.getLogger("docbatch.worker")
@@ -136,65 +137,148 @@ def _free_device_memory() -> None:
         pass
 
 
-def compute_unit(
+@dataclass
+class PreparedUnit:
+    """A claimed unit, chunked and ready for the model (see ``prepare_unit``)."""
+
+    job_id: str
+    unit_id: int
+    documents: list[tuple[int, str, str]]
+    params: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)  # failed before the model
+    doc_chunks: dict[int, list[Chunk]] = field(default_factory=dict)
+    flat: list[tuple[int, int]] = field(default_factory=list)  # (document pos, chunk pos)
+    texts: list[str] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    params_failed: bool = False
+
+
+def _result_row(
+    handler: Handler,
+    prep: PreparedUnit,
+    recorded: dict[str, Any],
+    now: Any,
+    doc_id: int,
+    status: ResultStatus,
+    output: Output | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    vectors = None
+    if output is not None and output.vectors is not None:
+        vectors = np.ascontiguousarray(output.vectors, dtype=np.float32).tobytes()
+    model_id, revision = handler.model_for(prep.params)
+    extra = output.extra if output is not None else {}
+    return {
+        "job_id": prep.job_id,
+        "document_id": doc_id,
+        "unit_id": prep.unit_id,
+        "task": handler.task,
+        "status": status.value,
+        "output": output.data if output else None,
+        "vectors": vectors,
+        "error": error,
+        "model_id": extra.get("model_id", model_id),
+        "model_revision": extra.get("model_revision", revision),
+        "params": recorded,
+        "created_at": now,
+    }
+
+
+def _chunk_all(
+    handler: Handler, texts: list[str], params: dict[str, Any]
+) -> list[list[Chunk] | BaseException]:
+    """Chunk every document; one tokenizer call for all of them when the handler uses
+    the default chunker and a fast tokenizer (per-call overhead dominates short texts)."""
+    ends: list[list[int]] | None = None
+    default_chunker = (
+        type(handler).chunk is Handler.chunk and type(handler).chunk_for is Handler.chunk_for
+    )
+    if default_chunker and len(texts) > 1:
+        try:
+            ends = token_ends_many(texts, handler.tokenizer)
+        except Exception:  # noqa: BLE001 - fall back to one text at a time
+            ends = None
+    out: list[list[Chunk] | BaseException] = []
+    for i, text in enumerate(texts):
+        try:
+            if ends is not None:
+                out.append(chunk_text(text, handler.tokenizer, handler.max_input_tokens, ends[i]))
+            else:
+                out.append(handler.chunk_for(text, params))
+        except Exception as exc:  # noqa: BLE001 - one bad document must not sink the unit
+            out.append(exc)
+    return out
+
+
+def prepare_unit(
     handler: Handler,
     documents: list[tuple[int, str, str]],
     params: dict[str, Any],
-    should_stop: Callable[[], bool],
     *,
     job_id: str,
     unit_id: int,
+) -> PreparedUnit:
+    """Check params and chunk every document: the CPU work before the model."""
+    prep = PreparedUnit(job_id=job_id, unit_id=unit_id, documents=documents, params=params)
+    recorded = handler.describe_params(params)
+    now = utcnow()
+    try:
+        handler.check_params(params)
+    except PermanentError as exc:
+        prep.rows = [
+            _result_row(handler, prep, recorded, now, d[0], ResultStatus.failed, error=str(exc))
+            for d in documents
+        ]
+        prep.params_failed = True
+        return prep
+    chunked = _chunk_all(handler, [d[2] for d in documents], params)
+    for pos, ((doc_id, _cid, _text), chunks) in enumerate(zip(documents, chunked, strict=True)):
+        if isinstance(chunks, BaseException):
+            prep.rows.append(
+                _result_row(
+                    handler,
+                    prep,
+                    recorded,
+                    now,
+                    doc_id,
+                    ResultStatus.failed,
+                    error=_reason(chunks),
+                )
+            )
+            continue
+        prep.doc_chunks[pos] = chunks
+        prep.flat.extend((pos, k) for k in range(len(chunks)))
+    prep.texts = [prep.doc_chunks[p][k].text for p, k in prep.flat]
+    prep.lengths = [prep.doc_chunks[p][k].tokens for p, k in prep.flat]
+    prep.groups = [prep.doc_chunks[p][k].group for p, k in prep.flat]
+    return prep
+
+
+def run_prepared(
+    handler: Handler,
+    prep: PreparedUnit,
+    should_stop: Callable[[], bool],
     batch_runner: BatchRunner | None = None,
 ) -> UnitOutcome:
-    """Chunk every document, run all chunks in length-sorted batches, reduce per document."""
-    outcome = UnitOutcome()
+    """Run the model over a prepared unit's chunks and reduce per document."""
+    outcome = UnitOutcome(rows=list(prep.rows))
+    if prep.params_failed:
+        return outcome
+    params = prep.params
     recorded = handler.describe_params(params)
-    model_id, revision = handler.model_for(params)
     now = utcnow()
 
     def row(
         doc_id: int, status: ResultStatus, output: Output | None = None, error: str | None = None
     ) -> dict[str, Any]:
-        vectors = None
-        if output is not None and output.vectors is not None:
-            vectors = np.ascontiguousarray(output.vectors, dtype=np.float32).tobytes()
-        extra = output.extra if output is not None else {}
-        return {
-            "job_id": job_id,
-            "document_id": doc_id,
-            "unit_id": unit_id,
-            "task": handler.task,
-            "status": status.value,
-            "output": output.data if output else None,
-            "vectors": vectors,
-            "error": error,
-            "model_id": extra.get("model_id", model_id),
-            "model_revision": extra.get("model_revision", revision),
-            "params": recorded,
-            "created_at": now,
-        }
+        return _result_row(handler, prep, recorded, now, doc_id, status, output, error)
 
-    try:
-        handler.check_params(params)
-    except PermanentError as exc:
-        outcome.rows = [row(d[0], ResultStatus.failed, error=str(exc)) for d in documents]
-        return outcome
-
-    doc_chunks: dict[int, list[Chunk]] = {}
-    flat: list[tuple[int, int]] = []  # (document position, chunk position)
-    for pos, (doc_id, _cid, text) in enumerate(documents):
-        try:
-            chunks = handler.chunk_for(text, params)
-        except Exception as exc:  # noqa: BLE001 - one bad document must not sink the unit
-            outcome.rows.append(row(doc_id, ResultStatus.failed, error=_reason(exc)))
-            continue
-        doc_chunks[pos] = chunks
-        flat.extend((pos, k) for k in range(len(chunks)))
-    texts = [doc_chunks[p][k].text for p, k in flat]
-    lengths = [doc_chunks[p][k].tokens for p, k in flat]
-    groups = [doc_chunks[p][k].group for p, k in flat]
+    doc_chunks, flat = prep.doc_chunks, prep.flat
     runner = batch_runner or BatchRunner(handler)
-    outputs, failures, stopped = runner.run(texts, lengths, params, should_stop, groups)
+    outputs, failures, stopped = runner.run(
+        prep.texts, prep.lengths, params, should_stop, prep.groups
+    )
     outcome.cancelled = stopped
 
     per_doc: dict[int, list[Any]] = {p: [None] * len(c) for p, c in doc_chunks.items()}
@@ -206,7 +290,7 @@ def compute_unit(
                 f"chunk {k} ({doc_chunks[p][k].start}:{doc_chunks[p][k].end}): {failures[idx]}"
             )
     for p, chunks in doc_chunks.items():
-        doc_id, _cid, text = documents[p]
+        doc_id, _cid, text = prep.documents[p]
         if p in failed_docs:
             outcome.rows.append(row(doc_id, ResultStatus.failed, error=failed_docs[p]))
             continue
@@ -223,8 +307,23 @@ def compute_unit(
     return outcome
 
 
+def compute_unit(
+    handler: Handler,
+    documents: list[tuple[int, str, str]],
+    params: dict[str, Any],
+    should_stop: Callable[[], bool],
+    *,
+    job_id: str,
+    unit_id: int,
+    batch_runner: BatchRunner | None = None,
+) -> UnitOutcome:
+    """Chunk every document, run all chunks in length-sorted batches, reduce per document."""
+    prep = prepare_unit(handler, documents, params, job_id=job_id, unit_id=unit_id)
+    return run_prepared(handler, prep, should_stop, batch_runner)
+
+
 def cancel_watcher(job_id: str) -> Callable[[], bool]:
-    last = [0.0, False]
+    last = [time.monotonic(), False]  # the claim has just seen the job running
 
     def should_stop() -> bool:
         now = time.monotonic()
@@ -238,46 +337,36 @@ def cancel_watcher(job_id: str) -> Callable[[], bool]:
     return should_stop
 
 
-def process_unit(
-    unit_id: int, handler: Handler, settings: Settings, batch_runner: BatchRunner | None = None
-) -> str:
-    """Process one unit end to end; returns what happened (for logs and tests)."""
-    with transaction() as s:
-        claim = ledger.claim_unit(
-            s, unit_id, worker_name(), settings.max_unit_attempts, reuse=handler
-        )
-        if claim is None:
-            return "skipped"
-        if claim.unit.task != handler.task:
-            ledger.close_unit(
-                s,
-                claim.unit,
-                UnitState.failed,
-                reason=f"unit for task {claim.unit.task!r} reached a {handler.task!r} worker",
-            )
-            ledger.finalize_job_if_done(s, claim.job)
-            return "misrouted"
-        job_id = claim.job.id
-        documents, params = claim.documents, claim.params
-    outcome = compute_unit(
-        handler,
-        documents,
-        params,
-        cancel_watcher(job_id),
-        job_id=job_id,
-        unit_id=unit_id,
-        batch_runner=batch_runner,
+def claim_in(
+    session: Session, unit_id: int, handler: Handler, settings: Settings
+) -> PreparedUnit | str:
+    """Claim ``unit_id`` in ``session``'s transaction; its documents (not yet chunked) or
+    what happened instead ("skipped", "misrouted"). Documents whose result can be reused
+    from an earlier job (same content, task, model and parameters) are filled in here."""
+    claim = ledger.claim_unit(
+        session, unit_id, worker_name(), settings.max_unit_attempts, reuse=handler
     )
-    state = finish_unit(job_id, unit_id, outcome)
-    if state != "superseded":
-        metrics.unit_written(handler, state, outcome.rows, outcome.chunks, outcome.tokens)
-    return state
+    if claim is None:
+        return "skipped"
+    if claim.unit.task != handler.task:
+        ledger.close_unit(
+            session,
+            claim.unit,
+            UnitState.failed,
+            reason=f"unit for task {claim.unit.task!r} reached a {handler.task!r} worker",
+        )
+        ledger.finalize_job_if_done(session, claim.job)
+        return "misrouted"
+    return PreparedUnit(
+        job_id=claim.job.id, unit_id=unit_id, documents=claim.documents, params=claim.params
+    )
 
 
-def finish_unit(job_id: str, unit_id: int, outcome: UnitOutcome) -> str:
-    """Write a computed unit's results and close it, in one transaction.
+def write_outcome(handler: Handler, job_id: str, unit_id: int, outcome: UnitOutcome) -> str:
+    """Results and the unit's terminal state, in one transaction.
 
-    If another delivery of the same unit closed it first, nothing is written.
+    If another delivery of the same unit closed it first, nothing is written
+    ("superseded").
     """
     with transaction() as s:
         job = ledger.lock_job(s, job_id)
@@ -295,4 +384,28 @@ def finish_unit(job_id: str, unit_id: int, outcome: UnitOutcome) -> str:
             tokens=outcome.tokens,
         )
         ledger.finalize_job_if_done(s, job)
+    metrics.unit_written(handler, state.value, outcome.rows, outcome.chunks, outcome.tokens)
     return state.value
+
+
+def process_unit(
+    unit_id: int, handler: Handler, settings: Settings, batch_runner: BatchRunner | None = None
+) -> str:
+    """Process one unit end to end, no overlap; returns what happened (for logs and tests).
+
+    The pipelined path (worker/pipeline.py) does the same steps, overlapped.
+    """
+    with transaction() as s:
+        claimed = claim_in(s, unit_id, handler, settings)
+    if isinstance(claimed, str):
+        return claimed
+    outcome = compute_unit(
+        handler,
+        claimed.documents,
+        claimed.params,
+        cancel_watcher(claimed.job_id),
+        job_id=claimed.job_id,
+        unit_id=unit_id,
+        batch_runner=batch_runner,
+    )
+    return write_outcome(handler, claimed.job_id, unit_id, outcome)

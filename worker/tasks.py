@@ -53,7 +53,10 @@ def load_pinned_handler() -> Handler | None:
 
 @worker_process_init.connect
 def _load_model(**_: Any) -> None:
-    load_pinned_handler()
+    if load_pinned_handler() is not None:
+        from worker.pipeline import warm_up
+
+        warm_up()
 
 
 @app.task(
@@ -68,7 +71,7 @@ def _load_model(**_: Any) -> None:
     max_retries=20,
 )
 def process_unit(self: Any, unit_id: int) -> str:
-    from worker.runner import process_unit as run
+    from worker.pipeline import process_units as run
 
     handler = load_pinned_handler()
     if handler is None:

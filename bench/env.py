@@ -1,0 +1,201 @@
+"""A private, disposable environment for one benchmark run.
+
+The same approach as tests/conftest.py: a fresh Postgres database
+(``docbatch_bench_<random>``) and a Redis db index no other run holds (the test
+runs' lock key), set into ``DOCBATCH_*`` before anything imports the settings.
+Every process started through :func:`spawn` runs in its own process group and is
+stopped, the database dropped and the Redis index flushed when the run ends,
+however it ends (normal exit, exception, SIGTERM/SIGINT).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
+ADMIN_URL = os.environ.get(
+    "DOCBATCH_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("DOCBATCH_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+LOCK_KEY = "docbatch:test-run-lock"  # shared with tests/conftest.py: one index, one owner
+
+
+class BenchEnv:
+    """Creates the database and claims the Redis index; ``close()`` undoes both."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.run_id = secrets.token_hex(4)
+        self.db_name = f"docbatch_bench_{self.run_id}"
+        self.logdir = logdir
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.redis_index: int | None = None
+        self.database_url = ""
+        self.broker_url = ""
+        self._closed = False
+
+    def open(self) -> BenchEnv:
+        import redis as redis_lib
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.engine import make_url
+
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        atexit.register(self.close)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{self.db_name}"'))
+        admin.dispose()
+        self.database_url = (
+            make_url(ADMIN_URL).set(database=self.db_name).render_as_string(hide_password=False)
+        )
+        for index in range(15, 0, -1):
+            client = redis_lib.Redis.from_url(f"{REDIS_URL}/{index}")
+            if client.set(LOCK_KEY, self.run_id, nx=True, ex=4 * 3600):
+                for key in client.scan_iter(count=1000):
+                    if key.decode() != LOCK_KEY:
+                        client.delete(key)
+                self.redis_index = index
+                break
+        else:
+            raise RuntimeError("every Redis db index 1..15 is held by another run")
+        self.broker_url = f"{REDIS_URL}/{self.redis_index}"
+        os.environ.update(
+            {
+                "DOCBATCH_DATABASE_URL": self.database_url,
+                "DOCBATCH_BROKER_URL": self.broker_url,
+                "DOCBATCH_REQUEUE_AFTER_SECONDS": "600",
+                "DOCBATCH_RUNNING_LEASE_SECONDS": "1800",
+                "HF_HUB_OFFLINE": "1",
+                "TRANSFORMERS_OFFLINE": "1",
+                "TOKENIZERS_PARALLELISM": "false",
+            }
+        )
+        from schema.migrate import upgrade
+
+        upgrade(self.database_url)
+        return self
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.close()
+        sys.exit(128 + signum)
+
+    def spawn(
+        self, args: list[str], log_name: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``python ARGS`` in its own process group, logging to the run's folder."""
+        log = (self.logdir / log_name).open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def log(self, log_name: str) -> str:
+        return (self.logdir / log_name).read_text(errors="replace")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for proc in self.procs:
+            stop(proc)
+        self.procs.clear()
+        with contextlib.suppress(Exception):
+            from schema.db import engine_for
+
+            engine_for.cache_clear()
+        if self.redis_index is not None:
+            with contextlib.suppress(Exception):
+                import redis as redis_lib
+
+                redis_lib.Redis.from_url(self.broker_url).flushdb()
+        if self.database_url:
+            with contextlib.suppress(Exception):
+                from sqlalchemy import create_engine, text
+
+                admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+                with admin.connect() as conn:
+                    conn.execute(
+                        text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = :db AND pid <> pg_backend_pid()"
+                        ),
+                        {"db": self.db_name},
+                    )
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{self.db_name}"'))
+                admin.dispose()
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """SIGINT then SIGTERM the process group, SIGKILL it if it does not stop in ``timeout``
+    seconds. SIGINT first lets ``docbatch run`` stop the workers it started (they run in
+    their own process groups)."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout)
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not reached after {timeout}s")
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS = VmHWM) of a process in MB, from /proc."""
+    cur = peak = 0.0
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                cur = int(line.split()[1]) / 1024
+            elif line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) / 1024
+    return cur, peak
+
+
+def machine() -> dict[str, str]:
+    model = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return {"nproc": str(os.cpu_count()), "cpu": model, "loadavg_at_start": load}

@@ -1,0 +1,150 @@
+"""The pipelined worker (worker/pipeline.py): same results as the plain path, exactly one
+result per document and task, and no unit lost or doubled when a worker dies mid-chain."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import time
+
+from sqlalchemy import func, select
+
+from schema import jobs
+from schema.db import new_session, transaction
+from schema.settings import Settings, get_settings
+from schema.tables import Job, Result, Unit
+from tests.fakes import UpperHandler
+from tests.fixtures import WorkerProcess, load_corpus, read_ndjson, wait_for_job
+
+
+def _settings(prefix: str) -> Settings:
+    return get_settings().model_copy(update={"queue_prefix": prefix, "unit_max_documents": 4})
+
+
+def _handler() -> UpperHandler:
+    handler = UpperHandler(get_settings().model_for("summarize"))
+    handler.setup("cpu")
+    return handler
+
+
+def _create(settings: Settings, docs: list[dict]) -> tuple[str, list[int]]:
+    with transaction() as s:
+        new = jobs.create_job(
+            s,
+            settings,
+            tenant="default",
+            tasks=[{"type": "summarize"}],
+            documents=((d, None) for d in docs),
+        )
+        return new.job.id, [u for u, _ in new.units]
+
+
+def _outputs(job_id: str) -> dict[str, tuple[str, object]]:
+    from schema.tables import Document
+
+    with new_session() as s:
+        rows = s.execute(
+            select(Document.custom_id, Result.status, Result.output)
+            .join(Result, Result.document_id == Document.id)
+            .where(Result.job_id == job_id)
+        ).all()
+        dupes = s.execute(
+            select(Result.document_id)
+            .where(Result.job_id == job_id)
+            .group_by(Result.document_id, Result.task)
+            .having(func.count() > 1)
+        ).all()
+    assert dupes == []
+    return {r.custom_id: (r.status, r.output) for r in rows}
+
+
+def test_pipelined_chain_matches_plain_path():
+    from worker.pipeline import process_units
+    from worker.runner import process_unit
+
+    docs = load_corpus("stdlib-docs.jsonl", 30)
+    handler = _handler()
+    settings = _settings(f"pipe-{secrets.token_hex(3)}")
+    plain_job, plain_units = _create(settings, docs)
+    for unit_id in plain_units:
+        assert process_unit(unit_id, handler, settings) == "done"
+    # A second job on another queue: one call runs the first unit and chains the rest.
+    settings2 = _settings(f"pipe-{secrets.token_hex(3)}")
+    piped_job, piped_units = _create(settings2, docs)
+    assert len(piped_units) > 3
+    assert process_units(piped_units[0], handler, settings2) == "done"
+    with new_session() as s:
+        states = s.scalars(select(Unit.state).where(Unit.job_id == piped_job)).all()
+        job = s.get(Job, piped_job)
+        assert job is not None
+        assert job.status == "completed"
+    assert set(states) == {"done"}
+    plain, piped = _outputs(plain_job), _outputs(piped_job)
+    assert len(piped) == len(docs)
+    assert piped == plain
+    # The messages of units run ahead arrive later: they are skipped, nothing doubles.
+    for unit_id in piped_units[1:]:
+        assert process_units(unit_id, handler, settings2) == "skipped"
+    assert _outputs(piped_job) == piped
+
+
+def test_unit_leased_by_a_live_worker_is_skipped_and_reclaimed_once_it_dies():
+    from worker.pipeline import Lease
+    from worker.runner import claim_in, process_unit
+
+    handler = _handler()
+    settings = _settings(f"lease-{secrets.token_hex(3)}")
+    job_id, units = _create(settings, load_corpus("stdlib-docs.jsonl", 3))
+    unit_id = units[0]
+    holder = Lease()  # another worker, alive: it claimed the unit ahead of its message
+    assert holder.acquire(unit_id)
+    with holder.transaction() as s:
+        assert not isinstance(claim_in(s, unit_id, handler, settings), str)
+    assert process_unit(unit_id, handler, settings) == "skipped"
+    holder.close()  # the worker dies: its connection, and so its lease, goes
+    assert process_unit(unit_id, handler, settings) == "done"
+    with new_session() as s:
+        unit = s.get(Unit, unit_id)
+        assert unit is not None and unit.attempts == 2
+    assert {v[0] for v in _outputs(job_id).values()} == {"succeeded"}
+
+
+def test_worker_killed_mid_chain_still_completes_every_document_once(api, monkeypatch):
+    prefix = f"crash-{secrets.token_hex(3)}"
+    env = {
+        "DOCBATCH_QUEUE_PREFIX": prefix,
+        "DOCBATCH_MODELS__SUMMARIZE__HANDLER": "tests.fakes:UpperHandler",
+        "DOCBATCH_FAKE_SLEEP": "0.3",
+    }
+    monkeypatch.setenv("DOCBATCH_QUEUE_PREFIX", prefix)
+    monkeypatch.setenv("DOCBATCH_UNIT_MAX_DOCUMENTS", "3")
+    get_settings.cache_clear()
+    try:
+        docs = load_corpus("stdlib-docs.jsonl", 36)
+        resp = api.post("/v1/jobs", json={"tasks": ["summarize"], "documents": docs})
+        assert resp.status_code == 202, resp.text
+        job_id = resp.json()["id"]
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    worker = WorkerProcess("summarize", env=env, name="pipelined-crash").wait_ready()
+    try:
+        # Let it chain a few units, then kill its pool process mid-chain.
+        deadline = time.monotonic() + 120
+        while api.get(f"/v1/jobs/{job_id}").json()["counts"]["summarize"]["succeeded"] < 6:
+            assert time.monotonic() < deadline, "worker made no progress"
+            time.sleep(0.1)
+        for child in worker.children():
+            os.kill(child, signal.SIGKILL)
+        job = wait_for_job(api, job_id, timeout=240)
+    finally:
+        worker.stop()
+    assert job["status"] == "completed", job
+    c = job["counts"]["summarize"]
+    assert c["succeeded"] == c["total"] == len(docs)
+    lines = read_ndjson(api.get(f"/v1/jobs/{job_id}/results"))
+    assert [x["custom_id"] for x in lines] == [d["custom_id"] for d in docs]
+    for line, doc in zip(lines, docs, strict=True):
+        assert line["results"]["summarize"]["output"]["summary"] == doc["text"].upper()
+    _outputs(job_id)  # exactly one result per document and task
