@@ -131,7 +131,10 @@ def test_flower_sees_the_worker_and_its_tasks(api, own_queues, tmp_path):
         succeeded = _poll(ours, lambda t: len(t) >= units, what=f"{units} succeeded tasks")
         assert len(succeeded) == units
         assert all(t["name"] == "docbatch.process_unit" for t in succeeded)
-        assert all(t["result"] == "'done'" for t in succeeded)
+        # A worker runs units claimed ahead in the same task; their own messages then find
+        # the unit closed and report "skipped".
+        assert all(t["result"] in ("'done'", "'skipped'") for t in succeeded)
+        assert any(t["result"] == "'done'" for t in succeeded)
         # Producer sent-events: Flower saw each task when it was published, not just run.
         assert all(t.get("sent") for t in succeeded), succeeded[0]
 

@@ -323,7 +323,9 @@ def compute_unit(
 
 
 def cancel_watcher(job_id: str) -> Callable[[], bool]:
-    last = [time.monotonic(), False]  # the claim has just seen the job running
+    # Check at the first batch too: a unit claimed ahead may have waited while the job
+    # was cancelled.
+    last = [0.0, False]
 
     def should_stop() -> bool:
         now = time.monotonic()
