@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from schema.errors import InputError, PermanentError
 
 TEXT_SUFFIXES = (".txt", ".md")
-JSONL_SUFFIXES = (".jsonl",)
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
 SOURCE_TYPES = ("folder",)
 
 
@@ -51,24 +51,29 @@ class FolderSource:
 
     def iter_documents(self) -> Iterator[tuple[dict[str, Any], int | None]]:
         for path in self.files():
-            name = path.relative_to(self.root).as_posix()
-            if path.suffix in JSONL_SUFFIXES:
-                with path.open("rb") as fh:
-                    for number, raw in enumerate(fh, start=1):
-                        if not raw.strip():
-                            continue
-                        try:
-                            yield json.loads(raw), number
-                        except ValueError as exc:
-                            raise InputError(
-                                "document", f"{name}: malformed JSON: {exc}", line=number
-                            ) from None
-                continue
-            try:
-                text = path.read_text(encoding="utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError("text", f"{name} is not valid UTF-8: {exc.reason}") from None
-            yield {"custom_id": name, "text": text}, None
+            yield from read_file(path, path.relative_to(self.root).as_posix())
+
+
+def read_file(path: Path, name: str) -> Iterator[tuple[dict[str, Any], int | None]]:
+    """The documents of one file: each line of a ``.jsonl`` (with its line number), or a
+    text file as one document whose ``custom_id`` is ``name``."""
+    if path.suffix in JSONL_SUFFIXES:
+        with path.open("rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    yield json.loads(raw), number
+                except ValueError as exc:
+                    raise InputError(
+                        "document", f"{name}: malformed JSON: {exc}", line=number
+                    ) from None
+        return
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError("text", f"{name} is not valid UTF-8: {exc.reason}") from None
+    yield {"custom_id": name, "text": text}, None
 
 
 def parse_source(raw: Any, allowed_roots: list[str] | None = None) -> dict[str, Any]:

@@ -36,7 +36,11 @@ class SentenceEncoderHandler(Handler):
             self.model = SentenceTransformer(bundled_minilm_path(), device=device)
         self.device = device
         self.tokenizer = self.model.tokenizer
-        self.dim = int(self.model.get_sentence_embedding_dimension() or 0)
+        # sentence-transformers renamed this; use whichever the installed version has.
+        dimension = getattr(self.model, "get_embedding_dimension", None) or (
+            self.model.get_sentence_embedding_dimension
+        )
+        self.dim = int(dimension() or 0)
 
     @property
     def max_input_tokens(self) -> int:
