@@ -28,7 +28,9 @@ class Api:
         self.proc = env.spawn(
             ["-m", "docbatch.cli", "api", "--port", str(self.port)], f"{name}.log", extra
         )
-        self.client = httpx.Client(base_url=self.url, timeout=600)
+        self.client = httpx.Client(
+            base_url=self.url, timeout=600, headers={"Authorization": f"Bearer {env.api_key}"}
+        )
         wait_until(self._healthy, 60, "api /healthz")
 
     def _healthy(self) -> bool:

@@ -42,6 +42,7 @@ class BenchEnv:
         self.redis_index: int | None = None
         self.database_url = ""
         self.broker_url = ""
+        self.api_key = ""
         self._closed = False
 
     def open(self) -> BenchEnv:
@@ -82,9 +83,13 @@ class BenchEnv:
                 "TOKENIZERS_PARALLELISM": "false",
             }
         )
+        from schema.db import transaction
         from schema.migrate import upgrade
+        from schema.tenants import create_key
 
         upgrade(self.database_url)
+        with transaction() as s:
+            self.api_key = create_key(s, "bench").key
         return self
 
     def _on_signal(self, signum: int, _frame: Any) -> None:

@@ -156,6 +156,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         port=args.port or s.api_port,
         workers=args.workers,
         log_level="info",
+        timeout_keep_alive=s.api_keep_alive_seconds,
     )
     return 0
 

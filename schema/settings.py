@@ -44,7 +44,11 @@ class ModelConfig(BaseModel):
     model: str = Field("", description="Hub id or local path; empty means the handler default")
     revision: str = Field("main", description="Pinned revision recorded on every result")
     device: str = Field("auto", description="'auto' picks cuda when present, else cpu")
-    batch_tokens: int = Field(16384, description="Token budget per batch: padded length x rows")
+    batch_tokens: int = Field(
+        0,
+        description="Token budget per batch (padded length x rows); 0: 16384 on a GPU, 4096 on "
+        "CPU, where big batches run slower per token (measured by bench/run.py efficiency)",
+    )
     max_batch_rows: int = Field(256, description="Upper bound on rows per batch")
     max_input_tokens: int = Field(0, description="0 means the model's own limit")
     params: dict[str, Any] = Field(default_factory=dict, description="Handler defaults")
@@ -121,6 +125,10 @@ class Settings(BaseSettings):
     api_key_cache_seconds: float = 10.0
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Idle keep-alive of client connections. Longer than clients' and proxies' own idle
+    # timeouts (httpx: 5 s, typical proxies: 60 s), so the server never closes a connection
+    # a client is about to reuse (the client would see a reset).
+    api_keep_alive_seconds: int = 75
     results_page_size: int = 1000
 
     models: dict[str, ModelConfig] = Field(default_factory=_default_models)

@@ -45,7 +45,7 @@ def direct_generate(handler, texts: list[str]) -> list[str]:
 
 def assert_batched_equals_alone(handler, chunks, params: dict) -> None:
     lengths = [c.tokens for c in chunks]
-    budget = handler.config.batch_tokens
+    budget = handler.batch_budget
     batches = plan_batches(lengths, budget, handler.config.max_batch_rows)
     # The point is batching with padding: several multi-row batches of unequal lengths.
     assert sum(1 for b in batches if len({lengths[i] for i in b}) > 1) >= 3, batches

@@ -62,7 +62,7 @@ class BatchRunner:
 
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
-        self.budget = handler.config.batch_tokens
+        self.budget = handler.batch_budget
 
     def run(
         self,

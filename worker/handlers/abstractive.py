@@ -68,7 +68,7 @@ class AbstractiveSummarizeHandler(Seq2SeqHandler):
         """Summaries of ``parts`` in order, in token-budget batches like the map step."""
         out = [""] * len(parts)
         lengths = [c.tokens for c in parts]
-        for batch in plan_batches(lengths, self.config.batch_tokens, self.config.max_batch_rows):
+        for batch in plan_batches(lengths, self.batch_budget, self.config.max_batch_rows):
             summaries = self.predict([parts[i].text for i in batch], params)
             for i, summary in zip(batch, summaries, strict=True):
                 out[i] = summary

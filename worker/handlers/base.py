@@ -47,6 +47,8 @@ class Output:
 
 
 GROUP_PARAM = "_group"
+GPU_BATCH_TOKENS = 16384  # text-embeddings-inference's default max-batch-tokens
+CPU_BATCH_TOKENS = 4096
 
 
 class BatchLengthMismatch(RuntimeError):
@@ -83,6 +85,13 @@ class Handler:
         raise NotImplementedError
 
     # -- defaults ---------------------------------------------------------------------
+    @property
+    def batch_budget(self) -> int:
+        """Padded tokens per batch: the configured budget, else one that suits the device."""
+        if self.config.batch_tokens:
+            return self.config.batch_tokens
+        return GPU_BATCH_TOKENS if self.device.startswith("cuda") else CPU_BATCH_TOKENS
+
     @property
     def max_input_tokens(self) -> int:
         """Tokens per chunk, special tokens excluded."""
