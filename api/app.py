@@ -7,8 +7,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api import metrics, openapi
-from api.routers import health, jobs, schedules, stats, ui
-from schema.errors import Conflict, InputError, NotFound, PayloadTooLarge, Unauthorized
+from api.routers import health, jobs, openai_batch, schedules, stats, ui
+from schema.errors import (
+    BatchApiError,
+    Conflict,
+    InputError,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+)
 
 
 def create_app() -> FastAPI:
@@ -16,6 +23,7 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(metrics.router)
+    app.include_router(openai_batch.router)
     app.include_router(schedules.router)
     app.include_router(stats.router)
     app.include_router(ui.router)
@@ -23,18 +31,27 @@ def create_app() -> FastAPI:
     openapi.install(app)
 
     @app.exception_handler(InputError)
-    async def _input_error(_: Request, exc: InputError) -> JSONResponse:
+    async def _input_error(request: Request, exc: InputError) -> JSONResponse:
         status = 413 if isinstance(exc, PayloadTooLarge) else 422
+        if _openai_path(request):
+            return _openai_error(status, str(exc), exc.field)
         return JSONResponse({"error": exc.to_dict(), "detail": str(exc)}, status_code=status)
 
+    @app.exception_handler(BatchApiError)
+    async def _batch_api_error(_: Request, exc: BatchApiError) -> JSONResponse:
+        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status)
+
     @app.exception_handler(Unauthorized)
-    async def _unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
-        return JSONResponse(
-            {"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
-        )
+    async def _unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"}
+        if _openai_path(request):
+            return _openai_error(401, str(exc), None, "invalid_api_key", headers)
+        return JSONResponse({"detail": str(exc)}, status_code=401, headers=headers)
 
     @app.exception_handler(NotFound)
-    async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
+    async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
+        if _openai_path(request):
+            return _openai_error(404, str(exc), None)
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
     @app.exception_handler(Conflict)
@@ -51,6 +68,23 @@ def create_app() -> FastAPI:
         )
 
     return app
+
+
+def _openai_path(request: Request) -> bool:
+    return request.url.path.startswith(("/v1/files", "/v1/batches"))
+
+
+def _openai_error(
+    status: int,
+    message: str,
+    param: str | None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """OpenAI's error envelope, for the routes the ``openai`` client calls."""
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 app = create_app()

@@ -5,6 +5,7 @@ DocbatchError
 ├── Unauthorized        no, malformed, unknown or revoked API key (HTTP 401)
 ├── NotFound            no such job/schedule for this tenant (another tenant's is NotFound too)
 ├── Conflict            e.g. an Idempotency-Key reused with a different body
+├── BatchApiError       a request of the OpenAI-compatible API refused, in OpenAI's shape
 ├── TransientError      infrastructure blip (database, broker): retry with backoff
 └── PermanentError      this document cannot be processed: fail it with the reason
     └── ModelUnavailable    the model a task needs is not installed here
@@ -58,3 +59,38 @@ class ModelUnavailable(PermanentError):
 
 class PayloadTooLarge(InputError):
     """The request body is over DOCBATCH_MAX_REQUEST_BYTES (HTTP 413)."""
+
+
+class BatchApiError(DocbatchError):
+    """A refused ``/v1/files`` or ``/v1/batches`` request, sent in OpenAI's error envelope
+    (``{"error": {"message", "type", "param", "code", "line"}}``) so the ``openai`` client
+    raises its usual ``BadRequestError`` with the message."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.status, self.message, self.code, self.param, self.line = (
+            status,
+            message,
+            code,
+            param,
+            line,
+        )
+        super().__init__(message)
+
+    def to_dict(self) -> dict[str, object]:
+        body: dict[str, object] = {
+            "message": self.message,
+            "type": "invalid_request_error",
+            "param": self.param,
+            "code": self.code,
+        }
+        if self.line is not None:
+            body["line"] = self.line
+        return body

@@ -132,6 +132,10 @@ class Settings(BaseSettings):
     results_page_size: int = 1000
 
     models: dict[str, ModelConfig] = Field(default_factory=_default_models)
+    # OpenAI-compatible Batch API: model names a batch line may ask for, mapped to the task
+    # whose worker serves them (the configured model's own id and last path part always
+    # work), e.g. DOCBATCH_OPENAI_MODELS='{"text-embedding-3-small": "embed"}'.
+    openai_models: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _fill_models(self) -> Settings:

@@ -278,3 +278,66 @@ class WebhookDelivery(Base):
         UniqueConstraint("job_id", "event", name="uq_webhook_deliveries_job_event"),
         Index("ix_webhook_deliveries_due", "delivered_at", "next_attempt_at"),
     )
+
+
+def new_file_id() -> str:
+    return "file-" + uuid.uuid4().hex[:24]
+
+
+def new_batch_id() -> str:
+    return "batch_" + uuid.uuid4().hex[:24]
+
+
+class StoredFile(Base):
+    """A file of the OpenAI-compatible API (``/v1/files``): an uploaded batch input, or a
+    batch's output or error file. The bytes live in a Postgres large object
+    (``schema/blobs.py``); an output file has none until its batch is finalized and is
+    rendered from the results meanwhile."""
+
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=new_file_id)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    filename: Mapped[str] = mapped_column(Text)
+    purpose: Mapped[str] = mapped_column(String(32))
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    lines: Mapped[int] = mapped_column(Integer, default=0)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    blob_oid: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("ix_files_tenant_created", "tenant", "created_at"),)
+
+
+class Batch(Base):
+    """An OpenAI-style batch: a view of one job (``job_id``) built from an input file.
+
+    Lines rejected while the job was built (unknown model, bad body) are kept in
+    ``line_errors`` and go to the error file; every other line is a document of the job
+    (an embeddings line with a list ``input`` is one document per input)."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=new_batch_id)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    endpoint: Mapped[str] = mapped_column(String(100))
+    task: Mapped[str] = mapped_column(String(24))
+    model: Mapped[str | None] = mapped_column(Text)
+    input_file_id: Mapped[str] = mapped_column(String(40))
+    output_file_id: Mapped[str] = mapped_column(String(40))
+    error_file_id: Mapped[str] = mapped_column(String(40))
+    completion_window: Mapped[str] = mapped_column(String(16))
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+    # Whole-batch validation errors (OpenAI's ``errors.data``); set means status ``failed``.
+    errors: Mapped[list[Any] | None] = mapped_column(JSON)
+    line_errors: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    multi_input: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    cancelling_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    expired_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    finalized_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_batches_tenant_created", "tenant", "created_at"),)

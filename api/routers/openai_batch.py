@@ -1,0 +1,233 @@
+"""The OpenAI Batch API: ``/v1/files`` and ``/v1/batches`` (``schema/openai_batch.py``).
+
+The official ``openai`` client works against these unchanged::
+
+    client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key=DOCBATCH_KEY)
+    f = client.files.create(file=open("requests.jsonl", "rb"), purpose="batch")
+    b = client.batches.create(input_file_id=f.id, endpoint="/v1/embeddings",
+                              completion_window="24h")
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy import select
+
+from api.deps import SessionDep, SettingsDep, TenantDep
+from schema import blobs, jobs, webhooks
+from schema import openai_batch as ob
+from schema.db import new_session, transaction
+from schema.errors import BatchApiError, PayloadTooLarge
+from schema.settings import Settings
+from schema.tables import Batch, StoredFile, utcnow
+from worker.publish import publish_units, publish_webhooks
+
+log = logging.getLogger("docbatch.api")
+router = APIRouter(prefix="/v1", tags=["openai-batch"])
+
+
+def _page(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": items,
+        "first_id": items[0]["id"] if items else None,
+        "last_id": items[-1]["id"] if items else None,
+        "has_more": has_more,
+    }
+
+
+# -- files -----------------------------------------------------------------------------
+
+
+@router.post("/files")
+async def create_file(request: Request, tenant: TenantDep, settings: SettingsDep) -> JSONResponse:
+    """Upload a batch input file (multipart ``file`` + ``purpose=batch``); each line is
+    checked as it is stored, and a bad line is a 400 naming it."""
+    from starlette.datastructures import UploadFile
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    limit = settings.max_request_bytes
+
+    async def limited() -> Any:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(
+                    "file", f"upload is over {limit} bytes (DOCBATCH_MAX_REQUEST_BYTES)"
+                )
+            yield chunk
+
+    try:
+        form = await MultiPartParser(request.headers, limited(), max_files=1, max_fields=10).parse()
+    except MultiPartException as exc:
+        raise BatchApiError(400, f"malformed multipart/form-data: {exc.message}") from None
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise BatchApiError(400, "a file upload needs the JSONL file in field 'file'", param="file")
+    purpose = form.get("purpose")
+    if not isinstance(purpose, str):
+        raise BatchApiError(400, "purpose is required ('batch')", param="purpose")
+
+    def store() -> dict[str, Any]:
+        upload.file.seek(0)
+        with transaction() as s:
+            stored = ob.store_upload(
+                s,
+                settings,
+                tenant=tenant,
+                filename=upload.filename or "upload.jsonl",
+                purpose=purpose,
+                stream=upload.file,
+            )
+            return ob.file_object(stored)
+
+    try:
+        return JSONResponse(await run_in_threadpool(store))
+    finally:
+        await upload.close()
+
+
+@router.get("/files")
+def list_files(
+    session: SessionDep,
+    tenant: TenantDep,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+    order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
+    purpose: str | None = None,
+) -> dict[str, Any]:
+    query = select(StoredFile).where(StoredFile.tenant == tenant)
+    if purpose:
+        query = query.where(StoredFile.purpose == purpose)
+    key = (StoredFile.created_at, StoredFile.id)
+    if after:
+        anchor = session.get(StoredFile, after)
+        if anchor is not None and anchor.tenant == tenant:
+            cut = (anchor.created_at, anchor.id)
+            query = query.where(_beyond(key, cut, order))
+    ordering = [k.asc() if order == "asc" else k.desc() for k in key]
+    found = session.scalars(query.order_by(*ordering).limit(limit + 1)).all()
+    return _page([ob.file_object(f) for f in found[:limit]], len(found) > limit)
+
+
+def _beyond(key: tuple[Any, Any], cut: tuple[Any, Any], order: str) -> Any:
+    from sqlalchemy import tuple_
+
+    return tuple_(*key) > tuple_(*cut) if order == "asc" else tuple_(*key) < tuple_(*cut)
+
+
+@router.get("/files/{file_id}")
+def get_file(file_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, Any]:
+    return ob.file_object(ob.owned_file(session, tenant, file_id))
+
+
+@router.get("/files/{file_id}/content")
+def get_file_content(file_id: str, tenant: TenantDep) -> StreamingResponse:
+    """The file's bytes; a running batch's output and error files are rendered from the
+    results so far (they are complete once the batch ends)."""
+    with new_session() as s:
+        found = ob.owned_file(s, tenant, file_id)
+        oid = found.blob_oid
+        batch = None
+        if oid is None:
+            batch = s.scalar(
+                select(Batch).where(
+                    (Batch.output_file_id == file_id) | (Batch.error_file_id == file_id)
+                )
+            )
+    body: Iterator[bytes]
+    if oid is not None:
+        body = blobs.read(oid)
+    elif batch is not None:
+        body = ob._blocks(ob.render_lines(batch, errors=batch.error_file_id == file_id))
+    else:
+        body = iter(())
+    return StreamingResponse(body, media_type="application/octet-stream")
+
+
+@router.delete("/files/{file_id}")
+def delete_file(file_id: str, tenant: TenantDep) -> dict[str, Any]:
+    with transaction() as s:
+        ob.delete_file(s, tenant, file_id)
+    return {"id": file_id, "object": "file", "deleted": True}
+
+
+# -- batches ---------------------------------------------------------------------------
+
+
+def _create_batch(tenant: str, settings: Settings, body: dict[str, Any]) -> str:
+    with transaction() as s:
+        batch, new = ob.create_batch(s, settings, tenant=tenant, body=body)
+        batch_id = batch.id
+    if new is not None:
+        try:
+            publish_units(new.units, priority=new.job.priority)
+        except Exception:  # noqa: BLE001 - the reconciler republishes what did not go out
+            log.exception("publishing batch %s failed; the reconciler will retry", batch_id)
+    return batch_id
+
+
+@router.post("/batches")
+async def create_batch(request: Request, tenant: TenantDep, settings: SettingsDep) -> JSONResponse:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BatchApiError(400, "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise BatchApiError(400, "the body must be a JSON object")
+    batch_id = await run_in_threadpool(_create_batch, tenant, settings, body)
+    return JSONResponse(await run_in_threadpool(_read_batch, tenant, batch_id))
+
+
+def _read_batch(tenant: str, batch_id: str) -> dict[str, Any]:
+    with transaction() as s:
+        batch = ob.owned_batch(s, tenant, batch_id)
+        ob.refresh(s, batch)
+        return ob.batch_object(s, batch)
+
+
+@router.get("/batches/{batch_id}")
+def get_batch(batch_id: str, tenant: TenantDep) -> dict[str, Any]:
+    return _read_batch(tenant, batch_id)
+
+
+@router.post("/batches/{batch_id}/cancel")
+def cancel_batch(batch_id: str, tenant: TenantDep) -> dict[str, Any]:
+    with transaction() as s:
+        batch = ob.owned_batch(s, tenant, batch_id)
+        pending: list[int] = []
+        if batch.job_id is not None and batch.finalized_at is None:
+            if batch.cancelling_at is None:
+                batch.cancelling_at = utcnow()
+            jobs.cancel_job(s, tenant, batch.job_id)
+            pending = webhooks.pending_for_job(s, batch.job_id)
+    if pending:
+        try:
+            publish_webhooks(pending)
+        except Exception:  # noqa: BLE001 - the reconciler sends what did not go out
+            log.exception("queueing the webhook of batch %s failed", batch_id)
+    return _read_batch(tenant, batch_id)
+
+
+@router.get("/batches")
+def list_batches(
+    session: SessionDep,
+    tenant: TenantDep,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> dict[str, Any]:
+    query = select(Batch).where(Batch.tenant == tenant)
+    key = (Batch.created_at, Batch.id)
+    if after:
+        anchor = session.get(Batch, after)
+        if anchor is not None and anchor.tenant == tenant:
+            query = query.where(_beyond(key, (anchor.created_at, anchor.id), "desc"))
+    found = session.scalars(query.order_by(*(k.desc() for k in key)).limit(limit + 1)).all()
+    return _page([ob.batch_object(session, b) for b in found[:limit]], len(found) > limit)
