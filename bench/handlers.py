@@ -223,3 +223,9 @@ def build_tiny_seq2seq(kind: str, folder: Path) -> Path:
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+class NoopSummarizeHandler(NoopHandler):
+    """The no-op model behind the summarize queue (the OpenAI batch bench's endpoint)."""
+
+    task = "summarize"

@@ -453,6 +453,12 @@ class Bench:
         finally:
             api.stop()
 
+    def openai_batch(self) -> None:
+        from bench import openai_batch
+
+        path, _ = generate_corpus(self.tmp / "generated.jsonl", self.args.docs)
+        openai_batch.run(self, row, path)
+
     # -- scale-out ----------------------------------------------------------------------
     def scaleout(self) -> None:
         from bench.cluster import ndjson_bytes, start_workers, steady_window, stop_all
@@ -575,6 +581,7 @@ FIGURES: dict[str, Callable[[Bench], None]] = {
     "local_run": Bench.local_run,
     "versus_summarize": Bench.versus_summarize,
     "ceiling": Bench.ingest_ceiling_export,
+    "openai_batch": Bench.openai_batch,
     "scaleout": Bench.scaleout,
     "seq2seq": Bench.seq2seq,
 }

@@ -274,11 +274,30 @@ def convert_line(req: dict[str, Any], task: str, settings: Settings) -> Converte
     if not isinstance(text, str):
         return LineError("missing_required_parameter", "body.text must be a string", "text")
     raw = {k: v for k, v in body.items() if k not in ("text", "model")}
-    try:
-        [params] = jobs.parse_tasks([{**raw, "type": task}], settings)
-    except InputError as exc:
-        return LineError("invalid_parameter", exc.message, exc.field.removeprefix("tasks[0]."))
+    params = _task_params(json.dumps([task, raw], sort_keys=True), settings)
+    if isinstance(params, LineError):
+        return params
     return Converted([text], params, model)
+
+
+_PARAMS_CACHE: dict[tuple[str, int], dict[str, Any] | LineError] = {}
+
+
+def _task_params(key: str, settings: Settings) -> dict[str, Any] | LineError:
+    """A task's checked params; the lines of a batch mostly repeat one set, checked once."""
+    cache_key = (key, id(settings))
+    got = _PARAMS_CACHE.get(cache_key)
+    if got is None:
+        task, raw = json.loads(key)
+        try:
+            [got] = jobs.parse_tasks([{**raw, "type": task}], settings)
+        except InputError as exc:
+            field = exc.field.removeprefix("tasks[0].")
+            got = LineError("invalid_parameter", exc.message, field)
+        if len(_PARAMS_CACHE) > 256:
+            _PARAMS_CACHE.clear()
+        _PARAMS_CACHE[cache_key] = got
+    return dict(got) if isinstance(got, dict) else got
 
 
 def _unknown_model(model: Any, task: str) -> LineError:
