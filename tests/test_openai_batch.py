@@ -258,3 +258,37 @@ def test_cancel_and_list_with_pagination(database, tmp_path):
             client.batches.cancel(b.id)
     finally:
         proc.stop()
+
+
+def test_the_readme_script_runs_unchanged(api_url, workers, tmp_path):
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from tests.fixtures import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Coming from the OpenAI Batch API") :]
+    script = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    lines = [
+        {
+            "custom_id": f"r{i}",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": "all-MiniLM-L6-v2", "input": f"Open socket number {i}."},
+        }
+        for i in range(3)
+    ]
+    (tmp_path / "requests.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    env = {**os.environ, "DOCBATCH_API_URL": api_url, "DOCBATCH_API_KEY": new_api_key("readme")}
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "completed=3" in out.stdout and '"custom_id":"r' in out.stdout, out.stdout
