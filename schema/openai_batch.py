@@ -262,11 +262,13 @@ def convert_line(req: dict[str, Any], task: str, settings: Settings) -> Converte
     if task == "embed":
         return _convert_embeddings(body, settings)
     if task == "generate":
-        return LineError(
-            "endpoint_unavailable",
-            f"{req['url']} is served by the 'generate' task, which this deployment does not "
-            "run yet; use /v1/embeddings or /v1/docbatch/<task>",
-        )
+        if task not in settings.models:
+            return LineError(
+                "endpoint_unavailable",
+                f"{req['url']} is served by the 'generate' task, which this deployment does "
+                "not run; use /v1/embeddings or /v1/docbatch/<task>",
+            )
+        return _convert_generation(req["url"], body, settings)
     model = body.get("model")
     if model is not None and resolve_model(model, task, settings) is None:
         return _unknown_model(model, task)
@@ -307,6 +309,59 @@ def _unknown_model(model: Any, task: str) -> LineError:
         f"DOCBATCH_OPENAI_MODELS, or use the configured model's name.",
         "model",
     )
+
+
+# Request parameters that change nothing here, and those we cannot honour.
+_IGNORED = {"user", "store", "metadata", "stream", "service_tier", "parallel_tool_calls"}
+_SAMPLING = {"max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop", "n"}
+
+
+def _convert_generation(
+    url: str, body: dict[str, Any], settings: Settings
+) -> Converted | LineError:
+    """A chat or text completion request as a ``generate`` document: the messages (JSON)
+    or the prompt is the text; the sampling parameters are the task's params."""
+    chat = url == "/v1/chat/completions"
+    model = body.get("model")
+    if resolve_model(model, "generate", settings) is None:
+        return _unknown_model(model, "generate")
+    source = "messages" if chat else "prompt"
+    unknown = sorted(set(body) - _IGNORED - _SAMPLING - {"model", source})
+    if unknown:
+        return LineError(
+            "invalid_parameter", f"parameter {unknown[0]!r} is not supported", unknown[0]
+        )
+    if body.get("stream"):
+        return LineError("invalid_parameter", "stream is not supported in a batch", "stream")
+    if body.get("n", 1) != 1:
+        return LineError("invalid_parameter", "n must be 1", "n")
+    raw = body.get(source)
+    if chat:
+        ok = (
+            isinstance(raw, list)
+            and raw
+            and all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in raw)
+        )
+        text = json.dumps(raw, ensure_ascii=False) if ok else None
+    else:
+        text = raw if isinstance(raw, str) and raw else None
+    if text is None:
+        what = "a non-empty list of {role, content} messages" if chat else "a non-empty string"
+        return LineError("invalid_parameter", f"{source} must be {what}", source)
+    params: dict[str, Any] = {"input": source}
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is not None:
+        params["max_new_tokens"] = max_tokens
+    for key in ("temperature", "top_p", "seed"):
+        if body.get(key) is not None:
+            params[key] = body[key]
+    stop = body.get("stop")
+    if stop is not None:
+        params["stop"] = [stop] if isinstance(stop, str) else stop
+    checked = _task_params(json.dumps(["generate", params], sort_keys=True), settings)
+    if isinstance(checked, LineError):
+        return checked
+    return Converted([text], checked, model)
 
 
 def _convert_embeddings(body: dict[str, Any], settings: Settings) -> Converted | LineError:
@@ -800,6 +855,7 @@ def _grouped(
                         Result.vectors,
                         Result.error,
                         Result.model_id,
+                        Result.created_at,
                     ).where(Result.document_id.in_([d.id for d in docs]), Result.task == batch.task)
                 )
             }
@@ -836,9 +892,39 @@ def _body(batch: Batch, entries: list[tuple[list[Any], Any]]) -> dict[str, Any]:
             "model": batch.model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
-    [(_, r)] = entries
+    [(meta, r)] = entries
+    if batch.task == "generate":
+        return _completion_body(batch, meta, r)
     return {
         "object": f"docbatch.{batch.task}",
         "model": r.model_id,
         "output": r.output,
+    }
+
+
+def _completion_body(batch: Batch, meta: list[Any], r: Any) -> dict[str, Any]:
+    """OpenAI's chat.completion / text_completion body from a generate result."""
+    out = r.output or {}
+    usage = dict(out.get("usage") or {})
+    usage.setdefault(
+        "total_tokens", usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
+    )
+    choice: dict[str, Any] = {
+        "index": 0,
+        "finish_reason": out.get("finish_reason", "stop"),
+        "logprobs": None,
+    }
+    chat = batch.endpoint == "/v1/chat/completions"
+    if chat:
+        choice["message"] = {"role": "assistant", "content": out.get("text", "")}
+    else:
+        choice["text"] = out.get("text", "")
+    return {
+        "id": f"{'chatcmpl' if chat else 'cmpl'}-{batch.id[6:]}-{meta[0]}",
+        "object": "chat.completion" if chat else "text_completion",
+        "created": _unix(r.created_at),
+        "model": batch.model,
+        "choices": [choice],
+        "usage": usage,
+        "system_fingerprint": None,
     }
