@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +64,9 @@ def _lookup(starts: list[tuple[int, Any]], offset: int) -> Any:
     return starts[max(i, 0)][1]
 
 
+@functools.cache
 def version_of(package: str) -> str:
+    """``"name version"`` of an installed package (read once: the lookup is slow)."""
     from importlib.metadata import version
 
     return f"{package} {version(package)}"

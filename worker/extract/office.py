@@ -34,7 +34,9 @@ def extract_docx(data: bytes) -> Extracted:
         tag = block.tag.rsplit("}", 1)[-1]
         if tag == "p":
             paragraph = Paragraph(block, document)
-            style = (paragraph.style.name if paragraph.style is not None else "") or ""
+            # The style id from the XML ("Heading1", "Title"): resolving the style object
+            # through python-docx costs more than the rest of the file.
+            style = block.style or ""
             if style.startswith(("Heading", "Title")) and paragraph.text.strip():
                 sections.append((offset + (2 if parts else 0), paragraph.text.strip()))
             add(paragraph.text)
