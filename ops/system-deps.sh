@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # System packages the test suite needs beyond Python: headless Chromium (Flower and
-# /ui screenshots). Idempotent: installs only what is missing, and only as root with
-# apt-get; otherwise says what to install and leaves the tests to skip with a reason.
+# /ui screenshots) and Tesseract (OCR of scanned pages). Idempotent: installs only what
+# is missing, and only as root with apt-get; otherwise says what to install and leaves the tests to skip with a reason.
 set -euo pipefail
 
 packages=()
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+# OCR of scanned pages (DOCBATCH_EXTRACT_OCR=true); the OCR test skips without it.
+command -v tesseract >/dev/null 2>&1 || packages+=(tesseract-ocr tesseract-ocr-eng)
 # Fonts, so screenshots show text rather than boxes.
 if command -v dpkg-query >/dev/null 2>&1 \
     && ! dpkg-query -W -f='${Status}' fonts-dejavu-core 2>/dev/null | grep -q "ok installed"; then

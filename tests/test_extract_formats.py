@@ -1,0 +1,214 @@
+"""Extraction of real files the tests write: PDF (fpdf2), DOCX (python-docx), HTML with
+boilerplate, e-mail with an attachment, a scanned page, archives, and bad files that
+must fail alone with their reason (worker/extract)."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import signal
+import threading
+import time
+import zipfile
+from email.message import EmailMessage
+
+import pytest
+
+from worker.extract.base import Extracted, ExtractError, Limits
+from worker.extract.formats import extract
+from worker.extract.sandbox import Sandbox
+
+LIMITS = Limits()
+PAGES = [
+    "The socket module opens network connections. It sends and receives bytes.",
+    "The json module encodes and decodes JSON documents for web services.",
+    "The pathlib module handles file system paths as objects with methods.",
+]
+
+
+def make_pdf(pages: list[str], **encryption: str) -> bytes:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=12)
+    for text in pages:
+        pdf.add_page()
+        pdf.multi_cell(0, 8, text)
+    if encryption:
+        pdf.set_encryption(**encryption)
+    return bytes(pdf.output())
+
+
+def make_docx() -> bytes:
+    import docx
+
+    document = docx.Document()
+    document.add_heading("Networking", level=1)
+    document.add_paragraph(PAGES[0])
+    document.add_heading("Data formats", level=1)
+    document.add_paragraph(PAGES[1])
+    table = document.add_table(rows=2, cols=2)
+    table.cell(0, 0).text, table.cell(0, 1).text = "module", "use"
+    table.cell(1, 0).text, table.cell(1, 1).text = "json", "encode"
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+HTML = """<!DOCTYPE html><html><head><title>Standard library notes</title></head><body>
+<nav><ul><li><a href="/">Home</a></li><li><a href="/about">About us</a></li>
+<li><a href="/login">Sign in to your account</a></li></ul></nav>
+<main><article><h1>Working with sockets</h1>
+<p>{} Servers listen on a port and accept connections from many clients at once.</p>
+<h2>Encoding data</h2>
+<p>{} Most web services speak JSON over HTTP, and the module turns it into dicts.</p>
+</article></main>
+<footer><p>Copyright 2026 Example Corp. All rights reserved. Privacy policy. Cookie settings.</p>
+</footer></body></html>""".format(*PAGES)
+
+
+def make_email(attachment: bytes) -> bytes:
+    message = EmailMessage()
+    message["From"] = "Ada <ada@example.org>"
+    message["To"] = "ops@example.org"
+    message["Subject"] = "Nightly report"
+    message["Date"] = "Tue, 24 Nov 2026 01:00:00 +0000"
+    message.set_content("The nightly run finished.\nAll documents were processed.")
+    message.add_attachment(attachment, maintype="application", subtype="pdf", filename="report.pdf")
+    return bytes(message)
+
+
+def _at(result: Extracted, needle: str) -> int:
+    offset = result.text.index(needle)
+    return offset
+
+
+def test_pdf_text_layer_and_page_map():
+    result = extract(make_pdf(PAGES), "a.pdf", LIMITS)
+    assert result.kind == "pdf" and result.library.startswith("pypdfium2 ")
+    for number, page in enumerate(PAGES, start=1):
+        offset = _at(result, page.split(".")[0])
+        assert result.page_at(offset) == number
+    assert result.metadata["pages"] == 3
+
+
+def test_docx_paragraphs_tables_and_headings():
+    result = extract(make_docx(), "a.docx", LIMITS)
+    assert result.kind == "docx"
+    assert PAGES[0] in result.text and PAGES[1] in result.text
+    assert "json\tencode" in result.text
+    assert [name for _, name in result.sections] == ["Networking", "Data formats"]
+    assert result.section_at(_at(result, PAGES[1])) == "Data formats"
+
+
+def test_html_main_content_without_boilerplate():
+    result = extract(HTML.encode(), "page.bin", LIMITS)  # by content, not by name
+    assert result.kind == "html"
+    assert "Servers listen on a port" in result.text
+    assert "Sign in to your account" not in result.text
+    assert "Cookie settings" not in result.text
+    assert result.section_at(_at(result, "Most web services")) == "Encoding data"
+
+
+def test_email_headers_body_and_attachment():
+    pdf = make_pdf(PAGES[:1])
+    result = extract(make_email(pdf), "mail", LIMITS)
+    assert result.kind == "email"
+    assert result.metadata["subject"] == "Nightly report"
+    assert result.text.startswith("Subject: Nightly report")
+    assert result.section_at(_at(result, "All documents were processed")) == "body"
+    [attachment] = result.attachments
+    assert attachment.name == "report.pdf" and attachment.data == pdf
+    assert extract(attachment.data, attachment.name, LIMITS).text.startswith("The socket")
+
+
+def test_text_in_any_encoding():
+    text = "Grüße aus Köln: naïve café déjà vu, Straße und Übermut. " * 4
+    result = extract(text.encode("cp1252"), "legacy.txt", LIMITS)
+    assert result.text == text
+    assert extract(b"# Title\n\nBody", "notes.md", LIMITS).kind == "markdown"
+
+
+@pytest.mark.skipif(not shutil.which("tesseract"), reason="tesseract not installed")
+def test_scanned_page_through_ocr():
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.new("RGB", (1700, 400), "white")
+    font = ImageFont.load_default(size=64)
+    ImageDraw.Draw(image).text((60, 150), "Sockets send bytes", fill="black", font=font)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PDF", resolution=150)
+    scanned = buffer.getvalue()
+    with pytest.raises(ExtractError, match="no text layer.*DOCBATCH_EXTRACT_OCR"):
+        extract(scanned, "scan.pdf", LIMITS)
+    result = extract(scanned, "scan.pdf", Limits(ocr=True))
+    assert "Sockets send bytes" in result.text
+    assert "tesseract" in result.library and result.page_at(0) == 1
+
+
+def test_archives_unpack_into_members():
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("inbox/a.pdf", make_pdf(PAGES[:1]))
+        zf.writestr("inbox/b.txt", "Plain text file.")
+    result = extract(buffer.getvalue(), "inbox.zip", LIMITS)
+    assert result.kind == "zip"
+    assert [a.name for a in result.attachments] == ["inbox/a.pdf", "inbox/b.txt"]
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("empty", "empty (0 bytes)"),
+        ("encrypted", "encrypted"),
+        ("corrupt", "damaged"),
+        ("binary", "unsupported file type"),
+        ("zip_bomb", "zip bomb"),
+        ("too_many_pages", "DOCBATCH_EXTRACT_MAX_PAGES"),
+    ],
+)
+def test_bad_files_fail_with_their_reason(case, reason):
+    limits = LIMITS
+    if case == "empty":
+        data = b""
+    elif case == "encrypted":
+        data = make_pdf(PAGES, owner_password="o", user_password="secret")
+    elif case == "corrupt":
+        data = make_pdf(PAGES)[:400]
+    elif case == "binary":
+        data = bytes(range(256)) * 8
+    elif case == "zip_bomb":
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("zeros.txt", b"\0" * 50_000_000)
+        data = buffer.getvalue()
+    else:
+        data = make_pdf(["page"] * 5000)
+        limits = Limits(max_pages=2000)
+    with pytest.raises(ExtractError, match=re.escape(reason)):
+        extract(data, "f", limits)
+
+
+def test_sandbox_bounds_a_slow_file_and_survives_a_crash():
+    slow = make_pdf(["A page of text that takes a while to read."] * 1500)
+    with Sandbox(Limits(time_limit_seconds=0.05, max_pages=5000)) as box:
+        with pytest.raises(ExtractError, match="longer than 0.05 s"):
+            box.extract(slow, "slow.pdf")
+        # The child was replaced: the next file works.
+        assert box.extract(make_pdf(PAGES[:1]), "ok.pdf").page_at(0) == 1
+
+    with Sandbox(Limits(time_limit_seconds=60, max_pages=5000)) as box:
+        box.extract(b"warm up", "a.txt")
+        child = box._proc.pid
+        big = make_pdf(["x"] * 3000)
+
+        def kill_soon() -> None:
+            time.sleep(0.2)
+            os.kill(child, signal.SIGKILL)
+
+        threading.Thread(target=kill_soon).start()
+        with pytest.raises(ExtractError, match="crashed"):
+            box.extract(big, "big.pdf")
+        assert box.extract(b"after the crash", "b.txt").text == "after the crash"

@@ -1,0 +1,101 @@
+"""E-mail: RFC 822 ``.eml`` with the standard library's parser, Outlook ``.msg`` with
+olefile (BSD; the common ``extract-msg`` is GPL, which the default install avoids).
+
+Headers go to metadata and head the text (a summary should know the subject); the body
+is the plain-text part, or the HTML part through the HTML extractor; attachments become
+documents of their own, linked to the message."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from email.message import EmailMessage
+from typing import Any
+
+from worker.extract.base import Attachment, Extracted, ExtractError, version_of
+
+HEADERS = ("subject", "from", "to", "cc", "date", "message-id")
+
+
+def _assemble(
+    meta: dict[str, Any], body: str, library: str, attachments: list[Attachment]
+) -> Extracted:
+    head = "\n".join(
+        f"{k.title()}: {meta[k]}" for k in ("subject", "from", "to", "date") if meta.get(k)
+    )
+    text = f"{head}\n\n{body.strip()}" if head else body.strip()
+    if not text.strip():
+        raise ExtractError("the e-mail has no subject and no text body")
+    sections = [(0, "headers")] if head else []
+    if body.strip():
+        sections.append((len(head) + 2 if head else 0, "body"))
+    meta["attachments"] = [a.name for a in attachments]
+    return Extracted(
+        text, "email", library, sections=sections, metadata=meta, attachments=attachments
+    )
+
+
+def extract_eml(data: bytes) -> Extracted:
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    meta = {h: str(message[h]) for h in HEADERS if message[h] is not None}
+    body = ""
+    part = message.get_body(preferencelist=("plain", "html"))
+    if part is not None:
+        content = part.get_content()
+        if part.get_content_subtype() == "html":
+            from worker.extract.web import extract_html
+
+            raw = content.encode() if isinstance(content, str) else content
+            try:
+                body = extract_html(raw).text
+            except ExtractError:
+                body = ""
+        else:
+            body = content if isinstance(content, str) else content.decode(errors="replace")
+    attachments = []
+    for i, att in enumerate(message.iter_attachments()):
+        payload = att.get_payload(decode=True)
+        if isinstance(payload, bytes) and payload:
+            attachments.append(Attachment(att.get_filename() or f"attachment-{i + 1}", payload))
+    return _assemble(meta, body, "python email (stdlib)", attachments)
+
+
+def extract_msg(data: bytes) -> Extracted:
+    import olefile
+
+    try:
+        ole = olefile.OleFileIO(data)
+    except OSError as exc:
+        raise ExtractError(f"the Outlook .msg file is damaged ({exc})") from None
+
+    def prop(code: str, storage: str = "") -> str | None:
+        for suffix, encoding in (("001F", "utf-16-le"), ("001E", "latin-1")):
+            path = f"{storage}__substg1.0_{code}{suffix}"
+            if ole.exists(path):
+                return ole.openstream(path).read().decode(encoding, errors="replace").rstrip("\x00")
+        return None
+
+    with ole:
+        if not ole.exists("__properties_version1.0"):
+            raise ExtractError("the OLE file is not an Outlook message")
+        meta = {
+            k: v
+            for k, v in (
+                ("subject", prop("0037")),
+                ("from", prop("0C1F") or prop("0042")),
+                ("to", prop("0E04")),
+                ("cc", prop("0E03")),
+            )
+            if v
+        }
+        body = prop("1000") or ""
+        attachments = []
+        for entry in ole.listdir(streams=False, storages=True):
+            if len(entry) == 1 and entry[0].startswith("__attach_version1.0_"):
+                root = entry[0] + "/"
+                name = prop("3707", root) or prop("3704", root) or entry[0]
+                path = f"{root}__substg1.0_37010102"
+                if ole.exists(path):
+                    attachments.append(Attachment(name, ole.openstream(path).read()))
+    return _assemble(meta, body, version_of("olefile"), attachments)

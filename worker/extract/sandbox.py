@@ -1,0 +1,110 @@
+"""Extraction in a child process: a hang or a crash costs one document, not the worker.
+
+A long-lived child (forked once, restarted after a time-out or a crash) runs
+``formats.extract``; the parent waits at most the time limit for each answer. Example::
+
+    with Sandbox(limits) as box:
+        result = box.extract(data, "report.pdf")   # Extracted, or raises ExtractError
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+from multiprocessing.connection import Connection
+from typing import Any
+
+from worker.extract.base import Extracted, ExtractError, Limits
+
+
+def _serve(conn: Connection, limits: Limits) -> None:
+    from worker.extract.formats import extract
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        data, name = job
+        try:
+            conn.send(("ok", extract(data, name, limits)))
+        except ExtractError as exc:
+            conn.send(("error", str(exc)))
+        except MemoryError:
+            conn.send(("error", "the extractor ran out of memory on this file"))
+        except Exception as exc:  # noqa: BLE001 - a parser bug fails this file only
+            conn.send(("error", f"the extractor failed: {type(exc).__name__}: {exc}"))
+
+
+class Sandbox:
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._proc: Any = None
+        self._conn: Connection | None = None
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _start(self) -> Connection:
+        if self._proc is None or not self._proc.is_alive():
+            ctx = mp.get_context("fork")
+            parent, child = ctx.Pipe()
+            self._proc = ctx.Process(target=_serve, args=(child, self.limits), daemon=True)
+            self._proc.start()
+            child.close()
+            self._conn = parent
+        assert self._conn is not None
+        return self._conn
+
+    def extract(self, data: bytes, name: str) -> Extracted:
+        conn = self._start()
+        try:
+            conn.send((data, name))
+            ready = conn.poll(self.limits.time_limit_seconds)
+        except (BrokenPipeError, OSError):
+            ready = False
+        if not ready:
+            crashed = not self._proc.is_alive()
+            code = self._proc.exitcode
+            self._kill()
+            if crashed:
+                raise ExtractError(f"the extractor crashed on this file (exit {code})")
+            raise ExtractError(
+                f"extraction took longer than {self.limits.time_limit_seconds:g} s "
+                "(DOCBATCH_EXTRACT_TIME_LIMIT_SECONDS)"
+            )
+        try:
+            status, value = conn.recv()
+        except (EOFError, OSError):
+            code = self._proc.exitcode
+            self._kill()
+            raise ExtractError(f"the extractor crashed on this file (exit {code})") from None
+        if status == "error":
+            raise ExtractError(value)
+        assert isinstance(value, Extracted)
+        return value
+
+    def _kill(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            os.kill(self._proc.pid, signal.SIGKILL)
+        if self._proc is not None:
+            self._proc.join(5)
+        if self._conn is not None:
+            self._conn.close()
+        self._proc = self._conn = None
+
+    def close(self) -> None:
+        if self._conn is not None and self._proc is not None and self._proc.is_alive():
+            try:
+                self._conn.send(None)
+                self._proc.join(2)
+            except OSError:
+                pass
+        self._kill()
