@@ -96,8 +96,19 @@ class FolderSource:
         """
         root = self.real_root()
         suffixes = TEXT_SUFFIXES + JSONL_SUFFIXES
+        found = []
         try:
-            found = [p for p in root.glob(self.pattern) if p.suffix in suffixes and not p.is_dir()]
+            for path in root.glob(self.pattern):
+                # A pattern through a linked folder stops at its first match outside,
+                # rather than listing a whole foreign tree before the reads refuse it.
+                if not _inside(Path(os.path.realpath(path.parent)), self.allowed):
+                    raise PermanentError(
+                        f"{path.relative_to(root).parent.as_posix()}/ leads outside the "
+                        "folders this tenant may read (<root>/<tenant> for each root in "
+                        f"{ROOTS_SETTING}); refused"
+                    )
+                if path.suffix in suffixes and not path.is_dir():
+                    found.append(path)
         except OSError as exc:
             raise PermanentError(f"cannot list {self.root}: {exc.strerror or exc}") from None
         return sorted((p, p.relative_to(root).as_posix()) for p in found)
