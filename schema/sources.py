@@ -14,7 +14,8 @@ every file, each time a schedule fires, because a folder that was fine at creati
 be swapped for a symlink later; a file's size is checked (fstat) before it is read.
 Example::
 
-    source = open_source(spec, tenant="acme", settings=get_settings())
+    limits = FileLimits(settings.max_document_bytes, settings.max_request_bytes)
+    source = open_source(spec, "acme", settings.schedule_folder_roots, limits)
     for document, line in source.iter_documents():
         ...
 """
