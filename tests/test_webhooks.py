@@ -4,6 +4,7 @@ again at delivery (real Postgres, Redis, worker processes and receivers on local
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
 import socket
@@ -285,3 +286,55 @@ def test_public_and_allowlisted_addresses_are_accepted(api, limits, private_queu
         },
     )
     assert resp.status_code == 422 and resp.json()["error"]["field"] == "webhook_url"
+
+
+def test_https_goes_to_the_checked_address_with_the_url_host_as_server_name(
+    api, sender_env, tmp_path
+):
+    """The sender connects to the IP it checked, but TLS still names (and verifies) the
+    URL's host: a self-signed certificate is refused, after a handshake that said
+    ``localhost``."""
+    import ssl
+    import subprocess
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost"]
+        + ["-keyout", str(key), "-out", str(cert), "-days", "1"],
+        check=True,
+        capture_output=True,
+    )
+    names: list[str | None] = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    def record_name(_sock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+        names.append(name)
+
+    context.sni_callback = record_name  # type: ignore[assignment]
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    server.settimeout(60)
+
+    def serve() -> None:
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        # The client refuses our certificate, as it should: the handshake fails.
+        with conn, contextlib.suppress(ssl.SSLError, OSError):
+            context.wrap_socket(conn, server_side=True).close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    sender = WebhooksProcess().wait_ready()
+    try:
+        job_id = _submit(api, f"https://localhost:{server.getsockname()[1]}/hook")
+        row = _delivery(job_id)
+        thread.join(30)
+        assert names == ["localhost"], names
+        assert row.delivered_at is None and "ConnectError" in (row.last_error or ""), row
+    finally:
+        server.close()
+        sender.stop()
