@@ -46,10 +46,11 @@ class Source(Protocol):
 
 
 def tenant_roots(roots: Sequence[str], tenant: str) -> list[Path]:
-    """The folders ``tenant`` may read: ``<root>/<tenant>`` for each configured root, real
-    paths (a root that is itself a symlink is followed once, by the operator's choice)."""
+    """The folders ``tenant`` may read: ``<root>/<tenant>`` for each configured root, as
+    real paths (a root or tenant folder that is a link, an operator's mount, is followed;
+    links below it are not trusted)."""
     # Tenant names are [A-Za-z0-9][A-Za-z0-9_.-]* (schema.tenants): one safe path component.
-    return [Path(os.path.realpath(root)) / tenant for root in roots]
+    return [Path(os.path.realpath(Path(root) / tenant)) for root in roots]
 
 
 def _inside(real: Path, allowed: Sequence[Path]) -> bool:
