@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from schema import netguard
 from schema.errors import InputError, PayloadTooLarge
 from schema.jobs import parse_tasks
 from schema.settings import Settings
@@ -148,13 +149,17 @@ def _encodes(value: str) -> bool:
     return True
 
 
-def _webhook_field(value: Any) -> str | None:
+def _webhook_field(value: Any, settings: Settings) -> str | None:
     url = _str_field(value, "webhook_url", 2048)
     if url is None:
         return None
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InputError("webhook_url", f"must be an http:// or https:// URL, got {url!r}")
+    try:
+        netguard.resolve_webhook(url, settings.webhook_allow_networks)
+    except netguard.UnsafeDestination as exc:
+        raise InputError("webhook_url", str(exc)) from None
     return url
 
 
@@ -187,7 +192,7 @@ def parse_json_body(spool: IO[bytes], settings: Settings) -> Submission:
         documents=((d, None) for d in docs),
         name=_str_field(body.get("name"), "name", 200),
         priority=_int_field(body.get("priority", 0), "priority", 0, 9),
-        webhook_url=_webhook_field(body.get("webhook_url")),
+        webhook_url=_webhook_field(body.get("webhook_url"), settings),
         reuse_results=_bool_field(body.get("reuse_results", False), "reuse_results"),
     )
 
@@ -228,6 +233,6 @@ def parse_ndjson_body(spool: IO[bytes], query: dict[str, str], settings: Setting
         documents=iter_ndjson(spool),
         name=_str_field(query.get("name"), "name", 200),
         priority=_int_field(query.get("priority", 0), "priority", 0, 9),
-        webhook_url=_webhook_field(query.get("webhook_url")),
+        webhook_url=_webhook_field(query.get("webhook_url"), settings),
         reuse_results=_bool_field(query.get("reuse_results", "false"), "reuse_results"),
     )

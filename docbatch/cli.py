@@ -189,6 +189,31 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    # No task: this process never loads a model (worker.tasks loads one only for a task).
+    os.environ.pop("DOCBATCH_WORKER_TASK", None)
+    from schema.settings import get_settings
+    from worker.app import app
+
+    s = get_settings()
+    argv = [
+        "worker",
+        "-Q",
+        s.webhook_queue,
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(args.concurrency or s.webhook_concurrency),
+        "--hostname",
+        f"webhooks-{os.getpid()}@%h",
+        "--loglevel",
+        args.loglevel,
+        "-E",
+    ]
+    app.worker_main(argv)
+    return 0
+
+
 def cmd_beat(args: argparse.Namespace) -> int:
     from worker.app import app
 
@@ -282,6 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not consume the maintenance queue (reconciler)",
     )
     sp.set_defaults(func=cmd_worker)
+
+    sp = sub.add_parser(
+        "webhooks",
+        help="send webhook deliveries (runs no model; one or more per deployment)",
+    )
+    sp.add_argument("--concurrency", type=int, help="default: DOCBATCH_WEBHOOK_CONCURRENCY")
+    sp.add_argument("--loglevel", default="INFO")
+    sp.set_defaults(func=cmd_webhooks)
 
     sp = sub.add_parser("beat", help="run the scheduler (exactly one per deployment)")
     sp.add_argument("--loglevel", default="INFO")

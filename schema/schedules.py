@@ -25,7 +25,7 @@ from schema.db import insert_ignore
 from schema.errors import Conflict, InputError, NotFound, PermanentError
 from schema.jobs import NewJob, create_job, parse_tasks
 from schema.settings import Settings
-from schema.sources import open_source, parse_source
+from schema.sources import FileLimits, open_source, parse_source
 from schema.tables import Job, Schedule, ScheduleRun, utcnow
 
 RECENT_RUNS = 20
@@ -80,7 +80,7 @@ def create_schedule(
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise InputError("name", "is required: a string of 1 to 200 characters")
     cron = parse_cron(body.get("cron"))
-    source = parse_source(body.get("source"), settings.schedule_folder_roots)
+    source = parse_source(body.get("source"), settings.schedule_folder_roots, tenant)
     tasks = parse_tasks(body.get("tasks"), settings)
     flags = {}
     for flag in ("reuse_results", "enabled"):
@@ -162,8 +162,9 @@ def fire(
 ) -> Firing | None:
     """Claim ``period`` for ``schedule`` and create its job; None if someone else claimed it.
 
-    A source that cannot be read (missing folder, no documents, a bad file) records the
-    reason on the run instead of a job, so it is not retried every tick.
+    A source that cannot be read (missing folder, no documents, a bad or unreadable file,
+    a file outside the tenant's folders) records the reason on the run instead of a job,
+    so it is not retried every tick and other schedules are not held up.
     """
     # RETURNING, not rowcount: an ORM-enabled INSERT reports rowcount -1 (truthy) even
     # when ON CONFLICT skipped the row, which made every racer think it had won.
@@ -182,12 +183,19 @@ def fire(
                 settings,
                 tenant=schedule.tenant,
                 tasks=list(schedule.tasks),
-                documents=open_source(schedule.source).iter_documents(),
+                documents=open_source(
+                    schedule.source,
+                    schedule.tenant,
+                    settings.schedule_folder_roots,
+                    FileLimits(settings.max_document_bytes, settings.max_request_bytes),
+                ).iter_documents(),
                 name=f"{schedule.name} {stamp}",
                 reuse_results=schedule.reuse_results,
             )
-    except (InputError, PermanentError) as exc:
-        error = str(exc)
+    except (InputError, PermanentError, OSError) as exc:
+        # OSError: a read failing in a way the source did not foresee (EIO, a file gone
+        # between listing and reading) is still this schedule's problem, not the tick's.
+        error = str(exc) if not isinstance(exc, OSError) else f"cannot read the source: {exc}"
         session.execute(
             update(ScheduleRun)
             .where(ScheduleRun.schedule_id == schedule.id, ScheduleRun.period_start == period)

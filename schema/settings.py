@@ -78,7 +78,7 @@ class Settings(BaseSettings):
 
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/docbatch"
     broker_url: str = "redis://127.0.0.1:6379/0"
-    # Queues are "<prefix>.<task>" and "<prefix>.maintenance".
+    # Queues are "<prefix>.<task>", "<prefix>.maintenance" and "<prefix>.webhooks".
     queue_prefix: str = "docbatch"
     # Threads torch may use in a worker; 0 leaves torch's default (all cores).
     torch_threads: int = 0
@@ -98,7 +98,8 @@ class Settings(BaseSettings):
     worker_metrics_port: int = 0
     # Scheduled jobs: beat sends a tick this often; each tick fires the schedules that are due.
     schedule_tick_seconds: float = 15.0
-    # Folders schedules may read (JSON list); empty allows any folder the workers can see.
+    # Folders schedules may read (JSON list): tenant T reads only below <root>/T. Empty (the
+    # default): no folder schedules at all.
     schedule_folder_roots: list[str] = Field(default_factory=list)
     # Pipelined worker (worker/pipeline.py, Postgres only): claim and chunk the next queued
     # unit while the model runs, write results on a thread; a task chains units this long.
@@ -114,7 +115,15 @@ class Settings(BaseSettings):
     # Webhooks: tries per delivery, first retry after webhook_retry_seconds, doubling (max 1 h).
     webhook_max_attempts: int = 15
     webhook_retry_seconds: float = 2.0
+    # Per phase (connect, each read, each write) of one try.
     webhook_timeout_seconds: float = 10.0
+    # The whole of one try, however the receiver trickles its answer.
+    webhook_deadline_seconds: float = 30.0
+    # Networks webhooks may reach besides public addresses (JSON list of CIDRs or addresses,
+    # e.g. ["10.1.2.0/24"]); loopback, private, link-local and reserved are refused otherwise.
+    webhook_allow_networks: list[str] = Field(default_factory=list)
+    # Deliveries `docbatch webhooks` sends at once (threads; it runs no model).
+    webhook_concurrency: int = 8
 
     # CLI client: where `docbatch submit/status/results` send requests.
     api_url: str = "http://127.0.0.1:8000"
@@ -158,6 +167,11 @@ class Settings(BaseSettings):
     @property
     def maintenance_queue(self) -> str:
         return f"{self.queue_prefix}.maintenance"
+
+    @property
+    def webhook_queue(self) -> str:
+        """Consumed only by `docbatch webhooks`, never by a model worker."""
+        return f"{self.queue_prefix}.webhooks"
 
 
 @lru_cache(maxsize=1)

@@ -55,15 +55,31 @@ class Outgoing:
     attempts: int
 
 
-def lock_due(session: Session, delivery_id: int) -> Outgoing | None:
-    """Lock one undelivered delivery and build its body; None if delivered or being sent."""
+# A retry message may arrive a moment before the time the last try set.
+EARLY_SECONDS = 2.0
+
+
+def claim(session: Session, delivery_id: int, lease_seconds: float) -> Outgoing | None:
+    """Take one due, undelivered delivery for ``lease_seconds`` and build its body; None if
+    it is delivered, not due yet, or another sender holds it.
+
+    The claim is a short transaction of its own: it moves ``next_attempt_at`` past the
+    lease and commits, so no row lock or open transaction is held during the HTTP call. A
+    sender that dies mid-try leaves the row due again when the lease runs out.
+    """
+    now = utcnow()
     row = session.scalar(
         select(WebhookDelivery)
-        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.delivered_at.is_(None))
+        .where(
+            WebhookDelivery.id == delivery_id,
+            WebhookDelivery.delivered_at.is_(None),
+            WebhookDelivery.next_attempt_at <= now + dt.timedelta(seconds=EARLY_SECONDS),
+        )
         .with_for_update(skip_locked=True)
     )
     if row is None:
         return None
+    row.next_attempt_at = now + dt.timedelta(seconds=lease_seconds)
     job = get_job(session, None, row.job_id)
     payload = {
         "event": row.event,

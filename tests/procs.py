@@ -111,3 +111,28 @@ class FlowerProcess:
 
     def stop(self) -> None:
         stop_process(self.proc)
+
+
+class WebhooksProcess:
+    """``docbatch webhooks``: the process that sends webhook deliveries (runs no model)."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self.log_name = f"webhooks-{time.monotonic_ns()}.log"
+        self.proc = spawn(["webhooks", "--loglevel", "INFO"], self.log_name, env)
+
+    @property
+    def log(self) -> str:
+        return log_tail(self.log_name, 10**7)
+
+    def wait_ready(self, timeout: float = 60) -> WebhooksProcess:
+        deadline = time.monotonic() + timeout
+        while " ready." not in self.log:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"docbatch webhooks exited:\n{self.log[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"docbatch webhooks not ready:\n{self.log[-3000:]}")
+            time.sleep(0.2)
+        return self
+
+    def stop(self) -> None:
+        stop_process(self.proc)

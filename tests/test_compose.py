@@ -84,6 +84,7 @@ def test_services_profiles_and_healthchecks(config):
         "redis",
         "api",
         "beat",
+        "webhooks",
         "flower",
         "prometheus",
         "grafana",
@@ -145,6 +146,13 @@ def test_exactly_one_beat(config):
     assert beat["command"][:2] == ["docbatch", "beat"]
     assert beat["deploy"]["replicas"] == 1
     assert beat["build"]["dockerfile"] == "ops/Dockerfile.slim"
+
+
+def test_webhooks_are_sent_by_a_process_without_a_model(config):
+    hooks = config["services"]["webhooks"]
+    assert hooks["command"] == ["docbatch", "webhooks"]
+    assert hooks["build"]["dockerfile"] == "ops/Dockerfile.slim"
+    assert "deploy" not in hooks or "devices" not in str(hooks["deploy"])
 
 
 def test_flower_is_authenticated_read_only_and_bounded(config):
@@ -238,7 +246,11 @@ def test_k8s_manifests():
     )
 
     deployments = by_kind["Deployment"]
-    assert {"docbatch-api", "docbatch-beat", "docbatch-flower"} <= set(deployments)
+    assert {"docbatch-api", "docbatch-beat", "docbatch-flower", "docbatch-webhooks"} <= set(
+        deployments
+    )
+    hooks = deployments["docbatch-webhooks"]["spec"]["template"]["spec"]["containers"][0]
+    assert hooks["command"] == ["docbatch", "webhooks"] and "slim" in hooks["image"]
     assert "docbatch-api" in by_kind["Service"] and "docbatch-flower" in by_kind["Service"]
     assert "docbatch-settings" in by_kind["ConfigMap"] and "docbatch-secrets" in by_kind["Secret"]
 

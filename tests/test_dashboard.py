@@ -25,6 +25,8 @@ import pytest
 from tests.fixtures import ARTIFACTS, ROOT, WorkerProcess, new_api_key, spawn, stop_process
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# The live api's schedule folder root; tenant ``default`` reads below <root>/default.
+SCHEDULE_ROOT = Path(tempfile.mkdtemp(prefix="docbatch-ui-roots-"))
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -58,6 +60,7 @@ def live(key: str) -> Iterator[str]:
         "DOCBATCH_MODELS__SUMMARIZE__HANDLER": "tests.fakes:UpperHandler",
         "DOCBATCH_UNIT_MAX_DOCUMENTS": "3",
         "DOCBATCH_FAKE_SLEEP": "0.6",
+        "DOCBATCH_SCHEDULE_FOLDER_ROOTS": f'["{SCHEDULE_ROOT}"]',
     }
     worker = WorkerProcess("summarize", env=env, name="ui")
     port = _free_port()
@@ -78,6 +81,7 @@ def live(key: str) -> Iterator[str]:
     yield url
     stop_process(api)
     worker.stop()
+    shutil.rmtree(SCHEDULE_ROOT, ignore_errors=True)
 
 
 def _chromium(url: str, *extra: str, size: str = "1400,900") -> str:
@@ -186,9 +190,11 @@ def _cli(url: str, key: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_schedules_cli_add_list_remove(live, key, tmp_path: Path):
-    (tmp_path / "a.md").write_text("# hello", encoding="utf-8")
+def test_schedules_cli_add_list_remove(live, key):
     name = f"cli-{secrets.token_hex(3)}"
+    folder = SCHEDULE_ROOT / "default" / name
+    folder.mkdir(parents=True)
+    (folder / "a.md").write_text("# hello", encoding="utf-8")
     bad = _cli(
         live,
         key,
@@ -198,7 +204,7 @@ def test_schedules_cli_add_list_remove(live, key, tmp_path: Path):
         "--cron",
         "99 * * * *",
         "--folder",
-        str(tmp_path),
+        str(folder),
         "--task",
         "summarize",
     )
@@ -212,7 +218,7 @@ def test_schedules_cli_add_list_remove(live, key, tmp_path: Path):
         "--cron",
         "30 1 * * *",
         "--folder",
-        str(tmp_path),
+        str(folder),
         "--task",
         "summarize",
     )
@@ -222,7 +228,7 @@ def test_schedules_cli_add_list_remove(live, key, tmp_path: Path):
     listed = _cli(live, key, "schedules", "list")
     assert listed.returncode == 0
     line = next(x for x in listed.stdout.splitlines() if x.startswith(schedule_id))
-    assert name in line and "[30 1 * * *]" in line and str(tmp_path) in line
+    assert name in line and "[30 1 * * *]" in line and str(folder) in line
     assert "summarize" in line and "never ran" in line
     html = _chromium(f"{live}/ui/schedules#key={key}", "--dump-dom")
     assert name in html and "30 1 * * *" in html

@@ -182,16 +182,23 @@ def hook_server() -> Iterator[str]:
     server.server_close()
 
 
-def test_webhook_signed_retried_and_delivered(api, fake, hook_server):
-    job_id = api.post(
-        "/v1/jobs",
-        json={"tasks": ["summarize"], "documents": _docs(5), "webhook_url": hook_server},
-    ).json()["id"]
-    assert wait_for_job(api, job_id, timeout=120)["status"] == "completed"
-    deadline = time.monotonic() + 60
-    while not _Hook.received:
-        assert time.monotonic() < deadline, f"no webhook after {_Hook.calls} calls"
-        time.sleep(0.1)
+def test_webhook_signed_retried_and_delivered(api, fake, hook_server, limits):
+    from tests.procs import WebhooksProcess
+
+    limits["WEBHOOK_ALLOW_NETWORKS"] = '["127.0.0.1/32"]'  # the receiver is on localhost
+    sender = WebhooksProcess().wait_ready()
+    try:
+        job_id = api.post(
+            "/v1/jobs",
+            json={"tasks": ["summarize"], "documents": _docs(5), "webhook_url": hook_server},
+        ).json()["id"]
+        assert wait_for_job(api, job_id, timeout=120)["status"] == "completed"
+        deadline = time.monotonic() + 60
+        while not _Hook.received:
+            assert time.monotonic() < deadline, f"no webhook after {_Hook.calls} calls"
+            time.sleep(0.1)
+    finally:
+        sender.stop()
     assert _Hook.calls == 2
     headers, body = _Hook.received[0]
     payload = json.loads(body)

@@ -5,6 +5,7 @@ fake upper-casing handler at the model seam)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import secrets
 import time
@@ -23,8 +24,24 @@ from tests.fixtures import ARTIFACTS, WorkerProcess, spawn, stop_process, wait_f
 FAKE = "tests.fakes:UpperHandler"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def folder_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The schedule folder root for this module, in effect in this process and in the
+    workers it starts; tenant ``default`` reads below ``<root>/default``."""
+    root = tmp_path_factory.mktemp("schedule-roots")
+    saved = os.environ.get("DOCBATCH_SCHEDULE_FOLDER_ROOTS")
+    os.environ["DOCBATCH_SCHEDULE_FOLDER_ROOTS"] = json.dumps([str(root)])
+    get_settings.cache_clear()
+    yield root
+    if saved is None:
+        os.environ.pop("DOCBATCH_SCHEDULE_FOLDER_ROOTS", None)
+    else:
+        os.environ["DOCBATCH_SCHEDULE_FOLDER_ROOTS"] = saved
+    get_settings.cache_clear()
+
+
 @pytest.fixture(scope="module")
-def prefix() -> Iterator[str]:
+def prefix(folder_root: Path) -> Iterator[str]:
     """A private queue prefix for this module's fake workers, in effect in this process too."""
     value = f"sched{secrets.token_hex(3)}"
     saved = os.environ.get("DOCBATCH_QUEUE_PREFIX")
@@ -51,7 +68,9 @@ def fake_workers(prefix: str) -> Iterator[list[WorkerProcess]]:
 
 
 def _folder(tmp_path: Path, files: dict[str, str]) -> Path:
-    root = tmp_path / "inbox"
+    """A folder of ``files`` below tenant ``default``'s schedule root."""
+    base = Path(get_settings().schedule_folder_roots[0]) / "default"
+    root = base / f"{tmp_path.name}-inbox"
     for name, text in files.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)

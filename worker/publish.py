@@ -20,10 +20,11 @@ def publish_units(units: Iterable[tuple[int, str]], priority: int = 0) -> int:
 
 
 def publish_webhooks(delivery_ids: Iterable[int]) -> int:
-    """Queue webhook deliveries on the maintenance queue; returns the count."""
+    """Queue webhook deliveries for `docbatch webhooks` (never a model worker); returns
+    the count."""
     from schema.settings import get_settings
 
-    queue = get_settings().maintenance_queue
+    queue = get_settings().webhook_queue
     sent = 0
     with app.producer_or_acquire() as producer:
         for delivery_id in delivery_ids:

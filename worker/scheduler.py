@@ -29,12 +29,18 @@ def tick(now: dt.datetime | None = None) -> list[schedules.Firing]:
         due = schedules.due_schedules(s, now)
     fired = []
     for schedule_id, period in due:
-        # One transaction per schedule: a slow folder does not hold the others' claims.
-        with transaction() as s:
-            schedule = s.get(Schedule, schedule_id)
-            if schedule is None or not schedule.enabled:
-                continue
-            firing = schedules.fire(s, settings, schedule, period, worker_name())
+        # One transaction per schedule: a slow folder does not hold the others' claims, and
+        # whatever goes wrong with one schedule (its claim rolls back, the next tick tries
+        # it again) never stops the schedules after it from firing.
+        try:
+            with transaction() as s:
+                schedule = s.get(Schedule, schedule_id)
+                if schedule is None or not schedule.enabled:
+                    continue
+                firing = schedules.fire(s, settings, schedule, period, worker_name())
+        except Exception:  # noqa: BLE001 - isolate schedules from each other
+            log.exception("schedule %s period %s could not fire", schedule_id, period)
+            continue
         if firing is None:
             continue
         fired.append(firing)

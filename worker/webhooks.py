@@ -1,18 +1,29 @@
 """Sending webhook deliveries: one HTTP POST per try, retried with doubling backoff.
 
-Called by the ``docbatch.deliver_webhook`` task (maintenance queue). At least once:
-a delivery is marked delivered only after a 2xx, so a crash between the POST and the
-commit sends it again (receivers dedupe on ``Docbatch-Delivery``).
+Called by the ``docbatch.deliver_webhook`` task on the webhooks queue, which only
+``docbatch webhooks`` consumes: a process that runs no model, so a slow receiver never
+holds a GPU worker. Each try:
+
+1. claims the outbox row (a short transaction that leases it and commits);
+2. resolves the host, refuses non-public addresses (schema.netguard), and POSTs to the
+   checked address, with no transaction open, within DOCBATCH_WEBHOOK_DEADLINE_SECONDS
+   in total (a receiver trickling a byte at a time is cut off at the deadline);
+3. records the outcome in a second short transaction.
+
+At least once: a delivery is marked delivered only after a 2xx, so a crash between the
+POST and the record sends it again once the lease runs out (receivers dedupe on
+``Docbatch-Delivery``). Logs name the receiver by scheme and host only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 import httpx
 
-from schema import webhooks
+from schema import netguard, webhooks
 from schema.db import transaction
 from schema.settings import Settings
 
@@ -24,38 +35,88 @@ def backoff(settings: Settings, attempts: int) -> float:
     return float(min(settings.webhook_retry_seconds * 2 ** max(attempts - 1, 0), 3600.0))
 
 
+async def _post(
+    target: netguard.Target, url: str, body: bytes, headers: dict[str, str], settings: Settings
+) -> int:
+    # Connect to the address that was checked, not to whatever the name resolves to now;
+    # the Host header and the TLS server name (certificate check) stay the URL's host.
+    pinned = httpx.URL(url).copy_with(host=str(target.address))
+    host_header = target.host if ":" not in target.host else f"[{target.host}]"
+    if httpx.URL(url).port is not None:
+        host_header += f":{target.port}"
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    async with httpx.AsyncClient(
+        timeout=settings.webhook_timeout_seconds, follow_redirects=False, trust_env=False
+    ) as client:
+        request = client.build_request(
+            "POST",
+            pinned,
+            content=body,
+            headers={**headers, "Host": host_header},
+            extensions=extensions,
+        )
+        response = await client.send(request)
+        return response.status_code
+
+
+def post_within_deadline(
+    target: netguard.Target, url: str, body: bytes, headers: dict[str, str], settings: Settings
+) -> int:
+    """POST and return the status code; TimeoutError once the deadline passes, whichever
+    phase (connect, headers, body) the receiver is dawdling in."""
+    deadline = settings.webhook_deadline_seconds
+    return asyncio.run(asyncio.wait_for(_post(target, url, body, headers, settings), deadline))
+
+
+def attempt(out: webhooks.Outgoing, settings: Settings) -> str | None:
+    """One try of ``out``; None when the receiver answered 2xx, else what went wrong."""
+    if out.secret is None:
+        return "the job's tenant has no webhook secret"
+    try:
+        target = netguard.resolve_webhook(out.url, settings.webhook_allow_networks)
+    except netguard.UnsafeDestination as exc:
+        return f"not sent: {exc}"
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "docbatch-webhook/1",
+        "Docbatch-Event": out.event,
+        "Docbatch-Delivery": str(out.delivery_id),
+        webhooks.SIGNATURE_HEADER: webhooks.sign(out.secret, timestamp, out.body),
+    }
+    try:
+        status = post_within_deadline(target, out.url, out.body, headers, settings)
+    except TimeoutError:
+        return (
+            f"no complete answer within {settings.webhook_deadline_seconds:g} s "
+            "(DOCBATCH_WEBHOOK_DEADLINE_SECONDS)"
+        )
+    except (httpx.HTTPError, OSError) as exc:
+        # The exception text can hold the URL: keep the type and the host only.
+        return f"{type(exc).__name__} talking to {netguard.redact(out.url)}"
+    return None if 200 <= status < 300 else f"HTTP {status}"
+
+
 def deliver(delivery_id: int, settings: Settings) -> tuple[str, float | None]:
     """Try one delivery; returns (outcome, seconds until the next try or None)."""
+    lease = settings.webhook_deadline_seconds + 30.0
     with transaction() as s:
-        out = webhooks.lock_due(s, delivery_id)
-        if out is None:
-            return "skipped", None
-        error: str | None
-        if out.secret is None:
-            error = "the job's tenant has no webhook secret"
-        else:
-            timestamp = int(time.time())
-            headers = {
-                "Content-Type": "application/json",
-                "User-Agent": "docbatch-webhook/1",
-                "Docbatch-Event": out.event,
-                "Docbatch-Delivery": str(out.delivery_id),
-                webhooks.SIGNATURE_HEADER: webhooks.sign(out.secret, timestamp, out.body),
-            }
-            try:
-                resp = httpx.post(
-                    out.url,
-                    content=out.body,
-                    headers=headers,
-                    timeout=settings.webhook_timeout_seconds,
-                )
-                error = None if resp.is_success else f"HTTP {resp.status_code}"
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"
-        tries = out.attempts + 1
-        retry = backoff(settings, tries) if tries < settings.webhook_max_attempts else None
+        out = webhooks.claim(s, delivery_id, lease)
+    if out is None:
+        return "skipped", None
+    error = attempt(out, settings)
+    tries = out.attempts + 1
+    retry = backoff(settings, tries) if tries < settings.webhook_max_attempts else None
+    with transaction() as s:
         webhooks.record_attempt(s, delivery_id, error, retry)
     if error is None:
+        log.info("webhook %d delivered to %s", delivery_id, netguard.redact(out.url))
         return "delivered", None
-    log.warning("webhook %d to %s failed (try %d): %s", delivery_id, out.url, tries, error)
+    log.warning(
+        "webhook %d to %s failed (try %d): %s",
+        delivery_id,
+        netguard.redact(out.url),
+        tries,
+        error,
+    )
     return ("retry" if retry is not None else "gave up"), retry

@@ -1,6 +1,12 @@
-"""Liveness and readiness."""
+"""Liveness and readiness.
+
+Both are unauthenticated (load balancers and compose healthchecks call them), so they
+say only which component is up or down; the reason goes to the api's log.
+"""
 
 from __future__ import annotations
+
+import logging
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
@@ -11,6 +17,7 @@ from schema.db import get_engine
 from worker.app import app as celery_app
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger("docbatch.api.health")
 
 
 @router.get("/healthz")
@@ -18,30 +25,33 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _check_database() -> str | None:
+def _check_database() -> bool:
     try:
         with get_engine().connect() as conn:
             conn.execute(text("SELECT 1"))
-        return None
-    except Exception as exc:  # noqa: BLE001
-        return f"{type(exc).__name__}: {exc}"
+        return True
+    except Exception:  # noqa: BLE001 - any failure means not ready; the reason is logged
+        log.exception("readiness: the database does not answer")
+        return False
 
 
-def _check_broker() -> str | None:
+def _check_broker() -> bool:
     try:
         with celery_app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
-        return None
-    except Exception as exc:  # noqa: BLE001
-        return f"{type(exc).__name__}: {exc}"
+        return True
+    except Exception:  # noqa: BLE001 - any failure means not ready; the reason is logged
+        log.exception("readiness: the broker does not answer")
+        return False
 
 
 @router.get("/readyz")
 async def readyz() -> JSONResponse:
-    """Ready when Postgres and the broker answer; 503 naming what does not."""
+    """Ready when Postgres and the broker answer; 503 naming the component that does not
+    (``{"status": "unavailable", "checks": {"database": "down", "broker": "ok"}}``)."""
     db, broker = await run_in_threadpool(_check_database), await run_in_threadpool(_check_broker)
-    checks = {"database": db or "ok", "broker": broker or "ok"}
-    ok = db is None and broker is None
+    checks = {"database": "ok" if db else "down", "broker": "ok" if broker else "down"}
+    ok = db and broker
     return JSONResponse(
         {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
     )

@@ -29,6 +29,7 @@ from api.ingest import (
 )
 from schema import jobs, webhooks
 from schema.db import new_session, transaction
+from schema.errors import InputError
 from schema.export import write_parquet
 from schema.models import JobPublic, JobsPublic
 from schema.results import iter_document_results
@@ -104,6 +105,13 @@ async def create_job(
     documents with ``?tasks=tags,summarize`` (Content-Type ``application/x-ndjson``), or
     a multipart upload of an NDJSON file (``-F file=@docs.jsonl -F tasks=tags``)."""
     content_type = request.headers.get("content-type", "")
+    if "webhook_url" in request.query_params:
+        # Query strings end up in access logs and proxies' logs; webhook URLs are secrets.
+        raise InputError(
+            "webhook_url",
+            "is not accepted in the query string (it would be logged); send it in a JSON "
+            "body or as a multipart form field (-F webhook_url=...)",
+        )
     query = dict(request.query_params)
     if is_multipart(content_type):
         spool, digest, fields = await spool_multipart(
