@@ -56,21 +56,15 @@ class EntitiesTask(BaseModel):
 class AskTask(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["ask"]
-    questions: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]] = (
-        Field(min_length=1)
+    questions: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]] = Field(
+        min_length=1
     )
     min_score: float = Field(0.0, ge=0.0, le=1.0)
     max_answer_len: int = Field(15, ge=1, le=512)
 
 
 TaskSpec = Annotated[
-    SummarizeTask
-    | TagsTask
-    | TranslateTask
-    | EmbedTask
-    | ClassifyTask
-    | EntitiesTask
-    | AskTask,
+    SummarizeTask | TagsTask | TranslateTask | EmbedTask | ClassifyTask | EntitiesTask | AskTask,
     Field(discriminator="type"),
 ]
 

@@ -14,9 +14,7 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-TASKS = (
-    "summarize", "tags", "translate", "embed", "classify", "entities", "ask", "generate"
-)
+TASKS = ("summarize", "tags", "translate", "embed", "classify", "entities", "ask", "generate")
 
 
 class GenerationConfig(BaseModel):

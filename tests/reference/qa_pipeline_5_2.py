@@ -16,7 +16,9 @@ squad_convert_examples_to_features = None
 
 
 class SquadExample:  # the fields the fast-tokenizer path reads (transformers.data.processors.squad)
-    def __init__(self, qas_id, question_text, context_text, answer_text, start_position_character, title):
+    def __init__(
+        self, qas_id, question_text, context_text, answer_text, start_position_character, title
+    ):
         self.qas_id = qas_id
         self.question_text = question_text
         self.context_text = context_text
@@ -25,6 +27,8 @@ class SquadExample:  # the fields the fast-tokenizer path reads (transformers.da
 class SquadFeatures:
     def __init__(self, **kwargs):
         self.__dict__.update(kwargs)
+
+
 from transformers.tokenization_python import PreTrainedTokenizer
 from transformers.utils import (
     PaddingStrategy,
@@ -94,7 +98,9 @@ def decode_spans(
         idx_sort = idx[np.argsort(-scores_flat[idx])]
 
     starts, ends = np.unravel_index(idx_sort, candidates.shape)[1:]
-    desired_spans = np.isin(starts, undesired_tokens.nonzero()) & np.isin(ends, undesired_tokens.nonzero())
+    desired_spans = np.isin(starts, undesired_tokens.nonzero()) & np.isin(
+        ends, undesired_tokens.nonzero()
+    )
     starts = starts[desired_spans]
     ends = ends[desired_spans]
     scores = candidates[0, starts, ends]
@@ -176,7 +182,9 @@ class QuestionAnsweringArgumentHandler(ArgumentHandler):
         elif isinstance(item, dict):
             for k in ["question", "context"]:
                 if k not in item:
-                    raise KeyError("You need to provide a dictionary with keys {question:..., context:...}")
+                    raise KeyError(
+                        "You need to provide a dictionary with keys {question:..., context:...}"
+                    )
                 elif item[k] is None:
                     raise ValueError(f"`{k}` cannot be None")
                 elif isinstance(item[k], str) and len(item[k]) == 0:
@@ -203,7 +211,10 @@ class QuestionAnsweringArgumentHandler(ArgumentHandler):
                 if len(kwargs["question"]) != len(kwargs["context"]):
                     raise ValueError("Questions and contexts don't have the same lengths")
 
-                inputs = [{"question": Q, "context": C} for Q, C in zip(kwargs["question"], kwargs["context"])]
+                inputs = [
+                    {"question": Q, "context": C}
+                    for Q, C in zip(kwargs["question"], kwargs["context"])
+                ]
             elif isinstance(kwargs["question"], str) and isinstance(kwargs["context"], str):
                 inputs = [{"question": kwargs["question"], "context": kwargs["context"]}]
             else:
@@ -212,7 +223,9 @@ class QuestionAnsweringArgumentHandler(ArgumentHandler):
             raise ValueError(f"Unknown arguments {kwargs}")
 
         # When user is sending a generator we need to trust it's a valid example
-        generator_types = (types.GeneratorType, Dataset) if Dataset is not None else (types.GeneratorType,)
+        generator_types = (
+            (types.GeneratorType, Dataset) if Dataset is not None else (types.GeneratorType,)
+        )
         if isinstance(inputs, generator_types):
             return inputs
 
@@ -260,13 +273,17 @@ class QuestionAnsweringPipeline(ChunkPipeline):
     default_input_names = "question,context"
     handle_impossible_answer = False
 
-    def __init__(self, model: "PreTrainedModel", tokenizer: PreTrainedTokenizer, task: str = "", **kwargs):
+    def __init__(
+        self, model: "PreTrainedModel", tokenizer: PreTrainedTokenizer, task: str = "", **kwargs
+    ):
         super().__init__(model=model, tokenizer=tokenizer, task=task, **kwargs)
         self._args_parser = QuestionAnsweringArgumentHandler()
         self.check_model_type(MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES)
 
     @staticmethod
-    def create_sample(question: str | list[str], context: str | list[str]) -> SquadExample | list[SquadExample]:
+    def create_sample(
+        question: str | list[str], context: str | list[str]
+    ) -> SquadExample | list[SquadExample]:
         """
         QuestionAnsweringPipeline leverages the [`SquadExample`] internally. This helper method encapsulate all the
         logic for converting question(s) and context(s) to [`SquadExample`].
@@ -366,7 +383,9 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             return super().__call__(examples[0], **kwargs)
         return super().__call__(examples, **kwargs)
 
-    def preprocess(self, example, padding="do_not_pad", doc_stride=None, max_question_len=64, max_seq_len=None):
+    def preprocess(
+        self, example, padding="do_not_pad", doc_stride=None, max_question_len=64, max_seq_len=None
+    ):
         # XXX: This is special, args_parser will not handle anything generator or dataset like
         # For those we expect user to send a simple valid example either directly as a SquadExample or simple dict.
         # So we still need a little sanitation here.
@@ -379,7 +398,9 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             doc_stride = min(max_seq_len // 2, 128)
 
         if doc_stride > max_seq_len:
-            raise ValueError(f"`doc_stride` ({doc_stride}) is larger than `max_seq_len` ({max_seq_len})")
+            raise ValueError(
+                f"`doc_stride` ({doc_stride}) is larger than `max_seq_len` ({max_seq_len})"
+            )
 
         if not self.tokenizer.is_fast:
             features = squad_convert_examples_to_features(
@@ -426,14 +447,20 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             for span_idx in range(num_spans):
                 input_ids_span_idx = encoded_inputs["input_ids"][span_idx]
                 attention_mask_span_idx = (
-                    encoded_inputs["attention_mask"][span_idx] if "attention_mask" in encoded_inputs else None
+                    encoded_inputs["attention_mask"][span_idx]
+                    if "attention_mask" in encoded_inputs
+                    else None
                 )
                 token_type_ids_span_idx = (
-                    encoded_inputs["token_type_ids"][span_idx] if "token_type_ids" in encoded_inputs else None
+                    encoded_inputs["token_type_ids"][span_idx]
+                    if "token_type_ids" in encoded_inputs
+                    else None
                 )
                 # keep the cls_token unmasked (some models use it to indicate unanswerable questions)
                 if self.tokenizer.cls_token_id is not None:
-                    cls_indices = np.nonzero(np.array(input_ids_span_idx) == self.tokenizer.cls_token_id)[0]
+                    cls_indices = np.nonzero(
+                        np.array(input_ids_span_idx) == self.tokenizer.cls_token_id
+                    )[0]
                     for cls_index in cls_indices:
                         p_mask[span_idx][cls_index] = 0
                 submask = p_mask[span_idx]
@@ -486,7 +513,12 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             model_inputs["use_cache"] = False
         output = self.model(**model_inputs)
         if isinstance(output, dict):
-            return {"start": output["start_logits"], "end": output["end_logits"], "example": example, **inputs}
+            return {
+                "start": output["start_logits"],
+                "end": output["end_logits"],
+                "example": example,
+                **inputs,
+            }
         else:
             start, end = output[:2]
             return {"start": start, "end": end, "example": example, **inputs}
@@ -511,7 +543,9 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             example = output["example"]
             p_mask = output["p_mask"]
             attention_mask = (
-                output["attention_mask"].numpy() if output.get("attention_mask", None) is not None else None
+                output["attention_mask"].numpy()
+                if output.get("attention_mask", None) is not None
+                else None
             )
 
             pre_topk = (
@@ -543,7 +577,9 @@ class QuestionAnsweringPipeline(ChunkPipeline):
                             "score": score.item(),
                             "start": np.where(char_to_word == token_to_orig_map[s])[0][0].item(),
                             "end": np.where(char_to_word == token_to_orig_map[e])[0][-1].item(),
-                            "answer": " ".join(example.doc_tokens[token_to_orig_map[s] : token_to_orig_map[e] + 1]),
+                            "answer": " ".join(
+                                example.doc_tokens[token_to_orig_map[s] : token_to_orig_map[e] + 1]
+                            ),
                         }
                     )
             else:
@@ -573,7 +609,9 @@ class QuestionAnsweringPipeline(ChunkPipeline):
                     s = s - offset
                     e = e - offset
 
-                    start_index, end_index = self.get_indices(enc, s, e, sequence_index, align_to_words)
+                    start_index, end_index = self.get_indices(
+                        enc, s, e, sequence_index, align_to_words
+                    )
 
                     target_answer = example.context_text[start_index:end_index]
                     answer = self.get_answer(answers, target_answer)

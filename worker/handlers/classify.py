@@ -49,9 +49,8 @@ class ClassifyHandler(HeadHandler):
         labels = params.get("labels")
         if not labels:
             return False
-        if self.model is not None and set(labels) <= set(self.id2label.values()):
-            return False
-        return True
+        # The model's own labels restrict its output; any other label set is zero-shot.
+        return self.model is None or not set(labels) <= set(self.id2label.values())
 
     def check_params(self, params: dict[str, Any]) -> None:
         labels = params.get("labels")
@@ -64,7 +63,7 @@ class ClassifyHandler(HeadHandler):
             raise PermanentError(
                 f"labels {labels} are not labels of the classify model {self.model_id}{own}. "
                 "For zero-shot classification with your own labels configure an NLI model: "
-                "DOCBATCH_MODELS__CLASSIFY__PARAMS='{\"nli_model\": \"facebook/bart-large-mnli\"}'"
+                'DOCBATCH_MODELS__CLASSIFY__PARAMS=\'{"nli_model": "facebook/bart-large-mnli"}\''
                 + (f" ({self.nli_error})" if self.nli_error else "")
             )
 

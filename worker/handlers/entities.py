@@ -93,8 +93,13 @@ class EntitiesHandler(HeadHandler):
             if int(ids[idx]) == self.tokenizer.unk_token_id:
                 word, is_subword = ref, False
             pre.append(
-                {"word": word, "scores": token_scores, "start": start, "end": end,
-                 "is_subword": is_subword}
+                {
+                    "word": word,
+                    "scores": token_scores,
+                    "start": start,
+                    "end": end,
+                    "is_subword": is_subword,
+                }
             )
         return pre
 
@@ -104,8 +109,14 @@ class EntitiesHandler(HeadHandler):
         if strategy == "simple":
             for p in pre:
                 i = int(p["scores"].argmax())
-                tagged.append({"entity": labels[i], "score": p["scores"][i],
-                               "start": p["start"], "end": p["end"]})
+                tagged.append(
+                    {
+                        "entity": labels[i],
+                        "score": p["scores"][i],
+                        "start": p["start"],
+                        "end": p["end"],
+                    }
+                )
         else:
             group: list[dict[str, Any]] = []
             for p in pre:
@@ -171,8 +182,12 @@ def _word(tokens: list[dict[str, Any]], strategy: str, labels: dict[int, str]) -
         mean = np.nanmean(np.stack([t["scores"] for t in tokens]), axis=0)
         i = int(mean.argmax())
         score = mean[i]
-    return {"entity": labels[i], "score": score, "start": tokens[0]["start"],
-            "end": tokens[-1]["end"]}
+    return {
+        "entity": labels[i],
+        "score": score,
+        "start": tokens[0]["start"],
+        "end": tokens[-1]["end"],
+    }
 
 
 def _tag(name: str) -> tuple[str, str]:

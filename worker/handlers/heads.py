@@ -23,7 +23,12 @@ from worker.handlers.seq2seq import torch_dtype
 
 
 def load_head(
-    auto_class: str, arch_suffix: str, path: str, revision: str | None, device: str, dtype: str,
+    auto_class: str,
+    arch_suffix: str,
+    path: str,
+    revision: str | None,
+    device: str,
+    dtype: str,
     setting: str,
 ) -> tuple[Any, Any]:
     """(fast tokenizer, model in eval mode) or ModelUnavailable saying what to change."""
