@@ -5,13 +5,14 @@ token-classification pipeline line by line (``postprocess``, ``gather_pre_entiti
 ``aggregate*``, ``group_entities``; ``ignore_labels=["O"]``), so a one-chunk document
 gives exactly the pipeline's entities.
 
-Long documents are cut into token windows that overlap by ``stride`` tokens (a setting,
-default a quarter of the model's limit), starting and ending on word boundaries. Each
-window is scored on its own; an entity is kept from the window in whose middle part it
-starts (the overlap is split at its midpoint), so an entity up to ``stride / 2`` tokens
-long is seen whole and only once, and its offsets are the window's plus the window's
-start in the document. Entities that still overlap are merged as the pipeline does with
-``stride`` (the longer one wins).
+Long documents are cut into token windows that overlap by ``stride`` tokens (handler
+param, default a quarter of the model's limit), starting and ending on word boundaries.
+Each window is scored on its own and its offsets are shifted by the window's start in the
+document. An entity touching a window edge inside the document may be cut there, so it is
+dropped in favour of the neighbouring window's view, which holds the whole entity when it
+is shorter than the overlap. The views that remain are merged as the pipeline does with
+``stride``: sorted by start, of overlapping entities the longer one wins (on a tie the
+higher score), so an entity seen by two windows is reported once.
 """
 
 from __future__ import annotations
@@ -131,18 +132,27 @@ class EntitiesHandler(HeadHandler):
     def reduce(
         self, text: str, chunks: list[Chunk], outputs: list[Any], params: dict[str, Any]
     ) -> Output:
-        found: list[dict[str, Any]] = []
+        whole: list[dict[str, Any]] = []
+        cut: list[dict[str, Any]] = []
+        last = len(chunks) - 1
         for k, (chunk, ents) in enumerate(zip(chunks, outputs, strict=True)):
-            # Keep what starts in this window's middle part: the overlap with a neighbour
-            # is split at its midpoint, so each entity comes from exactly one window.
-            lo = 0 if k == 0 else (chunk.start + chunks[k - 1].end) // 2
-            hi = len(text) if k == len(chunks) - 1 else (chunks[k + 1].start + chunk.end) // 2
             for e in ents:
                 start, end = e["start"] + chunk.start, e["end"] + chunk.start
-                if lo <= start < hi:
-                    found.append({**e, "start": start, "end": end})
-        if len(chunks) > 1:
-            found = _merge_overlapping(found)
+                # Against a window edge inside the document the entity may go on past it;
+                # a neighbouring window that overlaps this edge sees it whole.
+                left = k > 0 and start <= chunk.start
+                right = k < last and end >= chunk.end
+                view = {**e, "start": start, "end": end}
+                if not (left or right):
+                    whole.append(view)
+                # Shorter than the overlap, the neighbour saw it whole and had the last
+                # word on it (more context): keep this view only when it is longer.
+                elif (left and end > chunks[k - 1].end) or (right and start < chunks[k + 1].start):
+                    cut.append(view)
+        found = _merge_overlapping(whole)
+        # An entity longer than the overlap is whole in no window: keep its longest view.
+        found += [c for c in _merge_overlapping(cut) if not any(_overlap(c, f) for f in found)]
+        found = _merge_overlapping(found)
         entities = [
             {
                 "text": text[e["start"] : e["end"]],
@@ -224,6 +234,10 @@ def _group(tagged: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if run:
         close()
     return out
+
+
+def _overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return bool(a["start"] < b["end"] and b["start"] < a["end"])
 
 
 def _merge_overlapping(entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
