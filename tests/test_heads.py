@@ -186,7 +186,7 @@ def test_entities_in_a_long_document_are_whole_and_in_document_offsets(tiny_head
     # (not against a cut edge): no chunk boundary split it.
     pipe = pipeline("token-classification", model=tiny_heads["ner"], aggregation_strategy="first")
     seen = []
-    for k, c in enumerate(chunks):
+    for c in chunks:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             found = pipe(c.text)
@@ -258,7 +258,12 @@ def test_ask_long_document_best_span_and_threshold(tiny_heads):  # noqa: F811
     ("cls", "wrong"),
     [(ClassifyHandler, "ner"), (EntitiesHandler, "qa"), (AskHandler, "bert"), (AskHandler, None)],
 )
-def test_wrong_or_missing_model_fails_documents_naming_the_setting(tiny_heads, cls, wrong, tmp_path):  # noqa: F811
+def test_wrong_or_missing_model_fails_documents_naming_the_setting(
+    tiny_heads,  # noqa: F811
+    cls,
+    wrong,
+    tmp_path,
+):
     path = tiny_heads[wrong] if wrong else str(tmp_path / "not-downloaded")
     h = cls(ModelConfig(model=path))
     h.setup("cpu")  # never raises: the worker must stay up
