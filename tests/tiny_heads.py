@@ -18,21 +18,28 @@ import pytest
 NER_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
 
 
-def _config(vocab: int, **kw: object) -> object:
+TINY = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
+# MiniLM-L6's shape: what the benchmarks time (tiny models are all overhead).
+MINILM = {
+    "hidden_size": 384,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 12,
+    "intermediate_size": 1536,
+}
+
+
+def _config(vocab: int, size: dict[str, int], **kw: object) -> object:
     from transformers import BertConfig
 
-    return BertConfig(
-        vocab_size=vocab,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        initializer_range=0.5,
-        **kw,
-    )
+    return BertConfig(vocab_size=vocab, initializer_range=0.5, **size, **kw)
 
 
-def build_heads(root: Path) -> dict[str, str]:
+def build_heads(root: Path, size: dict[str, int] | None = None) -> dict[str, str]:
     """Build (once) and return paths: sst (2-label softmax), multi (3-label sigmoid),
     ner (BIO token classifier), qa, nli, and bert (a bare BertModel: the wrong architecture
     for every head)."""
@@ -47,6 +54,7 @@ def build_heads(root: Path) -> dict[str, str]:
 
     from worker.handlers.minilm import bundled_minilm_path
 
+    size = size or TINY
     done = root / "built.json"
     if done.exists():
         return dict(json.loads(done.read_text()))
@@ -62,21 +70,22 @@ def build_heads(root: Path) -> dict[str, str]:
 
     models = {
         "sst": lambda: BertForSequenceClassification(
-            _config(v, **labels(["NEGATIVE", "POSITIVE"]))
+            _config(v, size, **labels(["NEGATIVE", "POSITIVE"]))
         ),
         "multi": lambda: BertForSequenceClassification(
             _config(
                 v,
+                size,
                 problem_type="multi_label_classification",
                 **labels(["sports", "politics", "tech"]),
             )
         ),
-        "ner": lambda: BertForTokenClassification(_config(v, **labels(NER_LABELS))),
-        "qa": lambda: BertForQuestionAnswering(_config(v)),
+        "ner": lambda: BertForTokenClassification(_config(v, size, **labels(NER_LABELS))),
+        "qa": lambda: BertForQuestionAnswering(_config(v, size)),
         "nli": lambda: BertForSequenceClassification(
-            _config(v, **labels(["contradiction", "neutral", "entailment"]))
+            _config(v, size, **labels(["contradiction", "neutral", "entailment"]))
         ),
-        "bert": lambda: BertModel(_config(v)),
+        "bert": lambda: BertModel(_config(v, size)),
     }
     paths = {}
     for i, (name, make) in enumerate(models.items()):
