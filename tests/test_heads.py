@@ -295,3 +295,12 @@ def test_labels_the_model_lacks_without_nli_fail_naming_the_setting(tiny_heads):
         assert row["status"] == "failed"
         assert "nli_model" in row["error"] and "DOCBATCH_MODELS__CLASSIFY__PARAMS" in row["error"]
         assert "NEGATIVE" in row["error"]  # says which labels the model has
+
+
+def test_questions_that_leave_no_room_for_context_fail_naming_the_setting(tiny_heads):  # noqa: F811
+    h = handler(AskHandler, tiny_heads["qa"], params={"max_seq_len": 64})
+    question = "Which " + " ".join(["very"] * 60) + " long question is this?"
+    rows = run(h, short_docs(2), {"type": "ask", "questions": [question]})
+    for row in rows:
+        assert row["status"] == "failed"
+        assert "max_seq_len" in row["error"] and "DOCBATCH_MODELS__ASK__PARAMS" in row["error"]

@@ -1,6 +1,7 @@
 # ruff: noqa
 # mypy: ignore-errors
-"""transformers 5.2.0 pipelines/question_answering.py, verbatim but for the imports (Apache-2.0,
+"""transformers 5.2.0 pipelines/question_answering.py, verbatim but for the imports and ruff's
+formatting (Apache-2.0,
 Copyright The HuggingFace Team). The question-answering pipeline was removed in transformers
 5.3; the ask fidelity tests compare docbatch against this, the last released reference.
 Only the fast-tokenizer path is usable here (the slow path needs transformers.data.squad)."""
