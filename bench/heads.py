@@ -71,11 +71,10 @@ def _pipeline(task: str, path: str, device: str) -> Any:
     return lambda text: [qa(question=q, context=text) for q in QUESTIONS]
 
 
-def _raw_model(handler: HeadHandler, chunks: list[Any], params: dict[str, Any]) -> float:
-    """Seconds to tokenize and run the model on the handler's own batches."""
+def _raw_model(handler: HeadHandler, chunks: list[Any], params: dict[str, Any]) -> None:
+    """Tokenize and run the model on the handler's own batches, nothing else."""
     lengths = [c.tokens for c in chunks]
     tok = handler.tokenizer
-    start = time.perf_counter()
     for batch in plan_batches(lengths, handler.batch_budget, handler.config.max_batch_rows):
         texts = [chunks[i].text for i in batch]
         if isinstance(handler, AskHandler):
@@ -97,44 +96,64 @@ def _raw_model(handler: HeadHandler, chunks: list[Any], params: dict[str, Any]) 
                 handler.forward(enc)
         else:
             handler.forward(tok(texts, padding=True, truncation=True, return_tensors="pt"))
+
+
+def _seconds(fn: Any) -> float:
+    start = time.perf_counter()
+    fn()
     return time.perf_counter() - start
 
 
-def measure(docs: int = 200, device: str = "cpu") -> list[dict[str, Any]]:
+def _measure_task(
+    task: str,
+    handler: HeadHandler,
+    path: str,
+    params: dict[str, Any],
+    texts: list[str],
+    device: str,
+    repeats: int,
+) -> dict[str, Any]:
+    docs_in = [(i, str(i), t) for i, t in enumerate(texts)]
+    chunks = [c for t in texts for c in handler.chunk_for(t, params)]
+    call = _pipeline(task, path, device)
+
+    def whole_path() -> None:
+        out = compute_unit(handler, docs_in, params, lambda: False, job_id="b", unit_id=1)
+        assert all(r["status"] == "succeeded" for r in out.rows), out.rows[0]["error"]
+
+    def one_at_a_time() -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for c in chunks:
+                call(c.text)
+
+    # Interleaved, best of `repeats`: the first run of a shape pays for kernel set-up, and
+    # on a shared machine the minimum is the least disturbed figure.
+    ours = raw = base = float("inf")
+    for _ in range(repeats):
+        ours = min(ours, _seconds(whole_path))
+        raw = min(raw, _seconds(lambda: _raw_model(handler, chunks, params)))
+        base = min(base, _seconds(one_at_a_time))
+    return {
+        "task": task,
+        "docs": len(texts),
+        "chunks": len(chunks),
+        "handler_s": ours,
+        "pipeline_s": base,
+        "raw_s": raw,
+        "vs_pipeline": base / ours,
+        "efficiency": raw / ours,
+    }
+
+
+def measure(docs: int = 200, device: str = "cpu", repeats: int = 2) -> list[dict[str, Any]]:
     paths = build_heads(ARTIFACTS / "bench-heads-minilm-shape", MINILM)
     texts = [d["text"] for d in load_corpus("stdlib-docs.jsonl", docs)]
     rows = []
     for task, (cls, key, params) in TASKS.items():
         handler = cls(ModelConfig(model=paths[key]))
         handler.setup(device)
-        docs_in = [(i, str(i), t) for i, t in enumerate(texts)]
-        compute_unit(handler, docs_in[:4], params, lambda: False, job_id="w", unit_id=0)
-        start = time.perf_counter()
-        out = compute_unit(handler, docs_in, params, lambda: False, job_id="b", unit_id=1)
-        ours = time.perf_counter() - start
-        assert all(r["status"] == "succeeded" for r in out.rows), out.rows[0]["error"]
-        chunks = [c for t in texts for c in handler.chunk_for(t, params)]
-        raw = _raw_model(handler, chunks, params)
-        call = _pipeline(task, paths[key], device)
-        call(chunks[0].text)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            start = time.perf_counter()
-            for c in chunks:
-                call(c.text)
-            base = time.perf_counter() - start
-        rows.append(
-            {
-                "task": task,
-                "docs": len(texts),
-                "chunks": len(chunks),
-                "handler_s": ours,
-                "pipeline_s": base,
-                "raw_s": raw,
-                "vs_pipeline": base / ours,
-                "efficiency": raw / ours,
-            }
-        )
+        rows.append(_measure_task(task, handler, paths[key], params, texts, device, repeats))
     return rows
 
 
@@ -143,10 +162,11 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch default)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=2, help="best of N interleaved runs")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = measure(args.docs, args.device)
+    rows = measure(args.docs, args.device, args.repeats)
     print(f"device={args.device} torch_threads={torch.get_num_threads()} (MiniLM-L6-shaped heads)")
     print(
         f"{'task':<9} {'docs':>5} {'chunks':>6} {'handler s':>10} {'pipeline s':>11} "

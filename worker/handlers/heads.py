@@ -1,6 +1,6 @@
 """Encoder heads (sequence classification, token classification, question answering):
-loading, the architecture check and the fp32 forward pass shared by classify, entities
-and ask.
+loading, the architecture check, the forward pass and the fp32 softmax shared by classify,
+entities and ask.
 
 A head is any ``from_pretrained`` id or local directory whose config names an
 architecture of the right kind (``...ForSequenceClassification`` and so on). A model
@@ -105,7 +105,8 @@ class HeadHandler(Handler):
         return {int(k): str(v) for k, v in self.model.config.id2label.items()}
 
     def forward(self, enc: Any) -> Any:
-        """The model's output on a tokenizer batch, logits as float32 numpy arrays."""
+        """The model's output on a tokenizer batch (only the inputs its forward takes);
+        ``to_numpy`` turns logits into float32, as the pipelines do before a softmax."""
         import torch
 
         inputs = {k: v.to(self.device) for k, v in enc.items() if k in self.model_inputs}
