@@ -542,6 +542,35 @@ class Bench:
                 f"time, as transformers 4 did) {base:.2f}s",
             )
 
+    # -- classify / entities / ask heads vs pipelines and the raw model (in process) -----
+    def heads(self) -> None:
+        import torch
+
+        from bench.heads import measure
+
+        torch.set_num_threads(self.threads)
+        for r in measure(self.args.heads_docs, self.args.device):
+            detail = (
+                f"{r['docs']} docs, {r['chunks']} chunks, MiniLM-L6-shaped random head: handler "
+                f"(compute_unit) {r['handler_s']:.2f}s, pipeline one chunk at a time "
+                f"{r['pipeline_s']:.2f}s, raw tokenize+forward on the handler's batches "
+                f"{r['raw_s']:.2f}s"
+            )
+            row(
+                f"{r['task']} handler vs pipeline one at a time",
+                r["vs_pipeline"],
+                "report",
+                None,
+                detail,
+            )
+            row(
+                f"{r['task']} efficiency (raw model / handler time)",
+                r["efficiency"],
+                ">= 0.9",
+                r["efficiency"] >= 0.9,
+                detail,
+            )
+
     def close(self) -> None:
         if self._api is not None:
             self._api.stop()
@@ -584,6 +613,7 @@ FIGURES: dict[str, Callable[[Bench], None]] = {
     "openai_batch": Bench.openai_batch,
     "scaleout": Bench.scaleout,
     "seq2seq": Bench.seq2seq,
+    "heads": Bench.heads,
 }
 
 
@@ -601,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scaleout-units", type=int, default=96)
     p.add_argument("--sleep", type=float, default=0.2)
     p.add_argument("--seq2seq-docs", type=int, default=150)
+    p.add_argument("--heads-docs", type=int, default=200, help="stdlib docs for the heads figure")
     p.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = p.parse_args(argv)
     info = machine()

@@ -25,13 +25,18 @@ def _task_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
     specs: list[dict[str, Any]] = []
     for raw in args.task or []:
         spec = json.loads(raw) if raw.lstrip().startswith("{") else {"type": raw}
-        if spec["type"] == "tags" and args.labels:
+        if spec["type"] in ("tags", "classify") and args.labels:
             spec["labels"] = [x.strip() for x in args.labels.split(",") if x.strip()]
+        if spec["type"] == "ask" and args.question:
+            spec.setdefault("questions", list(args.question))
         if spec["type"] == "translate" and args.target_lang:
             spec.setdefault("target_lang", args.target_lang)
         specs.append(spec)
     if not specs:
-        raise SystemExit("docbatch: give at least one --task (summarize, tags, translate, embed)")
+        raise SystemExit(
+            "docbatch: give at least one --task (summarize, tags, translate, embed, classify, "
+            "entities, ask, generate)"
+        )
     return specs
 
 
@@ -249,10 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--task",
             action="append",
-            help="summarize|tags|translate|embed, or a "
+            help="summarize|tags|translate|embed|classify|entities|ask|generate, or a "
             'JSON task such as \'{"type":"tags","labels":["a","b"]}\'',
         )
-        sp.add_argument("--labels", help="comma-separated labels for --task tags")
+        sp.add_argument("--labels", help="comma-separated labels for --task tags or classify")
+        sp.add_argument(
+            "--question", action="append", help="a question for --task ask (repeat for more)"
+        )
         sp.add_argument("--target-lang", help="target language for --task translate")
 
     sp = sub.add_parser("run", help="process files in one process group, no servers needed")

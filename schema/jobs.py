@@ -74,6 +74,18 @@ def parse_tasks(raw: Any, settings: Settings) -> list[dict[str, Any]]:
                 )
             if not labels or any(not str(label).strip() for label in labels):
                 raise InputError(f"tasks[{i}].labels", "labels must be non-empty strings")
+        questions = params.get("questions")
+        if questions is not None and len(questions) > settings.max_questions_per_task:
+            raise InputError(
+                f"tasks[{i}].questions",
+                f"{len(questions)} questions; the limit is {settings.max_questions_per_task} "
+                "(DOCBATCH_MAX_QUESTIONS_PER_TASK)",
+            )
+        if "hypothesis_template" in params and params["hypothesis_template"].count("{}") != 1:
+            raise InputError(
+                f"tasks[{i}].hypothesis_template",
+                "must contain '{}' exactly once (where the label goes), e.g. 'This example is {}.'",
+            )
         seen.add(params["type"])
         out.append(params)
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 
 class SummarizeTask(BaseModel):
@@ -35,8 +35,37 @@ class EmbedTask(BaseModel):
     include_chunks: bool = True
 
 
+class ClassifyTask(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["classify"]
+    # The model's own labels restrict the output; other labels need an NLI model (zero-shot).
+    labels: list[str] | None = None
+    hypothesis_template: str = Field("This example is {}.", min_length=3, max_length=500)
+    multi_label: bool = False
+    aggregate: Literal["mean", "max"] = "mean"
+    chunk_scores: bool = False
+    top_k: int | None = Field(None, ge=1, le=1000)
+
+
+class EntitiesTask(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["entities"]
+    aggregation: Literal["simple", "first", "average", "max"] = "simple"
+
+
+class AskTask(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["ask"]
+    questions: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]] = Field(
+        min_length=1
+    )
+    min_score: float = Field(0.0, ge=0.0, le=1.0)
+    max_answer_len: int = Field(15, ge=1, le=512)
+
+
 TaskSpec = Annotated[
-    SummarizeTask | TagsTask | TranslateTask | EmbedTask, Field(discriminator="type")
+    SummarizeTask | TagsTask | TranslateTask | EmbedTask | ClassifyTask | EntitiesTask | AskTask,
+    Field(discriminator="type"),
 ]
 
 

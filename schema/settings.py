@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-TASKS = ("summarize", "tags", "translate", "embed")
+TASKS = ("summarize", "tags", "translate", "embed", "classify", "entities", "ask", "generate")
 
 
 class GenerationConfig(BaseModel):
@@ -68,6 +68,12 @@ def _default_models() -> dict[str, ModelConfig]:
         "tags": ModelConfig(handler="worker.handlers.tags:TagsHandler"),
         "summarize": ModelConfig(handler="worker.handlers.summarize:SummarizeHandler"),
         "translate": ModelConfig(handler="worker.handlers.translate:TranslateHandler"),
+        # Hub ids (need a download; see README "Tasks"): classify
+        # distilbert/distilbert-base-uncased-finetuned-sst-2-english, entities
+        # dslim/bert-base-NER, ask distilbert/distilbert-base-cased-distilled-squad.
+        "classify": ModelConfig(handler="worker.handlers.classify:ClassifyHandler"),
+        "entities": ModelConfig(handler="worker.handlers.entities:EntitiesHandler"),
+        "ask": ModelConfig(handler="worker.handlers.ask:AskHandler"),
     }
 
 
@@ -111,6 +117,7 @@ class Settings(BaseSettings):
     max_document_bytes: int = 1_000_000
     max_request_bytes: int = 1_073_741_824
     max_labels_per_task: int = 256
+    max_questions_per_task: int = 32
 
     # Webhooks: tries per delivery, first retry after webhook_retry_seconds, doubling (max 1 h).
     webhook_max_attempts: int = 15

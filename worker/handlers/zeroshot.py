@@ -1,10 +1,13 @@
-"""Optional NLI zero-shot label scores for tags (what transformers' zero-shot pipeline does
-with ``multi_label=True``): premise = chunk, hypothesis = "This example is {label}.",
-score = softmax over (contradiction, entailment) -> P(entailment).
+"""NLI zero-shot label scores, shared by tags (its NLI option) and classify (caller labels).
+
+What transformers' zero-shot-classification pipeline does: premise = chunk, hypothesis =
+the template filled with a label ("This example is {}."), one NLI forward per
+(chunk, label) pair. ``multi_label=True`` scores each label on its own, softmax over
+(contradiction, entailment) -> P(entailment); ``multi_label=False`` is a softmax of the
+entailment logits across the labels.
 
 Enabled with ``DOCBATCH_MODELS__TAGS__PARAMS='{"nli_model": "facebook/bart-large-mnli"}'``
-(a hub id with ``nli_revision``, or a local path). Chunks are cut for the embedding model
-(256 tokens for MiniLM), well inside NLI models' limits.
+(or ``__CLASSIFY__``; a hub id with ``nli_revision``, or a local path).
 """
 
 from __future__ import annotations
@@ -13,10 +16,19 @@ from typing import Any
 
 import numpy as np
 
-from schema.errors import ModelUnavailable
+from schema.errors import ModelUnavailable, PermanentError
 from worker.handlers.seq2seq import torch_dtype
 
 HYPOTHESIS = "This example is {}."
+
+
+def check_template(template: str) -> None:
+    """The template must place the label exactly once: "This text is about {}."."""
+    if template.count("{}") != 1:
+        raise PermanentError(
+            f"hypothesis template {template!r} must contain '{{}}' exactly once "
+            "(where the label goes), e.g. 'This example is {}.'"
+        )
 
 
 class NliScorer:
@@ -33,6 +45,7 @@ class NliScorer:
         except OSError as exc:
             raise ModelUnavailable(f"cannot load NLI model {path!r}: {exc}") from exc
         self.model = model.to(device).eval()
+        self.path = path
         self.device = device
         self.template = template
         ids = {str(v).lower(): int(k) for k, v in model.config.id2label.items()}
@@ -43,12 +56,15 @@ class NliScorer:
             )
         self.entail, self.contra = ids["entailment"], ids["contradiction"]
 
-    def scores(self, chunks: list[str], labels: list[str], rows: int = 64) -> np.ndarray:
-        """P(entailment) for every (chunk, label): shape ``[len(chunks), len(labels)]``."""
+    def pair_logits(
+        self, chunks: list[str], labels: list[str], template: str | None = None, rows: int = 64
+    ) -> np.ndarray:
+        """(contradiction, entailment) logits per (chunk, label): ``[chunks, labels, 2]``."""
         import torch
 
-        pairs = [(c, self.template.format(label)) for c in chunks for label in labels]
-        out: list[float] = []
+        hypothesis = template or self.template
+        pairs = [(c, hypothesis.format(label)) for c in chunks for label in labels]
+        out: list[np.ndarray] = []
         for i in range(0, len(pairs), rows):
             part = pairs[i : i + rows]
             enc = self.tokenizer(
@@ -56,9 +72,34 @@ class NliScorer:
             ).to(self.device)
             with torch.inference_mode():
                 logits = self.model(**enc).logits.float()
-            two = logits[:, [self.contra, self.entail]].softmax(dim=-1)[:, 1]
-            out.extend(two.cpu().tolist())
-        return np.asarray(out, dtype=np.float32).reshape(len(chunks), len(labels))
+            out.append(logits[:, [self.contra, self.entail]].cpu().numpy())
+        flat = np.concatenate(out) if out else np.zeros((0, 2), dtype=np.float32)
+        return flat.reshape(len(chunks), len(labels), 2).astype(np.float32)
+
+    def scores(
+        self,
+        chunks: list[str],
+        labels: list[str],
+        multi_label: bool = True,
+        template: str | None = None,
+    ) -> np.ndarray:
+        """Label scores for every chunk: shape ``[len(chunks), len(labels)]``."""
+        logits = self.pair_logits(chunks, labels, template)
+        if multi_label:
+            two = np.exp(logits - logits.max(axis=-1, keepdims=True))
+            return np.asarray(two[..., 1] / two.sum(axis=-1), dtype=np.float32)
+        entail = logits[..., 1]
+        e = np.exp(entail - entail.max(axis=-1, keepdims=True))
+        return np.asarray(e / e.sum(axis=-1, keepdims=True), dtype=np.float32)
+
+    def hypothesis_tokens(self, labels: list[str], template: str | None = None) -> int:
+        """Tokens of the longest hypothesis plus the pair's special tokens."""
+        hypothesis = template or self.template
+        longest = max(
+            len(self.tokenizer(hypothesis.format(label), add_special_tokens=False)["input_ids"])
+            for label in labels
+        )
+        return longest + len(self.tokenizer("", "", add_special_tokens=True)["input_ids"])
 
 
 def load_nli(params: dict[str, Any], device: str, dtype: str) -> NliScorer | None:

@@ -4,7 +4,8 @@
 
 const KEY_NAME = "docbatch_api_key";
 const TERMINAL = new Set(["completed", "completed_with_errors", "failed", "cancelled"]);
-const COLORS = {summarize: "#4f7cff", tags: "#18a07a", embed: "#b26bff", translate: "#f0a020"};
+const COLORS = {summarize: "#4f7cff", tags: "#18a07a", embed: "#b26bff", translate: "#f0a020",
+                classify: "#e0457b", entities: "#2bb3c0", ask: "#8a6d3b", generate: "#5c6bc0"};
 const POLL_MS = 2000;
 
 // A sign-in link may carry the key in the fragment (/ui#key=dbk_...): the fragment never
