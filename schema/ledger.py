@@ -36,8 +36,17 @@ from schema.tables import (
 
 
 def lock_job(session: Session, job_id: str) -> Job:
-    """Lock the job row: unit closes of one job serialise here, so exactly one sees the last."""
-    job = session.scalar(select(Job).where(Job.id == job_id).with_for_update())
+    """Lock the job row: unit closes of one job serialise here, so exactly one sees the last.
+
+    The row is read again under the lock even if the session already holds it
+    (``populate_existing``): a status read before the lock may be stale by now.
+    """
+    job = session.scalar(
+        select(Job)
+        .where(Job.id == job_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     assert job is not None, job_id
     return job
 
