@@ -25,8 +25,8 @@ from sqlalchemy import func, select
 from schema import jobs, ledger, webhooks
 from schema.db import transaction
 from schema.settings import get_settings
-from schema.tables import Unit, UnitState, utcnow
-from worker.publish import publish_units, publish_webhooks, queue_depths
+from schema.tables import Job, Unit, UnitState, utcnow
+from worker.publish import publish_prioritized, publish_webhooks, queue_depths
 
 log = logging.getLogger("docbatch.reconcile")
 
@@ -65,6 +65,14 @@ def reconcile_once() -> int:
                 missing = len(unit_ids) if depth is None else queued.get(queue, 0) - depth
                 resend.extend((u, queue) for u in unit_ids[: max(missing, 0)])
         jobs.touch_published(s, [unit_id for unit_id, _ in resend])
+        # A republished message keeps its job's priority, or it jumps the queue.
+        priority = dict(
+            s.execute(
+                select(Unit.id, Job.priority)
+                .join(Job, Job.id == Unit.job_id)
+                .where(Unit.id.in_([unit_id for unit_id, _ in resend]))
+            ).all()
+        )
         late = webhooks.due(
             s,
             before=now - dt.timedelta(seconds=settings.requeue_after_seconds),
@@ -72,7 +80,7 @@ def reconcile_once() -> int:
         )
     if resend:
         log.warning("republishing %d units whose messages were lost", len(resend))
-        publish_units(resend)
+        publish_prioritized((u, queue, priority.get(u, 0)) for u, queue in resend)
     if late:
         log.warning("resending %d webhook deliveries", len(late))
         publish_webhooks(late)
