@@ -133,7 +133,7 @@ def claim_unit(
             unit_id=unit.id,
             params=params or {},
             identity=reuse,
-            documents=[(int(d[0]), str(d[3])) for d in docs],
+            documents=[(int(d[0]), str(d[3]), str(d[2])) for d in docs],
         )
         docs = [d for d in docs if int(d[0]) not in reused]
     return Claim(
