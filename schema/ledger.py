@@ -215,6 +215,70 @@ def close_unit(
     return True
 
 
+def cancel_queued_units(session: Session, job_id: str, unit_ids: list[int]) -> int:
+    """``close_unit(unit, cancelled)`` for many queued units of one (locked) job in a few
+    set-based statements, whatever their number; returns how many were closed."""
+    if not unit_ids:
+        return 0
+    now = utcnow()
+    moved = [
+        int(unit_id)
+        for unit_id in session.scalars(
+            update(Unit)
+            .where(
+                Unit.id.in_(unit_ids),
+                Unit.job_id == job_id,
+                Unit.state == UnitState.queued.value,
+            )
+            .values(state=UnitState.cancelled.value, finished_at=now, error="job cancelled")
+            .returning(Unit.id)
+        )
+    ]
+    if not moved:
+        return 0
+    in_units = and_(
+        Unit.id.in_(moved),
+        Document.job_id == Unit.job_id,
+        Document.seq.between(Unit.seq_lo, Unit.seq_hi),
+    )
+    has_result = exists().where(Result.document_id == Document.id, Result.task == Unit.task)
+    missing = select(
+        literal(job_id),
+        Document.id,
+        Unit.id,
+        Unit.task,
+        literal(ResultStatus.cancelled.value),
+        literal("job cancelled"),
+        literal(now),
+    ).where(in_units, ~has_result)
+    session.execute(
+        insert_ignore(session, Result).from_select(
+            ["job_id", "document_id", "unit_id", "task", "status", "error", "created_at"],
+            missing,
+        )
+    )
+    tally: dict[str, dict[str, int]] = {}
+    for task, status, count in session.execute(
+        select(Unit.task, Result.status, func.count())
+        .select_from(Unit)
+        .join(Document, in_units)
+        .join(Result, and_(Result.document_id == Document.id, Result.task == Unit.task))
+        .group_by(Unit.task, Result.status)
+    ).all():
+        tally.setdefault(task, {})[status] = int(count)
+    for task, by_status in tally.items():
+        session.execute(
+            update(JobTask)
+            .where(JobTask.job_id == job_id, JobTask.task == task)
+            .values(
+                succeeded=JobTask.succeeded + by_status.get(ResultStatus.succeeded.value, 0),
+                failed=JobTask.failed + by_status.get(ResultStatus.failed.value, 0),
+                cancelled=JobTask.cancelled + by_status.get(ResultStatus.cancelled.value, 0),
+            )
+        )
+    return len(moved)
+
+
 def finalize_job_if_done(session: Session, job: Job) -> bool:
     """Give the (locked) job its terminal status once no unit is open; True if it did."""
     if JobStatus(job.status).terminal:

@@ -4,16 +4,18 @@ seam)."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from schema import jobs, ledger
 from schema.db import new_session, transaction
 from schema.settings import get_settings
 from schema.tables import Job, Unit, WebhookDelivery
 from tests.fakes import UpperHandler
+from tests.fixtures import WorkerProcess, fake_env
 from worker.runner import compute_unit
 
 
@@ -99,3 +101,90 @@ def test_cancel_racing_the_last_unit_leaves_the_job_completed(own_queues):
     assert (counts.succeeded, counts.cancelled) == (2, 0)
     assert list(events) == ["job.completed"], "exactly one terminal webhook"
     assert public.finished_at == finished_at, "finished_at must not be overwritten"
+
+
+BIG = 20_000
+BATCH = 500
+
+
+def _ledger_snapshot(job_id: str) -> tuple[dict[str, int], dict[str, int], int]:
+    """The job's counters, its result rows by status and its document count, read in one
+    statement (one snapshot)."""
+    with new_session() as s:
+        row = s.execute(
+            text(
+                "SELECT t.succeeded, t.failed, t.cancelled, t.total,"
+                " (SELECT count(*) FROM results r WHERE r.job_id = :j AND r.status = 'succeeded'),"
+                " (SELECT count(*) FROM results r WHERE r.job_id = :j AND r.status = 'failed'),"
+                " (SELECT count(*) FROM results r WHERE r.job_id = :j AND r.status = 'cancelled'),"
+                " (SELECT count(DISTINCT r.document_id) FROM results r WHERE r.job_id = :j)"
+                " FROM job_tasks t WHERE t.job_id = :j"
+            ),
+            {"j": job_id},
+        ).one()
+    counters = {"succeeded": row[0], "failed": row[1], "cancelled": row[2], "total": row[3]}
+    rows = {"succeeded": row[4], "failed": row[5], "cancelled": row[6]}
+    return counters, rows, int(row[7])
+
+
+def test_cancel_of_a_big_job_returns_at_once_and_finishes_in_batches(api, own_queues, monkeypatch):
+    monkeypatch.setenv("DOCBATCH_UNIT_MAX_DOCUMENTS", "10")
+    get_settings.cache_clear()
+    env = fake_env(own_queues, sleep=0.3, DOCBATCH_CANCEL_BATCH_DOCUMENTS=str(BATCH))
+    worker = WorkerProcess("summarize", env=env).wait_ready()
+    try:
+        docs = [{"custom_id": f"d{i}", "text": f"document number {i}."} for i in range(BIG)]
+        resp = api.post("/v1/jobs", json={"tasks": ["summarize"], "documents": docs})
+        assert resp.status_code == 202, resp.text
+        job_id = resp.json()["id"]
+        deadline = time.monotonic() + 120
+        while api.get(f"/v1/jobs/{job_id}").json()["counts"]["summarize"]["succeeded"] == 0:
+            assert time.monotonic() < deadline, "no unit finished"
+            time.sleep(0.1)
+
+        started = time.monotonic()
+        cancel = api.post(f"/v1/jobs/{job_id}/cancel")
+        took = time.monotonic() - started
+        assert cancel.status_code == 200, cancel.text
+        at_once = cancel.json()
+        print(f"cancel of a {BIG}-document job answered in {took:.3f} s")
+        assert at_once["status"] == "cancelling"
+        assert at_once["counts"]["summarize"]["pending"] > BIG // 2, (
+            "the cancelled rows are written after the response, not in it"
+        )
+        assert took < 5.0, f"cancel took {took:.1f} s"
+
+        # While the rows follow in batches, the counters always match the result rows
+        # (a unit finishing meanwhile counted once).
+        seen = 0
+        deadline = time.monotonic() + 300
+        while True:
+            job = api.get(f"/v1/jobs/{job_id}").json()
+            counters, rows, distinct = _ledger_snapshot(job_id)
+            assert {k: counters[k] for k in rows} == rows, (counters, rows)
+            assert distinct == sum(rows.values()) <= BIG
+            done = rows["succeeded"] + rows["cancelled"]
+            assert done >= seen, "counts never go back"
+            seen = done
+            if job["status"] == "cancelled":
+                break
+            assert job["status"] == "cancelling", job
+            assert time.monotonic() < deadline, f"still {job['status']}: {job['counts']}"
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+    c = job["counts"]["summarize"]
+    assert c["succeeded"] >= 1 and c["failed"] == 0 and c["pending"] == 0
+    assert c["succeeded"] + c["cancelled"] == BIG
+    counters, rows, distinct = _ledger_snapshot(job_id)
+    assert distinct == BIG and rows["succeeded"] == c["succeeded"]
+    with new_session() as s:
+        open_units = s.scalar(
+            select(func.count()).where(Unit.job_id == job_id, Unit.state.in_(["queued", "running"]))
+        )
+    assert open_units == 0
+    batches = [
+        int(n)
+        for n in re.findall(rf"{job_id}: cancelled \d+ queued units in (\d+) batches", worker.log)
+    ]
+    assert batches and max(batches) >= 2, worker.log[-2000:]

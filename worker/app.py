@@ -19,6 +19,7 @@ PROCESS_TASK = "docbatch.process_unit"
 RECONCILE_TASK = "docbatch.reconcile"
 SCHEDULE_TICK_TASK = "docbatch.schedule_tick"
 WEBHOOK_TASK = "docbatch.deliver_webhook"
+CANCEL_TASK = "docbatch.cancel_job"
 
 
 # One Redis list per docbatch priority level (kombu's default is 4 lists: 0, 3, 6, 9).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from worker.app import PROCESS_TASK, WEBHOOK_TASK, app, broker_priority
+from worker.app import CANCEL_TASK, PROCESS_TASK, WEBHOOK_TASK, app, broker_priority
 
 
 def publish_units(units: Iterable[tuple[int, str]], priority: int = 0) -> int:
@@ -25,6 +25,20 @@ def publish_prioritized(units: Iterable[tuple[int, str, int]]) -> int:
                 producer=producer,
                 priority=broker_priority(priority),
             )
+            sent += 1
+    return sent
+
+
+def publish_cancels(job_ids: Iterable[str]) -> int:
+    """Queue the batched close of cancelled jobs' queued units (worker.cancel) on the
+    maintenance queue; returns the count."""
+    from schema.settings import get_settings
+
+    queue = get_settings().maintenance_queue
+    sent = 0
+    with app.producer_or_acquire() as producer:
+        for job_id in job_ids:
+            app.send_task(CANCEL_TASK, args=[job_id], queue=queue, producer=producer)
             sent += 1
     return sent
 
