@@ -364,20 +364,33 @@ def list_jobs(
     return list(jobs), session.scalar(count_q) or 0
 
 
-def cancel_job(session: Session, tenant: str | None, job_id: str) -> Job:
+def cancel_job(
+    session: Session, tenant: str | None, job_id: str, *, inline_documents: int = 0
+) -> Job:
     """Mark the job ``cancelling`` and return at once (a job already ended is left as is).
 
-    Nothing else is written here, so cancelling a million-document job is as quick as a
-    small one: its queued units are closed as cancelled in batches afterwards
-    (``cancel_queued_batch``, run by the maintenance task worker.cancel; a unit whose
-    message reaches a worker first is cancelled there), running units stop at their next
-    batch boundary, and the job becomes ``cancelled`` when its last unit closes.
+    When its queued units hold at most ``inline_documents`` documents they are closed
+    here (one bounded batch: a small job is ``cancelled`` in the response). A bigger
+    job's are closed in batches afterwards (``cancel_queued_batch``, run by the
+    maintenance task worker.cancel; a unit whose message reaches a worker first is
+    cancelled there), so cancelling a million-document job is as quick as a small one.
+    Running units stop at their next batch boundary; the job becomes ``cancelled``
+    when its last unit closes.
     """
     job = get_job(session, tenant, job_id)
     job = ledger.lock_job(session, job.id)
     if JobStatus(job.status).terminal or job.status == JobStatus.cancelling.value:
         return job
     job.status = JobStatus.cancelling.value
+    if inline_documents > 0:
+        queued = session.scalar(
+            select(func.coalesce(func.sum(Unit.seq_hi - Unit.seq_lo + 1), 0)).where(
+                Unit.job_id == job.id, Unit.state == UnitState.queued.value
+            )
+        )
+        if int(queued or 0) <= inline_documents:
+            session.flush()
+            cancel_queued_batch(session, job.id, inline_documents)
     return job
 
 

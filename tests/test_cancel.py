@@ -188,3 +188,46 @@ def test_cancel_of_a_big_job_returns_at_once_and_finishes_in_batches(api, own_qu
         for n in re.findall(rf"{job_id}: cancelled \d+ queued units in (\d+) batches", worker.log)
     ]
     assert batches and max(batches) >= 2, worker.log[-2000:]
+
+
+def test_a_lost_cancel_is_sent_again_by_the_reconciler(own_queues):
+    """The api's cancel message never arrived: the reconciler sends it again, and the
+    sweep it runs closes every queued unit in batches and ends the job."""
+    import json
+
+    import redis
+
+    from api.metrics import priority_queue_names
+    from worker.cancel import sweep
+    from worker.reconcile import reconcile_once
+
+    settings = get_settings()
+    with transaction() as s:
+        new = jobs.create_job(
+            s,
+            settings.model_copy(update={"unit_max_documents": 3}),
+            tenant="default",
+            tasks=[{"type": "summarize"}, {"type": "tags"}],
+            documents=[({"custom_id": f"d{i}", "text": f"text {i}."}, None) for i in range(30)],
+        )
+        job_id = new.job.id
+    with transaction() as s:
+        assert jobs.cancel_job(s, "default", job_id).status == "cancelling"
+    broker = redis.Redis.from_url(settings.broker_url)
+    keys = priority_queue_names(settings.maintenance_queue)
+    broker.delete(*keys)  # the api's message is lost
+    reconcile_once()
+    sent = [json.loads(m) for key in keys for m in broker.lrange(key, 0, -1)]
+    assert any(
+        m["headers"]["task"] == "docbatch.cancel_job" and job_id in m["headers"]["argsrepr"]
+        for m in sent
+    ), sent
+    assert sweep(job_id, settings.model_copy(update={"cancel_batch_documents": 7})) == 20
+    with new_session() as s:
+        row = s.get(Job, job_id)
+        assert row is not None
+        public = jobs.job_public(s, row)
+    assert public.status == "cancelled"
+    for counts in public.counts.values():
+        assert (counts.cancelled, counts.pending) == (30, 0)
+    assert sweep(job_id, settings) == 0, "a second sweep finds nothing to do"

@@ -225,9 +225,9 @@ def get_errors(
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(job_id: str, tenant: TenantDep) -> JobPublic:
+def cancel_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobPublic:
     with transaction() as s:
-        job = jobs.cancel_job(s, tenant, job_id)
+        job = jobs.cancel_job(s, tenant, job_id, inline_documents=settings.cancel_batch_documents)
         job_id = job.id
         cancelling = job.status == JobStatus.cancelling.value
         pending = webhooks.pending_for_job(s, job_id)
