@@ -54,11 +54,14 @@ def priority_queue_names(queue: str) -> list[str]:
     """The Redis keys kombu uses for ``queue`` with ``queue_order_strategy='priority'``.
 
     Priority 0 lives under the queue's own name, the other steps under
-    ``<queue>\\x06\\x16<step>`` (kombu.transport.redis.Channel.sep / priority_steps).
+    ``<queue>\\x06\\x16<step>`` (kombu.transport.redis.Channel.sep; the steps are
+    worker.app.PRIORITY_STEPS).
     """
     from kombu.transport.redis import Channel
 
-    return [f"{queue}{Channel.sep}{step}" if step else queue for step in Channel.priority_steps]
+    from worker.app import PRIORITY_STEPS
+
+    return [f"{queue}{Channel.sep}{step}" if step else queue for step in PRIORITY_STEPS]
 
 
 @lru_cache(maxsize=4)

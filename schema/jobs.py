@@ -376,20 +376,64 @@ def list_jobs(
     return list(jobs), session.scalar(count_q) or 0
 
 
-def cancel_job(session: Session, tenant: str | None, job_id: str) -> Job:
-    """Cancel queued units now; running units stop at their next batch boundary."""
+def cancel_job(
+    session: Session, tenant: str | None, job_id: str, *, inline_documents: int = 0
+) -> Job:
+    """Mark the job ``cancelling`` and return at once (a job already ended is left as is).
+
+    When its queued units hold at most ``inline_documents`` documents they are closed
+    here (one bounded batch: a small job is ``cancelled`` in the response). A bigger
+    job's are closed in batches afterwards (``cancel_queued_batch``, run by the
+    maintenance task worker.cancel; a unit whose message reaches a worker first is
+    cancelled there), so cancelling a million-document job is as quick as a small one.
+    Running units stop at their next batch boundary; the job becomes ``cancelled``
+    when its last unit closes.
+    """
     job = get_job(session, tenant, job_id)
     job = ledger.lock_job(session, job.id)
-    if JobStatus(job.status).terminal:
+    if JobStatus(job.status).terminal or job.status == JobStatus.cancelling.value:
         return job
     job.status = JobStatus.cancelling.value
-    queued = session.scalars(
-        select(Unit).where(Unit.job_id == job.id, Unit.state == UnitState.queued.value)
-    ).all()
-    for unit in queued:
-        ledger.close_unit(session, unit, UnitState.cancelled, reason="job cancelled")
-    ledger.finalize_job_if_done(session, job)
+    if inline_documents > 0:
+        queued = session.scalar(
+            select(func.coalesce(func.sum(Unit.seq_hi - Unit.seq_lo + 1), 0)).where(
+                Unit.job_id == job.id, Unit.state == UnitState.queued.value
+            )
+        )
+        if int(queued or 0) <= inline_documents:
+            session.flush()
+            cancel_queued_batch(session, job.id, inline_documents)
     return job
+
+
+def cancel_queued_batch(session: Session, job_id: str, max_documents: int) -> tuple[int, bool]:
+    """Close queued units of a cancelling job as cancelled, about ``max_documents``
+    documents' worth (at least one unit), in the caller's transaction; returns (units
+    closed, whether queued units remain). Ends the job if no unit is left open.
+
+    Each batch holds the job lock only for itself, so workers writing results of the
+    same job wait one batch at most; counts add up after every batch (the cancelled
+    rows and the counters move together in ``ledger.cancel_queued_units``).
+    """
+    job = ledger.lock_job(session, job_id)
+    if job.status != JobStatus.cancelling.value:
+        return 0, False
+    rows = session.execute(
+        select(Unit.id, Unit.seq_lo, Unit.seq_hi)
+        .where(Unit.job_id == job_id, Unit.state == UnitState.queued.value)
+        .order_by(Unit.id)
+        .limit(max(1, max_documents) + 1)
+    ).all()
+    take: list[int] = []
+    documents = 0
+    for row in rows:
+        if take and documents + (row.seq_hi - row.seq_lo + 1) > max_documents:
+            break
+        take.append(row.id)
+        documents += row.seq_hi - row.seq_lo + 1
+    closed = ledger.cancel_queued_units(session, job_id, take)
+    ledger.finalize_job_if_done(session, job)
+    return closed, len(take) < len(rows)
 
 
 def touch_published(session: Session, unit_ids: list[int]) -> None:

@@ -36,8 +36,17 @@ from schema.tables import (
 
 
 def lock_job(session: Session, job_id: str) -> Job:
-    """Lock the job row: unit closes of one job serialise here, so exactly one sees the last."""
-    job = session.scalar(select(Job).where(Job.id == job_id).with_for_update())
+    """Lock the job row: unit closes of one job serialise here, so exactly one sees the last.
+
+    The row is read again under the lock even if the session already holds it
+    (``populate_existing``): a status read before the lock may be stale by now.
+    """
+    job = session.scalar(
+        select(Job)
+        .where(Job.id == job_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     assert job is not None, job_id
     return job
 
@@ -124,7 +133,7 @@ def claim_unit(
             unit_id=unit.id,
             params=params or {},
             identity=reuse,
-            documents=[(int(d[0]), str(d[3])) for d in docs],
+            documents=[(int(d[0]), str(d[3]), str(d[2])) for d in docs],
         )
         docs = [d for d in docs if int(d[0]) not in reused]
     return Claim(
@@ -204,6 +213,70 @@ def close_unit(
         )
     )
     return True
+
+
+def cancel_queued_units(session: Session, job_id: str, unit_ids: list[int]) -> int:
+    """``close_unit(unit, cancelled)`` for many queued units of one (locked) job in a few
+    set-based statements, whatever their number; returns how many were closed."""
+    if not unit_ids:
+        return 0
+    now = utcnow()
+    moved = [
+        int(unit_id)
+        for unit_id in session.scalars(
+            update(Unit)
+            .where(
+                Unit.id.in_(unit_ids),
+                Unit.job_id == job_id,
+                Unit.state == UnitState.queued.value,
+            )
+            .values(state=UnitState.cancelled.value, finished_at=now, error="job cancelled")
+            .returning(Unit.id)
+        )
+    ]
+    if not moved:
+        return 0
+    in_units = and_(
+        Unit.id.in_(moved),
+        Document.job_id == Unit.job_id,
+        Document.seq.between(Unit.seq_lo, Unit.seq_hi),
+    )
+    has_result = exists().where(Result.document_id == Document.id, Result.task == Unit.task)
+    missing = select(
+        literal(job_id),
+        Document.id,
+        Unit.id,
+        Unit.task,
+        literal(ResultStatus.cancelled.value),
+        literal("job cancelled"),
+        literal(now),
+    ).where(in_units, ~has_result)
+    session.execute(
+        insert_ignore(session, Result).from_select(
+            ["job_id", "document_id", "unit_id", "task", "status", "error", "created_at"],
+            missing,
+        )
+    )
+    tally: dict[str, dict[str, int]] = {}
+    for task, status, count in session.execute(
+        select(Unit.task, Result.status, func.count())
+        .select_from(Unit)
+        .join(Document, in_units)
+        .join(Result, and_(Result.document_id == Document.id, Result.task == Unit.task))
+        .group_by(Unit.task, Result.status)
+    ).all():
+        tally.setdefault(task, {})[status] = int(count)
+    for task, by_status in tally.items():
+        session.execute(
+            update(JobTask)
+            .where(JobTask.job_id == job_id, JobTask.task == task)
+            .values(
+                succeeded=JobTask.succeeded + by_status.get(ResultStatus.succeeded.value, 0),
+                failed=JobTask.failed + by_status.get(ResultStatus.failed.value, 0),
+                cancelled=JobTask.cancelled + by_status.get(ResultStatus.cancelled.value, 0),
+            )
+        )
+    return len(moved)
 
 
 def finalize_job_if_done(session: Session, job: Job) -> bool:

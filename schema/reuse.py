@@ -7,8 +7,11 @@ it), so the new job's counts add up as usual and nothing runs on the GPU for it.
 
 It is called from ``ledger.claim_unit`` while the unit is being claimed, for jobs
 created with ``reuse_results`` (the default for scheduled jobs). The worker passes
-what identifies its results: anything with ``model_id``, ``revision`` and
-``describe_params(params)`` (every ``worker.handlers.base.Handler`` is one).
+what identifies its results: anything with ``result_model(params, text)`` and
+``describe_params(params)`` (every ``worker.handlers.base.Handler`` is one). These are
+the very functions the worker records on each result row, so what is looked up is what
+was written, whatever model served the document (the extractive summarizer's MiniLM, a
+translation model per detected language pair).
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ MAX_CANDIDATES_PER_DOCUMENT = 500
 class ResultIdentity(Protocol):
     """What made a result: the model that would compute it now and how it records params."""
 
-    model_id: str
-    revision: str
+    def result_model(self, params: dict[str, Any], text: str | None = None) -> tuple[str, str]:
+        """(model id, revision) that makes the result of ``text`` with ``params``."""
+        ...
 
     def describe_params(self, params: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -42,37 +46,43 @@ def reuse_results(
     unit_id: int,
     params: dict[str, Any],
     identity: ResultIdentity,
-    documents: list[tuple[int, str]],
+    documents: list[tuple[int, str, str]],
 ) -> set[int]:
-    """Copy matching earlier results for ``documents`` ``(id, content_hash)``; returns the ids
-    of the documents that got one (and so need no computing)."""
+    """Copy matching earlier results for ``documents`` ``(id, content_hash, text)``; returns
+    the ids of the documents that got one (and so need no computing)."""
     if not documents:
         return set()
     recorded = identity.describe_params(params)
+    # Documents of one unit may be served by different models (translate: per language).
+    by_model: dict[tuple[str, str], dict[str, list[int]]] = {}
+    for doc_id, content_hash, text in documents:
+        model = identity.result_model(params, text)
+        by_model.setdefault(model, {}).setdefault(content_hash, []).append(doc_id)
     by_hash: dict[str, list[int]] = {}
-    for doc_id, content_hash in documents:
-        by_hash.setdefault(content_hash, []).append(doc_id)
-    # Newest first; parameters are compared here (JSON equality is not portable SQL).
-    candidates = session.execute(
-        select(Document.content_hash, Result.id, Result.params)
-        .join(Result, Result.document_id == Document.id)
-        .join(Job, Job.id == Result.job_id)
-        .where(
-            Document.content_hash.in_(list(by_hash)),
-            Result.task == task,
-            Result.status == ResultStatus.succeeded.value,
-            Result.model_id == identity.model_id,
-            Result.model_revision == identity.revision,
-            Job.tenant == job.tenant,
-            Job.id != job.id,
-        )
-        .order_by(Result.id.desc())
-        .limit(MAX_CANDIDATES_PER_DOCUMENT * len(by_hash))
-    ).all()
     chosen: dict[str, int] = {}
-    for content_hash, result_id, result_params in candidates:
-        if content_hash not in chosen and (result_params or {}) == recorded:
-            chosen[content_hash] = result_id
+    for (model_id, revision), hashes in by_model.items():
+        for content_hash, ids in hashes.items():
+            by_hash.setdefault(content_hash, []).extend(ids)
+        # Newest first; parameters are compared here (JSON equality is not portable SQL).
+        candidates = session.execute(
+            select(Document.content_hash, Result.id, Result.params)
+            .join(Result, Result.document_id == Document.id)
+            .join(Job, Job.id == Result.job_id)
+            .where(
+                Document.content_hash.in_(list(hashes)),
+                Result.task == task,
+                Result.status == ResultStatus.succeeded.value,
+                Result.model_id == model_id,
+                Result.model_revision == revision,
+                Job.tenant == job.tenant,
+                Job.id != job.id,
+            )
+            .order_by(Result.id.desc())
+            .limit(MAX_CANDIDATES_PER_DOCUMENT * len(hashes))
+        ).all()
+        for content_hash, result_id, result_params in candidates:
+            if content_hash not in chosen and (result_params or {}) == recorded:
+                chosen[content_hash] = result_id
     if not chosen:
         return set()
     sources = {

@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     unit_heartbeat_seconds: float = 10.0
     reconcile_interval_seconds: float = 30.0
     max_unit_attempts: int = 3
+    # Cancelling a job: its queued units are closed (cancelled result rows written) this
+    # many documents per transaction, off the request path; the job row stays locked (its
+    # workers' result writes wait) for one batch at a time.
+    cancel_batch_documents: int = Field(5000, ge=1)
     # Worker /metrics (Prometheus) on this port, served by the process running the model;
     # 0 turns it off.
     worker_metrics_port: int = 0

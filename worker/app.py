@@ -24,6 +24,21 @@ PROCESS_TASK = "docbatch.process_unit"
 RECONCILE_TASK = "docbatch.reconcile"
 SCHEDULE_TICK_TASK = "docbatch.schedule_tick"
 WEBHOOK_TASK = "docbatch.deliver_webhook"
+CANCEL_TASK = "docbatch.cancel_job"
+
+
+# One Redis list per docbatch priority level (kombu's default is 4 lists: 0, 3, 6, 9).
+PRIORITY_STEPS = list(range(10))
+MAX_PRIORITY = 9
+
+
+def broker_priority(priority: int) -> int:
+    """The message priority for a job of ``priority`` (0-9, 9 = most urgent).
+
+    kombu's Redis transport pops its lists in ``priority_steps`` order, lowest number
+    first (the reverse of AMQP), so the most urgent job gets message priority 0.
+    """
+    return MAX_PRIORITY - min(max(int(priority), 0), MAX_PRIORITY)
 
 
 def _broker_options(settings: Settings) -> dict[str, Any]:
@@ -42,7 +57,11 @@ def _broker_options(settings: Settings) -> dict[str, Any]:
             "polling_interval": 0.05,
         }
     # Longer than any unit can take, or Redis redelivers a running unit to a second worker.
-    return {"visibility_timeout": 4 * 3600, "queue_order_strategy": "priority"}
+    return {
+        "visibility_timeout": 4 * 3600,
+        "queue_order_strategy": "priority",
+        "priority_steps": PRIORITY_STEPS,
+    }
 
 
 def make_app(settings: Settings | None = None) -> Celery:

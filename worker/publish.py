@@ -4,17 +4,41 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from worker.app import PROCESS_TASK, WEBHOOK_TASK, app
+from worker.app import CANCEL_TASK, PROCESS_TASK, WEBHOOK_TASK, app, broker_priority
 
 
 def publish_units(units: Iterable[tuple[int, str]], priority: int = 0) -> int:
-    """Send one message per ``(unit id, queue)`` on one broker connection; returns the count."""
+    """Send one message per ``(unit id, queue)`` of a job of ``priority`` (0-9, 9 = most
+    urgent) on one broker connection; returns the count."""
+    return publish_prioritized((unit_id, queue, priority) for unit_id, queue in units)
+
+
+def publish_prioritized(units: Iterable[tuple[int, str, int]]) -> int:
+    """Send one message per ``(unit id, queue, job priority)``; returns the count."""
     sent = 0
     with app.producer_or_acquire() as producer:
-        for unit_id, queue in units:
+        for unit_id, queue, priority in units:
             app.send_task(
-                PROCESS_TASK, args=[unit_id], queue=queue, producer=producer, priority=priority
+                PROCESS_TASK,
+                args=[unit_id],
+                queue=queue,
+                producer=producer,
+                priority=broker_priority(priority),
             )
+            sent += 1
+    return sent
+
+
+def publish_cancels(job_ids: Iterable[str]) -> int:
+    """Queue the batched close of cancelled jobs' queued units (worker.cancel) on the
+    maintenance queue; returns the count."""
+    from schema.settings import get_settings
+
+    queue = get_settings().maintenance_queue
+    sent = 0
+    with app.producer_or_acquire() as producer:
+        for job_id in job_ids:
+            app.send_task(CANCEL_TASK, args=[job_id], queue=queue, producer=producer)
             sent += 1
     return sent
 

@@ -11,6 +11,8 @@ only carries unit ids, so anything the broker forgets is found here.
   queue's depth in the broker with the number of queued units that name it and
   republishes only the shortfall (oldest first), so a deep backlog is not duplicated
   every pass. Duplicates that still happen are harmless: a closed unit is skipped.
+- A job still **cancelling** with queued units gets its batched cancel (worker.cancel)
+  sent again, in case the api's message was lost.
 - A webhook delivery still undelivered past its retry time is sent again.
 """
 
@@ -25,8 +27,8 @@ from sqlalchemy import func, select
 from schema import jobs, ledger, webhooks
 from schema.db import transaction
 from schema.settings import get_settings
-from schema.tables import Unit, UnitState, utcnow
-from worker.publish import publish_units, publish_webhooks, queue_depths
+from schema.tables import Job, JobStatus, Unit, UnitState, utcnow
+from worker.publish import publish_cancels, publish_prioritized, publish_webhooks, queue_depths
 
 log = logging.getLogger("docbatch.reconcile")
 
@@ -65,6 +67,26 @@ def reconcile_once() -> int:
                 missing = len(unit_ids) if depth is None else queued.get(queue, 0) - depth
                 resend.extend((u, queue) for u in unit_ids[: max(missing, 0)])
         jobs.touch_published(s, [unit_id for unit_id, _ in resend])
+        # A republished message keeps its job's priority, or it jumps the queue.
+        priority = dict(
+            s.execute(
+                select(Unit.id, Job.priority)
+                .join(Job, Job.id == Unit.job_id)
+                .where(Unit.id.in_([unit_id for unit_id, _ in resend]))
+            ).all()
+        )
+        cancelling = list(
+            s.scalars(
+                select(Job.id)
+                .where(
+                    Job.status == JobStatus.cancelling.value,
+                    select(Unit.id)
+                    .where(Unit.job_id == Job.id, Unit.state == UnitState.queued.value)
+                    .exists(),
+                )
+                .limit(1000)
+            )
+        )
         late = webhooks.due(
             s,
             before=now - dt.timedelta(seconds=settings.requeue_after_seconds),
@@ -72,8 +94,10 @@ def reconcile_once() -> int:
         )
     if resend:
         log.warning("republishing %d units whose messages were lost", len(resend))
-        publish_units(resend)
+        publish_prioritized((u, queue, priority.get(u, 0)) for u, queue in resend)
+    if cancelling:
+        publish_cancels(cancelling)
     if late:
         log.warning("resending %d webhook deliveries", len(late))
         publish_webhooks(late)
-    return len(resend) + len(late)
+    return len(resend) + len(cancelling) + len(late)

@@ -163,12 +163,13 @@ def _result_row(
     status: ResultStatus,
     output: Output | None = None,
     error: str | None = None,
+    text: str | None = None,
 ) -> dict[str, Any]:
     vectors = None
     if output is not None and output.vectors is not None:
         vectors = np.ascontiguousarray(output.vectors, dtype=np.float32).tobytes()
-    model_id, revision = handler.model_for(prep.params)
-    extra = output.extra if output is not None else {}
+    # The same function result reuse matches on (schema/reuse.py).
+    model_id, revision = handler.result_model(prep.params, text)
     return {
         "job_id": prep.job_id,
         "document_id": doc_id,
@@ -178,8 +179,8 @@ def _result_row(
         "output": output.data if output else None,
         "vectors": vectors,
         "error": error,
-        "model_id": extra.get("model_id", model_id),
-        "model_revision": extra.get("model_revision", revision),
+        "model_id": model_id,
+        "model_revision": revision,
         "params": recorded,
         "created_at": now,
     }
@@ -227,13 +228,22 @@ def prepare_unit(
         handler.check_params(params)
     except PermanentError as exc:
         prep.rows = [
-            _result_row(handler, prep, recorded, now, d[0], ResultStatus.failed, error=str(exc))
+            _result_row(
+                handler,
+                prep,
+                recorded,
+                now,
+                d[0],
+                ResultStatus.failed,
+                error=str(exc),
+                text=d[2],
+            )
             for d in documents
         ]
         prep.params_failed = True
         return prep
     chunked = _chunk_all(handler, [d[2] for d in documents], params)
-    for pos, ((doc_id, _cid, _text), chunks) in enumerate(zip(documents, chunked, strict=True)):
+    for pos, ((doc_id, _cid, text), chunks) in enumerate(zip(documents, chunked, strict=True)):
         if isinstance(chunks, BaseException):
             prep.rows.append(
                 _result_row(
@@ -244,6 +254,7 @@ def prepare_unit(
                     doc_id,
                     ResultStatus.failed,
                     error=_reason(chunks),
+                    text=text,
                 )
             )
             continue
@@ -270,9 +281,13 @@ def run_prepared(
     now = utcnow()
 
     def row(
-        doc_id: int, status: ResultStatus, output: Output | None = None, error: str | None = None
+        doc_id: int,
+        text: str,
+        status: ResultStatus,
+        output: Output | None = None,
+        error: str | None = None,
     ) -> dict[str, Any]:
-        return _result_row(handler, prep, recorded, now, doc_id, status, output, error)
+        return _result_row(handler, prep, recorded, now, doc_id, status, output, error, text)
 
     doc_chunks, flat = prep.doc_chunks, prep.flat
     runner = batch_runner or BatchRunner(handler)
@@ -292,16 +307,16 @@ def run_prepared(
     for p, chunks in doc_chunks.items():
         doc_id, _cid, text = prep.documents[p]
         if p in failed_docs:
-            outcome.rows.append(row(doc_id, ResultStatus.failed, error=failed_docs[p]))
+            outcome.rows.append(row(doc_id, text, ResultStatus.failed, error=failed_docs[p]))
             continue
         if any(o is None for o in per_doc[p]):
             continue  # stopped for cancellation before this document finished
         try:
             out = handler.reduce(text, chunks, per_doc[p], params)
         except Exception as exc:  # noqa: BLE001
-            outcome.rows.append(row(doc_id, ResultStatus.failed, error=_reason(exc)))
+            outcome.rows.append(row(doc_id, text, ResultStatus.failed, error=_reason(exc)))
             continue
-        outcome.rows.append(row(doc_id, ResultStatus.succeeded, out))
+        outcome.rows.append(row(doc_id, text, ResultStatus.succeeded, out))
         outcome.chunks += len(chunks)
         outcome.tokens += sum(c.tokens for c in chunks)
     return outcome

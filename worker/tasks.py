@@ -19,7 +19,14 @@ from schema.db import transaction
 from schema.errors import TransientError
 from schema.settings import get_settings
 from worker import metrics as worker_metrics
-from worker.app import PROCESS_TASK, RECONCILE_TASK, SCHEDULE_TICK_TASK, WEBHOOK_TASK, app
+from worker.app import (
+    CANCEL_TASK,
+    PROCESS_TASK,
+    RECONCILE_TASK,
+    SCHEDULE_TICK_TASK,
+    WEBHOOK_TASK,
+    app,
+)
 from worker.handlers.base import Handler, pick_device
 from worker.heartbeat import heartbeat
 from worker.publish import publish_webhooks
@@ -112,6 +119,13 @@ def deliver_webhook(self: Any, delivery_id: int) -> str:
     if retry_after is not None:
         raise self.retry(countdown=retry_after)
     return outcome
+
+
+@app.task(name=CANCEL_TASK, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=5)
+def cancel_job(job_id: str) -> int:
+    from worker.cancel import sweep
+
+    return sweep(job_id, get_settings())
 
 
 @app.task(name=RECONCILE_TASK, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=5)

@@ -34,8 +34,8 @@ from schema.export import write_parquet
 from schema.models import JobPublic, JobsPublic
 from schema.results import iter_document_results
 from schema.settings import Settings
-from schema.tables import JobTask
-from worker.publish import publish_units, publish_webhooks
+from schema.tables import JobStatus, JobTask
+from worker.publish import publish_cancels, publish_units, publish_webhooks
 
 log = logging.getLogger("docbatch.api")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -233,11 +233,18 @@ def get_errors(
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(job_id: str, tenant: TenantDep) -> JobPublic:
+def cancel_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobPublic:
     with transaction() as s:
-        job = jobs.cancel_job(s, tenant, job_id)
+        job = jobs.cancel_job(s, tenant, job_id, inline_documents=settings.cancel_batch_documents)
         job_id = job.id
+        cancelling = job.status == JobStatus.cancelling.value
         pending = webhooks.pending_for_job(s, job_id)
+    if cancelling:
+        # Queued units are closed in batches by the maintenance task (worker.cancel).
+        try:
+            publish_cancels([job_id])
+        except Exception:  # noqa: BLE001 - the reconciler sends it again
+            log.exception("queueing the cancel of job %s failed", job_id)
     if pending:
         try:
             publish_webhooks(pending)

@@ -22,8 +22,11 @@ Raise ``schema.errors.PermanentError`` to fail a document with a reason.
 Handlers whose chunks need different model settings within one unit (translate:
 one language pair per document) give each chunk a ``group``; the runner batches
 each group on its own and passes the group to ``predict`` as ``params[GROUP_PARAM]``.
-A handler whose model depends on the document sets ``Output.extra["model_id"]``
-(and ``"model_revision"``), which the result row records instead of ``model_for``.
+Which model made a result is ``result_model(params, text)``: the result row records
+it and result reuse (schema/reuse.py) looks earlier results up by it, so the two can
+never disagree. A handler whose model depends on the job's params overrides
+``model_for``; one whose model depends on the document (translate: the detected
+language pair) overrides ``result_model``.
 """
 
 from __future__ import annotations
@@ -113,8 +116,14 @@ class Handler:
         return self.chunk(text)
 
     def model_for(self, params: dict[str, Any]) -> tuple[str, str]:
-        """(model id, revision) recorded on results made with ``params``."""
+        """(model id, revision) that serves a job with ``params``."""
         return self.model_id, self.revision
+
+    def result_model(self, params: dict[str, Any], text: str | None = None) -> tuple[str, str]:
+        """(model id, revision) that makes the result of ``text`` with ``params``: recorded
+        on its result row and matched when results are reused. Must not load a model or
+        raise (it runs while a unit is being claimed)."""
+        return self.model_for(params)
 
     def check_params(self, params: dict[str, Any]) -> None:
         """Raise PermanentError if this handler cannot serve ``params`` at all."""

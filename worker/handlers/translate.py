@@ -98,6 +98,28 @@ class TranslateHandler(Handler):
     def generation(self) -> dict[str, Any]:
         return self.config.generation.merged(self.generation_defaults)
 
+    def model_path(self, src: str, tgt: str) -> str:
+        """The model ``resolve`` serves src->tgt with, without loading it."""
+        if not self.per_pair:
+            return self.model_id
+        path = self.model_id.format(src=src, tgt=tgt)
+        fallback = self.config.fallback_model
+        missing = path in self.missing or (
+            path.startswith(("/", ".", "~")) and not Path(path).expanduser().exists()
+        )
+        return fallback if fallback and missing else path
+
+    def result_model(self, params: dict[str, Any], text: str | None = None) -> tuple[str, str]:
+        if text is None or not params.get("target_lang"):
+            return self.model_for(params)
+        try:
+            src, tgt = self.pair(text, params)
+        except Exception:  # noqa: BLE001 - such a document fails later, with its reason
+            return self.model_for(params)
+        if src == tgt:
+            return self.model_for(params)
+        return self.model_path(src, tgt), self.revision
+
     def resolve(self, src: str, tgt: str) -> PairModel:
         """The loaded model for src->tgt (LRU-cached), or ModelUnavailable naming it."""
         if self.per_pair:
@@ -201,8 +223,7 @@ class TranslateHandler(Handler):
         }
         if src == tgt:
             return Output({**data, "note": "already in the target language"})
-        pm = self.resolve(src, tgt)
-        return Output(data, extra={"model_id": pm.model_id, "model_revision": self.revision})
+        return Output(data)
 
 
 def _free_memory() -> None:
