@@ -152,7 +152,7 @@ def test_a_bad_line_is_rejected_naming_it(api_url, database):
     client = _client(api_url)
     before = {f.id for f in client.files.list()}
     good = {"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {"input": "x"}}
-    data = (json.dumps(good) + "\n" + json.dumps({**good, "custom_id": "b"}) + "\n{not json\n")
+    data = json.dumps(good) + "\n" + json.dumps({**good, "custom_id": "b"}) + "\n{not json\n"
     with pytest.raises(openai.BadRequestError) as bad:
         client.files.create(file=("r.jsonl", io.BytesIO(data.encode())), purpose="batch")
     assert "line 3" in bad.value.message

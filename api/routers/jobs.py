@@ -16,6 +16,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from sqlalchemy.exc import IntegrityError
 from starlette.background import BackgroundTask
 
+from api import cancel as cancellation
 from api import metrics as api_metrics
 from api.deps import SessionDep, SettingsDep, TenantDep
 from api.ingest import (
@@ -27,15 +28,15 @@ from api.ingest import (
     spool_body,
     spool_multipart,
 )
-from schema import jobs, webhooks
+from schema import jobs
 from schema.db import new_session, transaction
 from schema.errors import InputError
 from schema.export import write_parquet
 from schema.models import JobPublic, JobsPublic
 from schema.results import iter_document_results
 from schema.settings import Settings
-from schema.tables import JobStatus, JobTask
-from worker.publish import publish_cancels, publish_units, publish_webhooks
+from schema.tables import JobTask
+from worker.publish import publish_units
 
 log = logging.getLogger("docbatch.api")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -235,20 +236,7 @@ def get_errors(
 @router.post("/{job_id}/cancel", response_model=JobPublic)
 def cancel_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobPublic:
     with transaction() as s:
-        job = jobs.cancel_job(s, tenant, job_id, inline_documents=settings.cancel_batch_documents)
-        job_id = job.id
-        cancelling = job.status == JobStatus.cancelling.value
-        pending = webhooks.pending_for_job(s, job_id)
-    if cancelling:
-        # Queued units are closed in batches by the maintenance task (worker.cancel).
-        try:
-            publish_cancels([job_id])
-        except Exception:  # noqa: BLE001 - the reconciler sends it again
-            log.exception("queueing the cancel of job %s failed", job_id)
-    if pending:
-        try:
-            publish_webhooks(pending)
-        except Exception:  # noqa: BLE001 - the reconciler sends what did not go out
-            log.exception("queueing the webhook of job %s failed", job_id)
+        done = cancellation.cancel(s, tenant, job_id, settings)
+    cancellation.announce(done)
     with new_session() as s:
-        return jobs.job_public(s, jobs.get_job(s, tenant, job_id))
+        return jobs.job_public(s, jobs.get_job(s, tenant, done.job_id))

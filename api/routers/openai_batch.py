@@ -19,14 +19,15 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import select
 
+from api import cancel as cancellation
 from api.deps import SessionDep, SettingsDep, TenantDep
-from schema import blobs, jobs, webhooks
+from schema import blobs
 from schema import openai_batch as ob
 from schema.db import new_session, transaction
 from schema.errors import BatchApiError, PayloadTooLarge
 from schema.settings import Settings
 from schema.tables import Batch, StoredFile, utcnow
-from worker.publish import publish_units, publish_webhooks
+from worker.publish import publish_units
 
 log = logging.getLogger("docbatch.api")
 router = APIRouter(prefix="/v1", tags=["openai-batch"])
@@ -199,20 +200,16 @@ def get_batch(batch_id: str, tenant: TenantDep) -> dict[str, Any]:
 
 
 @router.post("/batches/{batch_id}/cancel")
-def cancel_batch(batch_id: str, tenant: TenantDep) -> dict[str, Any]:
+def cancel_batch(batch_id: str, tenant: TenantDep, settings: SettingsDep) -> dict[str, Any]:
+    done = None
     with transaction() as s:
         batch = ob.owned_batch(s, tenant, batch_id)
-        pending: list[int] = []
         if batch.job_id is not None and batch.finalized_at is None:
             if batch.cancelling_at is None:
                 batch.cancelling_at = utcnow()
-            jobs.cancel_job(s, tenant, batch.job_id)
-            pending = webhooks.pending_for_job(s, batch.job_id)
-    if pending:
-        try:
-            publish_webhooks(pending)
-        except Exception:  # noqa: BLE001 - the reconciler sends what did not go out
-            log.exception("queueing the webhook of batch %s failed", batch_id)
+            done = cancellation.cancel(s, tenant, batch.job_id, settings)
+    if done is not None:
+        cancellation.announce(done)
     return _read_batch(tenant, batch_id)
 
 
