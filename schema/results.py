@@ -15,9 +15,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Text, and_, cast, select
+from sqlalchemy import Text, and_, cast, select, true
 
-from schema.db import new_session
+from schema.db import is_sqlite, new_session
 from schema.tables import Document, Result, ResultStatus
 
 VECTOR_FORMATS = ("floats", "base64")
@@ -122,6 +122,10 @@ _LINE_COLUMNS = (
 )
 
 
+def _postgres() -> bool:
+    return not is_sqlite()
+
+
 def _json_text(stored: str | None) -> str:
     """Stored JSON text as ``json.dumps(value, ensure_ascii=False)`` writes the value.
 
@@ -211,12 +215,24 @@ def iter_result_pages(
             .limit(page_size)
             .subquery()
         )
-        on = Result.document_id == page.c.id
+        cond = [Result.document_id == page.c.id]
         if only_failed:
-            on = and_(on, Result.status == ResultStatus.failed.value)
+            cond.append(Result.status == ResultStatus.failed.value)
+        columns: list[Any]
+        if _postgres():
+            # LATERAL with OFFSET 0 (which keeps the planner from flattening it into a plain
+            # join): each document's results through the (document_id, task) index. A plain
+            # join lets the planner hash the job's whole results table for every page, which
+            # makes an export quadratic in the job's size.
+            found_rows = select(*_LINE_COLUMNS).where(*cond).offset(0).lateral()
+            joined = page.outerjoin(found_rows, true())
+            columns = list(found_rows.c)
+        else:
+            joined = page.outerjoin(Result, and_(*cond))
+            columns = list(_LINE_COLUMNS)
         query = (
-            select(page.c.seq, page.c.custom_id, page.c.meta, *_LINE_COLUMNS)
-            .select_from(page.outerjoin(Result, on))
+            select(page.c.seq, page.c.custom_id, page.c.meta, *columns)
+            .select_from(joined)
             .order_by(page.c.seq)
         )
         with new_session() as s:
