@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from sqlalchemy.exc import IntegrityError
 from starlette.background import BackgroundTask
 
@@ -28,6 +28,7 @@ from api.ingest import (
 from schema import jobs, webhooks
 from schema.db import new_session, transaction
 from schema.export import write_parquet
+from schema.job_status import job_status_json
 from schema.models import JobPublic, JobsPublic
 from schema.results import iter_result_pages
 from schema.settings import Settings
@@ -137,8 +138,11 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobPublic:
-    return jobs.job_public(session, jobs.get_job(session, tenant, job_id))
+async def get_job(job_id: str, tenant: TenantDep) -> Response:
+    # The poll path: one query in one thread hop, serialized once (no ORM, no re-validation
+    # of the response model).
+    body = await run_in_threadpool(job_status_json, tenant, job_id)
+    return Response(body, media_type="application/json")
 
 
 def _ndjson(pages: Iterator[list[str]]) -> Iterator[bytes]:
