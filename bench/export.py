@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -79,14 +80,17 @@ def seed_job(n: int, tenant: str = "bench") -> str:
 class ApiFrom:
     """``uvicorn`` of the api from a checkout (its own code, the run's database)."""
 
-    def __init__(self, env: BenchEnv, checkout: Path, name: str) -> None:
+    def __init__(self, env: BenchEnv, checkout: Path, name: str, extra_path: str = "") -> None:
         self.name = name
         self.port = free_port()
         # cwd decides which checkout ``-m`` imports (the cwd comes first on sys.path).
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "docbatch.cli", "api", "--port", str(self.port)],
             cwd=checkout,
-            env={**__import__("os").environ, "PYTHONPATH": str(checkout)},
+            env={
+                **__import__("os").environ,
+                "PYTHONPATH": os.pathsep.join(p for p in (str(checkout), extra_path) if p),
+            },
             stdout=(env.logdir / f"{name}.log").open("wb"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
