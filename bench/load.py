@@ -72,7 +72,7 @@ class Stats:
     def _error(self, kind: str, what: str) -> None:
         self.errors[kind] += 1
         if len(self.samples) < 5:
-            self.samples.append(f"{kind}: {what}")
+            self.samples.append(f"{time.strftime('%H:%M:%S')} {kind}: {what}")
 
 
 async def client_loop(
@@ -328,6 +328,18 @@ def run_phase(url: str, key: str, args: argparse.Namespace, api_pid: int | None)
     return out
 
 
+def _api_trouble(log: Path) -> None:
+    """Print what the api logged besides requests: a restarted uvicorn process (its health
+    check timed out) or a traceback explains an error the clients saw."""
+    lines = [
+        line
+        for line in log.read_text(errors="replace").splitlines()
+        if any(w in line for w in ("died", "Traceback", "ERROR", "Killed", "hung", "Child process"))
+    ]
+    if lines:
+        print(f"  api log ({log}): {len(lines)} line(s) of trouble, first: {lines[:3]}")
+
+
 def side_by_side(phases: list[tuple[str, dict[str, Any]]], seconds: float) -> None:
     print("\nside by side (same database, redis and worker; one phase after the other):")
     head = (
@@ -393,14 +405,17 @@ def main() -> None:
         infra = Stack(stack, args)
         checkouts = [("baseline", args.baseline)] if args.baseline else []
         checkouts.append(("this", ROOT))
-        for label, checkout in checkouts:
-            for n in args.api_workers:
+        # Interleaved (A B, then B A for the next process count) so a machine that gets busier
+        # during the run does not favour one checkout.
+        for i, n in enumerate(args.api_workers):
+            for label, checkout in checkouts if i % 2 == 0 else checkouts[::-1]:
                 name = f"{label}, {n} api process{'es' if n > 1 else ''}"
                 url, proc = infra.start_api(checkout, n, f"{label}-{n}")
                 print(f"\n== {name} ({checkout}) on {url}", flush=True)
                 out = run_phase(url, infra.key, args, proc.pid)
                 _stop(proc)
                 report(out["stats"], args.seconds, args.clients)
+                _api_trouble(infra.logs / f"api-{label}-{n}.log")
                 phases.append((name, out))
     side_by_side(phases, args.seconds)
     print(f"load average {os.getloadavg()[0]:.2f} at end")
