@@ -459,6 +459,37 @@ class Bench:
         path, _ = generate_corpus(self.tmp / "generated.jsonl", self.args.docs)
         openai_batch.run(self, row, path)
 
+    # -- export alone, on a job written by SQL ---------------------------------------------
+    def export(self) -> None:
+        from bench.export import measure
+
+        against = Path(self.args.export_against) if self.args.export_against else None
+        out = measure(self.env, self.args.docs, against, rounds=3)
+        rate = out["this_docs_per_s"]
+        row(
+            "export, job written by SQL (docs/s)",
+            rate,
+            ">= 20000",
+            rate >= 20000,
+            f"GET /v1/jobs/{{id}}/results, {self.args.docs} NDJSON lines parsed by the client, "
+            "median of 3 (bench/export.py)",
+        )
+        row(
+            "export, job written by SQL (api RSS growth MB)",
+            out["this_rss_growth_mb"],
+            "constant (< 50)",
+            out["this_rss_growth_mb"] < 50,
+            "sampled RSS while streaming minus RSS before",
+        )
+        if against is not None:
+            row(
+                f"export vs {against} (ratio, same database, alternating)",
+                out["ratio"],
+                "n/a",
+                None,
+                f"{rate:,.0f} vs {out['against_docs_per_s']:,.0f} docs/s",
+            )
+
     # -- scale-out ----------------------------------------------------------------------
     def scaleout(self) -> None:
         from bench.cluster import ndjson_bytes, start_workers, steady_window, stop_all
@@ -611,6 +642,7 @@ FIGURES: dict[str, Callable[[Bench], None]] = {
     "versus_summarize": Bench.versus_summarize,
     "ceiling": Bench.ingest_ceiling_export,
     "openai_batch": Bench.openai_batch,
+    "export": Bench.export,
     "scaleout": Bench.scaleout,
     "seq2seq": Bench.seq2seq,
     "heads": Bench.heads,
@@ -621,6 +653,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--only", nargs="*", choices=sorted(FIGURES), help="run only these figures")
     p.add_argument("--docs", type=int, default=100_000, help="generated docs for ingest/export")
+    p.add_argument(
+        "--export-against", help="export figure: also time the api of this checkout (ratio)"
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: nproc)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--noop-workers", type=int, default=2)

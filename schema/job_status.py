@@ -1,0 +1,105 @@
+"""One job's status and counts for the poll path (``GET /v1/jobs/{id}``), in one query.
+
+Clients poll this every second while a job runs (``docbatch submit --wait``, the dashboard),
+so it is the api's most frequent request: one indexed query (the job joined to its task
+counters) on a pooled connection, plain rows instead of ORM objects, and the answer
+serialized once by pydantic. The same document as ``schema.jobs.job_public``::
+
+    >>> body = job_status_json("default", "job_0123...")  # JSON bytes, or NotFound
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from schema.db import get_engine
+from schema.errors import NotFound
+from schema.models import JobPublic, TaskCounts
+from schema.tables import Job, JobTask, Result, utcnow
+
+_COLUMNS = (
+    Job.id,
+    Job.tenant,
+    Job.name,
+    Job.status,
+    Job.priority,
+    Job.document_count,
+    Job.created_at,
+    Job.started_at,
+    Job.finished_at,
+    Job.reuse_results,
+    JobTask.task,
+    JobTask.params,
+    JobTask.total,
+    JobTask.succeeded,
+    JobTask.failed,
+    JobTask.cancelled,
+    JobTask.chunks,
+    JobTask.tokens,
+)
+
+
+def job_status(tenant: str | None, job_id: str) -> JobPublic:
+    """``job_id`` as ``JobPublic`` if ``tenant`` owns it (any tenant if None); else NotFound."""
+    query = (
+        select(*_COLUMNS)
+        .select_from(Job)
+        .outerjoin(JobTask, JobTask.job_id == Job.id)
+        .where(Job.id == job_id)
+    )
+    with get_engine().connect() as conn:
+        rows = conn.execute(query).all()
+        if not rows or (tenant is not None and rows[0].tenant != tenant):
+            raise NotFound(f"job {job_id} not found")
+        job = rows[0]
+        reused: dict[str, int] = {}
+        if job.reuse_results:
+            reused = {
+                task: int(n)
+                for task, n in conn.execute(
+                    select(Result.task, func.count())
+                    .where(Result.job_id == job_id, Result.reused.is_(True))
+                    .group_by(Result.task)
+                )
+            }
+    tasks = [r for r in rows if r.task is not None]
+    counts = {
+        r.task: TaskCounts(
+            total=r.total,
+            succeeded=r.succeeded,
+            failed=r.failed,
+            cancelled=r.cancelled,
+            pending=r.total - r.succeeded - r.failed - r.cancelled,
+            chunks=r.chunks,
+            tokens=r.tokens,
+            reused=reused.get(r.task, 0),
+        )
+        for r in tasks
+    }
+    elapsed = rate = None
+    if job.started_at is not None:
+        end, start = job.finished_at or utcnow(), job.started_at
+        if start.tzinfo is None:  # SQLite returns naive datetimes
+            end = end.replace(tzinfo=None)
+        elapsed = max((end - start).total_seconds(), 1e-9)
+        rate = sum(c.succeeded + c.failed for c in counts.values()) / elapsed
+    return JobPublic(
+        id=job.id,
+        name=job.name,
+        status=job.status,
+        priority=job.priority,
+        tasks={r.task: r.params for r in tasks},
+        counts=counts,
+        documents=job.document_count,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        elapsed_seconds=elapsed,
+        documents_per_second=rate,
+        reuse_results=bool(job.reuse_results),
+    )
+
+
+def job_status_json(tenant: str | None, job_id: str) -> bytes:
+    """``job_status`` as the JSON body of the poll answer."""
+    return job_status(tenant, job_id).model_dump_json().encode()
