@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     unit_heartbeat_seconds: float = 10.0
     reconcile_interval_seconds: float = 30.0
     max_unit_attempts: int = 3
+    # A unit running longer than base + per_1k_tokens x (its tokens / 1000) seconds has its
+    # worker process replaced (a hung model or tokenizer); the attempt counts. 0 turns it off.
+    unit_time_limit_base_seconds: float = 300.0
+    unit_time_limit_seconds_per_1k_tokens: float = 60.0
     # Worker /metrics (Prometheus) on this port, served by the process running the model;
     # 0 turns it off.
     worker_metrics_port: int = 0
