@@ -407,7 +407,7 @@ def write_outcome(handler: Handler, job_id: str, unit_id: int, outcome: UnitOutc
     """Results and the unit's terminal state, in one transaction.
 
     If another delivery of the same unit closed it first, nothing is written
-    (superseded). A result the database refuses (say, a NUL in the output) fails that
+    (superseded). A result the database refuses (say, a NaN in a JSON output) fails that
     document with the reason instead of the unit.
     """
     try:
