@@ -313,32 +313,32 @@ def process_units(
     if claim_ahead:
         ahead = prefetch.submit(_claim_next, lease, handler, settings)
     chained = 0
-    # Lease ownership: ``current`` is ours until handed to the writer; ``ahead``'s result
-    # is ours until it becomes ``current``.
-    handed = False
+    # Lease ownership: ``owned`` is the unit we hold and have not handed to the writer
+    # (the writer then releases it); ``ahead``'s result is ours until it is run.
+    owned: PreparedUnit | None = current
     try:
         while True:
             _start_clock(lease, current, settings)
             outcome = run_prepared(handler, current, cancel_watcher(current.job_id), runner)
             lease.holdings.limit(current.unit_id, None)
             writer.put(current.job_id, current.unit_id, outcome)
-            handed = True
+            owned = None
             if ahead is None:
                 break
             nxt, ahead = ahead.result(), None
             if nxt is None:
                 break
-            current, handed = nxt, False
+            current = owned = nxt
             chained += 1
             if time.monotonic() < deadline and writer.error is None:
                 ahead = prefetch.submit(_claim_next, lease, handler, settings)
     except BaseException:
-        if not handed:
-            if current.unit_id == unit_id:  # the message's unit: Celery retries it
+        if owned is not None:
+            if owned.unit_id == unit_id:  # the message's unit: Celery retries it
                 with contextlib.suppress(Exception):
                     lease.release(unit_id)
             else:
-                _give_back(lease, current.unit_id)
+                _give_back(lease, owned.unit_id)
         if ahead is not None:
             with contextlib.suppress(BaseException):
                 claimed = ahead.result()
