@@ -180,9 +180,10 @@ def claim_unit(
 
 
 def release_unit(session: Session, unit_id: int) -> str | None:
-    """Give back a running unit that was claimed but not run (its worker stops on purpose):
-    queued again, its claim not counted as an attempt. Returns its queue to publish it on,
-    or None if it was not running."""
+    """Give back a running unit whose work will not be written (claimed ahead by a worker
+    that stops on purpose, or its result write failed): queued again, its claim not
+    counted as an attempt. Returns its queue to publish it on, or None if it was not
+    running."""
     unit = session.scalar(select(Unit).where(Unit.id == unit_id).with_for_update())
     if unit is None or unit.state != UnitState.running.value:
         return None
