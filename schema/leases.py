@@ -7,9 +7,17 @@ in Redis. When that message reaches another worker, ``ledger.claim_unit`` must t
 lease answers. It is a session-level advisory lock held on the worker's own
 connection, so it disappears the moment the worker process (or its connection) dies.
 On SQLite there are no leases: every unit is run by the one worker that claims it.
+
+A host that vanishes (power, network) sends nothing more: the server keeps its session,
+and so its leases, until TCP gives up on it, about two hours by default. The lease
+connection therefore asks the server for keepalives sized to
+DOCBATCH_RUNNING_LEASE_SECONDS (``keepalive_connect_args``), so a lost host frees its
+units within about one lease period.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -19,6 +27,38 @@ NAMESPACE = 0x6462  # first key of the two-int advisory lock: "db"
 
 def lease_key(unit_id: int) -> tuple[int, int]:
     return NAMESPACE, int(unit_id) & 0x7FFFFFFF
+
+
+KEEPALIVE_PROBES = 4
+
+
+def keepalive_timings(lease_seconds: float) -> dict[str, int]:
+    """TCP keepalive timings (seconds) under which a silent peer is dropped after about
+    ``lease_seconds``: idle half the lease, then ``KEEPALIVE_PROBES`` probes spread over
+    the other half."""
+    idle = max(1, int(lease_seconds / 2))
+    interval = max(1, int(lease_seconds / (2 * KEEPALIVE_PROBES)))
+    return {"idle": idle, "interval": interval, "count": KEEPALIVE_PROBES}
+
+
+def keepalive_connect_args(lease_seconds: float) -> dict[str, Any]:
+    """libpq connect arguments for the lease connection: keepalives on the client socket
+    (the worker notices a dead server) and, through ``options``, on the server's socket
+    (the server drops a dead worker's session and its advisory locks)."""
+    t = keepalive_timings(lease_seconds)
+    server = (
+        f"-c tcp_keepalives_idle={t['idle']} -c tcp_keepalives_interval={t['interval']} "
+        f"-c tcp_keepalives_count={t['count']} "
+        f"-c tcp_user_timeout={int(lease_seconds * 1000)}"
+    )
+    return {
+        "keepalives": 1,
+        "keepalives_idle": t["idle"],
+        "keepalives_interval": t["interval"],
+        "keepalives_count": t["count"],
+        "tcp_user_timeout": int(lease_seconds * 1000),
+        "options": server,
+    }
 
 
 def held_elsewhere(session: Session, unit_id: int) -> bool:

@@ -11,7 +11,7 @@ and because results are unique per (document, task), written once.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, exists, func, literal, select, update
@@ -51,12 +51,55 @@ def lock_job(session: Session, job_id: str) -> Job:
     return job
 
 
+# A unit whose workers stopped this many times without closing it is split in two on its
+# next claim, so that a document that kills its worker ends up alone (and fails alone).
+SPLIT_AFTER_STOPS = 2
+
+
 @dataclass
 class Claim:
     unit: Unit
     job: Job
     params: dict[str, Any]
     documents: list[tuple[int, str, str]]  # (document id, custom_id, text)
+    # Units split off this one at this claim: (unit id, queue), to publish after commit.
+    split_off: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _gave_up_reason(unit: Unit, max_attempts: int) -> str:
+    if unit.error:  # what the last attempt's worker recorded before it was replaced
+        why = unit.error
+    elif unit.seq_lo == unit.seq_hi:
+        why = f"this document killed the worker {unit.attempts} times (out of memory or crash?)"
+    else:
+        why = "the worker processing this unit stopped each time (out of memory or crash?)"
+    return (
+        f"gave up after {unit.attempts} attempts: {why}; DOCBATCH_MAX_UNIT_ATTEMPTS={max_attempts}"
+    )
+
+
+def _split(session: Session, unit: Unit, now: dt.datetime) -> tuple[int, str]:
+    """Cut the unit's document range in two: the unit keeps the first half, a new queued
+    unit gets the second (counted as having stopped a worker once, so it splits at its
+    next stop rather than its second)."""
+    mid = (unit.seq_lo + unit.seq_hi) // 2
+    share = unit.est_tokens * (unit.seq_hi - mid) // (unit.seq_hi - unit.seq_lo + 1)
+    other = Unit(
+        job_id=unit.job_id,
+        task=unit.task,
+        queue=unit.queue,
+        seq_lo=mid + 1,
+        seq_hi=unit.seq_hi,
+        est_tokens=share,
+        state=UnitState.queued.value,
+        attempts=1,
+        published_at=now,
+    )
+    unit.seq_hi = mid
+    unit.est_tokens -= share
+    session.add(other)
+    session.flush()
+    return int(other.id), other.queue
 
 
 def claim_unit(
@@ -70,8 +113,11 @@ def claim_unit(
     """Mark a unit running and return its documents, or None when there is nothing to do.
 
     A unit already closed is skipped (a redelivered message). A unit of a job being
-    cancelled is closed as cancelled. A unit claimed ``max_attempts`` times already
-    (its workers keep dying) is failed rather than run again. With ``reuse`` (the
+    cancelled is closed as cancelled. A unit whose workers stopped
+    ``SPLIT_AFTER_STOPS`` times (killed, or replaced past its time limit) is bisected
+    first (``Claim.split_off``), so a document that kills its worker ends up alone; a
+    one-document unit claimed ``max_attempts`` times already is failed rather than run
+    again, with the reason its last worker recorded if any. With ``reuse`` (the
     worker's model identity) and a job created with ``reuse_results``, documents with
     an earlier matching result get a copy of it here and are not returned.
     """
@@ -90,18 +136,15 @@ def claim_unit(
         close_unit(session, unit, UnitState.cancelled, reason="job cancelled")
         finalize_job_if_done(session, job)
         return None
-    if unit.attempts >= max_attempts:
-        close_unit(
-            session,
-            unit,
-            UnitState.failed,
-            reason=f"gave up after {unit.attempts} attempts: the worker processing this unit "
-            "stopped each time (out of memory or crash?); DOCBATCH_MAX_UNIT_ATTEMPTS="
-            f"{max_attempts}",
-        )
+    now = utcnow()
+    split_off: list[tuple[int, str]] = []
+    if unit.seq_hi > unit.seq_lo and unit.attempts >= SPLIT_AFTER_STOPS:
+        split_off.append(_split(session, unit, now))
+    elif unit.attempts >= max_attempts:
+        close_unit(session, unit, UnitState.failed, reason=_gave_up_reason(unit, max_attempts))
         finalize_job_if_done(session, job)
         return None
-    now = utcnow()
+    unit.error = None  # a note left by the previous attempt (see note_stop)
     unit.state = UnitState.running.value
     unit.attempts += 1
     unit.claimed_at = now
@@ -141,6 +184,31 @@ def claim_unit(
         job=job,
         params=params or {},
         documents=[(int(d[0]), str(d[1]), str(d[2])) for d in docs],
+        split_off=split_off,
+    )
+
+
+def release_unit(session: Session, unit_id: int) -> str | None:
+    """Give back a running unit whose work will not be written (claimed ahead by a worker
+    that stops on purpose, or its result write failed): queued again, its claim not
+    counted as an attempt. Returns its queue to publish it on, or None if it was not
+    running."""
+    unit = session.scalar(select(Unit).where(Unit.id == unit_id).with_for_update())
+    if unit is None or unit.state != UnitState.running.value:
+        return None
+    unit.state = UnitState.queued.value
+    unit.attempts = max(0, unit.attempts - 1)
+    unit.published_at = utcnow()
+    return unit.queue
+
+
+def note_stop(session: Session, unit_id: int, reason: str) -> None:
+    """Record on a running unit why its worker is about to be replaced (a time limit); the
+    claim that gives up on the unit reports it, the next claim clears it."""
+    session.execute(
+        update(Unit)
+        .where(Unit.id == unit_id, Unit.state == UnitState.running.value)
+        .values(error=reason)
     )
 
 

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     # many documents per transaction, off the request path; the job row stays locked (its
     # workers' result writes wait) for one batch at a time.
     cancel_batch_documents: int = Field(5000, ge=1)
+    # A unit running longer than base + per_1k_tokens x (its tokens / 1000) seconds has its
+    # worker process replaced (a hung model or tokenizer); the attempt counts. 0 turns it off.
+    unit_time_limit_base_seconds: float = 300.0
+    unit_time_limit_seconds_per_1k_tokens: float = 60.0
     # Worker /metrics (Prometheus) on this port, served by the process running the model;
     # 0 turns it off.
     worker_metrics_port: int = 0

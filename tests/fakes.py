@@ -28,7 +28,8 @@ class UpperHandler(Handler):
 
     A batch with a chunk containing ``SLOW`` takes 0.2 s longer; ``POISON`` raises (a
     permanent, per-document error); ``KILLME`` SIGKILLs the worker process running it (an
-    OOM kill or a segfault)."""
+    OOM kill or a segfault); ``HANGME`` never returns (a hung CUDA call or tokenizer);
+    a document containing ``NOTJSON`` gets a NaN score, which Postgres refuses to store."""
 
     task = "summarize"
     default_model = "fake/upper"
@@ -44,6 +45,8 @@ class UpperHandler(Handler):
     def predict(self, chunks: list[str], params: dict[str, Any]) -> list[Any]:
         if any("KILLME" in c for c in chunks):
             os.kill(os.getpid(), signal.SIGKILL)
+        if any("HANGME" in c for c in chunks):
+            time.sleep(3600)
         if self.sleep:
             time.sleep(self.sleep)
         if any("SLOW" in c for c in chunks):
@@ -56,6 +59,8 @@ class UpperHandler(Handler):
     def reduce(
         self, text: str, chunks: list[Chunk], outputs: list[Any], params: dict[str, Any]
     ) -> Output:
+        if "NOTJSON" in text:
+            return Output({"summary": "".join(outputs), "score": float("nan")})
         return Output({"summary": "".join(outputs)})
 
 

@@ -76,7 +76,7 @@ def test_poison_document_fails_alone_and_the_job_goes_on(api, fake):
     assert ok[0]["results"]["summarize"]["output"]["summary"] == "DOCUMENT NUMBER 0 SAYS HELLO"
 
 
-def test_unit_that_kills_its_worker_is_failed_after_max_attempts(api, fake, limits):
+def test_document_that_kills_its_worker_fails_alone_and_its_neighbours_succeed(api, fake, limits):
     # the worker runs with the default DOCBATCH_MAX_UNIT_ATTEMPTS=3
     limits["UNIT_MAX_DOCUMENTS"] = "5"
     docs = _docs(20, {12: "KILLME please"})
@@ -85,16 +85,27 @@ def test_unit_that_kills_its_worker_is_failed_after_max_attempts(api, fake, limi
     log = fake.log
     assert job["status"] == "completed_with_errors"
     _accounted(job)
-    # the killer's unit (documents 10..14) failed with the reason; the rest succeeded
-    assert job["counts"]["summarize"] == {**job["counts"]["summarize"], "failed": 5}
+    # the killer's unit (documents 10..14) was split on retry until the killer was alone:
+    # only it failed, with the reason; its neighbours in the same unit succeeded
+    counts = job["counts"]["summarize"]
+    assert (counts["succeeded"], counts["failed"], counts["total"]) == (19, 1, 20), counts
     errors = read_ndjson(api.get(f"/v1/jobs/{job_id}/errors"))
-    assert [e["custom_id"] for e in errors] == [f"d{i:04d}" for i in range(10, 15)]
+    assert [e["custom_id"] for e in errors] == ["d0012"]
     reason = errors[0]["results"]["summarize"]["error"]
+    assert "killed the worker 3 times" in reason, reason
     assert "gave up after 3 attempts" in reason and "DOCBATCH_MAX_UNIT_ATTEMPTS=3" in reason
     assert log.count("WorkerLostError") >= 3 or log.count("SIGKILL") >= 3, log[-3000:]
+    ok = [x for x in read_ndjson(api.get(f"/v1/jobs/{job_id}/results")) if x not in errors]
+    assert [x["custom_id"] for x in ok] == [f"d{i:04d}" for i in range(20) if i != 12]
+    assert ok[12]["results"]["summarize"]["output"]["summary"] == "DOCUMENT NUMBER 13 SAYS HELLO"
     with new_session() as s:
-        unit = s.scalars(select(Unit).where(Unit.job_id == job_id, Unit.seq_lo == 10)).one()
-    assert (unit.state, unit.attempts) == ("failed", 3)
+        units = s.scalars(
+            select(Unit).where(Unit.job_id == job_id, Unit.seq_lo <= 14, Unit.seq_hi >= 10)
+        ).all()
+    # the split units cover 10..14 exactly once; the killer's own unit failed after 3
+    assert sorted(i for u in units for i in range(u.seq_lo, u.seq_hi + 1)) == list(range(10, 15))
+    assert [(u.state, u.attempts) for u in units if u.seq_lo == 12 == u.seq_hi] == [("failed", 3)]
+    assert {u.state for u in units if u.seq_lo != 12 or u.seq_hi != 12} == {"done"}
 
 
 def _unit_state(job_id: str, seq_lo: int) -> str | None:

@@ -1,44 +1,153 @@
-"""A running unit's heartbeat: a thread touching ``units.heartbeat_at`` while it runs.
+"""Heartbeats and time limits of the units a worker process holds.
 
 The reconciler republishes a running unit whose heartbeat is older than
 DOCBATCH_RUNNING_LEASE_SECONDS, so a SIGKILLed/OOM-killed worker's unit is picked up in
 about a lease, not after the broker's visibility timeout (hours). A live worker keeps
-its unit's heartbeat fresh however long the unit takes.
+the heartbeat of **every** unit it holds fresh (the one it runs and those it claimed
+ahead), however long they take.
+
+A worker that is alive but stuck (a hung CUDA call or tokenizer) would keep its units
+forever, so each unit the model runs gets a time limit (DOCBATCH_UNIT_TIME_LIMIT_BASE_SECONDS
++ DOCBATCH_UNIT_TIME_LIMIT_SECONDS_PER_1K_TOKENS per 1,000 of its tokens). Past it, the
+watchdog notes the reason on the unit, gives back the other units it holds (through the
+ledger, no attempt counted), and SIGKILLs its own process: the prefork pool starts a
+fresh child, the broker redelivers the message, and the next claim counts the attempt.
+The watchdog is a Python thread: a hang that holds the GIL would stop it too, and is
+then bounded only by the lease (the heartbeat stops with it).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import update
 
+from schema import ledger
 from schema.db import transaction
+from schema.settings import Settings
 from schema.tables import Unit, UnitState, utcnow
 
 log = logging.getLogger("docbatch.worker")
+# Longest the watchdog spends recording why it stops before it kills the process anyway.
+STOP_GRACE_SECONDS = 10.0
 
 
-def touch(unit_id: int) -> None:
+def touch(unit_ids: list[int]) -> None:
     with transaction() as s:
         s.execute(
             update(Unit)
-            .where(Unit.id == unit_id, Unit.state == UnitState.running.value)
+            .where(Unit.id.in_(unit_ids), Unit.state == UnitState.running.value)
             .values(heartbeat_at=utcnow())
         )
 
 
+def time_limit(settings: Settings, tokens: int) -> float | None:
+    """Seconds a unit of ``tokens`` tokens may run; None when limits are off."""
+    if settings.unit_time_limit_base_seconds <= 0:
+        return None
+    return (
+        settings.unit_time_limit_base_seconds
+        + settings.unit_time_limit_seconds_per_1k_tokens * tokens / 1000
+    )
+
+
+class Holdings:
+    """The units this process holds: one thread heartbeats them all and enforces their
+    time limits. ``hold`` when a unit's lease is taken, ``release`` when it is given up."""
+
+    def __init__(self, every: float, tick: float = 0.25) -> None:
+        self.every = every
+        self.tick = min(tick, every)
+        self._lock = threading.Lock()
+        self._units: dict[int, tuple[float, str] | None] = {}  # id -> (deadline, reason)
+        self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        """Stop beating (the leases are gone with their connection)."""
+        self._closed.set()
+        with self._lock:
+            self._units.clear()
+
+    def hold(self, unit_id: int) -> None:
+        with self._lock:
+            self._units.setdefault(unit_id, None)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="docbatch-heartbeat", daemon=True
+                )
+                self._thread.start()
+
+    def limit(self, unit_id: int, seconds: float | None, reason: str = "") -> None:
+        """Start (or with None, stop) the unit's clock: past ``seconds`` the process stops."""
+        with self._lock:
+            if unit_id in self._units:
+                self._units[unit_id] = (
+                    None if seconds is None else (time.monotonic() + seconds, reason)
+                )
+
+    def release(self, unit_id: int) -> None:
+        with self._lock:
+            self._units.pop(unit_id, None)
+
+    def held(self) -> list[int]:
+        with self._lock:
+            return list(self._units)
+
+    def _run(self) -> None:
+        last_beat = time.monotonic()
+        while not self._closed.wait(self.tick):
+            now = time.monotonic()
+            with self._lock:
+                units = dict(self._units)
+            for unit_id, clock in units.items():
+                if clock is not None and now > clock[0]:
+                    self._stop(unit_id, clock[1], [u for u in units if u != unit_id])
+            if units and now - last_beat >= self.every:
+                last_beat = now
+                try:
+                    touch(list(units))
+                except Exception as exc:  # noqa: BLE001 - a database blip: try again next beat
+                    log.warning("heartbeat of units %s failed: %s", sorted(units), exc)
+
+    def _stop(self, unit_id: int, reason: str, others: list[int]) -> None:
+        """Past a time limit: note why, give the other units back, kill this process."""
+        log.error("unit %d: %s; replacing this worker process", unit_id, reason)
+        # Kill even if the database does not answer: the lease then frees the units.
+        threading.Timer(STOP_GRACE_SECONDS, _kill_self).start()
+        try:
+            from worker.publish import publish_units
+
+            with transaction() as s:
+                ledger.note_stop(s, unit_id, reason)
+                back = [(u, q) for u in others if (q := ledger.release_unit(s, u))]
+            if back:
+                publish_units(back)
+        except Exception:  # noqa: BLE001 - dying anyway
+            log.exception("could not record the time limit of unit %d", unit_id)
+        _kill_self()
+
+
+def _kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 @contextmanager
 def heartbeat(unit_id: int, every: float) -> Iterator[None]:
-    """Touch the unit's heartbeat every ``every`` seconds until the block ends."""
+    """Touch one unit's heartbeat every ``every`` seconds until the block ends (SQLite
+    workers, which run one unit per task and hold no lease)."""
     stop = threading.Event()
 
     def beat() -> None:
         while not stop.wait(every):
             try:
-                touch(unit_id)
+                touch([unit_id])
             except Exception as exc:  # noqa: BLE001 - a database blip: try again next beat
                 log.warning("heartbeat of unit %d failed: %s", unit_id, exc)
 

@@ -24,48 +24,75 @@ reclaimed when their messages arrive, or by the reconciler's running lease if th
 messages were already consumed as skips. Results stay exactly-once either way
 (unique (document, task), guarded state moves). SQLite (``docbatch run``) has no
 leases, so it runs one unit per task without claim-ahead (``runner.process_unit``).
+With ``DOCBATCH_WORKER_CLAIM_AHEAD=false`` the same code runs one unit per task, still
+under its lease, so a duplicate message can never run a unit twice at once.
+Which of the three a worker uses is chosen once, at start-up (``choose_processor``).
+
+Every unit whose lease this process holds is heartbeated, and the unit the model runs
+has a time limit (worker/heartbeat.py ``Holdings``). Only the ledger moves unit state:
+a unit claimed ahead but not run is given back with ``ledger.release_unit``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
 
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, Engine, create_engine, select, text
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
-from schema.db import get_engine, is_sqlite, transaction
-from schema.leases import lease_key
-from schema.settings import Settings
+from schema import ledger
+from schema.db import is_sqlite, transaction
+from schema.leases import keepalive_connect_args, lease_key
+from schema.settings import Settings, get_settings
 from schema.tables import Job, Unit, UnitState
 from worker.handlers.base import Handler
+from worker.heartbeat import Holdings, time_limit
 from worker.runner import (
     BatchRunner,
+    Outcome,
     PreparedUnit,
+    UnitOutcome,
     cancel_watcher,
     claim_in,
-    prepare_unit,
+    prepare,
     process_unit,
+    publish_split,
     run_prepared,
     write_outcome,
 )
 
 log = logging.getLogger("docbatch.worker")
 CANDIDATES = 8
+UnitProcessor = Callable[[int, Handler, Settings], Outcome]
+
+
+@functools.lru_cache(maxsize=4)
+def _lease_engine(url: str, lease_seconds: float) -> Engine:
+    # Its own engine, unpooled: the lease connection is never shared, and it carries
+    # keepalives so a host that vanishes frees its leases within about a lease period.
+    return create_engine(
+        url, poolclass=NullPool, connect_args=keepalive_connect_args(lease_seconds)
+    )
 
 
 class Lease:
-    """This process's unit leases: advisory locks held on one dedicated connection."""
+    """This process's unit leases: advisory locks held on one dedicated connection. Every
+    unit leased is heartbeated (and, while the model runs it, timed) by ``holdings``."""
 
-    def __init__(self) -> None:
-        self.conn: Connection = get_engine().connect()
+    def __init__(self, settings: Settings | None = None) -> None:
+        settings = settings or get_settings()
+        engine = _lease_engine(settings.database_url, settings.running_lease_seconds)
+        self.conn: Connection = engine.connect()
         self.lock = threading.Lock()
+        self.holdings = Holdings(settings.unit_heartbeat_seconds)
 
     def _call(self, fn: str, unit_id: int) -> bool:
         ns, key = lease_key(unit_id)
@@ -77,9 +104,13 @@ class Lease:
 
     def acquire(self, unit_id: int) -> bool:
         """Take the unit's lease; False when another live worker holds it."""
-        return self._call("pg_try_advisory_lock", unit_id)
+        got = self._call("pg_try_advisory_lock", unit_id)
+        if got:
+            self.holdings.hold(unit_id)
+        return got
 
     def release(self, unit_id: int) -> None:
+        self.holdings.release(unit_id)
         self._call("pg_advisory_unlock", unit_id)
 
     @contextlib.contextmanager
@@ -89,7 +120,8 @@ class Lease:
             yield session
 
     def close(self) -> None:
-        """Drop the connection itself (not back to the pool): every lease goes with it."""
+        """Drop the connection itself: every lease goes with it."""
+        self.holdings.close()
         with contextlib.suppress(Exception):
             self.conn.invalidate()
             self.conn.close()
@@ -98,10 +130,10 @@ class Lease:
 _lease: Lease | None = None
 
 
-def _get_lease() -> Lease:
+def _get_lease(settings: Settings | None = None) -> Lease:
     global _lease
     if _lease is None or _lease.conn.closed or _lease.conn.invalidated:
-        _lease = Lease()
+        _lease = Lease(settings)
     return _lease
 
 
@@ -125,18 +157,43 @@ def warm_up() -> None:
         _drop_lease()
 
 
-def _claim(lease: Lease, unit_id: int, handler: Handler, settings: Settings) -> PreparedUnit | str:
+def _limit_reason(settings: Settings, tokens: int, seconds: float) -> str:
+    return (
+        f"the attempt ran past its time limit of {seconds:.0f} s "
+        f"(DOCBATCH_UNIT_TIME_LIMIT_BASE_SECONDS={settings.unit_time_limit_base_seconds:g} + "
+        f"DOCBATCH_UNIT_TIME_LIMIT_SECONDS_PER_1K_TOKENS="
+        f"{settings.unit_time_limit_seconds_per_1k_tokens:g} per 1,000 of its {tokens} "
+        "tokens) and its worker process was replaced"
+    )
+
+
+def _start_clock(lease: Lease, prep: PreparedUnit, settings: Settings) -> None:
+    tokens = sum(prep.lengths)
+    seconds = time_limit(settings, tokens)
+    if seconds is not None:
+        lease.holdings.limit(prep.unit_id, seconds, _limit_reason(settings, tokens, seconds))
+
+
+def _claim(
+    lease: Lease, unit_id: int, handler: Handler, settings: Settings
+) -> PreparedUnit | Outcome:
+    """Take the lease, claim and chunk the unit; the lease stays held while it is ours."""
     if not lease.acquire(unit_id):
-        return "skipped"  # running on another live worker
+        return Outcome.skipped  # running on another live worker
     try:
         with lease.transaction() as s:
             claimed = claim_in(s, unit_id, handler, settings)
+        publish_split(claimed)
+        if isinstance(claimed, Outcome):
+            lease.release(unit_id)
+            return claimed
+        _start_clock(lease, claimed, settings)  # the tokenizer may hang too
+        prepare(handler, claimed)
+        lease.holdings.limit(unit_id, None)  # its clock restarts when the model takes it
     except BaseException:
         with contextlib.suppress(Exception):
             lease.release(unit_id)
         raise
-    if isinstance(claimed, str):
-        lease.release(unit_id)
     return claimed
 
 
@@ -154,25 +211,40 @@ def _claim_next(lease: Lease, handler: Handler, settings: Settings) -> PreparedU
     for unit_id in ids:
         claimed = _claim(lease, unit_id, handler, settings)
         if isinstance(claimed, PreparedUnit):
-            return prepare_unit(
-                handler,
-                claimed.documents,
-                claimed.params,
-                job_id=claimed.job_id,
-                unit_id=claimed.unit_id,
-            )
+            return claimed
     return None
 
 
+def _give_back(lease: Lease, unit_id: int, *, publish: bool = True) -> None:
+    """Through the ledger: a unit we hold goes back to queued (no attempt counted) and,
+    with ``publish``, gets a new message; then its lease is released. If the database is
+    unreachable the lease still goes and the reconciler takes the unit back later."""
+    try:
+        with transaction() as s:
+            queue_name = ledger.release_unit(s, unit_id)
+        if queue_name and publish:
+            from worker.publish import publish_units
+
+            publish_units([(unit_id, queue_name)])
+    except Exception:  # noqa: BLE001 - the lease period recovers it
+        log.exception("could not give back unit %s", unit_id)
+    with contextlib.suppress(Exception):
+        lease.release(unit_id)
+
+
 class _Writer:
-    """Commits units' outcomes in order on a thread, then releases their leases."""
+    """Commits units' outcomes in order on a thread, then releases their leases.
+
+    One unit's write failing never stops the others: each queued outcome is written, and
+    a unit whose write fails is given back through the ledger (queued again, no attempt
+    counted). The first error is returned by ``close`` (so the task retries)."""
 
     def __init__(self, lease: Lease, handler: Handler) -> None:
         self.lease = lease
         self.handler = handler
-        self.queue: queue.Queue[Any] = queue.Queue(maxsize=2)
+        self.queue: queue.Queue[tuple[str, int, UnitOutcome] | None] = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
-        self.statuses: dict[int, str] = {}
+        self.statuses: dict[int, Outcome] = {}
         self.thread = threading.Thread(target=self._run, name="docbatch-writer", daemon=True)
         self.thread.start()
 
@@ -183,104 +255,101 @@ class _Writer:
                 return
             job_id, unit_id, outcome = item
             try:
-                if self.error is None:
-                    self.statuses[unit_id] = write_outcome(self.handler, job_id, unit_id, outcome)
+                self.statuses[unit_id] = write_outcome(self.handler, job_id, unit_id, outcome)
             except BaseException as exc:  # noqa: BLE001 - surfaced by close()
-                log.exception("writing unit %s failed", unit_id)
-                self.error = exc
-            finally:
+                log.exception("writing unit %s failed; giving it back", unit_id)
+                if self.error is None:
+                    self.error = exc
+                _give_back(self.lease, unit_id)
+            else:
                 with contextlib.suppress(Exception):
                     self.lease.release(unit_id)
 
-    def put(self, job_id: str, unit_id: int, outcome: Any) -> None:
-        if self.error is not None:
-            raise self.error
+    def put(self, job_id: str, unit_id: int, outcome: UnitOutcome) -> None:
         self.queue.put((job_id, unit_id, outcome))
 
-    def close(self) -> None:
-        """Wait for every queued write; raise the first write error."""
+    def close(self) -> BaseException | None:
+        """Wait for every queued write; the first write error, if any (never raises, so
+        an exception already on its way is not replaced)."""
         self.queue.put(None)
         self.thread.join()
-        if self.error is not None:
-            raise self.error
+        return self.error
 
 
-def _requeue(lease: Lease, prep: PreparedUnit) -> None:
-    """Give back a unit claimed ahead but not run (the chain stopped on an error)."""
-    from worker.publish import publish_units
-
-    with contextlib.suppress(Exception):
-        with transaction() as s:
-            unit = s.get(Unit, prep.unit_id, with_for_update=True)
-            if unit is not None and unit.state == UnitState.running.value:
-                unit.state = UnitState.queued.value
-                unit.attempts = max(0, unit.attempts - 1)
-                queue_name = unit.queue
-            else:
-                queue_name = ""
-        lease.release(prep.unit_id)
-        if queue_name:
-            publish_units([(prep.unit_id, queue_name)])
+def choose_processor(settings: Settings) -> UnitProcessor:
+    """How this worker runs the units it is handed, decided once at start-up: SQLite runs
+    one unit per task without leases; Postgres runs under leases, pipelined unless
+    DOCBATCH_WORKER_CLAIM_AHEAD=false."""
+    if is_sqlite():
+        return process_unit
+    return functools.partial(process_units, claim_ahead=settings.worker_claim_ahead)
 
 
 def process_units(
-    unit_id: int, handler: Handler, settings: Settings, batch_runner: BatchRunner | None = None
-) -> str:
-    """Process ``unit_id``, then keep claiming and running this queue's next units with
-    claim/chunk and result writes overlapped with the model. Returns what happened to
-    ``unit_id`` (as ``runner.process_unit`` does)."""
-    if is_sqlite() or not settings.worker_claim_ahead:
-        return process_unit(unit_id, handler, settings, batch_runner)
+    unit_id: int,
+    handler: Handler,
+    settings: Settings,
+    batch_runner: BatchRunner | None = None,
+    *,
+    claim_ahead: bool = True,
+) -> Outcome:
+    """Process ``unit_id`` under its lease; with ``claim_ahead``, keep claiming and running
+    this queue's next units with claim/chunk and result writes overlapped with the model.
+    Returns what happened to ``unit_id``."""
     try:
-        lease = _get_lease()
+        lease = _get_lease(settings)
         first = _claim(lease, unit_id, handler, settings)
     except Exception:
         _drop_lease()
         raise
-    if isinstance(first, str):
+    if isinstance(first, Outcome):
         return first
-    current = prepare_unit(
-        handler, first.documents, first.params, job_id=first.job_id, unit_id=unit_id
-    )
+    current = first
     deadline = time.monotonic() + settings.worker_chain_seconds
     runner = batch_runner or BatchRunner(handler)
     writer = _Writer(lease, handler)
     prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="docbatch-prefetch")
-    ahead: Future[PreparedUnit | None] | None = prefetch.submit(
-        _claim_next, lease, handler, settings
-    )
+    ahead: Future[PreparedUnit | None] | None = None
+    if claim_ahead:
+        ahead = prefetch.submit(_claim_next, lease, handler, settings)
     chained = 0
-    handed = False  # whether ``current`` is with the writer (which then owns its lease)
+    # Lease ownership: ``owned`` is the unit we hold and have not handed to the writer
+    # (the writer then releases it); ``ahead``'s result is ours until it is run.
+    owned: PreparedUnit | None = current
     try:
         while True:
+            _start_clock(lease, current, settings)
             outcome = run_prepared(handler, current, cancel_watcher(current.job_id), runner)
+            lease.holdings.limit(current.unit_id, None)
             writer.put(current.job_id, current.unit_id, outcome)
-            handed = True
+            owned = None
             if ahead is None:
                 break
             nxt, ahead = ahead.result(), None
             if nxt is None:
                 break
-            current, handed = nxt, False
+            current = owned = nxt
             chained += 1
-            if time.monotonic() < deadline:
+            if time.monotonic() < deadline and writer.error is None:
                 ahead = prefetch.submit(_claim_next, lease, handler, settings)
     except BaseException:
-        if not handed:
-            if current.unit_id == unit_id:  # the message's unit: Celery retries it
+        if owned is not None:
+            if owned.unit_id == unit_id:  # the message's unit: Celery retries it
                 with contextlib.suppress(Exception):
                     lease.release(unit_id)
             else:
-                _requeue(lease, current)
+                _give_back(lease, owned.unit_id)
         if ahead is not None:
             with contextlib.suppress(BaseException):
                 claimed = ahead.result()
                 if claimed is not None:
-                    _requeue(lease, claimed)
+                    _give_back(lease, claimed.unit_id)
         raise
     finally:
         prefetch.shutdown(wait=True)
-        writer.close()
+        write_error = writer.close()
+    if write_error is not None:
+        raise write_error
     if chained:
         log.info("unit %s: ran %d more units claimed ahead", unit_id, chained)
-    return writer.statuses.get(unit_id, "done")
+    return writer.statuses.get(unit_id, Outcome.done)

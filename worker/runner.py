@@ -13,9 +13,11 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from schema import ledger
@@ -31,6 +33,16 @@ from worker.handlers.base import GROUP_PARAM, Handler, Output
 log = logging.getLogger("docbatch.worker")
 CANCEL_CHECK_SECONDS = 0.5
 MIN_BUDGET = 256
+
+
+class Outcome(StrEnum):
+    """What happened to a unit a worker was handed."""
+
+    done = "done"  # results written, unit closed done
+    cancelled = "cancelled"  # the job was cancelled: closed cancelled
+    skipped = "skipped"  # closed already, or running on another live worker
+    misrouted = "misrouted"  # another task's unit: failed with the reason
+    superseded = "superseded"  # another delivery closed it first: nothing written
 
 
 def worker_name() -> str:
@@ -139,12 +151,15 @@ def _free_device_memory() -> None:
 
 @dataclass
 class PreparedUnit:
-    """A claimed unit, chunked and ready for the model (see ``prepare_unit``)."""
+    """A claimed unit: its documents, then (``prepare``) its chunks, ready for the model."""
 
     job_id: str
     unit_id: int
     documents: list[tuple[int, str, str]]
     params: dict[str, Any]
+    # Units split off this one when it was claimed: publish them after the claim commits.
+    split_off: list[tuple[int, str]] = field(default_factory=list)
+    prepared: bool = False
     rows: list[dict[str, Any]] = field(default_factory=list)  # failed before the model
     doc_chunks: dict[int, list[Chunk]] = field(default_factory=dict)
     flat: list[tuple[int, int]] = field(default_factory=list)  # (document pos, chunk pos)
@@ -192,10 +207,7 @@ def _chunk_all(
     """Chunk every document; one tokenizer call for all of them when the handler uses
     the default chunker and a fast tokenizer (per-call overhead dominates short texts)."""
     ends: list[list[int]] | None = None
-    default_chunker = (
-        type(handler).chunk is Handler.chunk and type(handler).chunk_for is Handler.chunk_for
-    )
-    if default_chunker and len(texts) > 1:
+    if handler.default_chunker and len(texts) > 1:
         try:
             ends = token_ends_many(texts, handler.tokenizer)
         except Exception:  # noqa: BLE001 - fall back to one text at a time
@@ -221,7 +233,17 @@ def prepare_unit(
     unit_id: int,
 ) -> PreparedUnit:
     """Check params and chunk every document: the CPU work before the model."""
-    prep = PreparedUnit(job_id=job_id, unit_id=unit_id, documents=documents, params=params)
+    return prepare(
+        handler, PreparedUnit(job_id=job_id, unit_id=unit_id, documents=documents, params=params)
+    )
+
+
+def prepare(handler: Handler, prep: PreparedUnit) -> PreparedUnit:
+    """Fill in a claimed unit's chunks (in place; returns it)."""
+    if prep.prepared:
+        return prep
+    prep.prepared = True
+    documents, params = prep.documents, prep.params
     recorded = handler.describe_params(params)
     now = utcnow()
     try:
@@ -356,15 +378,16 @@ def cancel_watcher(job_id: str) -> Callable[[], bool]:
 
 def claim_in(
     session: Session, unit_id: int, handler: Handler, settings: Settings
-) -> PreparedUnit | str:
+) -> PreparedUnit | Outcome:
     """Claim ``unit_id`` in ``session``'s transaction; its documents (not yet chunked) or
-    what happened instead ("skipped", "misrouted"). Documents whose result can be reused
-    from an earlier job (same content, task, model and parameters) are filled in here."""
+    what happened instead (skipped, misrouted). Documents whose result can be reused
+    from an earlier job (same content, task, model and parameters) are filled in here.
+    The caller publishes ``split_off`` once the transaction commits."""
     claim = ledger.claim_unit(
         session, unit_id, worker_name(), settings.max_unit_attempts, reuse=handler
     )
     if claim is None:
-        return "skipped"
+        return Outcome.skipped
     if claim.unit.task != handler.task:
         ledger.close_unit(
             session,
@@ -373,24 +396,72 @@ def claim_in(
             reason=f"unit for task {claim.unit.task!r} reached a {handler.task!r} worker",
         )
         ledger.finalize_job_if_done(session, claim.job)
-        return "misrouted"
+        return Outcome.misrouted
     return PreparedUnit(
-        job_id=claim.job.id, unit_id=unit_id, documents=claim.documents, params=claim.params
+        job_id=claim.job.id,
+        unit_id=unit_id,
+        documents=claim.documents,
+        params=claim.params,
+        split_off=claim.split_off,
     )
 
 
-def write_outcome(handler: Handler, job_id: str, unit_id: int, outcome: UnitOutcome) -> str:
+def publish_split(claimed: PreparedUnit | Outcome) -> None:
+    """Send the messages of units split off at a (committed) claim. If this fails the
+    reconciler finds them: they are queued in Postgres already."""
+    if isinstance(claimed, PreparedUnit) and claimed.split_off:
+        from worker.publish import publish_units
+
+        try:
+            publish_units(claimed.split_off)
+        except Exception:  # noqa: BLE001 - the reconciler republishes queued units
+            log.exception("could not publish units %s", claimed.split_off)
+
+
+def write_outcome(handler: Handler, job_id: str, unit_id: int, outcome: UnitOutcome) -> Outcome:
     """Results and the unit's terminal state, in one transaction.
 
     If another delivery of the same unit closed it first, nothing is written
-    ("superseded").
+    (superseded). A result the database refuses (say, a NaN in a JSON output) fails that
+    document with the reason instead of the unit.
     """
+    try:
+        return _write_outcome(handler, job_id, unit_id, outcome, isolate=False)
+    except (DataError, IntegrityError):
+        log.warning("unit %s: a result was refused; writing its results one by one", unit_id)
+        return _write_outcome(handler, job_id, unit_id, outcome, isolate=True)
+
+
+def _write_rows_one_by_one(session: Session, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    kept: list[dict[str, Any]] = []
+    for row in rows:
+        try:
+            with session.begin_nested():
+                ledger.write_results(session, [row])
+            kept.append(row)
+        except (DataError, IntegrityError) as exc:
+            reason = f"the result could not be stored: {type(exc.orig).__name__}: {exc.orig}"
+            failed = {**row, "status": ResultStatus.failed.value, "output": None}
+            failed.update(vectors=None, error=reason[:2000])
+            with session.begin_nested():
+                ledger.write_results(session, [failed])
+            kept.append(failed)
+    return kept
+
+
+def _write_outcome(
+    handler: Handler, job_id: str, unit_id: int, outcome: UnitOutcome, *, isolate: bool
+) -> Outcome:
     with transaction() as s:
         job = ledger.lock_job(s, job_id)
         unit = s.get(Unit, unit_id)
         if unit is None or unit.state != UnitState.running.value:
-            return "superseded"
-        ledger.write_results(s, outcome.rows)
+            return Outcome.superseded
+        rows = outcome.rows
+        if isolate:
+            rows = _write_rows_one_by_one(s, rows)
+        else:
+            ledger.write_results(s, rows)
         state = UnitState.cancelled if outcome.cancelled else UnitState.done
         ledger.close_unit(
             s,
@@ -401,28 +472,24 @@ def write_outcome(handler: Handler, job_id: str, unit_id: int, outcome: UnitOutc
             tokens=outcome.tokens,
         )
         ledger.finalize_job_if_done(s, job)
-    metrics.unit_written(handler, state.value, outcome.rows, outcome.chunks, outcome.tokens)
-    return state.value
+    metrics.unit_written(handler, state.value, rows, outcome.chunks, outcome.tokens)
+    return Outcome(state.value)
 
 
 def process_unit(
     unit_id: int, handler: Handler, settings: Settings, batch_runner: BatchRunner | None = None
-) -> str:
-    """Process one unit end to end, no overlap; returns what happened (for logs and tests).
+) -> Outcome:
+    """Process one unit end to end, no overlap and no lease (SQLite, where one worker runs
+    everything); returns what happened (for logs and tests).
 
-    The pipelined path (worker/pipeline.py) does the same steps, overlapped.
+    On Postgres the worker uses worker/pipeline.py, which does the same steps under a lease.
     """
     with transaction() as s:
         claimed = claim_in(s, unit_id, handler, settings)
-    if isinstance(claimed, str):
+    publish_split(claimed)
+    if isinstance(claimed, Outcome):
         return claimed
-    outcome = compute_unit(
-        handler,
-        claimed.documents,
-        claimed.params,
-        cancel_watcher(claimed.job_id),
-        job_id=claimed.job_id,
-        unit_id=unit_id,
-        batch_runner=batch_runner,
+    outcome = run_prepared(
+        handler, prepare(handler, claimed), cancel_watcher(claimed.job_id), batch_runner
     )
     return write_outcome(handler, claimed.job_id, unit_id, outcome)

@@ -15,7 +15,7 @@ from celery.signals import worker_process_init
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from schema import webhooks
-from schema.db import transaction
+from schema.db import is_sqlite, transaction
 from schema.errors import TransientError
 from schema.settings import get_settings
 from worker import metrics as worker_metrics
@@ -29,6 +29,7 @@ from worker.app import (
 )
 from worker.handlers.base import Handler, pick_device
 from worker.heartbeat import heartbeat
+from worker.pipeline import UnitProcessor, choose_processor
 from worker.publish import publish_webhooks
 from worker.reconcile import reconcile_once
 from worker.registry import load_handler
@@ -36,11 +37,12 @@ from worker.webhooks import deliver
 
 log = logging.getLogger("docbatch.worker")
 _handler: Handler | None = None
+_processor: UnitProcessor | None = None
 RETRYABLE = (OperationalError, DBAPIError, TransientError, ConnectionError)
 
 
 def load_pinned_handler() -> Handler | None:
-    global _handler
+    global _handler, _processor
     task = os.environ.get("DOCBATCH_WORKER_TASK")
     if not task or _handler is not None:
         return _handler
@@ -54,6 +56,7 @@ def load_pinned_handler() -> Handler | None:
     handler.setup(device)
     log.info("loaded %s model %s@%s on %s", task, handler.model_id, handler.revision, device)
     _handler = handler
+    _processor = choose_processor(settings)
     worker_metrics.start_server(settings.worker_metrics_port)
     return _handler
 
@@ -78,10 +81,8 @@ def _load_model(**_: Any) -> None:
     max_retries=20,
 )
 def process_unit(self: Any, unit_id: int) -> str:
-    from worker.pipeline import process_units as run
-
     handler = load_pinned_handler()
-    if handler is None:
+    if handler is None or _processor is None:
         raise RuntimeError("this worker has no task: start it with `docbatch worker --task T`")
     settings = get_settings()
     if self.request.retries:
@@ -91,10 +92,14 @@ def process_unit(self: Any, unit_id: int) -> str:
         settings = settings.model_copy(
             update={"max_unit_attempts": settings.max_unit_attempts + self.request.retries}
         )
-    with heartbeat(unit_id, settings.unit_heartbeat_seconds):
-        outcome = run(unit_id, handler, settings)
+    if is_sqlite():
+        # no leases on SQLite: this task's own unit is the only one it holds
+        with heartbeat(unit_id, settings.unit_heartbeat_seconds):
+            outcome = _processor(unit_id, handler, settings)
+    else:  # the lease holder heartbeats every unit it holds (worker/pipeline.py)
+        outcome = _processor(unit_id, handler, settings)
     send_new_webhooks(unit_id)
-    return outcome
+    return outcome.value
 
 
 def send_new_webhooks(unit_id: int) -> None:

@@ -62,6 +62,13 @@ class Handler:
     task: ClassVar[str] = ""
     default_model: ClassVar[str] = ""
     default_revision: ClassVar[str] = "main"
+    # Whether the subclass keeps the default chunker (then the runner tokenizes a whole
+    # unit in one call); decided once, when the handler class is defined.
+    default_chunker: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.default_chunker = cls.chunk is Handler.chunk and cls.chunk_for is Handler.chunk_for
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
