@@ -122,13 +122,13 @@ class Holdings:
         # Kill even if the database does not answer: the lease then frees the units.
         threading.Timer(STOP_GRACE_SECONDS, _kill_self).start()
         try:
-            from worker.publish import publish_units
+            from worker.publish import republish
 
             with transaction() as s:
                 ledger.note_stop(s, unit_id, reason)
                 back = [(u, q) for u in others if (q := ledger.release_unit(s, u))]
             if back:
-                publish_units(back)
+                republish(u for u, _ in back)
         except Exception:  # noqa: BLE001 - dying anyway
             log.exception("could not record the time limit of unit %d", unit_id)
         _kill_self()

@@ -223,9 +223,9 @@ def _give_back(lease: Lease, unit_id: int, *, publish: bool = True) -> None:
         with transaction() as s:
             queue_name = ledger.release_unit(s, unit_id)
         if queue_name and publish:
-            from worker.publish import publish_units
+            from worker.publish import republish
 
-            publish_units([(unit_id, queue_name)])
+            republish([unit_id])
     except Exception:  # noqa: BLE001 - the lease period recovers it
         log.exception("could not give back unit %s", unit_id)
     with contextlib.suppress(Exception):

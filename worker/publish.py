@@ -29,6 +29,26 @@ def publish_prioritized(units: Iterable[tuple[int, str, int]]) -> int:
     return sent
 
 
+def republish(unit_ids: Iterable[int]) -> int:
+    """New messages for units queued again in Postgres (split off, given back), each at
+    its job's priority, so a unit never loses its place to less urgent work."""
+    from sqlalchemy import select
+
+    from schema.db import new_session
+    from schema.tables import Job, Unit
+
+    ids = list(unit_ids)
+    if not ids:
+        return 0
+    with new_session() as s:
+        rows = s.execute(
+            select(Unit.id, Unit.queue, Job.priority)
+            .join(Job, Job.id == Unit.job_id)
+            .where(Unit.id.in_(ids))
+        ).all()
+    return publish_prioritized((r.id, r.queue, r.priority) for r in rows)
+
+
 def publish_cancels(job_ids: Iterable[str]) -> int:
     """Queue the batched close of cancelled jobs' queued units (worker.cancel) on the
     maintenance queue; returns the count."""

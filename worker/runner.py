@@ -410,10 +410,10 @@ def publish_split(claimed: PreparedUnit | Outcome) -> None:
     """Send the messages of units split off at a (committed) claim. If this fails the
     reconciler finds them: they are queued in Postgres already."""
     if isinstance(claimed, PreparedUnit) and claimed.split_off:
-        from worker.publish import publish_units
+        from worker.publish import republish
 
         try:
-            publish_units(claimed.split_off)
+            republish(u for u, _ in claimed.split_off)
         except Exception:  # noqa: BLE001 - the reconciler republishes queued units
             log.exception("could not publish units %s", claimed.split_off)
 
