@@ -133,7 +133,8 @@ class CausalLM:
                 f"cannot load generate model {path!r} (DOCBATCH_MODELS__GENERATE__MODEL): {exc}"
             ) from exc
         self.tokenizer.padding_side = "left"
-        self.model = model.to(device).eval()
+        model.to(device)  # type: ignore[arg-type]  # transformers' stub wants a model here
+        self.model: Any = model.eval()
         self.config = model.config
         eos = self.model.generation_config.eos_token_id
         if eos is None:
@@ -223,7 +224,7 @@ class CausalLM:
     def _completion(self, prompt: list[int], tokens: list[int], s: Sampling) -> Completion:
         ended = self.eos_ids | {self.pad_id}
         n = next((i for i, t in enumerate(tokens) if t in ended), len(tokens))
-        text = self.tokenizer.decode(tokens[:n], skip_special_tokens=True)
+        text = str(self.tokenizer.decode(tokens[:n], skip_special_tokens=True))
         text, stopped = cut_at_stop(text, s.stop)
         if stopped:
             return Completion(text, "stop", len(prompt), n)

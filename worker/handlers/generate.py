@@ -41,7 +41,9 @@ MAX_ROUNDS = 8
 # seam between template and text can shift the count by a token or two.
 SEAM_MARGIN = 4
 MIN_PIECE_TOKENS = 8
-MAX_NEW_TOKENS_SETTING = "tasks[].max_new_tokens or DOCBATCH_MODELS__GENERATE__GENERATION__MAX_NEW_TOKENS"
+MAX_NEW_TOKENS_SETTING = (
+    "tasks[].max_new_tokens or DOCBATCH_MODELS__GENERATE__GENERATION__MAX_NEW_TOKENS"
+)
 
 
 def load_causal(path: str, config: ModelConfig, device: str) -> Any:
@@ -243,9 +245,7 @@ class GenerateHandler(Handler):
         if len(outputs) == 1:
             final = outputs[0]
         else:
-            data["outputs"] = [
-                {"text": o.text, "finish_reason": o.finish_reason} for o in outputs
-            ]
+            data["outputs"] = [{"text": o.text, "finish_reason": o.finish_reason} for o in outputs]
             if params.get("reduce_template"):
                 final, more, rounds = self._fold([o.text for o in outputs], params)
                 calls += more
@@ -290,4 +290,3 @@ class GenerateHandler(Handler):
                 )
             size = new_size
         raise PermanentError(f"reduce still over the prompt limit after {MAX_ROUNDS} rounds")
-
