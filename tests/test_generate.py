@@ -90,7 +90,8 @@ def test_greedy_batched_equals_generate_alone(handler, reference):
     assert min(lengths) < 60 < max(lengths)
     ours = run_batched(handler, chunks, params)
     theirs = [alone(reference, c.text) for c in chunks]
-    mismatched = [(i, o.text, t) for i, (o, t) in enumerate(zip(ours, theirs, strict=True)) if o.text != t]
+    pairs = enumerate(zip(ours, theirs, strict=True))
+    mismatched = [(i, o.text, t) for i, (o, t) in pairs if o.text != t]
     assert mismatched == [], mismatched[:3]
     # The output depends on the prompt (random weights that ignore it would pass trivially).
     assert len({o.text for o in ours}) >= 0.8 * len(ours)
