@@ -325,6 +325,7 @@ def test_vllm_sampling_params_mapping():
     assert greedy == {
         "n": 1,
         "max_tokens": 20,
+        "min_tokens": 0,
         "stop": ["\n\n"],
         "skip_special_tokens": True,
         "temperature": 0.0,
@@ -335,6 +336,7 @@ def test_vllm_sampling_params_mapping():
     assert sampled == {
         "n": 1,
         "max_tokens": 5,
+        "min_tokens": 0,
         "stop": None,
         "skip_special_tokens": True,
         "temperature": 0.7,

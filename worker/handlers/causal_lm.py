@@ -42,10 +42,13 @@ class Sampling:
     top_k: int = 0  # 0: no top-k cut
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    min_new_tokens: int = 0  # EOS is held back until this many tokens
 
     def recorded(self) -> dict[str, Any]:
         out = asdict(self)
         out["stop"] = list(self.stop)
+        if not self.min_new_tokens:
+            out.pop("min_new_tokens")
         if not self.do_sample:
             for key in ("temperature", "top_p", "top_k", "seed"):
                 out.pop(key)
@@ -161,6 +164,7 @@ class CausalLM:
             do_sample=False,
             num_beams=1,
             max_new_tokens=s.max_new_tokens,
+            min_new_tokens=s.min_new_tokens or None,
             max_length=None,
             pad_token_id=self.pad_id,
             temperature=None,

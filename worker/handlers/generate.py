@@ -117,6 +117,7 @@ class GenerateHandler(Handler):
             top_k=int(merged.get("top_k", 0)),
             stop=tuple(params.get("stop") or ()),
             seed=params.get("seed"),
+            min_new_tokens=int(registry.get("min_new_tokens", 0)),
         )
 
     def prompt_limit(self, s: Sampling) -> int:

@@ -33,6 +33,7 @@ def sampling_kwargs(s: Sampling) -> dict[str, Any]:
     kw: dict[str, Any] = {
         "n": 1,
         "max_tokens": s.max_new_tokens,
+        "min_tokens": s.min_new_tokens,
         "stop": list(s.stop) or None,
         "skip_special_tokens": True,
     }
