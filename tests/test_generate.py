@@ -243,6 +243,20 @@ def test_long_document_map_reduce_and_truncate_false(handler, reference):
     assert out["outputs"][0]["text"] == alone(reference, chunks[0].text)
     assert row["params"]["reduce_template"] == params["reduce_template"]
     assert row["params"]["template"] == TEMPLATE
+    # The worker's tokens_out counter counts every generated token, reduce calls included.
+    from prometheus_client import REGISTRY
+
+    from worker import metrics
+
+    def tokens_out() -> float:
+        return (
+            REGISTRY.get_sample_value("docbatch_worker_tokens_out_total", {"task": "generate"})
+            or 0.0
+        )
+
+    before = tokens_out()
+    metrics.unit_written(handler, "done", outcome.rows, outcome.chunks, outcome.tokens)
+    assert tokens_out() - before == u["completion_tokens"]
 
     strict = {**params, "truncate": False}
     outcome = compute_unit(
