@@ -383,6 +383,12 @@ def test_vllm_backend_on_cpu_fails_documents_with_the_setting(tiny_gpt2):  # noq
     handler.setup("cpu")
     assert handler.unavailable is not None
     assert "DOCBATCH_MODELS__GENERATE__BACKEND=transformers" in str(handler.unavailable)
+    # The runner hands the engine a whole unit (it batches continuously), not budget batches.
+    lengths = [100] * 600 + [7, 900]
+    one = plan_batches(lengths, handler.batch_budget, handler.config.max_batch_rows)
+    assert len(one) == 1
+    hf = GenerateHandler(ModelConfig(model=tiny_gpt2))
+    assert len(plan_batches(lengths, hf.batch_budget, hf.config.max_batch_rows)) > 1
 
 
 def test_vllm_engine_matches_transformers(tiny_gpt2):  # noqa: F811

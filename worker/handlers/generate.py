@@ -41,6 +41,9 @@ MAX_ROUNDS = 8
 # seam between template and text can shift the count by a token or two.
 SEAM_MARGIN = 4
 MIN_PIECE_TOKENS = 8
+# With vLLM the runner's "batch" is the whole unit (the engine batches continuously).
+VLLM_UNIT_TOKENS = 1 << 40
+VLLM_UNIT_ROWS = 1 << 20
 MAX_NEW_TOKENS_SETTING = (
     "tasks[].max_new_tokens or DOCBATCH_MODELS__GENERATE__GENERATION__MAX_NEW_TOKENS"
 )
@@ -81,6 +84,10 @@ class GenerateHandler(Handler):
     generation_defaults: dict[str, Any] = {"max_new_tokens": 128}
 
     def __init__(self, config: ModelConfig) -> None:
+        if config.backend == "vllm":
+            # The engine schedules what it is given with continuous batching and manages
+            # its own memory: hand it the unit's prompts at once, not budget-sized batches.
+            config = config.model_copy(update={"max_batch_rows": VLLM_UNIT_ROWS})
         super().__init__(config)
         self.model: Any = None  # CausalLM or vllm_engine.VllmModel
         self.unavailable: ModelUnavailable | None = None
@@ -95,6 +102,12 @@ class GenerateHandler(Handler):
             return
         self.tokenizer = self.model.tokenizer
         log.info("loaded %s on %s (%s)", self.model_id, device, self.config.backend)
+
+    @property
+    def batch_budget(self) -> int:
+        if self.config.backend == "vllm" and not self.config.batch_tokens:
+            return VLLM_UNIT_TOKENS
+        return super().batch_budget
 
     # -- parameters -------------------------------------------------------------------
     def sampling(self, params: dict[str, Any]) -> Sampling:
@@ -191,6 +204,8 @@ class GenerateHandler(Handler):
         if params.get("input", "text") != "text":
             prompt = build_prompt(text, params, self.tokenizer)
             n = len(self._encode([prompt.text], params)[0])
+            if n == 0:
+                raise PermanentError("the prompt is empty: the document text has no tokens")
             if n > limit:
                 raise PermanentError(
                     f"the prompt is {n} tokens; with max_new_tokens {s.max_new_tokens} the "
