@@ -467,3 +467,22 @@ def test_generate_through_the_api_and_a_worker(api, gpt2_worker, reference):
     for line in read_ndjson(api.get(f"/v1/jobs/{strict_job['id']}/results"))[:-1]:
         out = line["results"]["generate"]["output"]
         assert "." not in out["text"]
+
+
+def test_checkpoint_sampling_defaults_are_not_applied(tiny_gpt2, reference, tmp_path):  # noqa: F811
+    """A checkpoint's generation_config.json (do_sample, a repetition penalty) does not
+    change the output: only the job's and the registry's settings, which are recorded."""
+    import shutil
+
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    path = tmp_path / "gpt2-sampling-defaults"
+    shutil.copytree(tiny_gpt2, path)
+    HFGenerationConfig(
+        do_sample=True, temperature=3.0, top_k=5, repetition_penalty=3.0, eos_token_id=0
+    ).save_pretrained(path)
+    handler = make_handler(str(path))
+    params = {"type": "generate", "template": TEMPLATE}
+    chunks = prompts_of(handler, short_docs(3), params)
+    outs = handler.predict([c.text for c in chunks], params)
+    assert [o.text for o in outs] == [alone(reference, c.text) for c in chunks]

@@ -19,7 +19,6 @@ prompt):
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -139,6 +138,18 @@ class CausalLM:
         model.to(device)  # type: ignore[arg-type]  # transformers' stub wants a model here
         self.model: Any = model.eval()
         self.config = model.config
+        # generate fills every unset value from model.generation_config, so clean that:
+        # the sampling defaults of a checkpoint's generation_config.json (Qwen ships
+        # temperature, top_k and a repetition penalty) are not applied. What a result
+        # records is then all that was in force, and the vLLM backend
+        # (generation_config="vllm") decodes the same way.
+        from transformers import GenerationConfig
+
+        own = model.generation_config
+        ids = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+        model.generation_config = GenerationConfig(
+            **{k: getattr(own, k) for k in ids if getattr(own, k, None) is not None}
+        )
         eos = self.model.generation_config.eos_token_id
         if eos is None:
             eos = self.tokenizer.eos_token_id
@@ -158,6 +169,9 @@ class CausalLM:
         return tok if 0 < tok < 10_000_000 else DEFAULT_CONTEXT
 
     def generation_config(self, s: Sampling) -> Any:
+        """``s`` over the model's (cleaned) generation config: special token ids only."""
+        import copy
+
         gc = copy.deepcopy(self.model.generation_config)
         # Sampling runs in SeededSampler; generate itself always takes the argmax.
         gc.update(
@@ -165,11 +179,7 @@ class CausalLM:
             num_beams=1,
             max_new_tokens=s.max_new_tokens,
             min_new_tokens=s.min_new_tokens or None,
-            max_length=None,
             pad_token_id=self.pad_id,
-            temperature=None,
-            top_p=None,
-            top_k=None,
         )
         return gc
 
