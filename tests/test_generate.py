@@ -486,3 +486,33 @@ def test_checkpoint_sampling_defaults_are_not_applied(tiny_gpt2, reference, tmp_
     chunks = prompts_of(handler, short_docs(3), params)
     outs = handler.predict([c.text for c in chunks], params)
     assert [o.text for o in outs] == [alone(reference, c.text) for c in chunks]
+
+
+def test_chat_completion_body_maps_to_a_generate_task(handler, reference):
+    import json
+
+    from schema.models import chat_completion_task
+
+    body = {
+        "model": "any",
+        "messages": [{"role": "user", "content": "Name a module."}],
+        "max_tokens": 6,
+        "temperature": 0,
+        "stop": "\n",
+    }
+    task, text = chat_completion_task(body)
+    params = task.model_dump(exclude_none=True)
+    assert params["input"] == "messages" and params["stop"] == ["\n"]
+    chunk = handler.chunk_for(text, params)[0]
+    (out,) = handler.predict([chunk.text], params)
+    expected = reference[1].apply_chat_template(
+        json.loads(text), tokenize=False, add_generation_prompt=True
+    )
+    full = alone(reference, expected, new=6, add_special_tokens=False)
+    assert out.text == full.split("\n")[0]
+    assert out.completion_tokens <= 6 and out.prompt_tokens == chunk.tokens
+    # OpenAI samples at temperature 1 unless told otherwise.
+    sampled, _ = chat_completion_task({"messages": body["messages"]})
+    assert handler.sampling(sampled.model_dump(exclude_none=True)).do_sample
+    with pytest.raises(ValueError, match="n:"):
+        chat_completion_task({**body, "n": 2})
