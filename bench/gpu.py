@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.gpu [--summarize sshleifer/distilbart-cnn-12-6]
         [--translate /models/opus-mt-{src}-{tgt}] [--chunks 512]
         [--dtypes bfloat16,float16,float32] [--budgets 8192,16384,32768]
+        [--generate Qwen/Qwen2.5-0.5B-Instruct] [--generate-backends transformers,vllm]
 
 Needs CUDA (exits with a message otherwise). With no model arguments it uses the tiny
 models the tests build, which measures overheads rather than a real model. For each
@@ -14,6 +15,13 @@ handler (summarize, translate, embed), dtype and token budget it prints one row:
 ``torch.cuda.max_memory_allocated`` during the run; ``oom_splits`` is how often the
 runner split a batch after a CUDA out-of-memory error (and the final budget it shrank
 to, if it did). A last line gives the float32 -> best-dtype speed-up per handler.
+
+``generate`` rows (a causal LM: ``--generate``, default the tests' tiny GPT-2) come once
+per backend in ``--generate-backends``: ``transformers`` through the runner's token-budget
+batches, ``vllm`` with the whole set of prompts handed to the engine at once
+(continuous batching; skipped with a message when vllm is not installed). After them,
+``bench.generate``'s side-by-side figures on the GPU (float32-free: the first dtype):
+handler vs one-at-a-time ``generate`` and efficiency vs raw batches.
 Run one worker's worth at a time (``CUDA_VISIBLE_DEVICES=0``), as production does.
 """
 
@@ -96,6 +104,8 @@ def main() -> None:
     ap.add_argument("--dtypes", default="bfloat16,float16,float32")
     ap.add_argument("--budgets", default="8192,16384,32768")
     ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--generate", default="", help="causal LM id or path (default: tiny GPT-2)")
+    ap.add_argument("--generate-backends", default="transformers,vllm", help="empty: skip generate")
     args = ap.parse_args()
 
     import torch
@@ -141,10 +151,63 @@ def main() -> None:
                     f"{name:<10} {dtype:<9} {budget:>6} {n:>6} {tokens:>9} {secs:>8.2f} "
                     f"{rate:>9.1f} {tokens / secs:>11.0f} {peak:>8.2f}  {splits}"
                 )
+    if args.generate_backends:
+        run_generate(args)
     for name, rates in best.items():
         if "float32" in rates:
             top = max((r, d) for d, r in rates.items())
             print(f"{name}: {top[1]} is {top[0] / rates['float32']:.2f}x float32")
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    """generate on the GPU: one row per backend and dtype, then the side-by-side figures."""
+    import importlib.util
+
+    import torch
+
+    from bench.generate import TEMPLATE, make_handler, measure, prompts_for, tiny_model
+
+    model = args.generate or tiny_model()
+    params = {"type": "generate", "template": TEMPLATE}
+    for backend in args.generate_backends.split(","):
+        if backend == "vllm" and importlib.util.find_spec("vllm") is None:
+            print("generate   vllm: not installed (pip install vllm); skipped")
+            continue
+        for dtype in args.dtypes.split(","):
+            handler = make_handler(
+                model, "cuda", args.max_new_tokens, 16384, dtype=dtype, backend=backend
+            )
+            chunks = prompts_for(handler, params, args.chunks)
+            texts, lengths = [c.text for c in chunks], [c.tokens for c in chunks]
+            runner = CountingRunner(handler)
+            runner.run(texts[:8], lengths[:8], params, lambda: False)  # warm-up
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            if backend == "vllm":  # the engine schedules the whole set itself
+                outs = handler.predict(texts, params)
+            else:
+                outs, _, _ = runner.run(texts, lengths, params, lambda: False)
+            torch.cuda.synchronize()
+            secs = time.perf_counter() - start
+            new = sum(o.completion_tokens for o in outs if o is not None)
+            peak = torch.cuda.max_memory_allocated() / 2**30
+            print(
+                f"generate   {backend:<12} {dtype:<9} {len(texts):>6} prompts "
+                f"{sum(lengths):>9} tokens_in {new:>9} tokens_out {secs:>8.2f}s "
+                f"{len(texts) / secs:>8.1f} prompts/s {new / secs:>9.0f} tokens_out/s "
+                f"{peak:>6.2f} GiB"
+            )
+            del handler
+            torch.cuda.empty_cache()
+    dtype = args.dtypes.split(",")[0]
+    handler = make_handler(model, "cuda", args.max_new_tokens, 16384, dtype=dtype)
+    f = measure(handler, min(args.chunks, 128), args.max_new_tokens)
+    print(
+        f"generate ({dtype}): batched {f.speedup:.2f}x one-at-a-time generate, efficiency "
+        f"{f.efficiency:.3f} vs raw batches, identical to alone {f.identical}/{f.prompts} "
+        "(half precision may differ with the batch shape)"
+    )
 
 
 if __name__ == "__main__":

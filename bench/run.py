@@ -602,6 +602,35 @@ class Bench:
                 detail,
             )
 
+    # -- generate: batched vs one prompt at a time, and vs the raw model ------------------
+    def generate(self) -> None:
+        import torch
+
+        from bench.generate import make_handler, measure, tiny_model
+
+        torch.set_num_threads(self.threads)
+        handler = make_handler(tiny_model(), self.args.device, 24, 0)
+        f = measure(handler, self.args.generate_prompts, 24)
+        how = (
+            f"{f.prompts} prompts (template over stdlib pieces, mixed lengths) x "
+            f"{f.new_tokens} new tokens, greedy, tiny GPT-2: handler {f.handler_s:.2f}s"
+        )
+        row(
+            "generate handler vs one-at-a-time model.generate (tiny gpt2)",
+            f.speedup,
+            ">= 3",
+            f.speedup >= 3,
+            f"{how} vs {f.alone_s:.2f}s one at a time ({f.pipeline_s:.2f}s with "
+            f"pipeline('text-generation') per prompt); identical {f.identical}/{f.prompts}",
+        )
+        row(
+            "generate efficiency vs raw model on the same batches (tiny gpt2)",
+            f.efficiency,
+            ">= 0.9",
+            f.efficiency >= 0.9,
+            f"{how} vs raw model.generate on the handler's batches {f.raw_s:.2f}s",
+        )
+
     def close(self) -> None:
         if self._api is not None:
             self._api.stop()
@@ -646,6 +675,7 @@ FIGURES: dict[str, Callable[[Bench], None]] = {
     "scaleout": Bench.scaleout,
     "seq2seq": Bench.seq2seq,
     "heads": Bench.heads,
+    "generate": Bench.generate,
 }
 
 
@@ -667,6 +697,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sleep", type=float, default=0.2)
     p.add_argument("--seq2seq-docs", type=int, default=150)
     p.add_argument("--heads-docs", type=int, default=200, help="stdlib docs for the heads figure")
+    p.add_argument("--generate-prompts", type=int, default=96)
     p.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = p.parse_args(argv)
     info = machine()

@@ -86,6 +86,12 @@ def parse_tasks(raw: Any, settings: Settings) -> list[dict[str, Any]]:
                 f"tasks[{i}].hypothesis_template",
                 "must contain '{}' exactly once (where the label goes), e.g. 'This example is {}.'",
             )
+        new_tokens = params.get("max_new_tokens")
+        if new_tokens is not None and new_tokens > settings.max_new_tokens:
+            raise InputError(
+                f"tasks[{i}].max_new_tokens",
+                f"{new_tokens}; the limit is {settings.max_new_tokens} (DOCBATCH_MAX_NEW_TOKENS)",
+            )
         seen.add(params["type"])
         out.append(params)
     return out

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 
 class SummarizeTask(BaseModel):
@@ -63,8 +71,115 @@ class AskTask(BaseModel):
     max_answer_len: int = Field(15, ge=1, le=512)
 
 
+class FewShotExample(BaseModel):
+    """One worked example, rendered with the job's template before the document."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(max_length=100_000)
+    output: str = Field(max_length=100_000)
+
+
+class GenerateTask(BaseModel):
+    """Prompted generation with a decoder-only model (worker/handlers/generate.py).
+
+    ``input`` says what a document's ``text`` is:
+
+    - ``text`` (default): material put into ``template`` at ``{text}``, after the
+      few-shot ``examples``; ``chat`` sends that prompt as a user message through the
+      model's chat template. Long documents are generated per chunk (``truncate``),
+      optionally folded by ``reduce_template``.
+    - ``prompt``: the complete prompt, used as is (never cut);
+    - ``messages``: a JSON list of OpenAI chat messages, rendered with the model's chat
+      template (the shape of a ``/v1/chat/completions`` request).
+
+    Sampling: greedy unless ``do_sample`` (or a ``temperature`` above 0); ``seed`` makes
+    a document's sample the same whatever batch it lands in.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["generate"]
+    input: Literal["text", "prompt", "messages"] = "text"
+    template: str | None = Field(None, min_length=1, max_length=100_000)
+    examples: list[FewShotExample] | None = Field(None, max_length=64)
+    example_separator: str | None = Field(None, max_length=100)
+    chat: bool | None = None
+    system: str | None = Field(None, max_length=100_000)
+    reduce_template: str | None = Field(None, min_length=1, max_length=100_000)
+    truncate: bool = True
+    max_new_tokens: int | None = Field(None, ge=1)
+    do_sample: bool | None = None
+    temperature: float | None = Field(None, ge=0, le=100)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+    stop: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        None, max_length=16
+    )
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+
+    @field_validator("template", "reduce_template")
+    @classmethod
+    def _has_slot(cls, value: str | None) -> str | None:
+        if value is not None and "{text}" not in value:
+            raise ValueError(
+                'must contain {text} where the document goes, e.g. "Summarize:\\n{text}\\nSummary:"'
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GenerateTask:
+        if self.input != "text":
+            given = [
+                n
+                for n in ("template", "examples", "example_separator", "chat", "system")
+                if getattr(self, n) is not None
+            ]
+            if given:
+                raise ValueError(
+                    f"{given[0]} applies to input 'text' only; with input {self.input!r} "
+                    "the document is the whole prompt"
+                )
+        if self.do_sample and self.temperature == 0:
+            raise ValueError("temperature 0 is greedy decoding; it conflicts with do_sample")
+        return self
+
+
+def chat_completion_task(body: dict[str, Any]) -> tuple[GenerateTask, str]:
+    """A ``/v1/chat/completions`` request body as a generate task and its document text
+    (the messages as JSON, ``input: "messages"``). Requests whose tasks are equal can
+    share a job. OpenAI's defaults apply: ``temperature`` 1 (sampling) unless given.
+
+    >>> task, text = chat_completion_task({"messages": [{"role": "user", "content": "Hi"}],
+    ...                                    "max_tokens": 5, "temperature": 0})
+    >>> task.max_new_tokens, task.temperature, json.loads(text)[0]["content"]
+    (5, 0.0, 'Hi')
+    """
+    if body.get("n", 1) != 1:
+        raise ValueError("n: only 1 completion per request is supported")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("messages: a non-empty list of chat messages is required")
+    stop = body.get("stop")
+    task = GenerateTask(
+        type="generate",
+        input="messages",
+        max_new_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
+        temperature=body.get("temperature", 1.0),
+        top_p=body.get("top_p"),
+        stop=[stop] if isinstance(stop, str) else stop,
+        seed=body.get("seed"),
+    )
+    return task, json.dumps(messages, ensure_ascii=False)
+
+
 TaskSpec = Annotated[
-    SummarizeTask | TagsTask | TranslateTask | EmbedTask | ClassifyTask | EntitiesTask | AskTask,
+    SummarizeTask
+    | TagsTask
+    | TranslateTask
+    | EmbedTask
+    | ClassifyTask
+    | EntitiesTask
+    | AskTask
+    | GenerateTask,
     Field(discriminator="type"),
 ]
 

@@ -31,6 +31,11 @@ class GenerationConfig(BaseModel):
     no_repeat_ngram_size: int | None = Field(None, ge=0)
     repetition_penalty: float | None = Field(None, gt=0)
     early_stopping: bool | None = None
+    # Sampling defaults (generate; a job's own values win).
+    do_sample: bool | None = None
+    temperature: float | None = Field(None, ge=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0)
 
     def merged(self, defaults: dict[str, Any]) -> dict[str, Any]:
         """``defaults`` overridden by whatever is set here."""
@@ -55,7 +60,9 @@ class ModelConfig(BaseModel):
     dtype: str = Field(
         "auto", description="auto (bf16/fp16 on cuda, float32 on cpu), float32, float16, bfloat16"
     )
-    backend: str = Field("transformers", description="transformers or ctranslate2")
+    backend: str = Field(
+        "transformers", description="transformers; ctranslate2 (seq2seq); vllm (generate, GPU)"
+    )
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     fallback_model: str = Field(
         "", description="translate: many-to-many model (NLLB/M2M100) for pairs with no pair model"
@@ -74,6 +81,7 @@ def _default_models() -> dict[str, ModelConfig]:
         "classify": ModelConfig(handler="worker.handlers.classify:ClassifyHandler"),
         "entities": ModelConfig(handler="worker.handlers.entities:EntitiesHandler"),
         "ask": ModelConfig(handler="worker.handlers.ask:AskHandler"),
+        "generate": ModelConfig(handler="worker.handlers.generate:GenerateHandler"),
     }
 
 
@@ -126,6 +134,8 @@ class Settings(BaseSettings):
     max_request_bytes: int = 1_073_741_824
     max_labels_per_task: int = 256
     max_questions_per_task: int = 32
+    # generate: most new tokens a job may ask for per prompt.
+    max_new_tokens: int = 4096
 
     # Webhooks: tries per delivery, first retry after webhook_retry_seconds, doubling (max 1 h).
     webhook_max_attempts: int = 15

@@ -74,6 +74,9 @@ def timed_batch(task: str, lengths: list[int]) -> Iterator[None]:
 
 
 def _generated_tokens(handler: Handler, output: dict[str, Any] | None) -> int:
+    counted = ((output or {}).get("usage") or {}).get("completion_tokens")
+    if isinstance(counted, int):  # generate counts its own (every call of a map-reduce)
+        return counted
     text = (output or {}).get("summary") or (output or {}).get("translation")
     if not isinstance(text, str) or handler.tokenizer is None:
         return 0
