@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -141,34 +140,6 @@ class GenerateTask(BaseModel):
         if self.do_sample and self.temperature == 0:
             raise ValueError("temperature 0 is greedy decoding; it conflicts with do_sample")
         return self
-
-
-def chat_completion_task(body: dict[str, Any]) -> tuple[GenerateTask, str]:
-    """A ``/v1/chat/completions`` request body as a generate task and its document text
-    (the messages as JSON, ``input: "messages"``). Requests whose tasks are equal can
-    share a job. OpenAI's defaults apply: ``temperature`` 1 (sampling) unless given.
-
-    >>> task, text = chat_completion_task({"messages": [{"role": "user", "content": "Hi"}],
-    ...                                    "max_tokens": 5, "temperature": 0})
-    >>> task.max_new_tokens, task.temperature, json.loads(text)[0]["content"]
-    (5, 0.0, 'Hi')
-    """
-    if body.get("n", 1) != 1:
-        raise ValueError("n: only 1 completion per request is supported")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ValueError("messages: a non-empty list of chat messages is required")
-    stop = body.get("stop")
-    task = GenerateTask(
-        type="generate",
-        input="messages",
-        max_new_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
-        temperature=body.get("temperature", 1.0),
-        top_p=body.get("top_p"),
-        stop=[stop] if isinstance(stop, str) else stop,
-        seed=body.get("seed"),
-    )
-    return task, json.dumps(messages, ensure_ascii=False)
 
 
 TaskSpec = Annotated[

@@ -352,7 +352,9 @@ def _convert_generation(
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is not None:
         params["max_new_tokens"] = max_tokens
-    for key in ("temperature", "top_p", "seed"):
+    # OpenAI's default is sampling at temperature 1; 0 is greedy.
+    params["temperature"] = body.get("temperature", 1.0)
+    for key in ("top_p", "seed"):
         if body.get(key) is not None:
             params[key] = body[key]
     stop = body.get("stop")

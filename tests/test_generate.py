@@ -491,7 +491,13 @@ def test_checkpoint_sampling_defaults_are_not_applied(tiny_gpt2, reference, tmp_
 def test_chat_completion_body_maps_to_a_generate_task(handler, reference):
     import json
 
-    from schema.models import chat_completion_task
+    from schema.openai_batch import Converted, LineError, convert_line
+    from schema.settings import Settings
+
+    settings = Settings(openai_models={"any": "generate"})
+
+    def convert(body: dict) -> Converted | LineError:
+        return convert_line({"url": "/v1/chat/completions", "body": body}, "generate", settings)
 
     body = {
         "model": "any",
@@ -500,8 +506,9 @@ def test_chat_completion_body_maps_to_a_generate_task(handler, reference):
         "temperature": 0,
         "stop": "\n",
     }
-    task, text = chat_completion_task(body)
-    params = task.model_dump(exclude_none=True)
+    got = convert(body)
+    assert isinstance(got, Converted)
+    params, [text] = got.params, got.texts
     assert params["input"] == "messages" and params["stop"] == ["\n"]
     chunk = handler.chunk_for(text, params)[0]
     (out,) = handler.predict([chunk.text], params)
@@ -512,7 +519,88 @@ def test_chat_completion_body_maps_to_a_generate_task(handler, reference):
     assert out.text == full.split("\n")[0]
     assert out.completion_tokens <= 6 and out.prompt_tokens == chunk.tokens
     # OpenAI samples at temperature 1 unless told otherwise.
-    sampled, _ = chat_completion_task({"messages": body["messages"]})
-    assert handler.sampling(sampled.model_dump(exclude_none=True)).do_sample
-    with pytest.raises(ValueError, match="n:"):
-        chat_completion_task({**body, "n": 2})
+    sampled = convert({"model": "any", "messages": body["messages"]})
+    assert isinstance(sampled, Converted) and handler.sampling(sampled.params).do_sample
+    bad = convert({**body, "n": 2})
+    assert isinstance(bad, LineError) and bad.param == "n"
+
+
+def test_chat_completions_batch_through_the_openai_client(gpt2_worker, reference):
+    """/v1/chat/completions lines run on the generate worker; the output file holds
+    OpenAI chat.completion bodies equal to the model generating each prompt alone."""
+    import io
+    import json
+    import time
+
+    import openai
+
+    from tests.fixtures import new_api_key
+    from tests.procs import ApiProcess
+
+    worker, prefix = gpt2_worker
+    proc = ApiProcess(
+        {"DOCBATCH_QUEUE_PREFIX": prefix, "DOCBATCH_OPENAI_MODELS": '{"tiny-gpt2": "generate"}'}
+    ).wait_ready()
+    try:
+        client = openai.OpenAI(
+            base_url=f"{proc.url}/v1", api_key=new_api_key("chat"), max_retries=0
+        )
+        docs = short_docs(4)
+        lines = [
+            {
+                "custom_id": d["custom_id"],
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {
+                    "model": "tiny-gpt2",
+                    "messages": [{"role": "user", "content": d["text"][:200]}],
+                    "max_tokens": 8,
+                    "temperature": 0,
+                },
+            }
+            for d in docs
+        ]
+        lines.append(
+            {
+                **lines[0],
+                "custom_id": "other-model",
+                "body": {**lines[0]["body"], "model": "gpt-4o"},
+            }
+        )
+        data = "".join(json.dumps(x) + "\n" for x in lines).encode()
+        f = client.files.create(file=("chat.jsonl", io.BytesIO(data)), purpose="batch")
+        batch = client.batches.create(
+            input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        deadline = time.monotonic() + 240
+        while batch.status not in ("completed", "failed", "cancelled", "expired"):
+            assert time.monotonic() < deadline, (batch, worker.log[-2000:])
+            time.sleep(0.5)
+            batch = client.batches.retrieve(batch.id)
+        assert batch.status == "completed", batch
+        counts = batch.request_counts
+        assert (counts.total, counts.completed, counts.failed) == (5, 4, 1)
+        out = [json.loads(x) for x in client.files.content(batch.output_file_id).text.splitlines()]
+        _, tok = reference
+        for line in out:
+            body = line["response"]["body"]
+            assert body["object"] == "chat.completion" and body["model"] == "tiny-gpt2"
+            [choice] = body["choices"]
+            assert choice["message"]["role"] == "assistant"
+            assert choice["finish_reason"] in ("stop", "length")
+            messages = next(x for x in lines if x["custom_id"] == line["custom_id"])["body"][
+                "messages"
+            ]
+            prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            assert choice["message"]["content"] == alone(
+                reference, prompt, new=8, add_special_tokens=False
+            )
+            usage = body["usage"]
+            assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
+        [error] = [
+            json.loads(x) for x in client.files.content(batch.error_file_id).text.splitlines()
+        ]
+        assert error["custom_id"] == "other-model"
+        assert error["response"]["body"]["error"]["code"] == "model_not_found"
+    finally:
+        proc.stop()
