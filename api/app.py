@@ -8,7 +8,14 @@ from fastapi.responses import JSONResponse
 
 from api import metrics, openapi
 from api.routers import health, jobs, schedules, stats, ui
-from schema.errors import Conflict, InputError, NotFound, PayloadTooLarge, Unauthorized
+from schema.errors import (
+    Conflict,
+    InputError,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 
 
 def create_app() -> FastAPI:
@@ -24,7 +31,11 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(InputError)
     async def _input_error(_: Request, exc: InputError) -> JSONResponse:
-        status = 413 if isinstance(exc, PayloadTooLarge) else 422
+        status = 422
+        if isinstance(exc, PayloadTooLarge):
+            status = 413
+        elif isinstance(exc, UnsupportedMediaType):
+            status = 415
         return JSONResponse({"error": exc.to_dict(), "detail": str(exc)}, status_code=status)
 
     @app.exception_handler(Unauthorized)

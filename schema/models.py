@@ -3,58 +3,329 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
+import unicodedata
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    WrapValidator,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from schema.languages import check_language
+from schema.settings import Settings, get_settings
+
+# Input models are the one source of truth for what a request may hold: the api validates
+# every request and every NDJSON line with them (schema/validation.py) and the OpenAPI
+# document is generated from them. Limits that are settings (document bytes, labels,
+# metadata bytes, JSON depth) are read from the Settings passed as validation context
+# (``Model.model_validate(raw, context={"settings": s})``); fixed rules live here once.
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+def settings_of(info: ValidationInfo) -> Settings:
+    context = info.context
+    if isinstance(context, dict) and isinstance(context.get("settings"), Settings):
+        return context["settings"]
+    return get_settings()
+
+
+def string_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored and sent back as UTF-8 JSON (Postgres text and jsonb
+    refuse NUL; a lone surrogate from a ``"\\ud800"`` escape has no UTF-8 form), or None."""
+    if "\x00" in value:
+        return "contains a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8 (it holds a lone surrogate such as \\ud800)"
+    return None
+
+
+def is_blank(value: str) -> bool:
+    """Only whitespace and invisible format characters (zero-width space, joiners, BOM)."""
+    # Stops at the first visible character: one step for ordinary text.
+    return not any(not (c.isspace() or unicodedata.category(c) == "Cf") for c in value)
+
+
+def _clean(value: str) -> str:
+    problem = string_problem(value)
+    if problem:
+        raise PydanticCustomError("bad_string", problem)
+    return value
+
+
+def _visible(value: str) -> str:
+    if is_blank(value):
+        raise PydanticCustomError(
+            "blank_string", "is empty or only whitespace or invisible characters"
+        )
+    return value
+
+
+PRIORITY_MIN, PRIORITY_MAX = 0, 9
+
+
+def _priority_range(value: Any, handler: Any) -> int:
+    # Strict: "9", " 9 ", 9.7 and true are errors rather than 9.
+    try:
+        return int(handler(value))
+    except ValidationError:
+        raise PydanticCustomError(
+            "int_range",
+            "must be an integer from {lo} to {hi}, got {got}",
+            {"lo": PRIORITY_MIN, "hi": PRIORITY_MAX, "got": repr(value)},
+        ) from None
+
+
+Priority = Annotated[int, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX), WrapValidator(_priority_range)]
+CleanStr = Annotated[str, AfterValidator(_clean)]
+Text = Annotated[str, AfterValidator(_clean), AfterValidator(_visible)]
+LanguageCode = Annotated[str, Field(min_length=2, max_length=16), AfterValidator(_clean)]
+
+
+def _language(value: str | None) -> str | None:
+    problem = check_language(value) if value is not None else None
+    if problem:
+        raise PydanticCustomError("language", problem)
+    return value
 
 
 class SummarizeTask(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     type: Literal["summarize"]
     method: Literal["auto", "extractive", "abstractive"] = "auto"
     max_sentences: int = Field(3, ge=1, le=50)
 
 
 class TagsTask(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     type: Literal["tags"]
-    labels: list[str] | None = None
+    labels: list[Text] | None = None
     top_k: int = Field(5, ge=1, le=100)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_within_limit(cls, labels: list[str] | None, info: ValidationInfo) -> Any:
+        limit = settings_of(info).max_labels_per_task
+        if labels is not None and len(labels) > limit:
+            raise PydanticCustomError(
+                "too_many_labels",
+                "{n} labels; the limit is {limit} (DOCBATCH_MAX_LABELS_PER_TASK)",
+                {"n": len(labels), "limit": limit},
+            )
+        if labels is not None and not labels:
+            raise PydanticCustomError("no_labels", "labels must be non-empty strings")
+        return labels
 
 
 class TranslateTask(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     type: Literal["translate"]
-    target_lang: str = Field(min_length=2, max_length=16)
-    source_lang: str | None = Field(None, min_length=2, max_length=16)
+    target_lang: Annotated[LanguageCode, AfterValidator(_language)]
+    source_lang: Annotated[LanguageCode | None, AfterValidator(_language)] = None
 
 
 class EmbedTask(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     type: Literal["embed"]
     include_chunks: bool = True
 
 
+def _task_shorthand(value: Any, info: ValidationInfo) -> Any:
+    """``"tags"`` means ``{"type": "tags"}``; an unknown type names the tasks there are."""
+    if isinstance(value, str):
+        value = {"type": value}
+    if isinstance(value, dict):
+        known = sorted(settings_of(info).models)
+        kind = value.get("type")
+        if not isinstance(kind, str) or kind not in known:
+            raise PydanticCustomError(
+                "unknown_task",
+                "unknown task {got}; known tasks: {known}",
+                {"got": repr(kind), "known": ", ".join(known), "at": ".type"},
+            )
+    return value
+
+
+# A new task type is one more model in this union (and a handler in worker/handlers/).
 TaskSpec = Annotated[
-    SummarizeTask | TagsTask | TranslateTask | EmbedTask, Field(discriminator="type")
+    SummarizeTask | TagsTask | TranslateTask | EmbedTask,
+    Field(discriminator="type"),
+    BeforeValidator(_task_shorthand),
+]
+
+
+def _each_task_once(tasks: list[Any]) -> list[Any]:
+    seen: set[str] = set()
+    for i, task in enumerate(tasks):
+        if task.type in seen:
+            raise PydanticCustomError(
+                "task_twice",
+                "task {name} is listed twice",
+                {"name": repr(task.type), "at": f"[{i}].type"},
+            )
+        seen.add(task.type)
+    return tasks
+
+
+TaskList = Annotated[list[TaskSpec], Field(min_length=1), AfterValidator(_each_task_once)]
+
+
+def json_problem(value: Any, max_depth: int) -> str | None:
+    """Why a parsed JSON value cannot be stored as jsonb and sent back, or None: nesting
+    deeper than ``max_depth``, a bad string (key or value), a NaN or infinite number."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > max_depth:
+                return f"is nested deeper than {max_depth} levels (DOCBATCH_MAX_JSON_DEPTH)"
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+            if isinstance(item, dict):
+                stack.extend((key, depth) for key in item)
+        elif isinstance(item, str):
+            problem = string_problem(item)
+            if problem:
+                return f"{problem}: {item[:40]!r}"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return f"holds {item}, which JSON cannot represent"
+    return None
+
+
+NAME_MAX_CHARS = 200
+SCHEDULE_ID_PREFIX = "sch_"  # schema/tables.py makes schedule ids "sch_<hex>"
+
+
+def _not_an_id(value: str) -> str:
+    # GET and DELETE take an id or a name: a name shaped like an id could point at another
+    # schedule.
+    if value.startswith(SCHEDULE_ID_PREFIX):
+        raise PydanticCustomError(
+            "name_like_id",
+            "must not start with {prefix!r}: that is how schedule ids look",
+            {"prefix": SCHEDULE_ID_PREFIX},
+        )
+    return value
+
+
+ScheduleName = Annotated[
+    str,
+    Field(min_length=1, max_length=NAME_MAX_CHARS),
+    AfterValidator(_clean),
+    AfterValidator(_visible),
+    AfterValidator(_not_an_id),
 ]
 
 
 class DocumentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    custom_id: str = Field(min_length=1, max_length=512)
-    text: str
-    metadata: dict[str, Any] | None = None
+    """One document: in a JSON body's ``documents`` or one line of an NDJSON body."""
+
+    model_config = STRICT
+    custom_id: Annotated[str, Field(min_length=1, max_length=512), AfterValidator(_clean)]
+    text: str = Field(description="UTF-8 text, up to DOCBATCH_MAX_DOCUMENT_BYTES bytes")
+    metadata: dict[str, Any] | None = Field(
+        None,
+        description="Any JSON object, returned with the results; up to "
+        "DOCBATCH_MAX_METADATA_BYTES encoded and DOCBATCH_MAX_JSON_DEPTH deep",
+    )
+
+    @field_validator("custom_id")
+    @classmethod
+    def _custom_id_visible(cls, value: str) -> str:
+        if is_blank(value):
+            raise PydanticCustomError(
+                "blank_id",
+                "is required and must be a non-empty string (not only invisible characters)",
+            )
+        return value
+
+    @field_validator("text")
+    @classmethod
+    def _text_fits(cls, value: str, info: ValidationInfo) -> str:
+        custom_id = repr(info.data.get("custom_id", "?"))
+        limit = settings_of(info).max_document_bytes
+        # Cheap bound first: a str of n characters is at least n UTF-8 bytes.
+        if len(value) > limit:
+            size: int = len(value.encode("utf-8", errors="surrogatepass"))
+        else:
+            problem = string_problem(value)
+            if problem:
+                raise PydanticCustomError(
+                    "bad_text", "{problem} ({id})", {"problem": problem, "id": custom_id}
+                )
+            size = len(value.encode("utf-8"))
+        if size > limit:
+            raise PydanticCustomError(
+                "text_too_big",
+                "{id} is {size} bytes; the limit is {limit} bytes (DOCBATCH_MAX_DOCUMENT_BYTES)",
+                {"id": custom_id, "size": size, "limit": limit},
+            )
+        if is_blank(value):
+            raise PydanticCustomError(
+                "blank_text",
+                "is empty or whitespace only, or only invisible characters ({id})",
+                {"id": custom_id},
+            )
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_fits(cls, value: dict[str, Any] | None, info: ValidationInfo) -> Any:
+        if value is None:
+            return None
+        settings = settings_of(info)
+        problem = json_problem(value, settings.max_json_depth)
+        if problem:
+            raise PydanticCustomError("bad_metadata", problem)
+        size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+        if size > settings.max_metadata_bytes:
+            raise PydanticCustomError(
+                "metadata_too_big",
+                "is {size} bytes as JSON; the limit is {limit} bytes (DOCBATCH_MAX_METADATA_BYTES)",
+                {"size": size, "limit": settings.max_metadata_bytes},
+            )
+        return value
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PydanticCustomError(
+            "url", "must be an http:// or https:// URL, got {url}", {"url": repr(value)}
+        )
+    return value
 
 
 class JobCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    tasks: list[TaskSpec] = Field(min_length=1)
+    """A job: its tasks and documents (a JSON body), or its options alone (the query of an
+    NDJSON body, the text fields of a multipart upload) with the documents streamed."""
+
+    model_config = STRICT
+    tasks: TaskList
     documents: list[DocumentIn] = Field(default_factory=list)
-    name: str | None = Field(None, max_length=200)
-    priority: int = Field(0, ge=0, le=9)
-    webhook_url: str | None = Field(None, max_length=2048)
+    name: Annotated[str, Field(max_length=NAME_MAX_CHARS), AfterValidator(_clean)] | None = None
+    priority: Priority = 0
+    webhook_url: (
+        Annotated[str, Field(max_length=2048), AfterValidator(_clean), AfterValidator(_http_url)]
+        | None
+    ) = None
     reuse_results: bool = False
+
+
+# The job options an NDJSON or multipart submission may carry beside its documents.
+JOB_OPTIONS = tuple(name for name in JobCreate.model_fields if name != "documents")
 
 
 class TaskCounts(BaseModel):
