@@ -214,16 +214,26 @@ def parse_json_body(spool: IO[bytes], settings: Settings) -> Submission:
     if not isinstance(body, dict):
         raise InputError("body", "must be a JSON object with tasks and documents")
     docs = body.get("documents")
-    if isinstance(docs, list) and len(docs) > settings.max_documents_per_job:
+    if not isinstance(docs, list):
+        raise InputError("documents", "is required: a list of {custom_id, text, metadata?}")
+    if len(docs) > settings.max_documents_per_job:
         raise InputError(
             "documents",
             f"{len(docs)} documents; the limit is {settings.max_documents_per_job} "
             "(DOCBATCH_MAX_DOCUMENTS_PER_JOB)",
         )
-    if "documents" not in body:
-        raise InputError("documents", "is required: a list of {custom_id, text, metadata?}")
-    job = validate_job(body, settings)
-    return _submission(job, ((d, None) for d in job.documents))
+    # The options through JobCreate now; each document through DocumentIn (JobCreate's
+    # item type) as create_job reaches it, as for NDJSON lines: validated models of every
+    # document at once would double the memory a body takes.
+    job = validate_job({**body, "documents": []}, settings)
+    return _submission(job, _handed_over(docs))
+
+
+def _handed_over(docs: list[Any]) -> Iterator[tuple[Any, None]]:
+    """Each document once, dropping the list's reference so its memory goes as it is written."""
+    for i in range(len(docs)):
+        doc, docs[i] = docs[i], None
+        yield doc, None
 
 
 def job_options(query: dict[str, str], settings: Settings) -> dict[str, Any]:
