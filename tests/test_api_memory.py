@@ -42,12 +42,12 @@ def test_peak_rss_stays_under_300_mb(api_key, private_queues):
             headers={**auth, "Content-Type": "application/x-ndjson"},
             timeout=600,
         )
+        after_line = _peak_mb(pid)
+        assert after_line < LIMIT_MB, f"peak RSS {after_line:.0f} MB (started at {started:.0f})"
         assert resp.status_code == 413, resp.text
         err = resp.json()["error"]
         assert (err["field"], err["line"]) == ("document", 1)
         assert "DOCBATCH_MAX_LINE_BYTES" in err["message"]
-        after_line = _peak_mb(pid)
-        assert after_line < LIMIT_MB, f"peak RSS {after_line:.0f} MB (started at {started:.0f})"
 
         # A JSON body just under its cap, made of many tiny documents (the most objects
         # per byte a JSON body can hold): parsed whole, still bounded.
