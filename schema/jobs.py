@@ -66,16 +66,9 @@ def insert_documents(session: Session, rows: list[dict[str, Any]]) -> None:
         ) as copy,
     ):
         for r in rows:
-            meta = r["meta"]
+            meta = None if r["meta"] is None else json.dumps(r["meta"])
             copy.write_row(
-                (
-                    r["job_id"],
-                    r["seq"],
-                    r["custom_id"],
-                    r["text"],
-                    None if meta is None else json.dumps(meta),
-                    r["content_hash"],
-                )
+                (r["job_id"], r["seq"], r["custom_id"], r["text"], meta, r["content_hash"])
             )
 
 

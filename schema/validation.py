@@ -17,7 +17,14 @@ from typing import Any, get_args
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from schema.errors import InputError
-from schema.models import DocumentIn, JobCreate, ScheduleName, TaskList, TaskSpec
+from schema.models import (
+    DocumentIn,
+    JobCreate,
+    ScheduleName,
+    TaskList,
+    TaskSpec,
+    depth_message,
+)
 from schema.settings import Settings
 
 # A discriminated union puts the member's tag into error locations (tasks.0.tags.top_k).
@@ -132,16 +139,14 @@ def parse_json(
 ) -> Any:
     """``json.loads`` with errors as InputError; ``what`` starts the malformed-JSON message."""
     try:
-        return json.loads(data)
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(
             field, f"is not valid UTF-8 (byte {exc.start}: {exc.reason})", line=line
         ) from None
+    try:
+        return json.loads(text)
     except RecursionError:
-        raise InputError(field, too_deep(settings), line=line) from None
+        raise InputError(field, depth_message(settings.max_json_depth), line=line) from None
     except ValueError as exc:
         raise InputError(field, f"{what}: {exc}", line=line) from None
-
-
-def too_deep(settings: Settings) -> str:
-    return f"is nested deeper than {settings.max_json_depth} levels (DOCBATCH_MAX_JSON_DEPTH)"
