@@ -1,9 +1,12 @@
-"""Reading a job submission: a JSON body or an NDJSON body of documents.
+"""Reading a job submission: a JSON body, an NDJSON body, or a multipart upload of one.
 
 The body is spooled to a temporary file while it arrives (bounded by
-DOCBATCH_MAX_REQUEST_BYTES and hashed for Idempotency-Key), then parsed as a
-stream inside the one transaction that writes the job: an NDJSON upload of a
-million documents is never held in memory whole.
+DOCBATCH_MAX_REQUEST_BYTES, or DOCBATCH_MAX_JSON_BODY_BYTES for a JSON body, and hashed
+for Idempotency-Key; NDJSON lines are length-checked as they arrive), then read inside
+the one transaction that writes the job. NDJSON is read one line at a time, so an
+upload of a million documents is never held in memory whole; a JSON body is parsed
+whole, hence its much smaller cap. What a request may hold is decided by the models in
+schema/models.py (see schema/validation.py), not here.
 """
 
 from __future__ import annotations
@@ -253,7 +256,12 @@ def job_options(query: dict[str, str], settings: Settings) -> dict[str, Any]:
     else:
         options["tasks"] = [name.strip() for name in raw_tasks.split(",") if name.strip()]
     priority = options.get("priority")
-    if isinstance(priority, str) and priority.isascii() and priority.isdigit():
+    if (
+        isinstance(priority, str)
+        and priority.isascii()
+        and priority.isdigit()
+        and len(priority) < 6
+    ):
         options["priority"] = int(priority)
     flag = options.get("reuse_results")
     if isinstance(flag, str) and flag.lower() in ("true", "1", "false", "0"):

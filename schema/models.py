@@ -129,7 +129,9 @@ class TagsTask(BaseModel):
                 {"n": len(labels), "limit": limit},
             )
         if labels is not None and not labels:
-            raise PydanticCustomError("no_labels", "labels must be non-empty strings")
+            raise PydanticCustomError(
+                "no_labels", "is empty; give at least one label, or leave labels out"
+            )
         return labels
 
 
@@ -241,8 +243,7 @@ def _not_an_id(value: str) -> str:
     if value.startswith(SCHEDULE_ID_PREFIX):
         raise PydanticCustomError(
             "name_like_id",
-            "must not start with {prefix!r}: that is how schedule ids look",
-            {"prefix": SCHEDULE_ID_PREFIX},
+            f"must not start with {SCHEDULE_ID_PREFIX!r}: that is how schedule ids look",
         )
     return value
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from schema.errors import InputError
 from schema.models import (
+    NAME_MAX_CHARS,
     DocumentIn,
     JobCreate,
     ScheduleName,
@@ -48,7 +49,6 @@ _MESSAGES = {
     "list_type": "must be a list",
     "string_too_long": "is longer than {max_length} characters",
     "string_too_short": "is required and must be a non-empty string",
-    "blank_string": "is required and must be a non-empty string",
     "too_short": "must be a non-empty list",
 }
 
@@ -101,7 +101,7 @@ def validate_tasks(raw: Any, settings: Settings) -> list[dict[str, Any]]:
 
 def validate_schedule_name(raw: Any) -> str:
     if raw is None:
-        raise InputError("name", "is required: a string of 1 to 200 characters")
+        raise InputError("name", f"is required: a string of 1 to {NAME_MAX_CHARS} characters")
     try:
         return _schedule_name.validate_python(raw, strict=True)
     except ValidationError as exc:

@@ -207,7 +207,7 @@ def test_priority_is_a_strict_integer(api, no_rows_written, priority):
 
 def test_query_options_convert_only_exact_forms(api, private_queues, no_rows_written):
     line = json.dumps(GOOD).encode()
-    for bad in (" 9 ", "9.7", "nine"):
+    for bad in (" 9 ", "9.7", "nine", "9" * 5000):
         resp = _post_ndjson(api, [line], priority=bad)
         assert resp.status_code == 422 and _error(resp)["field"] == "priority", resp.text
     resp = _post_ndjson(api, [line], reuse_results="yes")
@@ -291,7 +291,9 @@ def test_schedule_name_may_not_look_like_an_id(api, tmp_path):
             resp = api.post("/v1/schedules", json={**good, "name": name})
             assert resp.status_code == 422, resp.text
             assert _error(resp)["field"] == "name"
-            assert "how schedule ids look" in _error(resp)["message"]
+            assert _error(resp)["message"] == (
+                "must not start with 'sch_': that is how schedule ids look"
+            )
         for name in ("\u200b", "a\u0000", 5):
             resp = api.post("/v1/schedules", json={**good, "name": name})
             assert resp.status_code == 422 and _error(resp)["field"] == "name", resp.text
