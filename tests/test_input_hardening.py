@@ -300,3 +300,20 @@ def test_schedule_name_may_not_look_like_an_id(api, tmp_path):
         assert api.get(f"/v1/schedules/{first_id}").json()["name"] == "first"
     finally:
         api.delete(f"/v1/schedules/{first_id}")
+
+
+def test_unusual_but_valid_metadata_is_kept_intact(api, private_queues):
+    metadata = {
+        "emoji": "😀 \U0001f680",
+        "cjk": "東京",
+        "looks_escaped": "a literal \\u0000 and \\ud800 as text",
+        "nested": {"list": [1, 2.5, None, True, {"k": "NaN Infinity"}]},
+    }
+    doc = {**GOOD, "metadata": metadata}
+    resp = _post_json(api, {"tasks": ["tags"], "documents": [doc]})
+    assert resp.status_code == 202, resp.text
+    job_id = resp.json()["id"]
+    results = api.get(f"/v1/jobs/{job_id}/results")
+    assert results.status_code == 200
+    assert json.loads(results.text.splitlines()[0])["metadata"] == metadata
+    api.post(f"/v1/jobs/{job_id}/cancel")
