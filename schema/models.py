@@ -93,7 +93,6 @@ def _priority_range(value: Any, handler: Any) -> int:
 
 
 Priority = Annotated[int, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX), WrapValidator(_priority_range)]
-CleanStr = Annotated[str, AfterValidator(_clean)]
 Text = Annotated[str, AfterValidator(_clean), AfterValidator(_visible)]
 LanguageCode = Annotated[str, Field(min_length=2, max_length=16), AfterValidator(_clean)]
 
