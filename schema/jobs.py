@@ -21,7 +21,7 @@ from schema.errors import Conflict, InputError, NotFound
 from schema.models import DocumentIn, JobPublic, TaskCounts
 from schema.settings import Settings
 from schema.tables import Document, Job, JobStatus, JobTask, Result, Unit, UnitState, utcnow
-from schema.validation import validate_document, validate_tasks
+from schema.validation import validate_row, validate_tasks
 
 INSERT_BATCH = 2000
 CHARS_PER_TOKEN = 4  # a rough estimate, good enough to size units evenly
@@ -55,7 +55,8 @@ def find_idempotent(
 def insert_documents(session: Session, rows: list[dict[str, Any]]) -> None:
     """Bulk-insert documents: ``COPY`` on Postgres, executemany elsewhere (SQLite)."""
     if session.get_bind().dialect.name != "postgresql":
-        session.execute(insert(Document), rows)
+        columns = [{k: v for k, v in r.items() if k != "meta_json"} for r in rows]
+        session.execute(insert(Document), columns)
         return
     raw = session.connection().connection.driver_connection
     assert raw is not None
@@ -66,7 +67,9 @@ def insert_documents(session: Session, rows: list[dict[str, Any]]) -> None:
         ) as copy,
     ):
         for r in rows:
-            meta = None if r["meta"] is None else json.dumps(r["meta"])
+            meta = r.get("meta_json")
+            if meta is None and r["meta"] is not None:
+                meta = json.dumps(r["meta"])
             copy.write_row(
                 (r["job_id"], r["seq"], r["custom_id"], r["text"], meta, r["content_hash"])
             )
@@ -110,7 +113,7 @@ def create_job(
     seq = 0
     lo, unit_tokens, unit_docs = 0, 0, 0
     for index, (raw, line) in enumerate(documents):
-        doc = validate_document(raw, settings, index=index, line=line)
+        doc, meta_json = validate_row(raw, settings, index=index, line=line)
         if doc.custom_id in seen_ids:
             where = f"documents[{index}].custom_id" if line is None else "document.custom_id"
             raise InputError(where, f"duplicate custom_id {doc.custom_id!r}", line=line)
@@ -138,6 +141,7 @@ def create_job(
                 "custom_id": doc.custom_id,
                 "text": text,
                 "meta": doc.metadata,
+                "meta_json": meta_json,
                 "content_hash": hashlib.sha256(text.encode()).hexdigest(),
             }
         )

@@ -117,12 +117,25 @@ def validate_document(
     raw: Any, settings: Settings, *, index: int = 0, line: int | None = None
 ) -> DocumentIn:
     """One document; errors name ``documents[index]``, or ``document`` and the NDJSON line."""
+    return validate_row(raw, settings, index=index, line=line)[0]
+
+
+def validate_row(
+    raw: Any, settings: Settings, *, index: int = 0, line: int | None = None
+) -> tuple[DocumentIn, str | None]:
+    """``validate_document`` and the metadata as ``json.dumps`` wrote it (None: none, or
+    not encoded yet), for the COPY that stores the document."""
     if isinstance(raw, DocumentIn):
-        return raw
+        return raw, None
     where = f"documents[{index}]" if line is None else "document"
     if not isinstance(raw, dict):
         raise InputError(where, "must be an object with custom_id and text", line=line)
-    return _validate(DocumentIn, raw, settings, where, line)  # type: ignore[return-value]
+    context: dict[str, Any] = {"settings": settings}
+    try:
+        doc = DocumentIn.model_validate(raw, context=context)
+    except ValidationError as exc:
+        raise input_error(exc, where, line) from None
+    return doc, context.get("metadata_json")
 
 
 def _validate(
