@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
-import unicodedata
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -25,6 +23,7 @@ from pydantic_core import PydanticCustomError
 
 from schema.languages import check_language
 from schema.settings import Settings, get_settings
+from schema.text_checks import depth_message, is_blank, json_problem, string_problem, too_deep
 
 # Input models are the one source of truth for what a request may hold: the api validates
 # every request and every NDJSON line with them (schema/validation.py) and the OpenAPI
@@ -39,27 +38,6 @@ def settings_of(info: ValidationInfo) -> Settings:
         return info.context["settings"]  # type: ignore[index,no-any-return]
     except (TypeError, KeyError):
         return get_settings()
-
-
-def string_problem(value: str) -> str | None:
-    """Why ``value`` cannot be stored and sent back as UTF-8 JSON (Postgres text and jsonb
-    refuse NUL; a lone surrogate from a ``"\\ud800"`` escape has no UTF-8 form), or None."""
-    if "\x00" in value:
-        return "contains a NUL character"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "is not valid UTF-8 (it holds a lone surrogate such as \\ud800)"
-    return None
-
-
-def is_blank(value: str) -> bool:
-    """Only whitespace and invisible format characters (zero-width space, joiners, BOM)."""
-    first = value[:1]
-    if first and first.isprintable() and not first.isspace():  # ordinary text: one step
-        return False
-    # Stops at the first visible character.
-    return not any(not (c.isspace() or unicodedata.category(c) == "Cf") for c in value)
 
 
 def _clean(value: str) -> str:
@@ -185,51 +163,6 @@ def _each_task_once(tasks: list[Any]) -> list[Any]:
 
 
 TaskList = Annotated[list[TaskSpec], Field(min_length=1), AfterValidator(_each_task_once)]
-
-
-def depth_message(max_depth: int) -> str:
-    return f"is nested deeper than {max_depth} levels (DOCBATCH_MAX_JSON_DEPTH)"
-
-
-def too_deep(value: Any, max_depth: int) -> bool:
-    """Whether a parsed JSON value nests lists/objects deeper than ``max_depth``."""
-    level: list[Any] = [value]
-    depth = 0
-    while level:
-        depth += 1
-        if depth > max_depth:
-            return True
-        children: list[Any] = []
-        for item in level:
-            for child in item.values() if isinstance(item, dict) else item:
-                if isinstance(child, (dict, list)):  # noqa: UP038 - the tuple is faster
-                    children.append(child)
-        level = children
-    return False
-
-
-def json_problem(value: Any, max_depth: int) -> str | None:
-    """Why a parsed JSON value cannot be stored as jsonb and sent back, or None: nesting
-    deeper than ``max_depth``, a bad string (key or value), a NaN or infinite number."""
-    if not isinstance(value, dict | list):
-        value = [value]
-    if too_deep(value, max_depth):
-        return depth_message(max_depth)
-    stack: list[Any] = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.values())
-            stack.extend(item.keys())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, str):
-            problem = string_problem(item)
-            if problem:
-                return f"{problem}: {item[:40]!r}"
-        elif isinstance(item, float) and not math.isfinite(item):
-            return f"holds {item}, which JSON cannot represent"
-    return None
 
 
 NAME_MAX_CHARS = 200

@@ -24,9 +24,9 @@ from schema.models import (
     ScheduleName,
     TaskList,
     TaskSpec,
-    depth_message,
 )
 from schema.settings import Settings
+from schema.text_checks import depth_message
 
 # A discriminated union puts the member's tag into error locations (tasks.0.tags.top_k).
 _TASK_TAGS = frozenset(
