@@ -15,6 +15,7 @@ from schema.errors import (
     NotFound,
     PayloadTooLarge,
     Unauthorized,
+    UnsupportedMediaType,
 )
 
 
@@ -32,7 +33,11 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(InputError)
     async def _input_error(request: Request, exc: InputError) -> JSONResponse:
-        status = 413 if isinstance(exc, PayloadTooLarge) else 422
+        status = 422
+        if isinstance(exc, PayloadTooLarge):
+            status = 413
+        elif isinstance(exc, UnsupportedMediaType):
+            status = 415
         if _openai_path(request):
             return _openai_error(status, str(exc), exc.field)
         return JSONResponse({"error": exc.to_dict(), "detail": str(exc)}, status_code=status)

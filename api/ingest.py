@@ -1,9 +1,12 @@
-"""Reading a job submission: a JSON body or an NDJSON body of documents.
+"""Reading a job submission: a JSON body, an NDJSON body, or a multipart upload of one.
 
 The body is spooled to a temporary file while it arrives (bounded by
-DOCBATCH_MAX_REQUEST_BYTES and hashed for Idempotency-Key), then parsed as a
-stream inside the one transaction that writes the job: an NDJSON upload of a
-million documents is never held in memory whole.
+DOCBATCH_MAX_REQUEST_BYTES, or DOCBATCH_MAX_JSON_BODY_BYTES for a JSON body, and hashed
+for Idempotency-Key; NDJSON lines are length-checked as they arrive), then read inside
+the one transaction that writes the job. NDJSON is read one line at a time, so an
+upload of a million documents is never held in memory whole; a JSON body is parsed
+whole, hence its much smaller cap. What a request may hold is decided by the models in
+schema/models.py (see schema/validation.py), not here.
 """
 
 from __future__ import annotations
@@ -14,15 +17,14 @@ import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
-from urllib.parse import urlsplit
 
 from schema import netguard
-from schema.errors import InputError, PayloadTooLarge
-from schema.jobs import parse_tasks
+from schema.errors import InputError, PayloadTooLarge, UnsupportedMediaType
+from schema.models import JOB_OPTIONS, JobCreate
 from schema.settings import Settings
+from schema.validation import parse_json, task_params, validate_job
 
 SPOOL_MEMORY = 8 * 1024 * 1024
-JOB_FIELDS = {"tasks", "documents", "name", "priority", "webhook_url", "reuse_results"}
 NDJSON_TYPES = (
     "application/x-ndjson",
     "application/jsonl",
@@ -30,31 +32,119 @@ NDJSON_TYPES = (
     "application/json-lines",
     "text/plain",
 )
+MULTIPART = "multipart/form-data"
 
 
 @dataclass
 class Submission:
     tasks: list[dict[str, Any]]
-    documents: Iterator[tuple[dict, int | None]]
+    documents: Iterator[tuple[Any, int | None]]
     name: str | None = None
     priority: int = 0
     webhook_url: str | None = None
     reuse_results: bool = False
 
 
-async def spool_body(chunks: AsyncIterator[bytes], limit: int) -> tuple[IO[bytes], str]:
+def body_kind(content_type: str) -> str:
+    """``json``, ``ndjson`` or ``multipart``; anything else (or none) is a 415."""
+    media = content_type.split(";")[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        return "json"
+    if media in NDJSON_TYPES:
+        return "ndjson"
+    if media == MULTIPART:
+        return "multipart"
+    got = f"got {media!r}" if media else "none was sent"
+    raise UnsupportedMediaType(
+        "Content-Type",
+        f"must be application/json, application/x-ndjson or multipart/form-data ({got})",
+    )
+
+
+def body_limit(kind: str, settings: Settings) -> tuple[int, str]:
+    """The byte limit of a body of this kind and the setting that sets it."""
+    if kind == "json" and settings.max_json_body_bytes < settings.max_request_bytes:
+        return settings.max_json_body_bytes, "DOCBATCH_MAX_JSON_BODY_BYTES"
+    return settings.max_request_bytes, "DOCBATCH_MAX_REQUEST_BYTES"
+
+
+def _too_large(limit: int, setting: str) -> PayloadTooLarge:
+    hint = (
+        "; send bigger jobs as NDJSON (Content-Type: application/x-ndjson) or a multipart upload"
+        if setting == "DOCBATCH_MAX_JSON_BODY_BYTES"
+        else ""
+    )
+    return PayloadTooLarge("body", f"request body is over {limit} bytes ({setting}){hint}")
+
+
+def check_declared_length(headers: Any, limit: int, setting: str) -> None:
+    """Refuse a body whose Content-Length is over the limit before reading any of it."""
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit, setting)
+
+
+class LineGuard:
+    """Counts NDJSON lines as the body arrives and refuses one over DOCBATCH_MAX_LINE_BYTES
+    at once, so a 200 MB line is never read whole (nor uploaded whole)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.lines = 0  # complete lines seen
+        self.current = 0  # bytes of the line being read
+
+    def feed(self, chunk: bytes) -> None:
+        first = chunk.find(b"\n")
+        if first == -1:
+            self.current += len(chunk)
+            self._check(self.current, 1)
+            return
+        self._check(self.current + first, 1)
+        if len(chunk) > self.limit:  # lines inside this chunk could be over the limit too
+            start, number = first + 1, 2
+            while (end := chunk.find(b"\n", start)) != -1:
+                self._check(end - start, number)
+                start, number = end + 1, number + 1
+        self.lines += chunk.count(b"\n")
+        self.current = len(chunk) - chunk.rfind(b"\n") - 1
+        self._check(self.current, 1)
+
+    def _check(self, size: int, offset: int) -> None:
+        if size > self.limit:
+            raise line_too_long(self.limit, self.lines + offset)
+
+
+def line_too_long(limit: int, line: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        "document",
+        f"line is over {limit} bytes (DOCBATCH_MAX_LINE_BYTES); put one document per line, "
+        "its text at most DOCBATCH_MAX_DOCUMENT_BYTES",
+        line=line,
+    )
+
+
+async def spool_body(
+    chunks: AsyncIterator[bytes],
+    limit: int,
+    setting: str = "DOCBATCH_MAX_REQUEST_BYTES",
+    line_limit: int | None = None,
+) -> tuple[IO[bytes], str]:
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115
     digest = hashlib.sha256()
+    guard = LineGuard(line_limit) if line_limit else None
     size = 0
-    async for chunk in chunks:
-        size += len(chunk)
-        if size > limit:
-            spool.close()
-            raise PayloadTooLarge(
-                "body", f"request body is over {limit} bytes (DOCBATCH_MAX_REQUEST_BYTES)"
-            )
-        digest.update(chunk)
-        spool.write(chunk)
+    try:
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit, setting)
+            if guard is not None:
+                guard.feed(chunk)
+            digest.update(chunk)
+            spool.write(chunk)
+    except BaseException:
+        spool.close()
+        raise
     spool.seek(0)
     return spool, digest.hexdigest()
 
@@ -67,7 +157,7 @@ def request_digest(body_digest: str, content_type: str, query: dict[str, str]) -
 
 
 def is_multipart(content_type: str) -> bool:
-    return content_type.split(";")[0].strip().lower() == "multipart/form-data"
+    return content_type.split(";")[0].strip().lower() == MULTIPART
 
 
 async def spool_multipart(
@@ -83,9 +173,7 @@ async def spool_multipart(
         async for chunk in chunks:
             size += len(chunk)
             if size > limit:
-                raise PayloadTooLarge(
-                    "body", f"request body is over {limit} bytes (DOCBATCH_MAX_REQUEST_BYTES)"
-                )
+                raise _too_large(limit, "DOCBATCH_MAX_REQUEST_BYTES")
             yield chunk
 
     parser = MultiPartParser(headers, limited(), max_files=1, max_fields=10)
@@ -97,9 +185,9 @@ async def spool_multipart(
     if not isinstance(upload, UploadFile):
         raise InputError("file", "a multipart upload needs the NDJSON documents in field 'file'")
     fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
-    unknown = sorted(set(fields) - {"tasks", "name", "priority", "webhook_url"})
+    unknown = sorted(set(fields) - set(JOB_OPTIONS))
     if unknown:
-        raise InputError(unknown[0], "unknown field; expected tasks, name, priority, webhook_url")
+        raise InputError(unknown[0], f"unknown field; expected file, {', '.join(JOB_OPTIONS)}")
     spool = upload.file
     digest = hashlib.sha256()
     spool.seek(0)
@@ -113,126 +201,98 @@ def is_ndjson(content_type: str) -> bool:
     return content_type.split(";")[0].strip().lower() in NDJSON_TYPES
 
 
-def _int_field(value: Any, name: str, lo: int, hi: int) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise InputError(name, f"must be an integer from {lo} to {hi}") from None
-    if not lo <= number <= hi or isinstance(value, bool):
-        raise InputError(name, f"must be an integer from {lo} to {hi}, got {value!r}")
-    return number
-
-
-def _bool_field(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "1", "false", "0"):
-        return value.lower() in ("true", "1")
-    raise InputError(name, f"must be true or false, got {value!r}")
-
-
-def _str_field(value: Any, name: str, limit: int) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > limit:
-        raise InputError(name, f"must be a string of at most {limit} characters")
-    if "\x00" in value or not _encodes(value):
-        raise InputError(name, "contains a NUL character or invalid UTF-8")
-    return value
-
-
-def _encodes(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _webhook_field(value: Any, settings: Settings) -> str | None:
-    url = _str_field(value, "webhook_url", 2048)
-    if url is None:
-        return None
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InputError("webhook_url", f"must be an http:// or https:// URL, got {url!r}")
-    try:
-        netguard.resolve_webhook(url, settings.webhook_allow_networks)
-    except netguard.UnsafeDestination as exc:
-        raise InputError("webhook_url", str(exc)) from None
-    return url
+def _submission(
+    job: JobCreate, documents: Iterator[tuple[Any, int | None]], settings: Settings
+) -> Submission:
+    if job.webhook_url is not None:
+        # The model checked its form; where it leads is checked here, after DNS (and again
+        # at every delivery: schema/netguard.py).
+        try:
+            netguard.resolve_webhook(job.webhook_url, settings.webhook_allow_networks)
+        except netguard.UnsafeDestination as exc:
+            raise InputError("webhook_url", str(exc)) from None
+    return Submission(
+        tasks=task_params(job.tasks),
+        documents=documents,
+        name=job.name,
+        priority=job.priority,
+        webhook_url=job.webhook_url,
+        reuse_results=job.reuse_results,
+    )
 
 
 def parse_json_body(spool: IO[bytes], settings: Settings) -> Submission:
-    try:
-        body = json.load(spool)
-    except UnicodeDecodeError as exc:
-        raise InputError("body", f"is not valid UTF-8 (byte {exc.start}: {exc.reason})") from None
-    except ValueError as exc:
-        raise InputError("body", f"is not valid JSON: {exc}") from None
+    # Read whole: its size is bounded by DOCBATCH_MAX_JSON_BODY_BYTES while it was spooled.
+    body = parse_json(spool.read(), settings, "body", what="is not valid JSON")
     if not isinstance(body, dict):
         raise InputError("body", "must be a JSON object with tasks and documents")
-    unknown = sorted(set(body) - JOB_FIELDS)
-    if unknown:
-        raise InputError(unknown[0], f"unknown field; expected {sorted(JOB_FIELDS)}")
-    tasks = parse_tasks(body.get("tasks"), settings)
     docs = body.get("documents")
     if not isinstance(docs, list):
-        raise InputError("documents", "must be a list of {custom_id, text, metadata?}")
-    if not docs:
-        raise InputError("documents", "is empty; submit at least one document")
+        raise InputError("documents", "is required: a list of {custom_id, text, metadata?}")
     if len(docs) > settings.max_documents_per_job:
         raise InputError(
             "documents",
             f"{len(docs)} documents; the limit is {settings.max_documents_per_job} "
             "(DOCBATCH_MAX_DOCUMENTS_PER_JOB)",
         )
-    return Submission(
-        tasks=tasks,
-        documents=((d, None) for d in docs),
-        name=_str_field(body.get("name"), "name", 200),
-        priority=_int_field(body.get("priority", 0), "priority", 0, 9),
-        webhook_url=_webhook_field(body.get("webhook_url"), settings),
-        reuse_results=_bool_field(body.get("reuse_results", False), "reuse_results"),
-    )
+    # The options through JobCreate now; each document through DocumentIn (JobCreate's
+    # item type) as create_job reaches it, as for NDJSON lines: validated models of every
+    # document at once would double the memory a body takes.
+    job = validate_job({**body, "documents": []}, settings)
+    return _submission(job, _handed_over(docs), settings)
 
 
-def parse_tasks_param(raw: str | None, settings: Settings) -> list[dict[str, Any]]:
-    """``?tasks=tags,summarize`` or ``?tasks=[{"type":"translate","target_lang":"de"}]``."""
-    if not raw:
+def _handed_over(docs: list[Any]) -> Iterator[tuple[Any, None]]:
+    """Each document once, dropping the list's reference so its memory goes as it is written."""
+    for i in range(len(docs)):
+        doc, docs[i] = docs[i], None
+        yield doc, None
+
+
+def job_options(query: dict[str, str], settings: Settings) -> dict[str, Any]:
+    """The job options of an NDJSON or multipart submission (query parameters or text
+    fields) as the JSON values ``JobCreate`` takes: only exact forms convert ("9" is 9,
+    " 9 " stays a string and is refused)."""
+    options: dict[str, Any] = {k: v for k, v in query.items() if k in JOB_OPTIONS}
+    raw_tasks = query.get("tasks")
+    if not raw_tasks:
         raise InputError(
             "tasks", "query parameter is required with an NDJSON body, e.g. ?tasks=tags,summarize"
         )
-    if raw.lstrip().startswith("["):
-        try:
-            value = json.loads(raw)
-        except ValueError as exc:
-            raise InputError("tasks", f"is not valid JSON: {exc}") from None
+    if raw_tasks.lstrip().startswith("["):
+        options["tasks"] = parse_json(
+            raw_tasks.encode(), settings, "tasks", what="is not valid JSON"
+        )
     else:
-        value = [name.strip() for name in raw.split(",") if name.strip()]
-    return parse_tasks(value, settings)
+        options["tasks"] = [name.strip() for name in raw_tasks.split(",") if name.strip()]
+    priority = options.get("priority")
+    if (
+        isinstance(priority, str)
+        and priority.isascii()
+        and priority.isdigit()
+        and len(priority) < 6
+    ):
+        options["priority"] = int(priority)
+    flag = options.get("reuse_results")
+    if isinstance(flag, str) and flag.lower() in ("true", "1", "false", "0"):
+        options["reuse_results"] = flag.lower() in ("true", "1")
+    return options
 
 
-def iter_ndjson(spool: IO[bytes]) -> Iterator[tuple[dict, int | None]]:
-    for number, raw in enumerate(spool, start=1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError("document", f"is not valid UTF-8: {exc.reason}", line=number) from None
+def iter_ndjson(spool: IO[bytes], settings: Settings) -> Iterator[tuple[dict, int | None]]:
+    limit = settings.max_line_bytes
+    number = 0
+    # readline with a bound: an over-long line is refused after reading limit+2 bytes of it.
+    while raw := spool.readline(limit + 2):
+        number += 1
+        line = raw[:-1] if raw.endswith(b"\n") else raw
+        if len(line) > limit:
+            raise line_too_long(limit, number)
         if not line.strip():
             continue
-        try:
-            yield json.loads(line), number
-        except ValueError as exc:
-            raise InputError("document", f"malformed JSON: {exc}", line=number) from None
+        yield parse_json(line, settings, "document", line=number, what="malformed JSON"), number
 
 
 def parse_ndjson_body(spool: IO[bytes], query: dict[str, str], settings: Settings) -> Submission:
-    return Submission(
-        tasks=parse_tasks_param(query.get("tasks"), settings),
-        documents=iter_ndjson(spool),
-        name=_str_field(query.get("name"), "name", 200),
-        priority=_int_field(query.get("priority", 0), "priority", 0, 9),
-        webhook_url=_webhook_field(query.get("webhook_url"), settings),
-        reuse_results=_bool_field(query.get("reuse_results", "false"), "reuse_results"),
-    )
+    job = validate_job(job_options(query, settings), settings)
+    return _submission(job, iter_ndjson(spool, settings), settings)

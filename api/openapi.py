@@ -8,14 +8,21 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from schema.models import JobCreate
+from schema.models import JOB_OPTIONS, PRIORITY_MAX, PRIORITY_MIN, JobCreate
 
-NDJSON_PARAMS = [
-    ("tasks", "NDJSON body only: 'tags,summarize' or a JSON list of task objects"),
-    ("name", "NDJSON body only: a name for the job"),
-    ("priority", "NDJSON body only: 0 (default) to 9"),
-    ("webhook_url", "NDJSON body only: http(s) URL called when the job ends"),
-]
+_DESCRIPTIONS = {
+    "tasks": "'tags,summarize' or a JSON list of task objects",
+    "name": "a name for the job",
+    "priority": f"{PRIORITY_MIN} (default) to {PRIORITY_MAX}; higher runs first",
+    "webhook_url": "http(s) URL called when the job ends",
+    "reuse_results": "true: copy results of identical earlier documents instead of recomputing",
+}
+_SCHEMAS: dict[str, dict[str, Any]] = {
+    "priority": {"type": "integer", "minimum": PRIORITY_MIN, "maximum": PRIORITY_MAX},
+    "reuse_results": {"type": "boolean"},
+}
+# Every job option JobCreate has, as a query parameter (NDJSON) or a form field (multipart).
+NDJSON_PARAMS = [(name, "NDJSON body only: " + _DESCRIPTIONS[name]) for name in JOB_OPTIONS]
 
 
 def install(app: FastAPI) -> None:
@@ -37,7 +44,10 @@ def install(app: FastAPI) -> None:
                         "type": "object",
                         "properties": {
                             "file": {"type": "string", "format": "binary"},
-                            **{name: {"type": "string"} for name, _ in NDJSON_PARAMS},
+                            **{
+                                name: _SCHEMAS.get(name, {"type": "string"})
+                                for name, _ in NDJSON_PARAMS
+                            },
                         },
                         "required": ["file"],
                     }
@@ -55,7 +65,7 @@ def install(app: FastAPI) -> None:
                 "name": name,
                 "in": "query",
                 "required": False,
-                "schema": {"type": "string"},
+                "schema": _SCHEMAS.get(name, {"type": "string"}),
                 "description": text,
             }
             for name, text in NDJSON_PARAMS

@@ -10,11 +10,13 @@ docbatch keys create --tenant acme ; docbatch keys revoke KEY_OR_ID ; docbatch k
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,18 +94,20 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from docbatch.inputs import iter_documents
 
     client = _client()
+    tasks = _task_specs(args)
     paths = [Path(p) for p in args.files]
     if len(paths) == 1 and paths[0].suffix in (".jsonl", ".ndjson"):
-        body = paths[0]
-    else:  # text files and several inputs: one NDJSON body
-        tmp = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False)  # noqa: SIM115
-        with tmp:
+        job = client.submit_ndjson(
+            paths[0], tasks, name=args.name, idempotency_key=args.idempotency_key
+        )
+    else:  # text files and several inputs: one NDJSON body, removed once sent
+        with tempfile.NamedTemporaryFile("w", suffix=".jsonl") as tmp:
             for doc, _ in iter_documents(paths):
                 tmp.write(json.dumps(doc) + "\n")
-        body = Path(tmp.name)
-    job = client.submit_ndjson(
-        body, _task_specs(args), name=args.name, idempotency_key=args.idempotency_key
-    )
+            tmp.flush()
+            job = client.submit_ndjson(
+                Path(tmp.name), tasks, name=args.name, idempotency_key=args.idempotency_key
+            )
     print(job["id"])
     if args.wait:
         job = _wait(client, job["id"])
@@ -121,14 +125,33 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_results(args: argparse.Namespace) -> int:
     client = _client()
-    out = open(args.output, "wb") if args.output != "-" else sys.stdout.buffer  # noqa: SIM115
-    try:
-        for chunk in client.results(args.job, errors_only=args.errors):
-            out.write(chunk)
-    finally:
-        if out is not sys.stdout.buffer:
-            out.close()
+    chunks = client.results(args.job, errors_only=args.errors)
+    if args.output == "-":
+        for chunk in chunks:
+            sys.stdout.buffer.write(chunk)
+        return 0
+    write_atomically(Path(args.output), chunks)
     return 0
+
+
+def write_atomically(target: Path, chunks: Iterator[bytes]) -> None:
+    """Write to a temporary file beside ``target`` and rename it over ``target`` only when
+    every chunk arrived: a failed download leaves an existing file as it was."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+        # mkstemp makes the file private; give it the mode a plain open() would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = target.stat().st_mode & 0o777 if target.exists() else 0o666 & ~umask
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -353,12 +376,25 @@ def main(argv: list[str] | None = None) -> int:
     from schema.errors import InputError
 
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`docbatch results JOB | head`). As the Python docs advise
+        # (signal module, "Note on SIGPIPE"): point stdout at devnull so the interpreter's
+        # final flush does not raise again, and exit non-zero quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except InputError as exc:
         print(f"docbatch: {exc}", file=sys.stderr)
         return 2
     except ApiError as exc:
         print(f"docbatch: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file to read or write: missing, unreadable, disk full
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"docbatch: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
 
 

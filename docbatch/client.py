@@ -1,4 +1,9 @@
-"""A small HTTP client for the v1 API (what the CLI's submit/status/results use)."""
+"""A small HTTP client for the v1 API (what the CLI's submit/status/results use).
+
+Every failure is an ``ApiError`` whose message is one line a user can act on: the
+status and the api's reason (``404 job job_x not found``), or that the api cannot be
+reached at the configured URL.
+"""
 
 from __future__ import annotations
 
@@ -9,26 +14,52 @@ from typing import Any
 
 import httpx
 
+from schema.errors import DocbatchError
 
-class ApiError(RuntimeError):
-    pass
+
+class ApiError(DocbatchError):
+    """The api answered with an error, or could not be reached."""
+
+
+_HINTS = {401: " (set DOCBATCH_API_KEY to a key from `docbatch keys create`)"}
 
 
 class Client:
     def __init__(self, base_url: str, api_key: str = "", timeout: float = 60.0) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = base_url
         self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
+
+    def _unreachable(self, exc: httpx.TransportError) -> ApiError:
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            return ApiError(f"cannot reach the api at {self.base_url} (set DOCBATCH_API_URL)")
+        reason = str(exc) or type(exc).__name__
+        return ApiError(f"lost the connection to the api at {self.base_url}: {reason}")
 
     def _check(self, resp: httpx.Response) -> httpx.Response:
         if resp.status_code >= 400:
+            resp.read()  # a streamed response has not read its body yet
             try:
-                detail = resp.json().get("detail", resp.text)
+                body = resp.json()
             except ValueError:
-                detail = resp.text
-            raise ApiError(
-                f"{resp.request.method} {resp.request.url.path}: {resp.status_code} {detail}"
-            )
+                body = {}
+            error = body.get("error") if isinstance(body, dict) else None
+            if isinstance(error, dict) and "field" in error:
+                line = f" (line {error['line']})" if error.get("line") is not None else ""
+                detail = f"{error['field']}{line}: {error.get('message', '')}"
+            elif isinstance(body, dict) and isinstance(body.get("detail"), str):
+                detail = body["detail"]
+            else:
+                detail = resp.text[:200] or resp.reason_phrase
+            detail = " ".join(detail.split())  # one line
+            raise ApiError(f"{resp.status_code} {detail}{_HINTS.get(resp.status_code, '')}")
         return resp
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._check(self.http.request(method, path, **kwargs))
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
 
     def submit_ndjson(
         self,
@@ -44,30 +75,33 @@ class Client:
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
         with path.open("rb") as body:
-            resp = self.http.post("/v1/jobs", params=params, content=body, headers=headers)
-        return self._check(resp).json()
+            resp = self._send("POST", "/v1/jobs", params=params, content=body, headers=headers)
+        return resp.json()
 
     def job(self, job_id: str) -> dict[str, Any]:
-        return self._check(self.http.get(f"/v1/jobs/{job_id}")).json()
+        return self._send("GET", f"/v1/jobs/{job_id}").json()
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self._check(self.http.post(f"/v1/jobs/{job_id}/cancel")).json()
+        return self._send("POST", f"/v1/jobs/{job_id}/cancel").json()
 
     def results(self, job_id: str, errors_only: bool = False) -> Iterator[bytes]:
         path = f"/v1/jobs/{job_id}/{'errors' if errors_only else 'results'}"
-        with self.http.stream("GET", path) as resp:
-            self._check(resp)
-            yield from resp.iter_bytes()
+        try:
+            with self.http.stream("GET", path) as resp:
+                self._check(resp)
+                yield from resp.iter_bytes()
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
 
     # -- schedules ----------------------------------------------------------------------
     def create_schedule(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self._check(self.http.post("/v1/schedules", json=body)).json()
+        return self._send("POST", "/v1/schedules", json=body).json()
 
     def schedules(self) -> dict[str, Any]:
-        return self._check(self.http.get("/v1/schedules")).json()
+        return self._send("GET", "/v1/schedules").json()
 
     def schedule(self, ref: str) -> dict[str, Any]:
-        return self._check(self.http.get(f"/v1/schedules/{ref}")).json()
+        return self._send("GET", f"/v1/schedules/{ref}").json()
 
     def delete_schedule(self, ref: str) -> None:
-        self._check(self.http.delete(f"/v1/schedules/{ref}"))
+        self._send("DELETE", f"/v1/schedules/{ref}")

@@ -2,6 +2,8 @@
 
 DocbatchError
 ├── InputError          bad request input: names the field, the document/line and the limit
+│   ├── PayloadTooLarge       a body or NDJSON line over its byte limit (HTTP 413)
+│   └── UnsupportedMediaType  a Content-Type the endpoint does not read (HTTP 415)
 ├── Unauthorized        no, malformed, unknown or revoked API key (HTTP 401)
 ├── NotFound            no such job/schedule for this tenant (another tenant's is NotFound too)
 ├── Conflict            e.g. an Idempotency-Key reused with a different body
@@ -94,3 +96,7 @@ class BatchApiError(DocbatchError):
         if self.line is not None:
             body["line"] = self.line
         return body
+
+
+class UnsupportedMediaType(InputError):
+    """The request body is not a kind the endpoint reads (HTTP 415)."""

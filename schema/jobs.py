@@ -13,18 +13,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from schema import ledger
 from schema.errors import Conflict, InputError, NotFound
-from schema.languages import check_language
-from schema.models import JobPublic, TaskCounts, TaskSpec
+from schema.models import DocumentIn, JobPublic, TaskCounts
 from schema.settings import Settings
 from schema.tables import Document, Job, JobStatus, JobTask, Result, Unit, UnitState, utcnow
+from schema.validation import validate_row, validate_tasks
 
-_task_adapter: TypeAdapter[Any] = TypeAdapter(TaskSpec)
 INSERT_BATCH = 2000
 CHARS_PER_TOKEN = 4  # a rough estimate, good enough to size units evenly
 
@@ -38,119 +36,7 @@ class NewJob:
 
 def parse_tasks(raw: Any, settings: Settings) -> list[dict[str, Any]]:
     """Validate the ``tasks`` field; returns one params dict per task (with ``type``)."""
-    if not isinstance(raw, list) or not raw:
-        raise InputError("tasks", 'must be a non-empty list, e.g. [{"type": "tags"}]')
-    seen: set[str] = set()
-    out = []
-    for i, item in enumerate(raw):
-        if isinstance(item, str):
-            item = {"type": item}
-        kind = item.get("type") if isinstance(item, dict) else None
-        if not isinstance(kind, str) or kind not in settings.models:
-            known = ", ".join(sorted(settings.models))
-            got = item.get("type") if isinstance(item, dict) else item
-            raise InputError(f"tasks[{i}].type", f"unknown task {got!r}; known tasks: {known}")
-        try:
-            spec = _task_adapter.validate_python(item)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"][1:])
-            raise InputError(f"tasks[{i}].{loc}".rstrip("."), err["msg"]) from None
-        params = spec.model_dump(exclude_none=True)
-        if params["type"] in seen:
-            raise InputError(f"tasks[{i}].type", f"task {params['type']!r} is listed twice")
-        for lang_field in ("target_lang", "source_lang"):
-            code = params.get(lang_field)
-            problem = check_language(code) if isinstance(code, str) else None
-            if problem:
-                raise InputError(f"tasks[{i}].{lang_field}", problem)
-        labels = params.get("labels")
-        if labels is not None:
-            if len(labels) > settings.max_labels_per_task:
-                raise InputError(
-                    f"tasks[{i}].labels",
-                    f"{len(labels)} labels; the limit is {settings.max_labels_per_task} "
-                    "(DOCBATCH_MAX_LABELS_PER_TASK)",
-                )
-            if not labels or any(not str(label).strip() for label in labels):
-                raise InputError(f"tasks[{i}].labels", "labels must be non-empty strings")
-        questions = params.get("questions")
-        if questions is not None and len(questions) > settings.max_questions_per_task:
-            raise InputError(
-                f"tasks[{i}].questions",
-                f"{len(questions)} questions; the limit is {settings.max_questions_per_task} "
-                "(DOCBATCH_MAX_QUESTIONS_PER_TASK)",
-            )
-        if "hypothesis_template" in params and params["hypothesis_template"].count("{}") != 1:
-            raise InputError(
-                f"tasks[{i}].hypothesis_template",
-                "must contain '{}' exactly once (where the label goes), e.g. 'This example is {}.'",
-            )
-        new_tokens = params.get("max_new_tokens")
-        if new_tokens is not None and new_tokens > settings.max_new_tokens:
-            raise InputError(
-                f"tasks[{i}].max_new_tokens",
-                f"{new_tokens}; the limit is {settings.max_new_tokens} (DOCBATCH_MAX_NEW_TOKENS)",
-            )
-        seen.add(params["type"])
-        out.append(params)
-    return out
-
-
-def check_document(raw: Any, index: int, settings: Settings, *, line: int | None = None) -> dict:
-    """Validate one document; ``index`` names it in errors (``documents[index]``)."""
-    where = f"documents[{index}]" if line is None else "document"
-    if not isinstance(raw, dict):
-        raise InputError(where, "must be an object with custom_id and text", line=line)
-    unknown = set(raw) - {"custom_id", "text", "metadata"}
-    if unknown:
-        raise InputError(f"{where}.{sorted(unknown)[0]}", "unknown field", line=line)
-    custom_id = raw.get("custom_id")
-    if not isinstance(custom_id, str) or not custom_id.strip():
-        raise InputError(
-            f"{where}.custom_id", "is required and must be a non-empty string", line=line
-        )
-    if len(custom_id) > 512:
-        raise InputError(f"{where}.custom_id", "is longer than 512 characters", line=line)
-    if "\x00" in custom_id or not _is_utf8(custom_id):
-        raise InputError(
-            f"{where}.custom_id", "contains a NUL character or invalid UTF-8", line=line
-        )
-    text = raw.get("text")
-    if not isinstance(text, str):
-        raise InputError(
-            f"{where}.text", f"is required and must be a string ({custom_id!r})", line=line
-        )
-    if not text.strip():
-        raise InputError(f"{where}.text", f"is empty or whitespace only ({custom_id!r})", line=line)
-    if "\x00" in text:
-        raise InputError(f"{where}.text", f"contains a NUL character ({custom_id!r})", line=line)
-    size = len(text.encode("utf-8", errors="surrogatepass"))
-    if size > settings.max_document_bytes:
-        raise InputError(
-            f"{where}.text",
-            f"{custom_id!r} is {size} bytes; the limit is {settings.max_document_bytes} bytes "
-            "(DOCBATCH_MAX_DOCUMENT_BYTES)",
-            line=line,
-        )
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InputError(
-            f"{where}.text", f"is not valid UTF-8 ({custom_id!r})", line=line
-        ) from None
-    metadata = raw.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise InputError(f"{where}.metadata", "must be an object", line=line)
-    return {"custom_id": custom_id, "text": text, "metadata": metadata}
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates from "\ud800" escapes
-        return False
-    return True
+    return validate_tasks(raw, settings)
 
 
 def find_idempotent(
@@ -169,7 +55,8 @@ def find_idempotent(
 def insert_documents(session: Session, rows: list[dict[str, Any]]) -> None:
     """Bulk-insert documents: ``COPY`` on Postgres, executemany elsewhere (SQLite)."""
     if session.get_bind().dialect.name != "postgresql":
-        session.execute(insert(Document), rows)
+        columns = [{k: v for k, v in r.items() if k != "meta_json"} for r in rows]
+        session.execute(insert(Document), columns)
         return
     raw = session.connection().connection.driver_connection
     assert raw is not None
@@ -180,16 +67,11 @@ def insert_documents(session: Session, rows: list[dict[str, Any]]) -> None:
         ) as copy,
     ):
         for r in rows:
-            meta = r["meta"]
+            meta = r.get("meta_json")
+            if meta is None and r["meta"] is not None:
+                meta = json.dumps(r["meta"])
             copy.write_row(
-                (
-                    r["job_id"],
-                    r["seq"],
-                    r["custom_id"],
-                    r["text"],
-                    None if meta is None else json.dumps(meta),
-                    r["content_hash"],
-                )
+                (r["job_id"], r["seq"], r["custom_id"], r["text"], meta, r["content_hash"])
             )
 
 
@@ -199,7 +81,7 @@ def create_job(
     *,
     tenant: str,
     tasks: list[dict[str, Any]],
-    documents: Iterable[tuple[dict, int | None]],
+    documents: Iterable[tuple[dict | DocumentIn, int | None]],
     name: str | None = None,
     priority: int = 0,
     webhook_url: str | None = None,
@@ -209,8 +91,8 @@ def create_job(
 ) -> NewJob:
     """Write a job with its documents and units; raises InputError before anything commits.
 
-    ``documents`` yields ``(raw document, ndjson line number or None)``; each is
-    validated here so a stream is read once.
+    ``documents`` yields ``(document, ndjson line number or None)``: a raw dict is validated
+    here (so a stream is read once), a ``DocumentIn`` was validated already.
     """
     job = Job(
         tenant=tenant,
@@ -231,11 +113,11 @@ def create_job(
     seq = 0
     lo, unit_tokens, unit_docs = 0, 0, 0
     for index, (raw, line) in enumerate(documents):
-        doc = check_document(raw, index, settings, line=line)
-        if doc["custom_id"] in seen_ids:
+        doc, meta_json = validate_row(raw, settings, index=index, line=line)
+        if doc.custom_id in seen_ids:
             where = f"documents[{index}].custom_id" if line is None else "document.custom_id"
-            raise InputError(where, f"duplicate custom_id {doc['custom_id']!r}", line=line)
-        seen_ids.add(doc["custom_id"])
+            raise InputError(where, f"duplicate custom_id {doc.custom_id!r}", line=line)
+        seen_ids.add(doc.custom_id)
         if seq >= settings.max_documents_per_job:
             raise InputError(
                 "documents",
@@ -243,7 +125,7 @@ def create_job(
                 "(DOCBATCH_MAX_DOCUMENTS_PER_JOB)",
                 line=line,
             )
-        text = doc["text"]
+        text = doc.text
         est = max(1, len(text) // CHARS_PER_TOKEN)
         if unit_docs and (
             unit_tokens + est > settings.unit_tokens or unit_docs >= settings.unit_max_documents
@@ -256,9 +138,10 @@ def create_job(
             {
                 "job_id": job.id,
                 "seq": seq,
-                "custom_id": doc["custom_id"],
+                "custom_id": doc.custom_id,
                 "text": text,
-                "meta": doc["metadata"],
+                "meta": doc.metadata,
+                "meta_json": meta_json,
                 "content_hash": hashlib.sha256(text.encode()).hexdigest(),
             }
         )

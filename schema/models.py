@@ -3,77 +3,185 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
-    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    WrapValidator,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from schema.languages import check_language
+from schema.settings import Settings, get_settings
+from schema.text_checks import depth_message, is_blank, json_problem, string_problem, too_deep
+
+# Input models are the one source of truth for what a request may hold: the api validates
+# every request and every NDJSON line with them (schema/validation.py) and the OpenAPI
+# document is generated from them. Limits that are settings (document bytes, labels,
+# metadata bytes, JSON depth) are read from the Settings passed as validation context
+# (``Model.model_validate(raw, context={"settings": s})``); fixed rules live here once.
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+def settings_of(info: ValidationInfo) -> Settings:
+    try:
+        return info.context["settings"]  # type: ignore[index,no-any-return]
+    except (TypeError, KeyError):
+        return get_settings()
+
+
+def _clean(value: str) -> str:
+    problem = string_problem(value)
+    if problem:
+        raise PydanticCustomError("bad_string", problem)
+    return value
+
+
+def _visible(value: str) -> str:
+    if is_blank(value):
+        raise PydanticCustomError(
+            "blank_string", "is empty or only whitespace or invisible characters"
+        )
+    return value
+
+
+PRIORITY_MIN, PRIORITY_MAX = 0, 9
+
+
+def _priority_range(value: Any, handler: Any) -> int:
+    # Strict: "9", " 9 ", 9.7 and true are errors rather than 9.
+    try:
+        return int(handler(value))
+    except ValidationError:
+        raise PydanticCustomError(
+            "int_range",
+            "must be an integer from {lo} to {hi}, got {got}",
+            {"lo": PRIORITY_MIN, "hi": PRIORITY_MAX, "got": repr(value)},
+        ) from None
+
+
+Priority = Annotated[int, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX), WrapValidator(_priority_range)]
+Text = Annotated[str, AfterValidator(_clean), AfterValidator(_visible)]
+LanguageCode = Annotated[str, Field(min_length=2, max_length=16), AfterValidator(_clean)]
+
+
+def _language(value: str | None) -> str | None:
+    problem = check_language(value) if value is not None else None
+    if problem:
+        raise PydanticCustomError("language", problem)
+    return value
+
+
+def _labels_within_limit(labels: list[str] | None, info: ValidationInfo) -> list[str] | None:
+    limit = settings_of(info).max_labels_per_task
+    if labels is not None and len(labels) > limit:
+        raise PydanticCustomError(
+            "too_many_labels",
+            "{n} labels; the limit is {limit} (DOCBATCH_MAX_LABELS_PER_TASK)",
+            {"n": len(labels), "limit": limit},
+        )
+    if labels is not None and not labels:
+        raise PydanticCustomError(
+            "no_labels", "is empty; give at least one label, or leave labels out"
+        )
+    return labels
 
 
 class SummarizeTask(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     type: Literal["summarize"]
     method: Literal["auto", "extractive", "abstractive"] = "auto"
     max_sentences: int = Field(3, ge=1, le=50)
 
 
 class TagsTask(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     type: Literal["tags"]
-    labels: list[str] | None = None
+    labels: list[Text] | None = None
     top_k: int = Field(5, ge=1, le=100)
+
+    _labels = field_validator("labels")(_labels_within_limit)
 
 
 class TranslateTask(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     type: Literal["translate"]
-    target_lang: str = Field(min_length=2, max_length=16)
-    source_lang: str | None = Field(None, min_length=2, max_length=16)
+    target_lang: Annotated[LanguageCode, AfterValidator(_language)]
+    source_lang: Annotated[LanguageCode | None, AfterValidator(_language)] = None
 
 
 class EmbedTask(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     type: Literal["embed"]
     include_chunks: bool = True
 
 
 class ClassifyTask(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     type: Literal["classify"]
     # The model's own labels restrict the output; other labels need an NLI model (zero-shot).
-    labels: list[str] | None = None
-    hypothesis_template: str = Field("This example is {}.", min_length=3, max_length=500)
+    labels: list[Text] | None = None
+    hypothesis_template: Annotated[
+        str, Field(min_length=3, max_length=500), AfterValidator(_clean)
+    ] = "This example is {}."
     multi_label: bool = False
     aggregate: Literal["mean", "max"] = "mean"
     chunk_scores: bool = False
     top_k: int | None = Field(None, ge=1, le=1000)
 
+    _labels = field_validator("labels")(_labels_within_limit)
+
+    @field_validator("hypothesis_template")
+    @classmethod
+    def _one_slot(cls, value: str) -> str:
+        if value.count("{}") != 1:
+            raise PydanticCustomError(
+                "template_slot",
+                "must contain '{}' exactly once (where the label goes), e.g. 'This example is {}.'",
+            )
+        return value
+
 
 class EntitiesTask(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     type: Literal["entities"]
     aggregation: Literal["simple", "first", "average", "max"] = "simple"
 
 
 class AskTask(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     type: Literal["ask"]
-    questions: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]] = Field(
-        min_length=1
-    )
+    questions: list[Text] = Field(min_length=1)
     min_score: float = Field(0.0, ge=0.0, le=1.0)
     max_answer_len: int = Field(15, ge=1, le=512)
+
+    @field_validator("questions")
+    @classmethod
+    def _questions_within_limit(cls, questions: list[str], info: ValidationInfo) -> list[str]:
+        limit = settings_of(info).max_questions_per_task
+        if len(questions) > limit:
+            raise PydanticCustomError(
+                "too_many_questions",
+                "{n} questions; the limit is {limit} (DOCBATCH_MAX_QUESTIONS_PER_TASK)",
+                {"n": len(questions), "limit": limit},
+            )
+        return [q.strip() for q in questions]
 
 
 class FewShotExample(BaseModel):
     """One worked example, rendered with the job's template before the document."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     text: str = Field(max_length=100_000)
     output: str = Field(max_length=100_000)
 
@@ -95,7 +203,7 @@ class GenerateTask(BaseModel):
     a document's sample the same whatever batch it lands in.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     type: Literal["generate"]
     input: Literal["text", "prompt", "messages"] = "text"
     template: str | None = Field(None, min_length=1, max_length=100_000)
@@ -114,6 +222,18 @@ class GenerateTask(BaseModel):
         None, max_length=16
     )
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
+
+    @field_validator("max_new_tokens")
+    @classmethod
+    def _new_tokens_within_limit(cls, value: int | None, info: ValidationInfo) -> int | None:
+        limit = settings_of(info).max_new_tokens
+        if value is not None and value > limit:
+            raise PydanticCustomError(
+                "too_many_new_tokens",
+                "{n}; the limit is {limit} (DOCBATCH_MAX_NEW_TOKENS)",
+                {"n": value, "limit": limit},
+            )
+        return value
 
     @field_validator("template", "reduce_template")
     @classmethod
@@ -142,6 +262,23 @@ class GenerateTask(BaseModel):
         return self
 
 
+def _task_shorthand(value: Any, info: ValidationInfo) -> Any:
+    """``"tags"`` means ``{"type": "tags"}``; an unknown type names the tasks there are."""
+    if isinstance(value, str):
+        value = {"type": value}
+    if isinstance(value, dict):
+        known = sorted(settings_of(info).models)
+        kind = value.get("type")
+        if not isinstance(kind, str) or kind not in known:
+            raise PydanticCustomError(
+                "unknown_task",
+                "unknown task {got}; known tasks: {known}",
+                {"got": repr(kind), "known": ", ".join(known), "at": ".type"},
+            )
+    return value
+
+
+# A new task type is one more model in this union (and a handler in worker/handlers/).
 TaskSpec = Annotated[
     SummarizeTask
     | TagsTask
@@ -152,24 +289,167 @@ TaskSpec = Annotated[
     | AskTask
     | GenerateTask,
     Field(discriminator="type"),
+    BeforeValidator(_task_shorthand),
+]
+
+
+def _each_task_once(tasks: list[Any]) -> list[Any]:
+    seen: set[str] = set()
+    for i, task in enumerate(tasks):
+        if task.type in seen:
+            raise PydanticCustomError(
+                "task_twice",
+                "task {name} is listed twice",
+                {"name": repr(task.type), "at": f"[{i}].type"},
+            )
+        seen.add(task.type)
+    return tasks
+
+
+TaskList = Annotated[list[TaskSpec], Field(min_length=1), AfterValidator(_each_task_once)]
+
+
+NAME_MAX_CHARS = 200
+SCHEDULE_ID_PREFIX = "sch_"  # schema/tables.py makes schedule ids "sch_<hex>"
+
+
+def _not_an_id(value: str) -> str:
+    # GET and DELETE take an id or a name: a name shaped like an id could point at another
+    # schedule.
+    if value.startswith(SCHEDULE_ID_PREFIX):
+        raise PydanticCustomError(
+            "name_like_id",
+            f"must not start with {SCHEDULE_ID_PREFIX!r}: that is how schedule ids look",
+        )
+    return value
+
+
+ScheduleName = Annotated[
+    str,
+    Field(min_length=1, max_length=NAME_MAX_CHARS),
+    AfterValidator(_clean),
+    AfterValidator(_visible),
+    AfterValidator(_not_an_id),
 ]
 
 
 class DocumentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """One document: in a JSON body's ``documents`` or one line of an NDJSON body."""
+
+    model_config = STRICT
     custom_id: str = Field(min_length=1, max_length=512)
-    text: str
-    metadata: dict[str, Any] | None = None
+    text: str = Field(description="UTF-8 text, up to DOCBATCH_MAX_DOCUMENT_BYTES bytes")
+    metadata: dict[str, Any] | None = Field(
+        None,
+        description="Any JSON object, returned with the results; up to "
+        "DOCBATCH_MAX_METADATA_BYTES encoded and DOCBATCH_MAX_JSON_DEPTH deep",
+    )
+
+    # One validator for the whole document rather than one per field: this runs for every
+    # line of a million-line upload, and each Python validator call costs more than its check.
+    @model_validator(mode="after")
+    def _storable(self, info: ValidationInfo) -> DocumentIn:
+        settings = settings_of(info)
+        problem = string_problem(self.custom_id)
+        if problem:
+            raise PydanticCustomError("bad_id", problem, {"at": ".custom_id"})
+        if is_blank(self.custom_id):
+            raise PydanticCustomError(
+                "blank_id",
+                "is required and must be a non-empty string (not only invisible characters)",
+                {"at": ".custom_id"},
+            )
+        self._check_text(self.text, repr(self.custom_id), settings.max_document_bytes)
+        if self.metadata is not None:
+            encoded = check_metadata(self.metadata, settings)
+            # Handed to the caller through the context: the COPY that stores the document
+            # writes exactly this string, so a million-line upload encodes metadata once.
+            if isinstance(info.context, dict):
+                info.context["metadata_json"] = encoded
+        return self
+
+    @staticmethod
+    def _check_text(text: str, custom_id: str, limit: int) -> None:
+        problem = "contains a NUL character" if "\x00" in text else None
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            size = len(text.encode("utf-8", errors="surrogatepass"))
+            problem = problem or string_problem(text)
+        if size > limit:
+            raise PydanticCustomError(
+                "text_too_big",
+                "{id} is {size} bytes; the limit is {limit} bytes (DOCBATCH_MAX_DOCUMENT_BYTES)",
+                {"id": custom_id, "size": size, "limit": limit, "at": ".text"},
+            )
+        if problem:
+            raise PydanticCustomError(
+                "bad_text", "{problem} ({id})", {"problem": problem, "id": custom_id, "at": ".text"}
+            )
+        if is_blank(text):
+            raise PydanticCustomError(
+                "blank_text",
+                "is empty or whitespace only, or only invisible characters ({id})",
+                {"id": custom_id, "at": ".text"},
+            )
+
+
+_COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def check_metadata(value: dict[str, Any], settings: Settings) -> str:
+    """``json.dumps(value)``; raises naming what makes metadata unstorable (jsonb) or too big."""
+    if too_deep(value, settings.max_json_depth):
+        raise PydanticCustomError(
+            "bad_metadata", depth_message(settings.max_json_depth), {"at": ".metadata"}
+        )
+    # Quick screen with json's cached ASCII encoder: its output is never shorter than the
+    # compact UTF-8 form, and NUL, surrogates (\ud800-\udfff) and NaN/Infinity all show in
+    # it. Only a hit (or a size over the limit) takes the exact, slower path.
+    quick = json.dumps(value)
+    suspect = "\\u0000" in quick or "\\ud" in quick or "NaN" in quick or "Infinity" in quick
+    if suspect:
+        problem = json_problem(value, settings.max_json_depth)
+        if problem:
+            raise PydanticCustomError("bad_metadata", problem, {"at": ".metadata"})
+    if len(quick) > settings.max_metadata_bytes:
+        size = len(_COMPACT.encode(value).encode("utf-8"))
+        if size > settings.max_metadata_bytes:
+            raise PydanticCustomError(
+                "metadata_too_big",
+                "is {size} bytes as JSON; the limit is {limit} bytes (DOCBATCH_MAX_METADATA_BYTES)",
+                {"size": size, "limit": settings.max_metadata_bytes, "at": ".metadata"},
+            )
+    return quick
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PydanticCustomError(
+            "url", "must be an http:// or https:// URL, got {url}", {"url": repr(value)}
+        )
+    return value
 
 
 class JobCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    tasks: list[TaskSpec] = Field(min_length=1)
+    """A job: its tasks and documents (a JSON body), or its options alone (the query of an
+    NDJSON body, the text fields of a multipart upload) with the documents streamed."""
+
+    model_config = STRICT
+    tasks: TaskList
     documents: list[DocumentIn] = Field(default_factory=list)
-    name: str | None = Field(None, max_length=200)
-    priority: int = Field(0, ge=0, le=9)
-    webhook_url: str | None = Field(None, max_length=2048)
+    name: Annotated[str, Field(max_length=NAME_MAX_CHARS), AfterValidator(_clean)] | None = None
+    priority: Priority = 0
+    webhook_url: (
+        Annotated[str, Field(max_length=2048), AfterValidator(_clean), AfterValidator(_http_url)]
+        | None
+    ) = None
     reuse_results: bool = False
+
+
+# The job options an NDJSON or multipart submission may carry beside its documents.
+JOB_OPTIONS = tuple(name for name in JobCreate.model_fields if name != "documents")
 
 
 class TaskCounts(BaseModel):

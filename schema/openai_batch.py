@@ -45,6 +45,7 @@ from schema.tables import (
     new_batch_id,
     utcnow,
 )
+from schema.validation import validate_document
 
 GENERATE_ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
 DOCBATCH_PREFIX = "/v1/docbatch/"
@@ -464,7 +465,7 @@ class _Lines:
                         "metadata": {"openai": [number, cid, i, len(got.texts), got.encoding]},
                     }
                     try:
-                        jobs.check_document(doc, 0, self.settings)
+                        validate_document(doc, self.settings)
                     except InputError as exc:
                         field = exc.field.removeprefix("documents[0].")
                         got = LineError("invalid_parameter", exc.message, field)

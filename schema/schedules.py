@@ -27,6 +27,7 @@ from schema.jobs import NewJob, create_job, parse_tasks
 from schema.settings import Settings
 from schema.sources import FileLimits, open_source, parse_source
 from schema.tables import Job, Schedule, ScheduleRun, utcnow
+from schema.validation import validate_schedule_name
 
 RECENT_RUNS = 20
 
@@ -76,9 +77,7 @@ def create_schedule(
     unknown = sorted(set(body) - {"name", "cron", "source", "tasks", "reuse_results", "enabled"})
     if unknown:
         raise InputError(unknown[0], "unknown field; expected name, cron, source, tasks")
-    name = body.get("name")
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        raise InputError("name", "is required: a string of 1 to 200 characters")
+    name = validate_schedule_name(body.get("name"))
     cron = parse_cron(body.get("cron"))
     source = parse_source(body.get("source"), settings.schedule_folder_roots, tenant)
     tasks = parse_tasks(body.get("tasks"), settings)

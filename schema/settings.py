@@ -136,6 +136,16 @@ class Settings(BaseSettings):
     max_questions_per_task: int = 32
     # generate: most new tokens a job may ask for per prompt.
     max_new_tokens: int = 4096
+    # A document's metadata, encoded as compact UTF-8 JSON.
+    max_metadata_bytes: int = 16_384
+    # Nesting of any JSON the api reads (a body, an NDJSON line, metadata).
+    max_json_depth: int = 32
+    # A JSON body is parsed whole, so it has its own cap far below the streamed NDJSON body's
+    # (DOCBATCH_MAX_REQUEST_BYTES); bigger submissions go as NDJSON or a multipart upload.
+    max_json_body_bytes: int = 10_485_760
+    # One NDJSON line, checked while the body arrives; it must hold the biggest document
+    # JSON-escaped (up to 6 bytes per character) plus its metadata.
+    max_line_bytes: int = 8_388_608
 
     # Webhooks: tries per delivery, first retry after webhook_retry_seconds, doubling (max 1 h).
     webhook_max_attempts: int = 15

@@ -18,7 +18,9 @@ from api import cancel as cancellation
 from api import metrics as api_metrics
 from api.deps import SessionDep, SettingsDep, TenantDep
 from api.ingest import (
-    is_multipart,
+    body_kind,
+    body_limit,
+    check_declared_length,
     is_ndjson,
     parse_json_body,
     parse_ndjson_body,
@@ -112,15 +114,17 @@ async def create_job(
             "is not accepted in the query string (it would be logged); send it in a JSON "
             "body or as a multipart form field (-F webhook_url=...)",
         )
+    kind = body_kind(content_type)
+    limit, setting = body_limit(kind, settings)
+    check_declared_length(request.headers, limit, setting)
     query = dict(request.query_params)
-    if is_multipart(content_type):
-        spool, digest, fields = await spool_multipart(
-            request.headers, request.stream(), settings.max_request_bytes
-        )
+    if kind == "multipart":
+        spool, digest, fields = await spool_multipart(request.headers, request.stream(), limit)
         query.update(fields)
         content_type = "application/x-ndjson"
     else:
-        spool, digest = await spool_body(request.stream(), settings.max_request_bytes)
+        line_limit = settings.max_line_bytes if kind == "ndjson" else None
+        spool, digest = await spool_body(request.stream(), limit, setting, line_limit)
     job, existing = await run_in_threadpool(
         _submit,
         spool,
