@@ -37,7 +37,7 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy api worker schema docbatch
+	$(VENV)/bin/mypy api worker schema domain docbatch
 
 # Throughput figures of issue 6, as ratios measured side by side in one run (bench/run.py):
 # starts and stops its own api and workers on a fresh database and Redis db index.

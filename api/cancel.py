@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
-from schema import jobs, webhooks
+from domain import jobs, webhooks
+from domain.publish import publish_cancels, publish_webhooks
 from schema.settings import Settings
 from schema.tables import JobStatus
-from worker.publish import publish_cancels, publish_webhooks
 
 log = logging.getLogger("docbatch.api")
 

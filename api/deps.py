@@ -11,10 +11,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from domain.tenants import authenticate, hash_key
 from schema.db import new_session
 from schema.errors import Unauthorized
 from schema.settings import Settings, get_settings
-from schema.tenants import authenticate, hash_key
 
 bearer = HTTPBearer(
     auto_error=False,

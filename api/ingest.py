@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from schema import netguard
+from domain import netguard
 from schema.errors import InputError, PayloadTooLarge, UnsupportedMediaType
 from schema.models import JOB_OPTIONS, JobCreate
 from schema.settings import Settings

@@ -55,11 +55,11 @@ def priority_queue_names(queue: str) -> list[str]:
 
     Priority 0 lives under the queue's own name, the other steps under
     ``<queue>\\x06\\x16<step>`` (kombu.transport.redis.Channel.sep; the steps are
-    worker.app.PRIORITY_STEPS).
+    domain.broker.PRIORITY_STEPS).
     """
     from kombu.transport.redis import Channel
 
-    from worker.app import PRIORITY_STEPS
+    from domain.broker import PRIORITY_STEPS
 
     return [f"{queue}{Channel.sep}{step}" if step else queue for step in PRIORITY_STEPS]
 

@@ -48,7 +48,7 @@ DOC_TOKENS = 1_000  # the assumed document: ~4,000 characters, ~750 words
 UTILISATION = 0.7  # GPU busy share: tokenising, reduce, DB writes and idle gaps eat the rest
 UNIT_TOKENS = 8_192  # DOCBATCH_UNIT_TOKENS default
 UNIT_MAX_DOCUMENTS = 256
-CHARS_PER_TOKEN = 4  # schema.jobs' estimate when sizing units
+CHARS_PER_TOKEN = 4  # domain.jobs' estimate when sizing units
 
 
 def load(name: str, limit: int | None = None) -> list[dict[str, Any]]:
@@ -57,7 +57,7 @@ def load(name: str, limit: int | None = None) -> list[dict[str, Any]]:
 
 
 def units_for(texts: list[str]) -> int:
-    """schema.jobs.create_job's rule: group documents until ~UNIT_TOKENS estimated tokens."""
+    """domain.jobs.create_job's rule: group documents until ~UNIT_TOKENS estimated tokens."""
     units, tokens, docs = 0, 0, 0
     for text in texts:
         est = max(1, len(text) // CHARS_PER_TOKEN)

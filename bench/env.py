@@ -83,9 +83,9 @@ class BenchEnv:
                 "TOKENIZERS_PARALLELISM": "false",
             }
         )
+        from domain.tenants import create_key
         from schema.db import transaction
         from schema.migrate import upgrade
-        from schema.tenants import create_key
 
         upgrade(self.database_url)
         with transaction() as s:

@@ -65,7 +65,7 @@ def make_handler() -> Any:
 
 
 def create_jobs(n_jobs: int, units_per_job: int, docs_per_unit: int) -> list[list[int]]:
-    from schema import jobs
+    from domain import jobs
     from schema.db import transaction
     from schema.settings import get_settings
 

@@ -1,7 +1,7 @@
 """Result reuse, measured: a nightly rerun over an unchanged folder vs the first run.
 
 Writes the stdlib corpus (396 docs) as text files, fires a schedule over the folder
-twice with ``schema.schedules.fire`` (what the beat tick calls) and processes every
+twice with ``domain.schedules.fire`` (what the beat tick calls) and processes every
 unit in this process with the real tags handler (bundled MiniLM, CPU) through
 ``worker.runner.process_unit``, then once more after editing 10 files. Prints wall
 time and documents/s side by side. Needs a PostgreSQL server
@@ -60,10 +60,10 @@ def main() -> None:
 
 
 def run() -> None:
+    from domain.jobs import job_public
+    from domain.schedules import create_schedule, fire, next_fire
     from schema.db import transaction
-    from schema.jobs import job_public
     from schema.migrate import upgrade
-    from schema.schedules import create_schedule, fire, next_fire
     from schema.settings import get_settings
     from schema.tables import Schedule, Unit, utcnow
     from worker.registry import load_handler

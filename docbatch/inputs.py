@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from domain.sources import JSONL_SUFFIXES, TEXT_SUFFIXES, read_file
 from schema.errors import InputError
-from schema.sources import JSONL_SUFFIXES, TEXT_SUFFIXES, read_file
 
 
 def iter_documents(paths: Iterable[Path]) -> Iterator[tuple[dict, int | None]]:

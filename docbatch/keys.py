@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from domain.tenants import create_key, ensure_tenant, list_keys, revoke_key
 from schema.db import new_session, transaction
 from schema.errors import NotFound
-from schema.tenants import create_key, ensure_tenant, list_keys, revoke_key
 
 
 def run_keys(args: argparse.Namespace) -> int:

@@ -91,11 +91,11 @@ def run(
     get_settings.cache_clear()
     # Imported only now: the Celery app and engine read the embedded settings at import.
     from docbatch.inputs import iter_documents
-    from schema import jobs
+    from domain import jobs
+    from domain.publish import publish_units
+    from domain.results import iter_document_results
     from schema.db import new_session, transaction
     from schema.migrate import upgrade
-    from schema.results import iter_document_results
-    from worker.publish import publish_units
 
     settings = get_settings()
     upgrade(settings.database_url)

@@ -115,8 +115,8 @@ def workers() -> Iterator[dict[str, WorkerProcess]]:
 
 def new_api_key(tenant: str) -> str:
     """Create a real API key for ``tenant`` in the run's database."""
+    from domain.tenants import create_key
     from schema.db import transaction
-    from schema.tenants import create_key
 
     with transaction() as s:
         return create_key(s, tenant).key

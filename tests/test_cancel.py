@@ -10,7 +10,7 @@ import time
 
 from sqlalchemy import func, select, text
 
-from schema import jobs, ledger
+from domain import jobs, ledger
 from schema.db import new_session, transaction
 from schema.settings import get_settings
 from schema.tables import Job, Unit, WebhookDelivery

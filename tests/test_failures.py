@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
+from domain.webhooks import SIGNATURE_HEADER, verify
 from schema.db import new_session
 from schema.settings import get_settings
 from schema.tables import Document, Result, Tenant, Unit
-from schema.webhooks import SIGNATURE_HEADER, verify
 from tests.fakeworkers import fake_worker_env
 from tests.fixtures import WorkerProcess, read_ndjson, wait_for_job
 

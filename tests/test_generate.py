@@ -491,7 +491,7 @@ def test_checkpoint_sampling_defaults_are_not_applied(tiny_gpt2, reference, tmp_
 def test_chat_completion_body_maps_to_a_generate_task(handler, reference):
     import json
 
-    from schema.openai_batch import Converted, LineError, convert_line
+    from domain.openai_batch import Converted, LineError, convert_line
     from schema.settings import Settings
 
     settings = Settings(openai_models={"any": "generate"})

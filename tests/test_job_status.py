@@ -55,7 +55,7 @@ def _job(reuse: bool, started: bool) -> str:
 
 
 def _public(job_id: str) -> dict[str, Any]:
-    from schema import jobs
+    from domain import jobs
     from schema.db import new_session
 
     with new_session() as s:

@@ -8,7 +8,7 @@ import redis
 from sqlalchemy import func, select
 
 from api.metrics import priority_queue_names
-from schema import jobs, ledger
+from domain import jobs, ledger
 from schema.db import new_session, transaction
 from schema.settings import get_settings
 from schema.tables import Result, Unit

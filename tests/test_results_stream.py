@@ -98,7 +98,7 @@ def stored_job(api_key: str) -> str:
 
 
 def _reference(job_id: str, tasks: list[str], **kw: Any) -> list[str]:
-    from schema.results import iter_document_results
+    from domain.results import iter_document_results
 
     return [json.dumps(d, ensure_ascii=False) for d in iter_document_results(job_id, tasks, **kw)]
 
@@ -106,7 +106,7 @@ def _reference(job_id: str, tasks: list[str], **kw: Any) -> list[str]:
 @pytest.mark.parametrize("page_size", [1, 2, 1000])
 @pytest.mark.parametrize("vectors", ["floats", "base64"])
 def test_stream_lines_equal_dict_encoding(stored_job: str, page_size: int, vectors: str) -> None:
-    from schema.results import iter_result_pages
+    from domain.results import iter_result_pages
 
     tasks = ["embed", "summarize"]
     want = _reference(stored_job, tasks, page_size=page_size, vectors=vectors)

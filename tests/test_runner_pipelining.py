@@ -10,7 +10,7 @@ import time
 
 from sqlalchemy import func, select
 
-from schema import jobs
+from domain import jobs
 from schema.db import new_session, transaction
 from schema.settings import Settings, get_settings
 from schema.tables import Job, Result, Unit

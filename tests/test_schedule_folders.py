@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from domain.schedules import next_fire
 from schema.db import new_session
-from schema.schedules import next_fire
 from schema.tables import Job, ScheduleRun, utcnow
 from tests.fixtures import ROOT
 
@@ -197,7 +197,7 @@ def test_file_size_is_checked_before_the_file_is_read(api, roots, tmp_path):
     sid = _schedule(api, big)
     script = (
         "import datetime as dt, resource, json\n"
-        "from schema.schedules import next_fire\n"
+        "from domain.schedules import next_fire\n"
         "from schema.tables import utcnow\n"
         "from worker.scheduler import tick\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"

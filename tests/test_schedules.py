@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from domain.schedules import next_fire
 from schema.db import new_session
-from schema.schedules import next_fire
 from schema.settings import get_settings
 from schema.tables import Job, Result, ScheduleRun, utcnow
 from tests.fixtures import ARTIFACTS, WorkerProcess, spawn, stop_process, wait_for_job
@@ -190,7 +190,7 @@ def test_racing_firings_of_one_period_make_one_job(api, prefix, tmp_path):
     amount to): exactly one creates a job, the others see the claim and back off."""
     import threading
 
-    from schema import schedules
+    from domain import schedules
     from schema.db import transaction
     from schema.tables import Schedule
 

@@ -14,7 +14,7 @@ import time
 
 from sqlalchemy import select, text
 
-from schema import jobs
+from domain import jobs
 from schema.db import new_session, transaction
 from schema.settings import Settings, get_settings
 from schema.tables import Document, Result, Unit
@@ -185,7 +185,7 @@ def test_writer_keeps_writing_after_an_error_and_gives_the_unit_back():
 def test_duplicate_messages_with_claim_ahead_off_never_run_a_unit_twice(
     api, private_queues, limits
 ):
-    from worker.publish import publish_units
+    from domain.publish import publish_units
 
     limits["UNIT_MAX_DOCUMENTS"] = "4"
     env = fake_worker_env(

@@ -22,7 +22,7 @@ import zlib
 from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
-from schema import jobs, webhooks
+from domain import jobs, webhooks
 from schema.db import get_engine, is_sqlite, transaction
 from schema.settings import Settings
 
@@ -70,7 +70,7 @@ def _sweep(job_id: str, settings: Settings, conn: Connection | None) -> int:
 
 
 def _send_webhooks(job_id: str) -> None:
-    from worker.publish import publish_webhooks
+    from domain.publish import publish_webhooks
 
     try:
         with transaction() as s:

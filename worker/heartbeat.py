@@ -28,7 +28,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import update
 
-from schema import ledger
+from domain import ledger
 from schema.db import transaction
 from schema.settings import Settings
 from schema.tables import Unit, UnitState, utcnow
@@ -122,7 +122,7 @@ class Holdings:
         # Kill even if the database does not answer: the lease then frees the units.
         threading.Timer(STOP_GRACE_SECONDS, _kill_self).start()
         try:
-            from worker.publish import republish
+            from domain.publish import republish
 
             with transaction() as s:
                 ledger.note_stop(s, unit_id, reason)

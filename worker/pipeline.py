@@ -48,9 +48,9 @@ from sqlalchemy import Connection, Engine, create_engine, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from schema import ledger
+from domain import ledger
+from domain.leases import keepalive_connect_args, lease_key
 from schema.db import is_sqlite, transaction
-from schema.leases import keepalive_connect_args, lease_key
 from schema.settings import Settings, get_settings
 from schema.tables import Job, Unit, UnitState
 from worker.handlers.base import Handler
@@ -223,7 +223,7 @@ def _give_back(lease: Lease, unit_id: int, *, publish: bool = True) -> None:
         with transaction() as s:
             queue_name = ledger.release_unit(s, unit_id)
         if queue_name and publish:
-            from worker.publish import republish
+            from domain.publish import republish
 
             republish([unit_id])
     except Exception:  # noqa: BLE001 - the lease period recovers it

@@ -24,11 +24,11 @@ from collections import defaultdict
 
 from sqlalchemy import func, select
 
-from schema import jobs, ledger, webhooks
+from domain import jobs, ledger, webhooks
+from domain.publish import publish_cancels, publish_prioritized, publish_webhooks, queue_depths
 from schema.db import transaction
 from schema.settings import get_settings
 from schema.tables import Job, JobStatus, Unit, UnitState, utcnow
-from worker.publish import publish_cancels, publish_prioritized, publish_webhooks, queue_depths
 
 log = logging.getLogger("docbatch.reconcile")
 

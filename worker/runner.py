@@ -20,7 +20,7 @@ import numpy as np
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
-from schema import ledger
+from domain import ledger
 from schema.db import transaction
 from schema.errors import PermanentError
 from schema.settings import Settings
@@ -410,7 +410,7 @@ def publish_split(claimed: PreparedUnit | Outcome) -> None:
     """Send the messages of units split off at a (committed) claim. If this fails the
     reconciler finds them: they are queued in Postgres already."""
     if isinstance(claimed, PreparedUnit) and claimed.split_off:
-        from worker.publish import republish
+        from domain.publish import republish
 
         try:
             republish(u for u, _ in claimed.split_off)

@@ -2,7 +2,7 @@
 
 Beat sends ``docbatch.schedule_tick`` to the maintenance queue every
 DOCBATCH_SCHEDULE_TICK_SECONDS; any worker runs it. Several beats (a mistake, or a
-failover) only mean more ticks: ``schema.schedules.fire`` lets one transaction per
+failover) only mean more ticks: ``domain.schedules.fire`` lets one transaction per
 (schedule, period) create the job.
 """
 
@@ -11,11 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from schema import schedules
+from domain import schedules
+from domain.publish import publish_units
 from schema.db import transaction
 from schema.settings import get_settings
 from schema.tables import Schedule, utcnow
-from worker.publish import publish_units
 from worker.runner import worker_name
 
 log = logging.getLogger("docbatch.scheduler")

@@ -1,4 +1,4 @@
-"""Celery tasks: thin shells over worker.runner and schema.ledger.
+"""Celery tasks: thin shells over worker.runner and domain.ledger.
 
 A worker process serves one task (``DOCBATCH_WORKER_TASK``); its handler is loaded
 once per process after the fork (``worker_process_init``), never in the parent,
@@ -14,23 +14,23 @@ from typing import Any
 from celery.signals import worker_process_init
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from schema import webhooks
-from schema.db import is_sqlite, transaction
-from schema.errors import TransientError
-from schema.settings import get_settings
-from worker import metrics as worker_metrics
-from worker.app import (
+from domain import webhooks
+from domain.broker import (
     CANCEL_TASK,
     PROCESS_TASK,
     RECONCILE_TASK,
     SCHEDULE_TICK_TASK,
     WEBHOOK_TASK,
-    app,
 )
+from domain.publish import publish_webhooks
+from schema.db import is_sqlite, transaction
+from schema.errors import TransientError
+from schema.settings import get_settings
+from worker import metrics as worker_metrics
+from worker.app import app
 from worker.handlers.base import Handler, pick_device
 from worker.heartbeat import heartbeat
 from worker.pipeline import UnitProcessor, choose_processor
-from worker.publish import publish_webhooks
 from worker.reconcile import reconcile_once
 from worker.registry import load_handler
 from worker.webhooks import deliver

@@ -28,16 +28,16 @@ from api.ingest import (
     spool_body,
     spool_multipart,
 )
-from schema import jobs
+from domain import jobs
+from domain.export import write_parquet
+from domain.job_status import job_status_json
+from domain.publish import publish_units
+from domain.results import iter_result_pages
 from schema.db import new_session, transaction
 from schema.errors import InputError
-from schema.export import write_parquet
-from schema.job_status import job_status_json
 from schema.models import JobPublic, JobsPublic
-from schema.results import iter_result_pages
 from schema.settings import Settings
 from schema.tables import JobTask
-from worker.publish import publish_units
 
 log = logging.getLogger("docbatch.api")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -191,7 +191,7 @@ def get_results(
     """NDJSON, one line per document in submission order; readable while the job runs.
 
     ``?vectors=base64`` sends vectors as base64 float32; ``?format=parquet`` returns a
-    Parquet file (see ``schema.export``)."""
+    Parquet file (see ``domain.export``)."""
     tasks = _owned_task_names(tenant, job_id)
     if format == "parquet":
         return _parquet_response(job_id, tasks, settings.results_page_size)

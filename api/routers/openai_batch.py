@@ -21,13 +21,13 @@ from sqlalchemy import select
 
 from api import cancel as cancellation
 from api.deps import SessionDep, SettingsDep, TenantDep
-from schema import blobs
-from schema import openai_batch as ob
+from domain import blobs
+from domain import openai_batch as ob
+from domain.publish import publish_units
 from schema.db import new_session, transaction
 from schema.errors import BatchApiError, PayloadTooLarge
 from schema.settings import Settings
 from schema.tables import Batch, StoredFile, utcnow
-from worker.publish import publish_units
 
 log = logging.getLogger("docbatch.api")
 router = APIRouter(prefix="/v1", tags=["openai-batch"])

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Response
 from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, SettingsDep, TenantDep
-from schema import schedules
+from domain import schedules
 from schema.db import transaction
 from schema.models import SchedulePublic, ScheduleRunPublic, SchedulesPublic
 from schema.tables import Schedule, utcnow

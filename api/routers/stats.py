@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from api.deps import SessionDep, TenantDep
-from schema import jobs
-from schema.stats import throughput
+from domain import jobs
+from domain.stats import throughput
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

@@ -1,7 +1,7 @@
 """Where a scheduled job's documents come from.
 
 A source is anything with ``iter_documents()`` yielding ``({"custom_id", "text",
-"metadata"?}, line or None)``, the shape ``schema.jobs.create_job`` validates. It is
+"metadata"?}, line or None)``, the shape ``domain.jobs.create_job`` validates. It is
 stored on the schedule as a JSON spec with a ``type``; ``parse_source`` validates a
 spec (errors name the field) and ``open_source`` builds the reader. The first kind
 is a folder; an object store (``{"type": "s3", "bucket", "prefix"}``) is another
@@ -49,7 +49,7 @@ def tenant_roots(roots: Sequence[str], tenant: str) -> list[Path]:
     """The folders ``tenant`` may read: ``<root>/<tenant>`` for each configured root, as
     real paths (a root or tenant folder that is a link, an operator's mount, is followed;
     links below it are not trusted)."""
-    # Tenant names are [A-Za-z0-9][A-Za-z0-9_.-]* (schema.tenants): one safe path component.
+    # Tenant names are [A-Za-z0-9][A-Za-z0-9_.-]* (domain.tenants): one safe path component.
     return [Path(os.path.realpath(Path(root) / tenant)) for root in roots]
 
 

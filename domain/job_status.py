@@ -3,7 +3,7 @@
 Clients poll this every second while a job runs (``docbatch submit --wait``, the dashboard),
 so it is the api's most frequent request: one indexed query (the job joined to its task
 counters) on a pooled connection, plain rows instead of ORM objects, and the answer
-serialized once by pydantic. The same document as ``schema.jobs.job_public``::
+serialized once by pydantic. The same document as ``domain.jobs.job_public``::
 
     >>> body = job_status_json("default", "job_0123...")  # JSON bytes, or NotFound
 """

@@ -30,7 +30,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from schema import blobs, jobs
+from domain import blobs, jobs
 from schema.db import new_session
 from schema.errors import BatchApiError, InputError, NotFound
 from schema.settings import Settings

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from schema import ledger
+from domain import ledger
 from schema.errors import Conflict, InputError, NotFound
 from schema.models import DocumentIn, JobPublic, TaskCounts
 from schema.settings import Settings

@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy import and_, exists, func, literal, select, update
 from sqlalchemy.orm import Session
 
-from schema import leases
+from domain import leases
+from domain.reuse import ResultIdentity, reuse_results
 from schema.db import insert_ignore
-from schema.reuse import ResultIdentity, reuse_results
 from schema.tables import (
     OPEN_UNIT_STATES,
     Document,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from worker.app import CANCEL_TASK, PROCESS_TASK, WEBHOOK_TASK, app, broker_priority
+from domain.broker import CANCEL_TASK, PROCESS_TASK, WEBHOOK_TASK, app, broker_priority
 
 
 def publish_units(units: Iterable[tuple[int, str]], priority: int = 0) -> int:

@@ -21,11 +21,11 @@ from croniter import croniter
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from domain.jobs import NewJob, create_job, parse_tasks
+from domain.sources import FileLimits, open_source, parse_source
 from schema.db import insert_ignore
 from schema.errors import Conflict, InputError, NotFound, PermanentError
-from schema.jobs import NewJob, create_job, parse_tasks
 from schema.settings import Settings
-from schema.sources import FileLimits, open_source, parse_source
 from schema.tables import Job, Schedule, ScheduleRun, utcnow
 from schema.validation import validate_schedule_name
 
