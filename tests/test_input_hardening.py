@@ -272,9 +272,11 @@ def test_invisible_only_text_or_custom_id_is_422(api, no_rows_written, doc, fiel
     assert "invisible" in _error(resp)["message"]
 
 
-def test_schedule_name_may_not_look_like_an_id(api, tmp_path):
-    folder = tmp_path / "in"
-    folder.mkdir()
+def test_schedule_name_may_not_look_like_an_id(api, tmp_path, limits):
+    # Folder schedules read only below <root>/<tenant>; the test tenant is "default".
+    limits["SCHEDULE_FOLDER_ROOTS"] = json.dumps([str(tmp_path)])
+    folder = tmp_path / "default" / "in"
+    folder.mkdir(parents=True)
     (folder / "a.txt").write_text("alpha")
     good = {
         "name": "first",
