@@ -24,6 +24,14 @@ one language pair per document) give each chunk a ``group``; the runner batches
 each group on its own and passes the group to ``predict`` as ``params[GROUP_PARAM]``.
 A handler whose model depends on the document sets ``Output.extra["model_id"]``
 (and ``"model_revision"``), which the result row records instead of ``model_for``.
+
+A handler that needs a second model pass after ``predict`` (tags encodes keyphrase
+candidates) overrides ``prepare_reduce(docs, params)``: the runner calls it once per
+unit, with every document whose chunks all succeeded, before calling ``reduce`` for
+each of them. It batches the second pass across the unit (token budget, each distinct
+input once) and keeps what ``reduce`` needs; ``reduce`` must still work without it
+(the runner goes on to ``reduce`` if ``prepare_reduce`` raises, so a bad document
+fails alone there).
 """
 
 from __future__ import annotations
@@ -49,6 +57,15 @@ class Output:
 GROUP_PARAM = "_group"
 GPU_BATCH_TOKENS = 16384  # text-embeddings-inference's default max-batch-tokens
 CPU_BATCH_TOKENS = 4096
+
+
+@dataclass
+class UnitDocument:
+    """One document of a unit as ``prepare_reduce`` sees it: what ``reduce`` will get."""
+
+    text: str
+    chunks: list[Chunk]
+    outputs: list[Any]
 
 
 class BatchLengthMismatch(RuntimeError):
@@ -83,6 +100,14 @@ class Handler:
     ) -> Output:
         """Fold one document's chunk outputs (in document order) into its result."""
         raise NotImplementedError
+
+    # -- optional -----------------------------------------------------------------------
+    def prepare_reduce(self, docs: list[UnitDocument], params: dict[str, Any]) -> None:
+        """Before a unit's ``reduce`` calls: one batched pass over all its documents.
+
+        The default does nothing. Whatever it computes must leave ``reduce``'s result
+        for a document the same as ``reduce`` alone would give (only faster).
+        """
 
     # -- defaults ---------------------------------------------------------------------
     @property
