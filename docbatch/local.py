@@ -98,13 +98,17 @@ def run(
     from worker.publish import publish_units
 
     settings = get_settings()
-    upgrade(settings.database_url)
     names = [t["type"] if isinstance(t, dict) else t for t in tasks]
     started = time.monotonic()
-    # Workers share the cores: oversubscribed torch threads cost more than they give.
-    env["DOCBATCH_TORCH_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(names)))
+    # Workers share the cores: each takes its share (worker/threads.py), since
+    # oversubscribed threads cost more than they give.
+    env["DOCBATCH_WORKERS_PER_HOST"] = str(len(names))
+    # Workers start first: their start-up and model load (seconds) overlap the migration
+    # and the ingest below. They touch the database only once a unit reaches them, and
+    # units are published after both.
     procs = [start_worker(t, env, workdir / f"worker-{t}.log") for t in names]
     try:
+        upgrade(settings.database_url)
         with transaction() as s:
             parsed = jobs.parse_tasks(tasks, settings)
             new = jobs.create_job(
