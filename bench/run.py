@@ -536,6 +536,17 @@ class Bench:
                 f"time, as transformers 4 did) {base:.2f}s",
             )
 
+    # -- every task near its model's limit (bench/task_paths.py) ----------------------------
+    def task_paths(self) -> None:
+        from bench import task_paths
+
+        task_paths.run(self, row)
+
+    def three_tasks(self) -> None:
+        from bench import task_paths
+
+        task_paths.three_tasks(self, row)
+
     def close(self) -> None:
         if self._api is not None:
             self._api.stop()
@@ -577,6 +588,8 @@ FIGURES: dict[str, Callable[[Bench], None]] = {
     "ceiling": Bench.ingest_ceiling_export,
     "scaleout": Bench.scaleout,
     "seq2seq": Bench.seq2seq,
+    "task_paths": Bench.task_paths,
+    "three_tasks": Bench.three_tasks,
 }
 
 
@@ -594,6 +607,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scaleout-units", type=int, default=96)
     p.add_argument("--sleep", type=float, default=0.2)
     p.add_argument("--seq2seq-docs", type=int, default=150)
+    p.add_argument(
+        "--task-cases", nargs="*", help="task_paths: only cases whose name contains one of these"
+    )
     p.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = p.parse_args(argv)
     info = machine()
