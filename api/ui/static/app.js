@@ -233,7 +233,8 @@ function drawChart(host, data) {
     host.replaceChildren(chart);
     return;
   }
-  const ymax = niceMax(Math.max(...data.map((d) => d.done)));
+  // A top that splits into 4 whole-number steps.
+  const ymax = Math.max(4, Math.ceil(niceMax(Math.max(...data.map((d) => d.done))) / 4) * 4);
   const iw = W - L - R, ih = H - T - B;
   // A point marks the end of its bucket; the line starts at zero at the first bucket's start.
   const step = times.length > 1 ? times[1] - times[0] : 1000;
@@ -264,7 +265,8 @@ function drawChart(host, data) {
   const ticks = 8;
   for (let i = 0; i <= ticks; i++) {
     const t = x0 + ((x1 - x0) * i) / ticks;
-    chart.append(svg("text", {x: px(t), y: H - B + 18, "text-anchor": "middle", class: "axis"},
+    const anchor = i === 0 ? "start" : i === ticks ? "end" : "middle";
+    chart.append(svg("text", {x: px(t), y: H - B + 18, "text-anchor": anchor, class: "axis"},
       new Date(t).toISOString().slice(11, 19)));
   }
   chart.append(svg("line", {x1: L, x2: W - R, y1: T + ih, y2: T + ih, class: "baseline"}));
