@@ -110,12 +110,33 @@ def direct_nli(path: str, chunks: list[str], labels: list[str]) -> float:
 
 
 def direct_seq2seq(
-    model: Any, prefix: str, gen: dict[str, Any], texts: list[str], lengths: list[int], budget: int
+    model: Any,
+    prefix: str,
+    gen: dict[str, Any],
+    texts: list[str],
+    lengths: list[int],
+    budget: int,
+    docs_of: list[int] | None = None,
 ) -> float:
-    """The handler's model, tokenizer and generation settings: tokenize, generate, decode."""
+    """The handler's model, tokenizer and generation settings: tokenize, generate, decode,
+    in length-sorted token-budget batches. With ``docs_of`` (the document of each text),
+    also the reduce step of map-reduce summaries: every document's joined chunk summaries
+    summarized once more, batched (one round; documents needing more make this shorter)."""
     t0 = time.perf_counter()
+    outs = [""] * len(texts)
     for batch in _budget_batches(lengths, budget):
-        model.generate([prefix + texts[i].strip() for i in batch], gen)
+        made = model.generate([prefix + texts[i].strip() for i in batch], gen)
+        for i, o in zip(batch, made, strict=True):
+            outs[i] = o
+    if docs_of is not None:
+        per_doc: dict[int, list[str]] = {}
+        for d, o in zip(docs_of, outs, strict=True):
+            if o:
+                per_doc.setdefault(d, []).append(o)
+        joined = ["\n".join(s) for s in per_doc.values() if len(s) > 1]
+        sizes = [len(x) for x in model.tokenizer(joined)["input_ids"]] if joined else []
+        for batch in _budget_batches(sizes, budget):
+            model.generate([prefix + joined[i] for i in batch], gen)
     return time.perf_counter() - t0
 
 
@@ -154,13 +175,16 @@ def run(bench: Any, row: Callable[..., None]) -> None:
     def seq2seq_direct(cls: Any, model: str, params: dict[str, Any]) -> float:
         h = cls(ModelConfig(model=model, generation=GREEDY))
         h.setup("cpu")
-        chunks = _chunks(h, docs, params)
-        if isinstance(h, TranslateHandler):
-            m, prefix = h.resolve(params["source_lang"], params["target_lang"]).model, ""
-        else:
-            m, prefix = h.model, h.prefix
+        per_doc = [[c for c in h.chunk_for(d["text"], params) if c.text.strip()] for d in docs]
+        chunks = [c for cs in per_doc for c in cs]
+        docs_of = [n for n, cs in enumerate(per_doc) for _ in cs]
         texts, lengths = [c.text for c in chunks], [c.tokens for c in chunks]
-        return direct_seq2seq(m, prefix, h.generation, texts, lengths, h.batch_budget)
+        if isinstance(h, TranslateHandler):
+            m = h.resolve(params["source_lang"], params["target_lang"]).model
+            return direct_seq2seq(m, "", h.generation, texts, lengths, h.batch_budget)
+        return direct_seq2seq(
+            h.model, h.prefix, h.generation, texts, lengths, h.batch_budget, docs_of
+        )
 
     phrases = list(dict.fromkeys(p for d in docs for p in candidate_phrases(d["text"])))
     cases: list[tuple[str, str, dict[str, Any], dict[str, str], Callable[[], float]]] = [
