@@ -135,6 +135,10 @@ def direct_seq2seq(
                 per_doc.setdefault(d, []).append(o)
         joined = ["\n".join(s) for s in per_doc.values() if len(s) > 1]
         sizes = [len(x) for x in model.tokenizer(joined)["input_ids"]] if joined else []
+        # Only joins that fit one model input (the others need more rounds: left out).
+        limit = model.input_limit()
+        joined = [j for j, n in zip(joined, sizes, strict=True) if n <= limit]
+        sizes = [n for n in sizes if n <= limit]
         for batch in _budget_batches(sizes, budget):
             model.generate([prefix + joined[i] for i in batch], gen)
     return time.perf_counter() - t0
