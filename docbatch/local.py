@@ -61,9 +61,18 @@ def start_worker(task: str, env: dict[str, str], log_path: Path) -> subprocess.P
 
 
 def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
+    signal_stop(procs)
+    reap(procs, timeout)
+
+
+def signal_stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Ask the workers to finish (Celery's warm shutdown); ``reap`` waits for them."""
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
+
+
+def reap(procs: list[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     for p in procs:
         try:
@@ -85,28 +94,33 @@ def run(
     workdir = Path(workdir or tempfile.mkdtemp(prefix="docbatch-run-")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     env = embedded_env(workdir)
-    os.environ.update(env)
-    from schema.settings import get_settings
-
-    get_settings.cache_clear()
-    # Imported only now: the Celery app and engine read the embedded settings at import.
-    from docbatch.inputs import iter_documents
-    from schema import jobs
-    from schema.db import new_session, transaction
-    from schema.migrate import upgrade
-    from schema.results import iter_document_results
-    from worker.publish import publish_units
-
-    settings = get_settings()
     names = [t["type"] if isinstance(t, dict) else t for t in tasks]
-    started = time.monotonic()
     # Workers share the cores: each takes its share (worker/threads.py), since
     # oversubscribed threads cost more than they give.
     env["DOCBATCH_WORKERS_PER_HOST"] = str(len(names))
-    # Workers start first: their start-up and model load (seconds) overlap the migration
-    # and the ingest below. They touch the database only once a unit reaches them, and
-    # units are published after both.
+    os.environ.update(env)
+    started = time.monotonic()
+    # Workers start first, before this process's own imports: their start-up and model
+    # load (seconds) overlap the imports, the migration and the ingest below. They touch
+    # the database only once a unit reaches them, and units are published after both.
     procs = [start_worker(t, env, workdir / f"worker-{t}.log") for t in names]
+    try:
+        from schema.settings import get_settings
+
+        get_settings.cache_clear()
+        # Imported only now: the Celery app and engine read the embedded settings at import.
+        from docbatch.inputs import iter_documents
+        from schema import jobs
+        from schema.db import new_session, transaction
+        from schema.migrate import upgrade
+        from schema.results import iter_document_results
+        from worker.publish import publish_units
+
+        settings = get_settings()
+    except BaseException:
+        stop_processes(procs)
+        raise
+    stopping = False
     try:
         upgrade(settings.database_url)
         with transaction() as s:
@@ -137,10 +151,16 @@ def run(
             time.sleep(poll)
         if bar:
             bar.close()
+        # The workers shut down while the results are written.
+        signal_stop(procs)
+        stopping = True
+        seconds = time.monotonic() - started
+        with output.open("w", encoding="utf-8") as fh:
+            for line in iter_document_results(job_id, names):
+                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
     finally:
-        stop_processes(procs)
-    seconds = time.monotonic() - started
-    with output.open("w", encoding="utf-8") as fh:
-        for line in iter_document_results(job_id, names):
-            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+        if stopping:
+            reap(procs)
+        else:
+            stop_processes(procs)
     return RunReport(job=job, output=output, seconds=seconds, workdir=workdir)
