@@ -21,6 +21,8 @@ from typing import Any
 
 from docbatch.progress import ProgressBar
 
+IDLE_EXIT_SECONDS = 1.0
+
 
 @dataclass
 class RunReport:
@@ -160,7 +162,10 @@ def run(
                 fh.write(json.dumps(line, ensure_ascii=False) + "\n")
     finally:
         if stopping:
-            reap(procs)
+            # The job is over and its results written: the workers are idle, so a worker
+            # still tearing down after a moment (Celery's warm shutdown takes seconds) is
+            # killed rather than waited for.
+            reap(procs, timeout=IDLE_EXIT_SECONDS)
         else:
             stop_processes(procs)
     return RunReport(job=job, output=output, seconds=seconds, workdir=workdir)
