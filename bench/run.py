@@ -631,6 +631,17 @@ class Bench:
             f"{how} vs raw model.generate on the handler's batches {f.raw_s:.2f}s",
         )
 
+    # -- every task near its model's limit (bench/task_paths.py) ----------------------------
+    def task_paths(self) -> None:
+        from bench import task_paths
+
+        task_paths.run(self, row)
+
+    def three_tasks(self) -> None:
+        from bench import task_paths
+
+        task_paths.three_tasks(self, row)
+
     def close(self) -> None:
         if self._api is not None:
             self._api.stop()
@@ -676,6 +687,8 @@ FIGURES: dict[str, Callable[[Bench], None]] = {
     "seq2seq": Bench.seq2seq,
     "heads": Bench.heads,
     "generate": Bench.generate,
+    "task_paths": Bench.task_paths,
+    "three_tasks": Bench.three_tasks,
 }
 
 
@@ -698,6 +711,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq2seq-docs", type=int, default=150)
     p.add_argument("--heads-docs", type=int, default=200, help="stdlib docs for the heads figure")
     p.add_argument("--generate-prompts", type=int, default=96)
+    p.add_argument(
+        "--task-cases", nargs="*", help="task_paths: only cases whose name contains one of these"
+    )
     p.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = p.parse_args(argv)
     info = machine()

@@ -60,12 +60,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"results in {report.output}",
         file=sys.stderr,
     )
-    for task, c in job["counts"].items():
-        print(
-            f"  {task}: {c['succeeded']} succeeded, {c['failed']} failed, "
-            f"{c['cancelled']} cancelled, {c['chunks']} chunks, {c['tokens']} tokens",
-            file=sys.stderr,
-        )
+    from docbatch.progress import counts_table
+
+    print(counts_table(job["counts"], report.seconds), file=sys.stderr)
     return 0 if job["status"] == "completed" else 1
 
 
@@ -110,8 +107,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
             )
     print(job["id"])
     if args.wait:
+        from docbatch.progress import counts_table
+
+        started = time.monotonic()
         job = _wait(client, job["id"])
-        print(json.dumps(job["counts"]), file=sys.stderr)
+        seconds = job.get("elapsed_seconds") or (time.monotonic() - started)
+        print(f"{job['status']}: {job['documents']} documents in {seconds:.1f}s", file=sys.stderr)
+        print(counts_table(job["counts"], seconds), file=sys.stderr)
         return 0 if job["status"] == "completed" else 1
     return 0
 

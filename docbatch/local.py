@@ -21,6 +21,8 @@ from typing import Any
 
 from docbatch.progress import ProgressBar
 
+IDLE_EXIT_SECONDS = 1.0
+
 
 @dataclass
 class RunReport:
@@ -61,9 +63,18 @@ def start_worker(task: str, env: dict[str, str], log_path: Path) -> subprocess.P
 
 
 def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
+    signal_stop(procs)
+    reap(procs, timeout)
+
+
+def signal_stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Ask the workers to finish (Celery's warm shutdown); ``reap`` waits for them."""
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
+
+
+def reap(procs: list[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     for p in procs:
         try:
@@ -85,26 +96,35 @@ def run(
     workdir = Path(workdir or tempfile.mkdtemp(prefix="docbatch-run-")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     env = embedded_env(workdir)
-    os.environ.update(env)
-    from schema.settings import get_settings
-
-    get_settings.cache_clear()
-    # Imported only now: the Celery app and engine read the embedded settings at import.
-    from docbatch.inputs import iter_documents
-    from domain import jobs
-    from domain.publish import publish_units
-    from domain.results import iter_document_results
-    from schema.db import new_session, transaction
-    from schema.migrate import upgrade
-
-    settings = get_settings()
-    upgrade(settings.database_url)
     names = [t["type"] if isinstance(t, dict) else t for t in tasks]
+    # Workers share the cores: each takes its share (worker/threads.py), since
+    # oversubscribed threads cost more than they give.
+    env["DOCBATCH_WORKERS_PER_HOST"] = str(len(names))
+    os.environ.update(env)
     started = time.monotonic()
-    # Workers share the cores: oversubscribed torch threads cost more than they give.
-    env["DOCBATCH_TORCH_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(names)))
+    # Workers start first, before this process's own imports: their start-up and model
+    # load (seconds) overlap the imports, the migration and the ingest below. They touch
+    # the database only once a unit reaches them, and units are published after both.
     procs = [start_worker(t, env, workdir / f"worker-{t}.log") for t in names]
     try:
+        from schema.settings import get_settings
+
+        get_settings.cache_clear()
+        # Imported only now: the Celery app and engine read the embedded settings at import.
+        from docbatch.inputs import iter_documents
+        from domain import jobs
+        from domain.publish import publish_units
+        from domain.results import iter_document_results
+        from schema.db import new_session, transaction
+        from schema.migrate import upgrade
+
+        settings = get_settings()
+    except BaseException:
+        stop_processes(procs)
+        raise
+    stopping = False
+    try:
+        upgrade(settings.database_url)
         with transaction() as s:
             parsed = jobs.parse_tasks(tasks, settings)
             new = jobs.create_job(
@@ -133,10 +153,19 @@ def run(
             time.sleep(poll)
         if bar:
             bar.close()
+        # The workers shut down while the results are written.
+        signal_stop(procs)
+        stopping = True
+        seconds = time.monotonic() - started
+        with output.open("w", encoding="utf-8") as fh:
+            for line in iter_document_results(job_id, names):
+                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
     finally:
-        stop_processes(procs)
-    seconds = time.monotonic() - started
-    with output.open("w", encoding="utf-8") as fh:
-        for line in iter_document_results(job_id, names):
-            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+        if stopping:
+            # The job is over and its results written: the workers are idle, so a worker
+            # still tearing down after a moment (Celery's warm shutdown takes seconds) is
+            # killed rather than waited for.
+            reap(procs, timeout=IDLE_EXIT_SECONDS)
+        else:
+            stop_processes(procs)
     return RunReport(job=job, output=output, seconds=seconds, workdir=workdir)

@@ -94,8 +94,12 @@ class Settings(BaseSettings):
     broker_url: str = "redis://127.0.0.1:6379/0"
     # Queues are "<prefix>.<task>", "<prefix>.maintenance" and "<prefix>.webhooks".
     queue_prefix: str = "docbatch"
-    # Threads torch may use in a worker; 0 leaves torch's default (all cores).
+    # Threads a model worker uses (torch, OpenMP/MKL, tokenizers); 0 = its share of the
+    # cores: cores // workers_per_host (worker/threads.py).
     torch_threads: int = 0
+    # Model workers running on one host (sharing its cores); `docbatch run` sets it to the
+    # number of tasks.
+    workers_per_host: int = Field(1, ge=1)
 
     # Work units: documents are grouped until a unit holds about this many tokens.
     unit_tokens: int = 8192

@@ -149,9 +149,13 @@ def test_dashboard_shows_job_counts_chart_and_errors(live, key):
     assert _text(dom, "c-failed", 'data-task="summarize"') == "2"
     assert _text(dom, "c-pending", 'data-task="summarize"') == "0"
     assert "24 of 24 task results done (100.0%)" in dom
-    # The throughput chart: an SVG with a bar per time bucket that had finished documents.
+    # The progress chart: documents done over time as a line per task (its slope is the
+    # rate), ending at the task's total, with the smoothed rate in the legend.
     svg = re.search(r'<svg[^>]*class="chart-svg".*?</svg>', dom, re.S)
-    assert svg and len(re.findall(r"<rect[^>]*fill=\"#4f7cff\"", svg.group(0))) >= 2
+    assert svg, "no chart"
+    assert re.search(r'<path[^>]*stroke="#4f7cff"[^>]*data-task="summarize"', svg.group(0))
+    assert re.search(r"summarize: 24 done, [0-9.]+ docs/s</title>", svg.group(0))
+    assert re.search(r'data-task="summarize">summarize [0-9.]+ docs/s<', svg.group(0))
     errors = re.findall(r'<tr class="error-row"><td class="mono">([^<]+)</td>', dom)
     assert sorted(errors) == ["bad-1", "bad-2"]
     assert "poison chunk" in dom

@@ -28,7 +28,7 @@ from schema.tables import JobStatus, ResultStatus, Unit, UnitState, utcnow
 from worker import metrics
 from worker.batching import plan_batches
 from worker.chunking import Chunk, chunk_text, token_ends_many
-from worker.handlers.base import GROUP_PARAM, Handler, Output
+from worker.handlers.base import GROUP_PARAM, Handler, Output, UnitDocument
 
 log = logging.getLogger("docbatch.worker")
 CANCEL_CHECK_SECONDS = 0.5
@@ -326,6 +326,7 @@ def run_prepared(
             failed_docs[p] = (
                 f"chunk {k} ({doc_chunks[p][k].start}:{doc_chunks[p][k].end}): {failures[idx]}"
             )
+    _prepare_reduce(handler, prep, per_doc, failed_docs)
     for p, chunks in doc_chunks.items():
         doc_id, _cid, text = prep.documents[p]
         if p in failed_docs:
@@ -342,6 +343,27 @@ def run_prepared(
         outcome.chunks += len(chunks)
         outcome.tokens += sum(c.tokens for c in chunks)
     return outcome
+
+
+def _prepare_reduce(
+    handler: Handler, prep: PreparedUnit, per_doc: dict[int, list[Any]], failed: dict[int, str]
+) -> None:
+    """The handler's unit-wide second pass over the documents about to be reduced."""
+    docs = [
+        UnitDocument(prep.documents[p][2], chunks, per_doc[p])
+        for p, chunks in prep.doc_chunks.items()
+        if p not in failed and all(o is not None for o in per_doc[p])
+    ]
+    if not docs:
+        return
+    try:
+        handler.prepare_reduce(docs, prep.params)
+    except Exception:  # noqa: BLE001 - reduce still runs per document and fails alone
+        log.warning(
+            "prepare_reduce failed for unit %s; reducing per document",
+            prep.unit_id,
+            exc_info=True,
+        )
 
 
 def compute_unit(

@@ -33,6 +33,7 @@ from worker.heartbeat import heartbeat
 from worker.pipeline import UnitProcessor, choose_processor
 from worker.reconcile import reconcile_once
 from worker.registry import load_handler
+from worker.threads import apply_thread_limits
 from worker.webhooks import deliver
 
 log = logging.getLogger("docbatch.worker")
@@ -47,14 +48,18 @@ def load_pinned_handler() -> Handler | None:
     if not task or _handler is not None:
         return _handler
     settings = get_settings()
-    if settings.torch_threads:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
+    threads = apply_thread_limits(settings)
     handler = load_handler(task, settings)
     device = pick_device(settings.model_for(task).device)
     handler.setup(device)
-    log.info("loaded %s model %s@%s on %s", task, handler.model_id, handler.revision, device)
+    log.info(
+        "loaded %s model %s@%s on %s (%d threads)",
+        task,
+        handler.model_id,
+        handler.revision,
+        device,
+        threads,
+    )
     _handler = handler
     _processor = choose_processor(settings)
     worker_metrics.start_server(settings.worker_metrics_port)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import SessionDep, TenantDep
 from domain import jobs
-from domain.stats import throughput
+from domain.stats import auto_window, progress, throughput
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -19,7 +19,17 @@ def job_throughput(
     session: SessionDep,
     tenant: TenantDep,
     bucket: Annotated[int, Query(ge=1, le=86400)] = 10,
+    window: Annotated[int, Query(ge=0, le=86400)] = 0,
 ) -> dict[str, Any]:
-    """Documents finished per ``bucket`` seconds, per task: ``{"bucket_seconds", "data"}``."""
+    """Documents finished per ``bucket`` seconds, per task (``data``), and the same as
+    cumulative progress with a rate smoothed over ``window`` seconds (``progress``;
+    ``window=0``: several buckets, at least 30 s). See ``domain.stats.progress``."""
     jobs.get_job(session, tenant, job_id)
-    return {"bucket_seconds": bucket, "data": throughput(session, job_id, bucket)}
+    data = throughput(session, job_id, bucket)
+    window = window or auto_window(bucket)
+    return {
+        "bucket_seconds": bucket,
+        "window_seconds": window,
+        "data": data,
+        "progress": progress(data, bucket, window),
+    }

@@ -27,6 +27,14 @@ it and result reuse (schema/reuse.py) looks earlier results up by it, so the two
 never disagree. A handler whose model depends on the job's params overrides
 ``model_for``; one whose model depends on the document (translate: the detected
 language pair) overrides ``result_model``.
+
+A handler that needs a second model pass after ``predict`` (tags encodes keyphrase
+candidates) overrides ``prepare_reduce(docs, params)``: the runner calls it once per
+unit, with every document whose chunks all succeeded, before calling ``reduce`` for
+each of them. It batches the second pass across the unit (token budget, each distinct
+input once) and keeps what ``reduce`` needs; ``reduce`` must still work without it
+(the runner goes on to ``reduce`` if ``prepare_reduce`` raises, so a bad document
+fails alone there).
 """
 
 from __future__ import annotations
@@ -52,6 +60,15 @@ class Output:
 GROUP_PARAM = "_group"
 GPU_BATCH_TOKENS = 16384  # text-embeddings-inference's default max-batch-tokens
 CPU_BATCH_TOKENS = 4096
+
+
+@dataclass
+class UnitDocument:
+    """One document of a unit as ``prepare_reduce`` sees it: what ``reduce`` will get."""
+
+    text: str
+    chunks: list[Chunk]
+    outputs: list[Any]
 
 
 class BatchLengthMismatch(RuntimeError):
@@ -93,6 +110,14 @@ class Handler:
     ) -> Output:
         """Fold one document's chunk outputs (in document order) into its result."""
         raise NotImplementedError
+
+    # -- optional -----------------------------------------------------------------------
+    def prepare_reduce(self, docs: list[UnitDocument], params: dict[str, Any]) -> None:
+        """Before a unit's ``reduce`` calls: one batched pass over all its documents.
+
+        The default does nothing. Whatever it computes must leave ``reduce``'s result
+        for a document the same as ``reduce`` alone would give (only faster).
+        """
 
     # -- defaults ---------------------------------------------------------------------
     @property

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from worker.batching import plan_batches
 from worker.handlers.base import Handler
 
 
@@ -60,6 +61,16 @@ class SentenceEncoderHandler(Handler):
                 show_progress_bar=False,
             )
         return np.asarray(vectors, dtype=np.float32)
+
+    def encode_batched(self, texts: list[str]) -> np.ndarray:
+        """``encode`` for many texts: length-sorted batches within the token budget."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True)["input_ids"]]
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for batch in plan_batches(lengths, self.batch_budget, self.config.max_batch_rows):
+            out[batch] = self.encode([texts[i] for i in batch])
+        return out
 
     def predict(self, chunks: list[str], params: dict[str, Any]) -> list[Any]:
         return list(self.encode(chunks))

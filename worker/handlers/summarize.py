@@ -17,7 +17,7 @@ from schema.errors import ModelUnavailable
 from schema.settings import ModelConfig
 from worker.chunking import Chunk, chunk_text, sentence_spans
 from worker.handlers.abstractive import AbstractiveSummarizeHandler
-from worker.handlers.base import Handler, Output
+from worker.handlers.base import Handler, Output, UnitDocument
 from worker.handlers.minilm import SentenceEncoderHandler, pooled
 
 
@@ -105,6 +105,9 @@ class SummarizeHandler(Handler):
 
     def predict(self, chunks: list[str], params: dict[str, Any]) -> list[Any]:
         return self.pick(params).predict(chunks, params)
+
+    def prepare_reduce(self, docs: list[UnitDocument], params: dict[str, Any]) -> None:
+        self.pick(params).prepare_reduce(docs, params)
 
     def reduce(
         self, text: str, chunks: list[Chunk], outputs: list[Any], params: dict[str, Any]

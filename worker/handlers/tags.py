@@ -4,21 +4,25 @@ Labels: each label is embedded once; a document's score for a label is the best
 cosine similarity over its chunks (a label that fits any part of the document
 fits the document). Keyphrases: candidate words and two/three-word phrases
 without stopwords are ranked by similarity to the pooled document vector
-(KeyBERT's idea), with near-duplicates dropped. With an NLI model configured
-(``worker.handlers.zeroshot``), labels are scored by zero-shot entailment instead, and
-the similarity is kept beside it.
+(KeyBERT's idea), with near-duplicates dropped. The candidates of a whole unit are
+encoded together before its documents are reduced (``prepare_reduce``): each distinct
+phrase once, in token-budget batches, rather than 64 phrases per document; a bounded
+per-worker cache keeps phrases that recur across units from being encoded again. With
+an NLI model configured (``worker.handlers.zeroshot``), labels are scored by zero-shot
+entailment instead (all of a unit's pairs batched together), and the similarity is
+kept beside it.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Any
 
 import numpy as np
 
 from worker.chunking import Chunk
-from worker.handlers.base import Output
+from worker.handlers.base import Output, UnitDocument
 from worker.handlers.minilm import SentenceEncoderHandler, pooled
 from worker.handlers.zeroshot import load_nli
 
@@ -37,6 +41,9 @@ STOPWORDS = frozenset(
     default given value values see new use get set""".split()  # noqa: SIM905
 )
 MAX_CANDIDATES = 64
+# Keyphrase vectors a tags worker keeps (least recently used dropped first): about
+# 1.5 kB each for MiniLM, so ~50 MB. Params key "phrase_cache"; 0 turns it off.
+PHRASE_CACHE = 32_768
 
 
 def candidate_phrases(text: str, limit: int = MAX_CANDIDATES) -> list[str]:
@@ -60,6 +67,65 @@ class TagsHandler(SentenceEncoderHandler):
         super().setup(device)
         self._label_cache: dict[str, np.ndarray] = {}
         self.nli = load_nli(self.config.params, device, self.config.dtype)
+        # Keyphrase vectors: a per-worker LRU (phrases recur across a corpus's units) and
+        # the current unit's vectors, which reduce reads (kept apart so a unit with more
+        # distinct phrases than the LRU holds still finds all of its own).
+        self.phrase_cache_size = int(self.config.params.get("phrase_cache", PHRASE_CACHE))
+        self._phrase_lru: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._unit_phrases: dict[str, np.ndarray] = {}
+        # NLI scores of the current unit's documents: (labels, text) -> [chunks, labels].
+        self._unit_nli: dict[tuple[tuple[str, ...], str], np.ndarray] = {}
+
+    def clear_phrase_cache(self) -> None:
+        self._phrase_lru.clear()
+        self._unit_phrases, self._unit_nli = {}, {}
+
+    def prepare_reduce(self, docs: list[UnitDocument], params: dict[str, Any]) -> None:
+        """Encode the unit's keyphrase candidates in one batched pass, each phrase once."""
+        self._unit_phrases, self._unit_nli = {}, {}
+        labels = params.get("labels")
+        if labels:
+            if self.nli is not None:
+                self._prepare_nli(docs, list(labels))
+            return
+        distinct = list(dict.fromkeys(p for d in docs for p in candidate_phrases(d.text)))
+        self._unit_phrases = self._lookup(distinct, batched=True)
+
+    def _prepare_nli(self, docs: list[UnitDocument], labels: list[str]) -> None:
+        """Every (chunk, label) pair of the unit scored in one batched pass."""
+        assert self.nli is not None
+        texts = [c.text for d in docs for c in d.chunks]
+        scores = self.nli.scores_batched(
+            texts, labels, self.batch_budget, self.config.max_batch_rows
+        )
+        start = 0
+        for d in docs:
+            self._unit_nli[(tuple(labels), d.text)] = scores[start : start + len(d.chunks)]
+            start += len(d.chunks)
+
+    def _lookup(self, phrases: list[str], batched: bool) -> dict[str, np.ndarray]:
+        """Vectors for distinct ``phrases``: the unit's, the LRU's, the rest encoded."""
+        found: dict[str, np.ndarray] = {}
+        missing: list[str] = []
+        for p in phrases:
+            vec = self._unit_phrases.get(p)
+            if vec is None:
+                vec = self._phrase_lru.get(p)
+                if vec is not None:
+                    self._phrase_lru.move_to_end(p)
+            if vec is None:
+                missing.append(p)
+            else:
+                found[p] = vec
+        if missing:
+            vecs = self.encode_batched(missing) if batched else self.encode(missing)
+            for p, vec in zip(missing, vecs, strict=True):
+                found[p] = vec
+                if self.phrase_cache_size > 0:
+                    self._phrase_lru[p] = vec
+            while len(self._phrase_lru) > self.phrase_cache_size:
+                self._phrase_lru.popitem(last=False)
+        return found
 
     def _labels(self, labels: list[str]) -> np.ndarray:
         missing = [label for label in labels if label not in self._label_cache]
@@ -78,7 +144,10 @@ class TagsHandler(SentenceEncoderHandler):
             scores = (chunk_vecs @ self._labels(labels).T).max(axis=0)
             if self.nli is not None:
                 # A label holds for the document if some chunk entails it.
-                nli = self.nli.scores([c.text for c in chunks], labels).max(axis=0)
+                pre = self._unit_nli.get((tuple(labels), text))
+                if pre is None or len(pre) != len(chunks):
+                    pre = self.nli.scores([c.text for c in chunks], labels)
+                nli = pre.max(axis=0)
                 tags = [
                     {"label": label, "score": round(float(n), 4), "similarity": round(float(s), 4)}
                     for label, n, s in zip(labels, nli, scores, strict=True)
@@ -91,7 +160,8 @@ class TagsHandler(SentenceEncoderHandler):
         phrases = candidate_phrases(text)
         if not phrases:
             return Output({"source": "keyphrases", "tags": []})
-        vecs = self.encode(phrases)
+        found = self._lookup(phrases, batched=False)
+        vecs = np.stack([found[p] for p in phrases])
         scores = vecs @ doc
         order = np.argsort(-scores)
         chosen: list[int] = []

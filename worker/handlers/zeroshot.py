@@ -101,6 +101,28 @@ class NliScorer:
         )
         return longest + len(self.tokenizer("", "", add_special_tokens=True)["input_ids"])
 
+    def scores_batched(
+        self, chunks: list[str], labels: list[str], budget: int, max_rows: int
+    ) -> np.ndarray:
+        """``scores`` for many chunks: every pair once, length-sorted token-budget batches."""
+        import torch
+
+        from worker.batching import plan_batches
+
+        pairs = [(c, self.template.format(label)) for c in chunks for label in labels]
+        if not pairs:
+            return np.zeros((len(chunks), len(labels)), dtype=np.float32)
+        enc = self.tokenizer([p for p, _ in pairs], [h for _, h in pairs], truncation=True)
+        ids = [dict(zip(enc.keys(), row, strict=True)) for row in zip(*enc.values(), strict=True)]
+        out = np.empty(len(pairs), dtype=np.float32)
+        for batch in plan_batches([len(r["input_ids"]) for r in ids], budget, max_rows):
+            padded = self.tokenizer.pad([ids[i] for i in batch], return_tensors="pt")
+            with torch.inference_mode():
+                logits = self.model(**padded.to(self.device)).logits.float()
+            two = logits[:, [self.contra, self.entail]].softmax(dim=-1)[:, 1]
+            out[batch] = two.cpu().numpy()
+        return out.reshape(len(chunks), len(labels))
+
 
 def load_nli(params: dict[str, Any], device: str, dtype: str) -> NliScorer | None:
     path = params.get("nli_model")

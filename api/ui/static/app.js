@@ -175,8 +175,9 @@ async function renderJob(jobId) {
   const span = job.elapsed_seconds || 10;
   const bucket = Math.max(1, Math.ceil(span / 30));
   const tp = await (await api("/v1/jobs/" + encodeURIComponent(jobId) + "/throughput?bucket=" + bucket)).json();
-  drawChart(document.getElementById("chart"), tp.data, tp.bucket_seconds);
-  document.getElementById("chart-note").textContent = "documents per second, " + tp.bucket_seconds + " s buckets";
+  drawChart(document.getElementById("chart"), tp.progress || []);
+  document.getElementById("chart-note").textContent = "documents done over time (the slope is " +
+    "the rate); rates averaged over the last " + tp.window_seconds + " s";
 
   const terminal = TERMINAL.has(job.status);
   if (errorsLoadedFor !== job.status) {  // reload errors when the status moves
@@ -218,58 +219,64 @@ function svg(tag, attrs, ...children) {
   return el;
 }
 
-function drawChart(host, data, bucketSeconds) {
+// Cumulative progress per task, one line each: results land in unit-sized bursts, so
+// documents per time bucket form a comb; documents done over time is a readable line whose
+// slope is the rate. The legend and tooltips give the rate averaged over a trailing window.
+function drawChart(host, data) {
   const W = 1100, H = 260, L = 56, R = 16, T = 16, B = 40;
-  const buckets = [...new Set(data.map((d) => d.t))].sort();
+  const times = [...new Set(data.map((d) => Date.parse(d.t)))].sort((a, b) => a - b);
   const tasks = [...new Set(data.map((d) => d.task))].sort();
   const chart = svg("svg", {viewBox: `0 0 ${W} ${H}`, class: "chart-svg", role: "img",
-                            "aria-label": "throughput chart"});
-  if (!buckets.length) {
+                            "aria-label": "progress chart: documents done over time"});
+  if (!times.length) {
     chart.append(svg("text", {x: W / 2, y: H / 2, "text-anchor": "middle", class: "axis"},
       "No finished documents yet"));
     host.replaceChildren(chart);
     return;
   }
-  // Fill empty buckets between the first and the last so gaps show as gaps.
-  const t0 = Date.parse(buckets[0]), t1 = Date.parse(buckets[buckets.length - 1]);
-  const times = [];
-  for (let t = t0; t <= t1; t += bucketSeconds * 1000) times.push(t);
-  const rate = {};
-  for (const d of data) rate[Date.parse(d.t) + "|" + d.task] = d.documents / bucketSeconds;
-  const stack = times.map((t) => tasks.reduce((s, task) => s + (rate[t + "|" + task] || 0), 0));
-  const ymax = niceMax(Math.max(...stack));
+  // A top that splits into 4 whole-number steps.
+  const ymax = Math.max(4, Math.ceil(niceMax(Math.max(...data.map((d) => d.done))) / 4) * 4);
   const iw = W - L - R, ih = H - T - B;
-  const bw = iw / times.length;
+  // A point marks the end of its bucket; the line starts at zero at the first bucket's start.
+  const step = times.length > 1 ? times[1] - times[0] : 1000;
+  const x0 = times[0], x1 = times[times.length - 1] + step;
+  const px = (t) => L + (iw * (t - x0)) / Math.max(1, x1 - x0);
+  const py = (v) => T + ih - (ih * v) / ymax;
   for (let i = 0; i <= 4; i++) {
     const y = T + ih - (ih * i) / 4;
     chart.append(svg("line", {x1: L, x2: W - R, y1: y, y2: y, class: "grid"}));
     chart.append(svg("text", {x: L - 8, y: y + 4, "text-anchor": "end", class: "axis"},
-      formatRate((ymax * i) / 4)));
+      fmtNum(Math.round((ymax * i) / 4))));
   }
-  times.forEach((t, i) => {
-    let y = T + ih;
-    for (const task of tasks) {
-      const v = rate[t + "|" + task] || 0;
-      if (!v) continue;
-      const hgt = (ih * v) / ymax;
-      y -= hgt;
-      chart.append(svg("rect", {x: L + i * bw + bw * 0.12, y: y, width: Math.max(1, bw * 0.76),
-                                height: hgt, fill: COLORS[task] || "#999", rx: 2},
-        svg("title", {}, `${new Date(t).toISOString().slice(11, 19)} ${task}: ${v.toFixed(2)} docs/s`)));
+  const latest = {};
+  for (const task of tasks) {
+    const pts = data.filter((d) => d.task === task).sort((a, b) => Date.parse(a.t) - Date.parse(b.t));
+    const color = COLORS[task] || "#999";
+    const path = ["M" + px(x0).toFixed(1) + "," + py(0).toFixed(1)];
+    for (const p of pts) path.push("L" + px(Date.parse(p.t) + step).toFixed(1) + "," + py(p.done).toFixed(1));
+    chart.append(svg("path", {d: path.join(" "), fill: "none", stroke: color, "stroke-width": 2,
+                              class: "progress-line", "data-task": task}));
+    for (const p of pts) {
+      const at = new Date(Date.parse(p.t) + step).toISOString().slice(11, 19);
+      chart.append(svg("circle", {cx: px(Date.parse(p.t) + step), cy: py(p.done), r: 3, fill: color},
+        svg("title", {}, `${at} ${task}: ${fmtNum(p.done)} done, ${p.rate.toFixed(2)} docs/s`)));
     }
-  });
-  const every = Math.max(1, Math.ceil(times.length / 8));
-  times.forEach((t, i) => {
-    if (i % every) return;
-    chart.append(svg("text", {x: L + i * bw + bw / 2, y: H - B + 18, "text-anchor": "middle",
-                              class: "axis"}, new Date(t).toISOString().slice(11, 19)));
-  });
+    latest[task] = pts[pts.length - 1];
+  }
+  const ticks = 8;
+  for (let i = 0; i <= ticks; i++) {
+    const t = x0 + ((x1 - x0) * i) / ticks;
+    const anchor = i === 0 ? "start" : i === ticks ? "end" : "middle";
+    chart.append(svg("text", {x: px(t), y: H - B + 18, "text-anchor": anchor, class: "axis"},
+      new Date(t).toISOString().slice(11, 19)));
+  }
   chart.append(svg("line", {x1: L, x2: W - R, y1: T + ih, y2: T + ih, class: "baseline"}));
   let lx = L;
   for (const task of tasks) {
+    const label = `${task} ${formatRate(latest[task].rate)} docs/s`;
     chart.append(svg("rect", {x: lx, y: H - 12, width: 10, height: 10, fill: COLORS[task] || "#999", rx: 2}));
-    chart.append(svg("text", {x: lx + 14, y: H - 3, class: "axis legend"}, task));
-    lx += 24 + task.length * 8;
+    chart.append(svg("text", {x: lx + 14, y: H - 3, class: "axis legend", "data-task": task}, label));
+    lx += 24 + label.length * 7;
   }
   host.replaceChildren(chart);
 }
