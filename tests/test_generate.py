@@ -320,8 +320,8 @@ def test_wrong_architecture_fails_documents_not_the_worker(tmp_path: Path):
         ({"input": "prompt", "template": "{text}"}, "tasks[0]", "input 'text' only"),
         ({"do_sample": True, "temperature": 0}, "tasks[0]", "greedy"),
         ({"top_p": 0}, "tasks[0].top_p", "greater than 0"),
-        ({"stop": [""]}, "tasks[0].stop.0", "at least 1"),
-        ({"type": "generat"}, "tasks[0].type", "embed, generate, summarize"),
+        ({"stop": [""]}, "tasks[0].stop[0]", "non-empty"),
+        ({"type": "generat"}, "tasks[0].type", "known tasks: ask, classify, embed, entities"),
     ],
 )
 def test_bad_params_are_a_4xx_naming_the_field(api, task, field, words):

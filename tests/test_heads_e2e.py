@@ -20,7 +20,7 @@ from tests.tiny_heads import tiny_heads  # noqa: F401 - session fixture
 
 BAD_TASKS = [
     ({"type": "ask", "questions": []}, "tasks[0].questions"),
-    ({"type": "ask", "questions": ["  "]}, "tasks[0].questions.0"),
+    ({"type": "ask", "questions": ["  "]}, "tasks[0].questions[0]"),
     ({"type": "ask"}, "tasks[0].questions"),
     ({"type": "ask", "questions": ["q?"] * 33}, "DOCBATCH_MAX_QUESTIONS_PER_TASK"),
     ({"type": "ask", "questions": ["q?"], "min_score": 2}, "tasks[0].min_score"),

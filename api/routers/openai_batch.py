@@ -53,6 +53,13 @@ async def create_file(request: Request, tenant: TenantDep, settings: SettingsDep
     from starlette.datastructures import UploadFile
     from starlette.formparsers import MultiPartException, MultiPartParser
 
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "multipart/form-data":
+        raise BatchApiError(
+            415,
+            f"a file upload is multipart/form-data (fields 'file' and 'purpose'), not "
+            f"{content_type or 'a body with no Content-Type'}",
+        )
     limit = settings.max_request_bytes
 
     async def limited() -> Any:
