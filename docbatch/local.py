@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from docbatch.processes import Process, kill, spawn
 from docbatch.progress import ProgressBar
 
 IDLE_EXIT_SECONDS = 1.0
@@ -40,48 +41,30 @@ def embedded_env(workdir: Path) -> dict[str, str]:
     }
 
 
-def start_worker(task: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    log = log_path.open("wb")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "docbatch.cli",
-            "worker",
-            "--task",
-            task,
-            "--pool",
-            "solo",
-            "--loglevel",
-            "WARNING",
-        ],
-        env={**os.environ, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+def start_worker(task: str, env: dict[str, str], log_path: Path) -> Process:
+    args = [sys.executable, "-m", "docbatch.cli", "worker", "--task", task]
+    return spawn([*args, "--pool", "solo", "--loglevel", "WARNING"], log_path, env)
 
 
-def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
+def stop_processes(procs: list[Process], timeout: float = 20.0) -> None:
     signal_stop(procs)
     reap(procs, timeout)
 
 
-def signal_stop(procs: list[subprocess.Popen[bytes]]) -> None:
+def signal_stop(procs: list[Process]) -> None:
     """Ask the workers to finish (Celery's warm shutdown); ``reap`` waits for them."""
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
 
 
-def reap(procs: list[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
+def reap(procs: list[Process], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     for p in procs:
         try:
             p.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+            kill(p)
 
 
 def run(
@@ -117,6 +100,7 @@ def run(
         from domain.results import iter_document_results
         from schema.db import new_session, transaction
         from schema.migrate import upgrade
+        from schema.tables import TERMINAL_JOB_STATUSES
 
         settings = get_settings()
     except BaseException:
@@ -143,7 +127,7 @@ def run(
                 job = jobs.job_public(s, jobs.get_job(s, None, job_id)).model_dump(mode="json")
             if bar:
                 bar.update(job)
-            if job["status"] in ("completed", "completed_with_errors", "failed", "cancelled"):
+            if job["status"] in TERMINAL_JOB_STATUSES:
                 break
             dead = [t for t, p in zip(names, procs, strict=True) if p.poll() is not None]
             if dead:

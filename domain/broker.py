@@ -4,7 +4,7 @@ The api publishes through it (domain/publish.py) without importing the worker; t
 worker, beat and Flower use ``worker.app``, which is this app with the tasks of
 worker/tasks.py registered. No torch here.
 
-Settings follow ../shared/notes/celery.md: late acks, prefetch 1, requeue on a lost
+Settings: late acks, prefetch 1, requeue on a lost
 worker (with an attempt cap kept in Postgres), no result backend (Postgres holds
 results), task events on for Flower.
 
@@ -16,7 +16,6 @@ for beat's reconcile/schedule ticks and webhooks.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,7 @@ def broker_priority(priority: int) -> int:
 def _broker_options(settings: Settings) -> dict[str, Any]:
     url = settings.broker_url
     if url.startswith("filesystem://"):
-        folder = Path(os.environ.get("DOCBATCH_BROKER_FOLDER", ".docbatch/broker"))
+        folder = Path(settings.broker_folder)
         for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         return {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from domain.broker import CANCEL_TASK, PROCESS_TASK, WEBHOOK_TASK, app, broker_priority
+from schema.settings import Settings, get_settings
 
 
 def publish_units(units: Iterable[tuple[int, str]], priority: int = 0) -> int:
@@ -29,7 +30,7 @@ def publish_prioritized(units: Iterable[tuple[int, str, int]]) -> int:
     return sent
 
 
-def republish(unit_ids: Iterable[int]) -> int:
+def republish(unit_ids: Iterable[int], settings: Settings | None = None) -> int:
     """New messages for units queued again in Postgres (split off, given back), each at
     its job's priority, so a unit never loses its place to less urgent work."""
     from sqlalchemy import select
@@ -40,7 +41,7 @@ def republish(unit_ids: Iterable[int]) -> int:
     ids = list(unit_ids)
     if not ids:
         return 0
-    with new_session() as s:
+    with new_session(settings) as s:
         rows = s.execute(
             select(Unit.id, Unit.queue, Job.priority)
             .join(Job, Job.id == Unit.job_id)
@@ -49,12 +50,10 @@ def republish(unit_ids: Iterable[int]) -> int:
     return publish_prioritized((r.id, r.queue, r.priority) for r in rows)
 
 
-def publish_cancels(job_ids: Iterable[str]) -> int:
+def publish_cancels(job_ids: Iterable[str], settings: Settings | None = None) -> int:
     """Queue the batched close of cancelled jobs' queued units (worker.cancel) on the
     maintenance queue; returns the count."""
-    from schema.settings import get_settings
-
-    queue = get_settings().maintenance_queue
+    queue = (settings or get_settings()).maintenance_queue
     sent = 0
     with app.producer_or_acquire() as producer:
         for job_id in job_ids:
@@ -63,12 +62,10 @@ def publish_cancels(job_ids: Iterable[str]) -> int:
     return sent
 
 
-def publish_webhooks(delivery_ids: Iterable[int]) -> int:
+def publish_webhooks(delivery_ids: Iterable[int], settings: Settings | None = None) -> int:
     """Queue webhook deliveries for `docbatch webhooks` (never a model worker); returns
     the count."""
-    from schema.settings import get_settings
-
-    queue = get_settings().webhook_queue
+    queue = (settings or get_settings()).webhook_queue
     sent = 0
     with app.producer_or_acquire() as producer:
         for delivery_id in delivery_ids:

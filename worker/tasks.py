@@ -1,6 +1,6 @@
 """Celery tasks: thin shells over worker.runner and domain.ledger.
 
-A worker process serves one task (``DOCBATCH_WORKER_TASK``); its handler is loaded
+A worker process serves one task (``Settings.worker_task``, DOCBATCH_WORKER_TASK); its handler is loaded
 once per process after the fork (``worker_process_init``), never in the parent,
 because CUDA does not survive a fork.
 """
@@ -8,7 +8,6 @@ because CUDA does not survive a fork.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from celery.signals import worker_process_init
@@ -44,10 +43,10 @@ RETRYABLE = (OperationalError, DBAPIError, TransientError, ConnectionError)
 
 def load_pinned_handler() -> Handler | None:
     global _handler, _processor
-    task = os.environ.get("DOCBATCH_WORKER_TASK")
+    settings = get_settings()
+    task = settings.worker_task
     if not task or _handler is not None:
         return _handler
-    settings = get_settings()
     threads = apply_thread_limits(settings)
     handler = load_handler(task, settings)
     device = pick_device(settings.model_for(task).device)
