@@ -161,31 +161,3 @@ def wait_for_job(
 
 def read_ndjson(response: Any) -> list[dict[str, Any]]:
     return [json.loads(line) for line in response.text.splitlines() if line.strip()]
-
-
-@pytest.fixture
-def own_queues(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """A private queue prefix (and settings overrides) for a test's own fake-handler workers.
-
-    Returns the env to hand to WorkerProcess; jobs created in the test while this fixture is
-    active are routed to those queues.
-    """
-    from schema.settings import get_settings
-
-    env = {"DOCBATCH_QUEUE_PREFIX": f"t{time.monotonic_ns()}"}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    yield env
-    monkeypatch.undo()
-    get_settings.cache_clear()
-
-
-def fake_env(queues: dict[str, str], sleep: float = 0.0, **extra: str) -> dict[str, str]:
-    """Worker env running tests.fakes.UpperHandler as the summarize handler."""
-    return {
-        **queues,
-        "DOCBATCH_MODELS__SUMMARIZE__HANDLER": "tests.fakes:UpperHandler",
-        "DOCBATCH_FAKE_SLEEP": str(sleep),
-        **extra,
-    }

@@ -10,17 +10,18 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from schema.db import new_session
-from schema.settings import get_settings
 from schema.tables import Unit
 from tests.conftest import BROKER_URL, RUN_ID
 from tests.fixtures import ARTIFACTS, WorkerProcess, load_corpus, wait_for_job
 from tests.procs import FlowerProcess
+from tests.settings_env import override
 
 AUTH = ("ops", "flower-test-secret")
 FAKE = "tests.fakes:UpperHandler"
@@ -70,23 +71,19 @@ def screenshot(url: str, path: Any, tmp_path: Any) -> None:
 
 
 @pytest.fixture
-def own_queues(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def flower_queues() -> Iterator[dict[str, str]]:
     """Queues no session worker consumes: jobs created in this test go to them."""
-    prefix = f"flower{RUN_ID}"
-    monkeypatch.setenv("DOCBATCH_QUEUE_PREFIX", prefix)
-    get_settings.cache_clear()
-    yield {"DOCBATCH_QUEUE_PREFIX": prefix}
-    monkeypatch.undo()
-    get_settings.cache_clear()
+    with override(queue_prefix=f"flower{RUN_ID}") as env:
+        yield env
 
 
-def test_flower_sees_the_worker_and_its_tasks(api, own_queues, tmp_path):
+def test_flower_sees_the_worker_and_its_tasks(api, flower_queues, tmp_path):
     flower = FlowerProcess(
         BROKER_URL, basic_auth=":".join(AUTH), extra=["--read_only"]
     ).wait_ready()
     worker = WorkerProcess(
         "summarize",
-        env={**own_queues, "DOCBATCH_MODELS__SUMMARIZE__HANDLER": FAKE},
+        env={**flower_queues, "DOCBATCH_MODELS__SUMMARIZE__HANDLER": FAKE},
         name="flower",
     ).wait_ready()
     try:

@@ -16,6 +16,7 @@ from schema.settings import Settings, get_settings
 from schema.tables import Job, Result, Unit
 from tests.fakes import UpperHandler
 from tests.fixtures import WorkerProcess, load_corpus, read_ndjson, wait_for_job
+from tests.settings_env import override
 
 
 def _settings(prefix: str) -> Settings:
@@ -110,24 +111,18 @@ def test_unit_leased_by_a_live_worker_is_skipped_and_reclaimed_once_it_dies():
     assert {v[0] for v in _outputs(job_id).values()} == {"succeeded"}
 
 
-def test_worker_killed_mid_chain_still_completes_every_document_once(api, monkeypatch):
+def test_worker_killed_mid_chain_still_completes_every_document_once(api):
     prefix = f"crash-{secrets.token_hex(3)}"
     env = {
         "DOCBATCH_QUEUE_PREFIX": prefix,
         "DOCBATCH_MODELS__SUMMARIZE__HANDLER": "tests.fakes:UpperHandler",
         "DOCBATCH_FAKE_SLEEP": "0.3",
     }
-    monkeypatch.setenv("DOCBATCH_QUEUE_PREFIX", prefix)
-    monkeypatch.setenv("DOCBATCH_UNIT_MAX_DOCUMENTS", "3")
-    get_settings.cache_clear()
-    try:
+    with override(queue_prefix=prefix, unit_max_documents="3"):
         docs = load_corpus("stdlib-docs.jsonl", 36)
         resp = api.post("/v1/jobs", json={"tasks": ["summarize"], "documents": docs})
         assert resp.status_code == 202, resp.text
         job_id = resp.json()["id"]
-    finally:
-        monkeypatch.undo()
-        get_settings.cache_clear()
     worker = WorkerProcess("summarize", env=env, name="pipelined-crash").wait_ready()
     try:
         # Let it chain a few units, then kill its pool process mid-chain.

@@ -1,8 +1,8 @@
 """Celery tasks: thin shells over worker.runner and domain.ledger.
 
-A worker process serves one task (``Settings.worker_task``, DOCBATCH_WORKER_TASK); its handler is loaded
-once per process after the fork (``worker_process_init``), never in the parent,
-because CUDA does not survive a fork.
+A worker process serves one task (``Settings.worker_task``, set by ``docbatch worker
+--task T``); its handler is loaded once per process after the fork
+(``worker_process_init``), never in the parent, because CUDA does not survive a fork.
 """
 
 from __future__ import annotations
