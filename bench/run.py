@@ -729,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.only or list(FIGURES):
             try:
                 FIGURES[name](bench)
-            except Exception as exc:  # noqa: BLE001 - report and go on with the next figure
+            except Exception as exc:  # report and go on with the next figure
                 import traceback
 
                 traceback.print_exc()

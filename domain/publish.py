@@ -82,6 +82,6 @@ def queue_depths(queues: list[str]) -> dict[str, int | None]:
         for queue in queues:
             try:
                 depths[queue] = int(channel.queue_declare(queue=queue).message_count)
-            except Exception:  # noqa: BLE001 - unknown depth: republish as before
+            except Exception:  # unknown depth: republish as before
                 depths[queue] = None
     return depths

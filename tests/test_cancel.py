@@ -67,7 +67,7 @@ def test_cancel_racing_the_last_unit_leaves_the_job_completed(private_queues):
             with transaction() as s:
                 cancel_pid.append(int(s.scalar(text("SELECT pg_backend_pid()"))))
                 jobs.cancel_job(s, "default", job_id)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+        except BaseException as exc:  # reported by the test below
             cancel_error.append(exc)
 
     # The worker's write, as worker.runner.write_outcome does it, held open at the end.

@@ -168,7 +168,7 @@ def test_writer_keeps_writing_after_an_error_and_gives_the_unit_back():
         writer.put(job_id, second, outcomes[1])
         try:
             error = writer.close()
-        except Exception as exc:  # noqa: BLE001 - an older writer raised it instead
+        except Exception as exc:  # an older writer raised it instead
             error = exc
     finally:
         lease.close()

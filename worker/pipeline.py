@@ -152,7 +152,7 @@ def warm_up() -> None:
         with transaction() as s:
             s.execute(text("SELECT 1"))
         _get_lease()
-    except Exception:  # noqa: BLE001 - the first task retries; never block start-up
+    except Exception:  # the first task retries; never block start-up
         log.warning("database not reachable at worker start; will retry on the first task")
         _drop_lease()
 
@@ -226,7 +226,7 @@ def _give_back(lease: Lease, unit_id: int, *, publish: bool = True) -> None:
             from domain.publish import republish
 
             republish([unit_id])
-    except Exception:  # noqa: BLE001 - the lease period recovers it
+    except Exception:  # the lease period recovers it
         log.exception("could not give back unit %s", unit_id)
     with contextlib.suppress(Exception):
         lease.release(unit_id)
@@ -256,7 +256,7 @@ class _Writer:
             job_id, unit_id, outcome = item
             try:
                 self.statuses[unit_id] = write_outcome(self.handler, job_id, unit_id, outcome)
-            except BaseException as exc:  # noqa: BLE001 - surfaced by close()
+            except BaseException as exc:  # surfaced by close()
                 log.exception("writing unit %s failed; giving it back", unit_id)
                 if self.error is None:
                     self.error = exc

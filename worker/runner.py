@@ -145,7 +145,7 @@ def _free_device_memory() -> None:
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    except Exception:  # noqa: BLE001 - best effort
+    except Exception:  # best effort
         pass
 
 
@@ -210,7 +210,7 @@ def _chunk_all(
     if handler.default_chunker and len(texts) > 1:
         try:
             ends = token_ends_many(texts, handler.tokenizer)
-        except Exception:  # noqa: BLE001 - fall back to one text at a time
+        except Exception:  # fall back to one text at a time
             ends = None
     out: list[list[Chunk] | BaseException] = []
     for i, text in enumerate(texts):
@@ -219,7 +219,7 @@ def _chunk_all(
                 out.append(chunk_text(text, handler.tokenizer, handler.max_input_tokens, ends[i]))
             else:
                 out.append(handler.chunk_for(text, params))
-        except Exception as exc:  # noqa: BLE001 - one bad document must not sink the unit
+        except Exception as exc:  # one bad document must not sink the unit
             out.append(exc)
     return out
 
@@ -336,7 +336,7 @@ def run_prepared(
             continue  # stopped for cancellation before this document finished
         try:
             out = handler.reduce(text, chunks, per_doc[p], params)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             outcome.rows.append(row(doc_id, text, ResultStatus.failed, error=_reason(exc)))
             continue
         outcome.rows.append(row(doc_id, text, ResultStatus.succeeded, out))
@@ -358,7 +358,7 @@ def _prepare_reduce(
         return
     try:
         handler.prepare_reduce(docs, prep.params)
-    except Exception:  # noqa: BLE001 - reduce still runs per document and fails alone
+    except Exception:  # reduce still runs per document and fails alone
         log.warning(
             "prepare_reduce failed for unit %s; reducing per document",
             prep.unit_id,
@@ -436,7 +436,7 @@ def publish_split(claimed: PreparedUnit | Outcome) -> None:
 
         try:
             republish(u for u, _ in claimed.split_off)
-        except Exception:  # noqa: BLE001 - the reconciler republishes queued units
+        except Exception:  # the reconciler republishes queued units
             log.exception("could not publish units %s", claimed.split_off)
 
 

@@ -118,7 +118,7 @@ def send_new_webhooks(unit_id: int) -> None:
             job_id = s.scalar(select(Unit.job_id).where(Unit.id == unit_id))
             pending = webhooks.pending_for_job(s, job_id) if job_id else []
         publish_webhooks(pending)
-    except Exception:  # noqa: BLE001 - the reconciler sends what is left
+    except Exception:  # the reconciler sends what is left
         log.exception("could not queue the webhooks of unit %d", unit_id)
 
 
