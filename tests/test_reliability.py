@@ -84,7 +84,7 @@ def test_lost_queue_is_republished_by_the_reconciler(api, private_queues):
 
 def test_a_unit_delivered_twice_is_written_once(private_queues):
     from tests.fakes import UpperHandler
-    from worker.runner import compute_unit, process_unit, write_outcome
+    from worker.runner import compute_unit, run_unit, write_outcome
 
     settings = get_settings()
     with transaction() as s:
@@ -109,9 +109,9 @@ def test_a_unit_delivered_twice_is_written_once(private_queues):
         handler, documents, params, lambda: False, job_id=job_id, unit_id=unit_id
     )
     # ...while a redelivery runs the whole unit to the end.
-    assert process_unit(unit_id, handler, settings) == "done"
+    assert run_unit(unit_id, handler, settings) == "done"
     assert write_outcome(handler, job_id, unit_id, first_outcome) == "superseded"
-    assert process_unit(unit_id, handler, settings) == "skipped"
+    assert run_unit(unit_id, handler, settings) == "skipped"
     with new_session() as s:
         rows = s.scalar(select(func.count()).where(Result.job_id == job_id))
         job = jobs.job_public(s, jobs.get_job(s, None, job_id))

@@ -1,8 +1,9 @@
 """Run one work unit: claim, chunk, batch, predict, reduce, write. No Celery in here.
 
-``process_unit`` is what the Celery task calls; it is also called directly by the
-tests and benchmarks. The whole unit's results and its state change are written
-in one transaction, so a crash at any point leaves either nothing or everything.
+``run_unit`` runs one unit with no lease (the Celery task's way on SQLite; the tests
+and benchmarks call it directly); worker/pipeline.py runs the same steps under a lease.
+The whole unit's results and its state change are written in one transaction, so a
+crash at any point leaves either nothing or everything.
 """
 
 from __future__ import annotations
@@ -498,7 +499,7 @@ def _write_outcome(
     return Outcome(state.value)
 
 
-def process_unit(
+def run_unit(
     unit_id: int, handler: Handler, settings: Settings, batch_runner: BatchRunner | None = None
 ) -> Outcome:
     """Process one unit end to end, no overlap and no lease (SQLite, where one worker runs

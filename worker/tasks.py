@@ -84,7 +84,7 @@ def _load_model(**_: Any) -> None:
     retry_jitter=True,
     max_retries=20,
 )
-def process_unit(self: Any, unit_id: int) -> str:
+def process_unit_task(self: Any, unit_id: int) -> str:
     handler = load_pinned_handler()
     if handler is None or _processor is None:
         raise RuntimeError("this worker has no task: start it with `docbatch worker --task T`")
