@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,7 +62,12 @@ class UnitOutcome:
 
 
 def _is_oom(exc: BaseException) -> bool:
-    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+    # torch's own type when torch is loaded (no torch, no torch OOM); other backends
+    # (ctranslate2, a CPU allocator) only say so in the message.
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return "out of memory" in str(exc).lower()
 
 
 def _reason(exc: BaseException) -> str:
