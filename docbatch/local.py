@@ -9,7 +9,6 @@ job, shows progress, writes the results and stops the workers.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -83,33 +82,36 @@ def run(
     # Workers share the cores: each takes its share (worker/threads.py), since
     # oversubscribed threads cost more than they give.
     env["DOCBATCH_WORKERS_PER_HOST"] = str(len(names))
-    os.environ.update(env)
     started = time.monotonic()
     # Workers start first, before this process's own imports: their start-up and model
     # load (seconds) overlap the imports, the migration and the ingest below. They touch
     # the database only once a unit reaches them, and units are published after both.
     procs = [start_worker(t, env, workdir / f"worker-{t}.log") for t in names]
     try:
-        from schema.settings import get_settings
-
-        get_settings.cache_clear()
-        # Imported only now: the Celery app and engine read the embedded settings at import.
         from docbatch.inputs import iter_documents
         from domain import jobs
         from domain.publish import publish_units
         from domain.results import iter_document_results
         from schema.db import new_session, transaction
         from schema.migrate import upgrade
+        from schema.settings import Settings
         from schema.tables import TERMINAL_JOB_STATUSES
 
-        settings = get_settings()
+        # The workers' settings, handed to every call below (this process's environment
+        # is left as it was).
+        settings = Settings(
+            database_url=env["DOCBATCH_DATABASE_URL"],
+            broker_url=env["DOCBATCH_BROKER_URL"],
+            broker_folder=env["DOCBATCH_BROKER_FOLDER"],
+            workers_per_host=len(names),
+        )
     except BaseException:
         stop_processes(procs)
         raise
     stopping = False
     try:
         upgrade(settings.database_url)
-        with transaction() as s:
+        with transaction(settings) as s:
             parsed = jobs.parse_tasks(tasks, settings)
             new = jobs.create_job(
                 s,
@@ -120,10 +122,10 @@ def run(
                 name="docbatch run",
             )
             job_id = new.job.id
-        publish_units(new.units)
+        publish_units(new.units, settings=settings)
         bar = ProgressBar() if progress else None
         while True:
-            with new_session() as s:
+            with new_session(settings) as s:
                 job = jobs.job_public(s, jobs.get_job(s, None, job_id)).model_dump(mode="json")
             if bar:
                 bar.update(job)
@@ -142,7 +144,7 @@ def run(
         stopping = True
         seconds = time.monotonic() - started
         with output.open("w", encoding="utf-8") as fh:
-            for line in iter_document_results(job_id, names):
+            for line in iter_document_results(job_id, names, settings=settings):
                 fh.write(json.dumps(line, ensure_ascii=False) + "\n")
     finally:
         if stopping:

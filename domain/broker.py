@@ -16,6 +16,7 @@ for beat's reconcile/schedule ticks and webhooks.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +110,16 @@ def make_app(settings: Settings | None = None) -> Celery:
 
 
 app = make_app()
+
+
+@lru_cache(maxsize=4)
+def _app_for_json(settings_json: str) -> Celery:
+    return make_app(Settings.model_validate_json(settings_json))
+
+
+def app_for(settings: Settings | None = None) -> Celery:
+    """The app for ``settings``: this process's ``app`` when none is given (or they are the
+    environment's), else one built for them (``docbatch run`` and benchmarks pass theirs)."""
+    if settings is None or settings is get_settings():
+        return app
+    return _app_for_json(settings.model_dump_json())
