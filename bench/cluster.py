@@ -12,7 +12,8 @@ from typing import Any
 
 import httpx
 
-from bench.env import BenchEnv, free_port, rss_mb, stop, wait_until
+from bench.env import BenchEnv, rss_mb, stop, wait_until
+from docbatch.processes import free_port
 from schema.tables import TERMINAL_JOB_STATUSES
 
 
