@@ -52,7 +52,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy api worker schema domain docbatch
 
-# Throughput figures of issue 6, as ratios measured side by side in one run (bench/run.py):
+# Every throughput figure, as ratios measured side by side in one run (bench/run.py):
 # starts and stops its own api and workers on a fresh database and Redis db index.
 # `make bench BENCH_ARGS="--device cuda"` on a GPU machine; see BENCHMARKS.md.
 bench: install

@@ -40,10 +40,10 @@ def announce(done: Cancelled) -> None:
     if done.sweep:
         try:
             publish_cancels([done.job_id])
-        except Exception:  # noqa: BLE001 - the reconciler sends it again
+        except Exception:  # the reconciler sends it again
             log.exception("queueing the cancel of job %s failed", done.job_id)
     if done.webhooks:
         try:
             publish_webhooks(done.webhooks)
-        except Exception:  # noqa: BLE001 - the reconciler sends what did not go out
+        except Exception:  # the reconciler sends what did not go out
             log.exception("queueing the webhook of job %s failed", done.job_id)

@@ -80,7 +80,7 @@ class StateCollector(Collector):
                 rows = s.execute(select(Job.status, func.count()).group_by(Job.status)).all()
             for status, count in rows:
                 jobs.add_metric([status], count)
-        except Exception:  # noqa: BLE001 - a scrape must answer even with the db down
+        except Exception:  # a scrape must answer even with the db down
             log.exception("metrics: reading jobs by status failed")
         yield jobs
 
@@ -102,7 +102,7 @@ class StateCollector(Collector):
                 for task, queue in queues.items():
                     total = sum(next(lengths) for _ in priority_queue_names(queue))
                     depth.add_metric([task, queue], total)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("metrics: reading queue lengths failed")
         yield depth
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 
-from bench.env import BenchEnv, free_port, rss_mb, stop, wait_until
-
-TERMINAL = {"completed", "completed_with_errors", "failed", "cancelled"}
+from bench.env import BenchEnv, rss_mb, stop, wait_until
+from docbatch.processes import free_port
+from schema.tables import TERMINAL_JOB_STATUSES
 
 
 class Api:
@@ -63,7 +63,7 @@ class Api:
         deadline = time.monotonic() + timeout
         while True:
             job = self.job(job_id)
-            if job["status"] in TERMINAL:
+            if job["status"] in TERMINAL_JOB_STATUSES:
                 return job
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['status']}: {job['counts']}")

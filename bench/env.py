@@ -15,12 +15,13 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from docbatch import processes
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -100,15 +101,7 @@ class BenchEnv:
         self, args: list[str], log_name: str, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
         """Start ``python ARGS`` in its own process group, logging to the run's folder."""
-        log = (self.logdir / log_name).open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, *args],
-            cwd=ROOT,
-            env={**os.environ, **(env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        proc = processes.spawn([sys.executable, *args], self.logdir / log_name, env, cwd=ROOT)
         self.procs.append(proc)
         return proc
 
@@ -152,25 +145,7 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
     """SIGINT then SIGTERM the process group, SIGKILL it if it does not stop in ``timeout``
     seconds. SIGINT first lets ``docbatch run`` stop the workers it started (they run in
     their own process groups)."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout)
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout)
-    except (subprocess.TimeoutExpired, ProcessLookupError):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    processes.stop(proc, timeout, signals=(signal.SIGINT, signal.SIGTERM))
 
 
 def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:

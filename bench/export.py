@@ -25,7 +25,8 @@ from typing import Any
 
 import httpx
 
-from bench.env import ROOT, BenchEnv, free_port, rss_mb, wait_until
+from bench.env import ROOT, BenchEnv, rss_mb, wait_until
+from docbatch.processes import free_port
 
 
 def seed_job(n: int, tenant: str = "bench") -> str:

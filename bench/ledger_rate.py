@@ -1,6 +1,6 @@
 """How many units per second Postgres closes: the database side of a worker, measured.
 
-Runs ``worker.runner.process_unit`` (claim, cancel check, write results, close, in
+Runs ``worker.runner.run_unit`` (claim, cancel check, write results, close, in
 the real transactions) with a handler that returns embed-sized outputs instantly, so
 only the database work is timed. Side by side: one job shared by all writers (every
 close takes that job's row lock) versus one job per writer, at 1 and 4 writers.
@@ -92,7 +92,7 @@ def create_jobs(n_jobs: int, units_per_job: int, docs_per_unit: int) -> list[lis
 
 def run(writers: int, unit_lists: list[list[int]], handler: Any) -> float:
     from schema.settings import get_settings
-    from worker.runner import process_unit
+    from worker.runner import run_unit
 
     settings = get_settings()
     pending = [u for units in zip(*unit_lists, strict=False) for u in units]  # interleave jobs
@@ -105,7 +105,7 @@ def run(writers: int, unit_lists: list[list[int]], handler: Any) -> float:
                 if not pending:
                     return
                 unit_id = pending.pop(0)
-            done.append(process_unit(unit_id, handler, settings))
+            done.append(run_unit(unit_id, handler, settings))
 
     threads = [threading.Thread(target=work) for _ in range(writers)]
     start = time.perf_counter()

@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,8 +43,10 @@ from typing import Any
 
 import httpx
 
+from docbatch.processes import free_port
+from schema.tables import TERMINAL_JOB_STATUSES
+
 ROOT = Path(__file__).resolve().parents[1]
-TERMINAL = {"completed", "completed_with_errors", "failed", "cancelled"}
 
 
 class Stats:
@@ -99,7 +100,11 @@ async def client_loop(
         while time.monotonic() < stop_at:
             await asyncio.sleep(poll_every)
             resp = await stats.call("poll", http.get(f"/v1/jobs/{job_id}"))
-            if resp is not None and resp.json()["status"] in TERMINAL and not poll_only:
+            if (
+                resp is not None
+                and resp.json()["status"] in TERMINAL_JOB_STATUSES
+                and not poll_only
+            ):
                 stats.jobs_done += 1
                 await stats.call("results", http.get(f"/v1/jobs/{job_id}/results"))
                 break
@@ -157,12 +162,6 @@ def report(stats: Stats, seconds: float, clients: int) -> None:
         print("  error:", sample)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -212,7 +211,7 @@ class Stack:
         db_url = (
             make_url(admin_url).set(database=self.db_name).render_as_string(hide_password=False)
         )
-        redis_port = _free_port()
+        redis_port = free_port()
         self.logs = Path(tempfile.mkdtemp(prefix="docbatch-bench-"))
         self.procs: list[subprocess.Popen[bytes]] = []
         stack.callback(self.stop_all)
@@ -267,7 +266,7 @@ class Stack:
 
     def start_api(self, checkout: Path, processes: int, name: str) -> tuple[str, Any]:
         """``docbatch api`` of ``checkout`` (its cwd decides which code ``-m`` imports)."""
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "docbatch.cli", "api", "--port", str(port)]
             + ["--workers", str(processes)],

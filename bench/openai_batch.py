@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.env import rss_mb
+from schema.tables import TERMINAL_JOB_STATUSES
 
 ENDPOINT = "/v1/docbatch/summarize"
 
@@ -83,11 +84,8 @@ def run(bench: Any, row: Any, docs_path: Path) -> None:
         }
         workers = start_workers(bench.env, "summarize", bench.args.noop_workers, extra, "noop-s")
         try:
-            while api.job(batch.model_extra["docbatch_job_id"])["status"] not in (
-                "completed",
-                "completed_with_errors",
-                "failed",
-                "cancelled",
+            while (
+                api.job(batch.model_extra["docbatch_job_id"])["status"] not in TERMINAL_JOB_STATUSES
             ):
                 time.sleep(0.5)
         finally:

@@ -3,7 +3,7 @@
 Writes the stdlib corpus (396 docs) as text files, fires a schedule over the folder
 twice with ``domain.schedules.fire`` (what the beat tick calls) and processes every
 unit in this process with the real tags handler (bundled MiniLM, CPU) through
-``worker.runner.process_unit``, then once more after editing 10 files. Prints wall
+``worker.runner.run_unit``, then once more after editing 10 files. Prints wall
 time and documents/s side by side. Needs a PostgreSQL server
 (DOCBATCH_BENCH_DATABASE_URL, default the local one; a scratch database is created
 and dropped); no broker: the units are run here instead of published.
@@ -67,7 +67,7 @@ def run() -> None:
     from schema.settings import get_settings
     from schema.tables import Schedule, Unit, utcnow
     from worker.registry import load_handler
-    from worker.runner import process_unit
+    from worker.runner import run_unit
 
     settings = get_settings()
     upgrade(settings.database_url)
@@ -105,7 +105,7 @@ def run() -> None:
             assert firing is not None and firing.job is not None
             job = firing.job
             for unit_id, _queue in job.units:
-                process_unit(unit_id, handler, settings)
+                run_unit(unit_id, handler, settings)
             seconds = time.perf_counter() - started
             with transaction() as s:
                 counts = job_public(s, job.job).counts["tags"]

@@ -1,4 +1,4 @@
-"""``make bench``: every throughput figure of issue 6, as ratios measured side by side.
+"""``make bench``: every throughput figure, as ratios measured side by side.
 
     python -m bench.run                      # all figures (about 10 minutes on 2 cores)
     python -m bench.run --only ceiling scaleout --docs 20000
@@ -184,7 +184,7 @@ class Bench:
             path.write_text("".join(json.dumps(d) + "\n" for d in self.stdlib), encoding="utf-8")
         return path
 
-    # -- issue 2: docbatch run (SQLite + filesystem broker) -------------------------------
+    # -- docbatch run (SQLite + filesystem broker) ----------------------------------------
     def local_run(self) -> None:
         import subprocess
 
@@ -729,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.only or list(FIGURES):
             try:
                 FIGURES[name](bench)
-            except Exception as exc:  # noqa: BLE001 - report and go on with the next figure
+            except Exception as exc:  # report and go on with the next figure
                 import traceback
 
                 traceback.print_exc()

@@ -20,8 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-TERMINAL = {"completed", "completed_with_errors", "failed", "cancelled"}
-
 
 def _task_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
     specs: list[dict[str, Any]] = []
@@ -76,12 +74,13 @@ def _client() -> Any:
 
 def _wait(client: Any, job_id: str) -> dict[str, Any]:
     from docbatch.progress import ProgressBar
+    from schema.tables import TERMINAL_JOB_STATUSES
 
     bar = ProgressBar()
     while True:
         job = client.job(job_id)
         bar.update(job)
-        if job["status"] in TERMINAL:
+        if job["status"] in TERMINAL_JOB_STATUSES:
             bar.close()
             return job
         time.sleep(1.0)
@@ -192,8 +191,11 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    # Through the environment: the pool's processes read it as Settings.worker_task.
     os.environ["DOCBATCH_WORKER_TASK"] = args.task
     from schema.settings import TASKS, get_settings
+
+    get_settings.cache_clear()
 
     if args.task not in TASKS:
         raise SystemExit(f"docbatch: --task must be one of {', '.join(TASKS)}")
@@ -223,6 +225,8 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
     # No task: this process never loads a model (worker.tasks loads one only for a task).
     os.environ.pop("DOCBATCH_WORKER_TASK", None)
     from schema.settings import get_settings
+
+    get_settings.cache_clear()
     from worker.app import app
 
     s = get_settings()

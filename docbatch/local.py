@@ -9,7 +9,6 @@ job, shows progress, writes the results and stops the workers.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from docbatch.processes import Process, kill, spawn
 from docbatch.progress import ProgressBar
 
 IDLE_EXIT_SECONDS = 1.0
@@ -40,48 +40,30 @@ def embedded_env(workdir: Path) -> dict[str, str]:
     }
 
 
-def start_worker(task: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    log = log_path.open("wb")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "docbatch.cli",
-            "worker",
-            "--task",
-            task,
-            "--pool",
-            "solo",
-            "--loglevel",
-            "WARNING",
-        ],
-        env={**os.environ, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+def start_worker(task: str, env: dict[str, str], log_path: Path) -> Process:
+    args = [sys.executable, "-m", "docbatch.cli", "worker", "--task", task]
+    return spawn([*args, "--pool", "solo", "--loglevel", "WARNING"], log_path, env)
 
 
-def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
+def stop_processes(procs: list[Process], timeout: float = 20.0) -> None:
     signal_stop(procs)
     reap(procs, timeout)
 
 
-def signal_stop(procs: list[subprocess.Popen[bytes]]) -> None:
+def signal_stop(procs: list[Process]) -> None:
     """Ask the workers to finish (Celery's warm shutdown); ``reap`` waits for them."""
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
 
 
-def reap(procs: list[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
+def reap(procs: list[Process], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     for p in procs:
         try:
             p.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+            kill(p)
 
 
 def run(
@@ -100,32 +82,36 @@ def run(
     # Workers share the cores: each takes its share (worker/threads.py), since
     # oversubscribed threads cost more than they give.
     env["DOCBATCH_WORKERS_PER_HOST"] = str(len(names))
-    os.environ.update(env)
     started = time.monotonic()
     # Workers start first, before this process's own imports: their start-up and model
     # load (seconds) overlap the imports, the migration and the ingest below. They touch
     # the database only once a unit reaches them, and units are published after both.
     procs = [start_worker(t, env, workdir / f"worker-{t}.log") for t in names]
     try:
-        from schema.settings import get_settings
-
-        get_settings.cache_clear()
-        # Imported only now: the Celery app and engine read the embedded settings at import.
         from docbatch.inputs import iter_documents
         from domain import jobs
         from domain.publish import publish_units
         from domain.results import iter_document_results
         from schema.db import new_session, transaction
         from schema.migrate import upgrade
+        from schema.settings import Settings
+        from schema.tables import TERMINAL_JOB_STATUSES
 
-        settings = get_settings()
+        # The workers' settings, handed to every call below (this process's environment
+        # is left as it was).
+        settings = Settings(
+            database_url=env["DOCBATCH_DATABASE_URL"],
+            broker_url=env["DOCBATCH_BROKER_URL"],
+            broker_folder=env["DOCBATCH_BROKER_FOLDER"],
+            workers_per_host=len(names),
+        )
     except BaseException:
         stop_processes(procs)
         raise
     stopping = False
     try:
         upgrade(settings.database_url)
-        with transaction() as s:
+        with transaction(settings) as s:
             parsed = jobs.parse_tasks(tasks, settings)
             new = jobs.create_job(
                 s,
@@ -136,14 +122,14 @@ def run(
                 name="docbatch run",
             )
             job_id = new.job.id
-        publish_units(new.units)
+        publish_units(new.units, settings=settings)
         bar = ProgressBar() if progress else None
         while True:
-            with new_session() as s:
+            with new_session(settings) as s:
                 job = jobs.job_public(s, jobs.get_job(s, None, job_id)).model_dump(mode="json")
             if bar:
                 bar.update(job)
-            if job["status"] in ("completed", "completed_with_errors", "failed", "cancelled"):
+            if job["status"] in TERMINAL_JOB_STATUSES:
                 break
             dead = [t for t, p in zip(names, procs, strict=True) if p.poll() is not None]
             if dead:
@@ -158,7 +144,7 @@ def run(
         stopping = True
         seconds = time.monotonic() - started
         with output.open("w", encoding="utf-8") as fh:
-            for line in iter_document_results(job_id, names):
+            for line in iter_document_results(job_id, names, settings=settings):
                 fh.write(json.dumps(line, ensure_ascii=False) + "\n")
     finally:
         if stopping:

@@ -4,7 +4,7 @@ The api publishes through it (domain/publish.py) without importing the worker; t
 worker, beat and Flower use ``worker.app``, which is this app with the tasks of
 worker/tasks.py registered. No torch here.
 
-Settings follow ../shared/notes/celery.md: late acks, prefetch 1, requeue on a lost
+Settings: late acks, prefetch 1, requeue on a lost
 worker (with an attempt cap kept in Postgres), no result backend (Postgres holds
 results), task events on for Flower.
 
@@ -16,7 +16,7 @@ for beat's reconcile/schedule ticks and webhooks.
 
 from __future__ import annotations
 
-import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ def broker_priority(priority: int) -> int:
 def _broker_options(settings: Settings) -> dict[str, Any]:
     url = settings.broker_url
     if url.startswith("filesystem://"):
-        folder = Path(os.environ.get("DOCBATCH_BROKER_FOLDER", ".docbatch/broker"))
+        folder = Path(settings.broker_folder)
         for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         return {
@@ -110,3 +110,16 @@ def make_app(settings: Settings | None = None) -> Celery:
 
 
 app = make_app()
+
+
+@lru_cache(maxsize=4)
+def _app_for_json(settings_json: str) -> Celery:
+    return make_app(Settings.model_validate_json(settings_json))
+
+
+def app_for(settings: Settings | None = None) -> Celery:
+    """The app for ``settings``: this process's ``app`` when none is given (or they are the
+    environment's), else one built for them (``docbatch run`` and benchmarks pass theirs)."""
+    if settings is None or settings is get_settings():
+        return app
+    return _app_for_json(settings.model_dump_json())

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from domain.broker import CANCEL_TASK, PROCESS_TASK, WEBHOOK_TASK, app, broker_priority
+from domain.broker import CANCEL_TASK, PROCESS_TASK, WEBHOOK_TASK, app_for, broker_priority
+from schema.settings import Settings, get_settings
 
 
-def publish_units(units: Iterable[tuple[int, str]], priority: int = 0) -> int:
+def publish_units(
+    units: Iterable[tuple[int, str]], priority: int = 0, settings: Settings | None = None
+) -> int:
     """Send one message per ``(unit id, queue)`` of a job of ``priority`` (0-9, 9 = most
     urgent) on one broker connection; returns the count."""
-    return publish_prioritized((unit_id, queue, priority) for unit_id, queue in units)
+    return publish_prioritized(((unit_id, queue, priority) for unit_id, queue in units), settings)
 
 
-def publish_prioritized(units: Iterable[tuple[int, str, int]]) -> int:
+def publish_prioritized(
+    units: Iterable[tuple[int, str, int]], settings: Settings | None = None
+) -> int:
     """Send one message per ``(unit id, queue, job priority)``; returns the count."""
+    app = app_for(settings)
     sent = 0
     with app.producer_or_acquire() as producer:
         for unit_id, queue, priority in units:
@@ -29,7 +35,7 @@ def publish_prioritized(units: Iterable[tuple[int, str, int]]) -> int:
     return sent
 
 
-def republish(unit_ids: Iterable[int]) -> int:
+def republish(unit_ids: Iterable[int], settings: Settings | None = None) -> int:
     """New messages for units queued again in Postgres (split off, given back), each at
     its job's priority, so a unit never loses its place to less urgent work."""
     from sqlalchemy import select
@@ -40,21 +46,20 @@ def republish(unit_ids: Iterable[int]) -> int:
     ids = list(unit_ids)
     if not ids:
         return 0
-    with new_session() as s:
+    with new_session(settings) as s:
         rows = s.execute(
             select(Unit.id, Unit.queue, Job.priority)
             .join(Job, Job.id == Unit.job_id)
             .where(Unit.id.in_(ids))
         ).all()
-    return publish_prioritized((r.id, r.queue, r.priority) for r in rows)
+    return publish_prioritized(((r.id, r.queue, r.priority) for r in rows), settings)
 
 
-def publish_cancels(job_ids: Iterable[str]) -> int:
+def publish_cancels(job_ids: Iterable[str], settings: Settings | None = None) -> int:
     """Queue the batched close of cancelled jobs' queued units (worker.cancel) on the
     maintenance queue; returns the count."""
-    from schema.settings import get_settings
-
-    queue = get_settings().maintenance_queue
+    queue = (settings or get_settings()).maintenance_queue
+    app = app_for(settings)
     sent = 0
     with app.producer_or_acquire() as producer:
         for job_id in job_ids:
@@ -63,12 +68,11 @@ def publish_cancels(job_ids: Iterable[str]) -> int:
     return sent
 
 
-def publish_webhooks(delivery_ids: Iterable[int]) -> int:
+def publish_webhooks(delivery_ids: Iterable[int], settings: Settings | None = None) -> int:
     """Queue webhook deliveries for `docbatch webhooks` (never a model worker); returns
     the count."""
-    from schema.settings import get_settings
-
-    queue = get_settings().webhook_queue
+    queue = (settings or get_settings()).webhook_queue
+    app = app_for(settings)
     sent = 0
     with app.producer_or_acquire() as producer:
         for delivery_id in delivery_ids:
@@ -77,14 +81,15 @@ def publish_webhooks(delivery_ids: Iterable[int]) -> int:
     return sent
 
 
-def queue_depths(queues: list[str]) -> dict[str, int | None]:
+def queue_depths(queues: list[str], settings: Settings | None = None) -> dict[str, int | None]:
     """Messages waiting in each queue (all priorities); None where the broker can't say."""
+    app = app_for(settings)
     depths: dict[str, int | None] = {}
     with app.connection_for_read() as conn:
         channel = conn.default_channel
         for queue in queues:
             try:
                 depths[queue] = int(channel.queue_declare(queue=queue).message_count)
-            except Exception:  # noqa: BLE001 - unknown depth: republish as before
+            except Exception:  # unknown depth: republish as before
                 depths[queue] = None
     return depths

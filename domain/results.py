@@ -18,6 +18,7 @@ import numpy as np
 from sqlalchemy import Text, and_, cast, select, true
 
 from schema.db import is_sqlite, new_session
+from schema.settings import Settings
 from schema.tables import Document, Result, ResultStatus
 
 VECTOR_FORMATS = ("floats", "base64")
@@ -66,6 +67,7 @@ def iter_document_results(
     only_failed: bool = False,
     page_size: int = 1000,
     vectors: str = "floats",
+    settings: Settings | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield ``{"custom_id", "metadata"?, "results": {task: {...}}}`` per document.
 
@@ -74,7 +76,7 @@ def iter_document_results(
     """
     after = -1
     while True:
-        with new_session() as s:
+        with new_session(settings) as s:
             docs = s.execute(
                 select(Document.id, Document.seq, Document.custom_id, Document.meta)
                 .where(Document.job_id == job_id, Document.seq > after)

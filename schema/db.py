@@ -11,7 +11,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from schema.settings import get_settings
+from schema.settings import Settings, get_settings
 
 
 def make_engine(url: str) -> Engine:
@@ -44,8 +44,9 @@ def engine_for(url: str) -> Engine:
     return make_engine(url)
 
 
-def get_engine() -> Engine:
-    return engine_for(get_settings().database_url)
+def get_engine(settings: Settings | None = None) -> Engine:
+    """The engine for ``settings`` (default: the environment's, ``get_settings()``)."""
+    return engine_for((settings or get_settings()).database_url)
 
 
 @lru_cache(maxsize=4)
@@ -53,14 +54,15 @@ def _sessionmaker(url: str) -> sessionmaker[Session]:
     return sessionmaker(bind=engine_for(url), expire_on_commit=False)
 
 
-def new_session() -> Session:
-    return _sessionmaker(get_settings().database_url)()
+def new_session(settings: Settings | None = None) -> Session:
+    """A session on ``settings``' database (default: ``get_settings()``)."""
+    return _sessionmaker((settings or get_settings()).database_url)()
 
 
 @contextmanager
-def transaction() -> Iterator[Session]:
+def transaction(settings: Settings | None = None) -> Iterator[Session]:
     """A session whose work commits at the end of the block, or rolls back on error."""
-    with new_session() as session, session.begin():
+    with new_session(settings) as session, session.begin():
         yield session
 
 
@@ -71,5 +73,5 @@ def insert_ignore(session: Session, table: Any) -> Any:
     return module.insert(table).on_conflict_do_nothing()
 
 
-def is_sqlite() -> bool:
-    return get_settings().database_url.startswith("sqlite")
+def is_sqlite(settings: Settings | None = None) -> bool:
+    return (settings or get_settings()).database_url.startswith("sqlite")

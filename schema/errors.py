@@ -8,6 +8,7 @@ DocbatchError
 ├── NotFound            no such job/schedule for this tenant (another tenant's is NotFound too)
 ├── Conflict            e.g. an Idempotency-Key reused with a different body
 ├── BatchApiError       a request of the OpenAI-compatible API refused, in OpenAI's shape
+├── BatchLengthMismatch a handler's predict returned a different number of outputs than inputs
 ├── TransientError      infrastructure blip (database, broker): retry with backoff
 └── PermanentError      this document cannot be processed: fail it with the reason
     └── ModelUnavailable    the model a task needs is not installed here
@@ -45,6 +46,11 @@ class NotFound(DocbatchError):
 
 class Conflict(DocbatchError):
     pass
+
+
+class BatchLengthMismatch(DocbatchError):
+    """A handler bug: ``predict`` must return one output per input (the batch's rows fail,
+    one by one, with this message naming both lengths)."""
 
 
 class TransientError(DocbatchError):

@@ -92,6 +92,11 @@ class Settings(BaseSettings):
 
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/docbatch"
     broker_url: str = "redis://127.0.0.1:6379/0"
+    # Folder of kombu's filesystem transport (broker_url "filesystem://", `docbatch run`).
+    broker_folder: str = ".docbatch/broker"
+    # The task this worker process serves (`docbatch worker --task T` sets it for its pool
+    # children); empty: a process that loads no model (api, beat, `docbatch webhooks`).
+    worker_task: str = ""
     # Queues are "<prefix>.<task>", "<prefix>.maintenance" and "<prefix>.webhooks".
     queue_prefix: str = "docbatch"
     # Threads a model worker uses (torch, OpenMP/MKL, tokenizers); 0 = its share of the

@@ -59,11 +59,11 @@ def _setup() -> tuple[str, str, int]:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
         admin.dispose()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         _fail("PostgreSQL", ADMIN_URL, exc)
     try:
         index = _claim_redis_db()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         _fail("Redis", REDIS_URL, exc)
     db_url = make_url(ADMIN_URL).set(database=DB_NAME).render_as_string(hide_password=False)
     return db_url, f"{REDIS_URL}/{index}", index

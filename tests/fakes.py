@@ -64,10 +64,6 @@ class UpperHandler(Handler):
         return Output({"summary": "".join(outputs)})
 
 
-class OutOfMemoryError(RuntimeError):
-    """Named like torch.cuda.OutOfMemoryError, which is what the runner recognises."""
-
-
 class OomAboveHandler(UpperHandler):
     """Runs out of "memory" on batches of more than ``max_rows`` rows; records batch sizes."""
 
@@ -79,5 +75,7 @@ class OomAboveHandler(UpperHandler):
     def predict(self, chunks: list[str], params: dict[str, Any]) -> list[Any]:
         self.batch_sizes.append(len(chunks))
         if len(chunks) > self.max_rows:
-            raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            import torch  # here, so the fake workers start without loading torch
+
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return super().predict(chunks, params)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,11 +13,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from docbatch import processes
+from schema.tables import TERMINAL_JOB_STATUSES
+
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
 ARTIFACTS = ROOT / "test-artifacts"
 _processes: list[subprocess.Popen[bytes]] = []
-TERMINAL = {"completed", "completed_with_errors", "failed", "cancelled"}
 
 
 def stop_all_processes() -> None:
@@ -30,15 +29,7 @@ def stop_all_processes() -> None:
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout)
-    except (subprocess.TimeoutExpired, ProcessLookupError):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    processes.stop(proc, timeout)
 
 
 def spawn(
@@ -46,15 +37,8 @@ def spawn(
 ) -> subprocess.Popen[bytes]:
     """Start ``docbatch ARGS`` in its own process group, logging to test-artifacts/."""
     ARTIFACTS.mkdir(exist_ok=True)
-    log = (ARTIFACTS / log_name).open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "docbatch.cli", *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    cli = [sys.executable, "-m", "docbatch.cli", *args]
+    proc = processes.spawn(cli, ARTIFACTS / log_name, env, cwd=ROOT)
     _processes.append(proc)
     return proc
 
@@ -98,8 +82,7 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """SIGKILL the whole worker (parent and pool children)."""
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
+        processes.kill(self.proc)
 
 
 @pytest.fixture(scope="session")
@@ -165,7 +148,7 @@ def load_corpus(name: str, limit: int | None = None) -> list[dict[str, Any]]:
 def wait_for_job(
     client: TestClient, job_id: str, timeout: float = 300, until: set[str] | None = None
 ) -> dict[str, Any]:
-    until = until or TERMINAL
+    until = until or set(TERMINAL_JOB_STATUSES)
     deadline = time.monotonic() + timeout
     while True:
         job = client.get(f"/v1/jobs/{job_id}").json()
@@ -178,31 +161,3 @@ def wait_for_job(
 
 def read_ndjson(response: Any) -> list[dict[str, Any]]:
     return [json.loads(line) for line in response.text.splitlines() if line.strip()]
-
-
-@pytest.fixture
-def own_queues(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """A private queue prefix (and settings overrides) for a test's own fake-handler workers.
-
-    Returns the env to hand to WorkerProcess; jobs created in the test while this fixture is
-    active are routed to those queues.
-    """
-    from schema.settings import get_settings
-
-    env = {"DOCBATCH_QUEUE_PREFIX": f"t{time.monotonic_ns()}"}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    yield env
-    monkeypatch.undo()
-    get_settings.cache_clear()
-
-
-def fake_env(queues: dict[str, str], sleep: float = 0.0, **extra: str) -> dict[str, str]:
-    """Worker env running tests.fakes.UpperHandler as the summarize handler."""
-    return {
-        **queues,
-        "DOCBATCH_MODELS__SUMMARIZE__HANDLER": "tests.fakes:UpperHandler",
-        "DOCBATCH_FAKE_SLEEP": str(sleep),
-        **extra,
-    }

@@ -7,7 +7,6 @@ happens; each listens on a free port and logs to test-artifacts/.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,13 +14,9 @@ from typing import Any
 
 import httpx
 
+from docbatch.processes import free_port
+from docbatch.processes import spawn as spawn_process
 from tests.fixtures import ARTIFACTS, _processes, spawn, stop_process
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(
@@ -96,13 +91,7 @@ class FlowerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
         if basic_auth:
             env["FLOWER_BASIC_AUTH"] = basic_auth
-        self.proc = subprocess.Popen(
-            args,
-            env=env,
-            stdout=(ARTIFACTS / self.log_name).open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.proc = spawn_process(args, ARTIFACTS / self.log_name, env, inherit_env=False)
         _processes.append(self.proc)
 
     def wait_ready(self, timeout: float = 60) -> FlowerProcess:

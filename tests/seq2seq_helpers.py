@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 from collections.abc import Iterator
 
-from schema.settings import get_settings
+from tests.settings_env import override
 
 
 def own_prefix(name: str) -> str:
@@ -17,17 +16,8 @@ def own_prefix(name: str) -> str:
 @contextlib.contextmanager
 def queue_prefix(prefix: str) -> Iterator[None]:
     """Jobs created inside go to ``<prefix>.<task>`` queues (units remember their queue)."""
-    old = os.environ.get("DOCBATCH_QUEUE_PREFIX")
-    os.environ["DOCBATCH_QUEUE_PREFIX"] = prefix
-    get_settings.cache_clear()
-    try:
+    with override(queue_prefix=prefix):
         yield
-    finally:
-        if old is None:
-            os.environ.pop("DOCBATCH_QUEUE_PREFIX", None)
-        else:
-            os.environ["DOCBATCH_QUEUE_PREFIX"] = old
-        get_settings.cache_clear()
 
 
 def greedy_env(task: str, max_new_tokens: int = 12) -> dict[str, str]:

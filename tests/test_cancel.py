@@ -15,7 +15,8 @@ from schema.db import new_session, transaction
 from schema.settings import get_settings
 from schema.tables import Job, Unit, WebhookDelivery
 from tests.fakes import UpperHandler
-from tests.fixtures import WorkerProcess, fake_env
+from tests.fakeworkers import fake_worker_env
+from tests.fixtures import WorkerProcess
 from worker.runner import compute_unit
 
 
@@ -34,7 +35,7 @@ def _wait_until_blocked_on_a_lock(pid: int, timeout: float = 20) -> None:
     raise TimeoutError(f"backend {pid} never waited on a lock")
 
 
-def test_cancel_racing_the_last_unit_leaves_the_job_completed(own_queues):
+def test_cancel_racing_the_last_unit_leaves_the_job_completed(private_queues):
     """The worker closing the last unit holds the job lock while cancel reads the job:
     once the worker commits, cancel must see `completed` and change nothing."""
     settings = get_settings()
@@ -66,7 +67,7 @@ def test_cancel_racing_the_last_unit_leaves_the_job_completed(own_queues):
             with transaction() as s:
                 cancel_pid.append(int(s.scalar(text("SELECT pg_backend_pid()"))))
                 jobs.cancel_job(s, "default", job_id)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+        except BaseException as exc:  # reported by the test below
             cancel_error.append(exc)
 
     # The worker's write, as worker.runner.write_outcome does it, held open at the end.
@@ -127,10 +128,11 @@ def _ledger_snapshot(job_id: str) -> tuple[dict[str, int], dict[str, int], int]:
     return counters, rows, int(row[7])
 
 
-def test_cancel_of_a_big_job_returns_at_once_and_finishes_in_batches(api, own_queues, monkeypatch):
-    monkeypatch.setenv("DOCBATCH_UNIT_MAX_DOCUMENTS", "10")
-    get_settings.cache_clear()
-    env = fake_env(own_queues, sleep=0.3, DOCBATCH_CANCEL_BATCH_DOCUMENTS=str(BATCH))
+def test_cancel_of_a_big_job_returns_at_once_and_finishes_in_batches(
+    api, private_queues, settings_override
+):
+    settings_override.set(unit_max_documents="10")
+    env = fake_worker_env(private_queues, sleep=0.3, DOCBATCH_CANCEL_BATCH_DOCUMENTS=str(BATCH))
     worker = WorkerProcess("summarize", env=env).wait_ready()
     try:
         docs = [{"custom_id": f"d{i}", "text": f"document number {i}."} for i in range(BIG)]
@@ -190,7 +192,7 @@ def test_cancel_of_a_big_job_returns_at_once_and_finishes_in_batches(api, own_qu
     assert batches and max(batches) >= 2, worker.log[-2000:]
 
 
-def test_a_lost_cancel_is_sent_again_by_the_reconciler(own_queues):
+def test_a_lost_cancel_is_sent_again_by_the_reconciler(private_queues):
     """The api's cancel message never arrived: the reconciler sends it again, and the
     sweep it runs closes every queued unit in batches and ends the job."""
     import json

@@ -11,7 +11,6 @@ running unit every second, and a unit with no heartbeat for 4 s is republished.
 from __future__ import annotations
 
 import secrets
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,26 +20,21 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
+from docbatch.processes import free_port
 from schema.db import new_session
-from schema.tables import Result, Unit
+from schema.tables import TERMINAL_JOB_STATUSES, Result, Unit
 from tests.conftest import ADMIN_URL, DB_NAME
 from tests.fakeworkers import fake_worker_env
-from tests.fixtures import ARTIFACTS, TERMINAL, WorkerProcess, _processes, new_api_key, spawn
+from tests.fixtures import ARTIFACTS, WorkerProcess, _processes, new_api_key, spawn
 
 N_DOCS = 300
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:
     """A private redis-server (no persistence) that a test may stop, start and flush."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -101,7 +95,7 @@ def stack(database: str) -> Iterator[dict[str, Any]]:
         DOCBATCH_REQUEUE_AFTER_SECONDS="3",
         DOCBATCH_RECONCILE_INTERVAL_SECONDS="1",
     )
-    port = _free_port()
+    port = free_port()
     api_proc = spawn(["api", "--port", str(port)], f"api-crash-{port}.log", env)
     beat = spawn(
         ["beat", "--schedule", str(ARTIFACTS / f"beat-{prefix}")], f"beat-{prefix}.log", env
@@ -155,7 +149,7 @@ def _wait(client: httpx.Client, job_id: str, timeout: float = 240) -> dict[str, 
     deadline = time.monotonic() + timeout
     while True:
         job = _get(client, job_id)
-        if job["status"] in TERMINAL:
+        if job["status"] in TERMINAL_JOB_STATUSES:
             return job
         assert time.monotonic() < deadline, f"job still {job['status']}: {job['counts']}"
         time.sleep(0.3)

@@ -11,7 +11,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from docbatch.processes import free_port
+from schema.tables import TERMINAL_JOB_STATUSES
 from tests.fixtures import ARTIFACTS, ROOT, WorkerProcess, new_api_key, spawn, stop_process
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -38,12 +39,6 @@ FLAGS = [
     "--disable-sync",
     "--virtual-time-budget=5000",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +58,7 @@ def live(key: str) -> Iterator[str]:
         "DOCBATCH_SCHEDULE_FOLDER_ROOTS": f'["{SCHEDULE_ROOT}"]',
     }
     worker = WorkerProcess("summarize", env=env, name="ui")
-    port = _free_port()
+    port = free_port()
     api = spawn(["api", "--port", str(port)], f"api-ui-{port}.log", env)
     auth = {"Authorization": f"Bearer {key}"}
     url = f"http://127.0.0.1:{port}"
@@ -102,7 +97,7 @@ def _wait_job(url: str, job_id: str, key: str) -> dict:
     deadline = time.monotonic() + 120
     while True:
         job = httpx.get(f"{url}/v1/jobs/{job_id}", headers=_auth(key)).json()
-        if job["status"] in ("completed", "completed_with_errors", "failed", "cancelled"):
+        if job["status"] in TERMINAL_JOB_STATUSES:
             return job
         assert time.monotonic() < deadline, job
         time.sleep(0.3)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import secrets
 import threading
 import time
@@ -16,10 +15,10 @@ from sqlalchemy import select
 
 from domain.webhooks import SIGNATURE_HEADER, verify
 from schema.db import new_session
-from schema.settings import get_settings
 from schema.tables import Document, Result, Tenant, Unit
 from tests.fakeworkers import fake_worker_env
 from tests.fixtures import WorkerProcess, read_ndjson, wait_for_job
+from tests.settings_env import override
 
 
 @pytest.fixture(scope="module")
@@ -27,20 +26,13 @@ def fake(database: str) -> Iterator[WorkerProcess]:
     """One fake-handler worker for the module, on private queues (one batch per chunk, so
     cancellation has batch boundaries to stop at). Jobs created while it runs use them."""
     prefix = f"fail{secrets.token_hex(3)}"
-    old = os.environ.get("DOCBATCH_QUEUE_PREFIX")
-    os.environ["DOCBATCH_QUEUE_PREFIX"] = prefix
-    get_settings.cache_clear()
-    env = fake_worker_env(prefix, DOCBATCH_MODELS__SUMMARIZE__MAX_BATCH_ROWS="1")
-    worker = WorkerProcess("summarize", env=env, name="failures")
-    try:
-        yield worker.wait_ready()
-    finally:
-        worker.stop()
-        if old is None:
-            os.environ.pop("DOCBATCH_QUEUE_PREFIX", None)
-        else:
-            os.environ["DOCBATCH_QUEUE_PREFIX"] = old
-        get_settings.cache_clear()
+    with override(queue_prefix=prefix):
+        env = fake_worker_env(prefix, DOCBATCH_MODELS__SUMMARIZE__MAX_BATCH_ROWS="1")
+        worker = WorkerProcess("summarize", env=env, name="failures")
+        try:
+            yield worker.wait_ready()
+        finally:
+            worker.stop()
 
 
 def _docs(n: int, special: dict[int, str] | None = None) -> list[dict[str, str]]:

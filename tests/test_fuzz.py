@@ -3,7 +3,6 @@ input it generates may produce a 5xx. Bounded (a few dozen examples per operatio
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -12,8 +11,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from api.app import create_app
-from schema.settings import get_settings
 from tests.fixtures import new_api_key
+from tests.settings_env import override
 
 # NDJSON bodies: fuzzed as text (mostly malformed lines, which must be 4xx, never 5xx).
 schemathesis.serializer.alias("application/x-ndjson", "text/plain")
@@ -25,15 +24,8 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 def auth(database: str) -> Iterator[dict[str, str]]:
     # Jobs the fuzzer creates go to queues no worker consumes (the run's Redis db is
     # flushed at the end), so the session's workers never process fuzz input.
-    old = os.environ.get("DOCBATCH_QUEUE_PREFIX")
-    os.environ["DOCBATCH_QUEUE_PREFIX"] = "fuzz"
-    get_settings.cache_clear()
-    yield {"Authorization": f"Bearer {new_api_key('fuzz')}"}
-    if old is None:
-        os.environ.pop("DOCBATCH_QUEUE_PREFIX", None)
-    else:
-        os.environ["DOCBATCH_QUEUE_PREFIX"] = old
-    get_settings.cache_clear()
+    with override(queue_prefix="fuzz"):
+        yield {"Authorization": f"Bearer {new_api_key('fuzz')}"}
 
 
 @schema.parametrize()

@@ -13,16 +13,17 @@ from sqlalchemy import func, select, update
 from schema.db import new_session, transaction
 from schema.settings import get_settings
 from schema.tables import Unit, utcnow
-from tests.fixtures import WorkerProcess, fake_env, wait_for_job
+from tests.fakeworkers import fake_worker_env
+from tests.fixtures import WorkerProcess, wait_for_job
+from tests.settings_env import Overrides
 from worker.reconcile import reconcile_once
 
 UNITS = 6
 
 
 @pytest.fixture
-def one_doc_units(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DOCBATCH_UNIT_MAX_DOCUMENTS", "1")
-    get_settings.cache_clear()
+def one_doc_units(settings_override: Overrides) -> None:
+    settings_override.set(unit_max_documents="1")
 
 
 def _submit(api, priority: int, tag: str) -> str:  # noqa: ANN001
@@ -43,8 +44,8 @@ def _claim_order(jobs: dict[str, str]) -> str:
     return "".join(jobs[r.job_id] for r in rows)
 
 
-def _run_worker(api, own_queues: dict[str, str], jobs: dict[str, str]) -> str:  # noqa: ANN001
-    worker = WorkerProcess("summarize", env=fake_env(own_queues, sleep=0.05)).wait_ready()
+def _run_worker(api, prefix: str, jobs: dict[str, str]) -> str:  # noqa: ANN001
+    worker = WorkerProcess("summarize", env=fake_worker_env(prefix, sleep=0.05)).wait_ready()
     try:
         for job_id in jobs:
             assert wait_for_job(api, job_id, timeout=120)["status"] == "completed"
@@ -53,14 +54,14 @@ def _run_worker(api, own_queues: dict[str, str], jobs: dict[str, str]) -> str:  
     return _claim_order(jobs)
 
 
-def test_urgent_job_queued_later_is_consumed_first(api, own_queues, one_doc_units):
+def test_urgent_job_queued_later_is_consumed_first(api, private_queues, one_doc_units):
     routine = _submit(api, 0, "routine")
     urgent = _submit(api, 9, "urgent")
-    order = _run_worker(api, own_queues, {routine: "r", urgent: "U"})
+    order = _run_worker(api, private_queues, {routine: "r", urgent: "U"})
     assert order == "U" * UNITS + "r" * UNITS
 
 
-def test_republished_units_keep_their_job_priority(api, own_queues, one_doc_units):
+def test_republished_units_keep_their_job_priority(api, private_queues, one_doc_units):
     settings = get_settings()
     routine = _submit(api, 0, "routine")
     broker = redis.Redis.from_url(settings.broker_url)
@@ -82,5 +83,5 @@ def test_republished_units_keep_their_job_priority(api, own_queues, one_doc_unit
             )
         )
     assert fresh == UNITS, "the reconciler republished the routine job's units"
-    order = _run_worker(api, own_queues, {routine: "r", urgent: "U"})
+    order = _run_worker(api, private_queues, {routine: "r", urgent: "U"})
     assert order == "U" * UNITS + "r" * UNITS

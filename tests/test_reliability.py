@@ -12,9 +12,9 @@ from domain import jobs, ledger
 from schema.db import new_session, transaction
 from schema.settings import get_settings
 from schema.tables import Result, Unit
+from tests.fakeworkers import fake_worker_env
 from tests.fixtures import (
     WorkerProcess,
-    fake_env,
     load_corpus,
     read_ndjson,
     spawn,
@@ -28,10 +28,9 @@ def _accounted(job: dict) -> None:
         assert c["succeeded"] + c["failed"] + c["cancelled"] == c["total"]
 
 
-def test_cancel_stops_queued_units(api, own_queues, monkeypatch):
-    monkeypatch.setenv("DOCBATCH_UNIT_MAX_DOCUMENTS", "2")
-    get_settings.cache_clear()
-    worker = WorkerProcess("summarize", env=fake_env(own_queues, sleep=0.4)).wait_ready()
+def test_cancel_stops_queued_units(api, private_queues, settings_override):
+    settings_override.set(unit_max_documents="2")
+    worker = WorkerProcess("summarize", env=fake_worker_env(private_queues, sleep=0.4)).wait_ready()
     docs = load_corpus("stdlib-docs.jsonl", 40)
     job_id = api.post("/v1/jobs", json={"tasks": ["summarize"], "documents": docs}).json()["id"]
     deadline = time.monotonic() + 120
@@ -58,7 +57,7 @@ def test_cancel_stops_queued_units(api, own_queues, monkeypatch):
     assert statuses == {"succeeded", "cancelled"}
 
 
-def test_lost_queue_is_republished_by_the_reconciler(api, own_queues):
+def test_lost_queue_is_republished_by_the_reconciler(api, private_queues):
     docs = load_corpus("stdlib-docs.jsonl", 30)
     job_id = api.post("/v1/jobs", json={"tasks": ["summarize"], "documents": docs}).json()["id"]
     settings = get_settings()
@@ -67,7 +66,7 @@ def test_lost_queue_is_republished_by_the_reconciler(api, own_queues):
     keys = priority_queue_names(queue)  # one Redis list per priority level
     assert sum(broker.llen(key) for key in keys) >= 1
     broker.delete(*keys)  # every message of the job is gone
-    env = fake_env(own_queues)
+    env = fake_worker_env(private_queues)
     worker = WorkerProcess("summarize", env=env).wait_ready()
     beat = spawn(
         ["beat", "--loglevel", "INFO", "--schedule", f"/tmp/beat-{job_id}"],
@@ -83,9 +82,9 @@ def test_lost_queue_is_republished_by_the_reconciler(api, own_queues):
     assert job["counts"]["summarize"]["succeeded"] == 30
 
 
-def test_a_unit_delivered_twice_is_written_once(own_queues):
+def test_a_unit_delivered_twice_is_written_once(private_queues):
     from tests.fakes import UpperHandler
-    from worker.runner import compute_unit, process_unit, write_outcome
+    from worker.runner import compute_unit, run_unit, write_outcome
 
     settings = get_settings()
     with transaction() as s:
@@ -110,9 +109,9 @@ def test_a_unit_delivered_twice_is_written_once(own_queues):
         handler, documents, params, lambda: False, job_id=job_id, unit_id=unit_id
     )
     # ...while a redelivery runs the whole unit to the end.
-    assert process_unit(unit_id, handler, settings) == "done"
+    assert run_unit(unit_id, handler, settings) == "done"
     assert write_outcome(handler, job_id, unit_id, first_outcome) == "superseded"
-    assert process_unit(unit_id, handler, settings) == "skipped"
+    assert run_unit(unit_id, handler, settings) == "skipped"
     with new_session() as s:
         rows = s.scalar(select(func.count()).where(Result.job_id == job_id))
         job = jobs.job_public(s, jobs.get_job(s, None, job_id))

@@ -16,6 +16,7 @@ from schema.settings import Settings, get_settings
 from schema.tables import Job, Result, Unit
 from tests.fakes import UpperHandler
 from tests.fixtures import WorkerProcess, load_corpus, read_ndjson, wait_for_job
+from tests.settings_env import override
 
 
 def _settings(prefix: str) -> Settings:
@@ -60,20 +61,20 @@ def _outputs(job_id: str) -> dict[str, tuple[str, object]]:
 
 
 def test_pipelined_chain_matches_plain_path():
-    from worker.pipeline import process_units
-    from worker.runner import process_unit
+    from worker.pipeline import run_leased_units
+    from worker.runner import run_unit
 
     docs = load_corpus("stdlib-docs.jsonl", 30)
     handler = _handler()
     settings = _settings(f"pipe-{secrets.token_hex(3)}")
     plain_job, plain_units = _create(settings, docs)
     for unit_id in plain_units:
-        assert process_unit(unit_id, handler, settings) == "done"
+        assert run_unit(unit_id, handler, settings) == "done"
     # A second job on another queue: one call runs the first unit and chains the rest.
     settings2 = _settings(f"pipe-{secrets.token_hex(3)}")
     piped_job, piped_units = _create(settings2, docs)
     assert len(piped_units) > 3
-    assert process_units(piped_units[0], handler, settings2) == "done"
+    assert run_leased_units(piped_units[0], handler, settings2) == "done"
     with new_session() as s:
         states = s.scalars(select(Unit.state).where(Unit.job_id == piped_job)).all()
         job = s.get(Job, piped_job)
@@ -85,13 +86,13 @@ def test_pipelined_chain_matches_plain_path():
     assert piped == plain
     # The messages of units run ahead arrive later: they are skipped, nothing doubles.
     for unit_id in piped_units[1:]:
-        assert process_units(unit_id, handler, settings2) == "skipped"
+        assert run_leased_units(unit_id, handler, settings2) == "skipped"
     assert _outputs(piped_job) == piped
 
 
 def test_unit_leased_by_a_live_worker_is_skipped_and_reclaimed_once_it_dies():
     from worker.pipeline import Lease
-    from worker.runner import claim_in, process_unit
+    from worker.runner import claim_in, run_unit
 
     handler = _handler()
     settings = _settings(f"lease-{secrets.token_hex(3)}")
@@ -101,33 +102,27 @@ def test_unit_leased_by_a_live_worker_is_skipped_and_reclaimed_once_it_dies():
     assert holder.acquire(unit_id)
     with holder.transaction() as s:
         assert not isinstance(claim_in(s, unit_id, handler, settings), str)
-    assert process_unit(unit_id, handler, settings) == "skipped"
+    assert run_unit(unit_id, handler, settings) == "skipped"
     holder.close()  # the worker dies: its connection, and so its lease, goes
-    assert process_unit(unit_id, handler, settings) == "done"
+    assert run_unit(unit_id, handler, settings) == "done"
     with new_session() as s:
         unit = s.get(Unit, unit_id)
         assert unit is not None and unit.attempts == 2
     assert {v[0] for v in _outputs(job_id).values()} == {"succeeded"}
 
 
-def test_worker_killed_mid_chain_still_completes_every_document_once(api, monkeypatch):
+def test_worker_killed_mid_chain_still_completes_every_document_once(api):
     prefix = f"crash-{secrets.token_hex(3)}"
     env = {
         "DOCBATCH_QUEUE_PREFIX": prefix,
         "DOCBATCH_MODELS__SUMMARIZE__HANDLER": "tests.fakes:UpperHandler",
         "DOCBATCH_FAKE_SLEEP": "0.3",
     }
-    monkeypatch.setenv("DOCBATCH_QUEUE_PREFIX", prefix)
-    monkeypatch.setenv("DOCBATCH_UNIT_MAX_DOCUMENTS", "3")
-    get_settings.cache_clear()
-    try:
+    with override(queue_prefix=prefix, unit_max_documents="3"):
         docs = load_corpus("stdlib-docs.jsonl", 36)
         resp = api.post("/v1/jobs", json={"tasks": ["summarize"], "documents": docs})
         assert resp.status_code == 202, resp.text
         job_id = resp.json()["id"]
-    finally:
-        monkeypatch.undo()
-        get_settings.cache_clear()
     worker = WorkerProcess("summarize", env=env, name="pipelined-crash").wait_ready()
     try:
         # Let it chain a few units, then kill its pool process mid-chain.

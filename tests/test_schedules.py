@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from schema.db import new_session
 from schema.settings import get_settings
 from schema.tables import Job, Result, ScheduleRun, utcnow
 from tests.fixtures import ARTIFACTS, WorkerProcess, spawn, stop_process, wait_for_job
+from tests.settings_env import override
 
 FAKE = "tests.fakes:UpperHandler"
 
@@ -29,30 +29,16 @@ def folder_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The schedule folder root for this module, in effect in this process and in the
     workers it starts; tenant ``default`` reads below ``<root>/default``."""
     root = tmp_path_factory.mktemp("schedule-roots")
-    saved = os.environ.get("DOCBATCH_SCHEDULE_FOLDER_ROOTS")
-    os.environ["DOCBATCH_SCHEDULE_FOLDER_ROOTS"] = json.dumps([str(root)])
-    get_settings.cache_clear()
-    yield root
-    if saved is None:
-        os.environ.pop("DOCBATCH_SCHEDULE_FOLDER_ROOTS", None)
-    else:
-        os.environ["DOCBATCH_SCHEDULE_FOLDER_ROOTS"] = saved
-    get_settings.cache_clear()
+    with override(schedule_folder_roots=json.dumps([str(root)])):
+        yield root
 
 
 @pytest.fixture(scope="module")
 def prefix(folder_root: Path) -> Iterator[str]:
     """A private queue prefix for this module's fake workers, in effect in this process too."""
     value = f"sched{secrets.token_hex(3)}"
-    saved = os.environ.get("DOCBATCH_QUEUE_PREFIX")
-    os.environ["DOCBATCH_QUEUE_PREFIX"] = value
-    get_settings.cache_clear()
-    yield value
-    if saved is None:
-        os.environ.pop("DOCBATCH_QUEUE_PREFIX", None)
-    else:
-        os.environ["DOCBATCH_QUEUE_PREFIX"] = saved
-    get_settings.cache_clear()
+    with override(queue_prefix=value):
+        yield value
 
 
 @pytest.fixture(scope="module")

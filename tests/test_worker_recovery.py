@@ -132,7 +132,7 @@ def test_hung_unit_hits_its_time_limit_and_is_failed_after_max_attempts(
 
 
 def test_a_refused_result_fails_its_document_and_the_chain_goes_on():
-    from worker.pipeline import process_units
+    from worker.pipeline import run_leased_units
 
     settings = get_settings().model_copy(
         update={"queue_prefix": f"nul{secrets.token_hex(3)}", "unit_max_documents": 3}
@@ -140,7 +140,7 @@ def test_a_refused_result_fails_its_document_and_the_chain_goes_on():
     docs = _docs(9, {1: "a NOTJSON summary"})
     job_id, units = _create(settings, docs)
     # one call runs the first unit (whose write is refused) and chains the other two
-    assert process_units(units[0], _handler(), settings) == "done"
+    assert run_leased_units(units[0], _handler(), settings) == "done"
     results = _results_per_document(job_id)
     assert len(results) == 9
     status, reason = results["d0001"]
@@ -168,7 +168,7 @@ def test_writer_keeps_writing_after_an_error_and_gives_the_unit_back():
         writer.put(job_id, second, outcomes[1])
         try:
             error = writer.close()
-        except Exception as exc:  # noqa: BLE001 - an older writer raised it instead
+        except Exception as exc:  # an older writer raised it instead
             error = exc
     finally:
         lease.close()

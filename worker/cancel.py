@@ -76,5 +76,5 @@ def _send_webhooks(job_id: str) -> None:
         with transaction() as s:
             pending = webhooks.pending_for_job(s, job_id)
         publish_webhooks(pending)
-    except Exception:  # noqa: BLE001 - the reconciler sends what is left
+    except Exception:  # the reconciler sends what is left
         log.exception("could not queue the webhooks of job %s", job_id)

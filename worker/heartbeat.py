@@ -113,7 +113,7 @@ class Holdings:
                 last_beat = now
                 try:
                     touch(list(units))
-                except Exception as exc:  # noqa: BLE001 - a database blip: try again next beat
+                except Exception as exc:  # a database blip: try again next beat
                     log.warning("heartbeat of units %s failed: %s", sorted(units), exc)
 
     def _stop(self, unit_id: int, reason: str, others: list[int]) -> None:
@@ -129,7 +129,7 @@ class Holdings:
                 back = [(u, q) for u in others if (q := ledger.release_unit(s, u))]
             if back:
                 republish(u for u, _ in back)
-        except Exception:  # noqa: BLE001 - dying anyway
+        except Exception:  # dying anyway
             log.exception("could not record the time limit of unit %d", unit_id)
         _kill_self()
 
@@ -148,7 +148,7 @@ def heartbeat(unit_id: int, every: float) -> Iterator[None]:
         while not stop.wait(every):
             try:
                 touch([unit_id])
-            except Exception as exc:  # noqa: BLE001 - a database blip: try again next beat
+            except Exception as exc:  # a database blip: try again next beat
                 log.warning("heartbeat of unit %d failed: %s", unit_id, exc)
 
     thread = threading.Thread(target=beat, name=f"heartbeat-{unit_id}", daemon=True)

@@ -128,7 +128,7 @@ def start_server(port: int, attempts: int = 60) -> None:
         _port = port
     try:
         _gpu_gauges()
-    except Exception:  # noqa: BLE001 - metrics must never stop a worker
+    except Exception:  # metrics must never stop a worker
         log.exception("GPU memory gauges unavailable")
 
     def bind() -> None:

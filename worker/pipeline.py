@@ -1,6 +1,6 @@
 """Pipelined unit processing: the model does not wait for the database or the tokenizer.
 
-A Celery task hands its unit to ``process_units``. While the model runs unit N:
+A Celery task hands its unit to ``run_leased_units``. While the model runs unit N:
 
 - a **prefetch thread** claims the next queued unit of this worker's queue straight
   from Postgres and chunks its documents (claim + load + tokenize overlap the model);
@@ -23,7 +23,7 @@ unit's message is redelivered (``reject_on_worker_lost``), units claimed ahead a
 reclaimed when their messages arrive, or by the reconciler's running lease if their
 messages were already consumed as skips. Results stay exactly-once either way
 (unique (document, task), guarded state moves). SQLite (``docbatch run``) has no
-leases, so it runs one unit per task without claim-ahead (``runner.process_unit``).
+leases, so it runs one unit per task without claim-ahead (``runner.run_unit``).
 With ``DOCBATCH_WORKER_CLAIM_AHEAD=false`` the same code runs one unit per task, still
 under its lease, so a duplicate message can never run a unit twice at once.
 Which of the three a worker uses is chosen once, at start-up (``choose_processor``).
@@ -63,9 +63,9 @@ from worker.runner import (
     cancel_watcher,
     claim_in,
     prepare,
-    process_unit,
     publish_split,
     run_prepared,
+    run_unit,
     write_outcome,
 )
 
@@ -152,7 +152,7 @@ def warm_up() -> None:
         with transaction() as s:
             s.execute(text("SELECT 1"))
         _get_lease()
-    except Exception:  # noqa: BLE001 - the first task retries; never block start-up
+    except Exception:  # the first task retries; never block start-up
         log.warning("database not reachable at worker start; will retry on the first task")
         _drop_lease()
 
@@ -226,7 +226,7 @@ def _give_back(lease: Lease, unit_id: int, *, publish: bool = True) -> None:
             from domain.publish import republish
 
             republish([unit_id])
-    except Exception:  # noqa: BLE001 - the lease period recovers it
+    except Exception:  # the lease period recovers it
         log.exception("could not give back unit %s", unit_id)
     with contextlib.suppress(Exception):
         lease.release(unit_id)
@@ -256,7 +256,7 @@ class _Writer:
             job_id, unit_id, outcome = item
             try:
                 self.statuses[unit_id] = write_outcome(self.handler, job_id, unit_id, outcome)
-            except BaseException as exc:  # noqa: BLE001 - surfaced by close()
+            except BaseException as exc:  # surfaced by close()
                 log.exception("writing unit %s failed; giving it back", unit_id)
                 if self.error is None:
                     self.error = exc
@@ -280,12 +280,12 @@ def choose_processor(settings: Settings) -> UnitProcessor:
     """How this worker runs the units it is handed, decided once at start-up: SQLite runs
     one unit per task without leases; Postgres runs under leases, pipelined unless
     DOCBATCH_WORKER_CLAIM_AHEAD=false."""
-    if is_sqlite():
-        return process_unit
-    return functools.partial(process_units, claim_ahead=settings.worker_claim_ahead)
+    if is_sqlite(settings):
+        return run_unit
+    return functools.partial(run_leased_units, claim_ahead=settings.worker_claim_ahead)
 
 
-def process_units(
+def run_leased_units(
     unit_id: int,
     handler: Handler,
     settings: Settings,

@@ -1,8 +1,9 @@
 """Run one work unit: claim, chunk, batch, predict, reduce, write. No Celery in here.
 
-``process_unit`` is what the Celery task calls; it is also called directly by the
-tests and benchmarks. The whole unit's results and its state change are written
-in one transaction, so a crash at any point leaves either nothing or everything.
+``run_unit`` runs one unit with no lease (the Celery task's way on SQLite; the tests
+and benchmarks call it directly); worker/pipeline.py runs the same steps under a lease.
+The whole unit's results and its state change are written in one transaction, so a
+crash at any point leaves either nothing or everything.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,7 +62,12 @@ class UnitOutcome:
 
 
 def _is_oom(exc: BaseException) -> bool:
-    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+    # torch's own type when torch is loaded (no torch, no torch OOM); other backends
+    # (ctranslate2, a CPU allocator) only say so in the message.
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return "out of memory" in str(exc).lower()
 
 
 def _reason(exc: BaseException) -> str:
@@ -145,7 +152,7 @@ def _free_device_memory() -> None:
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    except Exception:  # noqa: BLE001 - best effort
+    except Exception:  # best effort
         pass
 
 
@@ -210,7 +217,7 @@ def _chunk_all(
     if handler.default_chunker and len(texts) > 1:
         try:
             ends = token_ends_many(texts, handler.tokenizer)
-        except Exception:  # noqa: BLE001 - fall back to one text at a time
+        except Exception:  # fall back to one text at a time
             ends = None
     out: list[list[Chunk] | BaseException] = []
     for i, text in enumerate(texts):
@@ -219,7 +226,7 @@ def _chunk_all(
                 out.append(chunk_text(text, handler.tokenizer, handler.max_input_tokens, ends[i]))
             else:
                 out.append(handler.chunk_for(text, params))
-        except Exception as exc:  # noqa: BLE001 - one bad document must not sink the unit
+        except Exception as exc:  # one bad document must not sink the unit
             out.append(exc)
     return out
 
@@ -336,7 +343,7 @@ def run_prepared(
             continue  # stopped for cancellation before this document finished
         try:
             out = handler.reduce(text, chunks, per_doc[p], params)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             outcome.rows.append(row(doc_id, text, ResultStatus.failed, error=_reason(exc)))
             continue
         outcome.rows.append(row(doc_id, text, ResultStatus.succeeded, out))
@@ -358,7 +365,7 @@ def _prepare_reduce(
         return
     try:
         handler.prepare_reduce(docs, prep.params)
-    except Exception:  # noqa: BLE001 - reduce still runs per document and fails alone
+    except Exception:  # reduce still runs per document and fails alone
         log.warning(
             "prepare_reduce failed for unit %s; reducing per document",
             prep.unit_id,
@@ -436,7 +443,7 @@ def publish_split(claimed: PreparedUnit | Outcome) -> None:
 
         try:
             republish(u for u, _ in claimed.split_off)
-        except Exception:  # noqa: BLE001 - the reconciler republishes queued units
+        except Exception:  # the reconciler republishes queued units
             log.exception("could not publish units %s", claimed.split_off)
 
 
@@ -498,7 +505,7 @@ def _write_outcome(
     return Outcome(state.value)
 
 
-def process_unit(
+def run_unit(
     unit_id: int, handler: Handler, settings: Settings, batch_runner: BatchRunner | None = None
 ) -> Outcome:
     """Process one unit end to end, no overlap and no lease (SQLite, where one worker runs

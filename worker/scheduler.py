@@ -38,7 +38,7 @@ def tick(now: dt.datetime | None = None) -> list[schedules.Firing]:
                 if schedule is None or not schedule.enabled:
                     continue
                 firing = schedules.fire(s, settings, schedule, period, worker_name())
-        except Exception:  # noqa: BLE001 - isolate schedules from each other
+        except Exception:  # isolate schedules from each other
             log.exception("schedule %s period %s could not fire", schedule_id, period)
             continue
         if firing is None:
@@ -52,6 +52,6 @@ def tick(now: dt.datetime | None = None) -> list[schedules.Firing]:
         )
         try:
             publish_units(firing.job.units, priority=firing.job.job.priority)
-        except Exception:  # noqa: BLE001 - the reconciler republishes unpublished units
+        except Exception:  # the reconciler republishes unpublished units
             log.exception("publishing job %s failed; the reconciler will retry", firing.job.job.id)
     return fired

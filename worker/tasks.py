@@ -1,14 +1,13 @@
 """Celery tasks: thin shells over worker.runner and domain.ledger.
 
-A worker process serves one task (``DOCBATCH_WORKER_TASK``); its handler is loaded
-once per process after the fork (``worker_process_init``), never in the parent,
-because CUDA does not survive a fork.
+A worker process serves one task (``Settings.worker_task``, set by ``docbatch worker
+--task T``); its handler is loaded once per process after the fork
+(``worker_process_init``), never in the parent, because CUDA does not survive a fork.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from celery.signals import worker_process_init
@@ -44,10 +43,10 @@ RETRYABLE = (OperationalError, DBAPIError, TransientError, ConnectionError)
 
 def load_pinned_handler() -> Handler | None:
     global _handler, _processor
-    task = os.environ.get("DOCBATCH_WORKER_TASK")
+    settings = get_settings()
+    task = settings.worker_task
     if not task or _handler is not None:
         return _handler
-    settings = get_settings()
     threads = apply_thread_limits(settings)
     handler = load_handler(task, settings)
     device = pick_device(settings.model_for(task).device)
@@ -85,7 +84,7 @@ def _load_model(**_: Any) -> None:
     retry_jitter=True,
     max_retries=20,
 )
-def process_unit(self: Any, unit_id: int) -> str:
+def process_unit_task(self: Any, unit_id: int) -> str:
     handler = load_pinned_handler()
     if handler is None or _processor is None:
         raise RuntimeError("this worker has no task: start it with `docbatch worker --task T`")
@@ -119,7 +118,7 @@ def send_new_webhooks(unit_id: int) -> None:
             job_id = s.scalar(select(Unit.job_id).where(Unit.id == unit_id))
             pending = webhooks.pending_for_job(s, job_id) if job_id else []
         publish_webhooks(pending)
-    except Exception:  # noqa: BLE001 - the reconciler sends what is left
+    except Exception:  # the reconciler sends what is left
         log.exception("could not queue the webhooks of unit %d", unit_id)
 
 

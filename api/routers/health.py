@@ -30,7 +30,7 @@ def _check_database() -> bool:
         with get_engine().connect() as conn:
             conn.execute(text("SELECT 1"))
         return True
-    except Exception:  # noqa: BLE001 - any failure means not ready; the reason is logged
+    except Exception:  # any failure means not ready; the reason is logged
         log.exception("readiness: the database does not answer")
         return False
 
@@ -40,7 +40,7 @@ def _check_broker() -> bool:
         with celery_app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
         return True
-    except Exception:  # noqa: BLE001 - any failure means not ready; the reason is logged
+    except Exception:  # any failure means not ready; the reason is logged
         log.exception("readiness: the broker does not answer")
         return False
 

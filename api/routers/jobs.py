@@ -90,7 +90,7 @@ def _submit(
         spool.close()
     try:
         publish_units(new.units, priority=priority)
-    except Exception:  # noqa: BLE001 - the reconciler republishes what did not go out
+    except Exception:  # the reconciler republishes what did not go out
         log.exception("publishing job %s failed; the reconciler will retry", job_id)
     with new_session() as s:
         return jobs.job_public(s, jobs.get_job(s, tenant, job_id)), False

@@ -177,7 +177,7 @@ def _create_batch(tenant: str, settings: Settings, body: dict[str, Any]) -> str:
     if new is not None:
         try:
             publish_units(new.units, priority=new.job.priority)
-        except Exception:  # noqa: BLE001 - the reconciler republishes what did not go out
+        except Exception:  # the reconciler republishes what did not go out
             log.exception("publishing batch %s failed; the reconciler will retry", batch_id)
     return batch_id
 

@@ -14,7 +14,7 @@ def extract_docx(data: bytes) -> Extracted:
 
     try:
         document = docx.Document(io.BytesIO(data))
-    except Exception as exc:  # noqa: BLE001 - zip, XML and schema errors alike
+    except Exception as exc:  # zip, XML and schema errors alike
         raise ExtractError(f"the DOCX file is damaged ({type(exc).__name__}: {exc})") from None
     parts: list[str] = []
     sections: list[tuple[int, str]] = []

@@ -83,7 +83,7 @@ def extract_image(data: bytes, limits: Limits) -> Extracted:
 
     try:
         image = Image.open(io.BytesIO(data))
-    except Exception as exc:  # noqa: BLE001 - PIL raises many kinds for a bad image
+    except Exception as exc:  # PIL raises many kinds for a bad image
         raise ExtractError(f"the image cannot be read ({exc})") from None
     text = str(pytesseract.image_to_string(image, lang=limits.ocr_languages)).strip()
     if not text:

@@ -36,7 +36,7 @@ def _serve(conn: Connection, limits: Limits) -> None:
             conn.send(("error", str(exc)))
         except MemoryError:
             conn.send(("error", "the extractor ran out of memory on this file"))
-        except Exception as exc:  # noqa: BLE001 - a parser bug fails this file only
+        except Exception as exc:  # a parser bug fails this file only
             conn.send(("error", f"the extractor failed: {type(exc).__name__}: {exc}"))
 
 

@@ -203,6 +203,6 @@ def _word_chars(enc: Any, s: int, e: int) -> tuple[int, int]:
     try:
         start = enc.word_to_chars(enc.token_to_word(s), sequence_index=1)[0]
         stop = enc.word_to_chars(enc.token_to_word(e), sequence_index=1)[1]
-    except Exception:  # noqa: BLE001 - tokenizers without words: token offsets, as the pipeline
+    except Exception:  # tokenizers without words: token offsets, as the pipeline
         start, stop = enc.offsets[s][0], enc.offsets[e][1]
     return int(start), int(stop)

@@ -44,6 +44,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from schema.errors import BatchLengthMismatch
 from schema.settings import ModelConfig
 from worker.chunking import Chunk, chunk_text
 
@@ -69,10 +70,6 @@ class UnitDocument:
     text: str
     chunks: list[Chunk]
     outputs: list[Any]
-
-
-class BatchLengthMismatch(RuntimeError):
-    pass
 
 
 class Handler:

@@ -114,7 +114,7 @@ class TranslateHandler(Handler):
             return self.model_for(params)
         try:
             src, tgt = self.pair(text, params)
-        except Exception:  # noqa: BLE001 - such a document fails later, with its reason
+        except Exception:  # such a document fails later, with its reason
             return self.model_for(params)
         if src == tgt:
             return self.model_for(params)
@@ -232,5 +232,5 @@ def _free_memory() -> None:
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    except Exception:  # noqa: BLE001 - best effort
+    except Exception:  # best effort
         pass

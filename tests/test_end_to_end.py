@@ -8,9 +8,9 @@ import numpy as np
 from sqlalchemy import func, select
 
 from schema.db import new_session
-from schema.settings import get_settings
 from schema.tables import Result
-from tests.fixtures import WorkerProcess, fake_env, load_corpus, read_ndjson, wait_for_job
+from tests.fakeworkers import fake_worker_env
+from tests.fixtures import WorkerProcess, load_corpus, read_ndjson, wait_for_job
 
 
 def _assert_accounted(job: dict) -> None:
@@ -75,10 +75,9 @@ def test_caller_labels_ranked_by_similarity(api, workers):
     assert lines["math"]["results"]["tags"]["output"]["tags"][0]["label"] == "mathematics"
 
 
-def test_results_readable_while_the_job_runs(api, own_queues, monkeypatch):
-    monkeypatch.setenv("DOCBATCH_UNIT_MAX_DOCUMENTS", "3")
-    get_settings.cache_clear()
-    worker = WorkerProcess("summarize", env=fake_env(own_queues, sleep=0.3)).wait_ready()
+def test_results_readable_while_the_job_runs(api, private_queues, settings_override):
+    settings_override.set(unit_max_documents="3")
+    worker = WorkerProcess("summarize", env=fake_worker_env(private_queues, sleep=0.3)).wait_ready()
     docs = load_corpus("stdlib-docs.jsonl", 30)
     job_id = api.post(
         "/v1/jobs", json={"tasks": [{"type": "summarize"}], "documents": docs}
