@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from domain import blobs, jobs
 from schema.db import new_session
 from schema.errors import BatchApiError, InputError, NotFound
+from schema.models import DocumentIn
 from schema.settings import Settings
 from schema.tables import (
     Batch,
@@ -422,7 +423,7 @@ class _Lines:
                 self.params, self.model = got.params, got.model
                 return
 
-    def documents(self) -> Iterator[tuple[dict[str, Any], int | None]]:
+    def documents(self) -> Iterator[tuple[DocumentIn, int | None]]:
         seen: set[str] = set()
         for number, req in self.requests():
             self.total += 1
@@ -453,7 +454,7 @@ class _Lines:
                     f"({self.model!r}); this one asks for {got.model!r}",
                     "model",
                 )
-            docs: list[dict[str, Any]] = []
+            docs: list[DocumentIn] = []
             if isinstance(got, Converted):
                 many = len(got.texts) > 1
                 self.multi_input |= many
@@ -465,7 +466,8 @@ class _Lines:
                         "metadata": {"openai": [number, cid, i, len(got.texts), got.encoding]},
                     }
                     try:
-                        validate_document(doc, self.settings)
+                        # The checked document itself goes to create_job (checked once).
+                        checked = validate_document(doc, self.settings)
                     except InputError as exc:
                         field = exc.field.removeprefix("documents[0].")
                         got = LineError("invalid_parameter", exc.message, field)
@@ -473,16 +475,16 @@ class _Lines:
                     if doc_cid in seen:
                         got = LineError("duplicate_custom_id", f"duplicate custom_id {doc_cid!r}")
                         break
-                    docs.append(doc)
+                    docs.append(checked)
             if isinstance(got, LineError):
                 self.line_errors.append(
                     {"line": number, "custom_id": cid, "code": got.code, "message": got.message}
                     | ({"param": got.param} if got.param else {})
                 )
                 continue
-            for doc in docs:
-                seen.add(doc["custom_id"])
-                yield doc, None
+            for checked in docs:
+                seen.add(checked.custom_id)
+                yield checked, None
 
 
 def create_batch(
