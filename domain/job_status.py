@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from domain.jobs import public_of
 from schema.db import get_engine
 from schema.errors import NotFound
-from schema.models import JobPublic, TaskCounts
-from schema.tables import Job, JobTask, Result, utcnow
+from schema.models import JobPublic
+from schema.tables import Job, JobTask, Result
 
 _COLUMNS = (
     Job.id,
@@ -63,41 +64,7 @@ def job_status(tenant: str | None, job_id: str) -> JobPublic:
                 )
             }
     tasks = [r for r in rows if r.task is not None]
-    counts = {
-        r.task: TaskCounts(
-            total=r.total,
-            succeeded=r.succeeded,
-            failed=r.failed,
-            cancelled=r.cancelled,
-            pending=r.total - r.succeeded - r.failed - r.cancelled,
-            chunks=r.chunks,
-            tokens=r.tokens,
-            reused=reused.get(r.task, 0),
-        )
-        for r in tasks
-    }
-    elapsed = rate = None
-    if job.started_at is not None:
-        end, start = job.finished_at or utcnow(), job.started_at
-        if start.tzinfo is None:  # SQLite returns naive datetimes
-            end = end.replace(tzinfo=None)
-        elapsed = max((end - start).total_seconds(), 1e-9)
-        rate = sum(c.succeeded + c.failed for c in counts.values()) / elapsed
-    return JobPublic(
-        id=job.id,
-        name=job.name,
-        status=job.status,
-        priority=job.priority,
-        tasks={r.task: r.params for r in tasks},
-        counts=counts,
-        documents=job.document_count,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        elapsed_seconds=elapsed,
-        documents_per_second=rate,
-        reuse_results=bool(job.reuse_results),
-    )
+    return public_of(job, tasks, reused)
 
 
 def job_status_json(tenant: str | None, job_id: str) -> bytes:

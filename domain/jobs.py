@@ -191,6 +191,13 @@ def get_job(session: Session, tenant: str | None, job_id: str) -> Job:
 def job_public(session: Session, job: Job) -> JobPublic:
     rows = session.scalars(select(JobTask).where(JobTask.job_id == job.id)).all()
     reused = reused_counts(session, job) if job.reuse_results else {}
+    return public_of(job, rows, reused)
+
+
+def public_of(job: Any, task_rows: Iterable[Any], reused: dict[str, int]) -> JobPublic:
+    """The public job document from the job's row and its task rows (ORM objects or plain
+    rows with the same names): the one place its counts, timing and rate are computed."""
+    rows = list(task_rows)
     counts = {
         r.task: TaskCounts(
             total=r.total,
