@@ -12,15 +12,19 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 from worker.extract.base import Extracted, ExtractError, Limits
 
+Extractor = Callable[[bytes, str, Limits], Extracted]
 
-def _serve(conn: Connection, limits: Limits) -> None:
-    from worker.extract.formats import extract
 
+def _serve(conn: Connection, limits: Limits, extractor: Extractor | None) -> None:
+    from worker.extract.formats import extract as default
+
+    extract = extractor or default
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     while True:
         try:
@@ -41,8 +45,11 @@ def _serve(conn: Connection, limits: Limits) -> None:
 
 
 class Sandbox:
-    def __init__(self, limits: Limits) -> None:
+    """``extractor`` replaces ``formats.extract`` in the child (a seam for tests)."""
+
+    def __init__(self, limits: Limits, extractor: Extractor | None = None) -> None:
         self.limits = limits
+        self.extractor = extractor
         self._proc: Any = None
         self._conn: Connection | None = None
 
@@ -56,7 +63,9 @@ class Sandbox:
         if self._proc is None or not self._proc.is_alive():
             ctx = mp.get_context("fork")
             parent, child = ctx.Pipe()
-            self._proc = ctx.Process(target=_serve, args=(child, self.limits), daemon=True)
+            self._proc = ctx.Process(
+                target=_serve, args=(child, self.limits, self.extractor), daemon=True
+            )
             self._proc.start()
             child.close()
             self._conn = parent
