@@ -14,11 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
+from api import multipart
 from domain import netguard
+from domain.files import TEXT_SUFFIXES, FileDocument, inline_text, is_jsonl_name, relative_name
 from schema.errors import InputError, PayloadTooLarge, UnsupportedMediaType
 from schema.models import JOB_OPTIONS, JobCreate
 from schema.settings import Settings
@@ -151,7 +153,7 @@ async def spool_body(
 
 def request_digest(body_digest: str, content_type: str, query: dict[str, str]) -> str:
     """What Idempotency-Key compares: the body, its kind and the job options with it."""
-    kind = "ndjson" if is_ndjson(content_type) else "json"
+    kind = body_kind(content_type)
     canonical = json.dumps([body_digest, kind, sorted(query.items())])
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -160,41 +162,71 @@ def is_multipart(content_type: str) -> bool:
     return content_type.split(";")[0].strip().lower() == MULTIPART
 
 
-async def spool_multipart(
-    headers: Any, chunks: AsyncIterator[bytes], limit: int
-) -> tuple[IO[bytes], str, dict[str, str]]:
-    """A multipart/form-data upload: the NDJSON file in field ``file`` (spooled to disk past
-    1 MB by Starlette's parser) and the job options as text fields (tasks, name, ...)."""
-    from starlette.datastructures import UploadFile
-    from starlette.formparsers import MultiPartException, MultiPartParser
-
-    async def limited() -> AsyncGenerator[bytes, None]:
-        size = 0
-        async for chunk in chunks:
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit, "DOCBATCH_MAX_REQUEST_BYTES")
-            yield chunk
-
-    parser = MultiPartParser(headers, limited(), max_files=1, max_fields=10)
-    try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        raise InputError("body", f"malformed multipart/form-data: {exc.message}") from None
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise InputError("file", "a multipart upload needs the NDJSON documents in field 'file'")
-    fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
-    unknown = sorted(set(fields) - set(JOB_OPTIONS))
+def multipart_fields(spool: IO[bytes], content_type: str) -> tuple[dict[str, str], str]:
+    """A spooled multipart body's job options (text fields) and the digest Idempotency-Key
+    compares; 422 for an unknown field or no ``file`` part."""
+    boundary = multipart.boundary_of(content_type)
+    fields, digest, files = multipart.fields_and_digest(spool, boundary)
+    unknown = sorted(set(fields) - set(JOB_OPTIONS) - {"file"})
     if unknown:
         raise InputError(unknown[0], f"unknown field; expected file, {', '.join(JOB_OPTIONS)}")
-    spool = upload.file
-    digest = hashlib.sha256()
-    spool.seek(0)
-    while block := spool.read(1 << 20):
-        digest.update(block)
-    spool.seek(0)
-    return spool, digest.hexdigest(), fields
+    if "file" in fields:
+        raise InputError("file", "must be a file part (-F file=@report.pdf), not a text field")
+    if not files:
+        raise InputError(
+            "file",
+            "a multipart upload needs its documents in 'file' parts: NDJSON files of "
+            "{custom_id, text}, or files such as PDFs, Word files, web pages, e-mails, archives",
+        )
+    return fields, digest
+
+
+def _looks_like_ndjson(part: multipart.Part) -> bool:
+    media = part.content_type.split(";")[0].strip().lower()
+    if is_jsonl_name(part.filename or "") or (media in NDJSON_TYPES and media != "text/plain"):
+        return True
+    assert part.data is not None
+    head = part.data.read(4096)
+    part.data.seek(0)
+    first = head.lstrip().split(b"\n", 1)[0]
+    if not first.startswith(b"{"):
+        return False
+    try:
+        return isinstance(obj := json.loads(first), dict) and "custom_id" in obj
+    except ValueError:
+        return False
+
+
+def _opener(data: IO[bytes]) -> Callable[[], IO[bytes]]:
+    return lambda: data
+
+
+def iter_multipart_documents(
+    spool: IO[bytes], content_type: str, settings: Settings
+) -> Iterator[tuple[Any, int | None]]:
+    """Every document of the upload's ``file`` parts, one part held at a time: an NDJSON
+    file's lines, a UTF-8 ``.txt``/``.md`` file as its text, any other file as a
+    ``FileDocument`` (its custom_id is its file name, a relative path) for the extract
+    stage."""
+    for part in multipart.iter_parts(spool, multipart.boundary_of(content_type), keep_files=True):
+        if part.data is None:
+            continue  # a text field: read in the first pass
+        if part.name != "file":
+            part.data.close()
+            raise InputError(part.name, "unknown file field; documents go in 'file' parts")
+        if _looks_like_ndjson(part):
+            with part.data:
+                yield from iter_ndjson(part.data, settings)
+            continue
+        name = relative_name(part.filename or "")
+        if name.lower().endswith(TEXT_SUFFIXES) and part.size <= settings.max_document_bytes:
+            text = inline_text(name, part.data.read(), settings.max_document_bytes)
+            part.data.seek(0)
+            if text is not None:
+                part.data.close()
+                yield {"custom_id": name, "text": text}, None
+                continue
+        yield FileDocument(name, part.size, _opener(part.data)), None
 
 
 def is_ndjson(content_type: str) -> bool:
@@ -296,3 +328,11 @@ def iter_ndjson(spool: IO[bytes], settings: Settings) -> Iterator[tuple[dict, in
 def parse_ndjson_body(spool: IO[bytes], query: dict[str, str], settings: Settings) -> Submission:
     job = validate_job(job_options(query, settings), settings)
     return _submission(job, iter_ndjson(spool, settings), settings)
+
+
+def parse_multipart_body(
+    spool: IO[bytes], content_type: str, options: dict[str, str], settings: Settings
+) -> Submission:
+    """``options``: the query parameters and the upload's text fields (fields win)."""
+    job = validate_job(job_options(options, settings), settings)
+    return _submission(job, iter_multipart_documents(spool, content_type, settings), settings)

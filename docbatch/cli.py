@@ -194,21 +194,27 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # Through the environment: the pool's processes read it as Settings.worker_task.
     os.environ["DOCBATCH_WORKER_TASK"] = args.task
     from schema.settings import TASKS, get_settings
+    from schema.tables import EXTRACT
 
     get_settings.cache_clear()
 
-    if args.task not in TASKS:
-        raise SystemExit(f"docbatch: --task must be one of {', '.join(TASKS)}")
+    if args.task not in (*TASKS, EXTRACT):
+        raise SystemExit(f"docbatch: --task must be one of {', '.join((*TASKS, EXTRACT))}")
     from worker.app import app
 
     s = get_settings()
     queues = [s.queue_for(args.task)] + ([] if args.no_maintenance else [s.maintenance_queue])
+    # A model worker is one process per GPU; the extract stage (CPU, no model) takes one
+    # process per core unless told otherwise.
+    concurrency = args.concurrency or (
+        len(os.sched_getaffinity(0)) if args.task == EXTRACT and args.pool == "prefork" else 1
+    )
     argv = [
         "worker",
         "-Q",
         ",".join(queues),
         "--concurrency",
-        "1",
+        str(concurrency),
         "--pool",
         args.pool,
         "--hostname",
@@ -334,9 +340,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--migrate", action="store_true", help="wait for the db and migrate first")
     sp.set_defaults(func=cmd_api)
 
-    sp = sub.add_parser("worker", help="run a worker pinned to one task's model")
-    sp.add_argument("--task", required=True)
+    sp = sub.add_parser(
+        "worker", help="run a worker pinned to one task's model (or the extract stage)"
+    )
+    sp.add_argument("--task", required=True, help="a task, or extract (files to text)")
     sp.add_argument("--pool", default="prefork", choices=["prefork", "solo"])
+    sp.add_argument(
+        "--concurrency",
+        type=int,
+        help="processes; default 1 (one model per GPU), for --task extract one per core",
+    )
     sp.add_argument("--loglevel", default="INFO")
     sp.add_argument(
         "--no-maintenance",

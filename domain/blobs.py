@@ -1,4 +1,5 @@
-"""Large blobs (batch input and output files) as Postgres large objects.
+"""Large blobs (batch input and output files, the original bytes of submitted files) as
+Postgres large objects; on SQLite (``docbatch run``), rows of the ``blobs`` table.
 
 Why Postgres and not a filesystem path: every api replica and worker already reaches
 Postgres, so no shared volume is needed; a blob commits or rolls back with the rows
@@ -18,34 +19,76 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
+from typing import IO
 
-from sqlalchemy import text
+from sqlalchemy import delete as sql_delete
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from schema.db import new_session
+from schema.settings import Settings
+from schema.tables import Blob
 
 BLOCK = 1 << 20
 
 
+def _sqlite(session: Session) -> bool:
+    return session.get_bind().dialect.name == "sqlite"
+
+
 def create(session: Session) -> int:
-    """A new empty large object in the session's transaction; returns its oid."""
+    """A new empty blob in the session's transaction; returns its oid."""
+    if _sqlite(session):
+        return int(session.execute(insert(Blob).values(data=b"").returning(Blob.oid)).scalar_one())
     return int(session.execute(text("SELECT lo_create(0)")).scalar_one())
 
 
 def write(session: Session, oid: int, offset: int, data: bytes) -> None:
+    if _sqlite(session):
+        # Read, splice, write: SQLite blobs are for one machine's `docbatch run`.
+        current = session.scalar(select(Blob.data).where(Blob.oid == oid)) or b""
+        spliced = current[:offset].ljust(offset, b"\0") + data + current[offset + len(data) :]
+        session.execute(update(Blob).where(Blob.oid == oid).values(data=spliced))
+        return
     params = {"oid": oid, "off": offset, "data": data}
     session.execute(text("SELECT lo_put(:oid, :off, :data)"), params)
 
 
-def read(oid: int, block: int = BLOCK) -> Iterator[bytes]:
+def store(
+    session: Session, fh: IO[bytes], max_bytes: int | None = None, block: int = BLOCK
+) -> tuple[int, int, str]:
+    """Copy a file's bytes into a new blob, a block at a time: (oid, size, sha256 hex).
+
+    With ``max_bytes``, reading stops one byte past it: a returned size over ``max_bytes``
+    means the file is bigger (the caller drops the blob)."""
+    oid = create(session)
+    digest = hashlib.sha256()
+    size = 0
+    budget = (max_bytes + 1) if max_bytes is not None else None
+    if _sqlite(session):
+        block = 1 << 40  # one write: every block would rewrite the row
+    while data := fh.read(block if budget is None else min(block, budget - size)):
+        digest.update(data)
+        write(session, oid, size, data)
+        size += len(data)
+    return oid, size, digest.hexdigest()
+
+
+def read(oid: int, block: int = BLOCK, settings: Settings | None = None) -> Iterator[bytes]:
     """The blob's bytes in blocks, each block read in a short transaction of its own."""
     offset = 0
     while True:
-        with new_session() as s:
-            data = s.execute(
-                text("SELECT lo_get(:oid, :off, :n)"), {"oid": oid, "off": offset, "n": block}
-            ).scalar_one()
+        with new_session(settings) as s:
+            if _sqlite(s):
+                data = s.scalar(
+                    select(func.substr(Blob.data, offset + 1, block)).where(Blob.oid == oid)
+                )
+            else:
+                data = s.execute(
+                    text("SELECT lo_get(:oid, :off, :n)"), {"oid": oid, "off": offset, "n": block}
+                ).scalar_one()
         if not data:
             return
         yield bytes(data)
@@ -55,4 +98,7 @@ def read(oid: int, block: int = BLOCK) -> Iterator[bytes]:
 
 
 def delete(session: Session, oid: int) -> None:
+    if _sqlite(session):
+        session.execute(sql_delete(Blob).where(Blob.oid == oid))
+        return
     session.execute(text("SELECT lo_unlink(:oid)"), {"oid": oid})

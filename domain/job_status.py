@@ -16,7 +16,7 @@ from domain.jobs import public_of
 from schema.db import get_engine
 from schema.errors import NotFound
 from schema.models import JobPublic
-from schema.tables import Job, JobTask, Result
+from schema.tables import EXTRACT, Job, JobTask, Result
 
 _COLUMNS = (
     Job.id,
@@ -54,7 +54,8 @@ def job_status(tenant: str | None, job_id: str) -> JobPublic:
             raise NotFound(f"job {job_id} not found")
         job = rows[0]
         reused: dict[str, int] = {}
-        if job.reuse_results:
+        # Extractions are always reused (domain.extraction): a job with files counts them.
+        if job.reuse_results or any(r.task == EXTRACT for r in rows):
             reused = {
                 task: int(n)
                 for task, n in conn.execute(

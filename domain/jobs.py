@@ -16,11 +16,25 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from domain import ledger
+from domain import blobs, ledger
+from domain.files import FileDocument
 from schema.errors import Conflict, InputError, NotFound
 from schema.models import DocumentIn, JobPublic, TaskCounts
 from schema.settings import Settings
-from schema.tables import Document, Job, JobStatus, JobTask, Result, Unit, UnitState, utcnow
+from schema.tables import (
+    EXTRACT,
+    NOT_STARTED_UNIT_STATES,
+    Document,
+    DocumentFile,
+    Job,
+    JobStatus,
+    JobTask,
+    Result,
+    ResultStatus,
+    Unit,
+    UnitState,
+    utcnow,
+)
 from schema.validation import validate_row, validate_tasks
 
 INSERT_BATCH = 2000
@@ -75,13 +89,103 @@ def insert_documents(session: Session, rows: list[dict[str, Any]]) -> None:
             )
 
 
+def _store_file(session: Session, doc: FileDocument, settings: Settings) -> dict[str, Any]:
+    """The file's bytes into a blob (not read at all when it is over the extraction limit:
+    it fails alone at extraction, saying so)."""
+    info: dict[str, Any] = {"name": doc.custom_id, "bytes": doc.size, "sha256": None}
+    info["blob_oid"] = None
+    if doc.size > settings.extract_max_bytes:
+        return info
+    with doc.opener() as fh:
+        oid, size, sha = blobs.store(session, fh, max_bytes=settings.extract_max_bytes)
+    info["bytes"] = size
+    if size > settings.extract_max_bytes:  # it grew since the caller looked
+        blobs.delete(session, oid)
+        return info
+    info.update(blob_oid=oid, sha256=sha)
+    return info
+
+
+def insert_files(session: Session, job_id: str, files: dict[int, dict[str, Any]]) -> None:
+    """The ``document_files`` rows of the job's documents ``seq -> file info``."""
+    seqs = sorted(files)
+    for i in range(0, len(seqs), INSERT_BATCH):
+        part = seqs[i : i + INSERT_BATCH]
+        ids = session.execute(
+            select(Document.seq, Document.id).where(
+                Document.job_id == job_id, Document.seq.in_(part)
+            )
+        ).all()
+        rows = [{"document_id": doc_id, "job_id": job_id, **files[seq]} for seq, doc_id in ids]
+        session.execute(insert(DocumentFile), rows)
+
+
+def _inline_extractions(
+    session: Session, job_id: str, files: dict[int, dict[str, Any]], now: Any
+) -> int:
+    """In a job with files, the documents sent as text need no extraction: each gets its
+    ``extract`` result now (``inline``), so every document of the job has one and the
+    extract counts cover the whole job. Returns how many."""
+    rows = [
+        {
+            "job_id": job_id,
+            "document_id": doc_id,
+            "task": EXTRACT,
+            "status": ResultStatus.succeeded.value,
+            "output": {"kind": "text", "inline": True, "chars": chars},
+            "model_id": "inline",
+            "created_at": now,
+        }
+        for doc_id, seq, chars in session.execute(
+            select(Document.id, Document.seq, func.length(Document.text)).where(
+                Document.job_id == job_id
+            )
+        )
+        if seq not in files
+    ]
+    for i in range(0, len(rows), INSERT_BATCH):
+        session.execute(insert(Result), rows[i : i + INSERT_BATCH])
+    return len(rows)
+
+
+@dataclass
+class _Ranges:
+    """Cuts a job's documents into unit ranges as they stream past: text documents by
+    estimated tokens, files by count (they are extracted first, so a range never mixes
+    the two)."""
+
+    settings: Settings
+    ranges: list[tuple[int, int, int, bool]] = field(default_factory=list)  # lo, hi, est, files
+    lo: int = 0
+    tokens: int = 0
+    docs: int = 0
+    files: bool = False
+
+    def add(self, seq: int, est: int, is_file: bool) -> None:
+        s = self.settings
+        full = (
+            self.docs >= s.extract_unit_files
+            if self.files
+            else (self.tokens + est > s.unit_tokens or self.docs >= s.unit_max_documents)
+        )
+        if self.docs and (is_file != self.files or full):
+            self.close(seq)
+        self.tokens += est
+        self.docs += 1
+        self.files = is_file
+
+    def close(self, seq: int) -> None:
+        self.ranges.append((self.lo, seq - 1, self.tokens, self.files))
+        self.lo, self.tokens, self.docs = seq, 0, 0
+
+
 def create_job(
     session: Session,
     settings: Settings,
     *,
     tenant: str,
     tasks: list[dict[str, Any]],
-    documents: Iterable[tuple[dict | DocumentIn, int | None]],
+    documents: Iterable[tuple[dict | DocumentIn | FileDocument, int | None]],
     name: str | None = None,
     priority: int = 0,
     webhook_url: str | None = None,
@@ -92,7 +196,9 @@ def create_job(
     """Write a job with its documents and units; raises InputError before anything commits.
 
     ``documents`` yields ``(document, ndjson line number or None)``: a raw dict is validated
-    here (so a stream is read once), a ``DocumentIn`` was validated already.
+    here (so a stream is read once), a ``DocumentIn`` was validated already, a
+    ``FileDocument`` is stored as a blob and extracted before the model tasks see it
+    (an ``extract`` unit per few files; the model units over them wait: domain.stages).
     """
     job = Job(
         tenant=tenant,
@@ -107,12 +213,16 @@ def create_job(
     session.add(job)
     session.flush()
     names = [t["type"] for t in tasks]
-    ranges: list[tuple[int, int, int]] = []  # (seq_lo, seq_hi, est tokens)
+    cutter = _Ranges(settings)
     seen_ids: set[str] = set()
     batch: list[dict[str, Any]] = []
+    files: dict[int, dict[str, Any]] = {}
     seq = 0
-    lo, unit_tokens, unit_docs = 0, 0, 0
     for index, (raw, line) in enumerate(documents):
+        file_doc = raw if isinstance(raw, FileDocument) else None
+        if file_doc is not None:
+            # The same rules as any document's custom_id and metadata (the text comes later).
+            raw = {"custom_id": file_doc.custom_id, "text": "file", "metadata": file_doc.metadata}
         doc, meta_json = validate_row(raw, settings, index=index, line=line)
         if doc.custom_id in seen_ids:
             where = f"documents[{index}].custom_id" if line is None else "document.custom_id"
@@ -125,15 +235,18 @@ def create_job(
                 "(DOCBATCH_MAX_DOCUMENTS_PER_JOB)",
                 line=line,
             )
-        text = doc.text
-        est = max(1, len(text) // CHARS_PER_TOKEN)
-        if unit_docs and (
-            unit_tokens + est > settings.unit_tokens or unit_docs >= settings.unit_max_documents
-        ):
-            ranges.append((lo, seq - 1, unit_tokens))
-            lo, unit_tokens, unit_docs = seq, 0, 0
-        unit_tokens += est
-        unit_docs += 1
+        if file_doc is not None:
+            info = _store_file(session, file_doc, settings)
+            files[seq] = info
+            text = ""
+            # Until extracted, a file's hash is its bytes' (the text's replaces it).
+            content_hash = info["sha256"] or hashlib.sha256(b"").hexdigest()
+            est = max(1, min(info["bytes"], settings.extract_max_bytes) // CHARS_PER_TOKEN)
+        else:
+            text = doc.text
+            content_hash = hashlib.sha256(text.encode()).hexdigest()
+            est = max(1, len(text) // CHARS_PER_TOKEN)
+        cutter.add(seq, est, file_doc is not None)
         batch.append(
             {
                 "job_id": job.id,
@@ -142,7 +255,7 @@ def create_job(
                 "text": text,
                 "meta": doc.metadata,
                 "meta_json": meta_json,
-                "content_hash": hashlib.sha256(text.encode()).hexdigest(),
+                "content_hash": content_hash,
             }
         )
         seq += 1
@@ -153,30 +266,43 @@ def create_job(
         insert_documents(session, batch)
     if seq == 0:
         raise InputError("documents", "is empty; submit at least one document")
-    ranges.append((lo, seq - 1, unit_tokens))
+    cutter.close(seq)
+    if files:
+        insert_files(session, job.id, files)
     job.document_count = seq
     now = utcnow()
     for params in tasks:
         session.add(JobTask(job_id=job.id, task=params["type"], params=params, total=seq))
-    unit_rows = [
-        {
-            "job_id": job.id,
-            "task": task,
-            "queue": settings.queue_for(task),
-            "seq_lo": r_lo,
-            "seq_hi": r_hi,
-            "est_tokens": est,
-            "state": UnitState.queued.value,
-            "published_at": now,
-        }
-        for task in names
-        for (r_lo, r_hi, est) in ranges
-    ]
+    if files:
+        inline = _inline_extractions(session, job.id, files, now)
+        session.add(
+            JobTask(job_id=job.id, task=EXTRACT, params={}, total=seq, succeeded=inline)
+        )
+    unit_rows = []
+    for r_lo, r_hi, est, is_files in cutter.ranges:
+        stages = [(EXTRACT, UnitState.queued)] if is_files else []
+        held = UnitState.waiting if is_files else UnitState.queued
+        stages += [(task, held) for task in names]
+        unit_rows += [
+            {
+                "job_id": job.id,
+                "task": task,
+                "queue": settings.queue_for(task),
+                "seq_lo": r_lo,
+                "seq_hi": r_hi,
+                "est_tokens": est,
+                "state": state.value,
+                "published_at": now,
+            }
+            for task, state in stages
+        ]
     for i in range(0, len(unit_rows), INSERT_BATCH):
         session.execute(insert(Unit), unit_rows[i : i + INSERT_BATCH])
     session.flush()
     units = session.execute(
-        select(Unit.id, Unit.queue).where(Unit.job_id == job.id).order_by(Unit.id)
+        select(Unit.id, Unit.queue)
+        .where(Unit.job_id == job.id, Unit.state == UnitState.queued.value)
+        .order_by(Unit.id)
     ).all()
     return NewJob(job=job, units=[(u.id, u.queue) for u in units])
 
@@ -190,7 +316,8 @@ def get_job(session: Session, tenant: str | None, job_id: str) -> Job:
 
 def job_public(session: Session, job: Job) -> JobPublic:
     rows = session.scalars(select(JobTask).where(JobTask.job_id == job.id)).all()
-    reused = reused_counts(session, job) if job.reuse_results else {}
+    has_files = any(r.task == EXTRACT for r in rows)  # extractions are always reused
+    reused = reused_counts(session, job) if job.reuse_results or has_files else {}
     return public_of(job, rows, reused)
 
 
@@ -293,7 +420,7 @@ def cancel_job(
     if inline_documents > 0:
         queued = session.scalar(
             select(func.coalesce(func.sum(Unit.seq_hi - Unit.seq_lo + 1), 0)).where(
-                Unit.job_id == job.id, Unit.state == UnitState.queued.value
+                Unit.job_id == job.id, Unit.state.in_(NOT_STARTED_UNIT_STATES)
             )
         )
         if int(queued or 0) <= inline_documents:
@@ -316,7 +443,7 @@ def cancel_queued_batch(session: Session, job_id: str, max_documents: int) -> tu
         return 0, False
     rows = session.execute(
         select(Unit.id, Unit.seq_lo, Unit.seq_hi)
-        .where(Unit.job_id == job_id, Unit.state == UnitState.queued.value)
+        .where(Unit.job_id == job_id, Unit.state.in_(NOT_STARTED_UNIT_STATES))
         .order_by(Unit.id)
         .limit(max(1, max_documents) + 1)
     ).all()

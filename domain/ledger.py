@@ -21,6 +21,8 @@ from domain import leases
 from domain.reuse import ResultIdentity, reuse_results
 from schema.db import insert_ignore
 from schema.tables import (
+    EXTRACT,
+    NOT_STARTED_UNIT_STATES,
     OPEN_UNIT_STATES,
     Document,
     Job,
@@ -130,6 +132,8 @@ def claim_unit(
     unit = session.scalar(select(Unit).where(Unit.id == unit_id).with_for_update())
     if unit is None or unit.state not in OPEN_UNIT_STATES:
         return None
+    if unit.state == UnitState.waiting.value:
+        return None  # its files are still being extracted; settle_waiting queues it
     if unit.state == UnitState.running.value and leases.held_elsewhere(session, unit.id):
         return None  # a live worker runs it (claimed ahead; its message arrived here)
     if job.status in (JobStatus.cancelling.value, JobStatus.cancelled.value):
@@ -229,11 +233,15 @@ def close_unit(
     reason: str | None = None,
     chunks: int = 0,
     tokens: int = 0,
+    sizing: tuple[int, int] | None = None,
 ) -> bool:
     """Move an open unit to a terminal state and count it; False if it was already closed.
 
     Documents of the unit that have no result yet get one: ``cancelled`` when the unit
-    is cancelled, otherwise ``failed`` with ``reason``.
+    is cancelled, otherwise ``failed`` with ``reason``. Closing an ``extract`` unit
+    settles the model units waiting on its documents (``domain.stages``; ``sizing`` =
+    (unit tokens, unit documents) to cut them by the extracted text, else kept whole);
+    those it queues are in ``session.info["released_units"]`` for the caller to publish.
     """
     moved = session.execute(  # type: ignore[attr-defined]
         update(Unit)
@@ -280,12 +288,17 @@ def close_unit(
             tokens=JobTask.tokens + tokens,
         )
     )
+    if unit.task == EXTRACT:
+        from domain import stages  # it closes the units it settles through close_unit
+
+        released = stages.settle_waiting(session, unit.job_id, unit.seq_lo, unit.seq_hi, sizing)
+        session.info.setdefault("released_units", []).extend(released)
     return True
 
 
 def cancel_queued_units(session: Session, job_id: str, unit_ids: list[int]) -> int:
-    """``close_unit(unit, cancelled)`` for many queued units of one (locked) job in a few
-    set-based statements, whatever their number; returns how many were closed."""
+    """``close_unit(unit, cancelled)`` for many queued (or waiting) units of one (locked) job
+    in a few set-based statements, whatever their number; returns how many were closed."""
     if not unit_ids:
         return 0
     now = utcnow()
@@ -296,7 +309,7 @@ def cancel_queued_units(session: Session, job_id: str, unit_ids: list[int]) -> i
             .where(
                 Unit.id.in_(unit_ids),
                 Unit.job_id == job_id,
-                Unit.state == UnitState.queued.value,
+                Unit.state.in_(NOT_STARTED_UNIT_STATES),
             )
             .values(state=UnitState.cancelled.value, finished_at=now, error="job cancelled")
             .returning(Unit.id)

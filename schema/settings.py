@@ -156,6 +156,27 @@ class Settings(BaseSettings):
     # JSON-escaped (up to 6 bytes per character) plus its metadata.
     max_line_bytes: int = 8_388_608
 
+    # Files (PDF, DOCX, HTML, e-mail, archives, ...) are turned into text by the extract
+    # stage (`docbatch worker --task extract`, no model) before the job's model tasks run.
+    # A file over extract_max_bytes is not stored and fails alone at extraction.
+    extract_max_bytes: int = 100_000_000
+    extract_max_pages: int = 2000
+    extract_max_text_chars: int = 10_000_000
+    # Archives (zip, tar, tar.gz) and nested attachments: files per file, unpacked bytes,
+    # unpacked/packed ratio (a zip bomb fails its document alone), and nesting depth.
+    extract_archive_max_files: int = 10_000
+    extract_archive_max_total_bytes: int = 1_000_000_000
+    extract_archive_max_ratio: float = 100.0
+    extract_max_depth: int = 3
+    # OCR (Tesseract) for pages and images without a text layer: seconds per page on a CPU
+    # core, so off by default.
+    extract_ocr: bool = False
+    extract_ocr_languages: str = "eng"
+    # Per document, in a child process: past it the child is killed and the file fails.
+    extract_time_limit_seconds: float = 60.0
+    # Files per extract unit (the unit of work of the extract queue).
+    extract_unit_files: int = Field(8, ge=1)
+
     # Webhooks: tries per delivery, first retry after webhook_retry_seconds, doubling (max 1 h).
     webhook_max_attempts: int = 15
     webhook_retry_seconds: float = 2.0

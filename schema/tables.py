@@ -64,6 +64,9 @@ TERMINAL_JOB_STATUSES = frozenset(
 
 
 class UnitState(enum.StrEnum):
+    # A model unit over files not yet extracted: held back until the extract units over its
+    # documents close (domain.ledger settles it), never published meanwhile.
+    waiting = "waiting"
     queued = "queued"
     running = "running"
     done = "done"
@@ -71,7 +74,13 @@ class UnitState(enum.StrEnum):
     cancelled = "cancelled"
 
 
-OPEN_UNIT_STATES = (UnitState.queued.value, UnitState.running.value)
+OPEN_UNIT_STATES = (UnitState.waiting.value, UnitState.queued.value, UnitState.running.value)
+# States a cancel closes at once (nothing runs them yet).
+NOT_STARTED_UNIT_STATES = (UnitState.waiting.value, UnitState.queued.value)
+
+# The stage that turns uploaded files into text (worker/extraction.py): a task of its own
+# (queue <prefix>.extract, counts and results like any task), never asked for by a client.
+EXTRACT = "extract"
 
 
 class ResultStatus(enum.StrEnum):
@@ -141,6 +150,42 @@ class Document(Base):
         # Result reuse looks earlier documents up by content.
         Index("ix_documents_content_hash", "content_hash"),
     )
+
+
+class DocumentFile(Base):
+    """The original file of a document submitted as a file (PDF, DOCX, e-mail, ...).
+
+    The bytes are a blob (``domain.blobs``: a Postgres large object, or a row of
+    ``blobs`` on SQLite) named by ``blob_oid``; ``sha256`` is theirs. A file over the
+    extraction size limit is not stored (``blob_oid`` NULL) and fails at extraction.
+    ``parent_document_id`` links an e-mail attachment to its message."""
+
+    __tablename__ = "document_files"
+
+    document_id: Mapped[int] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    blob_oid: Mapped[int | None] = mapped_column(BigInteger)
+    parent_document_id: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("ix_document_files_job", "job_id"),
+        # Extraction reuse looks earlier files up by their bytes.
+        Index("ix_document_files_sha256", "sha256"),
+    )
+
+
+class Blob(Base):
+    """Blob bytes on SQLite (``docbatch run``), which has no large objects."""
+
+    __tablename__ = "blobs"
+
+    oid: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Unit(Base):

@@ -9,72 +9,15 @@ import os
 import re
 import shutil
 import zipfile
-from email.message import EmailMessage
 
 import pytest
 
+from tests.files import HTML, PAGES, make_docx, make_email, make_pdf
 from worker.extract.base import Extracted, ExtractError, Limits
 from worker.extract.formats import extract
 from worker.extract.sandbox import Sandbox
 
 LIMITS = Limits()
-PAGES = [
-    "The socket module opens network connections. It sends and receives bytes.",
-    "The json module encodes and decodes JSON documents for web services.",
-    "The pathlib module handles file system paths as objects with methods.",
-]
-
-
-def make_pdf(pages: list[str], **encryption: str) -> bytes:
-    from fpdf import FPDF
-
-    pdf = FPDF()
-    pdf.set_font("helvetica", size=12)
-    for text in pages:
-        pdf.add_page()
-        pdf.multi_cell(0, 8, text)
-    if encryption:
-        pdf.set_encryption(**encryption)
-    return bytes(pdf.output())
-
-
-def make_docx() -> bytes:
-    import docx
-
-    document = docx.Document()
-    document.add_heading("Networking", level=1)
-    document.add_paragraph(PAGES[0])
-    document.add_heading("Data formats", level=1)
-    document.add_paragraph(PAGES[1])
-    table = document.add_table(rows=2, cols=2)
-    table.cell(0, 0).text, table.cell(0, 1).text = "module", "use"
-    table.cell(1, 0).text, table.cell(1, 1).text = "json", "encode"
-    out = io.BytesIO()
-    document.save(out)
-    return out.getvalue()
-
-
-HTML = """<!DOCTYPE html><html><head><title>Standard library notes</title></head><body>
-<nav><ul><li><a href="/">Home</a></li><li><a href="/about">About us</a></li>
-<li><a href="/login">Sign in to your account</a></li></ul></nav>
-<main><article><h1>Working with sockets</h1>
-<p>{} Servers listen on a port and accept connections from many clients at once.</p>
-<h2>Encoding data</h2>
-<p>{} Most web services speak JSON over HTTP, and the module turns it into dicts.</p>
-</article></main>
-<footer><p>Copyright 2026 Example Corp. All rights reserved. Privacy policy. Cookie settings.</p>
-</footer></body></html>""".format(*PAGES)
-
-
-def make_email(attachment: bytes) -> bytes:
-    message = EmailMessage()
-    message["From"] = "Ada <ada@example.org>"
-    message["To"] = "ops@example.org"
-    message["Subject"] = "Nightly report"
-    message["Date"] = "Tue, 24 Nov 2026 01:00:00 +0000"
-    message.set_content("The nightly run finished.\nAll documents were processed.")
-    message.add_attachment(attachment, maintype="application", subtype="pdf", filename="report.pdf")
-    return bytes(message)
 
 
 def _at(result: Extracted, needle: str) -> int:

@@ -130,14 +130,16 @@ class Lease:
 _lease: Lease | None = None
 
 
-def _get_lease(settings: Settings | None = None) -> Lease:
+def get_lease(settings: Settings | None = None) -> Lease:
+    """This process's lease connection (opened on first use, again after it broke)."""
     global _lease
     if _lease is None or _lease.conn.closed or _lease.conn.invalidated:
         _lease = Lease(settings)
     return _lease
 
 
-def _drop_lease() -> None:
+def drop_lease() -> None:
+    """Close the lease connection (after an error on it): every lease it held goes."""
     global _lease
     if _lease is not None:
         _lease.close()
@@ -151,10 +153,10 @@ def warm_up() -> None:
     try:
         with transaction() as s:
             s.execute(text("SELECT 1"))
-        _get_lease()
+        get_lease()
     except Exception:  # the first task retries; never block start-up
         log.warning("database not reachable at worker start; will retry on the first task")
-        _drop_lease()
+        drop_lease()
 
 
 def _limit_reason(settings: Settings, tokens: int, seconds: float) -> str:
@@ -297,10 +299,10 @@ def run_leased_units(
     this queue's next units with claim/chunk and result writes overlapped with the model.
     Returns what happened to ``unit_id``."""
     try:
-        lease = _get_lease(settings)
+        lease = get_lease(settings)
         first = _claim(lease, unit_id, handler, settings)
     except Exception:
-        _drop_lease()
+        drop_lease()
         raise
     if isinstance(first, Outcome):
         return first

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
+from sqlalchemy import select
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,11 +27,12 @@ from domain import ledger
 from schema.db import transaction
 from schema.errors import PermanentError
 from schema.settings import Settings
-from schema.tables import JobStatus, ResultStatus, Unit, UnitState, utcnow
+from schema.tables import EXTRACT, JobStatus, Result, ResultStatus, Unit, UnitState, utcnow
 from worker import metrics
 from worker.batching import plan_batches
 from worker.chunking import Chunk, chunk_text, token_ends_many
 from worker.handlers.base import GROUP_PARAM, Handler, Output, UnitDocument
+from worker.pages import PageMap, annotate
 
 log = logging.getLogger("docbatch.worker")
 CANCEL_CHECK_SECONDS = 0.5
@@ -174,6 +176,8 @@ class PreparedUnit:
     lengths: list[int] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
     params_failed: bool = False
+    # Documents extracted from files: where their pages and sections start (worker/pages.py).
+    page_maps: dict[int, PageMap] = field(default_factory=dict)
 
 
 def _result_row(
@@ -343,6 +347,8 @@ def run_prepared(
             continue  # stopped for cancellation before this document finished
         try:
             out = handler.reduce(text, chunks, per_doc[p], params)
+            if doc_id in prep.page_maps:
+                annotate(out.data, prep.page_maps[doc_id])
         except Exception as exc:
             outcome.rows.append(row(doc_id, text, ResultStatus.failed, error=_reason(exc)))
             continue
@@ -432,7 +438,22 @@ def claim_in(
         documents=claim.documents,
         params=claim.params,
         split_off=claim.split_off,
+        page_maps=_page_maps(session, [d[0] for d in claim.documents]),
     )
+
+
+def _page_maps(session: Session, document_ids: list[int]) -> dict[int, PageMap]:
+    """Page and section maps of the documents that were extracted from files."""
+    if not document_ids:
+        return {}
+    rows = session.execute(
+        select(Result.document_id, Result.output).where(
+            Result.document_id.in_(document_ids),
+            Result.task == EXTRACT,
+            Result.status == ResultStatus.succeeded.value,
+        )
+    ).all()
+    return {int(d): m for d, out in rows if (m := PageMap.from_output(out)) is not None}
 
 
 def publish_split(claimed: PreparedUnit | Outcome) -> None:

@@ -24,7 +24,8 @@ from domain.broker import (
 from domain.publish import publish_webhooks
 from schema.db import is_sqlite, transaction
 from schema.errors import TransientError
-from schema.settings import get_settings
+from schema.settings import Settings, get_settings
+from schema.tables import EXTRACT
 from worker import metrics as worker_metrics
 from worker.app import app
 from worker.handlers.base import Handler, pick_device
@@ -45,7 +46,7 @@ def load_pinned_handler() -> Handler | None:
     global _handler, _processor
     settings = get_settings()
     task = settings.worker_task
-    if not task or _handler is not None:
+    if not task or task == EXTRACT or _handler is not None:
         return _handler
     threads = apply_thread_limits(settings)
     handler = load_handler(task, settings)
@@ -67,6 +68,12 @@ def load_pinned_handler() -> Handler | None:
 
 @worker_process_init.connect
 def _load_model(**_: Any) -> None:
+    settings = get_settings()
+    if settings.worker_task == EXTRACT:
+        from worker.extraction import warm_up as warm_extractors
+
+        warm_extractors(settings)
+        return
     if load_pinned_handler() is not None:
         from worker.pipeline import warm_up
 
@@ -85,17 +92,16 @@ def _load_model(**_: Any) -> None:
     max_retries=20,
 )
 def process_unit_task(self: Any, unit_id: int) -> str:
+    if get_settings().worker_task == EXTRACT:
+        from worker.extraction import run_extract_unit
+
+        outcome = run_extract_unit(unit_id, _with_retries(get_settings(), self.request.retries))
+        send_new_webhooks(unit_id)
+        return outcome.value
     handler = load_pinned_handler()
     if handler is None or _processor is None:
         raise RuntimeError("this worker has no task: start it with `docbatch worker --task T`")
-    settings = get_settings()
-    if self.request.retries:
-        # A retry after a database/broker blip claims the unit again: that claim must not
-        # use up the attempts meant for workers that die (the cap stays finite: a
-        # redelivered message keeps its retry count).
-        settings = settings.model_copy(
-            update={"max_unit_attempts": settings.max_unit_attempts + self.request.retries}
-        )
+    settings = _with_retries(get_settings(), self.request.retries)
     if is_sqlite():
         # no leases on SQLite: this task's own unit is the only one it holds
         with heartbeat(unit_id, settings.unit_heartbeat_seconds):
@@ -104,6 +110,15 @@ def process_unit_task(self: Any, unit_id: int) -> str:
         outcome = _processor(unit_id, handler, settings)
     send_new_webhooks(unit_id)
     return outcome.value
+
+
+def _with_retries(settings: Settings, retries: int) -> Settings:
+    """A retry after a database/broker blip claims the unit again: that claim must not use
+    up the attempts meant for workers that die (the cap stays finite: a redelivered
+    message keeps its retry count)."""
+    if not retries:
+        return settings
+    return settings.model_copy(update={"max_unit_attempts": settings.max_unit_attempts + retries})
 
 
 def send_new_webhooks(unit_id: int) -> None:

@@ -21,12 +21,14 @@ from api.ingest import (
     body_kind,
     body_limit,
     check_declared_length,
+    is_multipart,
     is_ndjson,
+    multipart_fields,
     parse_json_body,
+    parse_multipart_body,
     parse_ndjson_body,
     request_digest,
     spool_body,
-    spool_multipart,
 )
 from domain import jobs
 from domain.export import write_parquet
@@ -45,23 +47,29 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 def _submit(
     spool: Any,
-    digest: str,
+    body_digest: str,
     content_type: str,
     query: dict[str, str],
     tenant: str,
     settings: Settings,
     idempotency_key: str | None,
 ) -> tuple[JobPublic, bool]:
+    multipart = is_multipart(content_type)
     try:
+        if multipart:  # the fields and a boundary-free digest, before the transaction
+            fields, body_digest = multipart_fields(spool, content_type)
+            query = {**query, **fields}
+        digest = request_digest(body_digest, content_type, query)
         with transaction() as s:
             existing = jobs.find_idempotent(s, tenant, idempotency_key, digest)
             if existing is not None:
                 return jobs.job_public(s, existing), True
-            sub = (
-                parse_ndjson_body(spool, query, settings)
-                if is_ndjson(content_type)
-                else parse_json_body(spool, settings)
-            )
+            if multipart:
+                sub = parse_multipart_body(spool, content_type, query, settings)
+            elif is_ndjson(content_type):
+                sub = parse_ndjson_body(spool, query, settings)
+            else:
+                sub = parse_json_body(spool, settings)
             new = jobs.create_job(
                 s,
                 settings,
@@ -105,7 +113,10 @@ async def create_job(
 ) -> JSONResponse:
     """Submit a job: a JSON body ``{tasks, documents, ...}``, or an NDJSON body of
     documents with ``?tasks=tags,summarize`` (Content-Type ``application/x-ndjson``), or
-    a multipart upload of an NDJSON file (``-F file=@docs.jsonl -F tasks=tags``)."""
+    a multipart upload of files (``-F file=@docs.jsonl -F file=@report.pdf -F
+    file=@inbox.zip -F tasks=tags``): NDJSON files of documents, and files of any kind
+    the extract stage reads (PDF, DOCX, HTML, e-mail, text, zip/tar), each a document
+    named by its file name."""
     content_type = request.headers.get("content-type", "")
     if "webhook_url" in request.query_params:
         # Query strings end up in access logs and proxies' logs; webhook URLs are secrets.
@@ -118,17 +129,12 @@ async def create_job(
     limit, setting = body_limit(kind, settings)
     check_declared_length(request.headers, limit, setting)
     query = dict(request.query_params)
-    if kind == "multipart":
-        spool, digest, fields = await spool_multipart(request.headers, request.stream(), limit)
-        query.update(fields)
-        content_type = "application/x-ndjson"
-    else:
-        line_limit = settings.max_line_bytes if kind == "ndjson" else None
-        spool, digest = await spool_body(request.stream(), limit, setting, line_limit)
+    line_limit = settings.max_line_bytes if kind == "ndjson" else None
+    spool, digest = await spool_body(request.stream(), limit, setting, line_limit)
     job, existing = await run_in_threadpool(
         _submit,
         spool,
-        request_digest(digest, content_type, query),
+        digest,
         content_type,
         query,
         tenant,

@@ -9,12 +9,13 @@ A long-lived child (forked once, restarted after a time-out or a crash) runs
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any
 
 from worker.extract.base import Extracted, ExtractError, Limits
 
@@ -44,13 +45,40 @@ def _serve(conn: Connection, limits: Limits, extractor: Extractor | None) -> Non
             conn.send(("error", f"the extractor failed: {type(exc).__name__}: {exc}"))
 
 
+class _Child:
+    """A forked child process (``os.fork``: a Celery prefork child is daemonic, and
+    multiprocessing refuses children to daemonic processes)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.exitcode: int | None = None
+
+    def is_alive(self) -> bool:
+        if self.exitcode is not None:
+            return False
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            self.exitcode = -1
+            return False
+        if pid == 0:
+            return True
+        self.exitcode = os.waitstatus_to_exitcode(status)
+        return False
+
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
 class Sandbox:
     """``extractor`` replaces ``formats.extract`` in the child (a seam for tests)."""
 
     def __init__(self, limits: Limits, extractor: Extractor | None = None) -> None:
         self.limits = limits
         self.extractor = extractor
-        self._proc: Any = None
+        self._proc: _Child | None = None
         self._conn: Connection | None = None
 
     def __enter__(self) -> Sandbox:
@@ -61,19 +89,26 @@ class Sandbox:
 
     def _start(self) -> Connection:
         if self._proc is None or not self._proc.is_alive():
-            ctx = mp.get_context("fork")
-            parent, child = ctx.Pipe()
-            self._proc = ctx.Process(
-                target=_serve, args=(child, self.limits, self.extractor), daemon=True
-            )
-            self._proc.start()
+            parent, child = mp.Pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: serve until told to stop, never return
+                code = 0
+                try:
+                    parent.close()
+                    _serve(child, self.limits, self.extractor)
+                except BaseException:
+                    code = 1
+                finally:
+                    os._exit(code)
             child.close()
+            self._proc = _Child(pid)
             self._conn = parent
         assert self._conn is not None
         return self._conn
 
     def extract(self, data: bytes, name: str) -> Extracted:
         conn = self._start()
+        assert self._proc is not None
         try:
             conn.send((data, name))
             ready = conn.poll(self.limits.time_limit_seconds)
@@ -92,6 +127,7 @@ class Sandbox:
         try:
             status, value = conn.recv()
         except (EOFError, OSError):
+            self._proc.join(1)
             code = self._proc.exitcode
             self._kill()
             raise ExtractError(f"the extractor crashed on this file (exit {code})") from None
@@ -102,8 +138,8 @@ class Sandbox:
 
     def _kill(self) -> None:
         if self._proc is not None and self._proc.is_alive():
-            os.kill(self._proc.pid, signal.SIGKILL)
-        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._proc.pid, signal.SIGKILL)
             self._proc.join(5)
         if self._conn is not None:
             self._conn.close()

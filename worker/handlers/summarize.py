@@ -43,7 +43,10 @@ class ExtractiveSummarizeHandler(SentenceEncoderHandler):
             scores = np.stack([outputs[i] for i in keep]) @ center
             chosen = sorted(keep[j] for j in np.argsort(-scores)[:k])
         summary = " ".join(" ".join(chunks[i].text.split()) for i in chosen)
-        return Output({"summary": summary, "method": "extractive", "sentences": chosen})
+        spans = [{"start": chunks[i].start, "end": chunks[i].end} for i in chosen]
+        return Output(
+            {"summary": summary, "method": "extractive", "sentences": chosen, "spans": spans}
+        )
 
 
 class SummarizeHandler(Handler):
