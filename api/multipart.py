@@ -148,7 +148,8 @@ def iter_parts(spool: IO[bytes], boundary: bytes, *, keep_files: bool) -> Iterat
 
 def fields_and_digest(spool: IO[bytes], boundary: bytes) -> tuple[dict[str, str], str, int]:
     """The text fields (the last value of each), a digest of every part's name, file name
-    and bytes, and how many file parts there are (first pass; no file bytes are kept)."""
+    and bytes, and how many ``file`` parts there are (first pass; no file bytes are kept).
+    A file part under another name is a 422 naming ``file``."""
     fields: dict[str, str] = {}
     digest = hashlib.sha256()
     files = 0
@@ -159,6 +160,10 @@ def fields_and_digest(spool: IO[bytes], boundary: bytes) -> tuple[dict[str, str]
                 fields[part.name] = part.text.decode("utf-8")
             except UnicodeDecodeError:
                 raise InputError(part.name, "form field is not valid UTF-8") from None
+        elif part.name != "file":
+            raise InputError(
+                "file", f"unknown file field {part.name!r}; documents go in 'file' parts"
+            )
         else:
             files += 1
     return fields, digest.hexdigest(), files

@@ -275,9 +275,7 @@ def create_job(
         session.add(JobTask(job_id=job.id, task=params["type"], params=params, total=seq))
     if files:
         inline = _inline_extractions(session, job.id, files, now)
-        session.add(
-            JobTask(job_id=job.id, task=EXTRACT, params={}, total=seq, succeeded=inline)
-        )
+        session.add(JobTask(job_id=job.id, task=EXTRACT, params={}, total=seq, succeeded=inline))
     unit_rows = []
     for r_lo, r_hi, est, is_files in cutter.ranges:
         stages = [(EXTRACT, UnitState.queued)] if is_files else []

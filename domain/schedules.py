@@ -186,7 +186,11 @@ def fire(
                     schedule.source,
                     schedule.tenant,
                     settings.schedule_folder_roots,
-                    FileLimits(settings.max_document_bytes, settings.max_request_bytes),
+                    FileLimits(
+                        settings.max_document_bytes,
+                        settings.max_request_bytes,
+                        settings.extract_max_bytes,
+                    ),
                 ).iter_documents(),
                 name=f"{schedule.name} {stamp}",
                 reuse_results=schedule.reuse_results,

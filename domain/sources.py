@@ -1,7 +1,8 @@
 """Where a scheduled job's documents come from.
 
 A source is anything with ``iter_documents()`` yielding ``({"custom_id", "text",
-"metadata"?}, line or None)``, the shape ``domain.jobs.create_job`` validates. It is
+"metadata"?}, line or None)`` or ``(FileDocument, None)``, the shapes
+``domain.jobs.create_job`` takes. It is
 stored on the schedule as a JSON spec with a ``type``; ``parse_source`` validates a
 spec (errors name the field) and ``open_source`` builds the reader. The first kind
 is a folder; an object store (``{"type": "s3", "bucket", "prefix"}``) is another
@@ -14,7 +15,9 @@ every file, each time a schedule fires, because a folder that was fine at creati
 be swapped for a symlink later; a file's size is checked (fstat) before it is read.
 Example::
 
-    limits = FileLimits(settings.max_document_bytes, settings.max_request_bytes)
+    limits = FileLimits(
+        settings.max_document_bytes, settings.max_request_bytes, settings.extract_max_bytes
+    )
     source = open_source(spec, "acme", settings.schedule_folder_roots, limits)
     for document, line in source.iter_documents():
         ...
@@ -26,21 +29,20 @@ import io
 import json
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
+from domain.files import JSONL_SUFFIXES, TEXT_SUFFIXES, FileDocument, inline_text
 from schema.errors import InputError, PermanentError
 
-TEXT_SUFFIXES = (".txt", ".md")
-JSONL_SUFFIXES = (".jsonl", ".ndjson")
 SOURCE_TYPES = ("folder",)
 ROOTS_SETTING = "DOCBATCH_SCHEDULE_FOLDER_ROOTS"
 
 
 class Source(Protocol):
-    def iter_documents(self) -> Iterator[tuple[dict[str, Any], int | None]]:
+    def iter_documents(self) -> Iterator[tuple[dict[str, Any] | FileDocument, int | None]]:
         """Documents in a stable order; raise PermanentError when the source is unreadable."""
         ...
 
@@ -59,17 +61,21 @@ def _inside(real: Path, allowed: Sequence[Path]) -> bool:
 
 @dataclass(frozen=True)
 class FileLimits:
-    """Largest file read: a text file is one document (DOCBATCH_MAX_DOCUMENT_BYTES); a
-    JSONL file is like an NDJSON upload (DOCBATCH_MAX_REQUEST_BYTES)."""
+    """Largest file read: a UTF-8 text file taken as it is (DOCBATCH_MAX_DOCUMENT_BYTES);
+    a JSONL file is like an NDJSON upload (DOCBATCH_MAX_REQUEST_BYTES); any other file is
+    stored for extraction up to DOCBATCH_EXTRACT_MAX_BYTES (a bigger one fails alone)."""
 
     text_bytes: int
     jsonl_bytes: int
+    file_bytes: int = 100_000_000
 
 
 class FolderSource:
-    """Files under ``path`` matching ``pattern``: ``.txt``/``.md`` are one document each,
-    named by their path relative to the folder; ``.jsonl`` lines are documents as they are
-    (their own ``custom_id``). Every file must really lie inside ``allowed``."""
+    """Files under ``path`` matching ``pattern`` (hidden ones skipped), each one document
+    named by its path relative to the folder: a UTF-8 ``.txt``/``.md`` as its text, any
+    other file (PDF, DOCX, HTML, e-mail, archive, text in another encoding) stored for the
+    extract stage; ``.jsonl`` lines are documents as they are (their own ``custom_id``).
+    Every file must really lie inside ``allowed``."""
 
     def __init__(
         self, path: str, pattern: str, allowed: Sequence[Path], limits: FileLimits
@@ -93,11 +99,11 @@ class FolderSource:
     def files(self) -> list[tuple[Path, str]]:
         """(path, name relative to the folder) of the matching files, sorted by name.
 
-        Anything with a document suffix that is not a folder is listed, so a file that
-        cannot be read (a dangling link, a FIFO) is reported rather than silently skipped.
+        Anything that is not a folder or hidden (``.name``, or inside ``.folder/``) is
+        listed, so a file that cannot be read (a dangling link, a FIFO) is reported rather
+        than silently skipped.
         """
         root = self.real_root()
-        suffixes = TEXT_SUFFIXES + JSONL_SUFFIXES
         found = []
         try:
             for path in root.glob(self.pattern):
@@ -109,22 +115,24 @@ class FolderSource:
                         "folders this tenant may read (<root>/<tenant> for each root in "
                         f"{ROOTS_SETTING}); refused"
                     )
-                if path.suffix in suffixes and not path.is_dir():
+                hidden = any(p.startswith(".") for p in path.relative_to(root).parts)
+                if not hidden and not path.is_dir():
                     found.append(path)
         except OSError as exc:
             raise PermanentError(f"cannot list {self.root}: {exc.strerror or exc}") from None
         return sorted((p, p.relative_to(root).as_posix()) for p in found)
 
-    def iter_documents(self) -> Iterator[tuple[dict[str, Any], int | None]]:
+    def iter_documents(self) -> Iterator[tuple[dict[str, Any] | FileDocument, int | None]]:
         for path, name in self.files():
             yield from self._read(path, name)
 
-    def _read(self, path: Path, name: str) -> Iterator[tuple[dict[str, Any], int | None]]:
+    def _read(
+        self, path: Path, name: str
+    ) -> Iterator[tuple[dict[str, Any] | FileDocument, int | None]]:
         jsonl = path.suffix in JSONL_SUFFIXES
-        limit = self.limits.jsonl_bytes if jsonl else self.limits.text_bytes
-        setting = "DOCBATCH_MAX_REQUEST_BYTES" if jsonl else "DOCBATCH_MAX_DOCUMENT_BYTES"
+        limit = self.limits.jsonl_bytes if jsonl else None
         try:
-            fh = open_confined(path, name, self.allowed, limit, setting)
+            fh = open_confined(path, name, self.allowed, limit, "DOCBATCH_MAX_REQUEST_BYTES")
         except OSError as exc:
             raise PermanentError(f"cannot read {name}: {exc.strerror or exc}") from None
         with fh:
@@ -132,23 +140,30 @@ class FolderSource:
                 if jsonl:
                     yield from _jsonl_documents(fh, name)
                     return
-                raw = fh.read(limit + 1)
+                size = os.fstat(fh.fileno()).st_size
+                if path.suffix in TEXT_SUFFIXES and size <= self.limits.text_bytes:
+                    text = inline_text(name, fh.read(size + 1), self.limits.text_bytes)
+                    if text is not None:
+                        yield {"custom_id": name, "text": text}, None
+                        return
+                    fh.seek(0)
             except OSError as exc:
                 raise PermanentError(f"cannot read {name}: {exc.strerror or exc}") from None
-        if len(raw) > limit:  # it grew after the size check
-            raise PermanentError(f"{name} is over {limit} bytes, the limit ({setting})")
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError("text", f"{name} is not valid UTF-8: {exc.reason}") from None
-        yield {"custom_id": name, "text": text}, None
+            # Opened (and checked) already: the job reads these very bytes, or none at all
+            # when the file is over the extraction limit.
+            yield FileDocument(name, size, _keep_open(fh)), None
+
+
+def _keep_open(fh: io.BufferedReader) -> Callable[[], IO[bytes]]:
+    return lambda: fh
 
 
 def open_confined(
-    path: Path, name: str, allowed: Sequence[Path], limit: int, setting: str
+    path: Path, name: str, allowed: Sequence[Path], limit: int | None, setting: str
 ) -> io.BufferedReader:
     """Open ``path`` for reading if its real path lies inside ``allowed``, it is a regular
-    file, and it is at most ``limit`` bytes; PermanentError naming the file otherwise.
+    file, and it is at most ``limit`` bytes (None: any size); PermanentError naming the
+    file otherwise.
 
     The final component is opened with O_NOFOLLOW at its resolved path, and the opened
     descriptor's own path is checked again, so a link swapped in between is refused.
@@ -169,7 +184,7 @@ def open_confined(
         proc_link = f"/proc/self/fd/{fd}"
         if os.path.exists(proc_link) and not _inside(Path(os.readlink(proc_link)), allowed):
             raise outside
-        if info.st_size > limit:
+        if limit is not None and info.st_size > limit:
             raise PermanentError(
                 f"{name} is {info.st_size} bytes; the limit is {limit} bytes ({setting})"
             )
@@ -190,28 +205,6 @@ def _jsonl_documents(
             yield json.loads(raw), number
         except ValueError as exc:
             raise InputError("document", f"{name}: malformed JSON: {exc}", line=number) from None
-
-
-def read_file(path: Path, name: str) -> Iterator[tuple[dict[str, Any], int | None]]:
-    """The documents of one file: each line of a ``.jsonl`` (with its line number), or a
-    text file as one document whose ``custom_id`` is ``name``."""
-    if path.suffix in JSONL_SUFFIXES:
-        with path.open("rb") as fh:
-            for number, raw in enumerate(fh, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    yield json.loads(raw), number
-                except ValueError as exc:
-                    raise InputError(
-                        "document", f"{name}: malformed JSON: {exc}", line=number
-                    ) from None
-        return
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError("text", f"{name} is not valid UTF-8: {exc.reason}") from None
-    yield {"custom_id": name, "text": text}, None
 
 
 def parse_source(raw: Any, allowed_roots: Sequence[str], tenant: str) -> dict[str, Any]:

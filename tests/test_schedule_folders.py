@@ -189,8 +189,9 @@ def test_links_out_of_the_tenant_folder_are_refused_at_every_read(api, roots):
 
 
 def test_file_size_is_checked_before_the_file_is_read(api, roots, tmp_path):
-    """A 400 MB (sparse) text file is refused from its size: the tick's process never
-    holds it in memory (measured in a separate process, from the peak RSS)."""
+    """A 400 MB (sparse) file over DOCBATCH_EXTRACT_MAX_BYTES is never read: the job takes
+    it as a document that will fail alone at extraction, naming the limit, and the tick's
+    process never holds it in memory (measured in a separate process, from the peak RSS)."""
     big = _files(roots / "default" / "big", {"small.txt": "small"})
     with (big / "huge.txt").open("wb") as fh:
         fh.truncate(400 * 1024 * 1024)
@@ -217,10 +218,19 @@ def test_file_size_is_checked_before_the_file_is_read(api, roots, tmp_path):
         )
         assert out.returncode == 0, out.stderr[-3000:]
         report = json.loads(out.stdout.strip().splitlines()[-1])
-        assert len(report["errors"]) == 1, report
-        error = report["errors"][0]
-        assert "huge.txt" in error and "DOCBATCH_MAX_DOCUMENT_BYTES" in error, error
+        assert report["errors"] == [None], report
         assert report["grew_kb"] < 100 * 1024, f"the tick read the file: {report}"
+        job_id = _fire_all()[sid][0]
+        from schema.tables import DocumentFile
+
+        with new_session() as s:
+            stored = {f.name: f for f in s.scalars(select(DocumentFile).filter_by(job_id=job_id))}
+        assert list(stored) == ["huge.txt"]  # small.txt is UTF-8 text: no extraction
+        assert (stored["huge.txt"].bytes, stored["huge.txt"].blob_oid) == (400 * 1024**2, None)
+        from schema.settings import get_settings
+        from worker.extraction import _too_big
+
+        assert "DOCBATCH_EXTRACT_MAX_BYTES" in _too_big(stored["huge.txt"], get_settings())
     finally:
         runs = _fire_all()
         _cleanup(api, [sid], runs)
