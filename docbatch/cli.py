@@ -1,6 +1,7 @@
 """``docbatch``: client commands, process launchers and the embedded runner.
 
 docbatch run docs.jsonl --task tags --task summarize -o out.jsonl   # no servers
+docbatch run ./inbox --task summarize      # a folder of PDFs, Word files, e-mails, ...
 docbatch api | docbatch worker --task embed | docbatch beat | docbatch migrate
 docbatch submit docs.jsonl --task tags --wait
 docbatch status JOB ; docbatch results JOB -o out.jsonl ; docbatch cancel JOB
@@ -87,23 +88,16 @@ def _wait(client: Any, job_id: str) -> dict[str, Any]:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from docbatch.inputs import iter_documents
+    from docbatch.inputs import expand
 
     client = _client()
     tasks = _task_specs(args)
-    paths = [Path(p) for p in args.files]
-    if len(paths) == 1 and paths[0].suffix in (".jsonl", ".ndjson"):
-        job = client.submit_ndjson(
-            paths[0], tasks, name=args.name, idempotency_key=args.idempotency_key
-        )
-    else:  # text files and several inputs: one NDJSON body, removed once sent
-        with tempfile.NamedTemporaryFile("w", suffix=".jsonl") as tmp:
-            for doc, _ in iter_documents(paths):
-                tmp.write(json.dumps(doc) + "\n")
-            tmp.flush()
-            job = client.submit_ndjson(
-                Path(tmp.name), tasks, name=args.name, idempotency_key=args.idempotency_key
-            )
+    files = expand(Path(p) for p in args.files)
+    options = {"name": args.name, "idempotency_key": args.idempotency_key}
+    if len(files) == 1 and files[0].jsonl:
+        job = client.submit_ndjson(files[0].path, tasks, **options)
+    else:  # one multipart upload; the api reads NDJSON, text and other files alike
+        job = client.submit_files([(f.name, f.path) for f in files], tasks, **options)
     print(job["id"])
     if args.wait:
         from docbatch.progress import counts_table

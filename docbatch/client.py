@@ -8,6 +8,7 @@ reached at the configured URL.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,31 @@ class ApiError(DocbatchError):
 
 
 _HINTS = {401: " (set DOCBATCH_API_KEY to a key from `docbatch keys create`)"}
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "").replace("\n", " ")
+
+
+def _multipart(
+    boundary: str, fields: dict[str, str], files: list[tuple[str, Path]]
+) -> Iterator[bytes]:
+    for key, value in fields.items():
+        yield (
+            (f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n').encode()
+            + value.encode()
+            + b"\r\n"
+        )
+    for name, path in files:
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="{_quote(name)}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
+        with path.open("rb") as fh:
+            while block := fh.read(1 << 20):
+                yield block
+        yield b"\r\n"
+    yield f"--{boundary}--\r\n".encode()
 
 
 class Client:
@@ -77,6 +103,23 @@ class Client:
         with path.open("rb") as body:
             resp = self._send("POST", "/v1/jobs", params=params, content=body, headers=headers)
         return resp.json()
+
+    def submit_files(
+        self,
+        files: list[tuple[str, Path]],
+        tasks: list[dict[str, Any]],
+        name: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """One multipart upload of ``(name, path)`` files (any kind: NDJSON, PDFs, ...),
+        streamed from disk one file at a time."""
+        boundary = secrets.token_hex(16)
+        fields = {"tasks": json.dumps(tasks), **({"name": name} if name else {})}
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        body = _multipart(boundary, fields, files)
+        return self._send("POST", "/v1/jobs", content=body, headers=headers).json()
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self._send("GET", f"/v1/jobs/{job_id}").json()

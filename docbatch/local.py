@@ -21,6 +21,8 @@ from typing import Any
 from docbatch.processes import Process, kill, spawn
 from docbatch.progress import ProgressBar
 
+EXTRACT = "extract"  # schema.tables.EXTRACT, without importing SQLAlchemy before the spawn
+
 IDLE_EXIT_SECONDS = 1.0
 
 
@@ -79,6 +81,11 @@ def run(
     workdir.mkdir(parents=True, exist_ok=True)
     env = embedded_env(workdir)
     names = [t["type"] if isinstance(t, dict) else t for t in tasks]
+    from docbatch.inputs import expand, needs_extraction
+
+    files = expand(inputs)  # a typo fails here, before any process starts
+    # The extract stage (files to text, no model) joins when the inputs hold files.
+    workers = [*names, EXTRACT] if needs_extraction(files) else list(names)
     # Workers share the cores: each takes its share (worker/threads.py), since
     # oversubscribed threads cost more than they give.
     env["DOCBATCH_WORKERS_PER_HOST"] = str(len(names))
@@ -86,7 +93,7 @@ def run(
     # Workers start first, before this process's own imports: their start-up and model
     # load (seconds) overlap the imports, the migration and the ingest below. They touch
     # the database only once a unit reaches them, and units are published after both.
-    procs = [start_worker(t, env, workdir / f"worker-{t}.log") for t in names]
+    procs = [start_worker(t, env, workdir / f"worker-{t}.log") for t in workers]
     try:
         from docbatch.inputs import iter_documents
         from domain import jobs
@@ -118,10 +125,14 @@ def run(
                 settings,
                 tenant="local",
                 tasks=parsed,
-                documents=iter_documents(inputs),
+                documents=iter_documents(files, settings.max_document_bytes),
                 name="docbatch run",
             )
             job_id = new.job.id
+            names = jobs.task_names(s, job_id)
+        if EXTRACT in names and EXTRACT not in workers:  # a .txt that is not UTF-8
+            workers.append(EXTRACT)
+            procs.append(start_worker(EXTRACT, env, workdir / f"worker-{EXTRACT}.log"))
         publish_units(new.units, settings=settings)
         bar = ProgressBar() if progress else None
         while True:
@@ -131,7 +142,7 @@ def run(
                 bar.update(job)
             if job["status"] in TERMINAL_JOB_STATUSES:
                 break
-            dead = [t for t, p in zip(names, procs, strict=True) if p.poll() is not None]
+            dead = [t for t, p in zip(workers, procs, strict=True) if p.poll() is not None]
             if dead:
                 raise RuntimeError(
                     f"worker for {dead[0]} exited; see {workdir / f'worker-{dead[0]}.log'}"

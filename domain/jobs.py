@@ -305,6 +305,12 @@ def create_job(
     return NewJob(job=job, units=[(u.id, u.queue) for u in units])
 
 
+def task_names(session: Session, job_id: str) -> list[str]:
+    """The job's tasks, ``extract`` last when it has files (the results' columns)."""
+    names = list(session.scalars(select(JobTask.task).where(JobTask.job_id == job_id)))
+    return sorted(names, key=lambda t: t == EXTRACT)
+
+
 def get_job(session: Session, tenant: str | None, job_id: str) -> Job:
     job = session.get(Job, job_id)
     if job is None or (tenant is not None and job.tenant != tenant):
