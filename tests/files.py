@@ -100,3 +100,22 @@ def make_scan() -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PDF", resolution=150)
     return buffer.getvalue()
+
+
+def make_long_pdf(
+    pages: int, text: str = "A page of text that takes a while to read. " * 20
+) -> bytes:
+    """``pages`` copies of one page of text (copied by PDFium: writing each with fpdf2
+    would take minutes)."""
+    import pypdfium2 as pdfium
+
+    source = pdfium.PdfDocument(make_pdf([text]))
+    out = pdfium.PdfDocument.new()
+    try:
+        out.import_pages(source, [0] * pages)
+        buffer = io.BytesIO()
+        out.save(buffer)
+    finally:
+        out.close()
+        source.close()
+    return buffer.getvalue()

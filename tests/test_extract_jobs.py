@@ -5,6 +5,7 @@ upper-casing fake on a private queue), results read back over the api."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 
 import pytest
 
@@ -142,3 +143,65 @@ def test_the_same_bytes_again_reuse_their_extraction(api, file_workers):
     assert reused["output"]["pages"] == one["again/a.pdf"]["extract"]["output"]["pages"]
     assert two["again/a.pdf"]["summarize"] == one["again/a.pdf"]["summarize"]
     assert second["counts"]["extract"]["reused"] >= 1
+
+
+def _worker(private_queues, **env):
+    w = WorkerProcess("extract", env={"DOCBATCH_QUEUE_PREFIX": private_queues, **env})
+    return w.wait_ready()
+
+
+def test_time_and_page_limits_fail_their_file_alone(api, private_queues):
+    from tests.files import make_long_pdf
+
+    extract_worker = _worker(
+        private_queues,
+        DOCBATCH_EXTRACT_TIME_LIMIT_SECONDS="0.5",
+        DOCBATCH_EXTRACT_MAX_PAGES="5000",
+    )
+    model = WorkerProcess("summarize", env=fake_worker_env(private_queues)).wait_ready()
+    try:
+        files = [
+            ("slow.pdf", make_long_pdf(4900)),  # about 1.5 s of PDFium: over the time limit
+            ("long.pdf", make_long_pdf(6000)),
+            ("after.pdf", make_pdf(PAGES[:1])),  # the sandbox child was replaced: this works
+        ]
+        job = wait_for_job(api, _upload(api, files).json()["id"], timeout=120)
+        results = _by_id(api, job["id"])
+        slow, long, after = (results[n]["extract"] for n in ("slow.pdf", "long.pdf", "after.pdf"))
+        assert "longer than 0.5 s (DOCBATCH_EXTRACT_TIME_LIMIT_SECONDS)" in slow["error"], slow
+        assert "6000 pages; the limit is 5000 (DOCBATCH_EXTRACT_MAX_PAGES)" in long["error"], long
+        assert after["status"] == "succeeded"
+        assert results["after.pdf"]["summarize"]["status"] == "succeeded"
+        assert job["status"] == "completed_with_errors"
+    finally:
+        extract_worker.stop()
+        model.stop()
+
+
+@pytest.mark.skipif(not shutil.which("tesseract"), reason="tesseract not installed")
+def test_scanned_pages_through_ocr_when_enabled(api, private_queues):
+    from tests.files import make_scan
+
+    extract_worker = _worker(private_queues, DOCBATCH_EXTRACT_OCR="true")
+    model = WorkerProcess("summarize", env=fake_worker_env(private_queues)).wait_ready()
+    try:
+        job = wait_for_job(api, _upload(api, [("scan.pdf", make_scan())]).json()["id"])
+        [line] = _by_id(api, job["id"]).values()
+        assert "tesseract" in line["extract"]["output"]["library"], line
+        assert line["extract"]["output"]["metadata"]["ocr_pages"] == 1
+        assert "SOCKETS SEND BYTES" in line["summarize"]["output"]["summary"]
+    finally:
+        extract_worker.stop()
+        model.stop()
+
+
+def test_cancel_before_extraction_closes_the_waiting_model_units(api, private_queues):
+    """No extract worker runs: the job's model units wait; a cancel ends them all."""
+    files = [(f"c{i}.pdf", make_pdf(PAGES[:1])) for i in range(20)]
+    job = _upload(api, files).json()
+    assert job["counts"]["extract"]["pending"] == 20 and job["counts"]["summarize"]["pending"] == 20
+    api.post(f"/v1/jobs/{job['id']}/cancel")
+    job = wait_for_job(api, job["id"], timeout=60)
+    assert job["status"] == "cancelled"
+    for counts in job["counts"].values():
+        assert counts["cancelled"] == counts["total"] == 20, job["counts"]
