@@ -18,7 +18,14 @@ from domain.schedules import next_fire
 from schema.db import new_session
 from schema.settings import get_settings
 from schema.tables import Job, Result, ScheduleRun, utcnow
-from tests.fixtures import ARTIFACTS, WorkerProcess, spawn, stop_process, wait_for_job
+from tests.fixtures import (
+    ARTIFACTS,
+    WorkerProcess,
+    read_ndjson,
+    spawn,
+    stop_process,
+    wait_for_job,
+)
 from tests.settings_env import override
 
 FAKE = "tests.fakes:UpperHandler"
@@ -53,14 +60,18 @@ def fake_workers(prefix: str) -> Iterator[list[WorkerProcess]]:
         w.stop()
 
 
-def _folder(tmp_path: Path, files: dict[str, str]) -> Path:
-    """A folder of ``files`` below tenant ``default``'s schedule root."""
+def _folder(tmp_path: Path, files: dict[str, str | bytes]) -> Path:
+    """A folder of ``files`` (text, or the bytes of a real file) below tenant
+    ``default``'s schedule root."""
     base = Path(get_settings().schedule_folder_roots[0]) / "default"
     root = base / f"{tmp_path.name}-inbox"
-    for name, text in files.items():
+    for name, content in files.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
     return root
 
 
@@ -169,6 +180,94 @@ def test_two_beats_fire_each_period_exactly_once(api, fake_workers, prefix, tmp_
     assert api.get(f"/v1/jobs/{first.id}").json()["counts"]["summarize"]["reused"] == 0
     for job in later:
         assert api.get(f"/v1/jobs/{job.id}").json()["counts"]["summarize"]["reused"] == 3
+
+
+def test_a_beat_over_a_mixed_folder_extracts_then_reuses(api, fake_workers, prefix, tmp_path):
+    """The nightly folder of PDFs, Word files, web pages and e-mails, through a real beat,
+    a real extract worker and the model workers: every file ends with its text or its
+    reason, and the next period extracts nothing again."""
+    from tests.files import HTML, PAGES, make_docx, make_email, make_pdf, make_zip
+
+    pdf = make_pdf(PAGES)
+    folder = _folder(
+        tmp_path,
+        {
+            "reports/three-pages.pdf": pdf,
+            "notes.docx": make_docx(),
+            "saved/page.html": HTML.encode(),
+            "mail.eml": make_email(make_pdf(PAGES[:1])),
+            "bundle.zip": make_zip({"inner.pdf": make_pdf(PAGES[2:])}),
+            "readme.txt": "Plain UTF-8 notes.",
+            "broken.pdf": pdf[:300],
+        },
+    )
+    name = f"mixed-{secrets.token_hex(3)}"
+    resp = api.post(
+        "/v1/schedules",
+        json={
+            "name": name,
+            "cron": "* * * * * */6",
+            "source": {"type": "folder", "path": str(folder)},
+            "tasks": ["summarize"],
+        },
+    )
+    assert resp.status_code == 201, resp.text
+    schedule_id = resp.json()["id"]
+    env = {"DOCBATCH_QUEUE_PREFIX": prefix, "DOCBATCH_SCHEDULE_TICK_SECONDS": "1"}
+    extractor = WorkerProcess("extract", env={"DOCBATCH_QUEUE_PREFIX": prefix}).wait_ready()
+    beat = spawn(["beat", "--schedule", str(tmp_path / "beat")], f"beat-mixed-{name}.log", env)
+    try:
+        [run] = _wait(lambda: _runs(schedule_id)[:1], 60, "no period fired")
+        first = wait_for_job(api, run.job_id, timeout=180)
+        done = utcnow()
+        later = _wait(
+            lambda: [r for r in _runs(schedule_id) if r.period_start > done][:1],
+            60,
+            "no period fired after the first job ended",
+        )
+        api.delete(f"/v1/schedules/{schedule_id}")
+        second = wait_for_job(api, later[0].job_id, timeout=180)
+    finally:
+        stop_process(beat)
+        extractor.stop()
+
+    expected = {
+        "reports/three-pages.pdf",
+        "notes.docx",
+        "saved/page.html",
+        "mail.eml",
+        "mail.eml/report.pdf",
+        "bundle.zip/inner.pdf",
+        "readme.txt",
+        "broken.pdf",
+    }
+    for job in (first, second):
+        assert job["status"] == "completed_with_errors", job
+        lines = {
+            x["custom_id"]: x["results"]
+            for x in read_ndjson(api.get(f"/v1/jobs/{job['id']}/results"))
+        }
+        assert set(lines) == expected, sorted(lines)
+        assert "damaged" in lines["broken.pdf"]["summarize"]["error"], lines["broken.pdf"]
+        ok = expected - {"broken.pdf"}
+        assert all(lines[c]["summarize"]["status"] == "succeeded" for c in ok), lines
+        pdf_out = lines["reports/three-pages.pdf"]
+        assert [p for _, p in pdf_out["extract"]["output"]["pages"]] == [1, 2, 3]
+        assert PAGES[2].upper().split(".")[0] in pdf_out["summarize"]["output"]["summary"]
+    # The second period found the same bytes: their extraction and summaries are reused.
+    # An e-mail or archive (whose parts become documents of their own) is extracted again,
+    # its parts' summaries are reused; a failed file is tried again.
+    assert first["counts"]["extract"]["reused"] == 0
+    again = {
+        x["custom_id"]: x["results"]
+        for x in read_ndjson(api.get(f"/v1/jobs/{second['id']}/results"))
+    }
+    extracted_before = {
+        c for c, r in again.items() if (r["extract"].get("output") or {}).get("reused_from")
+    }
+    assert extracted_before == {"reports/three-pages.pdf", "notes.docx", "saved/page.html"}
+    assert second["counts"]["summarize"]["reused"] == 7  # every document but the broken one
+    assert second["counts"]["summarize"]["chunks"] == 0, "nothing was summarized again"
 
 
 def test_racing_firings_of_one_period_make_one_job(api, prefix, tmp_path):
