@@ -16,10 +16,13 @@ PAGES = [
 ]
 
 
-def make_pdf(pages: list[str], **encryption: str) -> bytes:
+def make_pdf(pages: list[str], title: str = "", **encryption: str) -> bytes:
+    """A title (metadata, not text) makes the bytes unique: extraction is reused by sha256."""
     from fpdf import FPDF
 
     pdf = FPDF()
+    if title:
+        pdf.set_title(title)
     pdf.set_font("helvetica", size=12)
     for text in pages:
         pdf.add_page()
@@ -29,10 +32,11 @@ def make_pdf(pages: list[str], **encryption: str) -> bytes:
     return bytes(pdf.output())
 
 
-def make_docx() -> bytes:
+def make_docx(title: str = "") -> bytes:
     import docx
 
     document = docx.Document()
+    document.core_properties.title = title
     document.add_heading("Networking", level=1)
     document.add_paragraph(PAGES[0])
     document.add_heading("Data formats", level=1)
@@ -55,6 +59,11 @@ HTML = """<!DOCTYPE html><html><head><title>Standard library notes</title></head
 </article></main>
 <footer><p>Copyright 2026 Example Corp. All rights reserved. Privacy policy. Cookie settings.</p>
 </footer></body></html>""".format(*PAGES)
+
+
+def make_html(title: str) -> bytes:
+    """HTML with the same text and unique bytes (a meta tag carries the title)."""
+    return HTML.replace("<head>", f'<head><meta name="run" content="{title}">').encode()
 
 
 def make_email(attachment: bytes) -> bytes:

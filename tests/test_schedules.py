@@ -186,17 +186,19 @@ def test_a_beat_over_a_mixed_folder_extracts_then_reuses(api, fake_workers, pref
     """The nightly folder of PDFs, Word files, web pages and e-mails, through a real beat,
     a real extract worker and the model workers: every file ends with its text or its
     reason, and the next period extracts nothing again."""
-    from tests.files import HTML, PAGES, make_docx, make_email, make_pdf, make_zip
+    from tests.files import PAGES, make_docx, make_email, make_html, make_pdf, make_zip
 
-    pdf = make_pdf(PAGES)
+    # Unique bytes: other tests extract the same texts, and extraction is reused by sha256.
+    stamp = secrets.token_hex(4)
+    pdf = make_pdf(PAGES, title=stamp)
     folder = _folder(
         tmp_path,
         {
             "reports/three-pages.pdf": pdf,
-            "notes.docx": make_docx(),
-            "saved/page.html": HTML.encode(),
-            "mail.eml": make_email(make_pdf(PAGES[:1])),
-            "bundle.zip": make_zip({"inner.pdf": make_pdf(PAGES[2:])}),
+            "notes.docx": make_docx(title=stamp),
+            "saved/page.html": make_html(stamp),
+            "mail.eml": make_email(make_pdf(PAGES[:1], title=stamp)),
+            "bundle.zip": make_zip({"inner.pdf": make_pdf(PAGES[2:], title=stamp)}),
             "readme.txt": "Plain UTF-8 notes.",
             "broken.pdf": pdf[:300],
         },
