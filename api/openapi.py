@@ -43,7 +43,12 @@ def install(app: FastAPI) -> None:
                     "schema": {
                         "type": "object",
                         "properties": {
-                            "file": {"type": "string", "format": "binary"},
+                            "file": {
+                                "type": "array",
+                                "items": {"type": "string", "format": "binary"},
+                                "description": "one part per file (PDF, DOCX, HTML, e-mail, "
+                                "zip/tar archive, text, or NDJSON documents); repeat for more",
+                            },
                             **{
                                 name: _SCHEMAS.get(name, {"type": "string"})
                                 for name, _ in NDJSON_PARAMS

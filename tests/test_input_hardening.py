@@ -238,6 +238,9 @@ def test_openapi_lists_every_job_option(api):
     query = {p["name"] for p in post["parameters"] if p["in"] == "query"}
     options = set(doc["components"]["schemas"]["JobCreate"]["properties"]) - {"documents"}
     assert options == query == set(form) - {"file"}
+    # Many ``file`` parts, one per file: a client generator must offer a list of files.
+    assert form["file"]["type"] == "array"
+    assert form["file"]["items"] == {"type": "string", "format": "binary"}
     priority = doc["components"]["schemas"]["JobCreate"]["properties"]["priority"]
     assert (priority["type"], priority["minimum"], priority["maximum"]) == ("integer", 0, 9)
 
