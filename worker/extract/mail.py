@@ -38,7 +38,8 @@ def _assemble(
 def extract_eml(data: bytes) -> Extracted:
     message = email.message_from_bytes(data, policy=email.policy.default)
     assert isinstance(message, EmailMessage)
-    meta = {h: str(message[h]) for h in HEADERS if message[h] is not None}
+    # message[h] parses the header on every access: once each.
+    meta = {h: str(v) for h in HEADERS if (v := message[h]) is not None}
     body = ""
     part = message.get_body(preferencelist=("plain", "html"))
     if part is not None:

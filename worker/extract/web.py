@@ -15,9 +15,13 @@ _HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
 def extract_html(data: bytes) -> Extracted:
     import trafilatura
 
-    html = decode(data)
+    # Parsed once: extract() works on a copy of the tree, and the title is read from it
+    # directly (trafilatura's extract_metadata would parse and walk the page again).
+    tree = trafilatura.load_html(decode(data))
+    if tree is None:
+        raise ExtractError("the HTML page could not be parsed")
     markdown = trafilatura.extract(
-        html,
+        tree,
         output_format="markdown",
         include_comments=False,
         include_tables=True,
@@ -36,9 +40,9 @@ def extract_html(data: bytes) -> Extracted:
         lines.append(line)
         offset += len(line) + 1
     metadata = {}
-    title = trafilatura.extract_metadata(html)
-    if title is not None and title.title:
-        metadata["title"] = title.title
+    title = " ".join((tree.findtext(".//title") or "").split())
+    if title:
+        metadata["title"] = title
     return Extracted(
         "\n".join(lines).strip("\n"),
         "html",
