@@ -89,6 +89,7 @@ def test_services_profiles_and_healthchecks(config):
         "prometheus",
         "grafana",
         *(f"worker-{t}" for t in TASKS),
+        "worker-extract",
     }
     assert services["prometheus"]["profiles"] == ["monitoring"]
     assert services["grafana"]["profiles"] == ["monitoring"]
@@ -139,6 +140,28 @@ def test_one_gpu_worker_per_task(config):
         assert w["environment"]["DOCBATCH_WORKER_METRICS_PORT"] == "9100"
         assert w["depends_on"]["api"]["condition"] == "service_healthy"
     assert sorted(gpus) == [str(i) for i in range(len(TASKS))]  # one GPU each, none shared
+
+
+def test_extract_worker_runs_on_cpu_and_scales_out(config):
+    services = config["services"]
+    w = services["worker-extract"]
+    assert w["command"] == ["docbatch", "worker", "--task", "extract"]
+    # The worker image: the extraction libraries and Tesseract (checked below).
+    assert w["build"]["dockerfile"] == "ops/Dockerfile.worker"
+    assert "devices" not in str(w.get("deploy", {}))  # no GPU reservation
+    assert "CUDA_VISIBLE_DEVICES" not in w["environment"]
+    assert w["depends_on"]["api"]["condition"] == "service_healthy"  # migrated first
+    # The stored originals are Postgres large objects: the same database as the api's.
+    api_env = services["api"]["environment"]
+    for key in ("DOCBATCH_DATABASE_URL", "DOCBATCH_BROKER_URL", "DOCBATCH_QUEUE_PREFIX"):
+        assert w["environment"][key] == api_env[key]
+    # `--scale worker-extract=N` needs no fixed name and no published port.
+    assert "container_name" not in w and "ports" not in w
+    assert w["environment"]["DOCBATCH_EXTRACT_OCR"] == "false"
+    on = _compose("config", "--format", "json", env={**SECRETS, "DOCBATCH_EXTRACT_OCR": "true"})
+    assert on.returncode == 0, on.stderr
+    env = json.loads(on.stdout)["services"]["worker-extract"]["environment"]
+    assert env["DOCBATCH_EXTRACT_OCR"] == "true"
 
 
 def test_exactly_one_beat(config):
@@ -223,6 +246,12 @@ def test_dockerfiles_install_what_they_run():
     assert "slim_requirements.py" in slim
     gpu = (ROOT / "ops/Dockerfile.worker").read_text()
     assert "FROM nvidia/cuda:" in gpu and "torch.version.cuda" in gpu
+    # Tesseract for the extract worker's OCR, in the image's one apt-get RUN.
+    runs = gpu.replace("\\\n", " ").split("\nRUN ")
+    (apt,) = [r.split("\n")[0] for r in runs if "apt-get install" in r]
+    packages = apt.split("apt-get install", 1)[1].split("&&")[0].split()
+    assert {"--no-install-recommends", "tesseract-ocr", "tesseract-ocr-eng"} <= set(packages)
+    assert "rm -rf /var/lib/apt/lists/*" in apt
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "tests"} <= set(ignored)
 
@@ -272,7 +301,47 @@ def test_k8s_manifests():
         assert trigger["metadata"]["listName"] == f"docbatch.{task}"
         assert int(trigger["metadata"]["listLength"]) >= 1
 
+    _check_k8s_extract(deployments, scaled, by_kind["ConfigMap"]["docbatch-settings"]["data"])
+
     flower = deployments["docbatch-flower"]["spec"]["template"]["spec"]["containers"][0]
     assert "--read_only" in flower["command"] and "--max_tasks=10000" in flower["command"]
     api_init = deployments["docbatch-api"]["spec"]["template"]["spec"]["initContainers"][0]
     assert api_init["command"][:2] == ["docbatch", "migrate"]
+
+
+def _check_k8s_extract(
+    deployments: dict[str, dict[str, Any]],
+    scaled: dict[str, dict[str, Any]],
+    settings_data: dict[str, str],
+) -> None:
+    from kombu.transport.redis import Channel
+
+    from api.metrics import priority_queue_names
+    from domain.broker import broker_priority
+    from schema.settings import Settings
+    from schema.tables import EXTRACT
+
+    spec = deployments["docbatch-worker-extract"]["spec"]
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"][:4] == ["docbatch", "worker", "--task", EXTRACT]
+    assert "docbatch-worker" in container["image"]
+    resources = container["resources"]
+    assert "nvidia.com/gpu" not in {**resources["requests"], **resources["limits"]}
+    assert "tolerations" not in pod  # any node, not only GPU nodes
+    # One process per CPU it may use (left alone, it would start one per node core).
+    flags = container["command"][4:]
+    assert flags[flags.index("--concurrency") + 1] == resources["limits"]["cpu"]
+    assert "replicas" not in spec  # KEDA owns it
+
+    so = scaled["docbatch-worker-extract"]["spec"]
+    assert so["scaleTargetRef"]["name"] == "docbatch-worker-extract"
+    assert so["minReplicaCount"] == 0
+    assert all(t["type"] == "redis" for t in so["triggers"])
+    assert all(int(t["metadata"]["listLength"]) >= 1 for t in so["triggers"])
+    queue = Settings(queue_prefix=settings_data["DOCBATCH_QUEUE_PREFIX"]).queue_for(EXTRACT)
+    assert queue == "docbatch.extract"
+    watched = {t["metadata"]["listName"] for t in so["triggers"]}
+    assert watched == set(priority_queue_names(queue))  # every priority level
+    # Where a job of default priority (0) waits: the pods start for it.
+    assert f"{queue}{Channel.sep}{broker_priority(0)}" in watched
