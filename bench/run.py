@@ -642,6 +642,17 @@ class Bench:
 
         task_paths.three_tasks(self, row)
 
+    # -- extraction: ours vs the libraries, and a folder of files end to end ---------------
+    def extract(self) -> None:
+        from bench import extract
+
+        extract.run(self, row)
+
+    def extract_folder(self) -> None:
+        from bench import extract_folder
+
+        extract_folder.run(self, row)
+
     def close(self) -> None:
         if self._api is not None:
             self._api.stop()
@@ -689,6 +700,8 @@ FIGURES: dict[str, Callable[[Bench], None]] = {
     "generate": Bench.generate,
     "task_paths": Bench.task_paths,
     "three_tasks": Bench.three_tasks,
+    "extract": Bench.extract,
+    "extract_folder": Bench.extract_folder,
 }
 
 
