@@ -5,7 +5,10 @@
 const KEY_NAME = "docbatch_api_key";
 const TERMINAL = new Set(["completed", "completed_with_errors", "failed", "cancelled"]);
 const COLORS = {summarize: "#4f7cff", tags: "#18a07a", embed: "#b26bff", translate: "#f0a020",
-                classify: "#e0457b", entities: "#2bb3c0", ask: "#8a6d3b", generate: "#5c6bc0"};
+                classify: "#e0457b", entities: "#2bb3c0", ask: "#8a6d3b", generate: "#5c6bc0",
+                extract: "#7a869a"};
+// A job with files has an extract stage (files -> text) that runs before its model tasks.
+const EXTRACT = "extract";
 const POLL_MS = 2000;
 
 // A sign-in link may carry the key in the fragment (/ui#key=dbk_...): the fragment never
@@ -71,6 +74,19 @@ function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
 
 function fmtNum(n) { return Number(n || 0).toLocaleString("en-US"); }
 
+function taskName(task) { return task === EXTRACT ? "extraction" : task; }
+
+// Extraction first: the model tasks of a file wait for it, so it reads as the first stage.
+function taskEntries(counts) {
+  return Object.entries(counts).sort(([a], [b]) => (b === EXTRACT) - (a === EXTRACT));
+}
+
+// Documents whose text is not extracted yet (their model tasks cannot start), or "".
+function waitingText(job) {
+  const n = job.counts[EXTRACT] ? job.counts[EXTRACT].pending : 0;
+  return n ? fmtNum(n) + " " + (n === 1 ? "document" : "documents") + " waiting for extraction" : "";
+}
+
 function jobTotals(job) {
   let total = 0, ok = 0, bad = 0;
   for (const c of Object.values(job.counts)) {
@@ -117,16 +133,18 @@ async function renderJobs() {
   }
   for (const job of body.data) {
     const t = jobTotals(job);
-    const tasks = Object.entries(job.counts).map(([task, c]) =>
-      h("span", {class: "chip", style: "border-color:" + (COLORS[task] || "#999")},
-        task + " " + (c.succeeded + c.failed + c.cancelled) + "/" + c.total));
+    const tasks = taskEntries(job.counts).map(([task, c]) =>
+      h("span", {class: "chip", style: "border-color:" + (COLORS[task] || "#999"), "data-task": task},
+        taskName(task) + " " + (c.succeeded + c.failed + c.cancelled) + "/" + c.total));
+    const waiting = waitingText(job);
     tbody.append(h("tr", {class: "job-row", "data-job-id": job.id},
       h("td", {}, h("a", {href: "/ui/jobs/" + job.id}, job.name || job.id),
         h("div", {class: "muted mono small"}, job.id)),
       h("td", {}, badge(job.status)),
       h("td", {}, progressBar(t.ok, t.bad, t.total, false),
         h("div", {class: "small muted progress-text"}, fmtNum(t.done) + " / " + fmtNum(t.total) +
-          " done" + (t.bad ? " · " + fmtNum(t.bad) + " failed or cancelled" : ""))),
+          " done" + (t.bad ? " · " + fmtNum(t.bad) + " failed or cancelled" : "") +
+          (waiting ? " · " + waiting : ""))),
       h("td", {}, ...tasks),
       h("td", {class: "num"}, job.documents_per_second ? job.documents_per_second.toFixed(1) : "–"),
       h("td", {class: "small nowrap", title: fmtTime(job.created_at)}, fmtShort(job.created_at))));
@@ -146,8 +164,10 @@ async function renderJob(jobId) {
   const pct = (x) => (t.total ? (100 * x / t.total).toFixed(1) : 0) + "%";
   document.getElementById("overall-bar").style.width = pct(t.ok);
   document.getElementById("overall-bar-failed").style.width = pct(t.bad);
+  const waiting = waitingText(job);
   document.getElementById("overall-text").textContent =
-    fmtNum(t.done) + " of " + fmtNum(t.total) + " task results done (" + pct(t.done) + ")";
+    fmtNum(t.done) + " of " + fmtNum(t.total) + " task results done (" + pct(t.done) + ")" +
+    (waiting ? " · " + waiting : "");
   const facts = [
     ["Documents", fmtNum(job.documents)],
     ["Created", fmtShort(job.created_at)],
@@ -162,10 +182,13 @@ async function renderJob(jobId) {
 
   const tbody = document.getElementById("counts-body");
   tbody.replaceChildren();
-  for (const [task, c] of Object.entries(job.counts)) {
-    tbody.append(h("tr", {class: "count-row", "data-task": task},
-      h("td", {}, h("span", {class: "dot", style: "background:" + (COLORS[task] || "#999")}), task),
-      h("td", {}, progressBar(c.succeeded, c.failed + c.cancelled, c.total, false)),
+  for (const [task, c] of taskEntries(job.counts)) {
+    const stage = task === EXTRACT;
+    tbody.append(h("tr", {class: "count-row" + (stage ? " stage-row" : ""), "data-task": task},
+      h("td", {class: "nowrap"}, h("span", {class: "dot", style: "background:" + (COLORS[task] || "#999")}),
+        stage ? "extraction (files → text)" : task),
+      h("td", {}, progressBar(c.succeeded, c.failed + c.cancelled, c.total, false),
+        ...(stage && waiting ? [h("div", {class: "small muted progress-text"}, waiting)] : [])),
       ...[c.total, c.succeeded, c.reused || 0, c.failed, c.cancelled, c.pending, c.chunks, c.tokens]
         .map((n, i) => h("td", {class: "num c-" + ["total", "succeeded", "reused", "failed",
           "cancelled", "pending", "chunks", "tokens"][i]}, fmtNum(n)))));
@@ -204,7 +227,7 @@ async function renderErrors(jobId) {
     for (const [task, r] of Object.entries(line.results)) {
       n += 1;
       tbody.append(h("tr", {class: "error-row"}, h("td", {class: "mono"}, line.custom_id),
-        h("td", {}, task), h("td", {class: "reason"}, r.error || r.status)));
+        h("td", {}, taskName(task)), h("td", {class: "reason"}, r.error || r.status)));
     }
   }
   document.getElementById("errors-count").textContent =
@@ -225,7 +248,8 @@ function svg(tag, attrs, ...children) {
 function drawChart(host, data) {
   const W = 1100, H = 260, L = 56, R = 16, T = 16, B = 40;
   const times = [...new Set(data.map((d) => Date.parse(d.t)))].sort((a, b) => a - b);
-  const tasks = [...new Set(data.map((d) => d.task))].sort();
+  const tasks = [...new Set(data.map((d) => d.task))].sort()
+    .sort((a, b) => (b === EXTRACT) - (a === EXTRACT));
   const chart = svg("svg", {viewBox: `0 0 ${W} ${H}`, class: "chart-svg", role: "img",
                             "aria-label": "progress chart: documents done over time"});
   if (!times.length) {
@@ -259,7 +283,7 @@ function drawChart(host, data) {
     for (const p of pts) {
       const at = new Date(Date.parse(p.t) + step).toISOString().slice(11, 19);
       chart.append(svg("circle", {cx: px(Date.parse(p.t) + step), cy: py(p.done), r: 3, fill: color},
-        svg("title", {}, `${at} ${task}: ${fmtNum(p.done)} done, ${p.rate.toFixed(2)} docs/s`)));
+        svg("title", {}, `${at} ${taskName(task)}: ${fmtNum(p.done)} done, ${p.rate.toFixed(2)} docs/s`)));
     }
     latest[task] = pts[pts.length - 1];
   }
@@ -273,7 +297,7 @@ function drawChart(host, data) {
   chart.append(svg("line", {x1: L, x2: W - R, y1: T + ih, y2: T + ih, class: "baseline"}));
   let lx = L;
   for (const task of tasks) {
-    const label = `${task} ${formatRate(latest[task].rate)} docs/s`;
+    const label = `${taskName(task)} ${formatRate(latest[task].rate)} docs/s`;
     chart.append(svg("rect", {x: lx, y: H - 12, width: 10, height: 10, fill: COLORS[task] || "#999", rx: 2}));
     chart.append(svg("text", {x: lx + 14, y: H - 3, class: "axis legend", "data-task": task}, label));
     lx += 24 + label.length * 7;
