@@ -143,6 +143,9 @@ def test_dashboard_shows_job_counts_chart_and_errors(live, key):
     assert _text(dom, "c-succeeded", 'data-task="summarize"') == "22"
     assert _text(dom, "c-failed", 'data-task="summarize"') == "2"
     assert _text(dom, "c-pending", 'data-task="summarize"') == "0"
+    # JSON documents need no extraction: no extraction row, nothing waiting for it.
+    assert _count_rows(dom) == ["summarize"]
+    assert "extraction" not in dom
     assert "24 of 24 task results done (100.0%)" in dom
     # The progress chart: documents done over time as a line per task (its slope is the
     # rate), ending at the task's total, with the smoothed rate in the legend.
@@ -176,6 +179,61 @@ def test_dashboard_shows_job_counts_chart_and_errors(live, key):
     assert 'aria-valuenow="24" aria-valuemax="24"' in row.group(1)
     _chromium(f"{live}/ui#key={key}", f"--screenshot={ARTIFACTS / 'dashboard-jobs.png'}")
     assert _wait_job(live, running, key)["status"] == "completed"
+
+
+def _count_rows(dom: str) -> list[str]:
+    """The tasks of the job page's counts table, top to bottom."""
+    return re.findall(r'<tr class="count-row[^"]*" data-task="([^"]+)"', dom)
+
+
+def test_dashboard_shows_extraction_first_with_documents_waiting(live, key):
+    # No extract worker consumes this api's queues: the HTML file stays waiting for
+    # extraction while the UTF-8 text file (read inline, no extraction) is summarized.
+    resp = httpx.post(
+        f"{live}/v1/jobs",
+        data={"tasks": "summarize", "name": "files in"},
+        files=[
+            ("file", ("notes.txt", b"Plain notes, read inline without extraction.")),
+            ("file", ("page.html", b"<html><body><p>A page to extract first.</p></body></html>")),
+        ],
+        headers=_auth(key),
+    )
+    assert resp.status_code == 202, resp.text
+    job_id = resp.json()["id"]
+    deadline = time.monotonic() + 60
+    while True:
+        job = httpx.get(f"{live}/v1/jobs/{job_id}", headers=_auth(key)).json()
+        if job["counts"]["summarize"]["succeeded"] == 1:
+            break
+        assert time.monotonic() < deadline, job
+        time.sleep(0.3)
+    assert job["counts"]["extract"]["pending"] == 1
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = f"{live}/ui/jobs/{job_id}#key={key}"
+    dom = _chromium(page, "--dump-dom")
+    (ARTIFACTS / "dashboard-job-files.html").write_text(dom, encoding="utf-8")
+    _chromium(page, f"--screenshot={ARTIFACTS / 'dashboard-files.png'}", size="1400,1000")
+    assert _count_rows(dom) == ["extract", "summarize"]
+    row = re.search(r'<tr class="count-row stage-row" data-task="extract">(.*?)</tr>', dom, re.S)
+    assert row, "no extraction row"
+    assert "extraction (files → text)" in row.group(1)
+    assert "1 document waiting for extraction" in row.group(1)
+    assert _text(dom, "c-total", 'data-task="extract"') == "2"
+    assert _text(dom, "c-succeeded", 'data-task="extract"') == "1"
+    assert _text(dom, "c-pending", 'data-task="extract"') == "1"
+    assert _text(dom, "c-pending", 'data-task="summarize"') == "1"
+    assert re.search(r"task results done \([0-9.]+%\) · 1 document waiting for extraction", dom)
+
+    listing = _chromium(f"{live}/ui#key={key}", "--dump-dom")
+    row = re.search(rf'<tr class="job-row" data-job-id="{job_id}">(.*?)</tr>', listing, re.S)
+    assert row, "the job is not listed"
+    chips = re.findall(r'<span class="chip"[^>]*data-task="[^"]+">([^<]+)<', row.group(1))
+    assert chips == ["extraction 1/2", "summarize 1/2"]
+    assert "1 document waiting for extraction" in row.group(1)
+
+    assert httpx.post(f"{live}/v1/jobs/{job_id}/cancel", headers=_auth(key)).status_code < 300
+    assert _wait_job(live, job_id, key)["status"] in TERMINAL_JOB_STATUSES
 
 
 def _cli(url: str, key: str, *args: str) -> subprocess.CompletedProcess[str]:
