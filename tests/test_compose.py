@@ -287,6 +287,7 @@ def test_k8s_manifests():
     assert beat["replicas"] == 1 and beat["strategy"]["type"] == "Recreate"
 
     scaled = by_kind["ScaledObject"]
+    settings_data = by_kind["ConfigMap"]["docbatch-settings"]["data"]
     for task in TASKS:
         spec = deployments[f"docbatch-worker-{task}"]["spec"]
         (container,) = spec["template"]["spec"]["containers"]
@@ -294,14 +295,11 @@ def test_k8s_manifests():
         assert container["resources"]["requests"]["nvidia.com/gpu"] == 1
         assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
         assert "replicas" not in spec  # KEDA owns it
-        so = scaled[f"docbatch-worker-{task}"]["spec"]
-        assert so["scaleTargetRef"]["name"] == f"docbatch-worker-{task}"
-        (trigger,) = so["triggers"]
-        assert trigger["type"] == "redis"
-        assert trigger["metadata"]["listName"] == f"docbatch.{task}"
-        assert int(trigger["metadata"]["listLength"]) >= 1
+        _check_scaled_by_every_priority_list(scaled, task, settings_data)
 
-    _check_k8s_extract(deployments, scaled, by_kind["ConfigMap"]["docbatch-settings"]["data"])
+    _check_k8s_extract(deployments, scaled, settings_data)
+    # No other worker is scaled: each ScaledObject above had its lists checked.
+    assert set(scaled) == {f"docbatch-worker-{t}" for t in (*TASKS, "extract")}
 
     flower = deployments["docbatch-flower"]["spec"]["template"]["spec"]["containers"][0]
     assert "--read_only" in flower["command"] and "--max_tasks=10000" in flower["command"]
@@ -314,11 +312,6 @@ def _check_k8s_extract(
     scaled: dict[str, dict[str, Any]],
     settings_data: dict[str, str],
 ) -> None:
-    from kombu.transport.redis import Channel
-
-    from api.metrics import priority_queue_names
-    from domain.broker import broker_priority
-    from schema.settings import Settings
     from schema.tables import EXTRACT
 
     spec = deployments["docbatch-worker-extract"]["spec"]
@@ -334,14 +327,28 @@ def _check_k8s_extract(
     assert flags[flags.index("--concurrency") + 1] == resources["limits"]["cpu"]
     assert "replicas" not in spec  # KEDA owns it
 
-    so = scaled["docbatch-worker-extract"]["spec"]
-    assert so["scaleTargetRef"]["name"] == "docbatch-worker-extract"
+    _check_scaled_by_every_priority_list(scaled, EXTRACT, settings_data)
+
+
+def _check_scaled_by_every_priority_list(
+    scaled: dict[str, dict[str, Any]], task: str, settings_data: dict[str, str]
+) -> None:
+    """The task's ScaledObject starts pods from 0 for a job of any priority: it watches
+    every Redis list kombu keeps for the task's queue, the default priority's included."""
+    from kombu.transport.redis import Channel
+
+    from api.metrics import priority_queue_names
+    from domain.broker import broker_priority
+    from schema.settings import Settings
+
+    so = scaled[f"docbatch-worker-{task}"]["spec"]
+    assert so["scaleTargetRef"]["name"] == f"docbatch-worker-{task}"
     assert so["minReplicaCount"] == 0
     assert all(t["type"] == "redis" for t in so["triggers"])
     assert all(int(t["metadata"]["listLength"]) >= 1 for t in so["triggers"])
-    queue = Settings(queue_prefix=settings_data["DOCBATCH_QUEUE_PREFIX"]).queue_for(EXTRACT)
-    assert queue == "docbatch.extract"
-    watched = {t["metadata"]["listName"] for t in so["triggers"]}
-    assert watched == set(priority_queue_names(queue))  # every priority level
+    queue = Settings(queue_prefix=settings_data["DOCBATCH_QUEUE_PREFIX"]).queue_for(task)
+    assert queue == f"docbatch.{task}"
+    watched = [t["metadata"]["listName"] for t in so["triggers"]]
+    assert sorted(watched) == sorted(priority_queue_names(queue)), task  # each level once
     # Where a job of default priority (0) waits: the pods start for it.
-    assert f"{queue}{Channel.sep}{broker_priority(0)}" in watched
+    assert f"{queue}{Channel.sep}{broker_priority(0)}" in watched, task
