@@ -3,13 +3,15 @@
 Two kinds:
 
 - read at scrape time from the sources of truth, so every api replica reports the same
-  values: jobs by status (Postgres) and queue depth per task (Redis ``LLEN`` of each
-  queue, summed over the priority sub-queues kombu keeps for it);
+  values: jobs by status (Postgres) and queue depth per task, ``extract`` and
+  ``maintenance`` included (Redis ``LLEN`` of each queue, summed over the priority
+  sub-queues kombu keeps for it);
 - counted by this process as it ingests: documents and units created (sum them over
   replicas in PromQL).
 
 Flower reports task runtimes but no queue depth; ``docbatch_queue_depth`` is what
-alerts and autoscaling (KEDA, ops/k8s) watch.
+alerts and dashboards watch. KEDA (ops/k8s/keda.yaml) reads the same Redis lists itself,
+one trigger per list.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from sqlalchemy import func, select
 
 from schema.db import new_session
 from schema.settings import TASKS, get_settings
-from schema.tables import Job
+from schema.tables import EXTRACT, Job
 
 log = logging.getLogger("docbatch.api")
 
@@ -92,7 +94,8 @@ class StateCollector(Collector):
         if settings.broker_url.startswith(("redis://", "rediss://")):
             try:
                 client = _redis(settings.broker_url)
-                queues = {t: settings.queue_for(t) for t in TASKS}
+                # extract is not a model task (not in TASKS), but its units queue too.
+                queues = {t: settings.queue_for(t) for t in (*TASKS, EXTRACT)}
                 queues["maintenance"] = settings.maintenance_queue
                 with client.pipeline(transaction=False) as pipe:
                     for queue in queues.values():

@@ -2,7 +2,8 @@
 
 - ``docbatch api --migrate`` on an empty database: waits, migrates, serves /readyz.
 - ``docbatch api`` + ``docbatch worker`` after a job: the api's queue depth shows the
-  queued units, then both /metrics moved by exactly the documents processed.
+  queued units (a job of files' in the extract queue too), then both /metrics moved by
+  exactly the documents processed.
 - ``docbatch beat``: publishes the reconciler on its schedule.
 """
 
@@ -17,13 +18,16 @@ from typing import Any
 import httpx
 import pytest
 import redis as redis_lib
+from kombu.transport.redis import Channel
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
+from domain.broker import broker_priority
 from schema.db import new_session
-from schema.tables import Unit
+from schema.tables import EXTRACT, Unit
 from tests.conftest import ADMIN_URL, BROKER_URL, DATABASE_URL, RUN_ID
+from tests.files import PAGES, make_pdf
 from tests.fixtures import ROOT, WorkerProcess, load_corpus, new_api_key, spawn, stop_process
 from tests.procs import ApiProcess, free_port, log_tail
 
@@ -132,15 +136,38 @@ def test_metrics_after_a_job():
         with new_session() as s:
             units = s.query(Unit).filter(Unit.job_id == job_id).count()
         assert units >= 2  # 60 documents at DOCBATCH_UNIT_TOKENS=8192
+        # A job of files waits in the extract queue first; no extract worker runs here.
+        pdf = make_pdf(PAGES, title=f"metrics {RUN_ID}")  # unique: no extraction to reuse
+        resp = httpx.post(
+            f"{api.url}/v1/jobs",
+            files=[("file", ("report.pdf", pdf))],
+            data={"tasks": "summarize"},
+            timeout=60,
+            headers=auth,
+        )
+        assert resp.status_code == 202, resp.text
+        with new_session() as s:
+            extract_units = (
+                s.query(Unit).filter(Unit.job_id == resp.json()["id"], Unit.task == EXTRACT).count()
+            )
+        assert extract_units == 1
 
         # No worker consumes these queues yet: the units wait, and the api reports them.
         queued = scrape(metrics_url)
         depth = value(queued, "docbatch_queue_depth", task="summarize", queue=f"{prefix}.summarize")
         assert depth >= units  # (a reconciler elsewhere may republish, never remove)
+        extract_queue = f"{prefix}.extract"
+        extract_depth = value(queued, "docbatch_queue_depth", task="extract", queue=extract_queue)
+        assert extract_depth >= extract_units
+        # The default priority's unit is in kombu's ...\x06\x169 list, not the queue's own
+        # name: the depth counts every priority list (as ops/k8s/keda.yaml watches them).
+        broker = redis_lib.Redis.from_url(BROKER_URL)
+        assert broker.llen(f"{extract_queue}{Channel.sep}{broker_priority(0)}") >= extract_units
+        assert broker.llen(extract_queue) == 0
         ingested = "docbatch_documents_ingested_total"
-        assert value(queued, ingested) - value(before, ingested) == 60
-        units_in = "docbatch_units_ingested_total"
-        assert value(queued, units_in) - value(before, units_in) == units
+        assert value(queued, ingested) - value(before, ingested) == 60 + 1  # and the PDF
+        units_in = "docbatch_units_ingested_total"  # the queued ones: not files' summarize
+        assert value(queued, units_in) - value(before, units_in) == units + extract_units
         assert value(queued, "docbatch_jobs", status="queued") >= 1
 
         port = free_port()
