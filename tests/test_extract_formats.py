@@ -151,3 +151,33 @@ def _crash_on_boom(data: bytes, name: str, limits: Limits) -> Extracted:
     if data == b"BOOM":
         os._exit(11)
     return extract(data, name, limits)
+
+
+def test_offsets_in_any_result_name_their_page_and_section():
+    """What the runner does to every task's output of an extracted document: entities,
+    answers and extractive spans get ``page``/``section`` beside their ``start``; an
+    embedding's chunks get ``chunk_pages``. The map is the one the extract stage stores."""
+    from worker.extraction import _output
+    from worker.pages import PageMap, annotate
+
+    data = make_pdf(PAGES)
+    result = extract(data, "a.pdf", LIMITS)
+    where = PageMap.from_output(_output(result, data))
+    assert where is not None
+    json_at, path_at = _at(result, "json module"), _at(result, "pathlib")
+    output = {
+        "entities": [{"word": "json", "start": json_at, "end": json_at + 4}],
+        "answers": [{"question": "q", "answer": {"text": "pathlib", "start": path_at}}],
+        "chunks": [[0, json_at, 10], [json_at, path_at, 10], [path_at, len(result.text), 10]],
+    }
+    annotate(output, where)
+    assert output["entities"][0]["page"] == 2
+    assert output["answers"][0]["answer"]["page"] == 3
+    assert output["chunk_pages"] == [1, 2, 3]
+
+    docx = extract(make_docx(), "a.docx", LIMITS)
+    where = PageMap.from_output(_output(docx, make_docx()))
+    assert where is not None
+    spans = {"spans": [{"start": _at(docx, PAGES[1][:20])}]}
+    annotate(spans, where)
+    assert spans["spans"][0]["section"] == "Data formats" and "page" not in spans["spans"][0]
