@@ -7,7 +7,8 @@
 Starts its own api and workers on a fresh Postgres database and a private Redis db
 index (bench/env.py), stops them and drops everything at the end. Prints each
 figure as it is measured, a summary table at the end, and writes the figures to
-``bench/results.json`` (BENCHMARKS.md is written from that by hand, with the machine).
+``bench/results.json`` (``bench/results-partial.json`` for an ``--only`` run; BENCHMARKS.md
+is written from them by hand, with the machine).
 """
 
 from __future__ import annotations
@@ -727,7 +728,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--task-cases", nargs="*", help="task_paths: only cases whose name contains one of these"
     )
-    p.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
+    p.add_argument(
+        "--out",
+        help="where the rows go (default bench/results.json for a full run, "
+        "bench/results-partial.json with --only, so a partial run keeps the full one)",
+    )
     args = p.parse_args(argv)
     info = machine()
     print(
@@ -764,9 +769,10 @@ def main(argv: list[str] | None = None) -> int:
         met = "—" if r["met"] is None else ("yes" if r["met"] else "**no**")
         print(f"| {r['figure']} | {r['value']:,.3f} | {r['target']} | {met} | {r['detail']} |")
     print(f"machine: {info}")
-    Path(args.out).write_text(
-        json.dumps({"machine": info, "rows": ROWS, "failed": failed}, indent=2)
+    out = args.out or str(
+        ROOT / "bench" / ("results-partial.json" if args.only else "results.json")
     )
+    Path(out).write_text(json.dumps({"machine": info, "rows": ROWS, "failed": failed}, indent=2))
     return 1 if failed else 0
 
 
