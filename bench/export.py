@@ -29,8 +29,12 @@ from bench.env import ROOT, BenchEnv, rss_mb, wait_until
 from docbatch.processes import free_port
 
 
-def seed_job(n: int, tenant: str = "bench") -> str:
-    """A completed ``embed`` job of ``n`` documents, written by SQL in a few seconds."""
+def seed_job(n: int, tenant: str = "bench", analyze: bool = True, text_bytes: int = 4) -> str:
+    """A completed ``embed`` job of ``n`` documents, written by SQL in a few seconds.
+
+    ``analyze=False`` leaves the tables as a job that just ended leaves them (statistics
+    not yet updated); ``text_bytes`` sizes each document's text (the ceiling job's are
+    ~1 KB, which makes the documents heap that much wider)."""
     from sqlalchemy import text
 
     from schema.db import transaction
@@ -56,10 +60,10 @@ def seed_job(n: int, tenant: str = "bench") -> str:
         s.execute(
             text(
                 "INSERT INTO documents (job_id, seq, custom_id, text, metadata, content_hash) "
-                "SELECT :id, g, 'gen-' || g, 'text', NULL, md5(g::text) "
+                "SELECT :id, g, 'gen-' || g, repeat('t', :w), NULL, md5(g::text) "
                 "FROM generate_series(0, :n - 1) g"
             ),
-            {"id": job_id, "n": n},
+            {"id": job_id, "n": n, "w": text_bytes},
         )
         # The text json.dumps writes for the no-op handler's output and parameters.
         s.execute(
@@ -72,9 +76,10 @@ def seed_job(n: int, tenant: str = "bench") -> str:
             ),
             {"id": job_id},
         )
-    with transaction() as s:
-        s.execute(text("ANALYZE documents"))
-        s.execute(text("ANALYZE results"))
+    if analyze:
+        with transaction() as s:
+            s.execute(text("ANALYZE documents"))
+            s.execute(text("ANALYZE results"))
     return job_id
 
 
@@ -143,9 +148,15 @@ class ApiFrom:
 
 
 def measure(
-    env: BenchEnv, docs: int, against: Path | None, rounds: int, parse: bool = True
+    env: BenchEnv,
+    docs: int,
+    against: Path | None,
+    rounds: int,
+    parse: bool = True,
+    analyze: bool = True,
+    text_bytes: int = 4,
 ) -> dict[str, Any]:
-    job_id = seed_job(docs)
+    job_id = seed_job(docs, analyze=analyze, text_bytes=text_bytes)
     apis = [ApiFrom(env, ROOT, "api-this")]
     if against is not None:
         apis.insert(0, ApiFrom(env, against, "api-against"))
@@ -166,6 +177,9 @@ def measure(
             )
     out: dict[str, Any] = {
         "docs": docs,
+        "analyzed": analyze,
+        "text_bytes": text_bytes,
+        "this_first_docs_per_s": rates["api-this"][0],
         "this_docs_per_s": statistics.median(rates["api-this"]),
         "this_rss_growth_mb": growth["api-this"],
     }
@@ -182,10 +196,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="exports per api, alternating")
     p.add_argument("--against", type=Path, help="another checkout to compare (e.g. /work/main)")
     p.add_argument("--no-parse", action="store_true", help="count lines, do not json.loads them")
+    p.add_argument(
+        "--no-analyze", action="store_true", help="leave statistics as a job that just ended does"
+    )
+    p.add_argument("--text-bytes", type=int, default=4, help="bytes of text per document")
     args = p.parse_args(argv)
     env = BenchEnv(Path(tempfile.mkdtemp(prefix="docbatch-export-"))).open()
     try:
-        out = measure(env, args.docs, args.against, args.rounds, not args.no_parse)
+        out = measure(
+            env,
+            args.docs,
+            args.against,
+            args.rounds,
+            not args.no_parse,
+            analyze=not args.no_analyze,
+            text_bytes=args.text_bytes,
+        )
     finally:
         env.close()
     print(json.dumps(out, indent=2))

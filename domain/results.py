@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Text, and_, cast, select, true
+from sqlalchemy import Text, and_, cast, select, text, true
 
 from schema.db import is_sqlite, new_session
 from schema.settings import Settings
@@ -186,6 +186,12 @@ def _entry_text(row: Any, vectors: str) -> str:
     )
 
 
+_INDEX_SCANS_ONLY = text(
+    "SELECT set_config('enable_seqscan', 'off', true), "
+    "set_config('enable_bitmapscan', 'off', true), set_config('jit', 'off', true)"
+)
+
+
 def iter_result_pages(
     job_id: str,
     tasks: list[str],
@@ -238,6 +244,13 @@ def iter_result_pages(
             .order_by(page.c.seq)
         )
         with new_session() as s:
+            if _postgres():
+                # Index scans only, no JIT, for this transaction: right after a job's rows
+                # are written, before autovacuum has analysed them, the statistics still
+                # describe a small table, and the planner scans (or bitmap-scans and sorts)
+                # the job's documents for every page, and JIT-compiles it (measured: 101 ms
+                # a page instead of 3 ms; 12,700 docs/s instead of 65,000).
+                s.execute(_INDEX_SCANS_ONLY)
             rows = s.execute(query).all()
         if not rows:
             return
