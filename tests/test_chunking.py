@@ -66,6 +66,57 @@ def test_batch_rows_cap_and_oversized_row():
     assert plan_batches([5000, 3], budget=100) == [[0], [1]]
 
 
+def test_batches_with_a_batch_cost_minimise_padding_plus_batches(tokenizer):
+    """With a per-batch cost the plan is the cheapest within the budget (checked against
+    every contiguous split of the length-sorted rows), and on a unit's mix of long and
+    short rows it pads far less than filling each batch greedily."""
+    import itertools
+    import random
+
+    def cost(batches, lengths, c):
+        return sum(max(lengths[i] for i in b) * len(b) + c for b in batches)
+
+    rng = random.Random(7)
+    for _ in range(40):
+        lengths = [rng.randint(1, 120) for _ in range(rng.randint(2, 9))]
+        budget, rows, c = 300, 4, rng.choice([1, 8, 40])
+        plan = plan_batches(lengths, budget, rows, batch_cost=c)
+        assert sorted(i for b in plan for i in b) == list(range(len(lengths)))
+        assert all(len(b) <= rows for b in plan)
+        assert all(len(b) == 1 or max(lengths[i] for i in b) * len(b) <= budget for b in plan)
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        splits = [_split(order, cuts) for cuts in itertools.product([0, 1], repeat=len(order) - 1)]
+        cheapest = min(
+            cost(split, lengths, c)
+            for split in splits
+            if all(
+                len(b) <= rows and (len(b) == 1 or max(lengths[i] for i in b) * len(b) <= budget)
+                for b in split
+            )
+        )
+        assert cost(plan, lengths, c) == cheapest
+    # A unit's sentences (the summarize chunks of 30 stdlib documents, ~340 rows).
+    from worker.chunking import sentence_spans
+
+    text = " ".join(d["text"] for d in load_corpus("stdlib-docs.jsonl", 30))
+    sentences = [text[a:b] for a, b in sentence_spans(text) if text[a:b].strip()]
+    mixed = [min(256, len(ids)) for ids in tokenizer(sentences)["input_ids"]]
+    greedy = plan_batches(mixed, 4096)
+    exact = plan_batches(mixed, 4096, batch_cost=64)
+    padded = [sum(max(mixed[i] for i in b) * len(b) for b in p) for p in (greedy, exact)]
+    assert padded[1] < 0.85 * padded[0], padded
+
+
+def _split(order, cuts):
+    out, cur = [], [order[0]]
+    for i, cut in zip(order[1:], cuts, strict=True):
+        if cut:
+            out.append(cur)
+            cur = []
+        cur.append(i)
+    return [*out, cur]
+
+
 def test_sentences_do_not_end_at_abbreviations():
     from worker.chunking import sentence_spans
 

@@ -5,17 +5,38 @@ in order of length so rows of similar length share a batch and padding stays sma
 
     >>> plan_batches([5, 300, 7, 280], budget=600)
     [[1, 3], [2, 0]]
+
+With ``batch_cost`` (what one more batch costs, in padded tokens: the per-call work of
+tokenizing and launching a forward pass), the cut points are chosen to minimise
+``padded tokens + batch_cost x batches`` instead of filling every batch to the budget.
+That matters for an encoder on a unit's few hundred rows: filled greedily, the first
+batch's width is the unit's longest row and its other rows, much shorter, are mostly
+padding (the stdlib corpus's sentences: 183,152 padded tokens greedily, 116,616 this way,
+for 107,930 real ones). A generator pays per decode step for every batch, so it keeps the
+greedy fill (``batch_cost`` None).
+
+    >>> plan_batches([300, 280, 12, 10], budget=600, batch_cost=9)
+    [[0], [1], [2, 3]]
 """
 
 from __future__ import annotations
 
+import numpy as np
 
-def plan_batches(lengths: list[int], budget: int, max_rows: int = 256) -> list[list[int]]:
-    """Indices of ``lengths`` grouped into batches whose padded size fits ``budget``.
+# Above this many rows the greedy fill is already close to optimal (lengths are dense),
+# and the exact plan's cost (one vector operation per row) is not worth paying.
+EXACT_MAX_ROWS = 4096
 
-    A single row longer than the budget still gets a batch of its own.
+
+def plan_batches(
+    lengths: list[int], budget: int, max_rows: int = 256, batch_cost: int | None = None
+) -> list[list[int]]:
+    """Indices of ``lengths`` grouped into batches whose padded size fits ``budget``,
+    longest first. A single row longer than the budget still gets a batch of its own.
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    if batch_cost is not None and 1 < len(order) <= EXACT_MAX_ROWS:
+        return _cheapest(order, lengths, budget, max_rows, batch_cost)
     batches: list[list[int]] = []
     current: list[int] = []
     longest = 0
@@ -30,3 +51,31 @@ def plan_batches(lengths: list[int], budget: int, max_rows: int = 256) -> list[l
     if current:
         batches.append(current)
     return batches
+
+
+def _cheapest(
+    order: list[int], lengths: list[int], budget: int, max_rows: int, batch_cost: int
+) -> list[list[int]]:
+    """Contiguous runs of ``order`` (longest first) minimising padded tokens plus
+    ``batch_cost`` per batch, each within ``budget`` and ``max_rows`` (dynamic programming:
+    best[j] is the cheapest plan for the first j rows)."""
+    width = np.array([max(1, lengths[i]) for i in order], dtype=np.int64)
+    n = len(width)
+    best = np.full(n + 1, np.inf)
+    best[0] = 0.0
+    start = np.zeros(n + 1, dtype=np.int64)
+    for i in range(n):  # a batch starting at row i has row i's width
+        rows = int(max(1, min(max_rows, budget // width[i], n - i)))
+        cost = best[i] + width[i] * np.arange(1, rows + 1) + batch_cost
+        ends = slice(i + 1, i + rows + 1)
+        # <=: of equal plans, the one whose later batches start later (fuller first ones).
+        better = cost <= best[ends]
+        best[ends] = np.where(better, cost, best[ends])
+        start[ends] = np.where(better, i, start[ends])
+    batches: list[list[int]] = []
+    j = n
+    while j > 0:
+        i = int(start[j])
+        batches.append(order[i:j])
+        j = i
+    return batches[::-1]

@@ -106,7 +106,10 @@ class BatchRunner:
         for group, idx in members.items():
             gparams = {**params, GROUP_PARAM: group} if group else params
             batches = plan_batches(
-                [lengths[i] for i in idx], self.budget, self.handler.config.max_batch_rows
+                [lengths[i] for i in idx],
+                self.budget,
+                self.handler.config.max_batch_rows,
+                self.handler.batch_cost,
             )
             for batch in batches:
                 if should_stop():

@@ -125,6 +125,13 @@ class Handler:
         return GPU_BATCH_TOKENS if self.device.startswith("cuda") else CPU_BATCH_TOKENS
 
     @property
+    def batch_cost(self) -> int | None:
+        """What one more batch costs, in padded tokens, for ``plan_batches`` to weigh
+        against padding; None fills every batch to the budget (right for generators,
+        which pay each decode step per batch)."""
+        return None
+
+    @property
     def max_input_tokens(self) -> int:
         """Tokens per chunk, special tokens excluded."""
         if self.config.max_input_tokens:

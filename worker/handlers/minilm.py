@@ -49,6 +49,12 @@ class SentenceEncoderHandler(Handler):
             return self.config.max_input_tokens
         return int(self.model.max_seq_length or 512) - self.special_tokens()
 
+    @property
+    def batch_cost(self) -> int:
+        # A forward pass's fixed work (tokenizer call, sentence-transformers' loop) is
+        # worth about budget/64 padded tokens: on the CPU default, 64.
+        return max(1, self.batch_budget // 64)
+
     def encode(self, texts: list[str]) -> np.ndarray:
         import torch
 
@@ -68,7 +74,9 @@ class SentenceEncoderHandler(Handler):
             return np.zeros((0, self.dim), dtype=np.float32)
         lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True)["input_ids"]]
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for batch in plan_batches(lengths, self.batch_budget, self.config.max_batch_rows):
+        for batch in plan_batches(
+            lengths, self.batch_budget, self.config.max_batch_rows, self.batch_cost
+        ):
             out[batch] = self.encode([texts[i] for i in batch])
         return out
 
