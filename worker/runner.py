@@ -109,7 +109,7 @@ class BatchRunner:
                 [lengths[i] for i in idx],
                 self.budget,
                 self.handler.config.max_batch_rows,
-                self.handler.batch_cost,
+                self.handler.batch_cost(gparams),
             )
             for batch in batches:
                 if should_stop():

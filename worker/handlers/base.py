@@ -124,11 +124,10 @@ class Handler:
             return self.config.batch_tokens
         return GPU_BATCH_TOKENS if self.device.startswith("cuda") else CPU_BATCH_TOKENS
 
-    @property
-    def batch_cost(self) -> int | None:
-        """What one more batch costs, in padded tokens, for ``plan_batches`` to weigh
-        against padding; None fills every batch to the budget (right for generators,
-        which pay each decode step per batch)."""
+    def batch_cost(self, params: dict[str, Any]) -> int | None:
+        """What one more batch costs for a job with ``params``, in padded tokens, for
+        ``plan_batches`` to weigh against padding; None fills every batch to the budget
+        (right for generators, which pay each decode step per batch)."""
         return None
 
     @property

@@ -49,8 +49,7 @@ class SentenceEncoderHandler(Handler):
             return self.config.max_input_tokens
         return int(self.model.max_seq_length or 512) - self.special_tokens()
 
-    @property
-    def batch_cost(self) -> int:
+    def batch_cost(self, params: dict[str, Any]) -> int | None:
         # A forward pass's fixed work (tokenizer call, sentence-transformers' loop) is
         # worth about budget/64 padded tokens: on the CPU default, 64.
         return max(1, self.batch_budget // 64)
@@ -75,7 +74,7 @@ class SentenceEncoderHandler(Handler):
         lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True)["input_ids"]]
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for batch in plan_batches(
-            lengths, self.batch_budget, self.config.max_batch_rows, self.batch_cost
+            lengths, self.batch_budget, self.config.max_batch_rows, self.batch_cost({})
         ):
             out[batch] = self.encode([texts[i] for i in batch])
         return out

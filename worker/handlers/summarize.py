@@ -88,6 +88,12 @@ class SummarizeHandler(Handler):
             )
         return self.abstractive
 
+    def batch_cost(self, params: dict[str, Any]) -> int | None:
+        try:
+            return self.pick(params).batch_cost(params)
+        except ModelUnavailable:  # those documents fail with the reason in predict
+            return None
+
     def check_params(self, params: dict[str, Any]) -> None:
         self.pick(params).check_params(params)
 
