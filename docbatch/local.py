@@ -89,6 +89,8 @@ def run(
     # Workers share the cores: each takes its share (worker/threads.py), since
     # oversubscribed threads cost more than they give.
     env["DOCBATCH_WORKERS_PER_HOST"] = str(len(names))
+    # ... and while some are idle, the busy ones take the idle ones' cores.
+    env["DOCBATCH_CORE_SHARE_DIR"] = str(workdir / "cores")
     started = time.monotonic()
     # Workers start first, before this process's own imports: their start-up and model
     # load (seconds) overlap the imports, the migration and the ingest below. They touch

@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     # Model workers running on one host (sharing its cores); `docbatch run` sets it to the
     # number of tasks.
     workers_per_host: int = Field(1, ge=1)
+    # A folder the model workers of one host share: with it (and torch_threads 0), the
+    # workers running a unit split the cores between them, rechecked before every batch
+    # (worker/threads.py). `docbatch run` sets it; empty: the static share above.
+    core_share_dir: str = ""
 
     # Work units: documents are grouped until a unit holds about this many tokens.
     unit_tokens: int = 8192

@@ -9,7 +9,7 @@ import sys
 
 from schema.settings import Settings
 from tests.fixtures import ROOT
-from worker.threads import available_cores, worker_threads
+from worker.threads import CoreShare, available_cores, cgroup_cpu_limit, worker_threads
 
 
 def test_default_threads_are_the_workers_share_of_the_cores():
@@ -39,3 +39,65 @@ def test_worker_process_applies_the_limit_before_the_model_loads():
     )
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got == {"n": 1, "torch": 1, "omp": "1", "tok": "false"}
+
+
+def test_a_cgroup_cpu_quota_lowers_the_cores(tmp_path):
+    """A container's `cpus: 1.5` / a pod's CPU limit is a CFS quota, which affinity hides."""
+    v2, v1 = tmp_path / "cpu.max", tmp_path / "v1" / "cpu.cfs_quota_us"
+    v1.parent.mkdir()
+    missing = tmp_path / "none"
+    v2.write_text("150000 100000\n")
+    assert cgroup_cpu_limit(v2, missing) == 2  # 1.5 CPUs: two threads, rounded up
+    v2.write_text("max 100000\n")
+    assert cgroup_cpu_limit(v2, missing) is None
+    v1.write_text("300000\n")
+    (v1.parent / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_limit(missing, v1) == 3
+    v1.write_text("-1\n")  # cgroup v1's "no limit"
+    assert cgroup_cpu_limit(missing, v1) is None
+    assert cgroup_cpu_limit(missing, missing) is None
+
+
+HOLDER = (
+    "import sys, time\n"
+    "from pathlib import Path\n"
+    "from worker.threads import CoreShare\n"
+    "share = CoreShare(Path(sys.argv[1]), 4)\n"
+    "with share.busy():\n"
+    "    print(share.threads, flush=True)\n"
+    "    time.sleep(60)\n"
+)
+
+
+def test_busy_workers_split_the_cores_and_a_killed_one_frees_its_share(tmp_path):
+    folder = tmp_path / "cores"
+    me = CoreShare(folder, 4)
+    assert me.busy_workers() == 0
+    with me.busy():
+        assert me.threads == 4  # alone: every core
+    holders = []
+    try:
+        for expected in ("4", "2"):  # the second holder sees me idle and the first busy
+            p = subprocess.Popen(
+                [sys.executable, "-c", HOLDER, str(folder)],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            holders.append(p)
+            line = p.stdout.readline().strip() if p.stdout else ""
+            assert line == expected
+        assert me.busy_workers() == 2
+        with me.busy():
+            assert me.busy_workers() == 3
+            assert me.threads == 1  # 4 // 3
+            holders[0].kill()  # SIGKILL: no clean-up ran, its lock went with it
+            holders[0].wait()
+            assert me.busy_workers() == 2
+            assert me.rebalance() == 2
+        assert me.busy_workers() == 1
+        assert not me.marker.exists()
+    finally:
+        for p in holders:
+            p.kill()
+            p.wait()

@@ -28,7 +28,7 @@ from schema.db import transaction
 from schema.errors import PermanentError
 from schema.settings import Settings
 from schema.tables import EXTRACT, JobStatus, Result, ResultStatus, Unit, UnitState, utcnow
-from worker import metrics
+from worker import metrics, threads
 from worker.batching import plan_batches
 from worker.chunking import Chunk, chunk_text, token_ends_many
 from worker.handlers.base import GROUP_PARAM, Handler, Output, UnitDocument
@@ -114,6 +114,7 @@ class BatchRunner:
             for batch in batches:
                 if should_stop():
                     return outputs, failures, True
+                threads.rebalance()
                 self._run_one([idx[j] for j in batch], texts, lengths, gparams, outputs, failures)
         return outputs, failures, False
 
@@ -308,7 +309,18 @@ def run_prepared(
     should_stop: Callable[[], bool],
     batch_runner: BatchRunner | None = None,
 ) -> UnitOutcome:
-    """Run the model over a prepared unit's chunks and reduce per document."""
+    """Run the model over a prepared unit's chunks and reduce per document (counted busy
+    in the host's core share meanwhile, worker/threads.py)."""
+    with threads.busy():
+        return _run_model(handler, prep, should_stop, batch_runner)
+
+
+def _run_model(
+    handler: Handler,
+    prep: PreparedUnit,
+    should_stop: Callable[[], bool],
+    batch_runner: BatchRunner | None,
+) -> UnitOutcome:
     outcome = UnitOutcome(rows=list(prep.rows))
     if prep.params_failed:
         return outcome

@@ -9,6 +9,7 @@ import numpy as np
 from worker.batching import plan_batches
 from worker.handlers.base import Handler
 from worker.handlers.pooled_encoder import load_plain_encoder
+from worker.threads import rebalance
 
 
 def bundled_minilm_path() -> str:
@@ -81,6 +82,7 @@ class SentenceEncoderHandler(Handler):
         for batch in plan_batches(
             lengths, self.batch_budget, self.config.max_batch_rows, self.batch_cost({})
         ):
+            rebalance()
             out[batch] = self.encode([texts[i] for i in batch])
         return out
 
