@@ -9,7 +9,7 @@ Every knob is documented in ``.env.example``. Example::
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -139,6 +139,10 @@ class Settings(BaseSettings):
     # Pipelined worker (worker/pipeline.py, Postgres only): claim and chunk the next queued
     # unit while the model runs, write results on a thread; a task chains units this long.
     worker_claim_ahead: bool = True
+    # Whether that claim/chunk and the result writes run on threads beside the model:
+    # "threads", "inline" (one after the other, in the task's thread) or "auto" (threads on
+    # a GPU, inline on the CPU, where they only take cores and the GIL from the model).
+    worker_overlap: Literal["auto", "threads", "inline"] = "auto"
     worker_chain_seconds: float = 30.0
 
     # Input limits (4xx naming the limit and this setting when exceeded).

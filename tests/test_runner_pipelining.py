@@ -8,6 +8,7 @@ import secrets
 import signal
 import time
 
+import pytest
 from sqlalchemy import func, select
 
 from domain import jobs
@@ -19,8 +20,10 @@ from tests.fixtures import WorkerProcess, load_corpus, read_ndjson, wait_for_job
 from tests.settings_env import override
 
 
-def _settings(prefix: str) -> Settings:
-    return get_settings().model_copy(update={"queue_prefix": prefix, "unit_max_documents": 4})
+def _settings(prefix: str, overlap: str = "auto") -> Settings:
+    return get_settings().model_copy(
+        update={"queue_prefix": prefix, "unit_max_documents": 4, "worker_overlap": overlap}
+    )
 
 
 def _handler() -> UpperHandler:
@@ -60,8 +63,11 @@ def _outputs(job_id: str) -> dict[str, tuple[str, object]]:
     return {r.custom_id: (r.status, r.output) for r in rows}
 
 
-def test_pipelined_chain_matches_plain_path():
-    from worker.pipeline import run_leased_units
+@pytest.mark.parametrize("overlap", ["threads", "inline"])
+def test_pipelined_chain_matches_plain_path(overlap):
+    """Claim-ahead and result writes on threads beside the model (a GPU's default), or
+    one after the other in the task's thread (the CPU's): the same results either way."""
+    from worker.pipeline import overlaps, run_leased_units
     from worker.runner import run_unit
 
     docs = load_corpus("stdlib-docs.jsonl", 30)
@@ -71,7 +77,9 @@ def test_pipelined_chain_matches_plain_path():
     for unit_id in plain_units:
         assert run_unit(unit_id, handler, settings) == "done"
     # A second job on another queue: one call runs the first unit and chains the rest.
-    settings2 = _settings(f"pipe-{secrets.token_hex(3)}")
+    settings2 = _settings(f"pipe-{secrets.token_hex(3)}", overlap)
+    assert overlaps(handler, settings2) is (overlap == "threads")
+    assert overlaps(handler, _settings("x")) is False  # auto, on the CPU
     piped_job, piped_units = _create(settings2, docs)
     assert len(piped_units) > 3
     assert run_leased_units(piped_units[0], handler, settings2) == "done"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 import time
 
+import pytest
 from sqlalchemy import select, text
 
 from domain import jobs
@@ -149,7 +150,8 @@ def test_a_refused_result_fails_its_document_and_the_chain_goes_on():
     assert [u.state for u in _units(job_id)] == ["done"] * 3
 
 
-def test_writer_keeps_writing_after_an_error_and_gives_the_unit_back():
+@pytest.mark.parametrize("threaded", [True, False])
+def test_writer_keeps_writing_after_an_error_and_gives_the_unit_back(threaded):
     from worker.pipeline import Lease, _claim, _Writer
     from worker.runner import PreparedUnit, run_prepared
 
@@ -163,7 +165,7 @@ def test_writer_keeps_writing_after_an_error_and_gives_the_unit_back():
         claimed = [_claim(lease, u, handler, settings) for u in (first, second)]
         assert all(isinstance(c, PreparedUnit) for c in claimed)
         outcomes = [run_prepared(handler, c, lambda: False) for c in claimed]  # type: ignore[arg-type]
-        writer = _Writer(lease, handler)
+        writer = _Writer(lease, handler, threaded=threaded)
         writer.put("job_that_is_gone", first, outcomes[0])  # this write fails
         writer.put(job_id, second, outcomes[1])
         try:

@@ -42,7 +42,8 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, select, text
 from sqlalchemy.orm import Session
@@ -72,6 +73,7 @@ from worker.runner import (
 log = logging.getLogger("docbatch.worker")
 CANDIDATES = 8
 UnitProcessor = Callable[[int, Handler, Settings], Outcome]
+T = TypeVar("T")
 
 
 @functools.lru_cache(maxsize=4)
@@ -235,47 +237,80 @@ def _give_back(lease: Lease, unit_id: int, *, publish: bool = True) -> None:
 
 
 class _Writer:
-    """Commits units' outcomes in order on a thread, then releases their leases.
+    """Commits units' outcomes in order (on a thread, or inline in ``put``), then releases
+    their leases.
 
     One unit's write failing never stops the others: each queued outcome is written, and
     a unit whose write fails is given back through the ledger (queued again, no attempt
     counted). The first error is returned by ``close`` (so the task retries)."""
 
-    def __init__(self, lease: Lease, handler: Handler) -> None:
+    def __init__(self, lease: Lease, handler: Handler, *, threaded: bool = True) -> None:
         self.lease = lease
         self.handler = handler
         self.queue: queue.Queue[tuple[str, int, UnitOutcome] | None] = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
         self.statuses: dict[int, Outcome] = {}
-        self.thread = threading.Thread(target=self._run, name="docbatch-writer", daemon=True)
-        self.thread.start()
+        self.thread: threading.Thread | None = None
+        if threaded:
+            self.thread = threading.Thread(target=self._run, name="docbatch-writer", daemon=True)
+            self.thread.start()
 
     def _run(self) -> None:
         while True:
             item = self.queue.get()
             if item is None:
                 return
-            job_id, unit_id, outcome = item
-            try:
-                self.statuses[unit_id] = write_outcome(self.handler, job_id, unit_id, outcome)
-            except BaseException as exc:  # surfaced by close()
-                log.exception("writing unit %s failed; giving it back", unit_id)
-                if self.error is None:
-                    self.error = exc
-                _give_back(self.lease, unit_id)
-            else:
-                with contextlib.suppress(Exception):
-                    self.lease.release(unit_id)
+            self._write(*item)
+
+    def _write(self, job_id: str, unit_id: int, outcome: UnitOutcome) -> None:
+        try:
+            self.statuses[unit_id] = write_outcome(self.handler, job_id, unit_id, outcome)
+        except BaseException as exc:  # surfaced by close()
+            log.exception("writing unit %s failed; giving it back", unit_id)
+            if self.error is None:
+                self.error = exc
+            _give_back(self.lease, unit_id)
+        else:
+            with contextlib.suppress(Exception):
+                self.lease.release(unit_id)
 
     def put(self, job_id: str, unit_id: int, outcome: UnitOutcome) -> None:
-        self.queue.put((job_id, unit_id, outcome))
+        if self.thread is None:
+            self._write(job_id, unit_id, outcome)
+        else:
+            self.queue.put((job_id, unit_id, outcome))
 
     def close(self) -> BaseException | None:
         """Wait for every queued write; the first write error, if any (never raises, so
         an exception already on its way is not replaced)."""
-        self.queue.put(None)
-        self.thread.join()
+        if self.thread is not None:
+            self.queue.put(None)
+            self.thread.join()
         return self.error
+
+
+class _Inline(Executor):
+    """An executor that runs what it is given at once, in the caller's thread."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        done: Future[T] = Future()
+        try:
+            done.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            done.set_exception(exc)
+        return done
+
+
+def overlaps(handler: Handler, settings: Settings) -> bool:
+    """Claim/chunk ahead and write results on threads beside the model? On a GPU the model
+    waits on the device and the threads fill that time. On the CPU the model's threads
+    already hold every core, and a tokenizing thread beside them slows it far more than it
+    saves: a Python-heavy ``generate`` (small models) waits up to the GIL's switch interval
+    every time it takes the GIL back (measured: 1.5 s of tiny-Marian generation took 17 s
+    beside a thread tokenizing non-stop)."""
+    if settings.worker_overlap != "auto":
+        return settings.worker_overlap == "threads"
+    return not handler.device.startswith("cpu")
 
 
 def choose_processor(settings: Settings) -> UnitProcessor:
@@ -309,8 +344,13 @@ def run_leased_units(
     current = first
     deadline = time.monotonic() + settings.worker_chain_seconds
     runner = batch_runner or BatchRunner(handler)
-    writer = _Writer(lease, handler)
-    prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="docbatch-prefetch")
+    threaded = overlaps(handler, settings)
+    writer = _Writer(lease, handler, threaded=threaded)
+    prefetch: Executor = (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="docbatch-prefetch")
+        if threaded
+        else _Inline()
+    )
     ahead: Future[PreparedUnit | None] | None = None
     if claim_ahead:
         ahead = prefetch.submit(_claim_next, lease, handler, settings)
