@@ -139,6 +139,11 @@ def test_one_gpu_worker_per_task(config):
         assert w["environment"]["CUDA_VISIBLE_DEVICES"] == "0"
         assert w["environment"]["DOCBATCH_WORKER_METRICS_PORT"] == "9100"
         assert w["depends_on"]["api"]["condition"] == "service_healthy"
+        # The model workers of this host share its cores through one volume.
+        share = w["environment"]["DOCBATCH_CORE_SHARE_DIR"]
+        assert {"source": "cores", "target": share} in [
+            {"source": v.get("source"), "target": v["target"]} for v in w["volumes"]
+        ]
     assert sorted(gpus) == [str(i) for i in range(len(TASKS))]  # one GPU each, none shared
 
 
