@@ -52,14 +52,11 @@ def load_pinned_handler() -> Handler | None:
     handler = load_handler(task, settings)
     device = pick_device(settings.model_for(task).device)
     handler.setup(device)
-    log.info(
-        "loaded %s model %s@%s on %s (%d threads)",
-        task,
-        handler.model_id,
-        handler.revision,
-        device,
-        threads,
-    )
+    try:  # what serves a job with default params (summarize: the extractive MiniLM)
+        model_id, revision = handler.model_for({})
+    except Exception:
+        model_id, revision = handler.model_id, handler.revision
+    log.info("loaded %s model %s@%s on %s (%d threads)", task, model_id, revision, device, threads)
     _handler = handler
     _processor = choose_processor(settings)
     worker_metrics.start_server(settings.worker_metrics_port)
