@@ -146,14 +146,6 @@ def direct_seq2seq(
     return time.perf_counter() - t0
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def worker_model_seconds(port: int, task: str) -> float:
     """The worker's docbatch_worker_model_latency_seconds sum so far (its /metrics)."""
     import httpx
@@ -268,6 +260,8 @@ def run(bench: Any, row: Callable[..., None]) -> None:
     for name, task, spec, env, direct in cases:
         if only and not any(o in name for o in only):
             continue
+        from docbatch.processes import free_port
+
         port = free_port()
         extra = {**bench.worker_env, **env, "DOCBATCH_WORKER_METRICS_PORT": str(port)}
         workers = start_workers(bench.env, task, 1, extra, task)

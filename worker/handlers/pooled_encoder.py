@@ -88,14 +88,10 @@ def pool(hidden: Any, mask: Any, mode: str) -> Any:
         return hidden[:, 0]
     m = mask.unsqueeze(-1).to(hidden.dtype)
     if mode == "max":
-        return hidden.masked_fill(m == 0, torch_min(hidden)).max(dim=1).values
+        import torch
+
+        return hidden.masked_fill(m == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
     return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
-
-
-def torch_min(t: Any) -> float:
-    import torch
-
-    return float(torch.finfo(t.dtype).min)
 
 
 def plain_shape(folder: Path) -> dict[str, Any] | None:
