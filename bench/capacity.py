@@ -29,7 +29,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-CORPUS = ROOT.parent / "shared" / "corpus"
+CORPUS = ROOT / "examples"  # real text shipped with the repository (examples/README.md)
 
 # GPU throughput per model, input tokens/s on one GPU (sources: docs/scaling.md).
 # MiniLM-L6: sbert's 14,200 sentences/s on a V100 at ~20 tokens a sentence is ~280k tok/s;
@@ -48,7 +48,7 @@ DOC_TOKENS = 1_000  # the assumed document: ~4,000 characters, ~750 words
 UTILISATION = 0.7  # GPU busy share: tokenising, reduce, DB writes and idle gaps eat the rest
 UNIT_TOKENS = 8_192  # DOCBATCH_UNIT_TOKENS default
 UNIT_MAX_DOCUMENTS = 256
-CHARS_PER_TOKEN = 4  # domain.jobs' estimate when sizing units
+CHARS_PER_TOKEN = 4  # docbatch.domain.jobs' estimate when sizing units
 
 
 def load(name: str, limit: int | None = None) -> list[dict[str, Any]]:
@@ -57,7 +57,7 @@ def load(name: str, limit: int | None = None) -> list[dict[str, Any]]:
 
 
 def units_for(texts: list[str]) -> int:
-    """domain.jobs.create_job's rule: group documents until ~UNIT_TOKENS estimated tokens."""
+    """docbatch.domain.jobs.create_job's rule: documents grouped to ~UNIT_TOKENS est. tokens."""
     units, tokens, docs = 0, 0, 0
     for text in texts:
         est = max(1, len(text) // CHARS_PER_TOKEN)
@@ -89,9 +89,9 @@ def message_bytes() -> int:
 
 
 def handler_costs(docs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    from schema.settings import get_settings
-    from worker.registry import load_handler
-    from worker.runner import compute_unit
+    from docbatch.schema.settings import get_settings
+    from docbatch.worker.registry import load_handler
+    from docbatch.worker.runner import compute_unit
 
     settings = get_settings()
     out: dict[str, dict[str, float]] = {}

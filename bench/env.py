@@ -24,7 +24,7 @@ from typing import Any
 from docbatch import processes
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "corpus"
+CORPUS = ROOT / "examples"  # real text shipped with the repository (examples/README.md)
 ADMIN_URL = os.environ.get(
     "DOCBATCH_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -84,9 +84,9 @@ class BenchEnv:
                 "TOKENIZERS_PARALLELISM": "false",
             }
         )
-        from domain.tenants import create_key
-        from schema.db import transaction
-        from schema.migrate import upgrade
+        from docbatch.domain.tenants import create_key
+        from docbatch.schema.db import transaction
+        from docbatch.schema.migrate import upgrade
 
         upgrade(self.database_url)
         with transaction() as s:
@@ -116,7 +116,7 @@ class BenchEnv:
             stop(proc)
         self.procs.clear()
         with contextlib.suppress(Exception):
-            from schema.db import engine_for
+            from docbatch.schema.db import engine_for
 
             engine_for.cache_clear()
         if self.redis_index is not None:

@@ -21,8 +21,6 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-CORPUS = SHARED / "corpus"
 ADMIN_URL = os.environ.get(
     "DOCBATCH_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -88,7 +86,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def _teardown() -> None:
-    from schema.db import engine_for
+    from docbatch.schema.db import engine_for
 
     engine_for.cache_clear()
     client = redis_lib.Redis.from_url(BROKER_URL)
@@ -119,7 +117,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def database() -> str:
-    from schema.migrate import upgrade
+    from docbatch.schema.migrate import upgrade
 
     upgrade(DATABASE_URL)
     return DATABASE_URL

@@ -14,10 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from docbatch import processes
-from schema.tables import TERMINAL_JOB_STATUSES
+from docbatch.schema.tables import TERMINAL_JOB_STATUSES
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "corpus"
+CORPUS = ROOT / "examples"  # real text shipped with the repository (examples/README.md)
 ARTIFACTS = ROOT / "test-artifacts"
 _processes: list[subprocess.Popen[bytes]] = []
 
@@ -98,8 +98,8 @@ def workers() -> Iterator[dict[str, WorkerProcess]]:
 
 def new_api_key(tenant: str) -> str:
     """Create a real API key for ``tenant`` in the run's database."""
-    from domain.tenants import create_key
-    from schema.db import transaction
+    from docbatch.domain.tenants import create_key
+    from docbatch.schema.db import transaction
 
     with transaction() as s:
         return create_key(s, tenant).key
@@ -113,7 +113,7 @@ def api_key(database: str) -> str:
 
 @pytest.fixture(scope="session")
 def app_instance() -> Any:
-    from api.app import create_app
+    from docbatch.api.app import create_app
 
     return create_app()
 

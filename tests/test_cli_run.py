@@ -98,3 +98,33 @@ def test_docbatch_run_on_a_folder_of_real_files(tmp_path):
     broken = lines["broken.pdf"]
     assert broken["extract"]["status"] == "failed" and "damaged" in broken["extract"]["error"]
     assert broken["summarize"]["error"].startswith("extraction failed: the PDF is damaged")
+
+
+def test_the_example_files_shipped_with_the_repository_all_come_out(tmp_path):
+    """examples/files (what the README points a new user at) needs nothing outside the clone:
+    every file and the e-mail's attachment becomes a document with tags."""
+    files = ROOT / "examples" / "files"
+    out = tmp_path / "out.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCBATCH_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "docbatch.cli", "run", str(files), "--task", "tags"]
+        + ["-o", str(out), "--workdir", str(tmp_path / "work")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = {x["custom_id"]: x["results"] for x in map(json.loads, out.read_text().splitlines())}
+    assert set(lines) == {
+        "stdlib-docs-1.pdf",
+        "stdlib-docs-2.pdf",
+        "networking.docx",
+        "standard-library.html",
+        "nightly-report.eml",
+        "nightly-report.eml/report.pdf",
+    }
+    for name, results in lines.items():
+        assert results["tags"]["status"] == "succeeded", (name, results)
+        assert results["tags"]["output"]["tags"], name
