@@ -1,4 +1,4 @@
-"""The FastAPI application: ``uvicorn api.app:app`` (or ``docbatch api``)."""
+"""The FastAPI application: ``uvicorn docbatch.api.app:app`` (or ``docbatch api``)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api import metrics, openapi
-from api.routers import health, jobs, openai_batch, schedules, stats, ui
-from schema.errors import (
+from docbatch.api import metrics, openapi
+from docbatch.api.routers import health, jobs, openai_batch, schedules, stats, ui
+from docbatch.schema.errors import (
     BatchApiError,
     Conflict,
     InputError,

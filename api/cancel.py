@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
-from domain import jobs, webhooks
-from domain.publish import publish_cancels, publish_webhooks
-from schema.settings import Settings
-from schema.tables import JobStatus
+from docbatch.domain import jobs, webhooks
+from docbatch.domain.publish import publish_cancels, publish_webhooks
+from docbatch.schema.settings import Settings
+from docbatch.schema.tables import JobStatus
 
 log = logging.getLogger("docbatch.api")
 
@@ -23,7 +23,7 @@ log = logging.getLogger("docbatch.api")
 @dataclass
 class Cancelled:
     job_id: str
-    sweep: bool = False  # queued units left to close in batches (worker.cancel)
+    sweep: bool = False  # queued units left to close in batches (docbatch.worker.cancel)
     webhooks: list[int] = field(default_factory=list)
 
 

@@ -11,10 +11,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from domain.tenants import authenticate, hash_key
-from schema.db import new_session
-from schema.errors import Unauthorized
-from schema.settings import Settings, get_settings
+from docbatch.domain.tenants import authenticate, hash_key
+from docbatch.schema.db import new_session
+from docbatch.schema.errors import Unauthorized
+from docbatch.schema.settings import Settings, get_settings
 
 bearer = HTTPBearer(
     auto_error=False,

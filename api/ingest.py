@@ -18,13 +18,19 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from api import multipart
-from domain import netguard
-from domain.files import TEXT_SUFFIXES, FileDocument, inline_text, is_jsonl_name, relative_name
-from schema.errors import InputError, PayloadTooLarge, UnsupportedMediaType
-from schema.models import JOB_OPTIONS, JobCreate
-from schema.settings import Settings
-from schema.validation import parse_json, task_params, validate_job
+from docbatch.api import multipart
+from docbatch.domain import netguard
+from docbatch.domain.files import (
+    TEXT_SUFFIXES,
+    FileDocument,
+    inline_text,
+    is_jsonl_name,
+    relative_name,
+)
+from docbatch.schema.errors import InputError, PayloadTooLarge, UnsupportedMediaType
+from docbatch.schema.models import JOB_OPTIONS, JobCreate
+from docbatch.schema.settings import Settings
+from docbatch.schema.validation import parse_json, task_params, validate_job
 
 SPOOL_MEMORY = 8 * 1024 * 1024
 NDJSON_TYPES = (

@@ -29,9 +29,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from schema.db import new_session
-from schema.settings import TASKS, get_settings
-from schema.tables import EXTRACT, Job
+from docbatch.schema.db import new_session
+from docbatch.schema.settings import TASKS, get_settings
+from docbatch.schema.tables import EXTRACT, Job
 
 log = logging.getLogger("docbatch.api")
 
@@ -57,11 +57,11 @@ def priority_queue_names(queue: str) -> list[str]:
 
     Priority 0 lives under the queue's own name, the other steps under
     ``<queue>\\x06\\x16<step>`` (kombu.transport.redis.Channel.sep; the steps are
-    domain.broker.PRIORITY_STEPS).
+    docbatch.domain.broker.PRIORITY_STEPS).
     """
     from kombu.transport.redis import Channel
 
-    from domain.broker import PRIORITY_STEPS
+    from docbatch.domain.broker import PRIORITY_STEPS
 
     return [f"{queue}{Channel.sep}{step}" if step else queue for step in PRIORITY_STEPS]
 

@@ -22,7 +22,7 @@ from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 
-from schema.errors import InputError
+from docbatch.schema.errors import InputError
 
 BLOCK = 1 << 20
 PART_MEMORY = 1 << 20  # a part's bytes stay in memory up to this, then go to disk

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from schema.models import JOB_OPTIONS, PRIORITY_MAX, PRIORITY_MIN, JobCreate
+from docbatch.schema.models import JOB_OPTIONS, PRIORITY_MAX, PRIORITY_MIN, JobCreate
 
 _DESCRIPTIONS = {
     "tasks": "'tags,summarize' or a JSON list of task objects",

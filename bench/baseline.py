@@ -50,7 +50,7 @@ def load() -> dict[str, Any]:
     kind = os.environ.get("BASELINE_KIND", "embed")
     model = os.environ.get("BASELINE_MODEL", "")
     if kind == "embed":
-        from worker.handlers.minilm import bundled_minilm_path
+        from docbatch.worker.handlers.minilm import bundled_minilm_path
 
         model = model or bundled_minilm_path()
         pipe = pipeline("feature-extraction", model=model, device="cpu")
@@ -71,7 +71,7 @@ def _load(**_: Any) -> None:
 
 
 def _chunks(text: str) -> list[str]:
-    from worker.chunking import chunk_text
+    from docbatch.worker.chunking import chunk_text
 
     st = load()
     return [c.text for c in chunk_text(text, st["pipe"].tokenizer, st["limit"])]

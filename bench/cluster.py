@@ -14,7 +14,7 @@ import httpx
 
 from bench.env import BenchEnv, rss_mb, stop, wait_until
 from docbatch.processes import free_port
-from schema.tables import TERMINAL_JOB_STATUSES
+from docbatch.schema.tables import TERMINAL_JOB_STATUSES
 
 
 class Api:
@@ -112,8 +112,8 @@ def steady_window(job_id: str) -> tuple[float, int, int]:
     """Seconds from the first unit claim to the last unit done; chunks and tokens counted."""
     from sqlalchemy import func, select
 
-    from schema.db import new_session
-    from schema.tables import JobTask, Unit
+    from docbatch.schema.db import new_session
+    from docbatch.schema.tables import JobTask, Unit
 
     with new_session() as s:
         first, last = s.execute(

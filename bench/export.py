@@ -37,8 +37,8 @@ def seed_job(n: int, tenant: str = "bench", analyze: bool = True, text_bytes: in
     ~1 KB, which makes the documents heap that much wider)."""
     from sqlalchemy import text
 
-    from schema.db import transaction
-    from schema.tables import new_job_id
+    from docbatch.schema.db import transaction
+    from docbatch.schema.tables import new_job_id
 
     job_id = new_job_id()
     with transaction() as s:

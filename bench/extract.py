@@ -219,8 +219,8 @@ def _timed(files: list[bytes], fn: Callable[[bytes], object]) -> float:
 def measure(fmts: list[Format], rounds: int = 2) -> list[dict[str, Any]]:
     """Direct and our seconds per format, alternating batch by batch (and which side goes
     first), summed over ``rounds`` passes."""
-    from worker.extract.base import Limits
-    from worker.extract.sandbox import Sandbox
+    from docbatch.worker.extract.base import Limits
+    from docbatch.worker.extract.sandbox import Sandbox
 
     out = []
     with Sandbox(Limits()) as box:

@@ -7,7 +7,7 @@ On the same prompts (template-rendered pieces of the stdlib corpus, mixed length
 greedy, a fixed number of new tokens (``min_new_tokens`` = ``max_new_tokens``, so every
 way does identical work), it times:
 
-- **handler**: ``worker.runner.BatchRunner`` over the prompts, as a worker runs them
+- **handler**: ``docbatch.worker.runner.BatchRunner`` over the prompts, as a worker runs them
   (length-sorted token-budget batches, left padding, position ids, completions);
 - **one at a time**: ``model.generate`` on each prompt alone, the usual loop;
 - **pipeline**: transformers' ``pipeline("text-generation")`` called per prompt;
@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from schema.settings import GenerationConfig, ModelConfig
+from docbatch.schema.settings import GenerationConfig, ModelConfig
+from docbatch.worker.batching import plan_batches
+from docbatch.worker.handlers.generate import GenerateHandler
+from docbatch.worker.runner import BatchRunner
 from tests.fixtures import ARTIFACTS, load_corpus
-from worker.batching import plan_batches
-from worker.handlers.generate import GenerateHandler
-from worker.runner import BatchRunner
 
 TEMPLATE = "Text: {text}\nSummary:"
 

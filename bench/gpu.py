@@ -33,13 +33,13 @@ import sys
 import time
 from typing import Any
 
-from schema.settings import GenerationConfig, ModelConfig
+from docbatch.schema.settings import GenerationConfig, ModelConfig
+from docbatch.worker.handlers.abstractive import AbstractiveSummarizeHandler
+from docbatch.worker.handlers.base import Handler
+from docbatch.worker.handlers.embed import EmbedHandler
+from docbatch.worker.handlers.translate import TranslateHandler
+from docbatch.worker.runner import BatchRunner
 from tests.fixtures import load_corpus
-from worker.handlers.abstractive import AbstractiveSummarizeHandler
-from worker.handlers.base import Handler
-from worker.handlers.embed import EmbedHandler
-from worker.handlers.translate import TranslateHandler
-from worker.runner import BatchRunner
 
 
 class CountingRunner(BatchRunner):

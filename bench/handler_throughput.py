@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.handler_throughput [--chunks 256] [--threads 1] [--device cpu] [--ct2]
 
 Prints one row per handler: chunks, the handler's chunks/s (length-sorted token-budget
-batches through ``worker.runner.BatchRunner``, as a worker runs them), the baseline's
+batches through ``docbatch.worker.runner.BatchRunner``, as a worker runs them), the baseline's
 chunks/s, the ratio handler/baseline, and how many outputs are identical.
 
 Baselines: for summarize and translate, what transformers' ``pipeline`` did per input
@@ -28,14 +28,14 @@ from typing import Any
 
 import torch
 
-from schema.settings import GenerationConfig, ModelConfig
+from docbatch.schema.settings import GenerationConfig, ModelConfig
+from docbatch.worker.handlers.abstractive import AbstractiveSummarizeHandler
+from docbatch.worker.handlers.base import Handler
+from docbatch.worker.handlers.embed import EmbedHandler
+from docbatch.worker.handlers.translate import TranslateHandler
+from docbatch.worker.runner import BatchRunner
 from tests.fixtures import load_corpus
 from tests.tiny_models import _cache_dir, build_all, convert_ct2
-from worker.handlers.abstractive import AbstractiveSummarizeHandler
-from worker.handlers.base import Handler
-from worker.handlers.embed import EmbedHandler
-from worker.handlers.translate import TranslateHandler
-from worker.runner import BatchRunner
 
 GREEDY = GenerationConfig(num_beams=1, max_new_tokens=16, min_new_tokens=4)
 
@@ -98,7 +98,7 @@ def bench_embed(n: int, device: str) -> tuple:
     t_ours, (ours, _, _) = timed(lambda: runner.run(texts, lengths, {}, lambda: False))
     from sentence_transformers import SentenceTransformer
 
-    from worker.handlers.minilm import bundled_minilm_path
+    from docbatch.worker.handlers.minilm import bundled_minilm_path
 
     st = SentenceTransformer(bundled_minilm_path(), device=device)
 

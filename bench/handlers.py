@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from worker.chunking import Chunk
-from worker.handlers.base import Handler, Output
-from worker.handlers.minilm import bundled_minilm_path
+from docbatch.worker.chunking import Chunk
+from docbatch.worker.handlers.base import Handler, Output
+from docbatch.worker.handlers.minilm import bundled_minilm_path
 
 NEW_TOKENS = int(os.environ.get("DOCBATCH_BENCH_NEW_TOKENS", "24"))
 

@@ -6,7 +6,7 @@ raw model on the same batches.
 Per task, on the same stdlib documents and a random BERT head of MiniLM-L6's shape
 (``tests/tiny_heads.py``, MiniLM's WordPiece; timing does not depend on trained weights):
 
-- **handler**: ``worker.runner.compute_unit``: chunking, length-sorted token-budget
+- **handler**: ``docbatch.worker.runner.compute_unit``: chunking, length-sorted token-budget
   batches, the model, post-processing and reduce, everything a worker does per unit
   except the database;
 - **pipeline**: transformers' pipeline called one input at a time, the usual way, on the
@@ -30,15 +30,15 @@ from typing import Any
 
 import torch
 
-from schema.settings import ModelConfig
+from docbatch.schema.settings import ModelConfig
+from docbatch.worker.batching import plan_batches
+from docbatch.worker.handlers.ask import AskHandler
+from docbatch.worker.handlers.classify import ClassifyHandler
+from docbatch.worker.handlers.entities import EntitiesHandler
+from docbatch.worker.handlers.heads import HeadHandler
+from docbatch.worker.runner import compute_unit
 from tests.fixtures import ARTIFACTS, load_corpus
 from tests.tiny_heads import MINILM, build_heads
-from worker.batching import plan_batches
-from worker.handlers.ask import AskHandler
-from worker.handlers.classify import ClassifyHandler
-from worker.handlers.entities import EntitiesHandler
-from worker.handlers.heads import HeadHandler
-from worker.runner import compute_unit
 
 QUESTIONS = ["What does the function return?", "Which module is it in?"]
 TASKS: dict[str, tuple[type[HeadHandler], str, dict[str, Any]]] = {

@@ -1,6 +1,6 @@
 """How many units per second Postgres closes: the database side of a worker, measured.
 
-Runs ``worker.runner.run_unit`` (claim, cancel check, write results, close, in
+Runs ``docbatch.worker.runner.run_unit`` (claim, cancel check, write results, close, in
 the real transactions) with a handler that returns embed-sized outputs instantly, so
 only the database work is timed. Side by side: one job shared by all writers (every
 close takes that job's row lock) versus one job per writer, at 1 and 4 writers.
@@ -35,10 +35,10 @@ CHUNKS_PER_DOC = 4  # a 1,000-token document in 256-token MiniLM chunks
 
 
 def make_handler() -> Any:
-    from schema.settings import ModelConfig
+    from docbatch.schema.settings import ModelConfig
+    from docbatch.worker.chunking import Chunk
+    from docbatch.worker.handlers.base import Handler, Output
     from tests.fakes import WordTokenizer
-    from worker.chunking import Chunk
-    from worker.handlers.base import Handler, Output
 
     class InstantEmbed(Handler):
         """Embed-shaped output (4 chunk vectors + pooled, float32 x 384) with no model."""
@@ -65,9 +65,9 @@ def make_handler() -> Any:
 
 
 def create_jobs(n_jobs: int, units_per_job: int, docs_per_unit: int) -> list[list[int]]:
-    from domain import jobs
-    from schema.db import transaction
-    from schema.settings import get_settings
+    from docbatch.domain import jobs
+    from docbatch.schema.db import transaction
+    from docbatch.schema.settings import get_settings
 
     settings = get_settings()
     text_doc = "word " * 800  # ~4,000 characters: 1,000 estimated tokens
@@ -91,8 +91,8 @@ def create_jobs(n_jobs: int, units_per_job: int, docs_per_unit: int) -> list[lis
 
 
 def run(writers: int, unit_lists: list[list[int]], handler: Any) -> float:
-    from schema.settings import get_settings
-    from worker.runner import run_unit
+    from docbatch.schema.settings import get_settings
+    from docbatch.worker.runner import run_unit
 
     settings = get_settings()
     pending = [u for units in zip(*unit_lists, strict=False) for u in units]  # interleave jobs
@@ -132,7 +132,7 @@ def main() -> None:
     os.environ["DOCBATCH_DATABASE_URL"] = url
     os.environ["DOCBATCH_UNIT_TOKENS"] = str(1000 * args.docs_per_unit)
     try:
-        from schema.migrate import upgrade
+        from docbatch.schema.migrate import upgrade
 
         upgrade(url)
         handler = make_handler()
@@ -152,7 +152,7 @@ def main() -> None:
                 f"{per:>9.1f} ({per * d:>7.0f} docs){per / shared:>7.2f}"
             )
     finally:
-        from schema.db import engine_for
+        from docbatch.schema.db import engine_for
 
         engine_for.cache_clear()
         with admin.connect() as conn:

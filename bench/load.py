@@ -44,7 +44,7 @@ from typing import Any
 import httpx
 
 from docbatch.processes import free_port
-from schema.tables import TERMINAL_JOB_STATUSES
+from docbatch.schema.tables import TERMINAL_JOB_STATUSES
 
 ROOT = Path(__file__).resolve().parents[1]
 

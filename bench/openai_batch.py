@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.env import rss_mb
-from schema.tables import TERMINAL_JOB_STATUSES
+from docbatch.schema.tables import TERMINAL_JOB_STATUSES
 
 ENDPOINT = "/v1/docbatch/summarize"
 

@@ -1,9 +1,9 @@
 """Result reuse, measured: a nightly rerun over an unchanged folder vs the first run.
 
 Writes the stdlib corpus (396 docs) as text files, fires a schedule over the folder
-twice with ``domain.schedules.fire`` (what the beat tick calls) and processes every
+twice with ``docbatch.domain.schedules.fire`` (what the beat tick calls) and processes every
 unit in this process with the real tags handler (bundled MiniLM, CPU) through
-``worker.runner.run_unit``, then once more after editing 10 files. Prints wall
+``docbatch.worker.runner.run_unit``, then once more after editing 10 files. Prints wall
 time and documents/s side by side. Needs a PostgreSQL server
 (DOCBATCH_BENCH_DATABASE_URL, default the local one; a scratch database is created
 and dropped); no broker: the units are run here instead of published.
@@ -45,7 +45,7 @@ def main() -> None:
     try:
         run()
     finally:
-        from schema.db import engine_for
+        from docbatch.schema.db import engine_for
 
         engine_for.cache_clear()
         with admin.connect() as conn:
@@ -60,14 +60,14 @@ def main() -> None:
 
 
 def run() -> None:
-    from domain.jobs import job_public
-    from domain.schedules import create_schedule, fire, next_fire
-    from schema.db import transaction
-    from schema.migrate import upgrade
-    from schema.settings import get_settings
-    from schema.tables import Schedule, Unit, utcnow
-    from worker.registry import load_handler
-    from worker.runner import run_unit
+    from docbatch.domain.jobs import job_public
+    from docbatch.domain.schedules import create_schedule, fire, next_fire
+    from docbatch.schema.db import transaction
+    from docbatch.schema.migrate import upgrade
+    from docbatch.schema.settings import get_settings
+    from docbatch.schema.tables import Schedule, Unit, utcnow
+    from docbatch.worker.registry import load_handler
+    from docbatch.worker.runner import run_unit
 
     settings = get_settings()
     upgrade(settings.database_url)

@@ -114,8 +114,8 @@ class Bench:
         api = self.api
         # The machine is shared: the direct encode runs before and after ours, and the mean
         # is the reference, so a load change mid-run biases the ratio less.
-        from worker.chunking import chunk_text
-        from worker.handlers.minilm import bundled_minilm_path
+        from docbatch.worker.chunking import chunk_text
+        from docbatch.worker.handlers.minilm import bundled_minilm_path
 
         tok = _minilm_tokenizer(bundled_minilm_path())
         before_texts = [c.text for d in docs for c in chunk_text(d["text"], tok, 254)]
@@ -567,8 +567,8 @@ class Bench:
             build_tiny_seq2seq,
             generation_kwargs,
         )
-        from schema.settings import ModelConfig
-        from worker.runner import BatchRunner
+        from docbatch.schema.settings import ModelConfig
+        from docbatch.worker.runner import BatchRunner
 
         torch.set_num_threads(self.threads)
         docs = self.stdlib[: self.args.seq2seq_docs]

@@ -31,7 +31,7 @@ def build_tiny_nli(out: Path) -> str:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from worker.handlers.minilm import bundled_minilm_path
+    from docbatch.worker.handlers.minilm import bundled_minilm_path
 
     if (out / "config.json").exists():
         return str(out)
@@ -53,7 +53,7 @@ def build_tiny_nli(out: Path) -> str:
 
 
 def _budget_batches(lengths: list[int], budget: int = 4096) -> list[list[int]]:
-    from worker.batching import plan_batches
+    from docbatch.worker.batching import plan_batches
 
     return plan_batches(lengths, budget)
 
@@ -67,8 +67,8 @@ def direct_minilm(texts: list[str]) -> float:
     transformers, which is faster than ``SentenceTransformer.encode``)."""
     import torch
 
-    from schema.settings import ModelConfig
-    from worker.handlers.minilm import SentenceEncoderHandler
+    from docbatch.schema.settings import ModelConfig
+    from docbatch.worker.handlers.minilm import SentenceEncoderHandler
 
     global _MINILM
     if _MINILM is None:
@@ -163,12 +163,12 @@ def run(bench: Any, row: Callable[..., None]) -> None:
     import torch
 
     from bench.cluster import start_workers, steady_window, stop_all
-    from schema.settings import GenerationConfig, ModelConfig
+    from docbatch.schema.settings import GenerationConfig, ModelConfig
+    from docbatch.worker.handlers.abstractive import AbstractiveSummarizeHandler
+    from docbatch.worker.handlers.minilm import SentenceEncoderHandler
+    from docbatch.worker.handlers.tags import candidate_phrases
+    from docbatch.worker.handlers.translate import TranslateHandler
     from tests.tiny_models import _cache_dir, build_all
-    from worker.handlers.abstractive import AbstractiveSummarizeHandler
-    from worker.handlers.minilm import SentenceEncoderHandler
-    from worker.handlers.tags import candidate_phrases
-    from worker.handlers.translate import TranslateHandler
 
     torch.set_num_threads(bench.threads)
     GREEDY = GenerationConfig(**json.loads(GREEDY_ENV))
@@ -180,7 +180,7 @@ def run(bench: Any, row: Callable[..., None]) -> None:
 
     def minilm_chunks(params: dict[str, Any], sentences: bool = False) -> list[str]:
         if sentences:
-            from worker.handlers.summarize import ExtractiveSummarizeHandler
+            from docbatch.worker.handlers.summarize import ExtractiveSummarizeHandler
 
             ext = ExtractiveSummarizeHandler(ModelConfig())
             ext.tokenizer, ext.model = minilm.tokenizer, minilm.model
@@ -310,11 +310,11 @@ def three_tasks(bench: Any, row: Callable[..., None]) -> None:
     import torch
 
     from bench.cluster import start_workers, steady_window, stop_all
-    from schema.settings import ModelConfig
-    from worker.handlers.minilm import SentenceEncoderHandler
-    from worker.handlers.summarize import ExtractiveSummarizeHandler
-    from worker.handlers.tags import candidate_phrases
-    from worker.threads import available_cores
+    from docbatch.schema.settings import ModelConfig
+    from docbatch.worker.handlers.minilm import SentenceEncoderHandler
+    from docbatch.worker.handlers.summarize import ExtractiveSummarizeHandler
+    from docbatch.worker.handlers.tags import candidate_phrases
+    from docbatch.worker.threads import available_cores
 
     docs = bench.stdlib
     # Each worker takes its share of the cores (worker/threads.py): a third while all three

@@ -67,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _client() -> Any:
     from docbatch.client import Client
-    from schema.settings import get_settings
+    from docbatch.schema.settings import get_settings
 
     s = get_settings()
     return Client(s.api_url, s.api_key)
@@ -75,7 +75,7 @@ def _client() -> Any:
 
 def _wait(client: Any, job_id: str) -> dict[str, Any]:
     from docbatch.progress import ProgressBar
-    from schema.tables import TERMINAL_JOB_STATUSES
+    from docbatch.schema.tables import TERMINAL_JOB_STATUSES
 
     bar = ProgressBar()
     while True:
@@ -166,15 +166,15 @@ def cmd_schedules(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from schema.migrate import upgrade, wait_for_database
-    from schema.settings import get_settings
+    from docbatch.schema.migrate import upgrade, wait_for_database
+    from docbatch.schema.settings import get_settings
 
     s = get_settings()
     if args.migrate:
         wait_for_database(s.database_url)
         upgrade(s.database_url)
     uvicorn.run(
-        "api.app:app",
+        "docbatch.api.app:app",
         host=args.host or s.api_host,
         port=args.port or s.api_port,
         workers=args.workers,
@@ -187,14 +187,14 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     # Through the environment: the pool's processes read it as Settings.worker_task.
     os.environ["DOCBATCH_WORKER_TASK"] = args.task
-    from schema.settings import TASKS, get_settings
-    from schema.tables import EXTRACT
+    from docbatch.schema.settings import TASKS, get_settings
+    from docbatch.schema.tables import EXTRACT
 
     get_settings.cache_clear()
 
     if args.task not in (*TASKS, EXTRACT):
         raise SystemExit(f"docbatch: --task must be one of {', '.join((*TASKS, EXTRACT))}")
-    from worker.app import app
+    from docbatch.worker.app import app
 
     s = get_settings()
     queues = [s.queue_for(args.task)] + ([] if args.no_maintenance else [s.maintenance_queue])
@@ -222,12 +222,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_webhooks(args: argparse.Namespace) -> int:
-    # No task: this process never loads a model (worker.tasks loads one only for a task).
+    # No task: this process never loads a model (docbatch.worker.tasks loads one only for a task).
     os.environ.pop("DOCBATCH_WORKER_TASK", None)
-    from schema.settings import get_settings
+    from docbatch.schema.settings import get_settings
 
     get_settings.cache_clear()
-    from worker.app import app
+    from docbatch.worker.app import app
 
     s = get_settings()
     argv = [
@@ -249,7 +249,7 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
 
 
 def cmd_beat(args: argparse.Namespace) -> int:
-    from worker.app import app
+    from docbatch.worker.app import app
 
     schedule = args.schedule or os.path.join(tempfile.gettempdir(), "docbatch-beat-schedule")
     app.start(["beat", "--loglevel", args.loglevel, "--schedule", schedule])
@@ -257,8 +257,8 @@ def cmd_beat(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from schema.migrate import upgrade, wait_for_database
-    from schema.settings import get_settings
+    from docbatch.schema.migrate import upgrade, wait_for_database
+    from docbatch.schema.settings import get_settings
 
     url = get_settings().database_url
     wait_for_database(url, timeout=args.wait)
@@ -386,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from docbatch.client import ApiError
-    from schema.errors import InputError
+    from docbatch.schema.errors import InputError
 
     try:
         code = int(args.func(args) or 0)

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from schema.errors import DocbatchError
+from docbatch.schema.errors import DocbatchError
 
 
 class ApiError(DocbatchError):

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from domain.files import JSONL_SUFFIXES, FileDocument, inline_text
-from schema.errors import InputError
+from docbatch.domain.files import JSONL_SUFFIXES, FileDocument, inline_text
+from docbatch.schema.errors import InputError
 
 GLOB_CHARS = set("*?[")
 
@@ -90,7 +90,7 @@ def _opener(path: Path) -> Any:
 def iter_documents(
     files: Iterable[InputFile], text_limit: int = 1_000_000
 ) -> Iterator[tuple[dict[str, Any] | FileDocument, int | None]]:
-    """``(document, line number or None)`` for ``domain.jobs.create_job``."""
+    """``(document, line number or None)`` for ``docbatch.domain.jobs.create_job``."""
     for f in files:
         if f.jsonl:
             yield from _jsonl(f)

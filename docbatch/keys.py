@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from domain.tenants import create_key, ensure_tenant, list_keys, revoke_key
-from schema.db import new_session, transaction
-from schema.errors import NotFound
+from docbatch.domain.tenants import create_key, ensure_tenant, list_keys, revoke_key
+from docbatch.schema.db import new_session, transaction
+from docbatch.schema.errors import NotFound
 
 
 def run_keys(args: argparse.Namespace) -> int:

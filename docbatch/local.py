@@ -21,7 +21,7 @@ from typing import Any
 from docbatch.processes import Process, kill, spawn
 from docbatch.progress import ProgressBar
 
-EXTRACT = "extract"  # schema.tables.EXTRACT, without importing SQLAlchemy before the spawn
+EXTRACT = "extract"  # docbatch.schema.tables.EXTRACT, without importing SQLAlchemy before the spawn
 
 IDLE_EXIT_SECONDS = 1.0
 
@@ -97,14 +97,14 @@ def run(
     # the database only once a unit reaches them, and units are published after both.
     procs = [start_worker(t, env, workdir / f"worker-{t}.log") for t in workers]
     try:
+        from docbatch.domain import jobs
+        from docbatch.domain.publish import publish_units
+        from docbatch.domain.results import iter_document_results
         from docbatch.inputs import iter_documents
-        from domain import jobs
-        from domain.publish import publish_units
-        from domain.results import iter_document_results
-        from schema.db import new_session, transaction
-        from schema.migrate import upgrade
-        from schema.settings import Settings
-        from schema.tables import TERMINAL_JOB_STATUSES
+        from docbatch.schema.db import new_session, transaction
+        from docbatch.schema.migrate import upgrade
+        from docbatch.schema.settings import Settings
+        from docbatch.schema.tables import TERMINAL_JOB_STATUSES
 
         # The workers' settings, handed to every call below (this process's environment
         # is left as it was).

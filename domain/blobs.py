@@ -27,9 +27,9 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.orm import Session
 
-from schema.db import new_session
-from schema.settings import Settings
-from schema.tables import Blob
+from docbatch.schema.db import new_session
+from docbatch.schema.settings import Settings
+from docbatch.schema.tables import Blob
 
 BLOCK = 1 << 20
 

@@ -1,14 +1,14 @@
 """The Celery app's configuration, shared by everything that sends or consumes messages.
 
 The api publishes through it (domain/publish.py) without importing the worker; the
-worker, beat and Flower use ``worker.app``, which is this app with the tasks of
+worker, beat and Flower use ``docbatch.worker.app``, which is this app with the tasks of
 worker/tasks.py registered. No torch here.
 
 Settings: late acks, prefetch 1, requeue on a lost
 worker (with an attempt cap kept in Postgres), no result backend (Postgres holds
 results), task events on for Flower.
 
-Queues: ``<prefix>.<task>`` for every task in ``schema.settings.TASKS`` (summarize, tags,
+Queues: ``<prefix>.<task>`` for every task in ``docbatch.schema.settings.TASKS`` (summarize, tags,
 translate, embed, classify, entities, ask, generate; ``Settings.queue_for``), chosen when
 a unit is published and consumed by ``docbatch worker --task T``; ``<prefix>.maintenance``
 for beat's reconcile/schedule ticks and webhooks.
@@ -22,7 +22,7 @@ from typing import Any
 
 from celery import Celery
 
-from schema.settings import Settings, get_settings
+from docbatch.schema.settings import Settings, get_settings
 
 PROCESS_TASK = "docbatch.process_unit"
 RECONCILE_TASK = "docbatch.reconcile"

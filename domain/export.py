@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
-from schema.db import new_session
-from schema.tables import Document, Result
+from docbatch.schema.db import new_session
+from docbatch.schema.tables import Document, Result
 
 
 def _vector_dims(job_id: str, tasks: list[str]) -> dict[str, int]:

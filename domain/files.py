@@ -1,10 +1,10 @@
-"""Documents submitted as files: what every entry point hands ``domain.jobs.create_job``.
+"""Documents submitted as files: what every entry point hands ``docbatch.domain.jobs.create_job``.
 
 A ``FileDocument`` is a file whose text the extract stage will find (PDF, DOCX, HTML,
 e-mail, an archive of such files, text in an unknown encoding). ``create_job`` copies
-its bytes into a blob (``domain.blobs``), with their sha256, and holds the job's model
-units for it until it is extracted (``domain.stages``). The api (multipart parts), the
-folder schedules (``domain.sources``) and the CLI (``docbatch.inputs``) build them; none
+its bytes into a blob (``docbatch.domain.blobs``), with their sha256, and holds the job's model
+units for it until it is extracted (``docbatch.domain.stages``). The api (multipart parts), the
+folder schedules (``docbatch.domain.sources``) and the CLI (``docbatch.inputs``) build them; none
 of them parses the file. Example::
 
     doc = FileDocument("reports/q3.pdf", size=path.stat().st_size, opener=path.open_rb)
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import IO, Any
 
-from schema.errors import InputError
-from schema.text_checks import is_blank
+from docbatch.schema.errors import InputError
+from docbatch.schema.text_checks import is_blank
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 TEXT_SUFFIXES = (".txt", ".md")

@@ -3,7 +3,7 @@
 Clients poll this every second while a job runs (``docbatch submit --wait``, the dashboard),
 so it is the api's most frequent request: one indexed query (the job joined to its task
 counters) on a pooled connection, plain rows instead of ORM objects, and the answer
-serialized once by pydantic. The same document as ``domain.jobs.job_public``::
+serialized once by pydantic. The same document as ``docbatch.domain.jobs.job_public``::
 
     >>> body = job_status_json("default", "job_0123...")  # JSON bytes, or NotFound
 """
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from domain.jobs import public_of
-from schema.db import get_engine
-from schema.errors import NotFound
-from schema.models import JobPublic
-from schema.tables import EXTRACT, Job, JobTask, Result
+from docbatch.domain.jobs import public_of
+from docbatch.schema.db import get_engine
+from docbatch.schema.errors import NotFound
+from docbatch.schema.models import JobPublic
+from docbatch.schema.tables import EXTRACT, Job, JobTask, Result
 
 _COLUMNS = (
     Job.id,
@@ -54,7 +54,7 @@ def job_status(tenant: str | None, job_id: str) -> JobPublic:
             raise NotFound(f"job {job_id} not found")
         job = rows[0]
         reused: dict[str, int] = {}
-        # Extractions are always reused (domain.extraction): a job with files counts them.
+        # Extractions are always reused (docbatch.domain.extraction): a job with files counts them.
         if job.reuse_results or any(r.task == EXTRACT for r in rows):
             reused = {
                 task: int(n)

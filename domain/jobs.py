@@ -16,12 +16,12 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from domain import blobs, ledger
-from domain.files import FileDocument
-from schema.errors import Conflict, InputError, NotFound
-from schema.models import DocumentIn, JobPublic, TaskCounts
-from schema.settings import Settings
-from schema.tables import (
+from docbatch.domain import blobs, ledger
+from docbatch.domain.files import FileDocument
+from docbatch.schema.errors import Conflict, InputError, NotFound
+from docbatch.schema.models import DocumentIn, JobPublic, TaskCounts
+from docbatch.schema.settings import Settings
+from docbatch.schema.tables import (
     EXTRACT,
     NOT_STARTED_UNIT_STATES,
     Document,
@@ -35,7 +35,7 @@ from schema.tables import (
     UnitState,
     utcnow,
 )
-from schema.validation import validate_row, validate_tasks
+from docbatch.schema.validation import validate_row, validate_tasks
 
 INSERT_BATCH = 2000
 CHARS_PER_TOKEN = 4  # a rough estimate, good enough to size units evenly
@@ -198,7 +198,7 @@ def create_job(
     ``documents`` yields ``(document, ndjson line number or None)``: a raw dict is validated
     here (so a stream is read once), a ``DocumentIn`` was validated already, a
     ``FileDocument`` is stored as a blob and extracted before the model tasks see it
-    (an ``extract`` unit per few files; the model units over them wait: domain.stages).
+    (an ``extract`` unit per few files; the model units over them wait: docbatch.domain.stages).
     """
     job = Job(
         tenant=tenant,
@@ -411,7 +411,7 @@ def cancel_job(
     When its queued units hold at most ``inline_documents`` documents they are closed
     here (one bounded batch: a small job is ``cancelled`` in the response). A bigger
     job's are closed in batches afterwards (``cancel_queued_batch``, run by the
-    maintenance task worker.cancel; a unit whose message reaches a worker first is
+    maintenance task docbatch.worker.cancel; a unit whose message reaches a worker first is
     cancelled there), so cancelling a million-document job is as quick as a small one.
     Running units stop at their next batch boundary; the job becomes ``cancelled``
     when its last unit closes.

@@ -17,10 +17,10 @@ from typing import Any
 from sqlalchemy import and_, exists, func, literal, select, update
 from sqlalchemy.orm import Session
 
-from domain import leases
-from domain.reuse import ResultIdentity, reuse_results
-from schema.db import insert_ignore
-from schema.tables import (
+from docbatch.domain import leases
+from docbatch.domain.reuse import ResultIdentity, reuse_results
+from docbatch.schema.db import insert_ignore
+from docbatch.schema.tables import (
     EXTRACT,
     NOT_STARTED_UNIT_STATES,
     OPEN_UNIT_STATES,
@@ -239,7 +239,7 @@ def close_unit(
 
     Documents of the unit that have no result yet get one: ``cancelled`` when the unit
     is cancelled, otherwise ``failed`` with ``reason``. Closing an ``extract`` unit
-    settles the model units waiting on its documents (``domain.stages``; ``sizing`` =
+    settles the model units waiting on its documents (``docbatch.domain.stages``; ``sizing`` =
     (unit tokens, unit documents) to cut them by the extracted text, else kept whole);
     those it queues are in ``session.info["released_units"]`` for the caller to publish.
     """
@@ -289,7 +289,7 @@ def close_unit(
         )
     )
     if unit.task == EXTRACT:
-        from domain import stages  # it closes the units it settles through close_unit
+        from docbatch.domain import stages  # it closes the units it settles through close_unit
 
         released = stages.settle_waiting(session, unit.job_id, unit.seq_lo, unit.seq_hi, sizing)
         session.info.setdefault("released_units", []).extend(released)
@@ -392,7 +392,7 @@ def finalize_job_if_done(session: Session, job: Job) -> bool:
     if job.started_at is None:
         job.started_at = job.finished_at
     if job.webhook_url:
-        # The outbox row commits with the status; it is sent after commit (worker.webhooks).
+        # The outbox row commits with the status; it is sent after commit (worker/webhooks.py).
         session.execute(
             insert_ignore(session, WebhookDelivery).values(
                 job_id=job.id,

@@ -30,12 +30,12 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from domain import blobs, jobs
-from schema.db import new_session
-from schema.errors import BatchApiError, InputError, NotFound
-from schema.models import DocumentIn
-from schema.settings import Settings
-from schema.tables import (
+from docbatch.domain import blobs, jobs
+from docbatch.schema.db import new_session
+from docbatch.schema.errors import BatchApiError, InputError, NotFound
+from docbatch.schema.models import DocumentIn
+from docbatch.schema.settings import Settings
+from docbatch.schema.tables import (
     Batch,
     Document,
     Job,
@@ -46,7 +46,7 @@ from schema.tables import (
     new_batch_id,
     utcnow,
 )
-from schema.validation import validate_document
+from docbatch.schema.validation import validate_document
 
 GENERATE_ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
 DOCBATCH_PREFIX = "/v1/docbatch/"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from domain.broker import CANCEL_TASK, PROCESS_TASK, WEBHOOK_TASK, app_for, broker_priority
-from schema.settings import Settings, get_settings
+from docbatch.domain.broker import CANCEL_TASK, PROCESS_TASK, WEBHOOK_TASK, app_for, broker_priority
+from docbatch.schema.settings import Settings, get_settings
 
 
 def publish_units(
@@ -40,8 +40,8 @@ def republish(unit_ids: Iterable[int], settings: Settings | None = None) -> int:
     its job's priority, so a unit never loses its place to less urgent work."""
     from sqlalchemy import select
 
-    from schema.db import new_session
-    from schema.tables import Job, Unit
+    from docbatch.schema.db import new_session
+    from docbatch.schema.tables import Job, Unit
 
     ids = list(unit_ids)
     if not ids:
@@ -56,7 +56,7 @@ def republish(unit_ids: Iterable[int], settings: Settings | None = None) -> int:
 
 
 def publish_cancels(job_ids: Iterable[str], settings: Settings | None = None) -> int:
-    """Queue the batched close of cancelled jobs' queued units (worker.cancel) on the
+    """Queue the batched close of cancelled jobs' queued units (docbatch.worker.cancel) on the
     maintenance queue; returns the count."""
     queue = (settings or get_settings()).maintenance_queue
     app = app_for(settings)

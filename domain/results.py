@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Text, and_, cast, select, text, true
 
-from schema.db import is_sqlite, new_session
-from schema.settings import Settings
-from schema.tables import Document, Result, ResultStatus
+from docbatch.schema.db import is_sqlite, new_session
+from docbatch.schema.settings import Settings
+from docbatch.schema.tables import Document, Result, ResultStatus
 
 VECTOR_FORMATS = ("floats", "base64")
 RESULT_COLUMNS = (

@@ -8,7 +8,7 @@ it), so the new job's counts add up as usual and nothing runs on the GPU for it.
 It is called from ``ledger.claim_unit`` while the unit is being claimed, for jobs
 created with ``reuse_results`` (the default for scheduled jobs). The worker passes
 what identifies its results: anything with ``result_model(params, text)`` and
-``describe_params(params)`` (every ``worker.handlers.base.Handler`` is one). These are
+``describe_params(params)`` (every ``docbatch.worker.handlers.base.Handler`` is one). These are
 the very functions the worker records on each result row, so what is looked up is what
 was written, whatever model served the document (the extractive summarizer's MiniLM, a
 translation model per detected language pair).
@@ -21,8 +21,8 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from schema.db import insert_ignore
-from schema.tables import Document, Job, Result, ResultStatus, utcnow
+from docbatch.schema.db import insert_ignore
+from docbatch.schema.tables import Document, Job, Result, ResultStatus, utcnow
 
 # Candidate rows fetched per content hash; enough for a year of nightly runs of one folder.
 MAX_CANDIDATES_PER_DOCUMENT = 500

@@ -21,13 +21,13 @@ from croniter import croniter
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from domain.jobs import NewJob, create_job, parse_tasks
-from domain.sources import FileLimits, open_source, parse_source
-from schema.db import insert_ignore
-from schema.errors import Conflict, InputError, NotFound, PermanentError
-from schema.settings import Settings
-from schema.tables import Job, Schedule, ScheduleRun, utcnow
-from schema.validation import validate_schedule_name
+from docbatch.domain.jobs import NewJob, create_job, parse_tasks
+from docbatch.domain.sources import FileLimits, open_source, parse_source
+from docbatch.schema.db import insert_ignore
+from docbatch.schema.errors import Conflict, InputError, NotFound, PermanentError
+from docbatch.schema.settings import Settings
+from docbatch.schema.tables import Job, Schedule, ScheduleRun, utcnow
+from docbatch.schema.validation import validate_schedule_name
 
 RECENT_RUNS = 20
 

@@ -2,7 +2,7 @@
 
 A source is anything with ``iter_documents()`` yielding ``({"custom_id", "text",
 "metadata"?}, line or None)`` or ``(FileDocument, None)``, the shapes
-``domain.jobs.create_job`` takes. It is
+``docbatch.domain.jobs.create_job`` takes. It is
 stored on the schedule as a JSON spec with a ``type``; ``parse_source`` validates a
 spec (errors name the field) and ``open_source`` builds the reader. The first kind
 is a folder; an object store (``{"type": "s3", "bucket", "prefix"}``) is another
@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from domain.files import JSONL_SUFFIXES, TEXT_SUFFIXES, FileDocument, inline_text
-from schema.errors import InputError, PermanentError
+from docbatch.domain.files import JSONL_SUFFIXES, TEXT_SUFFIXES, FileDocument, inline_text
+from docbatch.schema.errors import InputError, PermanentError
 
 SOURCE_TYPES = ("folder",)
 ROOTS_SETTING = "DOCBATCH_SCHEDULE_FOLDER_ROOTS"
@@ -51,7 +51,7 @@ def tenant_roots(roots: Sequence[str], tenant: str) -> list[Path]:
     """The folders ``tenant`` may read: ``<root>/<tenant>`` for each configured root, as
     real paths (a root or tenant folder that is a link, an operator's mount, is followed;
     links below it are not trusted)."""
-    # Tenant names are [A-Za-z0-9][A-Za-z0-9_.-]* (domain.tenants): one safe path component.
+    # Tenant names are [A-Za-z0-9][A-Za-z0-9_.-]* (domain/tenants.py): one safe path component.
     return [Path(os.path.realpath(Path(root) / tenant)) for root in roots]
 
 

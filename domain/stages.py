@@ -14,7 +14,7 @@ over its range (an extract unit may have been split in two) is settled:
 - otherwise it is queued, cut first by the extracted text's estimated tokens (like a
   text job's units) when ``sizing`` is given, and returned for publishing after commit.
 
-Only this module and ``domain.ledger`` move a waiting unit.
+Only this module and ``docbatch.domain.ledger`` move a waiting unit.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from __future__ import annotations
 from sqlalchemy import case, exists, func, insert, literal, select
 from sqlalchemy.orm import Session
 
-from domain import ledger
-from schema.db import insert_ignore
-from schema.tables import (
+from docbatch.domain import ledger
+from docbatch.schema.db import insert_ignore
+from docbatch.schema.tables import (
     EXTRACT,
     OPEN_UNIT_STATES,
     Document,

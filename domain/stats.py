@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.orm import Session
 
-from schema.tables import Result, ResultStatus
+from docbatch.schema.tables import Result, ResultStatus
 
 
 def throughput(session: Session, job_id: str, bucket_seconds: int = 10) -> list[dict[str, Any]]:

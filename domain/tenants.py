@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from schema.errors import InputError, NotFound, Unauthorized
-from schema.tables import ApiKey, Tenant, utcnow
+from docbatch.schema.errors import InputError, NotFound, Unauthorized
+from docbatch.schema.tables import ApiKey, Tenant, utcnow
 
 KEY_PREFIX = "dbk_"
 TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from domain.jobs import get_job, job_public
-from domain.tenants import webhook_secret
-from schema.tables import WebhookDelivery, utcnow
+from docbatch.domain.jobs import get_job, job_public
+from docbatch.domain.tenants import webhook_secret
+from docbatch.schema.tables import WebhookDelivery, utcnow
 
 SIGNATURE_HEADER = "Docbatch-Signature"
 

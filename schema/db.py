@@ -11,7 +11,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from schema.settings import Settings, get_settings
+from docbatch.schema.settings import Settings, get_settings
 
 
 def make_engine(url: str) -> Engine:

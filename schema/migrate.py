@@ -9,8 +9,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 
-from schema.db import make_engine
-from schema.settings import get_settings
+from docbatch.schema.db import make_engine
+from docbatch.schema.settings import get_settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

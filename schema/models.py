@@ -21,9 +21,15 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from schema.languages import check_language
-from schema.settings import Settings, get_settings
-from schema.text_checks import depth_message, is_blank, json_problem, string_problem, too_deep
+from docbatch.schema.languages import check_language
+from docbatch.schema.settings import Settings, get_settings
+from docbatch.schema.text_checks import (
+    depth_message,
+    is_blank,
+    json_problem,
+    string_problem,
+    too_deep,
+)
 
 # Input models are the one source of truth for what a request may hold: the api validates
 # every request and every NDJSON line with them (schema/validation.py) and the OpenAPI

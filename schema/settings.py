@@ -71,17 +71,17 @@ class ModelConfig(BaseModel):
 
 def _default_models() -> dict[str, ModelConfig]:
     return {
-        "embed": ModelConfig(handler="worker.handlers.embed:EmbedHandler"),
-        "tags": ModelConfig(handler="worker.handlers.tags:TagsHandler"),
-        "summarize": ModelConfig(handler="worker.handlers.summarize:SummarizeHandler"),
-        "translate": ModelConfig(handler="worker.handlers.translate:TranslateHandler"),
+        "embed": ModelConfig(handler="docbatch.worker.handlers.embed:EmbedHandler"),
+        "tags": ModelConfig(handler="docbatch.worker.handlers.tags:TagsHandler"),
+        "summarize": ModelConfig(handler="docbatch.worker.handlers.summarize:SummarizeHandler"),
+        "translate": ModelConfig(handler="docbatch.worker.handlers.translate:TranslateHandler"),
         # Hub ids (need a download; see README "Tasks"): classify
         # distilbert/distilbert-base-uncased-finetuned-sst-2-english, entities
         # dslim/bert-base-NER, ask distilbert/distilbert-base-cased-distilled-squad.
-        "classify": ModelConfig(handler="worker.handlers.classify:ClassifyHandler"),
-        "entities": ModelConfig(handler="worker.handlers.entities:EntitiesHandler"),
-        "ask": ModelConfig(handler="worker.handlers.ask:AskHandler"),
-        "generate": ModelConfig(handler="worker.handlers.generate:GenerateHandler"),
+        "classify": ModelConfig(handler="docbatch.worker.handlers.classify:ClassifyHandler"),
+        "entities": ModelConfig(handler="docbatch.worker.handlers.entities:EntitiesHandler"),
+        "ask": ModelConfig(handler="docbatch.worker.handlers.ask:AskHandler"),
+        "generate": ModelConfig(handler="docbatch.worker.handlers.generate:GenerateHandler"),
     }
 
 

@@ -65,7 +65,7 @@ TERMINAL_JOB_STATUSES = frozenset(
 
 class UnitState(enum.StrEnum):
     # A model unit over files not yet extracted: held back until the extract units over its
-    # documents close (domain.ledger settles it), never published meanwhile.
+    # documents close (docbatch.domain.ledger settles it), never published meanwhile.
     waiting = "waiting"
     queued = "queued"
     running = "running"
@@ -155,7 +155,7 @@ class Document(Base):
 class DocumentFile(Base):
     """The original file of a document submitted as a file (PDF, DOCX, e-mail, ...).
 
-    The bytes are a blob (``domain.blobs``: a Postgres large object, or a row of
+    The bytes are a blob (``docbatch.domain.blobs``: a Postgres large object, or a row of
     ``blobs`` on SQLite) named by ``blob_oid``; ``sha256`` is theirs. A file over the
     extraction size limit is not stored (``blob_oid`` NULL) and fails at extraction.
     ``parent_document_id`` links an e-mail attachment to its message."""

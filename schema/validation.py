@@ -16,8 +16,8 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from schema.errors import InputError
-from schema.models import (
+from docbatch.schema.errors import InputError
+from docbatch.schema.models import (
     NAME_MAX_CHARS,
     DocumentIn,
     JobCreate,
@@ -25,8 +25,8 @@ from schema.models import (
     TaskList,
     TaskSpec,
 )
-from schema.settings import Settings
-from schema.text_checks import depth_message
+from docbatch.schema.settings import Settings
+from docbatch.schema.text_checks import depth_message
 
 # A discriminated union puts the member's tag into error locations (tasks.0.tags.top_k).
 _TASK_TAGS = frozenset(

@@ -7,12 +7,12 @@ import signal
 import time
 from typing import Any
 
-from worker.chunking import Chunk
-from worker.handlers.base import Handler, Output
+from docbatch.worker.chunking import Chunk
+from docbatch.worker.handlers.base import Handler, Output
 
 
 class WordTokenizer:
-    """Whitespace 'tokenizer' with offsets, enough for worker.chunking."""
+    """Whitespace 'tokenizer' with offsets, enough for docbatch.worker.chunking."""
 
     model_max_length = 64
 

@@ -15,7 +15,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from schema.settings import get_settings
+from docbatch.schema.settings import get_settings
 
 
 class Overrides:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from schema.settings import GenerationConfig, ModelConfig
+from docbatch.schema.settings import GenerationConfig, ModelConfig
+from docbatch.worker.handlers.abstractive import AbstractiveSummarizeHandler
+from docbatch.worker.runner import compute_unit
 from tests.fixtures import load_corpus
 from tests.tiny_models import tiny_models  # noqa: F401 - session fixture
-from worker.handlers.abstractive import AbstractiveSummarizeHandler
-from worker.runner import compute_unit
 
 GREEDY = GenerationConfig(num_beams=1, max_new_tokens=12, min_new_tokens=4)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from schema.db import new_session
-from schema.tables import Document, Job, Unit
+from docbatch.schema.db import new_session
+from docbatch.schema.tables import Document, Job, Unit
 
 GOOD_DOC = {"custom_id": "a", "text": "Some text."}
 

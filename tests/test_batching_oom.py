@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from schema.settings import ModelConfig
+from docbatch.schema.settings import ModelConfig
+from docbatch.worker.runner import MIN_BUDGET, BatchRunner
 from tests.fakes import OomAboveHandler
-from worker.runner import MIN_BUDGET, BatchRunner
 
 
 def test_oom_splits_the_batch_and_shrinks_the_budget():

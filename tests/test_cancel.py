@@ -10,14 +10,14 @@ import time
 
 from sqlalchemy import func, select, text
 
-from domain import jobs, ledger
-from schema.db import new_session, transaction
-from schema.settings import get_settings
-from schema.tables import Job, Unit, WebhookDelivery
+from docbatch.domain import jobs, ledger
+from docbatch.schema.db import new_session, transaction
+from docbatch.schema.settings import get_settings
+from docbatch.schema.tables import Job, Unit, WebhookDelivery
+from docbatch.worker.runner import compute_unit
 from tests.fakes import UpperHandler
 from tests.fakeworkers import fake_worker_env
 from tests.fixtures import WorkerProcess
-from worker.runner import compute_unit
 
 
 def _wait_until_blocked_on_a_lock(pid: int, timeout: float = 20) -> None:
@@ -70,7 +70,7 @@ def test_cancel_racing_the_last_unit_leaves_the_job_completed(private_queues):
         except BaseException as exc:  # reported by the test below
             cancel_error.append(exc)
 
-    # The worker's write, as worker.runner.write_outcome does it, held open at the end.
+    # The worker's write, as docbatch.worker.runner.write_outcome does it, held open at the end.
     with transaction() as worker:
         job = ledger.lock_job(worker, job_id)
         unit = worker.get(Unit, unit_id)
@@ -199,9 +199,9 @@ def test_a_lost_cancel_is_sent_again_by_the_reconciler(private_queues):
 
     import redis
 
-    from api.metrics import priority_queue_names
-    from worker.cancel import sweep
-    from worker.reconcile import reconcile_once
+    from docbatch.api.metrics import priority_queue_names
+    from docbatch.worker.cancel import sweep
+    from docbatch.worker.reconcile import reconcile_once
 
     settings = get_settings()
     with transaction() as s:

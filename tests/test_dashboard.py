@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from docbatch.processes import free_port
-from schema.tables import TERMINAL_JOB_STATUSES
+from docbatch.schema.tables import TERMINAL_JOB_STATUSES
 from tests.fixtures import ARTIFACTS, ROOT, WorkerProcess, new_api_key, spawn, stop_process
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -7,8 +7,8 @@ import time
 import numpy as np
 from sqlalchemy import func, select
 
-from schema.db import new_session
-from schema.tables import Result
+from docbatch.schema.db import new_session
+from docbatch.schema.tables import Result
 from tests.fakeworkers import fake_worker_env
 from tests.fixtures import WorkerProcess, load_corpus, read_ndjson, wait_for_job
 
@@ -100,7 +100,7 @@ def test_results_readable_while_the_job_runs(api, private_queues, settings_overr
 def test_embed_equals_direct_sentence_transformers_encode(api, workers):
     from sentence_transformers import SentenceTransformer
 
-    from worker.handlers.minilm import bundled_minilm_path
+    from docbatch.worker.handlers.minilm import bundled_minilm_path
 
     docs = load_corpus("stdlib-docs.jsonl")[50:70] + load_corpus("licenses.jsonl", 2)
     job_id = api.post("/v1/jobs", json={"tasks": ["embed"], "documents": docs}).json()["id"]

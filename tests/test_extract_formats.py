@@ -12,10 +12,10 @@ import zipfile
 
 import pytest
 
+from docbatch.worker.extract.base import Extracted, ExtractError, Limits
+from docbatch.worker.extract.formats import extract
+from docbatch.worker.extract.sandbox import Sandbox
 from tests.files import HTML, PAGES, make_docx, make_email, make_pdf
-from worker.extract.base import Extracted, ExtractError, Limits
-from worker.extract.formats import extract
-from worker.extract.sandbox import Sandbox
 
 LIMITS = Limits()
 
@@ -157,8 +157,8 @@ def test_offsets_in_any_result_name_their_page_and_section():
     """What the runner does to every task's output of an extracted document: entities,
     answers and extractive spans get ``page``/``section`` beside their ``start``; an
     embedding's chunks get ``chunk_pages``. The map is the one the extract stage stores."""
-    from worker.extraction import _output
-    from worker.pages import PageMap, annotate
+    from docbatch.worker.extraction import _output
+    from docbatch.worker.pages import PageMap, annotate
 
     data = make_pdf(PAGES)
     result = extract(data, "a.pdf", LIMITS)

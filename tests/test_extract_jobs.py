@@ -9,9 +9,9 @@ import shutil
 
 import pytest
 
-from domain import blobs
-from schema.db import new_session
-from schema.tables import DocumentFile
+from docbatch.domain import blobs
+from docbatch.schema.db import new_session
+from docbatch.schema.tables import DocumentFile
 from tests.fakeworkers import fake_worker_env
 from tests.files import (
     HTML,

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
-from domain.webhooks import SIGNATURE_HEADER, verify
-from schema.db import new_session
-from schema.tables import Document, Result, Tenant, Unit
+from docbatch.domain.webhooks import SIGNATURE_HEADER, verify
+from docbatch.schema.db import new_session
+from docbatch.schema.tables import Document, Result, Tenant, Unit
 from tests.fakeworkers import fake_worker_env
 from tests.fixtures import WorkerProcess, read_ndjson, wait_for_job
 from tests.settings_env import override

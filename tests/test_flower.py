@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from schema.db import new_session
-from schema.tables import Unit
+from docbatch.schema.db import new_session
+from docbatch.schema.tables import Unit
 from tests.conftest import BROKER_URL, RUN_ID
 from tests.fixtures import ARTIFACTS, WorkerProcess, load_corpus, wait_for_job
 from tests.procs import FlowerProcess

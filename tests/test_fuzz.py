@@ -10,7 +10,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from api.app import create_app
+from docbatch.api.app import create_app
 from tests.fixtures import new_api_key
 from tests.settings_env import override
 

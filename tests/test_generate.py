@@ -15,16 +15,16 @@ from typing import Any
 import pytest
 import torch
 
-from schema.errors import ModelUnavailable, PermanentError
-from schema.settings import GenerationConfig, ModelConfig
+from docbatch.schema.errors import ModelUnavailable, PermanentError
+from docbatch.schema.settings import GenerationConfig, ModelConfig
+from docbatch.worker.batching import plan_batches
+from docbatch.worker.handlers.causal_lm import Sampling
+from docbatch.worker.handlers.generate import GenerateHandler
+from docbatch.worker.handlers.prompts import build_prompt, render_template
+from docbatch.worker.runner import BatchRunner, compute_unit
 from tests.fixtures import WorkerProcess, load_corpus, read_ndjson, wait_for_job
 from tests.seq2seq_helpers import own_prefix, queue_prefix
 from tests.tiny_causal import tiny_gpt2  # noqa: F401 - session fixture
-from worker.batching import plan_batches
-from worker.handlers.causal_lm import Sampling
-from worker.handlers.generate import GenerateHandler
-from worker.handlers.prompts import build_prompt, render_template
-from worker.runner import BatchRunner, compute_unit
 
 TEMPLATE = "Text: {text}\nSummary:"
 NEW = 12
@@ -246,7 +246,7 @@ def test_long_document_map_reduce_and_truncate_false(handler, reference):
     # The worker's tokens_out counter counts every generated token, reduce calls included.
     from prometheus_client import REGISTRY
 
-    from worker import metrics
+    from docbatch.worker import metrics
 
     def tokens_out() -> float:
         return (
@@ -334,7 +334,11 @@ def test_bad_params_are_a_4xx_naming_the_field(api, task, field, words):
 
 # -- vLLM (parameter mapping and prompt assembly; the engine needs CUDA) ----------------
 def test_vllm_sampling_params_mapping():
-    from worker.handlers.vllm_engine import completion_from, engine_prompts, sampling_kwargs
+    from docbatch.worker.handlers.vllm_engine import (
+        completion_from,
+        engine_prompts,
+        sampling_kwargs,
+    )
 
     greedy = sampling_kwargs(Sampling(max_new_tokens=20, stop=("\n\n",)))
     assert greedy == {
@@ -491,8 +495,8 @@ def test_checkpoint_sampling_defaults_are_not_applied(tiny_gpt2, reference, tmp_
 def test_chat_completion_body_maps_to_a_generate_task(handler, reference):
     import json
 
-    from domain.openai_batch import Converted, LineError, convert_line
-    from schema.settings import Settings
+    from docbatch.domain.openai_batch import Converted, LineError, convert_line
+    from docbatch.schema.settings import Settings
 
     settings = Settings(openai_models={"any": "generate"})
 

@@ -11,14 +11,14 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from schema.settings import GenerationConfig, ModelConfig
+from docbatch.schema.settings import GenerationConfig, ModelConfig
+from docbatch.worker.batching import plan_batches
+from docbatch.worker.handlers.abstractive import AbstractiveSummarizeHandler
+from docbatch.worker.handlers.base import Handler
+from docbatch.worker.runner import BatchRunner
 from tests.fixtures import WorkerProcess, load_corpus, read_ndjson, wait_for_job
 from tests.seq2seq_helpers import greedy_env, own_prefix, queue_prefix
 from tests.tiny_models import tiny_models  # noqa: F401 - session fixture
-from worker.batching import plan_batches
-from worker.handlers.abstractive import AbstractiveSummarizeHandler
-from worker.handlers.base import Handler
-from worker.runner import BatchRunner
 
 GREEDY = GenerationConfig(num_beams=1, max_new_tokens=12, min_new_tokens=4)
 

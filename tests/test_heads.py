@@ -2,7 +2,7 @@
 and bad models/params failing documents with the setting to change.
 
 Every handler runs through the worker's real path without the database
-(``worker.runner.compute_unit``: chunking, token-budget batches, reduce), and is compared
+(``docbatch.worker.runner.compute_unit``: chunking, token-budget batches, reduce), and is compared
 with a direct call on each text alone.
 """
 
@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from schema.settings import ModelConfig
+from docbatch.schema.settings import ModelConfig
+from docbatch.worker.handlers.ask import AskHandler
+from docbatch.worker.handlers.classify import ClassifyHandler
+from docbatch.worker.handlers.entities import EntitiesHandler
+from docbatch.worker.handlers.heads import HeadHandler
+from docbatch.worker.runner import compute_unit
 from tests.fixtures import load_corpus
 from tests.tiny_heads import tiny_heads  # noqa: F401 - session fixture
-from worker.handlers.ask import AskHandler
-from worker.handlers.classify import ClassifyHandler
-from worker.handlers.entities import EntitiesHandler
-from worker.handlers.heads import HeadHandler
-from worker.runner import compute_unit
 
 QUESTIONS = ["What does the function return?", "Which module is it in?", "When is it raised?"]
 

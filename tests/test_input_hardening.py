@@ -11,9 +11,9 @@ import pytest
 import redis as redis_lib
 from sqlalchemy import func, select
 
-from schema.db import new_session
-from schema.settings import get_settings
-from schema.tables import Document, Job, Unit
+from docbatch.schema.db import new_session
+from docbatch.schema.settings import get_settings
+from docbatch.schema.tables import Document, Job, Unit
 from tests.conftest import BROKER_URL
 
 GOOD = {"custom_id": "a", "text": "Some text."}

@@ -10,8 +10,8 @@ import pytest
 
 
 def _job(reuse: bool, started: bool) -> str:
-    from schema.db import transaction
-    from schema.tables import Document, Job, JobTask, Result
+    from docbatch.schema.db import transaction
+    from docbatch.schema.tables import Document, Job, JobTask, Result
 
     now = dt.datetime.now(dt.UTC)
     with transaction() as s:
@@ -55,8 +55,8 @@ def _job(reuse: bool, started: bool) -> str:
 
 
 def _public(job_id: str) -> dict[str, Any]:
-    from domain import jobs
-    from schema.db import new_session
+    from docbatch.domain import jobs
+    from docbatch.schema.db import new_session
 
     with new_session() as s:
         return dict(json.loads(jobs.job_public(s, jobs.get_job(s, None, job_id)).model_dump_json()))

@@ -6,7 +6,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {"schema", "domain", "api", "worker", "docbatch"}
+LAYERS = {"schema", "domain", "api", "worker"}
+PACKAGES = LAYERS | {"docbatch"}
 # What each package may import of docbatch's own packages (README "Architecture").
 ALLOWED = {
     "schema": {"schema"},
@@ -26,15 +27,53 @@ def _imported_packages(path: Path) -> set[str]:
             names = [node.module]
         else:
             continue
-        found.update(n.split(".")[0] for n in names if n.split(".")[0] in PACKAGES)
+        found.update(layer for n in names if (layer := _layer(n)) is not None)
     return found
+
+
+def _layer(module: str) -> str | None:
+    """The folder a docbatch module lives in: ``docbatch.domain.jobs`` -> ``domain``, the CLI's
+    ``docbatch.cli`` -> ``docbatch``; a bare ``domain.jobs`` (no import root) -> ``domain`` too,
+    so that test_nothing_imports_a_layer_without_the_docbatch_root can name it."""
+    parts = module.split(".")
+    if parts[0] == "docbatch":
+        return parts[1] if len(parts) > 1 and parts[1] in LAYERS else "docbatch"
+    return parts[0] if parts[0] in LAYERS else None
+
+
+def _sources(package: str) -> list[Path]:
+    # docbatch/{api,domain,schema,worker} are symlinks to the layers: count each file once.
+    return [
+        p
+        for p in sorted((ROOT / package).rglob("*.py"))
+        if not any(part.is_symlink() for part in [p, *p.parents])
+    ]
 
 
 def test_each_package_imports_only_what_the_readme_allows():
     wrong = []
     for package, allowed in ALLOWED.items():
-        for path in sorted((ROOT / package).rglob("*.py")):
+        for path in _sources(package):
             extra = _imported_packages(path) - allowed
             if extra:
                 wrong.append(f"{path.relative_to(ROOT)} imports {sorted(extra)}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_nothing_imports_a_layer_without_the_docbatch_root():
+    """The wheel installs one top-level name, ``docbatch``: a bare ``import schema`` would
+    find PyPI's schema package (or nothing) on a user's machine."""
+    bare = []
+    for folder in ["api", "domain", "schema", "worker", "docbatch", "tests", "bench"]:
+        for path in _sources(folder):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                bare += [
+                    f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in LAYERS
+                ]
+    assert not bare, "\n".join(bare)

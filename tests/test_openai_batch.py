@@ -57,7 +57,7 @@ def _lines(content: bytes) -> list[dict[str, Any]]:
 def test_embeddings_batch_end_to_end(api_url, workers):
     from sentence_transformers import SentenceTransformer
 
-    from worker.handlers.minilm import bundled_minilm_path
+    from docbatch.worker.handlers.minilm import bundled_minilm_path
 
     client = _client(api_url)
     docs = load_corpus("stdlib-docs.jsonl", 12)

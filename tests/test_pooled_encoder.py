@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from schema.settings import ModelConfig
+from docbatch.schema.settings import ModelConfig
+from docbatch.worker.handlers.minilm import SentenceEncoderHandler, bundled_minilm_path
+from docbatch.worker.handlers.pooled_encoder import PooledEncoder, load_plain_encoder, plain_shape
 from tests.fixtures import load_corpus
-from worker.handlers.minilm import SentenceEncoderHandler, bundled_minilm_path
-from worker.handlers.pooled_encoder import PooledEncoder, load_plain_encoder, plain_shape
 
 ODD_TEXTS = ["  leading and trailing  \n", "\n\nTabs\tand  spaces ", "x", "", " ", "ü" * 900]
 
@@ -65,8 +65,8 @@ def test_bundled_model_runs_without_sentence_transformers_and_gives_its_vectors(
     # The default handler takes the lean path: sentence-transformers is never imported.
     probe = (
         "import sys\n"
-        "from schema.settings import ModelConfig\n"
-        "from worker.handlers.minilm import SentenceEncoderHandler\n"
+        "from docbatch.schema.settings import ModelConfig\n"
+        "from docbatch.worker.handlers.minilm import SentenceEncoderHandler\n"
         "h = SentenceEncoderHandler(ModelConfig()); h.setup('cpu')\n"
         "print(type(h.model).__name__, h.dim, 'sentence_transformers' in sys.modules)\n"
     )

@@ -10,13 +10,13 @@ import pytest
 import redis
 from sqlalchemy import func, select, update
 
-from schema.db import new_session, transaction
-from schema.settings import get_settings
-from schema.tables import Unit, utcnow
+from docbatch.schema.db import new_session, transaction
+from docbatch.schema.settings import get_settings
+from docbatch.schema.tables import Unit, utcnow
+from docbatch.worker.reconcile import reconcile_once
 from tests.fakeworkers import fake_worker_env
 from tests.fixtures import WorkerProcess, wait_for_job
 from tests.settings_env import Overrides
-from worker.reconcile import reconcile_once
 
 UNITS = 6
 

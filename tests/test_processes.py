@@ -23,9 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from domain.broker import broker_priority
-from schema.db import new_session
-from schema.tables import EXTRACT, Unit
+from docbatch.domain.broker import broker_priority
+from docbatch.schema.db import new_session
+from docbatch.schema.tables import EXTRACT, Unit
 from tests.conftest import ADMIN_URL, BROKER_URL, DATABASE_URL, RUN_ID
 from tests.files import PAGES, make_pdf
 from tests.fixtures import ROOT, WorkerProcess, load_corpus, new_api_key, spawn, stop_process

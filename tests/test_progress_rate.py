@@ -8,8 +8,8 @@ import io
 
 import pytest
 
+from docbatch.domain.stats import progress
 from docbatch.progress import ProgressBar, RateMeter, counts_table
-from domain.stats import progress
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 

@@ -7,11 +7,11 @@ import time
 import redis
 from sqlalchemy import func, select
 
-from api.metrics import priority_queue_names
-from domain import jobs, ledger
-from schema.db import new_session, transaction
-from schema.settings import get_settings
-from schema.tables import Result, Unit
+from docbatch.api.metrics import priority_queue_names
+from docbatch.domain import jobs, ledger
+from docbatch.schema.db import new_session, transaction
+from docbatch.schema.settings import get_settings
+from docbatch.schema.tables import Result, Unit
 from tests.fakeworkers import fake_worker_env
 from tests.fixtures import (
     WorkerProcess,
@@ -83,8 +83,8 @@ def test_lost_queue_is_republished_by_the_reconciler(api, private_queues):
 
 
 def test_a_unit_delivered_twice_is_written_once(private_queues):
+    from docbatch.worker.runner import compute_unit, run_unit, write_outcome
     from tests.fakes import UpperHandler
-    from worker.runner import compute_unit, run_unit, write_outcome
 
     settings = get_settings()
     with transaction() as s:

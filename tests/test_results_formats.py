@@ -54,7 +54,7 @@ def test_vectors_as_base64_and_parquet(api, workers):
 def test_tag_scores_equal_direct_encoding(api, workers):
     from sentence_transformers import SentenceTransformer
 
-    from worker.handlers.minilm import bundled_minilm_path
+    from docbatch.worker.handlers.minilm import bundled_minilm_path
 
     model = SentenceTransformer(bundled_minilm_path(), device="cpu")
     # Documents of one chunk, so the direct encoding sees the same text as the worker.

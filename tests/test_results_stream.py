@@ -64,8 +64,8 @@ DOCS: list[tuple[str, Any, dict[str, tuple[Any, ...]]]] = [
 
 @pytest.fixture(scope="module")
 def stored_job(api_key: str) -> str:
-    from schema.db import transaction
-    from schema.tables import Document, Job, JobTask, Result
+    from docbatch.schema.db import transaction
+    from docbatch.schema.tables import Document, Job, JobTask, Result
 
     with transaction() as s:
         job = Job(tenant="default", name="stream-bytes", document_count=len(DOCS))
@@ -98,7 +98,7 @@ def stored_job(api_key: str) -> str:
 
 
 def _reference(job_id: str, tasks: list[str], **kw: Any) -> list[str]:
-    from domain.results import iter_document_results
+    from docbatch.domain.results import iter_document_results
 
     return [json.dumps(d, ensure_ascii=False) for d in iter_document_results(job_id, tasks, **kw)]
 
@@ -106,7 +106,7 @@ def _reference(job_id: str, tasks: list[str], **kw: Any) -> list[str]:
 @pytest.mark.parametrize("page_size", [1, 2, 1000])
 @pytest.mark.parametrize("vectors", ["floats", "base64"])
 def test_stream_lines_equal_dict_encoding(stored_job: str, page_size: int, vectors: str) -> None:
-    from domain.results import iter_result_pages
+    from docbatch.domain.results import iter_result_pages
 
     tasks = ["embed", "summarize"]
     want = _reference(stored_job, tasks, page_size=page_size, vectors=vectors)
@@ -127,8 +127,8 @@ def test_stream_lines_equal_dict_encoding(stored_job: str, page_size: int, vecto
 
 
 def test_results_endpoint_bytes(api: Any, stored_job: str) -> None:
-    from api.routers.jobs import _task_names
-    from schema.db import new_session
+    from docbatch.api.routers.jobs import _task_names
+    from docbatch.schema.db import new_session
 
     with new_session() as s:
         tasks = _task_names(s, stored_job)

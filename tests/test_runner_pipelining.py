@@ -11,10 +11,10 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from domain import jobs
-from schema.db import new_session, transaction
-from schema.settings import Settings, get_settings
-from schema.tables import Job, Result, Unit
+from docbatch.domain import jobs
+from docbatch.schema.db import new_session, transaction
+from docbatch.schema.settings import Settings, get_settings
+from docbatch.schema.tables import Job, Result, Unit
 from tests.fakes import UpperHandler
 from tests.fixtures import WorkerProcess, load_corpus, read_ndjson, wait_for_job
 from tests.settings_env import override
@@ -45,7 +45,7 @@ def _create(settings: Settings, docs: list[dict]) -> tuple[str, list[int]]:
 
 
 def _outputs(job_id: str) -> dict[str, tuple[str, object]]:
-    from schema.tables import Document
+    from docbatch.schema.tables import Document
 
     with new_session() as s:
         rows = s.execute(
@@ -67,8 +67,8 @@ def _outputs(job_id: str) -> dict[str, tuple[str, object]]:
 def test_pipelined_chain_matches_plain_path(overlap):
     """Claim-ahead and result writes on threads beside the model (a GPU's default), or
     one after the other in the task's thread (the CPU's): the same results either way."""
-    from worker.pipeline import overlaps, run_leased_units
-    from worker.runner import run_unit
+    from docbatch.worker.pipeline import overlaps, run_leased_units
+    from docbatch.worker.runner import run_unit
 
     docs = load_corpus("stdlib-docs.jsonl", 30)
     handler = _handler()
@@ -99,8 +99,8 @@ def test_pipelined_chain_matches_plain_path(overlap):
 
 
 def test_unit_leased_by_a_live_worker_is_skipped_and_reclaimed_once_it_dies():
-    from worker.pipeline import Lease
-    from worker.runner import claim_in, run_unit
+    from docbatch.worker.pipeline import Lease
+    from docbatch.worker.runner import claim_in, run_unit
 
     handler = _handler()
     settings = _settings(f"lease-{secrets.token_hex(3)}")

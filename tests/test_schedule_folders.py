@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from domain.schedules import next_fire
-from schema.db import new_session
-from schema.tables import Job, ScheduleRun, utcnow
+from docbatch.domain.schedules import next_fire
+from docbatch.schema.db import new_session
+from docbatch.schema.tables import Job, ScheduleRun, utcnow
 from tests.fixtures import ROOT
 
 CRON = "0 2 * * *"
@@ -59,7 +59,7 @@ def _schedule(api, folder: Path, pattern: str = "**/*") -> str:  # noqa: ANN001
 
 def _fire_all() -> dict[str, tuple[str | None, str | None]]:
     """Run the tick of tonight's 02:00:05; returns schedule id -> (job id, error)."""
-    from worker.scheduler import tick
+    from docbatch.worker.scheduler import tick
 
     tick(now=next_fire(CRON, utcnow()) + dt.timedelta(seconds=5))
     with new_session() as s:
@@ -68,7 +68,7 @@ def _fire_all() -> dict[str, tuple[str | None, str | None]]:
 
 
 def _texts(job_id: str) -> list[str]:
-    from schema.tables import Document
+    from docbatch.schema.tables import Document
 
     with new_session() as s:
         return list(s.scalars(select(Document.text).where(Document.job_id == job_id)))
@@ -198,9 +198,9 @@ def test_file_size_is_checked_before_the_file_is_read(api, roots, tmp_path):
     sid = _schedule(api, big)
     script = (
         "import datetime as dt, resource, json\n"
-        "from domain.schedules import next_fire\n"
-        "from schema.tables import utcnow\n"
-        "from worker.scheduler import tick\n"
+        "from docbatch.domain.schedules import next_fire\n"
+        "from docbatch.schema.tables import utcnow\n"
+        "from docbatch.worker.scheduler import tick\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "fired = tick(now=next_fire('0 2 * * *', utcnow()) + dt.timedelta(seconds=5))\n"
         "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
@@ -221,14 +221,14 @@ def test_file_size_is_checked_before_the_file_is_read(api, roots, tmp_path):
         assert report["errors"] == [None], report
         assert report["grew_kb"] < 100 * 1024, f"the tick read the file: {report}"
         job_id = _fire_all()[sid][0]
-        from schema.tables import DocumentFile
+        from docbatch.schema.tables import DocumentFile
 
         with new_session() as s:
             stored = {f.name: f for f in s.scalars(select(DocumentFile).filter_by(job_id=job_id))}
         assert list(stored) == ["huge.txt"]  # small.txt is UTF-8 text: no extraction
         assert (stored["huge.txt"].bytes, stored["huge.txt"].blob_oid) == (400 * 1024**2, None)
-        from schema.settings import get_settings
-        from worker.extraction import _too_big
+        from docbatch.schema.settings import get_settings
+        from docbatch.worker.extraction import _too_big
 
         assert "DOCBATCH_EXTRACT_MAX_BYTES" in _too_big(stored["huge.txt"], get_settings())
     finally:

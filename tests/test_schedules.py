@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from domain.schedules import next_fire
-from schema.db import new_session
-from schema.settings import get_settings
-from schema.tables import Job, Result, ScheduleRun, utcnow
+from docbatch.domain.schedules import next_fire
+from docbatch.schema.db import new_session
+from docbatch.schema.settings import get_settings
+from docbatch.schema.tables import Job, Result, ScheduleRun, utcnow
 from tests.fixtures import (
     ARTIFACTS,
     WorkerProcess,
@@ -277,9 +277,9 @@ def test_racing_firings_of_one_period_make_one_job(api, prefix, tmp_path):
     amount to): exactly one creates a job, the others see the claim and back off."""
     import threading
 
-    from domain import schedules
-    from schema.db import transaction
-    from schema.tables import Schedule
+    from docbatch.domain import schedules
+    from docbatch.schema.db import transaction
+    from docbatch.schema.tables import Schedule
 
     folder = _folder(tmp_path, {"a.txt": "alpha"})
     name = f"race-{secrets.token_hex(3)}"
@@ -318,7 +318,7 @@ def test_racing_firings_of_one_period_make_one_job(api, prefix, tmp_path):
 
 
 def _outputs(job_id: str) -> dict[str, tuple[bool, str]]:
-    from schema.tables import Document
+    from docbatch.schema.tables import Document
 
     with new_session() as s:
         rows = s.execute(
@@ -330,7 +330,7 @@ def _outputs(job_id: str) -> dict[str, tuple[bool, str]]:
 
 
 def test_nightly_rerun_reuses_unchanged_documents(api, fake_workers, tmp_path):
-    from worker.scheduler import tick
+    from docbatch.worker.scheduler import tick
 
     files = {f"doc{i}.txt": f"document number {i} says hello" for i in range(4)}
     files["notes/extra.md"] = "a markdown note"

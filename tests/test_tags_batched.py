@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from schema.settings import ModelConfig
+from docbatch.schema.settings import ModelConfig
+from docbatch.worker.handlers.tags import TagsHandler, candidate_phrases
+from docbatch.worker.runner import compute_unit
 from tests.fixtures import load_corpus
 from tests.test_tags_nli import LABELS, tiny_nli  # noqa: F401 - the tiny NLI model fixture
-from worker.handlers.tags import TagsHandler, candidate_phrases
-from worker.runner import compute_unit
 
 
 class CountingTags(TagsHandler):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from schema.settings import ModelConfig
+from docbatch.schema.settings import ModelConfig
+from docbatch.worker.handlers.tags import TagsHandler
 from tests.fixtures import load_corpus
-from worker.handlers.tags import TagsHandler
 
 LABELS = ["networking", "file system", "text processing"]
 
@@ -17,7 +17,7 @@ LABELS = ["networking", "file system", "text processing"]
 def tiny_nli(tmp_path_factory) -> str:
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from worker.handlers.minilm import bundled_minilm_path
+    from docbatch.worker.handlers.minilm import bundled_minilm_path
 
     out = tmp_path_factory.mktemp("tiny-nli")
     tok = AutoTokenizer.from_pretrained(bundled_minilm_path())

@@ -8,8 +8,8 @@ import sys
 
 from sqlalchemy import select
 
-from schema.db import new_session
-from schema.tables import ApiKey, Tenant
+from docbatch.schema.db import new_session
+from docbatch.schema.tables import ApiKey, Tenant
 from tests.fixtures import ROOT, new_api_key
 
 DOCS = [{"custom_id": "a", "text": "One."}, {"custom_id": "b", "text": "Two."}]

@@ -6,14 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from schema.settings import ModelConfig
+from docbatch.schema.settings import ModelConfig
+from docbatch.worker.handlers.language import detect
+from docbatch.worker.handlers.translate import TranslateHandler
+from docbatch.worker.runner import BatchRunner
 from tests.fixtures import WorkerProcess, load_corpus, read_ndjson, wait_for_job
 from tests.seq2seq_helpers import greedy_env, own_prefix, queue_prefix
 from tests.test_handlers_seq2seq import GREEDY, assert_batched_equals_alone, mixed_chunks
 from tests.tiny_models import tiny_models  # noqa: F401 - session fixture
-from worker.handlers.language import detect
-from worker.handlers.translate import TranslateHandler
-from worker.runner import BatchRunner
 
 FRENCH = (
     "Le renard brun saute par-dessus le chien paresseux. Nous traduisons des documents "

@@ -8,8 +8,8 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from schema.db import new_session
-from schema.tables import Document, Job, Unit
+from docbatch.schema.db import new_session
+from docbatch.schema.tables import Document, Job, Unit
 
 GOOD = {"custom_id": "a", "text": "Some text."}
 
@@ -138,7 +138,7 @@ def test_bad_tasks(api, no_rows_written, tasks, field, message):
 
 
 def test_plausible_language_codes_are_accepted(api):
-    from schema.languages import check_language
+    from docbatch.schema.languages import check_language
 
     for code in ("de", "pt-BR", "zh-Hans", "deu", "es_419"):
         assert check_language(code) is None, code

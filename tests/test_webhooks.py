@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import func, text
 from sqlalchemy import select as sql_select
 
-from schema.db import new_session
-from schema.tables import Document, Job, Unit, WebhookDelivery
+from docbatch.schema.db import new_session
+from docbatch.schema.tables import Document, Job, Unit, WebhookDelivery
 from tests.fakeworkers import fake_worker_env
 from tests.fixtures import WorkerProcess, wait_for_job
 from tests.procs import WebhooksProcess

@@ -15,10 +15,10 @@ import time
 import pytest
 from sqlalchemy import select, text
 
-from domain import jobs
-from schema.db import new_session, transaction
-from schema.settings import Settings, get_settings
-from schema.tables import Document, Result, Unit
+from docbatch.domain import jobs
+from docbatch.schema.db import new_session, transaction
+from docbatch.schema.settings import Settings, get_settings
+from docbatch.schema.tables import Document, Result, Unit
 from tests.fakes import UpperHandler
 from tests.fakeworkers import fake_worker_env
 from tests.fixtures import WorkerProcess, wait_for_job
@@ -133,7 +133,7 @@ def test_hung_unit_hits_its_time_limit_and_is_failed_after_max_attempts(
 
 
 def test_a_refused_result_fails_its_document_and_the_chain_goes_on():
-    from worker.pipeline import run_leased_units
+    from docbatch.worker.pipeline import run_leased_units
 
     settings = get_settings().model_copy(
         update={"queue_prefix": f"nul{secrets.token_hex(3)}", "unit_max_documents": 3}
@@ -152,8 +152,8 @@ def test_a_refused_result_fails_its_document_and_the_chain_goes_on():
 
 @pytest.mark.parametrize("threaded", [True, False])
 def test_writer_keeps_writing_after_an_error_and_gives_the_unit_back(threaded):
-    from worker.pipeline import Lease, _claim, _Writer
-    from worker.runner import PreparedUnit, run_prepared
+    from docbatch.worker.pipeline import Lease, _claim, _Writer
+    from docbatch.worker.runner import PreparedUnit, run_prepared
 
     settings = get_settings().model_copy(
         update={"queue_prefix": f"wr{secrets.token_hex(3)}", "unit_max_documents": 2}
@@ -187,7 +187,7 @@ def test_writer_keeps_writing_after_an_error_and_gives_the_unit_back(threaded):
 def test_duplicate_messages_with_claim_ahead_off_never_run_a_unit_twice(
     api, private_queues, limits
 ):
-    from domain.publish import publish_units
+    from docbatch.domain.publish import publish_units
 
     limits["UNIT_MAX_DOCUMENTS"] = "4"
     env = fake_worker_env(
@@ -224,7 +224,7 @@ def test_duplicate_messages_with_claim_ahead_off_never_run_a_unit_twice(
 
 
 def test_lease_connection_has_server_keepalives_within_the_lease(limits):
-    from worker.pipeline import Lease
+    from docbatch.worker.pipeline import Lease
 
     limits["RUNNING_LEASE_SECONDS"] = "40"
     lease = Lease()

@@ -7,9 +7,9 @@ import os
 import subprocess
 import sys
 
-from schema.settings import Settings
+from docbatch.schema.settings import Settings
+from docbatch.worker.threads import CoreShare, available_cores, cgroup_cpu_limit, worker_threads
 from tests.fixtures import ROOT
-from worker.threads import CoreShare, available_cores, cgroup_cpu_limit, worker_threads
 
 
 def test_default_threads_are_the_workers_share_of_the_cores():
@@ -21,11 +21,11 @@ def test_default_threads_are_the_workers_share_of_the_cores():
 
 
 def test_worker_process_applies_the_limit_before_the_model_loads():
-    """What a deployed worker does at start (worker.tasks.load_pinned_handler)."""
+    """What a deployed worker does at start (docbatch.worker.tasks.load_pinned_handler)."""
     code = (
         "import json, os, torch\n"
-        "from schema.settings import get_settings\n"
-        "from worker.threads import apply_thread_limits\n"
+        "from docbatch.schema.settings import get_settings\n"
+        "from docbatch.worker.threads import apply_thread_limits\n"
         "n = apply_thread_limits(get_settings())\n"
         "print(json.dumps({'n': n, 'torch': torch.get_num_threads(),"
         " 'omp': os.environ.get('OMP_NUM_THREADS'),"
@@ -61,7 +61,7 @@ def test_a_cgroup_cpu_quota_lowers_the_cores(tmp_path):
 HOLDER = (
     "import sys, time\n"
     "from pathlib import Path\n"
-    "from worker.threads import CoreShare\n"
+    "from docbatch.worker.threads import CoreShare\n"
     "share = CoreShare(Path(sys.argv[1]), 4)\n"
     "with share.busy():\n"
     "    print(share.threads, flush=True)\n"

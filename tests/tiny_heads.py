@@ -52,7 +52,7 @@ def build_heads(root: Path, size: dict[str, int] | None = None) -> dict[str, str
         BertModel,
     )
 
-    from worker.handlers.minilm import bundled_minilm_path
+    from docbatch.worker.handlers.minilm import bundled_minilm_path
 
     size = size or TINY
     done = root / "built.json"

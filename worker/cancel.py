@@ -22,9 +22,9 @@ import zlib
 from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
-from domain import jobs, webhooks
-from schema.db import get_engine, is_sqlite, transaction
-from schema.settings import Settings
+from docbatch.domain import jobs, webhooks
+from docbatch.schema.db import get_engine, is_sqlite, transaction
+from docbatch.schema.settings import Settings
 
 log = logging.getLogger("docbatch.cancel")
 NAMESPACE = 0x6463  # first key of the two-int advisory lock: "dc" (leases use "db")
@@ -70,7 +70,7 @@ def _sweep(job_id: str, settings: Settings, conn: Connection | None) -> int:
 
 
 def _send_webhooks(job_id: str) -> None:
-    from domain.publish import publish_webhooks
+    from docbatch.domain.publish import publish_webhooks
 
     try:
         with transaction() as s:

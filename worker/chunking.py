@@ -26,7 +26,7 @@ class Chunk:
     end: int
     text: str
     tokens: int
-    # Chunks of one group are batched together (see worker.handlers.base.GROUP_PARAM).
+    # Chunks of one group are batched together (see docbatch.worker.handlers.base.GROUP_PARAM).
     group: str = ""
 
 

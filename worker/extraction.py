@@ -5,7 +5,7 @@ heartbeat), reads each document's original bytes from its blob, extracts them in
 process's ``Sandbox`` (a child process with a time limit per file: a parser that
 hangs or crashes costs that file, never the worker), follows attachments and archive
 members (within DOCBATCH_EXTRACT_ARCHIVE_MAX_FILES and DOCBATCH_EXTRACT_MAX_DEPTH),
-and hands the outcomes to ``domain.extraction.record``, which writes them and the
+and hands the outcomes to ``docbatch.domain.extraction.record``, which writes them and the
 unit's close in one transaction; the model units that waited on these files are
 published after it commits. An earlier extraction of the same bytes by the same
 extractor versions is copied instead of run again.
@@ -21,18 +21,18 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from domain import blobs, ledger
-from domain.extraction import Extraction, Extractor, earlier, files_of, record
-from domain.files import relative_name
-from schema.db import is_sqlite, transaction
-from schema.errors import InputError
-from schema.settings import Settings
-from schema.tables import EXTRACT, DocumentFile, ResultStatus, Unit, UnitState
-from worker.extract import detect
-from worker.extract.base import Attachment, Extracted, ExtractError, Limits, version_of
-from worker.extract.sandbox import Sandbox
-from worker.heartbeat import heartbeat
-from worker.runner import Outcome, cancel_watcher, worker_name
+from docbatch.domain import blobs, ledger
+from docbatch.domain.extraction import Extraction, Extractor, earlier, files_of, record
+from docbatch.domain.files import relative_name
+from docbatch.schema.db import is_sqlite, transaction
+from docbatch.schema.errors import InputError
+from docbatch.schema.settings import Settings
+from docbatch.schema.tables import EXTRACT, DocumentFile, ResultStatus, Unit, UnitState
+from docbatch.worker.extract import detect
+from docbatch.worker.extract.base import Attachment, Extracted, ExtractError, Limits, version_of
+from docbatch.worker.extract.sandbox import Sandbox
+from docbatch.worker.heartbeat import heartbeat
+from docbatch.worker.runner import Outcome, cancel_watcher, worker_name
 
 log = logging.getLogger("docbatch.worker")
 LIBRARIES = ("pypdfium2", "python-docx", "trafilatura", "charset-normalizer", "olefile")
@@ -223,7 +223,7 @@ def _held(unit_id: int, settings: Settings) -> Iterator[bool]:
         with heartbeat(unit_id, settings.unit_heartbeat_seconds):
             yield True
         return
-    from worker.pipeline import drop_lease, get_lease
+    from docbatch.worker.pipeline import drop_lease, get_lease
 
     try:
         lease = get_lease(settings)
@@ -273,7 +273,7 @@ def _run(unit_id: int, settings: Settings) -> Outcome:
         }
         split_off = claim.split_off
     if split_off:
-        from domain.publish import republish
+        from docbatch.domain.publish import republish
 
         with contextlib.suppress(Exception):  # queued in Postgres: the reconciler sends them
             republish([u for u, _ in split_off], settings)
@@ -317,7 +317,7 @@ def _write(
     settings: Settings,
     cancelled: bool,
 ) -> Outcome:
-    from schema.tables import JobStatus
+    from docbatch.schema.tables import JobStatus
 
     with transaction(settings) as s:
         job = ledger.lock_job(s, job_id)
@@ -333,7 +333,7 @@ def _write(
         ledger.finalize_job_if_done(s, job)
         released = s.info.pop("released_units", [])
     if released:
-        from domain.publish import republish
+        from docbatch.domain.publish import republish
 
         try:
             republish([u for u, _ in released], settings)

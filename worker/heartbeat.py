@@ -28,10 +28,10 @@ from contextlib import contextmanager
 
 from sqlalchemy import update
 
-from domain import ledger
-from schema.db import transaction
-from schema.settings import Settings
-from schema.tables import Unit, UnitState, utcnow
+from docbatch.domain import ledger
+from docbatch.schema.db import transaction
+from docbatch.schema.settings import Settings
+from docbatch.schema.tables import Unit, UnitState, utcnow
 
 log = logging.getLogger("docbatch.worker")
 # Longest the watchdog spends recording why it stops before it kills the process anyway.
@@ -122,7 +122,7 @@ class Holdings:
         # Kill even if the database does not answer: the lease then frees the units.
         threading.Timer(STOP_GRACE_SECONDS, _kill_self).start()
         try:
-            from domain.publish import republish
+            from docbatch.domain.publish import republish
 
             with transaction() as s:
                 ledger.note_stop(s, unit_id, reason)

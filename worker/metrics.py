@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 if TYPE_CHECKING:
-    from worker.handlers.base import Handler
+    from docbatch.worker.handlers.base import Handler
 
 log = logging.getLogger("docbatch.worker")
 

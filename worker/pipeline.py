@@ -49,14 +49,14 @@ from sqlalchemy import Connection, Engine, create_engine, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from domain import ledger
-from domain.leases import keepalive_connect_args, lease_key
-from schema.db import is_sqlite, transaction
-from schema.settings import Settings, get_settings
-from schema.tables import Job, Unit, UnitState
-from worker.handlers.base import Handler
-from worker.heartbeat import Holdings, time_limit
-from worker.runner import (
+from docbatch.domain import ledger
+from docbatch.domain.leases import keepalive_connect_args, lease_key
+from docbatch.schema.db import is_sqlite, transaction
+from docbatch.schema.settings import Settings, get_settings
+from docbatch.schema.tables import Job, Unit, UnitState
+from docbatch.worker.handlers.base import Handler
+from docbatch.worker.heartbeat import Holdings, time_limit
+from docbatch.worker.runner import (
     BatchRunner,
     Outcome,
     PreparedUnit,
@@ -227,7 +227,7 @@ def _give_back(lease: Lease, unit_id: int, *, publish: bool = True) -> None:
         with transaction() as s:
             queue_name = ledger.release_unit(s, unit_id)
         if queue_name and publish:
-            from domain.publish import republish
+            from docbatch.domain.publish import republish
 
             republish([unit_id])
     except Exception:  # the lease period recovers it

@@ -11,7 +11,7 @@ only carries unit ids, so anything the broker forgets is found here.
   queue's depth in the broker with the number of queued units that name it and
   republishes only the shortfall (oldest first), so a deep backlog is not duplicated
   every pass. Duplicates that still happen are harmless: a closed unit is skipped.
-- A job still **cancelling** with queued units gets its batched cancel (worker.cancel)
+- A job still **cancelling** with queued units gets its batched cancel (docbatch.worker.cancel)
   sent again, in case the api's message was lost.
 - A webhook delivery still undelivered past its retry time is sent again.
 """
@@ -24,11 +24,16 @@ from collections import defaultdict
 
 from sqlalchemy import func, select
 
-from domain import jobs, ledger, webhooks
-from domain.publish import publish_cancels, publish_prioritized, publish_webhooks, queue_depths
-from schema.db import transaction
-from schema.settings import get_settings
-from schema.tables import Job, JobStatus, Unit, UnitState, utcnow
+from docbatch.domain import jobs, ledger, webhooks
+from docbatch.domain.publish import (
+    publish_cancels,
+    publish_prioritized,
+    publish_webhooks,
+    queue_depths,
+)
+from docbatch.schema.db import transaction
+from docbatch.schema.settings import get_settings
+from docbatch.schema.tables import Job, JobStatus, Unit, UnitState, utcnow
 
 log = logging.getLogger("docbatch.reconcile")
 

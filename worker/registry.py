@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import importlib
 
-from schema.settings import Settings
-from worker.handlers.base import Handler
+from docbatch.schema.settings import Settings
+from docbatch.worker.handlers.base import Handler
+
+# Handler paths written before docbatch had one import root (``worker.handlers.embed:...``).
+_LEGACY_ROOTS = ("api.", "domain.", "schema.", "worker.")
 
 
 def handler_class(path: str) -> type[Handler]:
     module_name, _, attr = path.partition(":")
+    if module_name.startswith(_LEGACY_ROOTS):
+        module_name = f"docbatch.{module_name}"
     if not attr:
         raise ValueError(f"handler {path!r} must look like 'package.module:ClassName'")
     cls = getattr(importlib.import_module(module_name), attr)
     if not (isinstance(cls, type) and issubclass(cls, Handler)):
-        raise TypeError(f"{path} is not a worker.handlers.base.Handler subclass")
+        raise TypeError(f"{path} is not a docbatch.worker.handlers.base.Handler subclass")
     return cls
 
 

@@ -23,16 +23,16 @@ from sqlalchemy import select
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
-from domain import ledger
-from schema.db import transaction
-from schema.errors import PermanentError
-from schema.settings import Settings
-from schema.tables import EXTRACT, JobStatus, Result, ResultStatus, Unit, UnitState, utcnow
-from worker import metrics, threads
-from worker.batching import plan_batches
-from worker.chunking import Chunk, chunk_text, token_ends_many
-from worker.handlers.base import GROUP_PARAM, Handler, Output, UnitDocument
-from worker.pages import PageMap, annotate
+from docbatch.domain import ledger
+from docbatch.schema.db import transaction
+from docbatch.schema.errors import PermanentError
+from docbatch.schema.settings import Settings
+from docbatch.schema.tables import EXTRACT, JobStatus, Result, ResultStatus, Unit, UnitState, utcnow
+from docbatch.worker import metrics, threads
+from docbatch.worker.batching import plan_batches
+from docbatch.worker.chunking import Chunk, chunk_text, token_ends_many
+from docbatch.worker.handlers.base import GROUP_PARAM, Handler, Output, UnitDocument
+from docbatch.worker.pages import PageMap, annotate
 
 log = logging.getLogger("docbatch.worker")
 CANCEL_CHECK_SECONDS = 0.5
@@ -475,7 +475,7 @@ def publish_split(claimed: PreparedUnit | Outcome) -> None:
     """Send the messages of units split off at a (committed) claim. If this fails the
     reconciler finds them: they are queued in Postgres already."""
     if isinstance(claimed, PreparedUnit) and claimed.split_off:
-        from domain.publish import republish
+        from docbatch.domain.publish import republish
 
         try:
             republish(u for u, _ in claimed.split_off)

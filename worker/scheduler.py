@@ -2,7 +2,7 @@
 
 Beat sends ``docbatch.schedule_tick`` to the maintenance queue every
 DOCBATCH_SCHEDULE_TICK_SECONDS; any worker runs it. Several beats (a mistake, or a
-failover) only mean more ticks: ``domain.schedules.fire`` lets one transaction per
+failover) only mean more ticks: ``docbatch.domain.schedules.fire`` lets one transaction per
 (schedule, period) create the job.
 """
 
@@ -11,12 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from domain import schedules
-from domain.publish import publish_units
-from schema.db import transaction
-from schema.settings import get_settings
-from schema.tables import Schedule, utcnow
-from worker.runner import worker_name
+from docbatch.domain import schedules
+from docbatch.domain.publish import publish_units
+from docbatch.schema.db import transaction
+from docbatch.schema.settings import get_settings
+from docbatch.schema.tables import Schedule, utcnow
+from docbatch.worker.runner import worker_name
 
 log = logging.getLogger("docbatch.scheduler")
 

@@ -1,4 +1,4 @@
-"""Celery tasks: thin shells over worker.runner and domain.ledger.
+"""Celery tasks: thin shells over docbatch.worker.runner and docbatch.domain.ledger.
 
 A worker process serves one task (``Settings.worker_task``, set by ``docbatch worker
 --task T``); its handler is loaded once per process after the fork
@@ -13,28 +13,28 @@ from typing import Any
 from celery.signals import worker_process_init
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from domain import webhooks
-from domain.broker import (
+from docbatch.domain import webhooks
+from docbatch.domain.broker import (
     CANCEL_TASK,
     PROCESS_TASK,
     RECONCILE_TASK,
     SCHEDULE_TICK_TASK,
     WEBHOOK_TASK,
 )
-from domain.publish import publish_webhooks
-from schema.db import is_sqlite, transaction
-from schema.errors import TransientError
-from schema.settings import Settings, get_settings
-from schema.tables import EXTRACT
-from worker import metrics as worker_metrics
-from worker.app import app
-from worker.handlers.base import Handler, pick_device
-from worker.heartbeat import heartbeat
-from worker.pipeline import UnitProcessor, choose_processor
-from worker.reconcile import reconcile_once
-from worker.registry import load_handler
-from worker.threads import apply_thread_limits
-from worker.webhooks import deliver
+from docbatch.domain.publish import publish_webhooks
+from docbatch.schema.db import is_sqlite, transaction
+from docbatch.schema.errors import TransientError
+from docbatch.schema.settings import Settings, get_settings
+from docbatch.schema.tables import EXTRACT
+from docbatch.worker import metrics as worker_metrics
+from docbatch.worker.app import app
+from docbatch.worker.handlers.base import Handler, pick_device
+from docbatch.worker.heartbeat import heartbeat
+from docbatch.worker.pipeline import UnitProcessor, choose_processor
+from docbatch.worker.reconcile import reconcile_once
+from docbatch.worker.registry import load_handler
+from docbatch.worker.threads import apply_thread_limits
+from docbatch.worker.webhooks import deliver
 
 log = logging.getLogger("docbatch.worker")
 _handler: Handler | None = None
@@ -67,12 +67,12 @@ def load_pinned_handler() -> Handler | None:
 def _load_model(**_: Any) -> None:
     settings = get_settings()
     if settings.worker_task == EXTRACT:
-        from worker.extraction import warm_up as warm_extractors
+        from docbatch.worker.extraction import warm_up as warm_extractors
 
         warm_extractors(settings)
         return
     if load_pinned_handler() is not None:
-        from worker.pipeline import warm_up
+        from docbatch.worker.pipeline import warm_up
 
         warm_up()
 
@@ -90,7 +90,7 @@ def _load_model(**_: Any) -> None:
 )
 def process_unit_task(self: Any, unit_id: int) -> str:
     if get_settings().worker_task == EXTRACT:
-        from worker.extraction import run_extract_unit
+        from docbatch.worker.extraction import run_extract_unit
 
         outcome = run_extract_unit(unit_id, _with_retries(get_settings(), self.request.retries))
         send_new_webhooks(unit_id)
@@ -123,7 +123,7 @@ def send_new_webhooks(unit_id: int) -> None:
     would otherwise pick it up within DOCBATCH_REQUEUE_AFTER_SECONDS)."""
     from sqlalchemy import select
 
-    from schema.tables import Unit
+    from docbatch.schema.tables import Unit
 
     try:
         with transaction() as s:
@@ -144,7 +144,7 @@ def deliver_webhook(self: Any, delivery_id: int) -> str:
 
 @app.task(name=CANCEL_TASK, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=5)
 def cancel_job(job_id: str) -> int:
-    from worker.cancel import sweep
+    from docbatch.worker.cancel import sweep
 
     return sweep(job_id, get_settings())
 
@@ -156,6 +156,6 @@ def reconcile() -> int:
 
 @app.task(name=SCHEDULE_TICK_TASK, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=3)
 def schedule_tick() -> int:
-    from worker.scheduler import tick
+    from docbatch.worker.scheduler import tick
 
     return len(tick())

@@ -28,7 +28,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-from schema.settings import Settings
+from docbatch.schema.settings import Settings
 
 CGROUP_V2 = Path("/sys/fs/cgroup/cpu.max")
 CGROUP_V1 = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")

@@ -5,7 +5,7 @@ Called by the ``docbatch.deliver_webhook`` task on the webhooks queue, which onl
 holds a GPU worker. Each try:
 
 1. claims the outbox row (a short transaction that leases it and commits);
-2. resolves the host, refuses non-public addresses (domain.netguard), and POSTs to the
+2. resolves the host, refuses non-public addresses (docbatch.domain.netguard), and POSTs to the
    checked address, with no transaction open, within DOCBATCH_WEBHOOK_DEADLINE_SECONDS
    in total (a receiver trickling a byte at a time is cut off at the deadline);
 3. records the outcome in a second short transaction.
@@ -23,9 +23,9 @@ import time
 
 import httpx
 
-from domain import netguard, webhooks
-from schema.db import transaction
-from schema.settings import Settings
+from docbatch.domain import netguard, webhooks
+from docbatch.schema.db import transaction
+from docbatch.schema.settings import Settings
 
 log = logging.getLogger("docbatch.webhooks")
 

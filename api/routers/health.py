@@ -13,8 +13,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from domain.broker import app as celery_app
-from schema.db import get_engine
+from docbatch.domain.broker import app as celery_app
+from docbatch.schema.db import get_engine
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger("docbatch.api.health")

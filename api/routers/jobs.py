@@ -14,10 +14,10 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from sqlalchemy.exc import IntegrityError
 from starlette.background import BackgroundTask
 
-from api import cancel as cancellation
-from api import metrics as api_metrics
-from api.deps import SessionDep, SettingsDep, TenantDep
-from api.ingest import (
+from docbatch.api import cancel as cancellation
+from docbatch.api import metrics as api_metrics
+from docbatch.api.deps import SessionDep, SettingsDep, TenantDep
+from docbatch.api.ingest import (
     body_kind,
     body_limit,
     check_declared_length,
@@ -30,16 +30,16 @@ from api.ingest import (
     request_digest,
     spool_body,
 )
-from domain import jobs
-from domain.export import write_parquet
-from domain.job_status import job_status_json
-from domain.publish import publish_units
-from domain.results import iter_result_pages
-from schema.db import new_session, transaction
-from schema.errors import InputError
-from schema.models import JobPublic, JobsPublic
-from schema.settings import Settings
-from schema.tables import JobTask
+from docbatch.domain import jobs
+from docbatch.domain.export import write_parquet
+from docbatch.domain.job_status import job_status_json
+from docbatch.domain.publish import publish_units
+from docbatch.domain.results import iter_result_pages
+from docbatch.schema.db import new_session, transaction
+from docbatch.schema.errors import InputError
+from docbatch.schema.models import JobPublic, JobsPublic
+from docbatch.schema.settings import Settings
+from docbatch.schema.tables import JobTask
 
 log = logging.getLogger("docbatch.api")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -197,7 +197,7 @@ def get_results(
     """NDJSON, one line per document in submission order; readable while the job runs.
 
     ``?vectors=base64`` sends vectors as base64 float32; ``?format=parquet`` returns a
-    Parquet file (see ``domain.export``)."""
+    Parquet file (see ``docbatch.domain.export``)."""
     tasks = _owned_task_names(tenant, job_id)
     if format == "parquet":
         return _parquet_response(job_id, tasks, settings.results_page_size)

@@ -19,15 +19,15 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import select
 
-from api import cancel as cancellation
-from api.deps import SessionDep, SettingsDep, TenantDep
-from domain import blobs
-from domain import openai_batch as ob
-from domain.publish import publish_units
-from schema.db import new_session, transaction
-from schema.errors import BatchApiError, PayloadTooLarge
-from schema.settings import Settings
-from schema.tables import Batch, StoredFile, utcnow
+from docbatch.api import cancel as cancellation
+from docbatch.api.deps import SessionDep, SettingsDep, TenantDep
+from docbatch.domain import blobs
+from docbatch.domain import openai_batch as ob
+from docbatch.domain.publish import publish_units
+from docbatch.schema.db import new_session, transaction
+from docbatch.schema.errors import BatchApiError, PayloadTooLarge
+from docbatch.schema.settings import Settings
+from docbatch.schema.tables import Batch, StoredFile, utcnow
 
 log = logging.getLogger("docbatch.api")
 router = APIRouter(prefix="/v1", tags=["openai-batch"])

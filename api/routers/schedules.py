@@ -7,11 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Response
 from sqlalchemy.orm import Session
 
-from api.deps import SessionDep, SettingsDep, TenantDep
-from domain import schedules
-from schema.db import transaction
-from schema.models import SchedulePublic, ScheduleRunPublic, SchedulesPublic
-from schema.tables import Schedule, utcnow
+from docbatch.api.deps import SessionDep, SettingsDep, TenantDep
+from docbatch.domain import schedules
+from docbatch.schema.db import transaction
+from docbatch.schema.models import SchedulePublic, ScheduleRunPublic, SchedulesPublic
+from docbatch.schema.tables import Schedule, utcnow
 
 router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
 

@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from api.deps import SessionDep, TenantDep
-from domain import jobs
-from domain.stats import auto_window, progress, throughput
+from docbatch.api.deps import SessionDep, TenantDep
+from docbatch.domain import jobs
+from docbatch.domain.stats import auto_window, progress, throughput
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -23,7 +23,7 @@ def job_throughput(
 ) -> dict[str, Any]:
     """Documents finished per ``bucket`` seconds, per task (``data``), and the same as
     cumulative progress with a rate smoothed over ``window`` seconds (``progress``;
-    ``window=0``: several buckets, at least 30 s). See ``domain.stats.progress``."""
+    ``window=0``: several buckets, at least 30 s). See ``docbatch.domain.stats.progress``."""
     jobs.get_job(session, tenant, job_id)
     data = throughput(session, job_id, bucket)
     window = window or auto_window(bucket)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
-from schema.db import make_engine
-from schema.settings import get_settings
-from schema.tables import Base
+from docbatch.schema.db import make_engine
+from docbatch.schema.settings import get_settings
+from docbatch.schema.tables import Base
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or get_settings().database_url

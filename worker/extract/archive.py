@@ -10,7 +10,7 @@ import io
 import tarfile
 import zipfile
 
-from worker.extract.base import Attachment, ExtractError, Limits
+from docbatch.worker.extract.base import Attachment, ExtractError, Limits
 
 
 def _too_big(what: str, value: float, limit: float, setting: str) -> ExtractError:

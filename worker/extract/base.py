@@ -7,7 +7,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from schema.errors import PermanentError
+from docbatch.schema.errors import PermanentError
 
 
 class ExtractError(PermanentError):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from worker.extract import detect as kinds
-from worker.extract.base import Attachment, Extracted, ExtractError, Limits
+from docbatch.worker.extract import detect as kinds
+from docbatch.worker.extract.base import Attachment, Extracted, ExtractError, Limits
 
 
 def extract(data: bytes, name: str, limits: Limits) -> Extracted:
@@ -35,34 +35,34 @@ def extract(data: bytes, name: str, limits: Limits) -> Extracted:
 
 def _by_kind(kind: str, data: bytes, limits: Limits) -> Extracted:
     if kind == kinds.PDF:
-        from worker.extract.pdf import extract_pdf
+        from docbatch.worker.extract.pdf import extract_pdf
 
         return extract_pdf(data, limits)
     if kind == kinds.IMAGE:
-        from worker.extract.pdf import extract_image
+        from docbatch.worker.extract.pdf import extract_image
 
         return extract_image(data, limits)
     if kind == kinds.DOCX:
-        from worker.extract.office import extract_docx
+        from docbatch.worker.extract.office import extract_docx
 
         return extract_docx(data)
     if kind == kinds.HTML:
-        from worker.extract.web import extract_html
+        from docbatch.worker.extract.web import extract_html
 
         return extract_html(data)
     if kind == kinds.EMAIL:
-        from worker.extract.mail import extract_eml
+        from docbatch.worker.extract.mail import extract_eml
 
         return extract_eml(data)
     if kind == kinds.MSG:
-        from worker.extract.mail import extract_msg
+        from docbatch.worker.extract.mail import extract_msg
 
         return extract_msg(data)
     if kind in (kinds.ZIP, kinds.TAR):
-        from worker.extract.archive import unpack
+        from docbatch.worker.extract.archive import unpack
 
         members: list[Attachment] = unpack(data, kind, limits)
         return Extracted("", kind, "python zipfile/tarfile (stdlib)", attachments=members)
-    from worker.extract.text import extract_text
+    from docbatch.worker.extract.text import extract_text
 
     return extract_text(data, kind)

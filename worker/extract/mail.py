@@ -12,7 +12,7 @@ import email.policy
 from email.message import EmailMessage
 from typing import Any
 
-from worker.extract.base import Attachment, Extracted, ExtractError, version_of
+from docbatch.worker.extract.base import Attachment, Extracted, ExtractError, version_of
 
 HEADERS = ("subject", "from", "to", "cc", "date", "message-id")
 
@@ -45,7 +45,7 @@ def extract_eml(data: bytes) -> Extracted:
     if part is not None:
         content = part.get_content()
         if part.get_content_subtype() == "html":
-            from worker.extract.web import extract_html
+            from docbatch.worker.extract.web import extract_html
 
             raw = content.encode() if isinstance(content, str) else content
             try:

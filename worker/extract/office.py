@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from worker.extract.base import Extracted, ExtractError, version_of
+from docbatch.worker.extract.base import Extracted, ExtractError, version_of
 
 
 def extract_docx(data: bytes) -> Extracted:

@@ -6,7 +6,7 @@ renders pages for OCR too, so one library serves both paths.
 
 from __future__ import annotations
 
-from worker.extract.base import Extracted, ExtractError, Limits, version_of
+from docbatch.worker.extract.base import Extracted, ExtractError, Limits, version_of
 
 
 def extract_pdf(data: bytes, limits: Limits) -> Extracted:

@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 
-from worker.extract.base import Extracted, ExtractError, Limits
+from docbatch.worker.extract.base import Extracted, ExtractError, Limits
 
 Extractor = Callable[[bytes, str, Limits], Extracted]
 
 
 def _serve(conn: Connection, limits: Limits, extractor: Extractor | None) -> None:
-    from worker.extract.formats import extract as default
+    from docbatch.worker.extract.formats import extract as default
 
     extract = extractor or default
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.extract.base import Extracted, ExtractError, version_of
+from docbatch.worker.extract.base import Extracted, ExtractError, version_of
 
 
 def decode(data: bytes) -> str:

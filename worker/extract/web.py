@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 
-from worker.extract.base import Extracted, ExtractError, version_of
-from worker.extract.text import decode
+from docbatch.worker.extract.base import Extracted, ExtractError, version_of
+from docbatch.worker.extract.text import decode
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from schema.errors import PermanentError
-from worker.batching import plan_batches
-from worker.chunking import Chunk, count_tokens
-from worker.handlers.base import Output, UnitDocument
-from worker.handlers.seq2seq import Seq2SeqHandler
+from docbatch.schema.errors import PermanentError
+from docbatch.worker.batching import plan_batches
+from docbatch.worker.chunking import Chunk, count_tokens
+from docbatch.worker.handlers.base import Output, UnitDocument
+from docbatch.worker.handlers.seq2seq import Seq2SeqHandler
 
 MAX_ROUNDS = 8
 

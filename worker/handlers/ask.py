@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from worker.chunking import Chunk
-from worker.handlers.base import Output
-from worker.handlers.heads import HeadHandler, overlapping_chunks, to_numpy
+from docbatch.worker.chunking import Chunk
+from docbatch.worker.handlers.base import Output
+from docbatch.worker.handlers.heads import HeadHandler, overlapping_chunks, to_numpy
 
 MAX_ANSWER_LEN = 15
 CANDIDATES = 12  # the pipeline's over-fetch for top_k=1 with word alignment (2 * 1 + 10)
@@ -52,7 +52,7 @@ class AskHandler(HeadHandler):
 
     def check_params(self, params: dict[str, Any]) -> None:
         super().check_params(params)
-        from schema.errors import PermanentError
+        from docbatch.schema.errors import PermanentError
 
         room = self._context_tokens(list(params["questions"]))
         if room < 16:

@@ -17,7 +17,7 @@ output each; ``chunk(text)`` cuts a document with the model's own tokenizer;
         def reduce(self, text, chunks, outputs, params):
             return Output({"summary": "".join(outputs)})
 
-Raise ``schema.errors.PermanentError`` to fail a document with a reason.
+Raise ``docbatch.schema.errors.PermanentError`` to fail a document with a reason.
 
 Handlers whose chunks need different model settings within one unit (translate:
 one language pair per document) give each chunk a ``group``; the runner batches
@@ -44,9 +44,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from schema.errors import BatchLengthMismatch
-from schema.settings import ModelConfig
-from worker.chunking import Chunk, chunk_text
+from docbatch.schema.errors import BatchLengthMismatch
+from docbatch.schema.settings import ModelConfig
+from docbatch.worker.chunking import Chunk, chunk_text
 
 
 @dataclass

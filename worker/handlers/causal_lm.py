@@ -23,8 +23,8 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from schema.errors import ModelUnavailable
-from worker.handlers.seq2seq import torch_dtype
+from docbatch.schema.errors import ModelUnavailable
+from docbatch.worker.handlers.seq2seq import torch_dtype
 
 log = logging.getLogger("docbatch.worker")
 DEFAULT_CONTEXT = 1024

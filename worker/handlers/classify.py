@@ -9,7 +9,7 @@
 - ``labels``: a subset of the model's labels restricts the output to them (scores are
   not renormalised). Other labels need an NLI model
   (``DOCBATCH_MODELS__CLASSIFY__PARAMS='{"nli_model": ...}'``) and are then scored by
-  zero-shot entailment (``worker.handlers.zeroshot``, shared with tags), with the
+  zero-shot entailment (``docbatch.worker.handlers.zeroshot``, shared with tags), with the
   ``hypothesis_template`` and ``multi_label`` of the task.
 """
 
@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from schema.errors import ModelUnavailable, PermanentError
-from worker.chunking import Chunk, chunk_text
-from worker.handlers.base import Output
-from worker.handlers.heads import HeadHandler, softmax, to_numpy
-from worker.handlers.zeroshot import HYPOTHESIS, NliScorer, check_template, load_nli
+from docbatch.schema.errors import ModelUnavailable, PermanentError
+from docbatch.worker.chunking import Chunk, chunk_text
+from docbatch.worker.handlers.base import Output
+from docbatch.worker.handlers.heads import HeadHandler, softmax, to_numpy
+from docbatch.worker.handlers.zeroshot import HYPOTHESIS, NliScorer, check_template, load_nli
 
 MULTI_LABEL = "multi_label_classification"
 

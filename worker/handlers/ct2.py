@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schema.errors import ModelUnavailable
+from docbatch.schema.errors import ModelUnavailable
 
 COMPUTE_TYPES = {"auto": "default"}  # float32/float16/bfloat16 pass through unchanged
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from worker.chunking import Chunk
-from worker.handlers.base import Output
-from worker.handlers.minilm import SentenceEncoderHandler, pooled
+from docbatch.worker.chunking import Chunk
+from docbatch.worker.handlers.base import Output
+from docbatch.worker.handlers.minilm import SentenceEncoderHandler, pooled
 
 
 class EmbedHandler(SentenceEncoderHandler):

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from worker.chunking import Chunk
-from worker.handlers.base import Output
-from worker.handlers.heads import HeadHandler, overlapping_chunks, softmax, to_numpy
+from docbatch.worker.chunking import Chunk
+from docbatch.worker.handlers.base import Output
+from docbatch.worker.handlers.heads import HeadHandler, overlapping_chunks, softmax, to_numpy
 
 STRATEGIES = ("simple", "first", "average", "max")
 

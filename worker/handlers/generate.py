@@ -1,7 +1,7 @@
 """generate: prompted generation with a decoder-only model, map-reduce over long documents.
 
-The job's params (``schema.models.GenerateTask``) say how a document becomes a prompt
-(``worker.handlers.prompts``) and how to decode; the registry
+The job's params (``docbatch.schema.models.GenerateTask``) say how a document becomes a prompt
+(``docbatch.worker.handlers.prompts``) and how to decode; the registry
 (``DOCBATCH_MODELS__GENERATE__*``) picks the model, the backend (``transformers`` on CPU
 or GPU, ``vllm`` on GPU) and the decoding defaults. Precedence: the job, then the
 registry's ``generation``, then ``generation_defaults``.
@@ -27,13 +27,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from schema.errors import ModelUnavailable, PermanentError
-from schema.settings import ModelConfig
-from worker.batching import plan_batches
-from worker.chunking import Chunk, chunk_text
-from worker.handlers.base import Handler, Output
-from worker.handlers.causal_lm import CausalLM, Completion, Sampling
-from worker.handlers.prompts import DEFAULT_TEMPLATE, build_prompt, fill, render_chat
+from docbatch.schema.errors import ModelUnavailable, PermanentError
+from docbatch.schema.settings import ModelConfig
+from docbatch.worker.batching import plan_batches
+from docbatch.worker.chunking import Chunk, chunk_text
+from docbatch.worker.handlers.base import Handler, Output
+from docbatch.worker.handlers.causal_lm import CausalLM, Completion, Sampling
+from docbatch.worker.handlers.prompts import DEFAULT_TEMPLATE, build_prompt, fill, render_chat
 
 log = logging.getLogger("docbatch.worker")
 MAX_ROUNDS = 8
@@ -52,7 +52,7 @@ MAX_NEW_TOKENS_SETTING = (
 def load_causal(path: str, config: ModelConfig, device: str) -> Any:
     """The registry's backend for ``path``: CausalLM (transformers) or VllmModel."""
     if config.backend == "vllm":
-        from worker.handlers.vllm_engine import VllmModel
+        from docbatch.worker.handlers.vllm_engine import VllmModel
 
         return VllmModel(path, config.revision, device, config.dtype)
     if config.backend != "transformers":

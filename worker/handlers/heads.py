@@ -16,10 +16,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from schema.errors import ModelUnavailable
-from worker.chunking import Chunk
-from worker.handlers.base import Handler
-from worker.handlers.seq2seq import torch_dtype
+from docbatch.schema.errors import ModelUnavailable
+from docbatch.worker.chunking import Chunk
+from docbatch.worker.handlers.base import Handler
+from docbatch.worker.handlers.seq2seq import torch_dtype
 
 
 def load_head(

@@ -6,10 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from worker.batching import plan_batches
-from worker.handlers.base import Handler
-from worker.handlers.pooled_encoder import load_plain_encoder
-from worker.threads import rebalance
+from docbatch.worker.batching import plan_batches
+from docbatch.worker.handlers.base import Handler
+from docbatch.worker.handlers.pooled_encoder import load_plain_encoder
+from docbatch.worker.threads import rebalance
 
 
 def bundled_minilm_path() -> str:

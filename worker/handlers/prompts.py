@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from schema.errors import PermanentError
+from docbatch.schema.errors import PermanentError
 
 SLOT = "{text}"
 DEFAULT_TEMPLATE = SLOT

@@ -21,9 +21,9 @@ import copy
 import logging
 from typing import Any
 
-from schema.errors import ModelUnavailable
-from schema.settings import ModelConfig
-from worker.handlers.base import Handler
+from docbatch.schema.errors import ModelUnavailable
+from docbatch.schema.settings import ModelConfig
+from docbatch.worker.handlers.base import Handler
 
 log = logging.getLogger("docbatch.worker")
 
@@ -142,7 +142,7 @@ class Seq2SeqModel:
 def load_generator(path: str, config: ModelConfig, device: str) -> Any:
     """The registry's backend for ``path``: Seq2SeqModel, or Ct2Model for ctranslate2."""
     if config.backend == "ctranslate2":
-        from worker.handlers.ct2 import Ct2Model
+        from docbatch.worker.handlers.ct2 import Ct2Model
 
         return Ct2Model(path, device, config.dtype)
     if config.backend != "transformers":

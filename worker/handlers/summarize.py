@@ -4,7 +4,7 @@ Chunks are the document's sentences (long ones cut to the model limit); each is
 embedded, and the sentences closest to the document's mean vector are returned in
 document order. This is the offline default. ``SummarizeHandler`` (the summarize
 worker's default handler) chooses per job between it and the abstractive seq2seq
-handler (``worker.handlers.abstractive``).
+handler (``docbatch.worker.handlers.abstractive``).
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from schema.errors import ModelUnavailable
-from schema.settings import ModelConfig
-from worker.chunking import Chunk, chunk_text, sentence_spans
-from worker.handlers.abstractive import AbstractiveSummarizeHandler
-from worker.handlers.base import Handler, Output, UnitDocument
-from worker.handlers.minilm import SentenceEncoderHandler, pooled
+from docbatch.schema.errors import ModelUnavailable
+from docbatch.schema.settings import ModelConfig
+from docbatch.worker.chunking import Chunk, chunk_text, sentence_spans
+from docbatch.worker.handlers.abstractive import AbstractiveSummarizeHandler
+from docbatch.worker.handlers.base import Handler, Output, UnitDocument
+from docbatch.worker.handlers.minilm import SentenceEncoderHandler, pooled
 
 
 class ExtractiveSummarizeHandler(SentenceEncoderHandler):

@@ -8,7 +8,7 @@ without stopwords are ranked by similarity to the pooled document vector
 encoded together before its documents are reduced (``prepare_reduce``): each distinct
 phrase once, in token-budget batches, rather than 64 phrases per document; a bounded
 per-worker cache keeps phrases that recur across units from being encoded again. With
-an NLI model configured (``worker.handlers.zeroshot``), labels are scored by zero-shot
+an NLI model configured (``docbatch.worker.handlers.zeroshot``), labels are scored by zero-shot
 entailment instead (all of a unit's pairs batched together), and the similarity is
 kept beside it.
 """
@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from worker.chunking import Chunk
-from worker.handlers.base import Output, UnitDocument
-from worker.handlers.minilm import SentenceEncoderHandler, pooled
-from worker.handlers.zeroshot import load_nli
+from docbatch.worker.chunking import Chunk
+from docbatch.worker.handlers.base import Output, UnitDocument
+from docbatch.worker.handlers.minilm import SentenceEncoderHandler, pooled
+from docbatch.worker.handlers.zeroshot import load_nli
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_\-]{2,}")
 STOPWORDS = frozenset(

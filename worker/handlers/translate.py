@@ -9,7 +9,7 @@ Which model serves a pair (``DOCBATCH_MODELS__TRANSLATE__...``):
 - ``FALLBACK_MODEL``: the many-to-many model for pairs whose Marian model is missing.
 
 ``source_lang`` comes from the task or is detected per document offline
-(``worker.handlers.language``). Documents are cut at sentence and paragraph
+(``docbatch.worker.handlers.language``). Documents are cut at sentence and paragraph
 boundaries (then to the model's limit), each piece is translated without its
 surrounding whitespace, and the whitespace is put back, so paragraph breaks survive.
 Loaded models are kept in an LRU cache (``params.cache_models``, default 4). A pair
@@ -25,12 +25,12 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from schema.errors import ModelUnavailable
-from schema.settings import ModelConfig
-from worker.chunking import Chunk, chunk_text, sentence_spans
-from worker.handlers.base import GROUP_PARAM, Handler, Output
-from worker.handlers.language import detect, nllb_code
-from worker.handlers.seq2seq import load_generator
+from docbatch.schema.errors import ModelUnavailable
+from docbatch.schema.settings import ModelConfig
+from docbatch.worker.chunking import Chunk, chunk_text, sentence_spans
+from docbatch.worker.handlers.base import GROUP_PARAM, Handler, Output
+from docbatch.worker.handlers.language import detect, nllb_code
+from docbatch.worker.handlers.seq2seq import load_generator
 
 log = logging.getLogger("docbatch.worker")
 MARIAN_HUB = "Helsinki-NLP/opus-mt-{src}-{tgt}"
@@ -40,7 +40,7 @@ _EDGE = re.compile(r"^(\s*)(.*?)(\s*)$", re.DOTALL)
 class SpmOffsets:
     """Token offsets for slow SentencePiece tokenizers (Marian has no fast tokenizer).
 
-    Gives ``worker.chunking`` the ``input_ids``/``offset_mapping`` it needs, counted
+    Gives ``docbatch.worker.chunking`` the ``input_ids``/``offset_mapping`` it needs, counted
     with the same SentencePiece model the tokenizer encodes with.
     """
 

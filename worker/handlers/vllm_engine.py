@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from schema.errors import ModelUnavailable, PermanentError
-from worker.handlers.causal_lm import Completion, Sampling, check_causal
+from docbatch.schema.errors import ModelUnavailable, PermanentError
+from docbatch.worker.handlers.causal_lm import Completion, Sampling, check_causal
 
 log = logging.getLogger("docbatch.worker")
 GREEDY_TEMPERATURE = 0.0  # vLLM treats temperature < 1e-5 as greedy

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from schema.errors import ModelUnavailable, PermanentError
-from worker.handlers.seq2seq import torch_dtype
+from docbatch.schema.errors import ModelUnavailable, PermanentError
+from docbatch.worker.handlers.seq2seq import torch_dtype
 
 HYPOTHESIS = "This example is {}."
 
@@ -107,7 +107,7 @@ class NliScorer:
         """``scores`` for many chunks: every pair once, length-sorted token-budget batches."""
         import torch
 
-        from worker.batching import plan_batches
+        from docbatch.worker.batching import plan_batches
 
         pairs = [(c, self.template.format(label)) for c in chunks for label in labels]
         if not pairs:
