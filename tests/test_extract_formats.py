@@ -157,7 +157,7 @@ def test_offsets_in_any_result_name_their_page_and_section():
     """What the runner does to every task's output of an extracted document: entities,
     answers and extractive spans get ``page``/``section`` beside their ``start``; an
     embedding's chunks get ``chunk_pages``. The map is the one the extract stage stores."""
-    from docbatch.worker.extraction import _output
+    from docbatch.worker.extract.expand import output_of as _output
     from docbatch.worker.pages import PageMap, annotate
 
     data = make_pdf(PAGES)

@@ -228,7 +228,7 @@ def test_file_size_is_checked_before_the_file_is_read(api, roots, tmp_path):
         assert list(stored) == ["huge.txt"]  # small.txt is UTF-8 text: no extraction
         assert (stored["huge.txt"].bytes, stored["huge.txt"].blob_oid) == (400 * 1024**2, None)
         from docbatch.schema.settings import get_settings
-        from docbatch.worker.extraction import _too_big
+        from docbatch.worker.extract.expand import too_big as _too_big
 
         assert "DOCBATCH_EXTRACT_MAX_BYTES" in _too_big(stored["huge.txt"], get_settings())
     finally:

@@ -67,7 +67,7 @@ def load_pinned_handler() -> Handler | None:
 def _load_model(**_: Any) -> None:
     settings = get_settings()
     if settings.worker_task == EXTRACT:
-        from docbatch.worker.extraction import warm_up as warm_extractors
+        from docbatch.worker.extract.expand import warm_up as warm_extractors
 
         warm_extractors(settings)
         return
