@@ -11,10 +11,12 @@ import time
 from sqlalchemy import func, select, text
 
 from docbatch.domain import jobs, ledger
-from docbatch.schema.db import new_session, transaction
+from docbatch.domain.outbox import outbox, unit_of_work
+from docbatch.domain.retry import RetryPolicy
+from docbatch.schema.db import new_session
 from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import Job, Unit, WebhookDelivery
-from docbatch.worker.runner import compute_unit
+from docbatch.worker.model_stage import compute_unit
 from tests.fakes import UpperHandler
 from tests.fakeworkers import fake_worker_env
 from tests.fixtures import WorkerProcess
@@ -39,7 +41,7 @@ def test_cancel_racing_the_last_unit_leaves_the_job_completed(private_queues):
     """The worker closing the last unit holds the job lock while cancel reads the job:
     once the worker commits, cancel must see `completed` and change nothing."""
     settings = get_settings()
-    with transaction() as s:
+    with unit_of_work(settings, publish=False) as s:
         new = jobs.create_job(
             s,
             settings,
@@ -48,11 +50,11 @@ def test_cancel_racing_the_last_unit_leaves_the_job_completed(private_queues):
             documents=[({"custom_id": f"d{i}", "text": f"text {i}."}, None) for i in range(2)],
             webhook_url="https://hooks.example.com/docbatch",
         )
-        job_id, (unit_id, _queue) = new.job.id, new.units[0]
+        job_id, (unit_id,) = new.job.id, outbox(s).unit_ids()
     handler = UpperHandler(settings.model_for("summarize"))
     handler.setup("cpu")
-    with transaction() as s:
-        claim = ledger.claim_unit(s, unit_id, "racer", settings.max_unit_attempts)
+    with unit_of_work(settings, publish=False) as s:
+        claim = ledger.claim_unit(s, unit_id, "racer", RetryPolicy.of(settings))
         assert claim is not None
         documents, params = claim.documents, claim.params
     outcome = compute_unit(
@@ -64,14 +66,15 @@ def test_cancel_racing_the_last_unit_leaves_the_job_completed(private_queues):
 
     def cancel() -> None:
         try:
-            with transaction() as s:
+            with unit_of_work(settings) as s:
                 cancel_pid.append(int(s.scalar(text("SELECT pg_backend_pid()"))))
                 jobs.cancel_job(s, "default", job_id)
         except BaseException as exc:  # reported by the test below
             cancel_error.append(exc)
 
-    # The worker's write, as docbatch.worker.runner.write_outcome does it, held open at the end.
-    with transaction() as worker:
+    # The worker's write, as docbatch.worker.runner.UnitRunner.finish does it, held open at
+    # the end (its webhook is not sent: no one listens).
+    with unit_of_work(settings, publish=False) as worker:
         job = ledger.lock_job(worker, job_id)
         unit = worker.get(Unit, unit_id)
         assert unit is not None
@@ -204,7 +207,7 @@ def test_a_lost_cancel_is_sent_again_by_the_reconciler(private_queues):
     from docbatch.worker.reconcile import reconcile_once
 
     settings = get_settings()
-    with transaction() as s:
+    with unit_of_work(settings, publish=False) as s:
         new = jobs.create_job(
             s,
             settings.model_copy(update={"unit_max_documents": 3}),
@@ -213,12 +216,12 @@ def test_a_lost_cancel_is_sent_again_by_the_reconciler(private_queues):
             documents=[({"custom_id": f"d{i}", "text": f"text {i}."}, None) for i in range(30)],
         )
         job_id = new.job.id
-    with transaction() as s:
+    with unit_of_work(settings) as s:
         assert jobs.cancel_job(s, "default", job_id).status == "cancelling"
     broker = redis.Redis.from_url(settings.broker_url)
     keys = priority_queue_names(settings.maintenance_queue)
     broker.delete(*keys)  # the api's message is lost
-    reconcile_once()
+    reconcile_once(settings)
     sent = [json.loads(m) for key in keys for m in broker.lrange(key, 0, -1)]
     assert any(
         m["headers"]["task"] == "docbatch.cancel_job" and job_id in m["headers"]["argsrepr"]

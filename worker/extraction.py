@@ -1,156 +1,141 @@
-"""The extract stage's worker: a unit's files become text, in a sandbox child. No model.
+"""The extract stage: a unit's files become text, in a sandbox child. No model.
 
-``run_extract_unit`` claims an ``extract`` unit (under a lease on Postgres, with a
-heartbeat), reads each document's original bytes from its blob, extracts them in the
-process's ``Sandbox`` (a child process with a time limit per file: a parser that
-hangs or crashes costs that file, never the worker), follows attachments and archive
-members (within DOCBATCH_EXTRACT_ARCHIVE_MAX_FILES and DOCBATCH_EXTRACT_MAX_DEPTH),
-and hands the outcomes to ``docbatch.domain.extraction.record``, which writes them and the
-unit's close in one transaction; the model units that waited on these files are
-published after it commits. An earlier extraction of the same bytes by the same
-extractor versions is copied instead of run again.
+A stage of the one unit runner (docbatch.worker.runner, which claims, heartbeats, times,
+writes and closes): ``load`` reads the unit's stored files and finds earlier extractions
+of the same bytes by the same extractor versions (copied instead of run again);
+``compute`` reads each file's original bytes from its blob and extracts it in the
+process's ``Sandbox`` (a child process with a time limit per file: a parser that hangs
+or crashes costs that file, never the worker), following attachments and archive members
+(docbatch.worker.extract.expand), and stops between files and between an archive's
+members once the job is cancelled; ``write`` hands the outcomes to
+``docbatch.domain.extraction.record``. The model units that waited on these files are
+settled when the runner closes the unit, and published after it commits.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
-from docbatch.domain import blobs, ledger
-from docbatch.domain.extraction import Extraction, Extractor, earlier, files_of, record
-from docbatch.schema.db import is_sqlite, transaction
+from sqlalchemy.orm import Session
+
+from docbatch.domain import blobs
+from docbatch.domain.extraction import Extraction, earlier, files_of, record
+from docbatch.domain.ledger import Claim, ClaimedDocument
+from docbatch.domain.retry import RetryPolicy, describe, extract_time_limit, is_transient
+from docbatch.domain.reuse import ResultIdentity
 from docbatch.schema.settings import Settings
-from docbatch.schema.tables import EXTRACT, ResultStatus, Unit, UnitState
+from docbatch.schema.tables import EXTRACT, DocumentFile, Job, ResultStatus, Unit
 from docbatch.worker.extract.expand import Expander, extractor_for, sandbox_for, too_big
-from docbatch.worker.heartbeat import heartbeat
-from docbatch.worker.runner import Outcome, cancel_watcher, worker_name
+from docbatch.worker.stage import Computed, ShouldStop, Verdict
 
 log = logging.getLogger("docbatch.worker")
 
 
-@contextlib.contextmanager
-def _held(unit_id: int, settings: Settings) -> Iterator[bool]:
-    """The unit's lease and heartbeat while this block runs; False: another live worker
-    holds it. SQLite has no leases: a heartbeat only."""
-    if is_sqlite(settings):
-        with heartbeat(unit_id, settings.unit_heartbeat_seconds):
-            yield True
-        return
-    from docbatch.worker.pipeline import drop_lease, get_lease
+@dataclass
+class ExtractWork:
+    """A claimed extract unit: its documents' stored files and earlier extractions."""
 
-    try:
-        lease = get_lease(settings)
-        got = lease.acquire(unit_id)
-    except Exception:
-        drop_lease()
-        raise
-    try:
-        yield got
-    finally:
-        if got:
-            with contextlib.suppress(Exception):
-                lease.release(unit_id)
+    documents: list[ClaimedDocument]  # custom_id: the file's name
+    files: dict[int, DocumentFile]
+    reused: dict[int, tuple[str, dict[str, Any]]]  # document id -> (text, output)
 
 
-def run_extract_unit(unit_id: int, settings: Settings) -> Outcome:
-    """Extract one unit's files and write them; returns what happened."""
-    with _held(unit_id, settings) as ours:
-        if not ours:
-            return Outcome.skipped
-        return _run(unit_id, settings)
+@dataclass
+class Extractions(Computed):
+    """One outcome per document extracted (none once the job is being cancelled)."""
+
+    outcomes: dict[int, Extraction] = field(default_factory=dict)
 
 
-def _run(unit_id: int, settings: Settings) -> Outcome:
-    extractor = extractor_for(settings)
-    with transaction(settings) as s:
-        claim = ledger.claim_unit(s, unit_id, worker_name(), settings.max_unit_attempts)
-        if claim is None:
-            return Outcome.skipped
+class ExtractStage:
+    """Files to text, as a stage of the runner (docbatch.worker.stage)."""
+
+    task: str = EXTRACT
+    reuse: ResultIdentity | None = None  # extractions are reused by the bytes' hash, in load
+    # Claiming ahead would hold a unit an idle extract process could run: extracting is
+    # all compute, nothing to overlap.
+    claim_ahead: bool = False
+    threaded: bool = False
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.extractor = extractor_for(settings)
+        self.policy = RetryPolicy.of(settings)
+
+    def load(self, session: Session, claim: Claim) -> ExtractWork:
+        files = files_of(session, [d.id for d in claim.documents])
         job_id, tenant = claim.job.id, claim.job.tenant
-        if claim.unit.task != EXTRACT:
-            ledger.close_unit(
-                s,
-                claim.unit,
-                UnitState.failed,
-                reason=f"unit for task {claim.unit.task!r} reached an 'extract' worker",
-            )
-            ledger.finalize_job_if_done(s, claim.job)
-            return Outcome.misrouted
-        ids = [d[0] for d in claim.documents]
-        names = {d[0]: d[1] for d in claim.documents}
-        files = files_of(s, ids)
         reused = {
             doc_id: found
             for doc_id, f in files.items()
-            if f.sha256 and (found := earlier(s, tenant, job_id, f.sha256, extractor))
+            if f.sha256 and (found := earlier(session, tenant, job_id, f.sha256, self.extractor))
         }
-        split_off = claim.split_off
-    if split_off:
-        from docbatch.domain.publish import republish
+        return ExtractWork(claim.documents, files, reused)
 
-        with contextlib.suppress(Exception):  # queued in Postgres: the reconciler sends them
-            republish([u for u, _ in split_off], settings)
-    outcomes: dict[int, Extraction] = {}
-    should_stop = cancel_watcher(job_id)
-    expander = Expander(sandbox_for(settings), settings)
-    cancelled = False
-    for doc_id in ids:
-        if should_stop():
-            cancelled = True
-            break
-        f = files.get(doc_id)
-        name = names[doc_id]
-        if doc_id in reused:
-            text, output = reused[doc_id]
-            outcomes[doc_id] = Extraction(
-                name,
-                ResultStatus.succeeded,
-                text,
-                output,
-                library=output.get("library"),
-                reused=True,
-            )
-        elif f is None:  # a text document in an extract range cannot happen; say so if it does
-            outcomes[doc_id] = Extraction(
-                name, ResultStatus.failed, error="no file stored for this document"
-            )
-        elif f.blob_oid is None:
-            outcomes[doc_id] = Extraction(name, ResultStatus.failed, error=too_big(f, settings))
-        else:
-            data = b"".join(blobs.read(f.blob_oid, settings=settings))
-            outcomes[doc_id] = expander.top(name, data)
-    return _write(unit_id, job_id, outcomes, extractor, settings, cancelled)
+    def prepare(self, work: ExtractWork) -> None:
+        pass
 
+    def time_limit(self, work: ExtractWork) -> tuple[float, str] | None:
+        files = len(work.documents) - len(work.reused)
+        return extract_time_limit(self.policy, files, self.settings.extract_time_limit_seconds)
 
-def _write(
-    unit_id: int,
-    job_id: str,
-    outcomes: dict[int, Extraction],
-    extractor: Extractor,
-    settings: Settings,
-    cancelled: bool,
-) -> Outcome:
-    from docbatch.schema.tables import JobStatus
+    def compute(self, work: ExtractWork, should_stop: ShouldStop) -> Extractions:
+        settings = self.settings
+        out = Extractions()
+        expander = Expander(sandbox_for(settings), settings, should_stop)
+        for doc_id, name, _text in work.documents:
+            if should_stop():
+                out.cancelled = True
+                break
+            f = work.files.get(doc_id)
+            if doc_id in work.reused:
+                text, output = work.reused[doc_id]
+                out.outcomes[doc_id] = Extraction(
+                    name,
+                    ResultStatus.succeeded,
+                    text,
+                    output,
+                    library=output.get("library"),
+                    reused=True,
+                )
+            elif f is None:  # a text document in an extract range cannot happen; say so
+                out.outcomes[doc_id] = Extraction(
+                    name, ResultStatus.failed, error="no file stored for this document"
+                )
+            elif f.blob_oid is None:
+                out.outcomes[doc_id] = Extraction(
+                    name, ResultStatus.failed, error=too_big(f, settings)
+                )
+            else:
+                data = b"".join(blobs.read(f.blob_oid, settings=settings))
+                out.outcomes[doc_id] = expander.top(name, data)
+                if expander.stopped:  # cancelled in the middle of an archive
+                    out.cancelled = True
+                    break
+        return out
 
-    with transaction(settings) as s:
-        job = ledger.lock_job(s, job_id)
-        unit = s.get(Unit, unit_id)
-        if unit is None or unit.state != UnitState.running.value:
-            return Outcome.superseded
-        if cancelled or job.status in (JobStatus.cancelling.value, JobStatus.cancelled.value):
-            ledger.close_unit(s, unit, UnitState.cancelled, reason="job cancelled")
-            outcome = Outcome.cancelled
-        else:
-            record(s, settings, unit, job, outcomes, extractor)
-            outcome = Outcome.done
-        ledger.finalize_job_if_done(s, job)
-        released = s.info.pop("released_units", [])
-    if released:
-        from docbatch.domain.publish import republish
+    def write(
+        self, session: Session, unit: Unit, job: Job, computed: Extractions, *, isolate: bool
+    ) -> None:
+        if computed.cancelled:  # the unit closes cancelled; nothing half-extracted is kept
+            return
+        if not isolate:
+            record(session, self.settings, unit, job, computed.outcomes, self.extractor)
+            return
+        for doc_id, ex in computed.outcomes.items():
+            try:
+                with session.begin_nested():
+                    record(session, self.settings, unit, job, {doc_id: ex}, self.extractor)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                reason = f"the extraction could not be stored: {describe(exc)}"
+                log.warning("unit %s: %s: %s", unit.id, ex.name, reason)
+                failed = Extraction(ex.name, ResultStatus.failed, error=reason)
+                with session.begin_nested():
+                    record(session, self.settings, unit, job, {doc_id: failed}, self.extractor)
 
-        try:
-            republish([u for u, _ in released], settings)
-        except Exception:  # queued in Postgres: the reconciler publishes them
-            log.exception("could not publish units %s", released)
-    return outcome
+    def written(self, computed: Extractions, verdict: Verdict) -> None:
+        pass

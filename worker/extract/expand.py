@@ -11,6 +11,7 @@ import functools
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from docbatch.domain.extraction import Extraction, Extractor
@@ -108,12 +109,19 @@ def _child_name(prefix: str, name: str) -> str:
 
 
 class Expander:
-    """Extracts one top-level file and everything inside it, flattened (see Extraction)."""
+    """Extracts one top-level file and everything inside it, flattened (see Extraction).
 
-    def __init__(self, box: Sandbox, settings: Settings) -> None:
+    ``should_stop`` is asked before each member: once it says so the expansion ends and
+    ``stopped`` is set (the unit is being cancelled; what was found is thrown away)."""
+
+    def __init__(
+        self, box: Sandbox, settings: Settings, should_stop: Callable[[], bool] | None = None
+    ) -> None:
         self.box = box
         self.max_files = settings.extract_archive_max_files
         self.max_depth = settings.extract_max_depth
+        self.should_stop = should_stop
+        self.stopped = False
 
     def top(self, name: str, data: bytes) -> Extraction:
         try:
@@ -141,6 +149,9 @@ class Expander:
         archive: str | None,
     ) -> None:
         for att in found:
+            if self.stopped or (self.should_stop is not None and self.should_stop()):
+                self.stopped = True
+                return
             name = _child_name(prefix, att.name)
             if len(out) >= self.max_files:
                 log.warning("%s: more than %d files inside; the rest skipped", prefix, len(out))
