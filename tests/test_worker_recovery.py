@@ -152,6 +152,31 @@ def test_a_refused_result_fails_its_document_and_the_chain_goes_on():
     assert [u.state for u in _units(job_id)] == ["done"] * 3
 
 
+def test_a_result_that_can_never_be_stored_fails_its_document_once(api, private_queues, limits):
+    """Issue 20 item 2: a write error that is not about the connection (here a numpy scalar
+    the JSON encoder cannot write) counts the attempt and fails that document with the
+    reason; the unit is not given back to be computed again, forever."""
+    limits["UNIT_MAX_DOCUMENTS"] = "4"
+    worker = WorkerProcess("summarize", env=fake_worker_env(private_queues), name="numpy")
+    worker.wait_ready()
+    try:
+        job_id = _submit(api, _docs(8, {2: "a NUMPY score"}))
+        job = wait_for_job(api, job_id, timeout=90)
+        log = worker.log
+    finally:
+        worker.stop()
+    assert job["status"] == "completed_with_errors", job
+    counts = job["counts"]["summarize"]
+    assert (counts["succeeded"], counts["failed"], counts["total"]) == (7, 1, 8), counts
+    results = _results_per_document(job_id)
+    status, reason = results["d0002"]
+    assert status == "failed" and reason is not None, results["d0002"]
+    assert "could not be stored" in reason and "float32" in reason, reason
+    # each unit computed and written once: the refused write spent its attempt
+    assert [(u.state, u.attempts) for u in _units(job_id)] == [("done", 1), ("done", 1)]
+    assert log.count("its results were refused") == 1, log[-3000:]
+
+
 @pytest.mark.parametrize("threaded", [True, False])
 def test_writer_keeps_writing_after_an_error_and_gives_the_unit_back(threaded):
     """A write that meets a transient error (here: the database drops the writer's
