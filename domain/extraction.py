@@ -8,7 +8,7 @@ locked first, as for every unit close):
   ``extract`` result with the format, the library and its version, the page map and
   sections (offset -> page, heading or e-mail part) and the file's metadata;
 - a file that did not: a failed ``extract`` result with the reason (its model tasks
-  fail with it when their units settle: ``docbatch.domain.stages``);
+  fail with it when their units settle: ``docbatch.domain.waiting``);
 - attachments (an e-mail's files) become documents of their own after the job's last
   one, named ``<parent custom_id>/<file name>``, linked by ``parent_document_id``, their
   bytes kept as blobs; the files of an archive take the archive's place (the archive

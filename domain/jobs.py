@@ -200,7 +200,7 @@ def create_job(
     ``documents`` yields ``(document, ndjson line number or None)``: a raw dict is validated
     here (so a stream is read once), a ``DocumentIn`` was validated already, a
     ``FileDocument`` is stored as a blob and extracted before the model tasks see it
-    (an ``extract`` unit per few files; the model units over them wait: docbatch.domain.stages).
+    (an ``extract`` unit per few files; the model units over them wait: docbatch.domain.waiting).
     """
     job = Job(
         tenant=tenant,

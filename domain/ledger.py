@@ -132,7 +132,7 @@ def claim_unit(
     if unit is None or unit.state not in OPEN_UNIT_STATES:
         return None
     if unit.state == UnitState.waiting.value:
-        return None  # its files are still being extracted; settle_waiting queues it
+        return None  # its files are still being extracted; waiting.settle queues it
     if unit.state == UnitState.running.value and leases.held_elsewhere(session, unit.id):
         return None  # a live worker runs it (claimed ahead; its message arrived here)
     if job.status in (JobStatus.cancelling.value, JobStatus.cancelled.value):

@@ -1,5 +1,6 @@
-"""The pipelined worker (worker/pipeline.py): same results as the plain path, exactly one
-result per document and task, and no unit lost or doubled when a worker dies mid-chain."""
+"""The unit runner's chain of units (worker/runner.py, worker/pipeline.py): same results
+as one unit at a time, exactly one result per document and task, and no unit lost or
+doubled when a worker dies mid-chain."""
 
 from __future__ import annotations
 

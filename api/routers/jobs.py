@@ -31,8 +31,8 @@ from docbatch.api.ingest import (
 )
 from docbatch.domain import jobs
 from docbatch.domain.export import write_parquet
-from docbatch.domain.job_status import job_status_json
 from docbatch.domain.outbox import unit_of_work
+from docbatch.domain.polling import poll_job_json
 from docbatch.domain.results import iter_result_pages
 from docbatch.schema.db import new_session
 from docbatch.schema.errors import InputError
@@ -153,10 +153,10 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-async def get_job(job_id: str, tenant: TenantDep) -> Response:
+async def get_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> Response:
     # The poll path: one query in one thread hop, serialized once (no ORM, no re-validation
     # of the response model).
-    body = await run_in_threadpool(job_status_json, tenant, job_id)
+    body = await run_in_threadpool(poll_job_json, tenant, job_id, settings)
     return Response(body, media_type="application/json")
 
 
