@@ -200,7 +200,7 @@ def test_cancel_reaches_inside_an_archive(api, private_queues):
     ends within seconds, not when the whole archive has been read."""
     extractor = _extractor(private_queues)
     try:
-        archive = _slow_archive(20)  # 30 s or more to read
+        archive = _slow_archive(40)  # 30 s or more to read
         job_id = _upload(api, [("big.zip", archive)])
         _wait_running(job_id)
         cancelled_at = time.monotonic()
