@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CORPUS ?= examples
 
-.PHONY: install system-deps test demo lint format bench clean
+.PHONY: install system-deps test demo lint docs format bench clean
 
 UV_VERSION ?= 0.13.8
 
@@ -22,9 +22,9 @@ $(VENV)/.installed: pyproject.toml
 ifeq ($(INSTALLER),uv)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) \
-		$$($(PY) ops/uv_args.py $(VENV)/bin/pip) -e '.[dev]'
+		$$($(PY) ops/uv_args.py $(VENV)/bin/pip) -e '.[dev,docs]'
 else
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev,docs]'
 endif
 	$(PY) -m compileall -q -j 0 docbatch
 	touch $@
@@ -56,6 +56,12 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy -p docbatch
 
+# The documentation site into site/ (mkdocs.yml). --strict: a broken link or anchor, or a
+# page missing from the nav, fails the build. The CLI, REST, settings and metrics pages
+# are generated from the code at build time (docs/gen/hooks.py).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
 # Every throughput figure, as ratios measured side by side in one run (bench/run.py):
 # starts and stops its own api and workers on a fresh database and Redis db index.
 # `make bench BENCH_ARGS="--device cuda"` on a GPU machine; see BENCHMARKS.md.
@@ -67,4 +73,4 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) test-artifacts .pytest_cache demo-results.jsonl .docbatch
+	rm -rf $(VENV) test-artifacts .pytest_cache demo-results.jsonl .docbatch site
