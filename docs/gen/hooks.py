@@ -27,8 +27,25 @@ import rest_page  # noqa: E402
 import settings_page  # noqa: E402
 
 
-def _repo_page(name: str) -> Callable[[], str]:
-    return lambda: (ROOT / name).read_text(encoding="utf-8")
+def _repo_page(name: str, note: str = "") -> Callable[[], str]:
+    def render() -> str:
+        text = (ROOT / name).read_text(encoding="utf-8")
+        if not note:
+            return text
+        title, _, rest = text.partition("\n")
+        return f"{title}\n\n!!! note\n    {note}\n{rest}"
+
+    return render
+
+
+# BENCHMARKS.md is the measurement log, written as the figures were taken: its "here" and
+# "this box" are one machine, named at the top of its page.
+BENCHMARK_MACHINE = (
+    "The measurement log, kept as the figures were taken. Unless a section names another "
+    "machine, every figure was measured on a shared 2-core x86_64 VM (AMD EPYC, 2 vCPUs, "
+    '24 GiB, no GPU) with PostgreSQL 15 and Redis 7 on the same VM; "here" and "this '
+    'box" below mean that machine. The summary with targets: [Performance](performance.md).'
+)
 
 
 PAGES: dict[str, Callable[[], str]] = {
@@ -37,7 +54,7 @@ PAGES: dict[str, Callable[[], str]] = {
     "reference/openapi.json": rest_page.render_json,
     "reference/settings.md": settings_page.render,
     "reference/metrics.md": metrics_page.render,
-    "benchmarks.md": _repo_page("BENCHMARKS.md"),
+    "benchmarks.md": _repo_page("BENCHMARKS.md", BENCHMARK_MACHINE),
     "changelog.md": _repo_page("CHANGELOG.md"),
 }
 
