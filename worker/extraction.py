@@ -137,5 +137,5 @@ class ExtractStage:
                 with session.begin_nested():
                     record(session, self.settings, unit, job, {doc_id: failed}, self.extractor)
 
-    def written(self, computed: Extractions, verdict: Verdict) -> None:
+    def finished(self, computed: Extractions, verdict: Verdict | None) -> None:
         pass

@@ -368,7 +368,8 @@ class ModelStage:
         else:
             ledger.write_results(session, computed.rows)
 
-    def written(self, computed: ModelRows, verdict: Verdict) -> None:
-        metrics.unit_written(
-            self.handler, verdict.value, computed.rows, computed.chunks, computed.tokens
-        )
+    def finished(self, computed: ModelRows, verdict: Verdict | None) -> None:
+        if verdict in (Verdict.done, Verdict.cancelled, Verdict.failed):
+            metrics.unit_written(
+                self.handler, verdict.value, computed.rows, computed.chunks, computed.tokens
+            )

@@ -142,6 +142,7 @@ class UnitRunner(Generic[W, C]):
 
     def finish(self, holder: Holder, held: Held[W], computed: C) -> Verdict:
         """Write the unit's rows and close it in one transaction, then let it go."""
+        verdict: Verdict | None = None
         try:
             verdict = self._write_and_close(held, computed)
         except Exception as exc:
@@ -151,10 +152,13 @@ class UnitRunner(Generic[W, C]):
                 with contextlib.suppress(Exception):
                     holder.release(held.unit_id)
             raise
+        finally:
+            try:
+                self.stage.finished(computed, verdict)
+            except Exception:  # metrics or a temporary file: never the unit's fate
+                log.exception("unit %s: the stage's clean-up failed", held.unit_id)
         with contextlib.suppress(Exception):
             holder.release(held.unit_id)
-        if verdict is not Verdict.superseded:
-            self.stage.written(computed, verdict)
         return verdict
 
     def _write_and_close(self, held: Held[W], computed: C) -> Verdict:

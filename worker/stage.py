@@ -12,7 +12,9 @@ write and close in one transaction, attempts, follow-ups). A stage supplies only
   often as it can; no database writes;
 - ``write``: its rows, in the transaction that then closes the unit; with ``isolate``,
   each document's rows in a savepoint of its own, a document the database refuses
-  failing alone with the reason.
+  failing alone with the reason;
+- ``finished``: after that transaction, whatever became of the unit (metrics, removing
+  what ``compute`` left on disk).
 
 Example (the shape of docbatch.worker.model_stage and docbatch.worker.extraction)::
 
@@ -23,7 +25,7 @@ Example (the shape of docbatch.worker.model_stage and docbatch.worker.extraction
         def time_limit(self, work): return None
         def compute(self, work, should_stop): return Rows(rows=[...])
         def write(self, session, unit, job, computed, *, isolate): ledger.write_results(...)
-        def written(self, computed, verdict): pass
+        def finished(self, computed, verdict): pass
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ class Stage(Protocol[W, C]):
         transaction)."""
         ...
 
-    def written(self, computed: C, verdict: Verdict) -> None:
-        """After the commit (metrics)."""
+    def finished(self, computed: C, verdict: Verdict | None) -> None:
+        """After the unit's write, whatever its fate: ``verdict`` is None when the write
+        raised, ``superseded`` when another delivery had closed the unit."""
         ...
