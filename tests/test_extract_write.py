@@ -72,7 +72,6 @@ def test_the_extract_write_is_set_based(api, private_queues):
         drop_lease()
     for job in (few, many, one, eight):
         api.post(f"/v1/jobs/{job}/cancel")
-    print("COUNTS", counts)
     extra_members = counts[many] - counts[few]
     assert extra_members <= 5, f"290 more members cost {extra_members} more statements"
     # Seven more files: each one's blob read, and nothing else per file.
