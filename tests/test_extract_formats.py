@@ -195,3 +195,45 @@ def test_offsets_in_any_result_name_their_page_and_section():
     spans = {"spans": [{"start": _at(docx, PAGES[1][:20])}]}
     annotate(spans, where)
     assert spans["spans"][0]["section"] == "Data formats" and "page" not in spans["spans"][0]
+
+
+def test_a_compressed_file_that_is_no_tar_is_its_one_member(tmp_path):
+    import gzip
+
+    data = gzip.compress(b"Notes, compressed on their own.")
+    result = extract(data, "notes.txt.gz", LIMITS, _spool(tmp_path, data))
+    [member] = result.attachments
+    assert member.name == "notes.txt" and member.read_bytes().startswith(b"Notes")
+
+
+def test_a_long_name_bomb_in_a_tar_stops_at_the_budget(tmp_path):
+    """A GNU long-name record declaring 6 GiB is read by tarfile itself, before any member
+    is returned: the decompressed stream is capped, so it costs the budget, not 6 GiB."""
+    import gzip
+    import tarfile
+    import time
+
+    info = tarfile.TarInfo("././@LongLink")
+    info.type, info.size = tarfile.GNUTYPE_LONGNAME, 6 << 30
+    zeros = gzip.compress(b"a" * (1 << 20), compresslevel=9)
+    bomb = gzip.compress(info.tobuf(format=tarfile.GNU_FORMAT)) + zeros * 6144
+    limits = Limits(archive_max_total_bytes=10_000_000, archive_max_ratio=1e9)
+    started = time.process_time()
+    with pytest.raises(ExtractError, match="DOCBATCH_EXTRACT_ARCHIVE_MAX_TOTAL_BYTES"):
+        extract(bomb, "bomb.tgz", limits, _spool(tmp_path, bomb, limits))
+    assert time.process_time() - started < 5  # ~40 MB inflated, not 6 GiB
+
+
+def test_a_zip_declaring_too_many_entries_is_refused_before_it_is_parsed(tmp_path):
+    data = make_zip_entries(400)
+    limits = Limits(archive_max_files=100)
+    with pytest.raises(ExtractError, match="more than 100 files.*ARCHIVE_MAX_FILES"):
+        extract(data, "many.zip", limits, _spool(tmp_path, data, limits))
+
+
+def make_zip_entries(n: int) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for i in range(n):
+            zf.writestr(f"d{i}/", b"")  # directories: no documents, but entries to parse
+    return buffer.getvalue()

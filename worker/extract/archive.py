@@ -40,9 +40,30 @@ def _extracted(kind: str, members: list[Attachment]) -> Extracted:
     return Extracted("", kind, LIBRARY, attachments=members)
 
 
+def _max_entries(spool: Spool) -> int:
+    """Entries an archive may hold: directories are no documents, but each costs a
+    header to read and an object to hold, so they are capped too."""
+    return 2 * spool.budget.files + 100
+
+
+def _declared_entries(fh: IO[bytes]) -> int | None:
+    """The entry count in a zip's end record, read before its central directory (which
+    zipfile parses whole, into an object per entry, on opening)."""
+    try:
+        end = getattr(zipfile, "_EndRecData")(fh)  # noqa: B009 (private, stable since 2.x)
+        return None if end is None else int(end[getattr(zipfile, "_ECD_ENTRIES_TOTAL")])  # noqa: B009
+    except (AttributeError, IndexError, OSError, TypeError, ValueError, zipfile.BadZipFile):
+        return None
+    finally:
+        fh.seek(0)
+
+
 def unpack_zip(source: Source) -> Extracted:
     spool = source.members()
     with source.open() as fh:
+        entries = _declared_entries(fh)
+        if entries is not None and entries > _max_entries(spool):
+            raise spool.budget.too_many_files()
         try:
             archive = zipfile.ZipFile(fh)
             infos = [i for i in archive.infolist() if not i.is_dir()]
@@ -117,11 +138,8 @@ _DAMAGED = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError, Val
 def unpack_tar(source: Source) -> Extracted:
     """A tar (plain or compressed), or one compressed file that is not a tar."""
     spool = source.members()
-    limits = spool.budget
-    # Tar entries that are not documents (directories) count too, against a cap of
-    # their own: each costs a header and a TarInfo.
-    max_entries = 2 * limits.files + 100
-    cap = limits.bytes + _PER_ENTRY * max_entries + _SLACK
+    max_entries = _max_entries(spool)
+    cap = spool.budget.bytes + _PER_ENTRY * max_entries + _SLACK
     with source.open() as raw:
         try:
             inner, compressed = _decompressed(raw)

@@ -207,6 +207,15 @@ class Sandbox:
                 if path.parent.resolve() != root or not stat.S_ISREG(info.st_mode):
                     raise ValueError(f"{path} is not a file of its spool")
                 found.append(Attachment(str(a["name"]), path, info.st_size))
+            result = Extracted(
+                text=str(ex["text"]),
+                kind=str(ex["kind"]),
+                library=str(ex["library"]),
+                pages=[(int(o), int(p)) for o, p in ex["pages"]],
+                sections=[(int(o), str(s)) for o, s in ex["sections"]],
+                metadata=dict(ex["metadata"]),
+                attachments=found,
+            )
             # Charge what was found to the upload's budget (the child had a copy of it).
             spool.budget.check(files=len(found), nbytes=sum(a.size for a in found))
             spool.budget.files -= len(found)
@@ -217,15 +226,7 @@ class Sandbox:
         except ExtractError:
             _remove(found)
             raise
-        return Extracted(
-            text=str(ex["text"]),
-            kind=str(ex["kind"]),
-            library=str(ex["library"]),
-            pages=[(int(o), int(p)) for o, p in ex["pages"]],
-            sections=[(int(o), str(s)) for o, s in ex["sections"]],
-            metadata=dict(ex["metadata"]),
-            attachments=found,
-        )
+        return result
 
     def _kill(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
