@@ -202,9 +202,9 @@ class Expander:
             fh.write(storable(text))
         return Path(path)
 
-    def top(self, name: str, path: Path) -> Extraction:
-        """``path``: the file's bytes, spooled."""
-        size, sha256 = file_digest(path)
+    def top(self, name: str, path: Path, digest: tuple[int, str] | None = None) -> Extraction:
+        """``path``: the file's bytes, spooled; ``digest``: their (size, sha256) if known."""
+        size, sha256 = digest or file_digest(path)
         spool = Spool(self.directory, Budget.for_upload(self.limits, size))
         try:
             ex = self.box.extract(path, name, spool)

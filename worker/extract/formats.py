@@ -8,6 +8,10 @@ from docbatch.worker.extract import registry
 from docbatch.worker.extract.base import Extracted, ExtractError, Limits, Source, Spool
 from docbatch.worker.extract.detect import HEAD
 
+# A file up to this size is read once, whole (every extractor but the PDF's reads it
+# whole anyway); a bigger one is opened for its head and left to its extractor.
+SMALL = 4 << 20
+
 
 def extract(file: bytes | Path, name: str, limits: Limits, spool: Spool | None = None) -> Extracted:
     """Text, page map, sections and attachments of one file; ExtractError says why not.
@@ -28,6 +32,8 @@ def extract(file: bytes | Path, name: str, limits: Limits, spool: Spool | None =
             f"the file is {size:,} bytes; the limit is {limits.max_bytes:,} "
             "(DOCBATCH_EXTRACT_MAX_BYTES)"
         )
+    if source.path is not None and size <= SMALL:
+        source = Source(name, "", limits, spool, path=source.path, _data=source.data)
     with source.open() as fh:
         head = fh.read(HEAD)
     fmt = registry.detect_format(head, name, source.open)

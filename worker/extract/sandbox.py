@@ -37,6 +37,7 @@ from typing import Any
 
 from docbatch.worker.extract.base import (
     Attachment,
+    Budget,
     Extracted,
     ExtractError,
     Limits,
@@ -74,6 +75,7 @@ class Sandbox:
         self.extractor = f"{extractor.__module__}:{extractor.__qualname__}" if extractor else None
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
+        self._scratch_dir: Path | None = None
 
     def __enter__(self) -> Sandbox:
         return self
@@ -118,29 +120,29 @@ class Sandbox:
             raise SandboxError(f"the extraction sandbox did not start (exit {code})")
         return conn
 
+    def _scratch(self) -> Path:
+        if self._scratch_dir is None:
+            self._scratch_dir = Path(tempfile.mkdtemp(prefix="docbatch-sandbox-"))
+        return self._scratch_dir
+
     def extract(self, file: bytes | Path, name: str, spool: Spool | None = None) -> Extracted:
         """Extract one file in the child; files found inside it are in ``spool``, charged
-        to its budget. Without one, a temporary spool is made: removed at once unless the
-        file held others (then it is the caller's, ``attachments[i].path.parent``)."""
-        if spool is not None:
-            return self._extract(file, name, spool)
-        size = len(file) if isinstance(file, bytes) else file.stat().st_size
-        spool = Spool.temporary(self.limits, size)
-        try:
-            result = self._extract(file, name, spool)
-        except BaseException:
-            shutil.rmtree(spool.directory, ignore_errors=True)
-            raise
-        if not result.attachments:
-            shutil.rmtree(spool.directory, ignore_errors=True)
-        return result
-
-    def _extract(self, file: bytes | Path, name: str, spool: Spool) -> Extracted:
+        to its budget. Without one, they go to the sandbox's scratch directory (with the
+        budget of an upload of this file), which lives until the sandbox closes."""
         if isinstance(file, bytes):
-            fd, path = tempfile.mkstemp(dir=spool.directory, suffix=".in")
+            # A new file each time: rewriting one makes ext4 flush it on close (ms).
+            fd, name_on_disk = tempfile.mkstemp(dir=self._scratch(), suffix=".in")
             with os.fdopen(fd, "wb") as fh:
                 fh.write(file)
-            file = Path(path)
+            try:
+                return self._extract(Path(name_on_disk), name, spool)
+            finally:
+                os.unlink(name_on_disk)
+        return self._extract(file, name, spool)
+
+    def _extract(self, file: Path, name: str, spool: Spool | None) -> Extracted:
+        if spool is None:
+            spool = Spool(self._scratch(), Budget.for_upload(self.limits, file.stat().st_size))
         conn = self._start()
         job = {
             "path": str(file),
@@ -247,6 +249,9 @@ class Sandbox:
             except (OSError, subprocess.TimeoutExpired):
                 pass
         self._kill()
+        if self._scratch_dir is not None:
+            shutil.rmtree(self._scratch_dir, ignore_errors=True)
+            self._scratch_dir = None
 
 
 def _remove(found: list[Attachment]) -> None:

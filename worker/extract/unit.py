@@ -12,6 +12,7 @@ this host removes (``sweep_spools``).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -79,12 +80,17 @@ def sweep_spools(settings: Settings) -> None:
                 pass  # alive, someone else's
 
 
-def _spool_blob(oid: int, directory: Path, settings: Settings) -> Path:
+def _spool_blob(oid: int, directory: Path, settings: Settings) -> tuple[Path, int, str]:
+    """The blob's bytes in a new file of ``directory``: (path, size, sha256 hex)."""
     fd, path = tempfile.mkstemp(dir=directory, suffix=".in")
+    digest = hashlib.sha256()
+    size = 0
     with os.fdopen(fd, "wb") as fh:
         for block in blobs.read(oid, settings=settings):
             fh.write(block)
-    return Path(path)
+            digest.update(block)
+            size += len(block)
+    return Path(path), size, digest.hexdigest()
 
 
 def extract_files(
@@ -122,8 +128,8 @@ def extract_files(
                     name, ResultStatus.failed, error=too_big(f, settings)
                 )
             else:
-                path = _spool_blob(f.blob_oid, found.directory, settings)
-                found.outcomes[doc_id] = expander.top(name, path)
+                path, size, sha256 = _spool_blob(f.blob_oid, found.directory, settings)
+                found.outcomes[doc_id] = expander.top(name, path, (size, sha256))
     except Stopped:
         found.cancelled = True
     except BaseException:
