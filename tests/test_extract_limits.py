@@ -199,3 +199,38 @@ def test_a_tar_gz_bomb_is_refused_at_its_declared_size(api, private_queues):
     finally:
         _cancel(api, job_id)
         worker.stop()
+
+
+NUL_MAIL = (
+    b"From: ada@example.org\r\nTo: ops@example.org\r\nSubject: a NUL inside\r\n"
+    b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="B"\r\n\r\n'
+    b"--B\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: quoted-printable\r\n\r\nbefore=00after\r\n"
+    b"--B\r\nContent-Type: text/plain\r\n"
+    b"Content-Disposition: attachment; filename*=utf-8''a%00b.txt\r\n\r\n"
+    b"The attached notes.\r\n--B--\r\n"
+)
+
+
+def test_a_nul_in_an_email_body_or_attachment_name_is_stored_not_fatal(api, private_queues):
+    """Postgres text holds no NUL: an e-mail body with one (quoted-printable =00) or an
+    attachment named ``a%00b.txt`` made the unit's write fail, every time it was tried.
+    Now the NUL becomes U+FFFD in the text and ``_`` in the name."""
+    worker = _extract_worker(private_queues).wait_ready()
+    job_id = _upload(api, [("nul.eml", NUL_MAIL)])
+    try:
+        got = _extracted(api, job_id, timeout=60)
+        assert set(got) == {"nul.eml", "nul.eml/a_b.txt"}, got
+        assert all(r["status"] == "succeeded" for r in got.values()), got
+        with new_session() as s:
+            from docbatch.schema.tables import Document
+
+            text = s.scalar(
+                select(Document.text).where(
+                    Document.job_id == job_id, Document.custom_id == "nul.eml"
+                )
+            )
+        assert text is not None and "before\ufffdafter" in text
+    finally:
+        _cancel(api, job_id)
+        worker.stop()
