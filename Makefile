@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CORPUS ?= examples
 
-.PHONY: install system-deps test demo lint format bench clean
+.PHONY: install lock system-deps test demo lint docs format bench clean
 
 UV_VERSION ?= 0.13.8
 
@@ -13,21 +13,40 @@ UV_VERSION ?= 0.13.8
 # faster. It reads none of pip's configuration, so ops/uv_args.py hands it pip's wheel
 # folders, extra indexes and constraints (the CPU torch wheel on a dev/CI disk is found
 # there; without them uv would fetch the CUDA build). INSTALLER=pip uses pip alone.
+# Versions come from requirements.lock (constraints: every package pinned; one the lock
+# does not name, on another platform, is resolved from pyproject.toml's ranges).
 # Bytecode is compiled at install (uv does not by default, and with PYTHONDONTWRITEBYTECODE
 # set nothing ever writes it): without it every process compiles torch, transformers and
 # Celery from source again, about 5 s before a worker's first unit.
 INSTALLER ?= uv
-$(VENV)/.installed: pyproject.toml
+EXTRAS ?= all,dev,docs
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 ifeq ($(INSTALLER),uv)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) \
-		$$($(PY) ops/uv_args.py $(VENV)/bin/pip) -e '.[dev]'
+		$$($(PY) ops/uv_args.py $(VENV)/bin/pip) -c requirements.lock -e '.[$(EXTRAS)]'
 else
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c requirements.lock \
+		-e '.[$(EXTRAS)]'
 endif
 	$(PY) -m compileall -q -j 0 docbatch
 	touch $@
+
+# requirements.lock: every package of .[all,dev,docs] at one version, for Linux x86_64 and
+# Python 3.11, resolved from the ranges in pyproject.toml under ops/lock-constraints.txt
+# (torch 2.13.0). The CPU build's local tag (+cpu) is dropped, so the lock also installs
+# where only PyPI's build is offered. Run after changing a dependency; commit the result.
+lock: $(VENV)/bin/uv
+	$(VENV)/bin/uv pip compile --quiet $$($(PY) ops/uv_args.py $(VENV)/bin/pip) \
+		-c ops/lock-constraints.txt --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --extra all --extra dev --extra docs \
+		--custom-compile-command "make lock" pyproject.toml -o requirements.lock
+	sed -i -E 's/^(torch==[0-9.]+)\+cpu$$/\1/' requirements.lock
+
+$(VENV)/bin/uv:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 install: $(VENV)/.installed
 
@@ -56,6 +75,12 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy -p docbatch
 
+# The documentation site into site/ (mkdocs.yml). --strict: a broken link or anchor, or a
+# page missing from the nav, fails the build. The CLI, REST, settings and metrics pages
+# are generated from the code at build time (docs/gen/hooks.py).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
 # Every throughput figure, as ratios measured side by side in one run (bench/run.py):
 # starts and stops its own api and workers on a fresh database and Redis db index.
 # `make bench BENCH_ARGS="--device cuda"` on a GPU machine; see BENCHMARKS.md.
@@ -67,4 +92,4 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) test-artifacts .pytest_cache demo-results.jsonl .docbatch
+	rm -rf $(VENV) test-artifacts .pytest_cache demo-results.jsonl .docbatch site

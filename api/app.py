@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -19,8 +21,16 @@ from docbatch.schema.errors import (
 )
 
 
+def _version() -> str:
+    try:
+        return version("docbatch")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
 def create_app() -> FastAPI:
-    app = FastAPI(title="docbatch", version="0.1.0")
+    # The installed package's version (pyproject.toml), as `docbatch --version` prints it.
+    app = FastAPI(title="docbatch", version=_version())
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(metrics.router)

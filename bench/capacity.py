@@ -1,4 +1,4 @@
-"""Inputs of the capacity arithmetic in docs/scaling.md, measured on the real code.
+"""Inputs of the capacity arithmetic in docs/operations/sizing.md, measured on the real code.
 
 Prints, side by side in one run:
 
@@ -10,7 +10,7 @@ Prints, side by side in one run:
    (all three run the same MiniLM, so the ratio carries over to a GPU);
 3. the bytes of one queue message as kombu stores it in Redis;
 4. the arithmetic: documents per day per GPU and what Postgres and Redis must sustain
-   at 10 and 100 GPUs, from published GPU throughput figures (sources: docs/scaling.md).
+   at 10 and 100 GPUs, from published GPU throughput figures (sources: docs/operations/sizing.md).
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/capacity.py [--docs 120]
 
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 CORPUS = ROOT / "examples"  # real text shipped with the repository (examples/README.md)
 
-# GPU throughput per model, input tokens/s on one GPU (sources: docs/scaling.md).
+# GPU throughput per model, input tokens/s on one GPU (sources: docs/operations/sizing.md).
 # MiniLM-L6: sbert's 14,200 sentences/s on a V100 at ~20 tokens a sentence is ~280k tok/s;
 # our chunks are up to 256 tokens (attention grows with length), so we take half.
 GPU_TOKENS_PER_S = {

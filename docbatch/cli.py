@@ -75,7 +75,7 @@ def _client() -> Any:
 
 def _wait(client: Any, job_id: str) -> dict[str, Any]:
     from docbatch.progress import ProgressBar
-    from docbatch.schema.tables import TERMINAL_JOB_STATUSES
+    from docbatch.schema.statuses import TERMINAL_JOB_STATUSES
 
     bar = ProgressBar()
     while True:
@@ -274,9 +274,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from docbatch import __version__
+
     p = argparse.ArgumentParser(
         prog="docbatch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    p.add_argument("--version", action="version", version=f"docbatch {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def task_options(sp: argparse.ArgumentParser) -> None:

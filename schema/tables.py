@@ -28,6 +28,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# Re-exported: the statuses live where a client install (no SQLAlchemy) can import them.
+from docbatch.schema.statuses import TERMINAL_JOB_STATUSES as TERMINAL_JOB_STATUSES
+from docbatch.schema.statuses import JobStatus as JobStatus
+
 # SQLite only autoincrements INTEGER PRIMARY KEY; Postgres gets a BIGINT identity.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -42,25 +46,6 @@ def new_job_id() -> str:
 
 def new_schedule_id() -> str:
     return "sch_" + uuid.uuid4().hex[:24]
-
-
-class JobStatus(enum.StrEnum):
-    queued = "queued"
-    running = "running"
-    completed = "completed"
-    completed_with_errors = "completed_with_errors"
-    failed = "failed"
-    cancelling = "cancelling"
-    cancelled = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL_JOB_STATUSES
-
-
-TERMINAL_JOB_STATUSES = frozenset(
-    {JobStatus.completed, JobStatus.completed_with_errors, JobStatus.failed, JobStatus.cancelled}
-)
 
 
 class UnitState(enum.StrEnum):

