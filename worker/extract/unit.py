@@ -43,6 +43,8 @@ class UnitExtractions:
 
     def close(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the process's root too, if nothing else is in it
+            self.directory.parent.rmdir()
 
     def __enter__(self) -> UnitExtractions:
         return self
