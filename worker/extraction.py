@@ -17,12 +17,13 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-from docbatch.domain import blobs, ledger
+from docbatch.domain import ledger
 from docbatch.domain.extraction import Extraction, Extractor, earlier, files_of, record
 from docbatch.schema.db import is_sqlite, transaction
 from docbatch.schema.settings import Settings
-from docbatch.schema.tables import EXTRACT, ResultStatus, Unit, UnitState
-from docbatch.worker.extract.expand import Expander, extractor_for, sandbox_for, too_big
+from docbatch.schema.tables import EXTRACT, Unit, UnitState
+from docbatch.worker.extract.expand import extractor_for
+from docbatch.worker.extract.unit import extract_files
 from docbatch.worker.heartbeat import heartbeat
 from docbatch.worker.runner import Outcome, cancel_watcher, worker_name
 
@@ -77,50 +78,18 @@ def _run(unit_id: int, settings: Settings) -> Outcome:
             )
             ledger.finalize_job_if_done(s, claim.job)
             return Outcome.misrouted
-        ids = [d[0] for d in claim.documents]
-        names = {d[0]: d[1] for d in claim.documents}
-        files = files_of(s, ids)
-        reused = {
-            doc_id: found
-            for doc_id, f in files.items()
-            if f.sha256 and (found := earlier(s, tenant, job_id, f.sha256, extractor))
-        }
+        documents = [(d[0], d[1]) for d in claim.documents]
+        files = files_of(s, [d[0] for d in documents])
+        reused = earlier(s, tenant, job_id, files, extractor)
         split_off = claim.split_off
     if split_off:
         from docbatch.domain.publish import republish
 
         with contextlib.suppress(Exception):  # queued in Postgres: the reconciler sends them
             republish([u for u, _ in split_off], settings)
-    outcomes: dict[int, Extraction] = {}
-    should_stop = cancel_watcher(job_id)
-    expander = Expander(sandbox_for(settings), settings)
-    cancelled = False
-    for doc_id in ids:
-        if should_stop():
-            cancelled = True
-            break
-        f = files.get(doc_id)
-        name = names[doc_id]
-        if doc_id in reused:
-            text, output = reused[doc_id]
-            outcomes[doc_id] = Extraction(
-                name,
-                ResultStatus.succeeded,
-                text,
-                output,
-                library=output.get("library"),
-                reused=True,
-            )
-        elif f is None:  # a text document in an extract range cannot happen; say so if it does
-            outcomes[doc_id] = Extraction(
-                name, ResultStatus.failed, error="no file stored for this document"
-            )
-        elif f.blob_oid is None:
-            outcomes[doc_id] = Extraction(name, ResultStatus.failed, error=too_big(f, settings))
-        else:
-            data = b"".join(blobs.read(f.blob_oid, settings=settings))
-            outcomes[doc_id] = expander.top(name, data)
-    return _write(unit_id, job_id, outcomes, extractor, settings, cancelled)
+    # The compute step: texts and members spooled on disk until the write streams them.
+    with extract_files(documents, files, reused, settings, cancel_watcher(job_id)) as found:
+        return _write(unit_id, job_id, found.outcomes, extractor, settings, found.cancelled)
 
 
 def _write(
