@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO
 
 from sqlalchemy import delete as sql_delete
@@ -102,3 +103,67 @@ def delete(session: Session, oid: int) -> None:
         session.execute(sql_delete(Blob).where(Blob.oid == oid))
         return
     session.execute(text("SELECT lo_unlink(:oid)"), {"oid": oid})
+
+
+# Small files go into blobs many to a statement, up to this many bytes at once.
+BATCH_BYTES = 8 << 20
+
+
+def store_files(session: Session, paths: list[Path]) -> list[tuple[int, int, str]]:
+    """Each file's bytes into a new blob, in the session's transaction: (oid, size, sha256
+    hex) per path, in order. Files under a block go many to a statement (one round trip
+    for a whole archive of small members); a bigger one streams a block at a time."""
+    out: dict[int, tuple[int, int, str]] = {}
+    small: list[tuple[int, bytes]] = []
+    pending = 0
+
+    def flush() -> None:
+        nonlocal pending
+        if small:
+            oids = _create_many(session, [data for _, data in small])
+            for (i, data), oid in zip(small, oids, strict=True):
+                out[i] = (oid, len(data), hashlib.sha256(data).hexdigest())
+            small.clear()
+            pending = 0
+
+    for i, path in enumerate(paths):
+        if path.stat().st_size >= BLOCK:
+            with path.open("rb") as fh:
+                out[i] = store(session, fh)
+            continue
+        data = path.read_bytes()
+        small.append((i, data))
+        pending += len(data)
+        if pending >= BATCH_BYTES:
+            flush()
+    flush()
+    return [out[i] for i in range(len(paths))]
+
+
+def _create_many(session: Session, datas: list[bytes]) -> list[int]:
+    if _sqlite(session):
+        return [
+            int(session.execute(insert(Blob).values(data=d).returning(Blob.oid)).scalar_one())
+            for d in datas
+        ]
+    rows = session.execute(
+        text(
+            "SELECT lo_from_bytea(0, d) FROM unnest(CAST(:datas AS bytea[])) "
+            "WITH ORDINALITY AS t(d, n) ORDER BY n"
+        ),
+        {"datas": datas},
+    ).scalars()
+    return [int(oid) for oid in rows]
+
+
+def delete_many(session: Session, oids: list[int]) -> None:
+    """``delete`` for many blobs, in one statement."""
+    if not oids:
+        return
+    if _sqlite(session):
+        session.execute(sql_delete(Blob).where(Blob.oid.in_(oids)))
+        return
+    session.execute(
+        text("SELECT lo_unlink(CAST(o AS oid)) FROM unnest(CAST(:oids AS bigint[])) AS t(o)"),
+        {"oids": oids},
+    )

@@ -170,12 +170,19 @@ class Settings(BaseSettings):
     extract_max_bytes: int = 100_000_000
     extract_max_pages: int = 2000
     extract_max_text_chars: int = 10_000_000
-    # Archives (zip, tar, tar.gz) and nested attachments: files per file, unpacked bytes,
-    # unpacked/packed ratio (a zip bomb fails its document alone), and nesting depth.
-    extract_archive_max_files: int = 10_000
-    extract_archive_max_total_bytes: int = 1_000_000_000
-    extract_archive_max_ratio: float = 100.0
+    # Archives (zip, tar, tar.gz) and attachments: one budget for everything inside one
+    # uploaded file, nested archives included: files, unpacked bytes, unpacked bytes per
+    # byte of the upload (a zip bomb fails the archive that breaks it), nesting depth.
+    extract_archive_max_files: int = Field(10_000, ge=1)
+    extract_archive_max_total_bytes: int = Field(1_000_000_000, ge=1)
+    extract_archive_max_ratio: float = Field(100.0, gt=0)
     extract_max_depth: int = 3
+    # Where a unit's texts and unpacked files wait for its write ("" = the system's temp
+    # directory); up to EXTRACT_UNIT_FILES x ARCHIVE_MAX_TOTAL_BYTES of disk at worst.
+    extract_spool_dir: str = ""
+    # The sandbox child's address space (RLIMIT_AS): a parser that wants more fails its
+    # file ("ran out of memory"), not the worker. 0: no limit.
+    extract_max_memory_bytes: int = Field(2_147_483_648, ge=0)
     # OCR (Tesseract) for pages and images without a text layer: seconds per page on a CPU
     # core, so off by default.
     extract_ocr: bool = False

@@ -128,3 +128,54 @@ def make_long_pdf(
         out.close()
         source.close()
     return buffer.getvalue()
+
+
+def make_stored_zip(members: dict[str, bytes]) -> bytes:
+    """An uncompressed zip: its first member's bytes (a PDF's ``%PDF-``) show in its head."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+def make_tar(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    """A plain tar; ``links`` are symbolic links (name -> target)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tf.addfile(info)
+    return buffer.getvalue()
+
+
+def make_tar_gz_bomb(declared: int, block: int = 1 << 20) -> bytes:
+    """A .tar.gz whose one member declares ``declared`` bytes (of zeros, all there): gzip
+    members concatenated, which a reader inflates as one stream, so writing it costs
+    nothing while inflating it costs the declared bytes."""
+    import gzip
+
+    info = tarfile.TarInfo("zeros.bin")
+    info.size = declared
+    zeros = gzip.compress(b"\0" * block, compresslevel=9)
+    return gzip.compress(info.tobuf(format=tarfile.GNU_FORMAT)) + zeros * (declared // block)
+
+
+def make_email_with(attachments: list[tuple[str, bytes | EmailMessage]]) -> bytes:
+    """An e-mail with these attachments: bytes, or a message (forwarded as message/rfc822)."""
+    message = EmailMessage()
+    message["From"] = "Ada <ada@example.org>"
+    message["To"] = "ops@example.org"
+    message["Subject"] = "Forwarded files"
+    message.set_content("Files attached.")
+    for name, content in attachments:
+        if isinstance(content, EmailMessage):
+            message.add_attachment(content, filename=name)
+        else:
+            message.add_attachment(content, maintype="text", subtype="plain", filename=name)
+    return bytes(message)

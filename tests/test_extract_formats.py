@@ -4,20 +4,27 @@ must fail alone with their reason (worker/extract)."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
 import shutil
 import zipfile
+from pathlib import Path
 
 import pytest
 
-from docbatch.worker.extract.base import Extracted, ExtractError, Limits
+from docbatch.worker.extract.base import Budget, Extracted, ExtractError, Limits, Spool
 from docbatch.worker.extract.formats import extract
 from docbatch.worker.extract.sandbox import Sandbox
 from tests.files import HTML, PAGES, make_docx, make_email, make_pdf
 
 LIMITS = Limits()
+
+
+def _spool(directory: Path, data: bytes, limits: Limits = LIMITS) -> Spool:
+    """Where the files inside ``data`` go, with the budget of an upload of ``data``."""
+    return Spool(directory, Budget.for_upload(limits, len(data)))
 
 
 def _at(result: Extracted, needle: str) -> int:
@@ -52,16 +59,18 @@ def test_html_main_content_without_boilerplate():
     assert result.section_at(_at(result, "Most web services")) == "Encoding data"
 
 
-def test_email_headers_body_and_attachment():
+def test_email_headers_body_and_attachment(tmp_path):
     pdf = make_pdf(PAGES[:1])
-    result = extract(make_email(pdf), "mail", LIMITS)
+    mail = make_email(pdf)
+    result = extract(mail, "mail", LIMITS, _spool(tmp_path, mail))
     assert result.kind == "email"
     assert result.metadata["subject"] == "Nightly report"
     assert result.text.startswith("Subject: Nightly report")
     assert result.section_at(_at(result, "All documents were processed")) == "body"
     [attachment] = result.attachments
-    assert attachment.name == "report.pdf" and attachment.data == pdf
-    assert extract(attachment.data, attachment.name, LIMITS).text.startswith("The socket")
+    assert attachment.name == "report.pdf" and attachment.read_bytes() == pdf
+    assert attachment.path is not None and attachment.path.parent == tmp_path
+    assert extract(attachment.path, attachment.name, LIMITS).text.startswith("The socket")
 
 
 def test_text_in_any_encoding():
@@ -88,12 +97,13 @@ def test_scanned_page_through_ocr():
     assert "tesseract" in result.library and result.page_at(0) == 1
 
 
-def test_archives_unpack_into_members():
+def test_archives_unpack_into_members(tmp_path):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("inbox/a.pdf", make_pdf(PAGES[:1]))
         zf.writestr("inbox/b.txt", "Plain text file.")
-    result = extract(buffer.getvalue(), "inbox.zip", LIMITS)
+    data = buffer.getvalue()
+    result = extract(data, "inbox.zip", LIMITS, _spool(tmp_path, data))
     assert result.kind == "zip"
     assert [a.name for a in result.attachments] == ["inbox/a.pdf", "inbox/b.txt"]
 
@@ -109,7 +119,7 @@ def test_archives_unpack_into_members():
         ("too_many_pages", "DOCBATCH_EXTRACT_MAX_PAGES"),
     ],
 )
-def test_bad_files_fail_with_their_reason(case, reason):
+def test_bad_files_fail_with_their_reason(case, reason, tmp_path):
     limits = LIMITS
     if case == "empty":
         data = b""
@@ -128,7 +138,8 @@ def test_bad_files_fail_with_their_reason(case, reason):
         data = make_pdf(["page"] * 5000)
         limits = Limits(max_pages=2000)
     with pytest.raises(ExtractError, match=re.escape(reason)):
-        extract(data, "f", limits)
+        extract(data, "f", limits, _spool(tmp_path, data, limits))
+    assert not list(tmp_path.iterdir())  # nothing of a refused archive stays on disk
 
 
 def test_sandbox_bounds_a_slow_file_and_survives_a_crash():
@@ -147,10 +158,10 @@ def test_sandbox_bounds_a_slow_file_and_survives_a_crash():
         assert box.extract(b"after the crash", "b.txt").text == "after the crash"
 
 
-def _crash_on_boom(data: bytes, name: str, limits: Limits) -> Extracted:
-    if data == b"BOOM":
+def _crash_on_boom(file: Path, name: str, limits: Limits, spool: Spool) -> Extracted:
+    if file.read_bytes() == b"BOOM":
         os._exit(11)
-    return extract(data, name, limits)
+    return extract(file, name, limits, spool)
 
 
 def test_offsets_in_any_result_name_their_page_and_section():
@@ -160,9 +171,12 @@ def test_offsets_in_any_result_name_their_page_and_section():
     from docbatch.worker.extract.expand import output_of as _output
     from docbatch.worker.pages import PageMap, annotate
 
+    def _digest(data: bytes) -> tuple[int, str]:
+        return len(data), hashlib.sha256(data).hexdigest()
+
     data = make_pdf(PAGES)
     result = extract(data, "a.pdf", LIMITS)
-    where = PageMap.from_output(_output(result, data))
+    where = PageMap.from_output(_output(result, *_digest(data)))
     assert where is not None
     json_at, path_at = _at(result, "json module"), _at(result, "pathlib")
     output = {
@@ -176,8 +190,50 @@ def test_offsets_in_any_result_name_their_page_and_section():
     assert output["chunk_pages"] == [1, 2, 3]
 
     docx = extract(make_docx(), "a.docx", LIMITS)
-    where = PageMap.from_output(_output(docx, make_docx()))
+    where = PageMap.from_output(_output(docx, *_digest(make_docx())))
     assert where is not None
     spans = {"spans": [{"start": _at(docx, PAGES[1][:20])}]}
     annotate(spans, where)
     assert spans["spans"][0]["section"] == "Data formats" and "page" not in spans["spans"][0]
+
+
+def test_a_compressed_file_that_is_no_tar_is_its_one_member(tmp_path):
+    import gzip
+
+    data = gzip.compress(b"Notes, compressed on their own.")
+    result = extract(data, "notes.txt.gz", LIMITS, _spool(tmp_path, data))
+    [member] = result.attachments
+    assert member.name == "notes.txt" and member.read_bytes().startswith(b"Notes")
+
+
+def test_a_long_name_bomb_in_a_tar_stops_at_the_budget(tmp_path):
+    """A GNU long-name record declaring 6 GiB is read by tarfile itself, before any member
+    is returned: the decompressed stream is capped, so it costs the budget, not 6 GiB."""
+    import gzip
+    import tarfile
+    import time
+
+    info = tarfile.TarInfo("././@LongLink")
+    info.type, info.size = tarfile.GNUTYPE_LONGNAME, 6 << 30
+    zeros = gzip.compress(b"a" * (1 << 20), compresslevel=9)
+    bomb = gzip.compress(info.tobuf(format=tarfile.GNU_FORMAT)) + zeros * 6144
+    limits = Limits(archive_max_total_bytes=10_000_000, archive_max_ratio=1e9)
+    started = time.process_time()
+    with pytest.raises(ExtractError, match="DOCBATCH_EXTRACT_ARCHIVE_MAX_TOTAL_BYTES"):
+        extract(bomb, "bomb.tgz", limits, _spool(tmp_path, bomb, limits))
+    assert time.process_time() - started < 5  # ~40 MB inflated, not 6 GiB
+
+
+def test_a_zip_declaring_too_many_entries_is_refused_before_it_is_parsed(tmp_path):
+    data = make_zip_entries(400)
+    limits = Limits(archive_max_files=100)
+    with pytest.raises(ExtractError, match="more than 100 files.*ARCHIVE_MAX_FILES"):
+        extract(data, "many.zip", limits, _spool(tmp_path, data, limits))
+
+
+def make_zip_entries(n: int) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for i in range(n):
+            zf.writestr(f"d{i}/", b"")  # directories: no documents, but entries to parse
+    return buffer.getvalue()

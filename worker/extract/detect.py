@@ -1,23 +1,18 @@
-"""The format of a file from its bytes (its name only breaks ties, e.g. Markdown)."""
+"""The rules that tell a file's format from its bytes (its name only breaks ties, e.g.
+Markdown). ``registry.FORMATS`` names one rule per format and tries them in order:
+containers first, so a zip or tar whose first member is a PDF is read as the archive it
+is, never as the PDF whose ``%PDF-`` shows in its first KiB."""
 
 from __future__ import annotations
 
-import io
+import functools
 import re
+import tarfile
 import zipfile
+from collections.abc import Callable
+from typing import IO
 
-PDF, DOCX, HTML, EMAIL, MSG, TEXT, MARKDOWN, ZIP, TAR, IMAGE = (
-    "pdf",
-    "docx",
-    "html",
-    "email",
-    "msg",
-    "text",
-    "markdown",
-    "zip",
-    "tar",
-    "image",
-)
+HEAD = 4096
 _HTML = re.compile(rb"<(!doctype\s+html|html[\s>]|head[\s>]|body[\s>]|meta\s|title>)", re.I)
 _HEADER = re.compile(rb"^[A-Za-z][A-Za-z0-9-]{1,40}:[ \t]?\S", re.M)
 _MAIL_HEADERS = (
@@ -32,41 +27,94 @@ _MAIL_HEADERS = (
     b"delivered-to",
     b"cc",
 )
+GZIP, XZ = b"\x1f\x8b", b"\xfd7zXZ\x00"
+# "BZh", the block size, then a block's magic (pi) or the end of an empty stream (sqrt pi).
+_BZIP2 = re.compile(rb"BZh[1-9](1AY&SY|\x17rE8P\x90)")
 
 
-def detect(data: bytes, name: str = "") -> str | None:
-    """One of the kinds above, or None for a binary format we don't read."""
-    head = data[:4096]
-    if head.startswith(b"%PDF-") or b"%PDF-" in head[:1024]:
-        return PDF
-    if head.startswith(b"PK\x03\x04"):
+class Probe:
+    """What the rules look at: the first 4 KiB, the name, and (for a zip) its names."""
+
+    def __init__(self, head: bytes, name: str, opener: Callable[[], IO[bytes]]) -> None:
+        self.head = head
+        self.name = name
+        self._open = opener
+
+    @functools.cached_property
+    def zip_names(self) -> frozenset[str] | None:
+        """The names in a zip's central directory; None: not a readable zip."""
         try:
-            names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
-        except zipfile.BadZipFile:
+            with self._open() as fh, zipfile.ZipFile(fh) as archive:
+                return frozenset(archive.namelist())
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError):
             return None
-        return DOCX if "word/document.xml" in names else ZIP
-    if head.startswith(b"\x1f\x8b") or head[257:262] == b"ustar":
-        return TAR
-    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
-        return MSG
-    if head.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*")):
-        return IMAGE
-    if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return None
-    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if _looks_like_email(stripped):
-        return EMAIL
-    if _HTML.search(stripped[:1024]):
-        return HTML
-    if name.lower().endswith((".md", ".markdown")):
-        return MARKDOWN
-    return TEXT
+
+    @functools.cached_property
+    def textual(self) -> bool:
+        """No NUL in the head (UTF-16 with a BOM aside): text, not a binary format."""
+        return b"\x00" not in self.head or self.head.startswith((b"\xff\xfe", b"\xfe\xff"))
+
+    @functools.cached_property
+    def stripped(self) -> bytes:
+        return self.head.lstrip(b"\xef\xbb\xbf \t\r\n")
 
 
-def _looks_like_email(head: bytes) -> bool:
-    block = head.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+Rule = Callable[[Probe], bool]
+
+
+def starts_with(*magic: bytes) -> Rule:
+    return lambda p: p.head.startswith(magic)
+
+
+def is_zip(p: Probe) -> bool:
+    return p.head.startswith(b"PK\x03\x04") and p.zip_names is not None
+
+
+def is_docx(p: Probe) -> bool:
+    return is_zip(p) and "word/document.xml" in (p.zip_names or ())
+
+
+def is_tar(p: Probe) -> bool:
+    """A tar (its first header is valid), or a gzip/bzip2/xz stream (a compressed tar or
+    one compressed file: the archive extractor tells which)."""
+    if p.head.startswith((GZIP, XZ)) or _BZIP2.match(p.head):
+        return True
+    return is_tar_header(p.head[:512])
+
+
+def is_tar_header(block: bytes) -> bool:
+    if len(block) < 512 or not any(block):
+        return False
+    try:
+        tarfile.TarInfo.frombuf(block, "utf-8", "replace")
+    except tarfile.HeaderError:
+        return False
+    return True
+
+
+def is_pdf(p: Probe) -> bool:
+    # Readers accept up to 1 KiB of junk before the header, so do we.
+    return p.head.startswith(b"%PDF-") or b"%PDF-" in p.head[:1024]
+
+
+def is_email(p: Probe) -> bool:
+    if not p.textual:
+        return False
+    block = p.stripped.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
     lines = [ln for ln in block.splitlines() if ln and not ln[:1].isspace()]
     if len(lines) < 2 or not all(_HEADER.match(ln) for ln in lines):
         return False
     keys = {ln.split(b":", 1)[0].lower() for ln in lines}
     return len(keys & set(_MAIL_HEADERS)) >= 2
+
+
+def is_html(p: Probe) -> bool:
+    return p.textual and bool(_HTML.search(p.stripped[:1024]))
+
+
+def named(*suffixes: str) -> Rule:
+    return lambda p: p.textual and p.name.lower().endswith(suffixes)
+
+
+def is_text(p: Probe) -> bool:
+    return p.textual

@@ -1,7 +1,10 @@
-"""Turning one top-level file into extractions: the sandbox, the limits, the expander that
-follows attachments and archive members, and the identity an extraction is recorded (and
-reused) under. No database, no lease: worker/extraction.py runs a unit's files through
-``Expander`` and writes what it returns.
+"""Turning one top-level file into extractions: the limits, the expander that follows
+attachments and archive members, and the identity an extraction is recorded (and
+reused) under. No database, no lease: ``unit.py`` runs a unit's files through
+``Expander`` and the domain writes what it returns.
+
+Everything found inside a file stays on disk until the write: members are spooled by
+the sandbox child, texts by the expander; the worker holds one file's text at a time.
 """
 
 from __future__ import annotations
@@ -11,7 +14,11 @@ import functools
 import hashlib
 import logging
 import os
+import platform
+import re
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from docbatch.domain.extraction import Extraction, Extractor
@@ -19,14 +26,28 @@ from docbatch.domain.files import relative_name
 from docbatch.schema.errors import InputError
 from docbatch.schema.settings import Settings
 from docbatch.schema.tables import DocumentFile, ResultStatus
-from docbatch.worker.extract import detect
-from docbatch.worker.extract.base import Attachment, Extracted, ExtractError, Limits, version_of
+from docbatch.worker.extract import registry
+from docbatch.worker.extract.base import (
+    Attachment,
+    Budget,
+    Extracted,
+    ExtractError,
+    Limits,
+    Spool,
+    version_of,
+)
 from docbatch.worker.extract.sandbox import Sandbox
 
 log = logging.getLogger("docbatch.worker")
-LIBRARIES = ("pypdfium2", "python-docx", "trafilatura", "charset-normalizer", "olefile")
-ARCHIVES = (detect.ZIP, detect.TAR)
 _sandbox: Sandbox | None = None
+# Postgres text holds neither NUL nor lone surrogates; other C0 controls in a name only
+# confuse whoever reads it.
+_NOT_STORABLE = re.compile(r"[\x00\ud800-\udfff]")
+_NAME_CONTROLS = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+class Stopped(Exception):
+    """``should_stop`` said so (the job is being cancelled) between two files."""
 
 
 def limits_for(settings: Settings) -> Limits:
@@ -40,23 +61,35 @@ def limits_for(settings: Settings) -> Limits:
         ocr=settings.extract_ocr,
         ocr_languages=settings.extract_ocr_languages,
         time_limit_seconds=settings.extract_time_limit_seconds,
+        max_memory_bytes=settings.extract_max_memory_bytes,
     )
 
 
-@functools.cache
-def _versions(ocr: bool) -> str:
-    names = [version_of(lib) for lib in LIBRARIES]
-    if ocr:
-        with contextlib.suppress(Exception):  # no tesseract: OCR fails per file, saying so
-            import pytesseract
+def _version(library: str) -> str:
+    if library == registry.STDLIB:
+        return f"python {platform.python_version()}"
+    if library == registry.TESSERACT:
+        import pytesseract
 
-            names.append(f"tesseract {pytesseract.get_tesseract_version()}")
+        return f"tesseract {pytesseract.get_tesseract_version()}"
+    try:
+        return version_of(library)
+    except Exception:  # not installed: its format fails per file, saying so
+        return f"{library} (not installed)"
+
+
+@functools.cache
+def versions(ocr: bool) -> str:
+    """The version of every library some format's text depends on (``registry``)."""
+    names = []
+    for library in registry.libraries(ocr):
+        with contextlib.suppress(Exception):  # no tesseract: OCR fails per file, saying so
+            names.append(_version(library))
     return "; ".join(names)
 
 
 def extractor_for(settings: Settings) -> Extractor:
     """What this worker's extractions are recorded as (and reused by)."""
-    versions = _versions(settings.extract_ocr)
     params: dict[str, Any] = {
         "ocr": settings.extract_ocr,
         "max_pages": settings.extract_max_pages,
@@ -64,7 +97,7 @@ def extractor_for(settings: Settings) -> Extractor:
     }
     if settings.extract_ocr:
         params["ocr_languages"] = settings.extract_ocr_languages
-    digest = hashlib.sha256(versions.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(versions(settings.extract_ocr).encode()).hexdigest()[:16]
     return Extractor(revision=f"extract-{digest}", params=params)
 
 
@@ -79,29 +112,65 @@ def sandbox_for(settings: Settings) -> Sandbox:
     return _sandbox
 
 
+def close_sandbox() -> None:
+    global _sandbox
+    if _sandbox is not None:
+        _sandbox.close()
+        _sandbox = None
+
+
 def warm_up(settings: Settings) -> None:
-    """Import the extractors before the sandbox child forks, so it starts ready."""
-    os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # tesseract: one core per page
-    for module in ("pypdfium2", "docx", "trafilatura", "charset_normalizer", "olefile"):
-        with contextlib.suppress(ImportError):
-            __import__(module)
+    """Start the sandbox child (it imports the extractors) before the first unit."""
+    from docbatch.worker.extract.unit import sweep_spools
+
+    sweep_spools(settings)
     sandbox_for(settings)._start()
 
 
-def output_of(ex: Extracted, data: bytes) -> dict[str, Any]:
-    return {
-        "kind": ex.kind,
-        "library": ex.library,
-        "chars": len(ex.text),
-        "bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "pages": [list(p) for p in ex.pages],
-        "sections": [list(s) for s in ex.sections],
-        "metadata": ex.metadata,
-    }
+def storable(text: str) -> str:
+    """``text`` as Postgres can store it: no NUL, no lone surrogate (both carry no
+    meaning in extracted text; an e-mail header can hold either)."""
+    return _NOT_STORABLE.sub("\ufffd", text) if _NOT_STORABLE.search(text) else text
+
+
+def _storable_tree(value: Any) -> Any:
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, list | tuple):
+        return [_storable_tree(v) for v in value]
+    if isinstance(value, dict):
+        return {storable(str(k)): _storable_tree(v) for k, v in value.items()}
+    return value
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
+def output_of(ex: Extracted, size: int, sha256: str) -> dict[str, Any]:
+    out: dict[str, Any] = _storable_tree(
+        {
+            "kind": ex.kind,
+            "library": ex.library,
+            "chars": len(ex.text),
+            "bytes": size,
+            "sha256": sha256,
+            "pages": [list(p) for p in ex.pages],
+            "sections": [list(s) for s in ex.sections],
+            "metadata": ex.metadata,
+        }
+    )
+    return out
 
 
 def _child_name(prefix: str, name: str) -> str:
+    name = _NAME_CONTROLS.sub("_", name)
     try:
         return f"{prefix}/{relative_name(name)}"
     except InputError:
@@ -109,34 +178,54 @@ def _child_name(prefix: str, name: str) -> str:
 
 
 class Expander:
-    """Extracts one top-level file and everything inside it, flattened (see Extraction).
-
-    ``should_stop`` is asked before each member: once it says so the expansion ends and
-    ``stopped`` is set (the unit is being cancelled; what was found is thrown away)."""
+    """Extracts one top-level file and everything inside it, flattened (see Extraction),
+    within one budget for the whole upload; texts and members are spooled to
+    ``directory``. ``should_stop`` is asked before each file inside (a cancel reaches
+    inside an archive); when it says yes, ``top`` raises ``Stopped``."""
 
     def __init__(
-        self, box: Sandbox, settings: Settings, should_stop: Callable[[], bool] | None = None
+        self,
+        box: Sandbox,
+        settings: Settings,
+        directory: Path,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         self.box = box
-        self.max_files = settings.extract_archive_max_files
+        self.limits = limits_for(settings)
         self.max_depth = settings.extract_max_depth
-        self.should_stop = should_stop
-        self.stopped = False
+        self.directory = directory
+        self.should_stop = should_stop or (lambda: False)
 
-    def top(self, name: str, data: bytes) -> Extraction:
+    def _spool_text(self, text: str) -> Path:
+        fd, path = tempfile.mkstemp(dir=self.directory, suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(storable(text))
+        return Path(path)
+
+    def top(self, name: str, path: Path, digest: tuple[int, str] | None = None) -> Extraction:
+        """``path``: the file's bytes, spooled; ``digest``: their (size, sha256) if known."""
+        size, sha256 = digest or file_digest(path)
+        spool = Spool(self.directory, Budget.for_upload(self.limits, size))
         try:
-            ex = self.box.extract(data, name)
+            ex = self.box.extract(path, name, spool)
         except ExtractError as exc:
-            return Extraction(name, ResultStatus.failed, error=str(exc))
+            return Extraction(name, ResultStatus.failed, error=storable(str(exc)))
         children: list[Extraction] = []
-        if ex.kind in ARCHIVES:
-            self._add(ex.attachments, name, None, 1, children, archive=name)
+        if ex.kind in registry.CONTAINERS:
+            self._add(ex.attachments, name, None, 1, children, spool, archive=name)
             return Extraction(name, ResultStatus.succeeded, children=children, replaced=True)
-        self._add(ex.attachments, name, -1, 1, children, archive=None)
-        out = output_of(ex, data)
+        out = output_of(ex, size, sha256)
+        text = self._spool_text(ex.text)
+        library = ex.library
+        self._add(ex.attachments, name, -1, 1, children, spool, archive=None)
         out["attachments"] = [c.name for c in children if c.parent == -1]
         return Extraction(
-            name, ResultStatus.succeeded, ex.text, out, library=ex.library, children=children
+            name,
+            ResultStatus.succeeded,
+            output=out,
+            library=storable(library),
+            text_file=text,
+            children=children,
         )
 
     def _add(
@@ -146,26 +235,20 @@ class Expander:
         parent: int | None,
         depth: int,
         out: list[Extraction],
+        spool: Spool,
         archive: str | None,
     ) -> None:
         for att in found:
-            if self.stopped or (self.should_stop is not None and self.should_stop()):
-                self.stopped = True
-                return
+            if self.should_stop():
+                raise Stopped
             name = _child_name(prefix, att.name)
-            if len(out) >= self.max_files:
-                log.warning("%s: more than %d files inside; the rest skipped", prefix, len(out))
+            if att.path is None:  # a member the archive reader would not read
                 out.append(
                     Extraction(
-                        name,
-                        ResultStatus.failed,
-                        error=f"more than {self.max_files} files inside {prefix}; the limit "
-                        "is DOCBATCH_EXTRACT_ARCHIVE_MAX_FILES (this and later files skipped)",
-                        data=att.data,
-                        parent=parent,
+                        name, ResultStatus.failed, error=storable(att.error or ""), parent=parent
                     )
                 )
-                return
+                continue
             if depth > self.max_depth:
                 out.append(
                     Extraction(
@@ -173,38 +256,46 @@ class Expander:
                         ResultStatus.failed,
                         error=f"nested more than {self.max_depth} levels deep "
                         "(DOCBATCH_EXTRACT_MAX_DEPTH)",
-                        data=att.data,
+                        original=att.path,
                         parent=parent,
                     )
                 )
                 continue
             try:
-                ex = self.box.extract(att.data, name)
+                ex = self.box.extract(att.path, name, spool)
             except ExtractError as exc:
                 out.append(
                     Extraction(
-                        name, ResultStatus.failed, error=str(exc), data=att.data, parent=parent
+                        name,
+                        ResultStatus.failed,
+                        error=storable(str(exc)),
+                        original=att.path,
+                        parent=parent,
                     )
                 )
                 continue
-            if ex.kind in ARCHIVES:  # its files belong where the archive was
-                self._add(ex.attachments, name, parent, depth + 1, out, archive=name)
+            if ex.kind in registry.CONTAINERS:  # its files belong where the archive was
+                # The archive's own bytes are not kept (its files are): off the disk now.
+                self._add(ex.attachments, name, parent, depth + 1, out, spool, archive=name)
+                att.path.unlink(missing_ok=True)
                 continue
-            output = output_of(ex, att.data)
+            size, sha256 = file_digest(att.path)
+            output = output_of(ex, size, sha256)
             output["parent"] = prefix if parent is not None else None
             if archive:
                 output["archive"] = archive
-            child = Extraction(
-                name,
-                ResultStatus.succeeded,
-                ex.text,
-                output,
-                library=ex.library,
-                data=att.data,
-                parent=parent,
+            out.append(
+                Extraction(
+                    name,
+                    ResultStatus.succeeded,
+                    output=output,
+                    library=storable(ex.library),
+                    text_file=self._spool_text(ex.text),
+                    original=att.path,
+                    parent=parent,
+                )
             )
-            out.append(child)
-            self._add(ex.attachments, name, len(out) - 1, depth + 1, out, archive=None)
+            self._add(ex.attachments, name, len(out) - 1, depth + 1, out, spool, archive=None)
 
 
 def too_big(f: DocumentFile, settings: Settings) -> str:

@@ -1,68 +1,49 @@
-"""One entry point: bytes in, ``Extracted`` out, the format found from the content."""
+"""One entry point: a file in, ``Extracted`` out, the format found from the content."""
 
 from __future__ import annotations
 
-from docbatch.worker.extract import detect as kinds
-from docbatch.worker.extract.base import Attachment, Extracted, ExtractError, Limits
+from pathlib import Path
+
+from docbatch.worker.extract import registry
+from docbatch.worker.extract.base import Extracted, ExtractError, Limits, Source, Spool
+from docbatch.worker.extract.detect import HEAD
+
+# A file up to this size is read once, whole (every extractor but the PDF's reads it
+# whole anyway); a bigger one is opened for its head and left to its extractor.
+SMALL = 4 << 20
 
 
-def extract(data: bytes, name: str, limits: Limits) -> Extracted:
+def extract(file: bytes | Path, name: str, limits: Limits, spool: Spool | None = None) -> Extracted:
     """Text, page map, sections and attachments of one file; ExtractError says why not.
 
-    An archive comes back with no text and its members as ``attachments``.
+    ``file`` is the bytes or a path to them. An archive comes back with no text and its
+    members as ``attachments``, written to ``spool`` (by default a new temporary
+    directory, the caller's to remove) within its budget.
     """
-    if not data:
+    if isinstance(file, bytes):
+        source = Source(name, "", limits, spool, _data=file)
+    else:
+        source = Source(name, "", limits, spool, path=file)
+    size = source.size
+    if not size:
         raise ExtractError("the file is empty (0 bytes)")
-    if len(data) > limits.max_bytes:
+    if size > limits.max_bytes:
         raise ExtractError(
-            f"the file is {len(data):,} bytes; the limit is {limits.max_bytes:,} "
+            f"the file is {size:,} bytes; the limit is {limits.max_bytes:,} "
             "(DOCBATCH_EXTRACT_MAX_BYTES)"
         )
-    kind = kinds.detect(data, name)
-    if kind is None:
-        raise ExtractError(
-            f"unsupported file type ({data[:8]!r}...): docbatch reads PDF, DOCX, HTML, "
-            "e-mail (.eml, .msg), text and Markdown, zip and tar archives, and images with OCR"
-        )
-    result = _by_kind(kind, data, limits)
+    if source.path is not None and size <= SMALL:
+        source = Source(name, "", limits, spool, path=source.path, _data=source.data)
+    with source.open() as fh:
+        head = fh.read(HEAD)
+    fmt = registry.detect_format(head, name, source.open)
+    if fmt is None:
+        raise ExtractError(f"unsupported file type ({head[:8]!r}...): {registry.reads()}")
+    source.kind = fmt.kind
+    result = fmt.load()(source)
     if len(result.text) > limits.max_text_chars:
         raise ExtractError(
             f"the extracted text is {len(result.text):,} characters; the limit is "
             f"{limits.max_text_chars:,} (DOCBATCH_EXTRACT_MAX_TEXT_CHARS)"
         )
     return result
-
-
-def _by_kind(kind: str, data: bytes, limits: Limits) -> Extracted:
-    if kind == kinds.PDF:
-        from docbatch.worker.extract.pdf import extract_pdf
-
-        return extract_pdf(data, limits)
-    if kind == kinds.IMAGE:
-        from docbatch.worker.extract.pdf import extract_image
-
-        return extract_image(data, limits)
-    if kind == kinds.DOCX:
-        from docbatch.worker.extract.office import extract_docx
-
-        return extract_docx(data)
-    if kind == kinds.HTML:
-        from docbatch.worker.extract.web import extract_html
-
-        return extract_html(data)
-    if kind == kinds.EMAIL:
-        from docbatch.worker.extract.mail import extract_eml
-
-        return extract_eml(data)
-    if kind == kinds.MSG:
-        from docbatch.worker.extract.mail import extract_msg
-
-        return extract_msg(data)
-    if kind in (kinds.ZIP, kinds.TAR):
-        from docbatch.worker.extract.archive import unpack
-
-        members: list[Attachment] = unpack(data, kind, limits)
-        return Extracted("", kind, "python zipfile/tarfile (stdlib)", attachments=members)
-    from docbatch.worker.extract.text import extract_text
-
-    return extract_text(data, kind)

@@ -12,7 +12,9 @@ import email.policy
 from email.message import EmailMessage
 from typing import Any
 
-from docbatch.worker.extract.base import Attachment, Extracted, ExtractError, version_of
+import olefile
+
+from docbatch.worker.extract.base import Attachment, Extracted, ExtractError, Source, version_of
 
 HEADERS = ("subject", "from", "to", "cc", "date", "message-id")
 
@@ -35,8 +37,8 @@ def _assemble(
     )
 
 
-def extract_eml(data: bytes) -> Extracted:
-    message = email.message_from_bytes(data, policy=email.policy.default)
+def extract_eml(source: Source) -> Extracted:
+    message = email.message_from_bytes(source.data, policy=email.policy.default)
     assert isinstance(message, EmailMessage)
     # message[h] parses the header on every access: once each.
     meta = {h: str(v) for h in HEADERS if (v := message[h]) is not None}
@@ -45,28 +47,40 @@ def extract_eml(data: bytes) -> Extracted:
     if part is not None:
         content = part.get_content()
         if part.get_content_subtype() == "html":
-            from docbatch.worker.extract.web import extract_html
+            from docbatch.worker.extract.web import html_text
 
             raw = content.encode() if isinstance(content, str) else content
             try:
-                body = extract_html(raw).text
+                body = html_text(raw).text
             except ExtractError:
                 body = ""
         else:
             body = content if isinstance(content, str) else content.decode(errors="replace")
+    spool = source.members()
     attachments = []
     for i, att in enumerate(message.iter_attachments()):
-        payload = att.get_payload(decode=True)
-        if isinstance(payload, bytes) and payload:
-            attachments.append(Attachment(att.get_filename() or f"attachment-{i + 1}", payload))
+        # Every attachment becomes a document, an empty one too (it fails, saying so).
+        name = att.get_filename() or f"attachment-{i + 1}"
+        attachments.append(spool.add(name, _payload(att)))
     return _assemble(meta, body, "python email (stdlib)", attachments)
 
 
-def extract_msg(data: bytes) -> Extracted:
-    import olefile
+def _payload(part: EmailMessage) -> bytes:
+    """An attachment's bytes: decoded, or a forwarded message (message/rfc822) as it was
+    sent (its payload is a message, not bytes)."""
+    payload = part.get_payload(decode=True)
+    if isinstance(payload, bytes):
+        return payload
+    inner = part.get_payload()
+    if isinstance(inner, list) and len(inner) == 1 and hasattr(inner[0], "as_bytes"):
+        return bytes(inner[0].as_bytes())
+    return part.as_bytes()
+
+
+def extract_msg(source: Source) -> Extracted:
 
     try:
-        ole = olefile.OleFileIO(data)
+        ole = olefile.OleFileIO(source.data)
     except OSError as exc:
         raise ExtractError(f"the Outlook .msg file is damaged ({exc})") from None
 
@@ -97,6 +111,13 @@ def extract_msg(data: bytes) -> Extracted:
                 root = entry[0] + "/"
                 name = prop("3707", root) or prop("3704", root) or entry[0]
                 path = f"{root}__substg1.0_37010102"
+                spool = source.members()
                 if ole.exists(path):
-                    attachments.append(Attachment(name, ole.openstream(path).read()))
+                    attachments.append(
+                        spool.add(name, ole.openstream(path), declared=ole.get_size(path))
+                    )
+                else:  # an embedded message or an OLE object: not read, but not dropped
+                    attachments.append(
+                        spool.refuse(name, "an embedded object docbatch does not read")
+                    )
     return _assemble(meta, body, version_of("olefile"), attachments)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import io
 
-from docbatch.worker.extract.base import Extracted, ExtractError, version_of
+import docx
+from docx.table import Table
+from docx.text.paragraph import Paragraph
+
+from docbatch.worker.extract.base import Extracted, ExtractError, Source, version_of
 
 
-def extract_docx(data: bytes) -> Extracted:
-    import docx
-    from docx.table import Table
-    from docx.text.paragraph import Paragraph
+def extract_docx(source: Source) -> Extracted:
 
     try:
-        document = docx.Document(io.BytesIO(data))
+        document = docx.Document(io.BytesIO(source.data))
     except Exception as exc:  # zip, XML and schema errors alike
         raise ExtractError(f"the DOCX file is damaged ({type(exc).__name__}: {exc})") from None
     parts: list[str] = []

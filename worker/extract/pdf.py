@@ -6,14 +6,17 @@ renders pages for OCR too, so one library serves both paths.
 
 from __future__ import annotations
 
-from docbatch.worker.extract.base import Extracted, ExtractError, Limits, version_of
+import pypdfium2 as pdfium
+
+from docbatch.worker.extract.base import Extracted, ExtractError, Limits, Source, version_of
 
 
-def extract_pdf(data: bytes, limits: Limits) -> Extracted:
-    import pypdfium2 as pdfium
+def extract_pdf(source: Source) -> Extracted:
 
+    limits = source.limits
     try:
-        pdf = pdfium.PdfDocument(data)
+        # From the path, PDFium reads the file as it needs it (bytes stay in memory whole).
+        pdf = pdfium.PdfDocument(source.path if source.path is not None else source.data)
     except pdfium.PdfiumError as exc:
         reason = str(exc)
         if "password" in reason.lower():
@@ -71,7 +74,8 @@ def _tesseract() -> str:
     return f"tesseract {pytesseract.get_tesseract_version()}"
 
 
-def extract_image(data: bytes, limits: Limits) -> Extracted:
+def extract_image(source: Source) -> Extracted:
+    limits = source.limits
     if not limits.ocr:
         raise ExtractError(
             "an image holds no text layer; enable OCR with DOCBATCH_EXTRACT_OCR=true"
@@ -82,7 +86,7 @@ def extract_image(data: bytes, limits: Limits) -> Extracted:
     from PIL import Image
 
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(source.data))
     except Exception as exc:  # PIL raises many kinds for a bad image
         raise ExtractError(f"the image cannot be read ({exc})") from None
     text = str(pytesseract.image_to_string(image, lang=limits.ocr_languages)).strip()

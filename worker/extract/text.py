@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from docbatch.worker.extract.base import Extracted, ExtractError, version_of
+from charset_normalizer import from_bytes
+
+from docbatch.worker.extract.base import Extracted, ExtractError, Source, version_of
 
 
 def decode(data: bytes) -> str:
@@ -11,7 +13,6 @@ def decode(data: bytes) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         pass
-    from charset_normalizer import from_bytes
 
     matches = from_bytes(data)
     best = matches.best()
@@ -26,10 +27,10 @@ def decode(data: bytes) -> str:
     return str(best)
 
 
-def extract_text(data: bytes, kind: str) -> Extracted:
-    text = decode(data).replace("\r\n", "\n").replace("\r", "\n")
+def extract_text(source: Source) -> Extracted:
+    text = decode(source.data).replace("\r\n", "\n").replace("\r", "\n")
     if "\x00" in text:
         raise ExtractError("the file holds NUL bytes: a binary format we don't read")
     if not text.strip():
         raise ExtractError("the file holds no text")
-    return Extracted(text, kind, version_of("charset-normalizer"))
+    return Extracted(text, source.kind, version_of("charset-normalizer"))

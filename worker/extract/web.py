@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import re
 
-from docbatch.worker.extract.base import Extracted, ExtractError, version_of
+import trafilatura
+
+from docbatch.worker.extract.base import Extracted, ExtractError, Source, version_of
 from docbatch.worker.extract.text import decode
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
 
 
-def extract_html(data: bytes) -> Extracted:
-    import trafilatura
+def extract_html(source: Source) -> Extracted:
+    return html_text(source.data)
+
+
+def html_text(data: bytes) -> Extracted:
+    """The main text of an HTML page given as bytes (an e-mail's HTML body too)."""
 
     # Parsed once: extract() works on a copy of the tree, and the title is read from it
     # directly (trafilatura's extract_metadata would parse and walk the page again).
