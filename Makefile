@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CORPUS ?= examples
 
-.PHONY: install lock system-deps test demo lint docs format bench clean
+.PHONY: install lock system-deps test chaos demo lint docs format bench clean
 
 UV_VERSION ?= 0.13.8
 
@@ -58,6 +58,15 @@ system-deps:
 # default: the local servers); see tests/conftest.py.
 test: install system-deps
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The fault run (tests/test_chaos.py) with CHAOS_RUNS fresh seeds, one line per seed (also
+# in test-artifacts/chaos.log); `make test` runs one seed. Replay one:
+# DOCBATCH_CHAOS_SEED=N make chaos.
+CHAOS_RUNS ?= 5
+chaos: install
+	@mkdir -p test-artifacts && rm -f test-artifacts/chaos.log
+	@HF_HUB_OFFLINE=1 DOCBATCH_CHAOS_RUNS=$(CHAOS_RUNS) $(PY) -m pytest -q -p no:cacheprovider \
+		tests/test_chaos.py; status=$$?; echo; cat test-artifacts/chaos.log; exit $$status
 
 # The whole system in one process group on the embedded default (SQLite + filesystem
 # broker): no servers needed.

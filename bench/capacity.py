@@ -90,8 +90,8 @@ def message_bytes() -> int:
 
 def handler_costs(docs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     from docbatch.schema.settings import get_settings
+    from docbatch.worker.model_stage import compute_unit
     from docbatch.worker.registry import load_handler
-    from docbatch.worker.runner import compute_unit
 
     settings = get_settings()
     out: dict[str, dict[str, float]] = {}

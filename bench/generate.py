@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from docbatch.schema.settings import GenerationConfig, ModelConfig
-from docbatch.worker.batching import plan_batches
+from docbatch.worker.batching import BatchRunner, plan_batches
 from docbatch.worker.handlers.generate import GenerateHandler
-from docbatch.worker.runner import BatchRunner
 from tests.fixtures import ARTIFACTS, load_corpus
 
 TEMPLATE = "Text: {text}\nSummary:"

@@ -34,11 +34,11 @@ import time
 from typing import Any
 
 from docbatch.schema.settings import GenerationConfig, ModelConfig
+from docbatch.worker.batching import BatchRunner
 from docbatch.worker.handlers.abstractive import AbstractiveSummarizeHandler
 from docbatch.worker.handlers.base import Handler
 from docbatch.worker.handlers.embed import EmbedHandler
 from docbatch.worker.handlers.translate import TranslateHandler
-from docbatch.worker.runner import BatchRunner
 from tests.fixtures import load_corpus
 
 

@@ -29,11 +29,11 @@ from typing import Any
 import torch
 
 from docbatch.schema.settings import GenerationConfig, ModelConfig
+from docbatch.worker.batching import BatchRunner
 from docbatch.worker.handlers.abstractive import AbstractiveSummarizeHandler
 from docbatch.worker.handlers.base import Handler
 from docbatch.worker.handlers.embed import EmbedHandler
 from docbatch.worker.handlers.translate import TranslateHandler
-from docbatch.worker.runner import BatchRunner
 from tests.fixtures import load_corpus
 from tests.tiny_models import _cache_dir, build_all, convert_ct2
 

@@ -36,7 +36,7 @@ from docbatch.worker.handlers.ask import AskHandler
 from docbatch.worker.handlers.classify import ClassifyHandler
 from docbatch.worker.handlers.entities import EntitiesHandler
 from docbatch.worker.handlers.heads import HeadHandler
-from docbatch.worker.runner import compute_unit
+from docbatch.worker.model_stage import compute_unit
 from tests.fixtures import ARTIFACTS, load_corpus
 from tests.tiny_heads import MINILM, build_heads
 

@@ -1,7 +1,8 @@
 """How many units per second Postgres closes: the database side of a worker, measured.
 
-Runs ``docbatch.worker.runner.run_unit`` (claim, cancel check, write results, close, in
-the real transactions) with a handler that returns embed-sized outputs instantly, so
+Runs ``docbatch.worker.runner.UnitRunner`` (lease, claim, cancel check, write results,
+close, in the real transactions; each writer thread its own lease connection, as each
+worker process has) with a handler that returns embed-sized outputs instantly, so
 only the database work is timed. Side by side: one job shared by all writers (every
 close takes that job's row lock) versus one job per writer, at 1 and 4 writers.
 
@@ -66,7 +67,7 @@ def make_handler() -> Any:
 
 def create_jobs(n_jobs: int, units_per_job: int, docs_per_unit: int) -> list[list[int]]:
     from docbatch.domain import jobs
-    from docbatch.schema.db import transaction
+    from docbatch.domain.outbox import outbox, unit_of_work
     from docbatch.schema.settings import get_settings
 
     settings = get_settings()
@@ -77,8 +78,8 @@ def create_jobs(n_jobs: int, units_per_job: int, docs_per_unit: int) -> list[lis
             ({"custom_id": f"d{i}", "text": text_doc + str(i)}, None)
             for i in range(units_per_job * docs_per_unit)
         )
-        with transaction() as s:
-            new = jobs.create_job(
+        with unit_of_work(settings, publish=False) as s:  # the units are run here
+            jobs.create_job(
                 s,
                 settings,
                 tenant="bench",
@@ -86,26 +87,34 @@ def create_jobs(n_jobs: int, units_per_job: int, docs_per_unit: int) -> list[lis
                 documents=docs,
                 name=f"bench-{j}",
             )
-        out.append([unit_id for unit_id, _ in new.units])
+            out.append(outbox(s).unit_ids())
     return out
 
 
 def run(writers: int, unit_lists: list[list[int]], handler: Any) -> float:
     from docbatch.schema.settings import get_settings
-    from docbatch.worker.runner import run_unit
+    from docbatch.worker.lease import Lease
+    from docbatch.worker.model_stage import ModelStage
+    from docbatch.worker.runner import UnitRunner
 
-    settings = get_settings()
+    settings = get_settings().model_copy(update={"worker_claim_ahead": False})
+    stage = ModelStage(handler, settings)
     pending = [u for units in zip(*unit_lists, strict=False) for u in units]  # interleave jobs
     lock = threading.Lock()
     done = []
 
     def work() -> None:
-        while True:
-            with lock:
-                if not pending:
-                    return
-                unit_id = pending.pop(0)
-            done.append(run_unit(unit_id, handler, settings))
+        lease = Lease(settings)
+        runner = UnitRunner(stage, settings, holder=lease)
+        try:
+            while True:
+                with lock:
+                    if not pending:
+                        return
+                    unit_id = pending.pop(0)
+                done.append(runner.run(unit_id))
+        finally:
+            lease.close()
 
     threads = [threading.Thread(target=work) for _ in range(writers)]
     start = time.perf_counter()

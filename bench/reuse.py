@@ -3,7 +3,7 @@
 Writes the stdlib corpus (396 docs) as text files, fires a schedule over the folder
 twice with ``docbatch.domain.schedules.fire`` (what the beat tick calls) and processes every
 unit in this process with the real tags handler (bundled MiniLM, CPU) through
-``docbatch.worker.runner.run_unit``, then once more after editing 10 files. Prints wall
+``docbatch.worker.runner.UnitRunner``, then once more after editing 10 files. Prints wall
 time and documents/s side by side. Needs a PostgreSQL server
 (DOCBATCH_BENCH_DATABASE_URL, default the local one; a scratch database is created
 and dropped); no broker: the units are run here instead of published.
@@ -61,13 +61,15 @@ def main() -> None:
 
 def run() -> None:
     from docbatch.domain.jobs import job_public
+    from docbatch.domain.outbox import outbox, unit_of_work
     from docbatch.domain.schedules import create_schedule, fire, next_fire
     from docbatch.schema.db import transaction
     from docbatch.schema.migrate import upgrade
     from docbatch.schema.settings import get_settings
     from docbatch.schema.tables import Schedule, Unit, utcnow
+    from docbatch.worker.model_stage import ModelStage
     from docbatch.worker.registry import load_handler
-    from docbatch.worker.runner import run_unit
+    from docbatch.worker.runner import UnitRunner
 
     settings = get_settings()
     upgrade(settings.database_url)
@@ -99,13 +101,15 @@ def run() -> None:
                     path = Path(folder) / f"{i * 37:04d}.txt"
                     path.write_text(path.read_text() + " Edited.", encoding="utf-8")
             started = time.perf_counter()
-            with transaction() as s:
+            with unit_of_work(settings, publish=False) as s:  # the units are run here
                 schedule = s.get(Schedule, schedule_id)
                 firing = fire(s, settings, schedule, night + dt.timedelta(days=n), "bench")
+                unit_ids = outbox(s).unit_ids()
             assert firing is not None and firing.job is not None
             job = firing.job
-            for unit_id, _queue in job.units:
-                run_unit(unit_id, handler, settings)
+            runner = UnitRunner(ModelStage(handler, settings), settings)
+            for unit_id in unit_ids:
+                runner.run(unit_id)
             seconds = time.perf_counter() - started
             with transaction() as s:
                 counts = job_public(s, job.job).counts["tags"]

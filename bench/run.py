@@ -568,7 +568,7 @@ class Bench:
             generation_kwargs,
         )
         from docbatch.schema.settings import ModelConfig
-        from docbatch.worker.runner import BatchRunner
+        from docbatch.worker.batching import BatchRunner
 
         torch.set_num_threads(self.threads)
         docs = self.stdlib[: self.args.seq2seq_docs]

@@ -98,10 +98,10 @@ def run(
     procs = [start_worker(t, env, workdir / f"worker-{t}.log") for t in workers]
     try:
         from docbatch.domain import jobs
-        from docbatch.domain.publish import publish_units
+        from docbatch.domain.outbox import unit_of_work
         from docbatch.domain.results import iter_document_results
         from docbatch.inputs import iter_documents
-        from docbatch.schema.db import new_session, transaction
+        from docbatch.schema.db import new_session
         from docbatch.schema.migrate import upgrade
         from docbatch.schema.settings import Settings
         from docbatch.schema.tables import TERMINAL_JOB_STATUSES
@@ -120,7 +120,9 @@ def run(
     stopping = False
     try:
         upgrade(settings.database_url)
-        with transaction(settings) as s:
+        # The units are published (to the broker folder) once this commits; the workers
+        # read them when they are up.
+        with unit_of_work(settings) as s:
             parsed = jobs.parse_tasks(tasks, settings)
             new = jobs.create_job(
                 s,
@@ -135,7 +137,6 @@ def run(
         if EXTRACT in names and EXTRACT not in workers:  # a .txt that is not UTF-8
             workers.append(EXTRACT)
             procs.append(start_worker(EXTRACT, env, workdir / f"worker-{EXTRACT}.log"))
-        publish_units(new.units, settings=settings)
         bar = ProgressBar() if progress else None
         while True:
             with new_session(settings) as s:

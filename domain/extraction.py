@@ -8,12 +8,13 @@ locked first, as for every unit close):
   ``extract`` result with the format, the library and its version, the page map and
   sections (offset -> page, heading or e-mail part) and the file's metadata;
 - a file that did not: a failed ``extract`` result with the reason (its model tasks
-  fail with it when their units settle: ``docbatch.domain.stages``);
+  fail with it when their units settle: ``docbatch.domain.waiting``);
 - attachments (an e-mail's files) become documents of their own after the job's last
   one, named ``<parent custom_id>/<file name>``, linked by ``parent_document_id``, their
   bytes kept as blobs; the files of an archive take the archive's place (the archive
   itself is not a document once unpacked, and the job's counts say so);
-- then the unit closes, which settles the model units waiting on its documents.
+- the caller (docbatch.worker.runner) then closes the unit in the same transaction,
+  which settles the model units waiting on its documents.
 
 Earlier extractions are reused: ``earlier`` finds, for all of a unit's files in one
 statement, a succeeded extraction of the same bytes (sha256) by the same extractor
@@ -36,6 +37,7 @@ from sqlalchemy import Table, bindparam, delete, exists, func, insert, select, u
 from sqlalchemy.orm import Session, aliased
 
 from docbatch.domain import blobs, ledger
+from docbatch.domain.waiting import UnitLimits
 from docbatch.schema.settings import Settings
 from docbatch.schema.tables import (
     EXTRACT,
@@ -349,8 +351,8 @@ def record(
     outcomes: dict[int, Extraction],
     extractor: Extractor,
 ) -> None:
-    """Write an extract unit's ``outcomes`` (document id -> Extraction) and close it done;
-    the units now queued are in ``session.info["released_units"]``."""
+    """Write an extract unit's ``outcomes`` (document id -> Extraction); the caller closes
+    the unit."""
     rows: list[dict[str, Any]] = []
     pieces: list[Extraction] = []
     groups: list[tuple[int | None, int]] = []
@@ -385,11 +387,9 @@ def record(
             .values(total=JobTask.total + added - removed)
         )
         job.document_count += added - removed
-    sizing = (settings.unit_tokens, settings.unit_max_documents)
     if pieces:
         lo, hi, appended = _append(session, job, groups, pieces, extractor)
         _add_range(session, settings, job, lo, hi, appended)
-    ledger.close_unit(session, unit, UnitState.done, sizing=sizing)
 
 
 def _add_range(
@@ -428,9 +428,4 @@ def _add_range(
     for row in results:
         row["unit_id"] = extract_unit.id
     ledger.write_results(session, results)
-    ledger.close_unit(
-        session,
-        extract_unit,
-        UnitState.done,
-        sizing=(settings.unit_tokens, settings.unit_max_documents),
-    )
+    ledger.close_unit(session, extract_unit, UnitState.done, limits=UnitLimits.of(settings))

@@ -3,7 +3,7 @@
 A ``FileDocument`` is a file whose text the extract stage will find (PDF, DOCX, HTML,
 e-mail, an archive of such files, text in an unknown encoding). ``create_job`` copies
 its bytes into a blob (``docbatch.domain.blobs``), with their sha256, and holds the job's model
-units for it until it is extracted (``docbatch.domain.stages``). The api (multipart parts), the
+units for it until it is extracted (``docbatch.domain.waiting``). The api (multipart parts), the
 folder schedules (``docbatch.domain.sources``) and the CLI (``docbatch.inputs``) build them; none
 of them parses the file. Example::
 

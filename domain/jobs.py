@@ -1,8 +1,9 @@
 """Creating, reading and cancelling jobs: plain functions over a Session.
 
-Creation writes the job, its documents and its work units in the caller's
-transaction; the caller publishes the returned unit ids after commit (an
-outbox: units left unpublished are picked up by the reconciler).
+Creation writes the job, its documents and its work units in the caller's transaction
+and puts the queued units in its outbox (docbatch.domain.outbox), so they are published
+once it commits; a cancel puts the job's cancel sweep there. Open the transaction with
+``unit_of_work(settings)``.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from docbatch.domain import blobs, ledger
+from docbatch.domain import blobs, closing, ledger
 from docbatch.domain.files import FileDocument
+from docbatch.domain.outbox import outbox
 from docbatch.schema.errors import Conflict, InputError, NotFound
 from docbatch.schema.models import DocumentIn, JobPublic, TaskCounts
 from docbatch.schema.settings import Settings
@@ -44,8 +46,7 @@ CHARS_PER_TOKEN = 4  # a rough estimate, good enough to size units evenly
 @dataclass
 class NewJob:
     job: Job
-    units: list[tuple[int, str]] = field(default_factory=list)  # (unit id, queue) to publish
-    existing: bool = False
+    queued_units: int = 0  # units queued at once (in the outbox); the others wait for files
 
 
 def parse_tasks(raw: Any, settings: Settings) -> list[dict[str, Any]]:
@@ -149,7 +150,7 @@ def _inline_extractions(
 
 
 @dataclass
-class _Ranges:
+class UnitCutter:
     """Cuts a job's documents into unit ranges as they stream past: text documents by
     estimated tokens, files by count (they are extracted first, so a range never mixes
     the two)."""
@@ -193,12 +194,13 @@ def create_job(
     request_hash: str | None = None,
     reuse_results: bool = False,
 ) -> NewJob:
-    """Write a job with its documents and units; raises InputError before anything commits.
+    """Write a job with its documents and units, its queued units into the outbox; raises
+    InputError before anything commits.
 
     ``documents`` yields ``(document, ndjson line number or None)``: a raw dict is validated
     here (so a stream is read once), a ``DocumentIn`` was validated already, a
     ``FileDocument`` is stored as a blob and extracted before the model tasks see it
-    (an ``extract`` unit per few files; the model units over them wait: docbatch.domain.stages).
+    (an ``extract`` unit per few files; the model units over them wait: docbatch.domain.waiting).
     """
     job = Job(
         tenant=tenant,
@@ -213,7 +215,7 @@ def create_job(
     session.add(job)
     session.flush()
     names = [t["type"] for t in tasks]
-    cutter = _Ranges(settings)
+    cutter = UnitCutter(settings)
     seen_ids: set[str] = set()
     batch: list[dict[str, Any]] = []
     files: dict[int, dict[str, Any]] = {}
@@ -302,7 +304,10 @@ def create_job(
         .where(Unit.job_id == job.id, Unit.state == UnitState.queued.value)
         .order_by(Unit.id)
     ).all()
-    return NewJob(job=job, units=[(u.id, u.queue) for u in units])
+    box = outbox(session)
+    for u in units:
+        box.add_unit(u.id, u.queue, priority)
+    return NewJob(job=job, queued_units=len(units))
 
 
 def task_names(session: Session, job_id: str) -> list[str]:
@@ -411,14 +416,17 @@ def cancel_job(
     When its queued units hold at most ``inline_documents`` documents they are closed
     here (one bounded batch: a small job is ``cancelled`` in the response). A bigger
     job's are closed in batches afterwards (``cancel_queued_batch``, run by the
-    maintenance task docbatch.worker.cancel; a unit whose message reaches a worker first is
-    cancelled there), so cancelling a million-document job is as quick as a small one.
-    Running units stop at their next batch boundary; the job becomes ``cancelled``
-    when its last unit closes.
+    maintenance task docbatch.worker.cancel, whose message goes to the outbox; a unit
+    whose message reaches a worker first is cancelled there), so cancelling a
+    million-document job is as quick as a small one. Running units stop at their next
+    batch boundary; the job becomes ``cancelled`` when its last unit closes.
     """
     job = get_job(session, tenant, job_id)
     job = ledger.lock_job(session, job.id)
-    if JobStatus(job.status).terminal or job.status == JobStatus.cancelling.value:
+    if JobStatus(job.status).terminal:
+        return job
+    if job.status == JobStatus.cancelling.value:  # asked again: send the sweep again
+        outbox(session).add_cancel(job.id)
         return job
     job.status = JobStatus.cancelling.value
     if inline_documents > 0:
@@ -430,6 +438,8 @@ def cancel_job(
         if int(queued or 0) <= inline_documents:
             session.flush()
             cancel_queued_batch(session, job.id, inline_documents)
+    if job.status == JobStatus.cancelling.value:
+        outbox(session).add_cancel(job.id)
     return job
 
 
@@ -440,7 +450,7 @@ def cancel_queued_batch(session: Session, job_id: str, max_documents: int) -> tu
 
     Each batch holds the job lock only for itself, so workers writing results of the
     same job wait one batch at most; counts add up after every batch (the cancelled
-    rows and the counters move together in ``ledger.cancel_queued_units``).
+    rows and the counters move together in ``closing.cancel_not_started``).
     """
     job = ledger.lock_job(session, job_id)
     if job.status != JobStatus.cancelling.value:
@@ -458,11 +468,6 @@ def cancel_queued_batch(session: Session, job_id: str, max_documents: int) -> tu
             break
         take.append(row.id)
         documents += row.seq_hi - row.seq_lo + 1
-    closed = ledger.cancel_queued_units(session, job_id, take)
+    closed = closing.cancel_not_started(session, job_id, take)
     ledger.finalize_job_if_done(session, job)
     return closed, len(take) < len(rows)
-
-
-def touch_published(session: Session, unit_ids: list[int]) -> None:
-    if unit_ids:
-        session.execute(update(Unit).where(Unit.id.in_(unit_ids)).values(published_at=utcnow()))

@@ -1,7 +1,7 @@
 """Unit leases: a worker that runs a unit holds a Postgres advisory lock on it.
 
 A pipelined worker claims its next unit straight from Postgres while the model runs
-(worker/pipeline.py), so a unit can be ``running`` while its queue message is still
+(docbatch.worker.runner), so a unit can be ``running`` while its queue message is still
 in Redis. When that message reaches another worker, ``ledger.claim_unit`` must tell
 "running on a live worker" (skip) from "running on a worker that died" (reclaim): the
 lease answers. It is a session-level advisory lock held on the worker's own

@@ -1,35 +1,42 @@
 """The unit state machine and the job counters: the only code that moves them.
 
-Every unit reaches exactly one terminal state (done, failed, cancelled) through
-``close_unit``, which in the same transaction fills in a result for each of the
-unit's documents that has none yet (failed or cancelled, with the reason) and
-adds the unit's tally to the job's counters. Because the state change is guarded
-(``WHERE state = 'running'``/``'queued'``), a unit run twice is counted once,
-and because results are unique per (document, task), written once.
+A unit is ``queued`` (or ``waiting`` for its files' extraction, docbatch.domain.waiting),
+``running`` once claimed (``claim_unit``), and reaches exactly one terminal state (done,
+failed, cancelled) through ``close_unit``, which in the same transaction fills in a
+result for each of the unit's documents that has none yet (failed or cancelled, with the
+reason) and adds the unit's tally to the job's counters (docbatch.domain.closing).
+Because the state change is guarded (``WHERE state = 'running'``/``'queued'``), a unit
+run twice is counted once, and because results are unique per (document, task), written
+once. When to retry, bisect or give up is docbatch.domain.retry's rule.
+
+What a state change makes necessary afterwards (a unit queued again or split off, the
+units an extraction released, a job's webhook) goes to the transaction's outbox
+(docbatch.domain.outbox), published after commit.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
-from sqlalchemy import and_, exists, func, literal, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
-from docbatch.domain import leases
-from docbatch.domain.reuse import ResultIdentity, reuse_results
+from docbatch.domain import closing, leases, waiting
+from docbatch.domain.outbox import outbox
+from docbatch.domain.retry import RetryPolicy
+from docbatch.domain.reuse import HashedDocument, ResultIdentity, reuse_results
+from docbatch.domain.waiting import UnitLimits
 from docbatch.schema.db import insert_ignore
 from docbatch.schema.tables import (
     EXTRACT,
-    NOT_STARTED_UNIT_STATES,
     OPEN_UNIT_STATES,
     Document,
     Job,
     JobStatus,
     JobTask,
     Result,
-    ResultStatus,
     Unit,
     UnitState,
     WebhookDelivery,
@@ -53,9 +60,12 @@ def lock_job(session: Session, job_id: str) -> Job:
     return job
 
 
-# A unit whose workers stopped this many times without closing it is split in two on its
-# next claim, so that a document that kills its worker ends up alone (and fails alone).
-SPLIT_AFTER_STOPS = 2
+class ClaimedDocument(NamedTuple):
+    """A document of a claimed unit that still needs this task's result."""
+
+    id: int
+    custom_id: str
+    text: str
 
 
 @dataclass
@@ -63,21 +73,7 @@ class Claim:
     unit: Unit
     job: Job
     params: dict[str, Any]
-    documents: list[tuple[int, str, str]]  # (document id, custom_id, text)
-    # Units split off this one at this claim: (unit id, queue), to publish after commit.
-    split_off: list[tuple[int, str]] = field(default_factory=list)
-
-
-def _gave_up_reason(unit: Unit, max_attempts: int) -> str:
-    if unit.error:  # what the last attempt's worker recorded before it was replaced
-        why = unit.error
-    elif unit.seq_lo == unit.seq_hi:
-        why = f"this document killed the worker {unit.attempts} times (out of memory or crash?)"
-    else:
-        why = "the worker processing this unit stopped each time (out of memory or crash?)"
-    return (
-        f"gave up after {unit.attempts} attempts: {why}; DOCBATCH_MAX_UNIT_ATTEMPTS={max_attempts}"
-    )
+    documents: list[ClaimedDocument]
 
 
 def _split(session: Session, unit: Unit, now: dt.datetime) -> tuple[int, str]:
@@ -108,20 +104,23 @@ def claim_unit(
     session: Session,
     unit_id: int,
     worker: str,
-    max_attempts: int,
+    policy: RetryPolicy,
     *,
     reuse: ResultIdentity | None = None,
 ) -> Claim | None:
-    """Mark a unit running and return its documents, or None when there is nothing to do.
+    """Mark a unit running (an attempt) and return its documents, or None when there is
+    nothing to do.
 
-    A unit already closed is skipped (a redelivered message). A unit of a job being
-    cancelled is closed as cancelled. A unit whose workers stopped
-    ``SPLIT_AFTER_STOPS`` times (killed, or replaced past its time limit) is bisected
-    first (``Claim.split_off``), so a document that kills its worker ends up alone; a
-    one-document unit claimed ``max_attempts`` times already is failed rather than run
-    again, with the reason its last worker recorded if any. With ``reuse`` (the
-    worker's model identity) and a job created with ``reuse_results``, documents with
-    an earlier matching result get a copy of it here and are not returned.
+    A unit already closed is skipped (a redelivered message), and so is one running
+    under another live session's lease (claimed ahead by a live worker; the caller's own
+    lease does not count: claim on the connection that holds it). A unit of a job being
+    cancelled is closed as cancelled. A unit whose workers stopped often enough
+    (``policy.should_split``) is bisected first, the new half going to the outbox, so a
+    document that kills its worker ends up alone; a one-document unit claimed
+    ``policy.max_attempts`` times already is failed rather than run again, with the
+    reason its last worker recorded if any. With ``reuse`` (the worker's model identity)
+    and a job created with ``reuse_results``, documents with an earlier matching result
+    get a copy of it here and are not returned.
     """
     found = session.execute(select(Unit.job_id, Unit.state).where(Unit.id == unit_id)).first()
     if found is None or found.state not in OPEN_UNIT_STATES:
@@ -133,7 +132,7 @@ def claim_unit(
     if unit is None or unit.state not in OPEN_UNIT_STATES:
         return None
     if unit.state == UnitState.waiting.value:
-        return None  # its files are still being extracted; settle_waiting queues it
+        return None  # its files are still being extracted; waiting.settle queues it
     if unit.state == UnitState.running.value and leases.held_elsewhere(session, unit.id):
         return None  # a live worker runs it (claimed ahead; its message arrived here)
     if job.status in (JobStatus.cancelling.value, JobStatus.cancelled.value):
@@ -141,11 +140,11 @@ def claim_unit(
         finalize_job_if_done(session, job)
         return None
     now = utcnow()
-    split_off: list[tuple[int, str]] = []
-    if unit.seq_hi > unit.seq_lo and unit.attempts >= SPLIT_AFTER_STOPS:
-        split_off.append(_split(session, unit, now))
-    elif unit.attempts >= max_attempts:
-        close_unit(session, unit, UnitState.failed, reason=_gave_up_reason(unit, max_attempts))
+    if policy.should_split(unit):
+        other, queue = _split(session, unit, now)
+        outbox(session).add_unit(other, queue, job.priority)
+    elif policy.gives_up(unit):
+        close_unit(session, unit, UnitState.failed, reason=policy.gave_up_reason(unit))
         finalize_job_if_done(session, job)
         return None
     unit.error = None  # a note left by the previous attempt (see note_stop)
@@ -180,30 +179,30 @@ def claim_unit(
             unit_id=unit.id,
             params=params or {},
             identity=reuse,
-            documents=[(int(d[0]), str(d[3]), str(d[2])) for d in docs],
+            documents=[HashedDocument(int(d.id), str(d.content_hash), str(d.text)) for d in docs],
         )
-        docs = [d for d in docs if int(d[0]) not in reused]
+        docs = [d for d in docs if int(d.id) not in reused]
     return Claim(
         unit=unit,
         job=job,
         params=params or {},
-        documents=[(int(d[0]), str(d[1]), str(d[2])) for d in docs],
-        split_off=split_off,
+        documents=[ClaimedDocument(int(d.id), str(d.custom_id), str(d.text)) for d in docs],
     )
 
 
-def release_unit(session: Session, unit_id: int) -> str | None:
+def release_unit(session: Session, unit_id: int) -> bool:
     """Give back a running unit whose work will not be written (claimed ahead by a worker
-    that stops on purpose, or its result write failed): queued again, its claim not
-    counted as an attempt. Returns its queue to publish it on, or None if it was not
-    running."""
+    that stops on purpose, or its result write met a transient error): queued again, its
+    claim refunded (not an attempt), and into the outbox. False if it was not running."""
     unit = session.scalar(select(Unit).where(Unit.id == unit_id).with_for_update())
     if unit is None or unit.state != UnitState.running.value:
-        return None
+        return False
     unit.state = UnitState.queued.value
     unit.attempts = max(0, unit.attempts - 1)
     unit.published_at = utcnow()
-    return unit.queue
+    priority = session.scalar(select(Job.priority).where(Job.id == unit.job_id))
+    outbox(session).add_unit(unit.id, unit.queue, int(priority or 0))
+    return True
 
 
 def note_stop(session: Session, unit_id: int, reason: str) -> None:
@@ -216,8 +215,11 @@ def note_stop(session: Session, unit_id: int, reason: str) -> None:
     )
 
 
-def job_status(session: Session, job_id: str) -> str | None:
-    return session.scalar(select(Job.status).where(Job.id == job_id))
+def is_cancelling(session: Session, job_id: str) -> bool:
+    """Is the job being (or has it been) cancelled? What a running unit checks between
+    batches."""
+    status = session.scalar(select(Job.status).where(Job.id == job_id))
+    return status in (JobStatus.cancelling.value, JobStatus.cancelled.value)
 
 
 def write_results(session: Session, rows: list[dict[str, Any]]) -> None:
@@ -233,131 +235,21 @@ def close_unit(
     reason: str | None = None,
     chunks: int = 0,
     tokens: int = 0,
-    sizing: tuple[int, int] | None = None,
+    limits: UnitLimits | None = None,
 ) -> bool:
     """Move an open unit to a terminal state and count it; False if it was already closed.
 
     Documents of the unit that have no result yet get one: ``cancelled`` when the unit
-    is cancelled, otherwise ``failed`` with ``reason``. Closing an ``extract`` unit
-    settles the model units waiting on its documents (``docbatch.domain.stages``; ``sizing`` =
-    (unit tokens, unit documents) to cut them by the extracted text, else kept whole);
-    those it queues are in ``session.info["released_units"]`` for the caller to publish.
+    is cancelled, otherwise ``failed`` with ``reason`` (docbatch.domain.closing). Closing
+    an ``extract`` unit settles the model units waiting on its documents
+    (docbatch.domain.waiting: cut by ``limits``, else kept whole); those it queues go to
+    the outbox.
     """
-    moved = session.execute(  # type: ignore[attr-defined]
-        update(Unit)
-        .where(Unit.id == unit.id, Unit.state.in_(OPEN_UNIT_STATES))
-        .values(state=state.value, finished_at=utcnow(), error=reason)
-    ).rowcount
-    if not moved:
+    if not closing.close(session, unit, state, reason=reason, chunks=chunks, tokens=tokens):
         return False
-    session.expire(unit)
-    fill = ResultStatus.cancelled if state == UnitState.cancelled else ResultStatus.failed
-    in_unit = and_(Document.job_id == unit.job_id, Document.seq.between(unit.seq_lo, unit.seq_hi))
-    has_result = exists().where(Result.document_id == Document.id, Result.task == unit.task)
-    missing = select(
-        literal(unit.job_id),
-        Document.id,
-        literal(unit.id),
-        literal(unit.task),
-        literal(fill.value),
-        literal(reason or fill.value),
-        literal(utcnow()),
-    ).where(in_unit, ~has_result)
-    session.execute(
-        insert_ignore(session, Result).from_select(
-            ["job_id", "document_id", "unit_id", "task", "status", "error", "created_at"],
-            missing,
-        )
-    )
-    tally = dict(
-        session.execute(
-            select(Result.status, func.count())
-            .join(Document, Document.id == Result.document_id)
-            .where(in_unit, Result.task == unit.task)
-            .group_by(Result.status)
-        ).all()
-    )
-    session.execute(
-        update(JobTask)
-        .where(JobTask.job_id == unit.job_id, JobTask.task == unit.task)
-        .values(
-            succeeded=JobTask.succeeded + tally.get(ResultStatus.succeeded.value, 0),
-            failed=JobTask.failed + tally.get(ResultStatus.failed.value, 0),
-            cancelled=JobTask.cancelled + tally.get(ResultStatus.cancelled.value, 0),
-            chunks=JobTask.chunks + chunks,
-            tokens=JobTask.tokens + tokens,
-        )
-    )
     if unit.task == EXTRACT:
-        from docbatch.domain import stages  # it closes the units it settles through close_unit
-
-        released = stages.settle_waiting(session, unit.job_id, unit.seq_lo, unit.seq_hi, sizing)
-        session.info.setdefault("released_units", []).extend(released)
+        waiting.settle(session, unit.job_id, unit.seq_lo, unit.seq_hi, limits)
     return True
-
-
-def cancel_queued_units(session: Session, job_id: str, unit_ids: list[int]) -> int:
-    """``close_unit(unit, cancelled)`` for many queued (or waiting) units of one (locked) job
-    in a few set-based statements, whatever their number; returns how many were closed."""
-    if not unit_ids:
-        return 0
-    now = utcnow()
-    moved = [
-        int(unit_id)
-        for unit_id in session.scalars(
-            update(Unit)
-            .where(
-                Unit.id.in_(unit_ids),
-                Unit.job_id == job_id,
-                Unit.state.in_(NOT_STARTED_UNIT_STATES),
-            )
-            .values(state=UnitState.cancelled.value, finished_at=now, error="job cancelled")
-            .returning(Unit.id)
-        )
-    ]
-    if not moved:
-        return 0
-    in_units = and_(
-        Unit.id.in_(moved),
-        Document.job_id == Unit.job_id,
-        Document.seq.between(Unit.seq_lo, Unit.seq_hi),
-    )
-    has_result = exists().where(Result.document_id == Document.id, Result.task == Unit.task)
-    missing = select(
-        literal(job_id),
-        Document.id,
-        Unit.id,
-        Unit.task,
-        literal(ResultStatus.cancelled.value),
-        literal("job cancelled"),
-        literal(now),
-    ).where(in_units, ~has_result)
-    session.execute(
-        insert_ignore(session, Result).from_select(
-            ["job_id", "document_id", "unit_id", "task", "status", "error", "created_at"],
-            missing,
-        )
-    )
-    tally: dict[str, dict[str, int]] = {}
-    for task, status, count in session.execute(
-        select(Unit.task, Result.status, func.count())
-        .select_from(Unit)
-        .join(Document, in_units)
-        .join(Result, and_(Result.document_id == Document.id, Result.task == Unit.task))
-        .group_by(Unit.task, Result.status)
-    ).all():
-        tally.setdefault(task, {})[status] = int(count)
-    for task, by_status in tally.items():
-        session.execute(
-            update(JobTask)
-            .where(JobTask.job_id == job_id, JobTask.task == task)
-            .values(
-                succeeded=JobTask.succeeded + by_status.get(ResultStatus.succeeded.value, 0),
-                failed=JobTask.failed + by_status.get(ResultStatus.failed.value, 0),
-                cancelled=JobTask.cancelled + by_status.get(ResultStatus.cancelled.value, 0),
-            )
-        )
-    return len(moved)
 
 
 def finalize_job_if_done(session: Session, job: Job) -> bool:
@@ -392,9 +284,11 @@ def finalize_job_if_done(session: Session, job: Job) -> bool:
     if job.started_at is None:
         job.started_at = job.finished_at
     if job.webhook_url:
-        # The outbox row commits with the status; it is sent after commit (worker/webhooks.py).
-        session.execute(
-            insert_ignore(session, WebhookDelivery).values(
+        # The delivery row commits with the status; the outbox sends it after commit
+        # (docbatch.worker.webhooks delivers it).
+        delivery = session.execute(
+            insert_ignore(session, WebhookDelivery)
+            .values(
                 job_id=job.id,
                 url=job.webhook_url,
                 event=f"job.{status.value}",
@@ -402,27 +296,8 @@ def finalize_job_if_done(session: Session, job: Job) -> bool:
                 next_attempt_at=job.finished_at,
                 created_at=job.finished_at,
             )
-        )
+            .returning(WebhookDelivery.id)
+        ).scalar_one_or_none()
+        if delivery is not None:
+            outbox(session).add_webhooks([delivery])
     return True
-
-
-def stale_units(
-    session: Session, queued_before: dt.datetime, running_before: dt.datetime, limit: int = 5000
-) -> list[tuple[int, str]]:
-    """(id, queue) of units whose message may be lost: queued and not picked up, or running
-    with no heartbeat since ``running_before`` (its worker died)."""
-    rows = session.execute(
-        select(Unit.id, Unit.queue)
-        .where(
-            ((Unit.state == UnitState.queued.value) & (Unit.published_at < queued_before))
-            | (
-                (Unit.state == UnitState.running.value)
-                & (Unit.claimed_at < running_before)
-                & (Unit.heartbeat_at.is_(None) | (Unit.heartbeat_at < running_before))
-                & (Unit.published_at < running_before)
-            )
-        )
-        .order_by(Unit.id)
-        .limit(limit)
-    ).all()
-    return [(r.id, r.queue) for r in rows]

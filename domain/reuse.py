@@ -16,7 +16,7 @@ translation model per detected language pair).
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -26,6 +26,14 @@ from docbatch.schema.tables import Document, Job, Result, ResultStatus, utcnow
 
 # Candidate rows fetched per content hash; enough for a year of nightly runs of one folder.
 MAX_CANDIDATES_PER_DOCUMENT = 500
+
+
+class HashedDocument(NamedTuple):
+    """A document looked up by the hash of its text."""
+
+    id: int
+    content_hash: str
+    text: str
 
 
 class ResultIdentity(Protocol):
@@ -46,10 +54,10 @@ def reuse_results(
     unit_id: int,
     params: dict[str, Any],
     identity: ResultIdentity,
-    documents: list[tuple[int, str, str]],
+    documents: list[HashedDocument],
 ) -> set[int]:
-    """Copy matching earlier results for ``documents`` ``(id, content_hash, text)``; returns
-    the ids of the documents that got one (and so need no computing)."""
+    """Copy matching earlier results for ``documents``; returns the ids of the documents
+    that got one (and so need no computing)."""
     if not documents:
         return set()
     recorded = identity.describe_params(params)

@@ -115,19 +115,6 @@ def record_attempt(
     row.next_attempt_at = now + (dt.timedelta(seconds=retry_after) if retry_after else far)
 
 
-def pending_for_job(session: Session, job_id: str) -> list[int]:
-    """Deliveries of a job never tried yet (to send right after the commit that made them)."""
-    return list(
-        session.scalars(
-            select(WebhookDelivery.id).where(
-                WebhookDelivery.job_id == job_id,
-                WebhookDelivery.delivered_at.is_(None),
-                WebhookDelivery.attempts == 0,
-            )
-        )
-    )
-
-
 def due(session: Session, before: dt.datetime, max_attempts: int, limit: int = 500) -> list[int]:
     """Undelivered deliveries whose retry time passed before ``before`` (the reconciler's
     sweep: covers a lost message or a crashed sender)."""

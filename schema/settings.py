@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     # Folders schedules may read (JSON list): tenant T reads only below <root>/T. Empty (the
     # default): no folder schedules at all.
     schedule_folder_roots: list[str] = Field(default_factory=list)
-    # Pipelined worker (worker/pipeline.py, Postgres only): claim and chunk the next queued
+    # Pipelined worker (worker/runner.py, Postgres only): claim and chunk the next queued
     # unit while the model runs, write results on a thread; a task chains units this long.
     worker_claim_ahead: bool = True
     # Whether that claim/chunk and the result writes run on threads beside the model:

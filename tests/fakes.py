@@ -29,7 +29,8 @@ class UpperHandler(Handler):
     A batch with a chunk containing ``SLOW`` takes 0.2 s longer; ``POISON`` raises (a
     permanent, per-document error); ``KILLME`` SIGKILLs the worker process running it (an
     OOM kill or a segfault); ``HANGME`` never returns (a hung CUDA call or tokenizer);
-    a document containing ``NOTJSON`` gets a NaN score, which Postgres refuses to store."""
+    a document containing ``NOTJSON`` gets a NaN score, which Postgres refuses to store,
+    and one containing ``NUMPY`` a numpy scalar, which the JSON encoder cannot write."""
 
     task = "summarize"
     default_model = "fake/upper"
@@ -61,6 +62,10 @@ class UpperHandler(Handler):
     ) -> Output:
         if "NOTJSON" in text:
             return Output({"summary": "".join(outputs), "score": float("nan")})
+        if "NUMPY" in text:
+            import numpy as np
+
+            return Output({"summary": "".join(outputs), "score": np.float32(0.5)})
         return Output({"summary": "".join(outputs)})
 
 

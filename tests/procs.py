@@ -125,3 +125,74 @@ class WebhooksProcess:
 
     def stop(self) -> None:
         stop_process(self.proc)
+
+
+class RedisServer:
+    """A private redis-server (no persistence) that a test may stop, start and flush."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        log = (ARTIFACTS / f"redis-{self.port}.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        _processes.append(self.proc)
+        deadline = time.monotonic() + 30
+        while self.cli("PING") != "PONG":
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True
+        )
+        return out.stdout.strip()
+
+
+def terminate_backends(database: str) -> int:
+    """pg_terminate_backend every connection to ``database`` but this one (never another
+    database's: other test runs share the server); returns how many."""
+    from sqlalchemy import create_engine, text
+
+    from tests.conftest import ADMIN_URL
+
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            return len(
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :db AND pid <> pg_backend_pid()"
+                    ),
+                    {"db": database},
+                ).all()
+            )
+    finally:
+        admin.dispose()

@@ -7,7 +7,7 @@ from typing import Any
 
 from docbatch.schema.settings import GenerationConfig, ModelConfig
 from docbatch.worker.handlers.abstractive import AbstractiveSummarizeHandler
-from docbatch.worker.runner import compute_unit
+from docbatch.worker.model_stage import compute_unit
 from tests.fixtures import load_corpus
 from tests.tiny_models import tiny_models  # noqa: F401 - session fixture
 

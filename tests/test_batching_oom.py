@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from docbatch.schema.settings import ModelConfig
-from docbatch.worker.runner import MIN_BUDGET, BatchRunner
+from docbatch.worker.batching import MIN_BUDGET, BatchRunner
 from tests.fakes import OomAboveHandler
 
 

@@ -11,10 +11,12 @@ import time
 from sqlalchemy import func, select, text
 
 from docbatch.domain import jobs, ledger
-from docbatch.schema.db import new_session, transaction
+from docbatch.domain.outbox import outbox, unit_of_work
+from docbatch.domain.retry import RetryPolicy
+from docbatch.schema.db import new_session
 from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import Job, Unit, WebhookDelivery
-from docbatch.worker.runner import compute_unit
+from docbatch.worker.model_stage import compute_unit
 from tests.fakes import UpperHandler
 from tests.fakeworkers import fake_worker_env
 from tests.fixtures import WorkerProcess
@@ -39,7 +41,7 @@ def test_cancel_racing_the_last_unit_leaves_the_job_completed(private_queues):
     """The worker closing the last unit holds the job lock while cancel reads the job:
     once the worker commits, cancel must see `completed` and change nothing."""
     settings = get_settings()
-    with transaction() as s:
+    with unit_of_work(settings, publish=False) as s:
         new = jobs.create_job(
             s,
             settings,
@@ -48,11 +50,11 @@ def test_cancel_racing_the_last_unit_leaves_the_job_completed(private_queues):
             documents=[({"custom_id": f"d{i}", "text": f"text {i}."}, None) for i in range(2)],
             webhook_url="https://hooks.example.com/docbatch",
         )
-        job_id, (unit_id, _queue) = new.job.id, new.units[0]
+        job_id, (unit_id,) = new.job.id, outbox(s).unit_ids()
     handler = UpperHandler(settings.model_for("summarize"))
     handler.setup("cpu")
-    with transaction() as s:
-        claim = ledger.claim_unit(s, unit_id, "racer", settings.max_unit_attempts)
+    with unit_of_work(settings, publish=False) as s:
+        claim = ledger.claim_unit(s, unit_id, "racer", RetryPolicy.of(settings))
         assert claim is not None
         documents, params = claim.documents, claim.params
     outcome = compute_unit(
@@ -64,14 +66,15 @@ def test_cancel_racing_the_last_unit_leaves_the_job_completed(private_queues):
 
     def cancel() -> None:
         try:
-            with transaction() as s:
+            with unit_of_work(settings) as s:
                 cancel_pid.append(int(s.scalar(text("SELECT pg_backend_pid()"))))
                 jobs.cancel_job(s, "default", job_id)
         except BaseException as exc:  # reported by the test below
             cancel_error.append(exc)
 
-    # The worker's write, as docbatch.worker.runner.write_outcome does it, held open at the end.
-    with transaction() as worker:
+    # The worker's write, as docbatch.worker.runner.UnitRunner.finish does it, held open at
+    # the end (its webhook is not sent: no one listens).
+    with unit_of_work(settings, publish=False) as worker:
         job = ledger.lock_job(worker, job_id)
         unit = worker.get(Unit, unit_id)
         assert unit is not None
@@ -204,7 +207,7 @@ def test_a_lost_cancel_is_sent_again_by_the_reconciler(private_queues):
     from docbatch.worker.reconcile import reconcile_once
 
     settings = get_settings()
-    with transaction() as s:
+    with unit_of_work(settings, publish=False) as s:
         new = jobs.create_job(
             s,
             settings.model_copy(update={"unit_max_documents": 3}),
@@ -213,12 +216,12 @@ def test_a_lost_cancel_is_sent_again_by_the_reconciler(private_queues):
             documents=[({"custom_id": f"d{i}", "text": f"text {i}."}, None) for i in range(30)],
         )
         job_id = new.job.id
-    with transaction() as s:
+    with unit_of_work(settings) as s:
         assert jobs.cancel_job(s, "default", job_id).status == "cancelling"
     broker = redis.Redis.from_url(settings.broker_url)
     keys = priority_queue_names(settings.maintenance_queue)
     broker.delete(*keys)  # the api's message is lost
-    reconcile_once()
+    reconcile_once(settings)
     sent = [json.loads(m) for key in keys for m in broker.lrange(key, 0, -1)]
     assert any(
         m["headers"]["task"] == "docbatch.cancel_job" and job_id in m["headers"]["argsrepr"]
@@ -233,3 +236,65 @@ def test_a_lost_cancel_is_sent_again_by_the_reconciler(private_queues):
     for counts in public.counts.values():
         assert (counts.cancelled, counts.pending) == (30, 0)
     assert sweep(job_id, settings) == 0, "a second sweep finds nothing to do"
+
+
+def test_a_cancelling_job_with_only_waiting_units_is_swept_again(private_queues):
+    """Issue 20 item 3: the api's cancel message is lost while the job's extract unit runs
+    on a live worker, so its model units still wait for their files and none is queued.
+    The reconciler sends the sweep again; it closes the waiting units at once, and the
+    job ends when the extract unit closes."""
+    import io
+    import json
+
+    import redis
+
+    from docbatch.api.metrics import priority_queue_names
+    from docbatch.domain.files import FileDocument
+    from docbatch.worker.cancel import sweep
+    from docbatch.worker.lease import Lease
+    from docbatch.worker.reconcile import reconcile_once
+    from tests.files import PAGES, make_pdf
+
+    settings = get_settings()
+    pdf = make_pdf(PAGES, title="waiting")
+    files = [(FileDocument(f"f{i}.pdf", len(pdf), lambda: io.BytesIO(pdf)), None) for i in range(3)]
+    with unit_of_work(settings, publish=False) as s:
+        new = jobs.create_job(
+            s, settings, tenant="default", tasks=[{"type": "summarize"}], documents=files
+        )
+        job_id, (extract_unit,) = new.job.id, outbox(s).unit_ids()
+    worker = Lease(settings)  # a live extract worker, in the middle of the unit
+    try:
+        assert worker.acquire(extract_unit)
+        with worker.transaction() as s:
+            assert ledger.claim_unit(s, extract_unit, "extractor", RetryPolicy.of(settings))
+        with unit_of_work(settings) as s:
+            assert jobs.cancel_job(s, "default", job_id).status == "cancelling"
+        broker = redis.Redis.from_url(settings.broker_url)
+        keys = priority_queue_names(settings.maintenance_queue)
+        broker.delete(*keys)  # the api's message is lost
+        with new_session() as s:
+            states = set(s.scalars(select(Unit.state).where(Unit.job_id == job_id)))
+        assert states == {"running", "waiting"}
+        reconcile_once(settings)
+        sent = [json.loads(m) for key in keys for m in broker.lrange(key, 0, -1)]
+        assert any(
+            m["headers"]["task"] == "docbatch.cancel_job" and job_id in m["headers"]["argsrepr"]
+            for m in sent
+        ), sent
+        assert sweep(job_id, settings) == 1  # the waiting summarize unit
+        with unit_of_work(settings) as s:  # the extract worker stops at its next check
+            job = ledger.lock_job(s, job_id)
+            unit = s.get(Unit, extract_unit)
+            assert unit is not None
+            ledger.close_unit(s, unit, ledger.UnitState.cancelled, reason="job cancelled")
+            ledger.finalize_job_if_done(s, job)
+    finally:
+        worker.close()
+    with new_session() as s:
+        row = s.get(Job, job_id)
+        assert row is not None
+        public = jobs.job_public(s, row)
+    assert public.status == "cancelled"
+    for counts in public.counts.values():
+        assert (counts.cancelled, counts.pending) == (3, 0), public.counts

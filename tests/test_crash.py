@@ -11,71 +11,23 @@ running unit every second, and a unit with no heartbeat for 4 s is republished.
 from __future__ import annotations
 
 import secrets
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
 from docbatch.processes import free_port
 from docbatch.schema.db import new_session
 from docbatch.schema.tables import TERMINAL_JOB_STATUSES, Result, Unit
-from tests.conftest import ADMIN_URL, DB_NAME
+from tests.conftest import DB_NAME
 from tests.fakeworkers import fake_worker_env
-from tests.fixtures import ARTIFACTS, WorkerProcess, _processes, new_api_key, spawn
+from tests.fixtures import ARTIFACTS, WorkerProcess, new_api_key, spawn
+from tests.procs import RedisServer, terminate_backends
 
 N_DOCS = 300
-
-
-class RedisServer:
-    """A private redis-server (no persistence) that a test may stop, start and flush."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        ARTIFACTS.mkdir(exist_ok=True)
-        log = (ARTIFACTS / f"redis-{self.port}.log").open("ab")
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        _processes.append(self.proc)
-        deadline = time.monotonic() + 30
-        while self.cli("PING") != "PONG":
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def cli(self, *args: str) -> str:
-        out = subprocess.run(
-            ["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True
-        )
-        return out.stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -213,24 +165,6 @@ def test_redis_flushed_mid_job(stack, worker):
     _assert_complete_exactly_once(job)
 
 
-def _terminate_backends() -> int:
-    """pg_terminate_backend every connection to this run's database (never another's)."""
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            return len(
-                conn.execute(
-                    text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = :db AND pid <> pg_backend_pid()"
-                    ),
-                    {"db": DB_NAME},
-                ).all()
-            )
-    finally:
-        admin.dispose()
-
-
 def test_database_connections_killed_mid_job(stack, worker):
     client = stack["client"]
     log_before = len(worker.log)
@@ -238,7 +172,7 @@ def test_database_connections_killed_mid_job(stack, worker):
     _wait_mid_job(job_id, units_done=1)
     killed = 0
     for _ in range(30):  # for 3 s, to hit claims, result writes, heartbeats, api reads
-        killed += _terminate_backends()
+        killed += terminate_backends(DB_NAME)
         time.sleep(0.1)
     assert killed >= 5, "expected api and worker connections to kill"
     job = _wait(client, job_id)

@@ -41,11 +41,14 @@ def _statements(run: Callable[[], Any]) -> int:
 
 
 def _run_extract(job_id: str) -> int:
-    from docbatch.worker.extraction import run_extract_unit
+    from docbatch.worker.extraction import ExtractStage
+    from docbatch.worker.runner import UnitRunner
 
+    settings = get_settings()
     with new_session() as s:
         [unit_id] = s.scalars(select(Unit.id).where(Unit.job_id == job_id, Unit.task == EXTRACT))
-    return _statements(lambda: run_extract_unit(unit_id, get_settings()).value)
+    runner = UnitRunner(ExtractStage(settings), settings)
+    return _statements(lambda: runner.run(unit_id).value)
 
 
 def test_the_extract_write_is_set_based(api, private_queues):
@@ -53,7 +56,7 @@ def test_the_extract_write_is_set_based(api, private_queues):
     transaction (a document, a blob in two or more, a file row); a unit of 8 files one
     reuse lookup and one text update per file. Now both are a handful in all."""
     from docbatch.worker.extract.expand import close_sandbox
-    from docbatch.worker.pipeline import drop_lease
+    from docbatch.worker.lease import drop_lease
 
     run = secrets.token_hex(4)  # unique bytes: nothing is reused from an earlier test
 

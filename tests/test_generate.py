@@ -17,11 +17,11 @@ import torch
 
 from docbatch.schema.errors import ModelUnavailable, PermanentError
 from docbatch.schema.settings import GenerationConfig, ModelConfig
-from docbatch.worker.batching import plan_batches
+from docbatch.worker.batching import BatchRunner, plan_batches
 from docbatch.worker.handlers.causal_lm import Sampling
 from docbatch.worker.handlers.generate import GenerateHandler
 from docbatch.worker.handlers.prompts import build_prompt, render_template
-from docbatch.worker.runner import BatchRunner, compute_unit
+from docbatch.worker.model_stage import compute_unit
 from tests.fixtures import WorkerProcess, load_corpus, read_ndjson, wait_for_job
 from tests.seq2seq_helpers import own_prefix, queue_prefix
 from tests.tiny_causal import tiny_gpt2  # noqa: F401 - session fixture

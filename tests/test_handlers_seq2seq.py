@@ -12,10 +12,9 @@ import pytest
 import torch
 
 from docbatch.schema.settings import GenerationConfig, ModelConfig
-from docbatch.worker.batching import plan_batches
+from docbatch.worker.batching import BatchRunner, plan_batches
 from docbatch.worker.handlers.abstractive import AbstractiveSummarizeHandler
 from docbatch.worker.handlers.base import Handler
-from docbatch.worker.runner import BatchRunner
 from tests.fixtures import WorkerProcess, load_corpus, read_ndjson, wait_for_job
 from tests.seq2seq_helpers import greedy_env, own_prefix, queue_prefix
 from tests.tiny_models import tiny_models  # noqa: F401 - session fixture

@@ -78,3 +78,43 @@ def test_nothing_imports_a_layer_without_the_docbatch_root():
                     f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in LAYERS
                 ]
     assert not bare, "\n".join(bare)
+
+
+def _domain_imports(path: Path) -> set[str]:
+    """The docbatch.domain modules ``path`` imports, at the top or inside a function."""
+    modules = {p.stem for p in (ROOT / "domain").glob("*.py")}
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module == "docbatch.domain":
+            found.update(alias.name for alias in node.names if alias.name in modules)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            parts = node.module.split(".")
+            if parts[:2] == ["docbatch", "domain"] and len(parts) > 2:
+                found.add(parts[2])
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[:2] == ["docbatch", "domain"] and len(parts) > 2:
+                    found.add(parts[2])
+    return found - {path.stem}
+
+
+def test_domain_modules_import_no_circle():
+    """The domain reads bottom-up (closing <- waiting <- ledger <- jobs ...): no module
+    imports one that imports it back, even from inside a function."""
+    graph = {p.stem: _domain_imports(p) for p in sorted((ROOT / "domain").glob("*.py"))}
+    done: set[str] = set()
+    circles: list[str] = []
+
+    def visit(module: str, path: list[str]) -> None:
+        for nxt in sorted(graph.get(module, ())):
+            if nxt in path:
+                circles.append(" -> ".join([*path[path.index(nxt) :], nxt]))
+            elif nxt not in done:
+                visit(nxt, [*path, nxt])
+        done.add(module)
+
+    for module in graph:
+        if module not in done:
+            visit(module, [module])
+    assert not circles, "\n".join(circles)

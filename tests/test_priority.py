@@ -75,7 +75,7 @@ def test_republished_units_keep_their_job_priority(api, private_queues, one_doc_
             .values(published_at=utcnow() - dt.timedelta(hours=1))
         )
     urgent = _submit(api, 9, "urgent")
-    assert reconcile_once() >= UNITS
+    assert reconcile_once(get_settings()) >= UNITS
     with new_session() as s:
         fresh = s.scalar(
             select(func.count()).where(

@@ -8,8 +8,9 @@ import redis
 from sqlalchemy import func, select
 
 from docbatch.api.metrics import priority_queue_names
-from docbatch.domain import jobs, ledger
-from docbatch.schema.db import new_session, transaction
+from docbatch.domain import jobs
+from docbatch.domain.outbox import outbox, unit_of_work
+from docbatch.schema.db import new_session
 from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import Result, Unit
 from tests.fakeworkers import fake_worker_env
@@ -83,11 +84,14 @@ def test_lost_queue_is_republished_by_the_reconciler(api, private_queues):
 
 
 def test_a_unit_delivered_twice_is_written_once(private_queues):
-    from docbatch.worker.runner import compute_unit, run_unit, write_outcome
+    from docbatch.worker.lease import Lease
+    from docbatch.worker.model_stage import ModelStage
+    from docbatch.worker.runner import UnitRunner
+    from docbatch.worker.stage import Held
     from tests.fakes import UpperHandler
 
     settings = get_settings()
-    with transaction() as s:
+    with unit_of_work(settings, publish=False) as s:
         new = jobs.create_job(
             s,
             settings,
@@ -97,21 +101,21 @@ def test_a_unit_delivered_twice_is_written_once(private_queues):
                 ({"custom_id": f"d{i}", "text": f"text number {i}."}, None) for i in range(5)
             ],
         )
-        job_id, (unit_id, _queue) = new.job.id, new.units[0]
+        job_id, (unit_id,) = new.job.id, outbox(s).unit_ids()
     handler = UpperHandler(settings.model_for("summarize"))
     handler.setup("cpu")
-    # First delivery claims the unit and computes, but is slow to finish...
-    with transaction() as s:
-        first = ledger.claim_unit(s, unit_id, "first", settings.max_unit_attempts)
-        assert first is not None
-        documents, params = first.documents, first.params
-    first_outcome = compute_unit(
-        handler, documents, params, lambda: False, job_id=job_id, unit_id=unit_id
-    )
+    runner = UnitRunner(ModelStage(handler, settings), settings)
+    # First delivery claims the unit and computes, but is slow to finish and loses its
+    # lease (its host drops off the network)...
+    slow = Lease(settings)
+    first = runner.claim(slow, unit_id)
+    assert isinstance(first, Held)
+    first_outcome = runner.compute(slow, first)
+    slow.close()
     # ...while a redelivery runs the whole unit to the end.
-    assert run_unit(unit_id, handler, settings) == "done"
-    assert write_outcome(handler, job_id, unit_id, first_outcome) == "superseded"
-    assert run_unit(unit_id, handler, settings) == "skipped"
+    assert runner.run(unit_id) == "done"
+    assert runner.finish(slow, first, first_outcome) == "superseded"
+    assert runner.run(unit_id) == "skipped"
     with new_session() as s:
         rows = s.scalar(select(func.count()).where(Result.job_id == job_id))
         job = jobs.job_public(s, jobs.get_job(s, None, job_id))

@@ -1,5 +1,6 @@
-"""The pipelined worker (worker/pipeline.py): same results as the plain path, exactly one
-result per document and task, and no unit lost or doubled when a worker dies mid-chain."""
+"""The unit runner's chain of units (worker/runner.py, worker/pipeline.py): same results
+as one unit at a time, exactly one result per document and task, and no unit lost or
+doubled when a worker dies mid-chain."""
 
 from __future__ import annotations
 
@@ -12,18 +13,31 @@ import pytest
 from sqlalchemy import func, select
 
 from docbatch.domain import jobs
-from docbatch.schema.db import new_session, transaction
+from docbatch.domain.outbox import outbox, unit_of_work
+from docbatch.schema.db import new_session
 from docbatch.schema.settings import Settings, get_settings
 from docbatch.schema.tables import Job, Result, Unit
+from docbatch.worker.model_stage import ModelStage
+from docbatch.worker.runner import UnitRunner
+from docbatch.worker.stage import Held
 from tests.fakes import UpperHandler
 from tests.fixtures import WorkerProcess, load_corpus, read_ndjson, wait_for_job
 from tests.settings_env import override
 
 
-def _settings(prefix: str, overlap: str = "auto") -> Settings:
+def _settings(prefix: str, overlap: str = "auto", claim_ahead: bool = True) -> Settings:
     return get_settings().model_copy(
-        update={"queue_prefix": prefix, "unit_max_documents": 4, "worker_overlap": overlap}
+        update={
+            "queue_prefix": prefix,
+            "unit_max_documents": 4,
+            "worker_overlap": overlap,
+            "worker_claim_ahead": claim_ahead,
+        }
     )
+
+
+def _runner(handler: UpperHandler, settings: Settings) -> UnitRunner:
+    return UnitRunner(ModelStage(handler, settings), settings)
 
 
 def _handler() -> UpperHandler:
@@ -33,7 +47,8 @@ def _handler() -> UpperHandler:
 
 
 def _create(settings: Settings, docs: list[dict]) -> tuple[str, list[int]]:
-    with transaction() as s:
+    """A job whose units this test runs itself (nothing is published)."""
+    with unit_of_work(settings, publish=False) as s:
         new = jobs.create_job(
             s,
             settings,
@@ -41,7 +56,7 @@ def _create(settings: Settings, docs: list[dict]) -> tuple[str, list[int]]:
             tasks=[{"type": "summarize"}],
             documents=((d, None) for d in docs),
         )
-        return new.job.id, [u for u, _ in new.units]
+        return new.job.id, outbox(s).unit_ids()
 
 
 def _outputs(job_id: str) -> dict[str, tuple[str, object]]:
@@ -67,22 +82,21 @@ def _outputs(job_id: str) -> dict[str, tuple[str, object]]:
 def test_pipelined_chain_matches_plain_path(overlap):
     """Claim-ahead and result writes on threads beside the model (a GPU's default), or
     one after the other in the task's thread (the CPU's): the same results either way."""
-    from docbatch.worker.pipeline import overlaps, run_leased_units
-    from docbatch.worker.runner import run_unit
+    from docbatch.worker.model_stage import overlaps
 
     docs = load_corpus("stdlib-docs.jsonl", 30)
     handler = _handler()
-    settings = _settings(f"pipe-{secrets.token_hex(3)}")
+    settings = _settings(f"pipe-{secrets.token_hex(3)}", claim_ahead=False)
     plain_job, plain_units = _create(settings, docs)
     for unit_id in plain_units:
-        assert run_unit(unit_id, handler, settings) == "done"
+        assert _runner(handler, settings).run(unit_id) == "done"
     # A second job on another queue: one call runs the first unit and chains the rest.
     settings2 = _settings(f"pipe-{secrets.token_hex(3)}", overlap)
     assert overlaps(handler, settings2) is (overlap == "threads")
     assert overlaps(handler, _settings("x")) is False  # auto, on the CPU
     piped_job, piped_units = _create(settings2, docs)
     assert len(piped_units) > 3
-    assert run_leased_units(piped_units[0], handler, settings2) == "done"
+    assert _runner(handler, settings2).run(piped_units[0]) == "done"
     with new_session() as s:
         states = s.scalars(select(Unit.state).where(Unit.job_id == piped_job)).all()
         job = s.get(Job, piped_job)
@@ -94,25 +108,23 @@ def test_pipelined_chain_matches_plain_path(overlap):
     assert piped == plain
     # The messages of units run ahead arrive later: they are skipped, nothing doubles.
     for unit_id in piped_units[1:]:
-        assert run_leased_units(unit_id, handler, settings2) == "skipped"
+        assert _runner(handler, settings2).run(unit_id) == "skipped"
     assert _outputs(piped_job) == piped
 
 
 def test_unit_leased_by_a_live_worker_is_skipped_and_reclaimed_once_it_dies():
-    from docbatch.worker.pipeline import Lease
-    from docbatch.worker.runner import claim_in, run_unit
+    from docbatch.worker.lease import Lease
+    from docbatch.worker.stage import Verdict
 
     handler = _handler()
     settings = _settings(f"lease-{secrets.token_hex(3)}")
     job_id, units = _create(settings, load_corpus("stdlib-docs.jsonl", 3))
     unit_id = units[0]
-    holder = Lease()  # another worker, alive: it claimed the unit ahead of its message
-    assert holder.acquire(unit_id)
-    with holder.transaction() as s:
-        assert not isinstance(claim_in(s, unit_id, handler, settings), str)
-    assert run_unit(unit_id, handler, settings) == "skipped"
-    holder.close()  # the worker dies: its connection, and so its lease, goes
-    assert run_unit(unit_id, handler, settings) == "done"
+    other = Lease(settings)  # another worker, alive: it claimed the unit ahead of its message
+    assert isinstance(_runner(handler, settings).claim(other, unit_id), Held)
+    assert _runner(handler, settings).run(unit_id) == Verdict.skipped
+    other.close()  # the worker dies: its connection, and so its lease, goes
+    assert _runner(handler, settings).run(unit_id) == Verdict.done
     with new_session() as s:
         unit = s.get(Unit, unit_id)
         assert unit is not None and unit.attempts == 2

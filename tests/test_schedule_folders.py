@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from docbatch.domain.schedules import next_fire
 from docbatch.schema.db import new_session
+from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import Job, ScheduleRun, utcnow
 from tests.fixtures import ROOT
 
@@ -61,7 +62,7 @@ def _fire_all() -> dict[str, tuple[str | None, str | None]]:
     """Run the tick of tonight's 02:00:05; returns schedule id -> (job id, error)."""
     from docbatch.worker.scheduler import tick
 
-    tick(now=next_fire(CRON, utcnow()) + dt.timedelta(seconds=5))
+    tick(get_settings(), now=next_fire(CRON, utcnow()) + dt.timedelta(seconds=5))
     with new_session() as s:
         rows = s.execute(select(ScheduleRun.schedule_id, ScheduleRun.job_id, ScheduleRun.error))
         return {sid: (job, error) for sid, job, error in rows}
@@ -199,10 +200,12 @@ def test_file_size_is_checked_before_the_file_is_read(api, roots, tmp_path):
     script = (
         "import datetime as dt, resource, json\n"
         "from docbatch.domain.schedules import next_fire\n"
+        "from docbatch.schema.settings import get_settings\n"
         "from docbatch.schema.tables import utcnow\n"
         "from docbatch.worker.scheduler import tick\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "fired = tick(now=next_fire('0 2 * * *', utcnow()) + dt.timedelta(seconds=5))\n"
+        "now = next_fire('0 2 * * *', utcnow()) + dt.timedelta(seconds=5)\n"
+        "fired = tick(get_settings(), now=now)\n"
         "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         f"mine = [f.error for f in fired if f.schedule_id == {sid!r}]\n"
         "print(json.dumps({'grew_kb': after - before, 'errors': mine}))\n"
@@ -227,7 +230,6 @@ def test_file_size_is_checked_before_the_file_is_read(api, roots, tmp_path):
             stored = {f.name: f for f in s.scalars(select(DocumentFile).filter_by(job_id=job_id))}
         assert list(stored) == ["huge.txt"]  # small.txt is UTF-8 text: no extraction
         assert (stored["huge.txt"].bytes, stored["huge.txt"].blob_oid) == (400 * 1024**2, None)
-        from docbatch.schema.settings import get_settings
         from docbatch.worker.extract.expand import too_big as _too_big
 
         assert "DOCBATCH_EXTRACT_MAX_BYTES" in _too_big(stored["huge.txt"], get_settings())

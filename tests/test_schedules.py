@@ -278,7 +278,7 @@ def test_racing_firings_of_one_period_make_one_job(api, prefix, tmp_path):
     import threading
 
     from docbatch.domain import schedules
-    from docbatch.schema.db import transaction
+    from docbatch.domain.outbox import unit_of_work
     from docbatch.schema.tables import Schedule
 
     folder = _folder(tmp_path, {"a.txt": "alpha"})
@@ -297,7 +297,7 @@ def test_racing_firings_of_one_period_make_one_job(api, prefix, tmp_path):
     outcomes: list[object] = []
 
     def racer(i: int) -> None:
-        with transaction() as s:
+        with unit_of_work(get_settings()) as s:
             schedule = s.get(Schedule, schedule_id)
             barrier.wait()
             firing = schedules.fire(s, get_settings(), schedule, period, f"racer-{i}")
@@ -350,10 +350,10 @@ def test_nightly_rerun_reuses_unchanged_documents(api, fake_workers, tmp_path):
 
     def run_night(n: int) -> dict:
         # The tick beat would send, at 02:00:05 of night n.
-        fired = tick(now=night + dt.timedelta(days=n, seconds=5))
+        fired = tick(get_settings(), now=night + dt.timedelta(days=n, seconds=5))
         mine = [f for f in fired if f.schedule_id == schedule_id]
         assert len(mine) == 1 and mine[0].job is not None, fired
-        again = tick(now=night + dt.timedelta(days=n, seconds=9))
+        again = tick(get_settings(), now=night + dt.timedelta(days=n, seconds=9))
         assert all(f.schedule_id != schedule_id for f in again), "fired twice in one period"
         return wait_for_job(api, mine[0].job.job.id, timeout=120)
 

@@ -12,7 +12,7 @@ import torch
 
 from docbatch.schema.settings import ModelConfig
 from docbatch.worker.handlers.tags import TagsHandler, candidate_phrases
-from docbatch.worker.runner import compute_unit
+from docbatch.worker.model_stage import compute_unit
 from tests.fixtures import load_corpus
 from tests.test_tags_nli import LABELS, tiny_nli  # noqa: F401 - the tiny NLI model fixture
 

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 from docbatch.schema.settings import ModelConfig
+from docbatch.worker.batching import BatchRunner
 from docbatch.worker.handlers.language import detect
 from docbatch.worker.handlers.translate import TranslateHandler
-from docbatch.worker.runner import BatchRunner
 from tests.fixtures import WorkerProcess, load_corpus, read_ndjson, wait_for_job
 from tests.seq2seq_helpers import greedy_env, own_prefix, queue_prefix
 from tests.test_handlers_seq2seq import GREEDY, assert_batched_equals_alone, mixed_chunks

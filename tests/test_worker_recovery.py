@@ -16,9 +16,12 @@ import pytest
 from sqlalchemy import select, text
 
 from docbatch.domain import jobs
-from docbatch.schema.db import new_session, transaction
+from docbatch.domain.outbox import outbox, unit_of_work
+from docbatch.schema.db import new_session
 from docbatch.schema.settings import Settings, get_settings
 from docbatch.schema.tables import Document, Result, Unit
+from docbatch.worker.model_stage import ModelStage
+from docbatch.worker.runner import UnitRunner
 from tests.fakes import UpperHandler
 from tests.fakeworkers import fake_worker_env
 from tests.fixtures import WorkerProcess, wait_for_job
@@ -62,7 +65,8 @@ def _handler() -> UpperHandler:
 
 
 def _create(settings: Settings, docs: list[dict[str, str]]) -> tuple[str, list[int]]:
-    with transaction() as s:
+    """A job whose units this test runs itself (nothing is published)."""
+    with unit_of_work(settings, publish=False) as s:
         new = jobs.create_job(
             s,
             settings,
@@ -70,7 +74,7 @@ def _create(settings: Settings, docs: list[dict[str, str]]) -> tuple[str, list[i
             tasks=[{"type": "summarize"}],
             documents=((d, None) for d in docs),
         )
-        return new.job.id, [u for u, _ in new.units]
+        return new.job.id, outbox(s).unit_ids()
 
 
 # -- heartbeats and time limits -----------------------------------------------------------
@@ -133,15 +137,13 @@ def test_hung_unit_hits_its_time_limit_and_is_failed_after_max_attempts(
 
 
 def test_a_refused_result_fails_its_document_and_the_chain_goes_on():
-    from docbatch.worker.pipeline import run_leased_units
-
     settings = get_settings().model_copy(
         update={"queue_prefix": f"nul{secrets.token_hex(3)}", "unit_max_documents": 3}
     )
     docs = _docs(9, {1: "a NOTJSON summary"})
     job_id, units = _create(settings, docs)
     # one call runs the first unit (whose write is refused) and chains the other two
-    assert run_leased_units(units[0], _handler(), settings) == "done"
+    assert UnitRunner(ModelStage(_handler(), settings), settings).run(units[0]) == "done"
     results = _results_per_document(job_id)
     assert len(results) == 9
     status, reason = results["d0001"]
@@ -150,29 +152,67 @@ def test_a_refused_result_fails_its_document_and_the_chain_goes_on():
     assert [u.state for u in _units(job_id)] == ["done"] * 3
 
 
+def test_a_result_that_can_never_be_stored_fails_its_document_once(api, private_queues, limits):
+    """Issue 20 item 2: a write error that is not about the connection (here a numpy scalar
+    the JSON encoder cannot write) counts the attempt and fails that document with the
+    reason; the unit is not given back to be computed again, forever."""
+    limits["UNIT_MAX_DOCUMENTS"] = "4"
+    worker = WorkerProcess("summarize", env=fake_worker_env(private_queues), name="numpy")
+    worker.wait_ready()
+    try:
+        job_id = _submit(api, _docs(8, {2: "a NUMPY score"}))
+        job = wait_for_job(api, job_id, timeout=90)
+        log = worker.log
+    finally:
+        worker.stop()
+    assert job["status"] == "completed_with_errors", job
+    counts = job["counts"]["summarize"]
+    assert (counts["succeeded"], counts["failed"], counts["total"]) == (7, 1, 8), counts
+    results = _results_per_document(job_id)
+    status, reason = results["d0002"]
+    assert status == "failed" and reason is not None, results["d0002"]
+    assert "could not be stored" in reason and "float32" in reason, reason
+    # each unit computed and written once: the refused write spent its attempt
+    assert [(u.state, u.attempts) for u in _units(job_id)] == [("done", 1), ("done", 1)]
+    assert log.count("its results were refused") == 1, log[-3000:]
+
+
 @pytest.mark.parametrize("threaded", [True, False])
 def test_writer_keeps_writing_after_an_error_and_gives_the_unit_back(threaded):
-    from docbatch.worker.pipeline import Lease, _claim, _Writer
-    from docbatch.worker.runner import PreparedUnit, run_prepared
+    """A write that meets a transient error (here: the database drops the writer's
+    connection) gives its unit back, attempt refunded; the next unit is still written."""
+    from sqlalchemy import event
+
+    from docbatch.schema.db import get_engine
+    from docbatch.worker.lease import Lease
+    from docbatch.worker.pipeline import Writer
+    from docbatch.worker.stage import Held
 
     settings = get_settings().model_copy(
         update={"queue_prefix": f"wr{secrets.token_hex(3)}", "unit_max_documents": 2}
     )
-    handler = _handler()
+    runner = UnitRunner(ModelStage(_handler(), settings), settings)
     job_id, (first, second) = _create(settings, _docs(4))
-    lease = Lease()
+    lease = Lease(settings)
+    engine = get_engine(settings)
+    cut = {"armed": True}
+
+    def drop_connection(conn, cursor, statement, *_):  # the first results insert only
+        if cut["armed"] and statement.lstrip().upper().startswith("INSERT INTO RESULTS"):
+            cut["armed"] = False
+            cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    event.listen(engine, "before_cursor_execute", drop_connection)
     try:
-        claimed = [_claim(lease, u, handler, settings) for u in (first, second)]
-        assert all(isinstance(c, PreparedUnit) for c in claimed)
-        outcomes = [run_prepared(handler, c, lambda: False) for c in claimed]  # type: ignore[arg-type]
-        writer = _Writer(lease, handler, threaded=threaded)
-        writer.put("job_that_is_gone", first, outcomes[0])  # this write fails
-        writer.put(job_id, second, outcomes[1])
-        try:
-            error = writer.close()
-        except Exception as exc:  # an older writer raised it instead
-            error = exc
+        claimed = [runner.claim(lease, u) for u in (first, second)]
+        assert all(isinstance(c, Held) for c in claimed)
+        outcomes = [runner.compute(lease, c) for c in claimed]  # type: ignore[arg-type]
+        writer = Writer(runner, lease, threaded=threaded)
+        writer.put(claimed[0], outcomes[0])  # this write loses its connection
+        writer.put(claimed[1], outcomes[1])
+        error = writer.close()
     finally:
+        event.remove(engine, "before_cursor_execute", drop_connection)
         lease.close()
     assert error is not None  # reported, so the task retries
     by_id = {u.id: u for u in _units(job_id)}
@@ -187,7 +227,7 @@ def test_writer_keeps_writing_after_an_error_and_gives_the_unit_back(threaded):
 def test_duplicate_messages_with_claim_ahead_off_never_run_a_unit_twice(
     api, private_queues, limits
 ):
-    from docbatch.domain.publish import publish_units
+    from docbatch.domain.publish import publish_prioritized
 
     limits["UNIT_MAX_DOCUMENTS"] = "4"
     env = fake_worker_env(
@@ -211,7 +251,7 @@ def test_duplicate_messages_with_claim_ahead_off_never_run_a_unit_twice(
             assert time.monotonic() < deadline, "the unit never started"
             time.sleep(0.05)
         # the idle worker takes a duplicate while the unit runs; more follow
-        publish_units([(unit.id, unit.queue)] * 3)
+        publish_prioritized([(unit.id, unit.queue, 0)] * 3, get_settings())
         job = wait_for_job(api, job_id, timeout=120)
         time.sleep(1.0)  # let the last duplicates arrive and be skipped
     finally:
@@ -224,10 +264,10 @@ def test_duplicate_messages_with_claim_ahead_off_never_run_a_unit_twice(
 
 
 def test_lease_connection_has_server_keepalives_within_the_lease(limits):
-    from docbatch.worker.pipeline import Lease
+    from docbatch.worker.lease import Lease
 
     limits["RUNNING_LEASE_SECONDS"] = "40"
-    lease = Lease()
+    lease = Lease(get_settings())
     try:
         with lease.lock:
             shown = {

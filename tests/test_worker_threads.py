@@ -21,7 +21,7 @@ def test_default_threads_are_the_workers_share_of_the_cores():
 
 
 def test_worker_process_applies_the_limit_before_the_model_loads():
-    """What a deployed worker does at start (docbatch.worker.tasks.load_pinned_handler)."""
+    """What a deployed worker does at start (docbatch.worker.tasks.load_stage)."""
     code = (
         "import json, os, torch\n"
         "from docbatch.schema.settings import get_settings\n"

@@ -17,11 +17,29 @@ greedy fill (``batch_cost`` None).
 
     >>> plan_batches([300, 280, 12, 10], budget=600, batch_cost=9)
     [[0], [1], [2, 3]]
+
+``BatchRunner`` feeds a handler those batches: on an out-of-memory error it splits the
+batch and shrinks the budget, and a batch that fails is split until the failing rows
+are alone (each fails with its reason, the others go on).
 """
 
 from __future__ import annotations
 
+import logging
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+
+from docbatch.schema.errors import PermanentError
+from docbatch.worker import metrics, threads
+
+if TYPE_CHECKING:
+    from docbatch.worker.handlers.base import Handler
+
+log = logging.getLogger("docbatch.worker")
+MIN_BUDGET = 256
 
 # Above this many rows the greedy fill is already close to optimal (lengths are dense),
 # and the exact plan's cost (one vector operation per row) is not worth paying.
@@ -79,3 +97,105 @@ def _cheapest(
         batches.append(order[i:j])
         j = i
     return batches[::-1]
+
+
+def is_oom(exc: BaseException) -> bool:
+    # torch's own type when torch is loaded (no torch, no torch OOM); other backends
+    # (ctranslate2, a CPU allocator) only say so in the message.
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return "out of memory" in str(exc).lower()
+
+
+def reason_of(exc: BaseException) -> str:
+    """A document's failure reason: a permanent error's own words, else its type too."""
+    if isinstance(exc, PermanentError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class BatchRunner:
+    """Feeds a handler token-budget batches; splits on OOM and isolates failing chunks."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.budget = handler.batch_budget
+
+    def run(
+        self,
+        texts: list[str],
+        lengths: list[int],
+        params: dict[str, Any],
+        should_stop: Callable[[], bool],
+        groups: list[str] | None = None,
+    ) -> tuple[list[Any], dict[int, str], bool]:
+        """Outputs per text (None where failed), failures {index: reason}, stopped early.
+
+        With ``groups``, each group's texts are batched apart and ``predict`` gets the
+        group as ``params[GROUP_PARAM]``.
+        """
+        from docbatch.worker.handlers.base import GROUP_PARAM
+
+        outputs: list[Any] = [None] * len(texts)
+        failures: dict[int, str] = {}
+        members: dict[str, list[int]] = {}
+        for i, g in enumerate(groups or [""] * len(texts)):
+            members.setdefault(g, []).append(i)
+        for group, idx in members.items():
+            gparams = {**params, GROUP_PARAM: group} if group else params
+            batches = plan_batches(
+                [lengths[i] for i in idx],
+                self.budget,
+                self.handler.config.max_batch_rows,
+                self.handler.batch_cost(gparams),
+            )
+            for batch in batches:
+                if should_stop():
+                    return outputs, failures, True
+                threads.rebalance()
+                self._run_one([idx[j] for j in batch], texts, lengths, gparams, outputs, failures)
+        return outputs, failures, False
+
+    def _run_one(
+        self,
+        batch: list[int],
+        texts: list[str],
+        lengths: list[int],
+        params: dict[str, Any],
+        outputs: list[Any],
+        failures: dict[int, str],
+    ) -> None:
+        try:
+            with metrics.timed_batch(self.handler.task, [lengths[i] for i in batch]):
+                result = self.handler.run_batch([texts[i] for i in batch], params)
+        except Exception as exc:
+            if is_oom(exc):
+                _free_device_memory()
+                self.budget = max(MIN_BUDGET, self.budget // 2)
+                log.warning(
+                    "out of memory on %d rows; budget now %d tokens", len(batch), self.budget
+                )
+                if len(batch) == 1:
+                    failures[batch[0]] = f"out of memory on a single chunk: {exc}"
+                    return
+            elif len(batch) == 1:
+                failures[batch[0]] = reason_of(exc)
+                return
+            # Split to isolate the failing rows (or to fit memory) and go on.
+            half = len(batch) // 2
+            for part in (batch[:half], batch[half:]):
+                self._run_one(part, texts, lengths, params, outputs, failures)
+            return
+        for i, out in zip(batch, result, strict=True):
+            outputs[i] = out
+
+
+def _free_device_memory() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # best effort
+        pass

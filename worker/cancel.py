@@ -1,14 +1,16 @@
 """Finishing a cancel off the request path: close a cancelling job's queued units in
 batches.
 
-``POST /v1/jobs/{id}/cancel`` only marks the job ``cancelling`` and sends
-``docbatch.cancel_job`` to the maintenance queue; this closes the job's queued units
-as cancelled, DOCBATCH_CANCEL_BATCH_DOCUMENTS documents' worth per transaction, then
-queues the job's webhook. It runs on the maintenance queue (no model, a few database
-statements per unit) rather than in the api (a 200,000-document job took ~40 s there,
-holding the job lock) or behind each task's model queue (a job whose task has no worker
-right now would never end). The reconciler sends it again for any job still
-``cancelling`` with queued units, so a lost message only delays the cancel.
+``POST /v1/jobs/{id}/cancel`` only marks the job ``cancelling``; the cancel puts
+``docbatch.cancel_job`` in the outbox for the maintenance queue, and this closes the
+job's units not started yet (queued, or waiting for their files' extraction) as
+cancelled, DOCBATCH_CANCEL_BATCH_DOCUMENTS documents' worth per transaction; the batch
+that ends the job puts its webhook in the outbox. It runs on the maintenance queue (no
+model, a few database statements per unit) rather than in the api (a 200,000-document
+job took ~40 s there, holding the job lock) or behind each task's model queue (a job
+whose task has no worker right now would never end). The reconciler sends it again for
+any job still ``cancelling`` with units not started, so a lost message only delays the
+cancel.
 
 Two sweeps of one job at once (the reconciler's and the api's) are harmless but
 wasteful; an advisory lock per job lets only one run.
@@ -20,10 +22,10 @@ import logging
 import zlib
 
 from sqlalchemy import Connection, text
-from sqlalchemy.orm import Session
 
-from docbatch.domain import jobs, webhooks
-from docbatch.schema.db import get_engine, is_sqlite, transaction
+from docbatch.domain import jobs
+from docbatch.domain.outbox import unit_of_work
+from docbatch.schema.db import get_engine, is_sqlite
 from docbatch.schema.settings import Settings
 
 log = logging.getLogger("docbatch.cancel")
@@ -35,11 +37,11 @@ def _job_key(job_id: str) -> int:
 
 
 def sweep(job_id: str, settings: Settings) -> int:
-    """Close every queued unit of a cancelling job, a batch per transaction; returns how
-    many units this call closed (0 when another sweep of the job is running)."""
-    if is_sqlite():
+    """Close every not-started unit of a cancelling job, a batch per transaction; returns
+    how many units this call closed (0 when another sweep of the job is running)."""
+    if is_sqlite(settings):
         return _sweep(job_id, settings, None)
-    with get_engine().connect() as conn:
+    with get_engine(settings).connect() as conn:
         args = {"ns": NAMESPACE, "key": _job_key(job_id)}
         got = conn.execute(text("SELECT pg_try_advisory_lock(:ns, :key)"), args).scalar()
         conn.commit()
@@ -55,26 +57,10 @@ def sweep(job_id: str, settings: Settings) -> int:
 def _sweep(job_id: str, settings: Settings, conn: Connection | None) -> int:
     closed, batches, more = 0, 0, True
     while more:
-        if conn is None:
-            with transaction() as s:
-                n, more = jobs.cancel_queued_batch(s, job_id, settings.cancel_batch_documents)
-        else:
-            with Session(bind=conn) as s, s.begin():
-                n, more = jobs.cancel_queued_batch(s, job_id, settings.cancel_batch_documents)
+        with unit_of_work(settings, bind=conn) as s:
+            n, more = jobs.cancel_queued_batch(s, job_id, settings.cancel_batch_documents)
         closed += n
         batches += 1
     if closed:
         log.info("%s: cancelled %d queued units in %d batches", job_id, closed, batches)
-    _send_webhooks(job_id)
     return closed
-
-
-def _send_webhooks(job_id: str) -> None:
-    from docbatch.domain.publish import publish_webhooks
-
-    try:
-        with transaction() as s:
-            pending = webhooks.pending_for_job(s, job_id)
-        publish_webhooks(pending)
-    except Exception:  # the reconciler sends what is left
-        log.exception("could not queue the webhooks of job %s", job_id)

@@ -1,125 +1,109 @@
-"""The extract stage's worker: a unit's files become text, in a sandbox child. No model.
+"""The extract stage: a unit's files become text, in a sandbox child. No model.
 
-``run_extract_unit`` claims an ``extract`` unit (under a lease on Postgres, with a
-heartbeat), reads each document's original bytes from its blob, extracts them in the
-process's ``Sandbox`` (a child process with a time limit per file: a parser that
-hangs or crashes costs that file, never the worker), follows attachments and archive
-members (within DOCBATCH_EXTRACT_ARCHIVE_MAX_FILES and DOCBATCH_EXTRACT_MAX_DEPTH),
-and hands the outcomes to ``docbatch.domain.extraction.record``, which writes them and the
-unit's close in one transaction; the model units that waited on these files are
-published after it commits. An earlier extraction of the same bytes by the same
-extractor versions is copied instead of run again.
+A stage of the one unit runner (docbatch.worker.runner, which claims, heartbeats, times,
+writes and closes): ``load`` reads the unit's stored files and finds earlier extractions
+of the same bytes by the same extractor versions (copied instead of run again, one
+statement for the unit); ``compute`` is docbatch.worker.extract.unit.extract_files: each
+file's bytes spooled from its blob and run through the process's ``Sandbox`` (a child
+process with a time limit per file: a parser that hangs or crashes costs that file, never
+the worker), following attachments and archive members within one budget per upload, and
+stopping between files and between an archive's members once the job is cancelled;
+``write`` hands the outcomes to ``docbatch.domain.extraction.record``; ``finished``
+removes the spooled texts and members. The model units that waited on these files are
+settled when the runner closes the unit, and published after it commits.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
+from dataclasses import dataclass, field
 
-from docbatch.domain import ledger
-from docbatch.domain.extraction import Extraction, Extractor, earlier, files_of, record
-from docbatch.schema.db import is_sqlite, transaction
+from sqlalchemy.orm import Session
+
+from docbatch.domain.extraction import Extraction, Reused, earlier, files_of, record
+from docbatch.domain.ledger import Claim, ClaimedDocument
+from docbatch.domain.retry import RetryPolicy, describe, extract_time_limit, is_transient
+from docbatch.domain.reuse import ResultIdentity
 from docbatch.schema.settings import Settings
-from docbatch.schema.tables import EXTRACT, Unit, UnitState
+from docbatch.schema.tables import EXTRACT, DocumentFile, Job, ResultStatus, Unit
 from docbatch.worker.extract.expand import extractor_for
-from docbatch.worker.extract.unit import extract_files
-from docbatch.worker.heartbeat import heartbeat
-from docbatch.worker.runner import Outcome, cancel_watcher, worker_name
+from docbatch.worker.extract.unit import UnitExtractions, extract_files
+from docbatch.worker.stage import Computed, ShouldStop, Verdict
 
 log = logging.getLogger("docbatch.worker")
 
 
-@contextlib.contextmanager
-def _held(unit_id: int, settings: Settings) -> Iterator[bool]:
-    """The unit's lease and heartbeat while this block runs; False: another live worker
-    holds it. SQLite has no leases: a heartbeat only."""
-    if is_sqlite(settings):
-        with heartbeat(unit_id, settings.unit_heartbeat_seconds):
-            yield True
-        return
-    from docbatch.worker.pipeline import drop_lease, get_lease
+@dataclass
+class ExtractWork:
+    """A claimed extract unit: its documents' stored files and earlier extractions."""
 
-    try:
-        lease = get_lease(settings)
-        got = lease.acquire(unit_id)
-    except Exception:
-        drop_lease()
-        raise
-    try:
-        yield got
-    finally:
-        if got:
-            with contextlib.suppress(Exception):
-                lease.release(unit_id)
+    documents: list[ClaimedDocument]  # custom_id: the file's name
+    files: dict[int, DocumentFile]
+    reused: dict[int, Reused]
 
 
-def run_extract_unit(unit_id: int, settings: Settings) -> Outcome:
-    """Extract one unit's files and write them; returns what happened."""
-    with _held(unit_id, settings) as ours:
-        if not ours:
-            return Outcome.skipped
-        return _run(unit_id, settings)
+@dataclass
+class Extractions(Computed):
+    """The unit's outcomes (document id -> Extraction; none once the job is being
+    cancelled), their texts and members still spooled on disk."""
+
+    found: UnitExtractions | None = None
+    outcomes: dict[int, Extraction] = field(default_factory=dict)
 
 
-def _run(unit_id: int, settings: Settings) -> Outcome:
-    extractor = extractor_for(settings)
-    with transaction(settings) as s:
-        claim = ledger.claim_unit(s, unit_id, worker_name(), settings.max_unit_attempts)
-        if claim is None:
-            return Outcome.skipped
-        job_id, tenant = claim.job.id, claim.job.tenant
-        if claim.unit.task != EXTRACT:
-            ledger.close_unit(
-                s,
-                claim.unit,
-                UnitState.failed,
-                reason=f"unit for task {claim.unit.task!r} reached an 'extract' worker",
-            )
-            ledger.finalize_job_if_done(s, claim.job)
-            return Outcome.misrouted
-        documents = [(d[0], d[1]) for d in claim.documents]
-        files = files_of(s, [d[0] for d in documents])
-        reused = earlier(s, tenant, job_id, files, extractor)
-        split_off = claim.split_off
-    if split_off:
-        from docbatch.domain.publish import republish
+class ExtractStage:
+    """Files to text, as a stage of the runner (docbatch.worker.stage)."""
 
-        with contextlib.suppress(Exception):  # queued in Postgres: the reconciler sends them
-            republish([u for u, _ in split_off], settings)
-    # The compute step: texts and members spooled on disk until the write streams them.
-    with extract_files(documents, files, reused, settings, cancel_watcher(job_id)) as found:
-        return _write(unit_id, job_id, found.outcomes, extractor, settings, found.cancelled)
+    task: str = EXTRACT
+    reuse: ResultIdentity | None = None  # extractions are reused by the bytes' hash, in load
+    # Claiming ahead would hold a unit an idle extract process could run: extracting is
+    # all compute, nothing to overlap.
+    claim_ahead: bool = False
+    threaded: bool = False
 
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.extractor = extractor_for(settings)
+        self.policy = RetryPolicy.of(settings)
 
-def _write(
-    unit_id: int,
-    job_id: str,
-    outcomes: dict[int, Extraction],
-    extractor: Extractor,
-    settings: Settings,
-    cancelled: bool,
-) -> Outcome:
-    from docbatch.schema.tables import JobStatus
+    def load(self, session: Session, claim: Claim) -> ExtractWork:
+        files = files_of(session, [d.id for d in claim.documents])
+        reused = earlier(session, claim.job.tenant, claim.job.id, files, self.extractor)
+        return ExtractWork(claim.documents, files, reused)
 
-    with transaction(settings) as s:
-        job = ledger.lock_job(s, job_id)
-        unit = s.get(Unit, unit_id)
-        if unit is None or unit.state != UnitState.running.value:
-            return Outcome.superseded
-        if cancelled or job.status in (JobStatus.cancelling.value, JobStatus.cancelled.value):
-            ledger.close_unit(s, unit, UnitState.cancelled, reason="job cancelled")
-            outcome = Outcome.cancelled
-        else:
-            record(s, settings, unit, job, outcomes, extractor)
-            outcome = Outcome.done
-        ledger.finalize_job_if_done(s, job)
-        released = s.info.pop("released_units", [])
-    if released:
-        from docbatch.domain.publish import republish
+    def prepare(self, work: ExtractWork) -> None:
+        pass
 
-        try:
-            republish([u for u, _ in released], settings)
-        except Exception:  # queued in Postgres: the reconciler publishes them
-            log.exception("could not publish units %s", released)
-    return outcome
+    def time_limit(self, work: ExtractWork) -> tuple[float, str] | None:
+        files = len(work.documents) - len(work.reused)
+        return extract_time_limit(self.policy, files, self.settings.extract_time_limit_seconds)
+
+    def compute(self, work: ExtractWork, should_stop: ShouldStop) -> Extractions:
+        documents = [(d.id, d.custom_id) for d in work.documents]
+        found = extract_files(documents, work.files, work.reused, self.settings, should_stop)
+        return Extractions(cancelled=found.cancelled, found=found, outcomes=found.outcomes)
+
+    def write(
+        self, session: Session, unit: Unit, job: Job, computed: Extractions, *, isolate: bool
+    ) -> None:
+        if computed.cancelled:  # the unit closes cancelled; nothing half-extracted is kept
+            return
+        if not isolate:
+            record(session, self.settings, unit, job, computed.outcomes, self.extractor)
+            return
+        for doc_id, ex in computed.outcomes.items():
+            try:
+                with session.begin_nested():
+                    record(session, self.settings, unit, job, {doc_id: ex}, self.extractor)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                reason = f"the extraction could not be stored: {describe(exc)}"
+                log.warning("unit %s: %s: %s", unit.id, ex.name, reason)
+                failed = Extraction(ex.name, ResultStatus.failed, error=reason)
+                with session.begin_nested():
+                    record(session, self.settings, unit, job, {doc_id: failed}, self.extractor)
+
+    def finished(self, computed: Extractions, verdict: Verdict | None) -> None:
+        if computed.found is not None:
+            computed.found.close()  # the spooled texts and members

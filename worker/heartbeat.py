@@ -6,14 +6,14 @@ about a lease, not after the broker's visibility timeout (hours). A live worker 
 the heartbeat of **every** unit it holds fresh (the one it runs and those it claimed
 ahead), however long they take.
 
-A worker that is alive but stuck (a hung CUDA call or tokenizer) would keep its units
-forever, so each unit the model runs gets a time limit (DOCBATCH_UNIT_TIME_LIMIT_BASE_SECONDS
-+ DOCBATCH_UNIT_TIME_LIMIT_SECONDS_PER_1K_TOKENS per 1,000 of its tokens). Past it, the
-watchdog notes the reason on the unit, gives back the other units it holds (through the
-ledger, no attempt counted), and SIGKILLs its own process: the prefork pool starts a
-fresh child, the broker redelivers the message, and the next claim counts the attempt.
-The watchdog is a Python thread: a hang that holds the GIL would stop it too, and is
-then bounded only by the lease (the heartbeat stops with it).
+A worker that is alive but stuck (a hung CUDA call, tokenizer or parser) would keep its
+units forever, so each unit gets a time limit while it computes (the stage says how long,
+docbatch.domain.retry). Past it, the watchdog notes the reason on the unit, gives back
+the other units it holds (through the ledger, no attempt counted), and SIGKILLs its own
+process: the prefork pool starts a fresh child, the broker redelivers the message, and
+the next claim counts the attempt. The watchdog is a Python thread: a hang that holds
+the GIL would stop it too, and is then bounded only by the lease (the heartbeat stops
+with it).
 """
 
 from __future__ import annotations
@@ -23,12 +23,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from sqlalchemy import update
 
 from docbatch.domain import ledger
+from docbatch.domain.outbox import unit_of_work
 from docbatch.schema.db import transaction
 from docbatch.schema.settings import Settings
 from docbatch.schema.tables import Unit, UnitState, utcnow
@@ -38,8 +37,8 @@ log = logging.getLogger("docbatch.worker")
 STOP_GRACE_SECONDS = 10.0
 
 
-def touch(unit_ids: list[int]) -> None:
-    with transaction() as s:
+def touch(unit_ids: list[int], settings: Settings) -> None:
+    with transaction(settings) as s:
         s.execute(
             update(Unit)
             .where(Unit.id.in_(unit_ids), Unit.state == UnitState.running.value)
@@ -47,23 +46,15 @@ def touch(unit_ids: list[int]) -> None:
         )
 
 
-def time_limit(settings: Settings, tokens: int) -> float | None:
-    """Seconds a unit of ``tokens`` tokens may run; None when limits are off."""
-    if settings.unit_time_limit_base_seconds <= 0:
-        return None
-    return (
-        settings.unit_time_limit_base_seconds
-        + settings.unit_time_limit_seconds_per_1k_tokens * tokens / 1000
-    )
-
-
 class Holdings:
-    """The units this process holds: one thread heartbeats them all and enforces their
-    time limits. ``hold`` when a unit's lease is taken, ``release`` when it is given up."""
+    """The units this process holds: one thread heartbeats them all (every
+    DOCBATCH_UNIT_HEARTBEAT_SECONDS) and enforces their time limits. ``hold`` when a unit
+    is claimed, ``release`` when it is written or given up."""
 
-    def __init__(self, every: float, tick: float = 0.25) -> None:
-        self.every = every
-        self.tick = min(tick, every)
+    def __init__(self, settings: Settings, tick: float = 0.25) -> None:
+        self.settings = settings
+        self.every = settings.unit_heartbeat_seconds
+        self.tick = min(tick, self.every)
         self._lock = threading.Lock()
         self._units: dict[int, tuple[float, str] | None] = {}  # id -> (deadline, reason)
         self._thread: threading.Thread | None = None
@@ -112,7 +103,7 @@ class Holdings:
             if units and now - last_beat >= self.every:
                 last_beat = now
                 try:
-                    touch(list(units))
+                    touch(list(units), self.settings)
                 except Exception as exc:  # a database blip: try again next beat
                     log.warning("heartbeat of units %s failed: %s", sorted(units), exc)
 
@@ -122,13 +113,10 @@ class Holdings:
         # Kill even if the database does not answer: the lease then frees the units.
         threading.Timer(STOP_GRACE_SECONDS, _kill_self).start()
         try:
-            from docbatch.domain.publish import republish
-
-            with transaction() as s:
+            with unit_of_work(self.settings) as s:
                 ledger.note_stop(s, unit_id, reason)
-                back = [(u, q) for u in others if (q := ledger.release_unit(s, u))]
-            if back:
-                republish(u for u, _ in back)
+                for other in others:
+                    ledger.release_unit(s, other)
         except Exception:  # dying anyway
             log.exception("could not record the time limit of unit %d", unit_id)
         _kill_self()
@@ -136,25 +124,3 @@ class Holdings:
 
 def _kill_self() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
-
-
-@contextmanager
-def heartbeat(unit_id: int, every: float) -> Iterator[None]:
-    """Touch one unit's heartbeat every ``every`` seconds until the block ends (SQLite
-    workers, which run one unit per task and hold no lease)."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(every):
-            try:
-                touch([unit_id])
-            except Exception as exc:  # a database blip: try again next beat
-                log.warning("heartbeat of unit %d failed: %s", unit_id, exc)
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-{unit_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=every + 5)

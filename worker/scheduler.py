@@ -12,20 +12,20 @@ import datetime as dt
 import logging
 
 from docbatch.domain import schedules
-from docbatch.domain.publish import publish_units
+from docbatch.domain.outbox import unit_of_work
 from docbatch.schema.db import transaction
-from docbatch.schema.settings import get_settings
+from docbatch.schema.settings import Settings
 from docbatch.schema.tables import Schedule, utcnow
 from docbatch.worker.runner import worker_name
 
 log = logging.getLogger("docbatch.scheduler")
 
 
-def tick(now: dt.datetime | None = None) -> list[schedules.Firing]:
-    """Fire the due schedules; returns the firings this call won (job or recorded error)."""
-    settings = get_settings()
+def tick(settings: Settings, now: dt.datetime | None = None) -> list[schedules.Firing]:
+    """Fire the due schedules; returns the firings this call won (job or recorded error).
+    A job's units are published when its transaction commits (its outbox)."""
     now = now or utcnow()
-    with transaction() as s:
+    with transaction(settings) as s:
         due = schedules.due_schedules(s, now)
     fired = []
     for schedule_id, period in due:
@@ -33,7 +33,7 @@ def tick(now: dt.datetime | None = None) -> list[schedules.Firing]:
         # whatever goes wrong with one schedule (its claim rolls back, the next tick tries
         # it again) never stops the schedules after it from firing.
         try:
-            with transaction() as s:
+            with unit_of_work(settings) as s:
                 schedule = s.get(Schedule, schedule_id)
                 if schedule is None or not schedule.enabled:
                     continue
@@ -50,8 +50,4 @@ def tick(now: dt.datetime | None = None) -> list[schedules.Firing]:
         log.info(
             "schedule %s fired for %s: job %s", schedule_id, period.isoformat(), firing.job.job.id
         )
-        try:
-            publish_units(firing.job.units, priority=firing.job.job.priority)
-        except Exception:  # the reconciler republishes unpublished units
-            log.exception("publishing job %s failed; the reconciler will retry", firing.job.job.id)
     return fired

@@ -1,8 +1,9 @@
-"""Celery tasks: thin shells over docbatch.worker.runner and docbatch.domain.ledger.
+"""Celery tasks: thin shells over docbatch.worker.runner and the maintenance functions.
 
-A worker process serves one task (``Settings.worker_task``, set by ``docbatch worker
---task T``); its handler is loaded once per process after the fork
-(``worker_process_init``), never in the parent, because CUDA does not survive a fork.
+A worker process serves one stage (``Settings.worker_task``, set by ``docbatch worker
+--task T``): the extract stage, or a model task whose handler is loaded once per process
+after the fork (``worker_process_init``), never in the parent, because CUDA does not
+survive a fork. Either way its units go through the one ``UnitRunner``.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import logging
 from typing import Any
 
 from celery.signals import worker_process_init
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from docbatch.domain import webhooks
 from docbatch.domain.broker import (
     CANCEL_TASK,
     PROCESS_TASK,
@@ -21,33 +22,42 @@ from docbatch.domain.broker import (
     SCHEDULE_TICK_TASK,
     WEBHOOK_TASK,
 )
-from docbatch.domain.publish import publish_webhooks
-from docbatch.schema.db import is_sqlite, transaction
+from docbatch.domain.retry import RetryPolicy
+from docbatch.schema.db import transaction
 from docbatch.schema.errors import TransientError
 from docbatch.schema.settings import Settings, get_settings
 from docbatch.schema.tables import EXTRACT
 from docbatch.worker import metrics as worker_metrics
 from docbatch.worker.app import app
-from docbatch.worker.handlers.base import Handler, pick_device
-from docbatch.worker.heartbeat import heartbeat
-from docbatch.worker.pipeline import UnitProcessor, choose_processor
+from docbatch.worker.handlers.base import pick_device
+from docbatch.worker.lease import drop_lease, holder_for
 from docbatch.worker.reconcile import reconcile_once
 from docbatch.worker.registry import load_handler
+from docbatch.worker.runner import UnitRunner
+from docbatch.worker.stage import Stage
 from docbatch.worker.threads import apply_thread_limits
 from docbatch.worker.webhooks import deliver
 
 log = logging.getLogger("docbatch.worker")
-_handler: Handler | None = None
-_processor: UnitProcessor | None = None
+_stage: Stage[Any, Any] | None = None
 RETRYABLE = (OperationalError, DBAPIError, TransientError, ConnectionError)
 
 
-def load_pinned_handler() -> Handler | None:
-    global _handler, _processor
-    settings = get_settings()
+def load_stage(settings: Settings) -> Stage[Any, Any] | None:
+    """This process's stage, made once: the extract stage, or the pinned model's."""
+    global _stage
     task = settings.worker_task
-    if not task or task == EXTRACT or _handler is not None:
-        return _handler
+    if not task or _stage is not None:
+        return _stage
+    if task == EXTRACT:
+        from docbatch.worker.extract.expand import warm_up as warm_extractors
+        from docbatch.worker.extraction import ExtractStage
+
+        warm_extractors(settings)
+        _stage = ExtractStage(settings)
+        return _stage
+    from docbatch.worker.model_stage import ModelStage
+
     threads = apply_thread_limits(settings)
     handler = load_handler(task, settings)
     device = pick_device(settings.model_for(task).device)
@@ -57,24 +67,27 @@ def load_pinned_handler() -> Handler | None:
     except Exception:
         model_id, revision = handler.model_id, handler.revision
     log.info("loaded %s model %s@%s on %s (%d threads)", task, model_id, revision, device, threads)
-    _handler = handler
-    _processor = choose_processor(settings)
+    _stage = ModelStage(handler, settings)
     worker_metrics.start_server(settings.worker_metrics_port)
-    return _handler
+    return _stage
+
+
+def _warm_up(settings: Settings) -> None:
+    """Open the database pool and the lease connection before the first task arrives."""
+    try:
+        with transaction(settings) as s:
+            s.execute(text("SELECT 1"))
+        holder_for(settings)
+    except Exception:  # the first task retries; never block start-up
+        log.warning("database not reachable at worker start; will retry on the first task")
+        drop_lease()
 
 
 @worker_process_init.connect
-def _load_model(**_: Any) -> None:
+def _load_stage(**_: Any) -> None:
     settings = get_settings()
-    if settings.worker_task == EXTRACT:
-        from docbatch.worker.extract.expand import warm_up as warm_extractors
-
-        warm_extractors(settings)
-        return
-    if load_pinned_handler() is not None:
-        from docbatch.worker.pipeline import warm_up
-
-        warm_up()
+    if load_stage(settings) is not None:
+        _warm_up(settings)
 
 
 @app.task(
@@ -89,49 +102,14 @@ def _load_model(**_: Any) -> None:
     max_retries=20,
 )
 def process_unit_task(self: Any, unit_id: int) -> str:
-    if get_settings().worker_task == EXTRACT:
-        from docbatch.worker.extraction import run_extract_unit
-
-        outcome = run_extract_unit(unit_id, _with_retries(get_settings(), self.request.retries))
-        send_new_webhooks(unit_id)
-        return outcome.value
-    handler = load_pinned_handler()
-    if handler is None or _processor is None:
+    settings = get_settings()
+    stage = load_stage(settings)
+    if stage is None:
         raise RuntimeError("this worker has no task: start it with `docbatch worker --task T`")
-    settings = _with_retries(get_settings(), self.request.retries)
-    if is_sqlite():
-        # no leases on SQLite: this task's own unit is the only one it holds
-        with heartbeat(unit_id, settings.unit_heartbeat_seconds):
-            outcome = _processor(unit_id, handler, settings)
-    else:  # the lease holder heartbeats every unit it holds (worker/pipeline.py)
-        outcome = _processor(unit_id, handler, settings)
-    send_new_webhooks(unit_id)
-    return outcome.value
-
-
-def _with_retries(settings: Settings, retries: int) -> Settings:
-    """A retry after a database/broker blip claims the unit again: that claim must not use
-    up the attempts meant for workers that die (the cap stays finite: a redelivered
-    message keeps its retry count)."""
-    if not retries:
-        return settings
-    return settings.model_copy(update={"max_unit_attempts": settings.max_unit_attempts + retries})
-
-
-def send_new_webhooks(unit_id: int) -> None:
-    """If closing this unit ended its job, send the job's webhook now (the reconciler
-    would otherwise pick it up within DOCBATCH_REQUEUE_AFTER_SECONDS)."""
-    from sqlalchemy import select
-
-    from docbatch.schema.tables import Unit
-
-    try:
-        with transaction() as s:
-            job_id = s.scalar(select(Unit.job_id).where(Unit.id == unit_id))
-            pending = webhooks.pending_for_job(s, job_id) if job_id else []
-        publish_webhooks(pending)
-    except Exception:  # the reconciler sends what is left
-        log.exception("could not queue the webhooks of unit %d", unit_id)
+    # A retry after a database/broker blip claims again: that claim must not use up the
+    # attempts meant for workers that die (docbatch.domain.retry).
+    policy = RetryPolicy.of(settings).with_extra_attempts(self.request.retries)
+    return UnitRunner(stage, settings, policy).run(unit_id).value
 
 
 @app.task(name=WEBHOOK_TASK, bind=True, acks_late=True, max_retries=None)
@@ -151,11 +129,11 @@ def cancel_job(job_id: str) -> int:
 
 @app.task(name=RECONCILE_TASK, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=5)
 def reconcile() -> int:
-    return reconcile_once()
+    return reconcile_once(get_settings())
 
 
 @app.task(name=SCHEDULE_TICK_TASK, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=3)
 def schedule_tick() -> int:
     from docbatch.worker.scheduler import tick
 
-    return len(tick())
+    return len(tick(get_settings()))

@@ -14,7 +14,6 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from sqlalchemy.exc import IntegrityError
 from starlette.background import BackgroundTask
 
-from docbatch.api import cancel as cancellation
 from docbatch.api import metrics as api_metrics
 from docbatch.api.deps import SessionDep, SettingsDep, TenantDep
 from docbatch.api.ingest import (
@@ -32,10 +31,10 @@ from docbatch.api.ingest import (
 )
 from docbatch.domain import jobs
 from docbatch.domain.export import write_parquet
-from docbatch.domain.job_status import job_status_json
-from docbatch.domain.publish import publish_units
+from docbatch.domain.outbox import unit_of_work
+from docbatch.domain.polling import poll_job_json
 from docbatch.domain.results import iter_result_pages
-from docbatch.schema.db import new_session, transaction
+from docbatch.schema.db import new_session
 from docbatch.schema.errors import InputError
 from docbatch.schema.models import JobPublic, JobsPublic
 from docbatch.schema.settings import Settings
@@ -60,7 +59,8 @@ def _submit(
             fields, body_digest = multipart_fields(spool, content_type)
             query = {**query, **fields}
         digest = request_digest(body_digest, content_type, query)
-        with transaction() as s:
+        # The job's queued units are published once this commits (its outbox).
+        with unit_of_work(settings) as s:
             existing = jobs.find_idempotent(s, tenant, idempotency_key, digest)
             if existing is not None:
                 return jobs.job_public(s, existing), True
@@ -83,8 +83,8 @@ def _submit(
                 request_hash=digest,
                 reuse_results=sub.reuse_results,
             )
-            job_id, priority = new.job.id, new.job.priority
-        api_metrics.ingested(new.job.document_count, len(new.units))
+            job_id = new.job.id
+        api_metrics.ingested(new.job.document_count, new.queued_units)
     except IntegrityError:
         if not idempotency_key:
             raise
@@ -96,10 +96,6 @@ def _submit(
             return jobs.job_public(s, existing), True
     finally:
         spool.close()
-    try:
-        publish_units(new.units, priority=priority)
-    except Exception:  # the reconciler republishes what did not go out
-        log.exception("publishing job %s failed; the reconciler will retry", job_id)
     with new_session() as s:
         return jobs.job_public(s, jobs.get_job(s, tenant, job_id)), False
 
@@ -157,10 +153,10 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-async def get_job(job_id: str, tenant: TenantDep) -> Response:
+async def get_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> Response:
     # The poll path: one query in one thread hop, serialized once (no ORM, no re-validation
     # of the response model).
-    body = await run_in_threadpool(job_status_json, tenant, job_id)
+    body = await run_in_threadpool(poll_job_json, tenant, job_id, settings)
     return Response(body, media_type="application/json")
 
 
@@ -247,8 +243,9 @@ def _first_lines(pages: Iterator[list[str]], limit: int) -> Iterator[list[str]]:
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
 def cancel_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobPublic:
-    with transaction() as s:
-        done = cancellation.cancel(s, tenant, job_id, settings)
-    cancellation.announce(done)
+    """Mark the job cancelling (a small job's queued units are closed at once); the sweep
+    that closes a big job's in batches is sent after the commit (docbatch.domain.jobs)."""
+    with unit_of_work(settings) as s:
+        jobs.cancel_job(s, tenant, job_id, inline_documents=settings.cancel_batch_documents)
     with new_session() as s:
-        return jobs.job_public(s, jobs.get_job(s, tenant, done.job_id))
+        return jobs.job_public(s, jobs.get_job(s, tenant, job_id))

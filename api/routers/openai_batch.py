@@ -19,11 +19,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import select
 
-from docbatch.api import cancel as cancellation
 from docbatch.api.deps import SessionDep, SettingsDep, TenantDep
-from docbatch.domain import blobs
+from docbatch.domain import blobs, jobs
 from docbatch.domain import openai_batch as ob
-from docbatch.domain.publish import publish_units
+from docbatch.domain.outbox import unit_of_work
 from docbatch.schema.db import new_session, transaction
 from docbatch.schema.errors import BatchApiError, PayloadTooLarge
 from docbatch.schema.settings import Settings
@@ -171,15 +170,10 @@ def delete_file(file_id: str, tenant: TenantDep) -> dict[str, Any]:
 
 
 def _create_batch(tenant: str, settings: Settings, body: dict[str, Any]) -> str:
-    with transaction() as s:
-        batch, new = ob.create_batch(s, settings, tenant=tenant, body=body)
-        batch_id = batch.id
-    if new is not None:
-        try:
-            publish_units(new.units, priority=new.job.priority)
-        except Exception:  # the reconciler republishes what did not go out
-            log.exception("publishing batch %s failed; the reconciler will retry", batch_id)
-    return batch_id
+    # The batch job's units are published once this commits (its outbox).
+    with unit_of_work(settings) as s:
+        batch, _new = ob.create_batch(s, settings, tenant=tenant, body=body)
+        return batch.id
 
 
 @router.post("/batches")
@@ -191,33 +185,33 @@ async def create_batch(request: Request, tenant: TenantDep, settings: SettingsDe
     if not isinstance(body, dict):
         raise BatchApiError(400, "the body must be a JSON object")
     batch_id = await run_in_threadpool(_create_batch, tenant, settings, body)
-    return JSONResponse(await run_in_threadpool(_read_batch, tenant, batch_id))
+    return JSONResponse(await run_in_threadpool(_read_batch, tenant, batch_id, settings))
 
 
-def _read_batch(tenant: str, batch_id: str) -> dict[str, Any]:
-    with transaction() as s:
+def _read_batch(tenant: str, batch_id: str, settings: Settings) -> dict[str, Any]:
+    # A read may expire the batch, which cancels its job (a sweep in the outbox).
+    with unit_of_work(settings) as s:
         batch = ob.owned_batch(s, tenant, batch_id)
         ob.refresh(s, batch)
         return ob.batch_object(s, batch)
 
 
 @router.get("/batches/{batch_id}")
-def get_batch(batch_id: str, tenant: TenantDep) -> dict[str, Any]:
-    return _read_batch(tenant, batch_id)
+def get_batch(batch_id: str, tenant: TenantDep, settings: SettingsDep) -> dict[str, Any]:
+    return _read_batch(tenant, batch_id, settings)
 
 
 @router.post("/batches/{batch_id}/cancel")
 def cancel_batch(batch_id: str, tenant: TenantDep, settings: SettingsDep) -> dict[str, Any]:
-    done = None
-    with transaction() as s:
+    with unit_of_work(settings) as s:
         batch = ob.owned_batch(s, tenant, batch_id)
         if batch.job_id is not None and batch.finalized_at is None:
             if batch.cancelling_at is None:
                 batch.cancelling_at = utcnow()
-            done = cancellation.cancel(s, tenant, batch.job_id, settings)
-    if done is not None:
-        cancellation.announce(done)
-    return _read_batch(tenant, batch_id)
+            jobs.cancel_job(
+                s, tenant, batch.job_id, inline_documents=settings.cancel_batch_documents
+            )
+    return _read_batch(tenant, batch_id, settings)
 
 
 @router.get("/batches")

@@ -5,7 +5,7 @@ so it is the api's most frequent request: one indexed query (the job joined to i
 counters) on a pooled connection, plain rows instead of ORM objects, and the answer
 serialized once by pydantic. The same document as ``docbatch.domain.jobs.job_public``::
 
-    >>> body = job_status_json("default", "job_0123...")  # JSON bytes, or NotFound
+    >>> body = poll_job_json("default", "job_0123...", settings)  # JSON bytes, or NotFound
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from docbatch.domain.jobs import public_of
 from docbatch.schema.db import get_engine
 from docbatch.schema.errors import NotFound
 from docbatch.schema.models import JobPublic
+from docbatch.schema.settings import Settings
 from docbatch.schema.tables import EXTRACT, Job, JobTask, Result
 
 _COLUMNS = (
@@ -40,7 +41,7 @@ _COLUMNS = (
 )
 
 
-def job_status(tenant: str | None, job_id: str) -> JobPublic:
+def poll_job(tenant: str | None, job_id: str, settings: Settings) -> JobPublic:
     """``job_id`` as ``JobPublic`` if ``tenant`` owns it (any tenant if None); else NotFound."""
     query = (
         select(*_COLUMNS)
@@ -48,7 +49,7 @@ def job_status(tenant: str | None, job_id: str) -> JobPublic:
         .outerjoin(JobTask, JobTask.job_id == Job.id)
         .where(Job.id == job_id)
     )
-    with get_engine().connect() as conn:
+    with get_engine(settings).connect() as conn:
         rows = conn.execute(query).all()
         if not rows or (tenant is not None and rows[0].tenant != tenant):
             raise NotFound(f"job {job_id} not found")
@@ -68,6 +69,6 @@ def job_status(tenant: str | None, job_id: str) -> JobPublic:
     return public_of(job, tasks, reused)
 
 
-def job_status_json(tenant: str | None, job_id: str) -> bytes:
-    """``job_status`` as the JSON body of the poll answer."""
-    return job_status(tenant, job_id).model_dump_json().encode()
+def poll_job_json(tenant: str | None, job_id: str, settings: Settings) -> bytes:
+    """``poll_job`` as the JSON body of the poll answer."""
+    return poll_job(tenant, job_id, settings).model_dump_json().encode()

@@ -2,28 +2,34 @@
 
 A job's files are extracted before its model tasks see them: ``create_job`` makes, for
 each range of files, one ``extract`` unit (queued) and one unit per model task in state
-``waiting`` (open, never published). When an extract unit closes, ``settle_waiting``
-looks at the waiting units over its documents; each one with no extract unit still open
-over its range (an extract unit may have been split in two) is settled:
+``waiting`` (open, never published). When an extract unit closes
+(``ledger.close_unit``), ``settle`` looks at the waiting units over its documents; each
+one with no extract unit still open over its range (an extract unit may have been split
+in two) is settled:
 
 - its documents whose extraction did not succeed get this task's result now: ``failed``
   with ``"extraction failed: <why>"``, or ``cancelled`` (counted when the unit closes);
 - if every document of its range has a result, it is closed at once (through
-  ``ledger.close_unit``, so counts add up as always); if the job is being cancelled it
-  is closed as cancelled;
+  ``docbatch.domain.closing``, so counts add up as always); if the job is being
+  cancelled it is closed as cancelled;
 - otherwise it is queued, cut first by the extracted text's estimated tokens (like a
-  text job's units) when ``sizing`` is given, and returned for publishing after commit.
+  text job's units) when ``limits`` are given, and appended to the transaction's outbox.
 
-Only this module and ``docbatch.domain.ledger`` move a waiting unit.
+Only this module, ``docbatch.domain.closing`` and ``docbatch.domain.ledger`` move a
+waiting unit.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from sqlalchemy import case, exists, func, insert, literal, select
 from sqlalchemy.orm import Session
 
-from docbatch.domain import ledger
+from docbatch.domain import closing
+from docbatch.domain.outbox import outbox
 from docbatch.schema.db import insert_ignore
+from docbatch.schema.settings import Settings
 from docbatch.schema.tables import (
     EXTRACT,
     OPEN_UNIT_STATES,
@@ -41,16 +47,28 @@ CHARS_PER_TOKEN = 4
 FAILED_PREFIX = "extraction failed: "
 
 
+class UnitLimits(NamedTuple):
+    """How big a unit may get: estimated tokens and documents (DOCBATCH_UNIT_TOKENS,
+    DOCBATCH_UNIT_MAX_DOCUMENTS)."""
+
+    tokens: int
+    documents: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> UnitLimits:
+        return cls(settings.unit_tokens, settings.unit_max_documents)
+
+
 def _overlaps(a_lo: int, a_hi: int, b_lo: int, b_hi: int) -> bool:
     return a_lo <= b_hi and b_lo <= a_hi
 
 
-def settle_waiting(
-    session: Session, job_id: str, lo: int, hi: int, sizing: tuple[int, int] | None = None
-) -> list[tuple[int, str]]:
+def settle(
+    session: Session, job_id: str, lo: int, hi: int, limits: UnitLimits | None = None
+) -> None:
     """Settle the job's waiting units over documents ``lo..hi`` whose extraction is over;
-    returns the (unit id, queue) of those now queued. The job row is locked by the caller
-    (every unit close holds it)."""
+    those now queued go to the outbox. The job row is locked by the caller (every unit
+    close holds it)."""
     waiting = session.scalars(
         select(Unit)
         .where(
@@ -62,7 +80,7 @@ def settle_waiting(
         .order_by(Unit.id)
     ).all()
     if not waiting:
-        return []
+        return
     extracting = session.execute(
         select(Unit.seq_lo, Unit.seq_hi).where(
             Unit.job_id == job_id, Unit.task == EXTRACT, Unit.state.in_(OPEN_UNIT_STATES)
@@ -71,16 +89,16 @@ def settle_waiting(
     job = session.get(Job, job_id)
     assert job is not None
     cancelling = job.status in (JobStatus.cancelling.value, JobStatus.cancelled.value)
-    released: list[tuple[int, str]] = []
+    box = outbox(session)
     for unit in waiting:
         if any(_overlaps(unit.seq_lo, unit.seq_hi, e_lo, e_hi) for e_lo, e_hi in extracting):
             continue
         if cancelling:
-            ledger.close_unit(session, unit, UnitState.cancelled, reason="job cancelled")
+            closing.close(session, unit, UnitState.cancelled, reason="job cancelled")
             continue
         _copy_extract_failures(session, unit)
-        released.extend(_queue(session, unit, sizing))
-    return released
+        for unit_id, queue in _queue(session, unit, limits):
+            box.add_unit(unit_id, queue, job.priority)
 
 
 def _copy_extract_failures(session: Session, unit: Unit) -> None:
@@ -115,7 +133,9 @@ def _copy_extract_failures(session: Session, unit: Unit) -> None:
     )
 
 
-def _queue(session: Session, unit: Unit, sizing: tuple[int, int] | None) -> list[tuple[int, str]]:
+def _queue(session: Session, unit: Unit, limits: UnitLimits | None) -> list[tuple[int, str]]:
+    """Queue ``unit`` (cut by ``limits``), or close it when nothing is left to compute;
+    returns the (unit id, queue) now queued."""
     has_result = exists().where(Result.document_id == Document.id, Result.task == unit.task)
     docs = session.execute(
         select(Document.seq, func.length(Document.text), has_result)
@@ -123,20 +143,19 @@ def _queue(session: Session, unit: Unit, sizing: tuple[int, int] | None) -> list
         .order_by(Document.seq)
     ).all()
     if all(done for _seq, _chars, done in docs):
-        ledger.close_unit(session, unit, UnitState.done)
+        closing.close(session, unit, UnitState.done)
         return []
     # Ranges cover every document of the unit (those with a result too: the unit that
     # holds them counts them when it closes), cut by the tokens still to compute.
     ranges: list[list[int]] = []  # [lo, hi, est]
-    limit_tokens, limit_docs = sizing or (0, 0)
     count = 0
     for seq, chars, done in docs:
         est = 0 if done else max(1, int(chars or 0) // CHARS_PER_TOKEN)
         if (
             ranges
-            and sizing
+            and limits
             and count
-            and (ranges[-1][2] + est > limit_tokens or count >= limit_docs)
+            and (ranges[-1][2] + est > limits.tokens or count >= limits.documents)
         ):
             ranges[-1][1] = seq - 1
             ranges.append([seq, seq, 0])
