@@ -4,7 +4,7 @@ docbatch run docs.jsonl --task tags --task summarize -o out.jsonl   # no servers
 docbatch run ./inbox --task summarize      # a folder of PDFs, Word files, e-mails, ...
 docbatch api | docbatch worker --task embed | docbatch beat | docbatch migrate
 docbatch submit docs.jsonl --task tags --wait
-docbatch status JOB ; docbatch results JOB -o out.jsonl ; docbatch cancel JOB
+docbatch status JOB ; docbatch results JOB -o out.jsonl ; docbatch cancel JOB ; docbatch delete JOB
 docbatch keys create --tenant acme ; docbatch keys revoke KEY_OR_ID ; docbatch keys list
 """
 
@@ -151,6 +151,11 @@ def write_atomically(target: Path, chunks: Iterator[bytes]) -> None:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     print(json.dumps(_client().cancel(args.job), indent=2))
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    print(json.dumps(_client().delete(args.job), indent=2))
     return 0
 
 
@@ -325,6 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("cancel", help="cancel a job")
     sp.add_argument("job")
     sp.set_defaults(func=cmd_cancel)
+    sp = sub.add_parser(
+        "delete",
+        help="delete a job and everything stored for it (cancelled first if it runs)",
+    )
+    sp.add_argument("job")
+    sp.set_defaults(func=cmd_delete)
 
     from docbatch import schedules_cli
 

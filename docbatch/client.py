@@ -127,6 +127,9 @@ class Client:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._send("POST", f"/v1/jobs/{job_id}/cancel").json()
 
+    def delete(self, job_id: str) -> dict[str, Any]:
+        return self._send("DELETE", f"/v1/jobs/{job_id}").json()
+
     def results(self, job_id: str, errors_only: bool = False) -> Iterator[bytes]:
         path = f"/v1/jobs/{job_id}/{'errors' if errors_only else 'results'}"
         try:
