@@ -28,7 +28,7 @@ def lock_is_stale(ttl: int) -> bool:
     if ttl in (-2, -1):
         return True
     if ttl > LOCK_SECONDS:
-        return ttl < _OLD_LOCK_SECONDS - 2 * 3600
+        return ttl < _OLD_LOCK_SECONDS - 45 * 60
     return False
 
 
