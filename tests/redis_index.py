@@ -1,7 +1,7 @@
 """One Redis db index per test or bench run, held by a lock the run renews while it lives.
 
 A run that was killed frees its index within a minute (the lock expires). A lock without an
-expiry, or an older harness's 4-hour lock set more than two hours ago, belongs to no live run
+expiry, or an older harness's 4-hour lock set more than 45 minutes ago, belongs to no live run
 and is taken over. An index holding keys that are not docbatch's is someone else's data: it is
 never claimed nor cleared. When every index is busy the claim waits
 (``DOCBATCH_TEST_REDIS_WAIT_SECONDS``, default 600) before giving up.
