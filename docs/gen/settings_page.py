@@ -97,7 +97,7 @@ def render() -> str:
         "same `KEY=value` lines; with Docker Compose every docbatch service reads the `.env`",
         "beside `docker-compose.yml`); the TOML file named by `DOCBATCH_CONFIG` (field names",
         "as keys, nested settings as tables: `unit_tokens = 4096`, `[models.embed]`,",
-        "`model = \"/models/e5\"`); the default.",
+        '`model = "/models/e5"`); the default.',
         "",
         "`docbatch config show` prints every setting's effective value and its source, by",
         "variable name, with API keys and URL passwords masked (`--changed` for only what is",
