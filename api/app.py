@@ -87,9 +87,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": ["body"], "msg": "invalid"}
         field = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "header"))
+        if _openai_path(request):
+            return _openai_error(422, f"{field}: {first['msg']}", field or None)
         return JSONResponse(
             {"error": {"field": field, "message": first["msg"]}, "detail": str(exc.errors())},
             status_code=422,
