@@ -397,6 +397,22 @@ class Client:
         params = {"format": format} if format != "ndjson" else None
         return self.stream(f"/v1/jobs/{job_id}/results", params)
 
+    # -- admin (the admin key) ---------------------------------------------------------------
+    def create_key(self, tenant: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST", "/v1/admin/keys", json={"tenant": tenant}
+        ).json()
+        return result
+
+    def keys(self, tenant: str | None = None) -> dict[str, Any]:
+        params = {"tenant": tenant} if tenant else {}
+        result: dict[str, Any] = self.request("GET", "/v1/admin/keys", params=params).json()
+        return result
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("DELETE", f"/v1/admin/keys/{key_id}").json()
+        return result
+
     # -- schedules -------------------------------------------------------------------------
     def create_schedule(self, body: dict[str, Any]) -> SchedulePublic:
         return SchedulePublic.model_validate(

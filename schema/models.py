@@ -545,6 +545,27 @@ class SchedulesPublic(BaseModel):
     count: int
 
 
+class KeyCreate(BaseModel):
+    """``POST /v1/admin/keys``: a new key for ``tenant`` (the tenant is created if new)."""
+
+    tenant: str = Field(description="1-64 letters, digits, '_', '.' or '-'")
+
+
+class KeyPublic(BaseModel):
+    """A tenant's API key as the admin sees it; ``key`` only in the answer that creates it."""
+
+    id: str
+    tenant: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None = None
+    key: str | None = Field(None, description="The whole key: shown once, never stored")
+
+
+class KeysPublic(BaseModel):
+    data: list[KeyPublic]
+    count: int
+
+
 class TaskResult(BaseModel):
     """One task's result on a results line: ``output`` when it succeeded, ``error`` when it
     failed; ``model`` (``id``, ``revision``) and ``params`` are what produced it."""

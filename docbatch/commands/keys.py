@@ -1,4 +1,5 @@
-"""``docbatch keys create|revoke|list|webhook-secret`` (straight against the database)."""
+"""``docbatch keys create|revoke|list|webhook-secret``: through the api with
+DOCBATCH_ADMIN_KEY, else straight against the database (``docbatch/keys.py``)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,13 @@ def register(sub: Any) -> None:
     sp = command(
         sub,
         "keys",
-        "create, revoke and list API keys (talks to the database)",
+        "create, revoke and list API keys (through the api with DOCBATCH_ADMIN_KEY, else "
+        "the database)",
         ["docbatch keys create --tenant acme", "docbatch keys list --tenant acme"],
         client=False,
+    )
+    sp.add_argument(
+        "--database", action="store_true", help="go to the database even with an admin key"
     )
     keys = sp.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
     kp = command(

@@ -19,13 +19,17 @@ from docbatch.commands.common import command
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from docbatch.schema.logs import configure as configure_logs
     from docbatch.schema.migrate import upgrade, wait_for_database
     from docbatch.schema.settings import get_settings
 
     s = get_settings()
+    json_logs = configure_logs(s.log_format)
     if args.migrate:
         wait_for_database(s.database_url)
         upgrade(s.database_url)
+    from uvicorn.config import LOGGING_CONFIG
+
     uvicorn.run(
         "docbatch.api.app:app",
         host=args.host or s.api_host,
@@ -33,6 +37,10 @@ def cmd_api(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level="info",
         timeout_keep_alive=s.api_keep_alive_seconds,
+        # JSON: uvicorn's lines go through the root logger; the api writes its own
+        # request line (with the request id and tenant) instead of uvicorn's access line.
+        log_config=None if json_logs else LOGGING_CONFIG,
+        access_log=not json_logs,
     )
     return 0
 
