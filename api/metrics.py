@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from docbatch.schema.db import new_session
-from docbatch.schema.settings import TASKS, get_settings
+from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import EXTRACT, Job
 
 log = logging.getLogger("docbatch.api")
@@ -88,23 +88,26 @@ class StateCollector(Collector):
 
         depth = GaugeMetricFamily(
             "docbatch_queue_depth",
-            "Messages waiting in each task's queue (all priority levels)",
-            labels=["task", "queue"],
+            "Messages waiting in each deployment's queue (all priority levels)",
+            labels=["task", "model", "queue"],
         )
         if settings.broker_url.startswith(("redis://", "rediss://")):
             try:
                 client = _redis(settings.broker_url)
                 # extract is not a model task (not in TASKS), but its units queue too.
-                queues = {t: settings.queue_for(t) for t in (*TASKS, EXTRACT)}
-                queues["maintenance"] = settings.maintenance_queue
+                queues = {
+                    (d.task, d.name): settings.queue_for(d.name) for d in settings.fleet.values()
+                }
+                queues[(EXTRACT, EXTRACT)] = settings.queue_for(EXTRACT)
+                queues[("maintenance", "maintenance")] = settings.maintenance_queue
                 with client.pipeline(transaction=False) as pipe:
                     for queue in queues.values():
                         for key in priority_queue_names(queue):
                             pipe.llen(key)
                     lengths = iter(pipe.execute())
-                for task, queue in queues.items():
+                for (task, model), queue in queues.items():
                     total = sum(next(lengths) for _ in priority_queue_names(queue))
-                    depth.add_metric([task, queue], total)
+                    depth.add_metric([task, model, queue], total)
             except Exception:
                 log.exception("metrics: reading queue lengths failed")
         yield depth

@@ -2,7 +2,7 @@
 
 docbatch run docs.jsonl --task tags --task summarize -o out.jsonl   # no servers
 docbatch run ./inbox --task summarize      # a folder of PDFs, Word files, e-mails, ...
-docbatch api | docbatch worker --task embed | docbatch beat | docbatch migrate
+docbatch api | docbatch worker --task embed | docbatch worker --deployment e5 | docbatch beat
 docbatch submit docs.jsonl --task tags --wait
 docbatch status JOB ; docbatch results JOB -o out.jsonl ; docbatch cancel JOB
 docbatch keys create --tenant acme ; docbatch keys revoke KEY_OR_ID ; docbatch keys list
@@ -22,10 +22,28 @@ from pathlib import Path
 from typing import Any
 
 
+class _Ordered(argparse.Action):
+    """``--task`` and ``--model`` in the order given: a ``--model`` names the deployment of
+    the ``--task`` before it (``--task classify --model sentiment --task classify``)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        items = list(getattr(namespace, "task", None) or [])
+        if self.dest == "model":
+            if not items:
+                parser.error("--model names the deployment of the --task before it")
+            items[-1] = (items[-1][0], values)
+        else:
+            items.append((values, None))
+        namespace.task = items
+
+
 def _task_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
     specs: list[dict[str, Any]] = []
-    for raw in args.task or []:
+    for item in args.task or []:
+        raw, model = item if isinstance(item, tuple) else (item, None)
         spec = json.loads(raw) if raw.lstrip().startswith("{") else {"type": raw}
+        if model:
+            spec["model"] = model
         if spec["type"] in ("tags", "classify") and args.labels:
             spec["labels"] = [x.strip() for x in args.labels.split(",") if x.strip()]
         if spec["type"] == "ask" and args.question:
@@ -185,23 +203,33 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    # Through the environment: the pool's processes read it as Settings.worker_task.
-    os.environ["DOCBATCH_WORKER_TASK"] = args.task
     from docbatch.schema.settings import TASKS, get_settings
     from docbatch.schema.tables import EXTRACT
 
+    if bool(args.task) == bool(args.deployment):
+        raise SystemExit(
+            "docbatch worker: give --task T (T's default deployment) or --deployment NAME"
+        )
+    # A task's name is the name of its default deployment.
+    stage = args.deployment or args.task
+    # Through the environment: the pool's processes read it as Settings.worker_task.
+    os.environ["DOCBATCH_WORKER_TASK"] = stage
     get_settings.cache_clear()
-
-    if args.task not in (*TASKS, EXTRACT):
+    s = get_settings()
+    if args.task and args.task not in (*TASKS, EXTRACT):
         raise SystemExit(f"docbatch: --task must be one of {', '.join((*TASKS, EXTRACT))}")
+    if args.deployment and not s.is_deployment(args.deployment):
+        raise SystemExit(
+            f"docbatch: unknown deployment {args.deployment!r}; deployments: "
+            f"{', '.join(s.fleet)} (DOCBATCH_DEPLOYMENTS, DOCBATCH_DEPLOYMENTS_FILE)"
+        )
     from docbatch.worker.app import app
 
-    s = get_settings()
-    queues = [s.queue_for(args.task)] + ([] if args.no_maintenance else [s.maintenance_queue])
+    queues = [s.queue_for(stage)] + ([] if args.no_maintenance else [s.maintenance_queue])
     # A model worker is one process per GPU; the extract stage (CPU, no model) takes one
     # process per core unless told otherwise.
     concurrency = args.concurrency or (
-        len(os.sched_getaffinity(0)) if args.task == EXTRACT and args.pool == "prefork" else 1
+        len(os.sched_getaffinity(0)) if stage == EXTRACT and args.pool == "prefork" else 1
     )
     argv = [
         "worker",
@@ -212,7 +240,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         "--pool",
         args.pool,
         "--hostname",
-        f"{args.task}-{os.getpid()}@%h",
+        f"{stage}-{os.getpid()}@%h",
         "--loglevel",
         args.loglevel,
         "-E",
@@ -285,9 +313,15 @@ def build_parser() -> argparse.ArgumentParser:
     def task_options(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
             "--task",
-            action="append",
+            action=_Ordered,
             help="summarize|tags|translate|embed|classify|entities|ask|generate, or a "
             'JSON task such as \'{"type":"tags","labels":["a","b"]}\'',
+        )
+        sp.add_argument(
+            "--model",
+            action=_Ordered,
+            help="the deployment (named model) of the --task before it; default: the "
+            "task's default deployment",
         )
         sp.add_argument("--labels", help="comma-separated labels for --task tags or classify")
         sp.add_argument(
@@ -340,7 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser(
         "worker", help="run a worker pinned to one task's model (or the extract stage)"
     )
-    sp.add_argument("--task", required=True, help="a task, or extract (files to text)")
+    sp.add_argument("--task", help="a task (its default deployment), or extract (files to text)")
+    sp.add_argument(
+        "--deployment", help="a deployment's name (DOCBATCH_DEPLOYMENTS): its model and queue"
+    )
     sp.add_argument("--pool", default="prefork", choices=["prefork", "solo"])
     sp.add_argument(
         "--concurrency",
