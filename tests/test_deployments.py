@@ -102,12 +102,13 @@ def test_a_task_names_its_deployment_once_and_only_its_own_tasks(monkeypatch):
 
 
 def test_cli_model_names_the_deployment_of_the_task_before_it():
-    from docbatch.cli import _task_specs, build_parser
+    from docbatch.cli import build_parser
+    from docbatch.commands.common import task_specs
 
     args = build_parser().parse_args(
         ["submit", "d.jsonl", "--task", "embed", "--model", "bert-tiny", "--task", "embed"]
     )
-    assert _task_specs(args) == [{"type": "embed", "model": "bert-tiny"}, {"type": "embed"}]
+    assert task_specs(args) == [{"type": "embed", "model": "bert-tiny"}, {"type": "embed"}]
 
 
 # -- through the api and real workers --------------------------------------------------------
