@@ -180,6 +180,10 @@ class Settings(BaseSettings):
     # worker process replaced (a hung model or tokenizer); the attempt counts. 0 turns it off.
     unit_time_limit_base_seconds: float = 300.0
     unit_time_limit_seconds_per_1k_tokens: float = 60.0
+    # The api's /metrics labels jobs and queued units by tenant for this many tenants (the
+    # ones with most jobs; the rest count as "other"); 0: no tenant label at all.
+    # Each tenant adds a series per job status and per task.
+    metrics_tenants: int = Field(0, ge=0)
     # Worker /metrics (Prometheus) on this port, served by the process running the model;
     # 0 turns it off.
     worker_metrics_port: int = 0
