@@ -8,7 +8,7 @@ If any selected test is not ``fast``, the run sets both up once, before its firs
 (``DOCBATCH_TEST_DATABASE_URL``, default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``;
 the role must be allowed to CREATE DATABASE) and a Redis server (``DOCBATCH_TEST_REDIS_URL``,
 default ``redis://127.0.0.1:6379``). It creates ``docbatch_test_<random>`` and drops it at
-the end, takes a Redis db index no other run holds (a lock key inside it) and flushes it at
+the end, takes a Redis db index no other run holds (tests/redis_index.py) and flushes it at
 the end, and stops every process it started.
 
 A new test that needs neither server carries ``@pytest.mark.fast`` (or a module's
@@ -28,6 +28,8 @@ import redis as redis_lib
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from tests.redis_index import Claim, claim_redis_index
+
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_URL = os.environ.get(
     "DOCBATCH_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -35,7 +37,6 @@ ADMIN_URL = os.environ.get(
 REDIS_URL = os.environ.get("DOCBATCH_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
 RUN_ID = secrets.token_hex(4)
 DB_NAME = f"docbatch_test_{RUN_ID}"
-LOCK_KEY = "docbatch:test-run-lock"
 # The database's name is known before it exists; the Redis db index is not, so until the
 # servers are set up the broker URL names no host (.invalid never resolves): a fast test
 # that reached for the broker fails at once instead of touching someone's db 0.
@@ -65,7 +66,7 @@ class Servers:
 
     database_url: str
     broker_url: str
-    redis_db: int
+    redis: Claim
 
 
 _servers: Servers | None = None
@@ -80,38 +81,27 @@ def _fail(what: str, url: str, exc: BaseException) -> None:
     )
 
 
-def _claim_redis_db() -> int:
-    for index in range(15, 0, -1):
-        client = redis_lib.Redis.from_url(f"{REDIS_URL}/{index}")
-        if client.set(LOCK_KEY, RUN_ID, nx=True, ex=4 * 3600):
-            # Leftovers of a crashed run (its lock expired) are ours to clear.
-            for key in client.scan_iter(count=1000):
-                if key.decode() != LOCK_KEY:
-                    client.delete(key)
-            return index
-    raise RuntimeError("every Redis db index 1..15 is held by another test run")
-
-
 def servers() -> Servers:
-    """The run's servers, set up on the first call: the database created and migrated, a
-    Redis db index claimed and this process's settings and Celery app pointed at it."""
+    """The run's servers, set up on the first call: a Redis db index claimed, the database
+    created and migrated, and this process's settings and Celery app pointed at them."""
     global _servers
     if _servers is not None:
         return _servers
+    try:
+        claim = claim_redis_index(REDIS_URL, RUN_ID)
+    except Exception as exc:
+        _fail("Redis", REDIS_URL, exc)
     try:
         admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
         admin.dispose()
     except Exception as exc:
+        claim.release()
+        redis_lib.Redis.from_url(f"{REDIS_URL}/{claim.index}").flushdb()
         _fail("PostgreSQL", ADMIN_URL, exc)
     # Recorded at once: from here on the teardown has a database to drop.
-    _servers = Servers(DATABASE_URL, UNCLAIMED_BROKER_URL, 0)
-    try:
-        index = _claim_redis_db()
-    except Exception as exc:
-        _fail("Redis", REDIS_URL, exc)
-    _servers = Servers(DATABASE_URL, f"{REDIS_URL}/{index}", index)
+    _servers = Servers(DATABASE_URL, f"{REDIS_URL}/{claim.index}", claim)
     _point_this_process_at(_servers.broker_url)
 
     from docbatch.schema.migrate import upgrade
@@ -138,9 +128,9 @@ def _teardown(run: Servers) -> None:
     from docbatch.schema.db import engine_for
 
     engine_for.cache_clear()
-    if run.redis_db:
-        client = redis_lib.Redis.from_url(run.broker_url)
-        client.flushdb()
+    run.redis.release()
+    client = redis_lib.Redis.from_url(run.broker_url)
+    client.flushdb()
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(
