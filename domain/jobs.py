@@ -340,7 +340,8 @@ def job_public(session: Session, job: Job, settings: Settings | None = None) -> 
 
 def unserved(conn: Any, public: JobPublic, settings: Settings) -> list[str]:
     """Warnings for the job's deployments that have work left and no live worker."""
-    if JobStatus(public.status).terminal or public.status == JobStatus.cancelling.value:
+    status = JobStatus(public.status)
+    if status.terminal or status in (JobStatus.cancelling, JobStatus.deleting):
         return []
     waiting = [k for k, c in public.counts.items() if c.pending > 0 and k != EXTRACT]
     return presence.unserved_warnings(conn, waiting, tasks=settings.models)
@@ -373,10 +374,11 @@ def public_of(job: Any, task_rows: Iterable[Any], reused: dict[str, int]) -> Job
         elapsed = max((end - start).total_seconds(), 1e-9)
         done = sum(c.succeeded + c.failed for c in counts.values())
         rate = done / elapsed
+    deleting = getattr(job, "deleting_at", None) is not None
     return JobPublic(
         id=job.id,
         name=job.name,
-        status=job.status,
+        status=JobStatus.deleting.value if deleting else job.status,
         priority=job.priority,
         tasks={r.task: r.params for r in rows},
         counts=counts,
@@ -387,6 +389,7 @@ def public_of(job: Any, task_rows: Iterable[Any], reused: dict[str, int]) -> Job
         elapsed_seconds=elapsed,
         documents_per_second=rate,
         reuse_results=bool(job.reuse_results),
+        delete_left=(dict(job.delete_left or {}) if deleting else None),
     )
 
 

@@ -28,6 +28,7 @@ from docbatch.schema.text_checks import (
     is_blank,
     json_problem,
     string_problem,
+    template_problem,
     too_deep,
 )
 
@@ -100,7 +101,18 @@ def _labels_within_limit(labels: list[str] | None, info: ValidationInfo) -> list
         raise PydanticCustomError(
             "no_labels", "is empty; give at least one label, or leave labels out"
         )
+    _each_within(labels or [], settings_of(info).max_label_chars, "label", "MAX_LABEL_CHARS")
     return labels
+
+
+def _each_within(values: list[str], limit: int, what: str, setting: str) -> None:
+    for i, value in enumerate(values):
+        if len(value) > limit:
+            raise PydanticCustomError(
+                f"{what}_too_long",
+                "{what} {i} is {n} characters; the limit is {limit} (DOCBATCH_{setting})",
+                {"what": what, "i": i, "n": len(value), "limit": limit, "setting": setting},
+            )
 
 
 class _Task(BaseModel):
@@ -178,11 +190,9 @@ class ClassifyTask(_Task):
     @field_validator("hypothesis_template")
     @classmethod
     def _one_slot(cls, value: str) -> str:
-        if value.count("{}") != 1:
-            raise PydanticCustomError(
-                "template_slot",
-                "must contain '{}' exactly once (where the label goes), e.g. 'This example is {}.'",
-            )
+        problem = template_problem(value)
+        if problem:
+            raise PydanticCustomError("template_slot", problem)
         return value
 
 
@@ -209,6 +219,9 @@ class AskTask(_Task):
                 "{n} questions; the limit is {limit} (DOCBATCH_MAX_QUESTIONS_PER_TASK)",
                 {"n": len(questions), "limit": limit},
             )
+        _each_within(
+            questions, settings_of(info).max_question_chars, "question", "MAX_QUESTION_CHARS"
+        )
         return [q.strip() for q in questions]
 
 
@@ -549,6 +562,8 @@ class JobPublic(BaseModel):
     # What keeps the job from moving, e.g. "no worker serves deployment e5: ..." (its units
     # stay queued, never lost, until a worker of that deployment starts).
     warnings: list[str] = Field(default_factory=list)
+    # While the job is ``deleting``: the rows still to delete, per table.
+    delete_left: dict[str, int] | None = None
 
 
 class JobsPublic(BaseModel):
