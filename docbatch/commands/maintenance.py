@@ -24,6 +24,9 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
     from docbatch.worker.app import app
 
     s = get_settings()
+    from docbatch.worker.metrics import start_server
+
+    start_server(s.worker_metrics_port, gpu=False)  # reconciler passes, what they sent again
     argv = [
         "worker",
         "-Q",

@@ -55,9 +55,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     if args.task not in (*TASKS, EXTRACT):
         raise SystemExit(f"docbatch: --task must be one of {', '.join((*TASKS, EXTRACT))}")
+    pool_metrics = args.task == EXTRACT and get_settings().worker_metrics_port > 0
+    if pool_metrics and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # The extract worker's children (one per core) share one /metrics, served by
+        # this process; set before anything imports prometheus_client.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="docbatch-metrics-")
     from docbatch.worker.app import app
 
     s = get_settings()
+    if pool_metrics:
+        from docbatch.worker.metrics import serve_pool
+
+        serve_pool(s.worker_metrics_port)
     queues = [s.queue_for(args.task)] + ([] if args.no_maintenance else [s.maintenance_queue])
     # A model worker is one process per GPU; the extract stage (CPU, no model) takes one
     # process per core unless told otherwise.
@@ -91,6 +100,9 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
     from docbatch.worker.app import app
 
     s = get_settings()
+    from docbatch.worker.metrics import start_server
+
+    start_server(s.worker_metrics_port, gpu=False)  # deliveries: attempts, failures, lag
     argv = [
         "worker",
         "-Q",
