@@ -31,6 +31,7 @@ COMMANDS = [
     "maintenance",
     "keys",
     "config",
+    "data",
 ]
 
 
