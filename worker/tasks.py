@@ -70,7 +70,15 @@ def load_stage(settings: Settings) -> Stage[Any, Any] | None:
         model_id, revision = handler.model_for({})
     except Exception:
         model_id, revision = handler.model_id, handler.revision
-    log.info("loaded %s model %s@%s on %s (%d threads)", task, model_id, revision, device, threads)
+    log.info(
+        "loaded deployment %s (%s) model %s@%s on %s (%d threads)",
+        task,
+        handler.task,
+        model_id,
+        revision,
+        device,
+        threads,
+    )
     _stage = ModelStage(handler, settings)
     worker_metrics.start_server(settings.worker_metrics_port)
     return _stage
