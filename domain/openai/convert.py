@@ -209,6 +209,19 @@ def _convert_embeddings(body: dict[str, Any], settings: Settings) -> Converted |
     return Converted(texts, {"type": "embed"}, model, encoding)
 
 
+class TooManyDocuments(Exception):
+    """The input file's lines expand to more documents than one job may hold."""
+
+    def __init__(self, line: int, limit: int) -> None:
+        self.line = line
+        self.message = (
+            f"line {line} takes the batch past {limit} documents (an embeddings line with a "
+            "list input is one document per input), the most one job may hold "
+            "(DOCBATCH_MAX_DOCUMENTS_PER_JOB); split the input file"
+        )
+        super().__init__(self.message)
+
+
 class RequestLines:
     """The documents of a batch's job, converted from the input file as the job reads them."""
 
@@ -237,7 +250,9 @@ class RequestLines:
                 return
 
     def documents(self) -> Iterator[tuple[DocumentIn, int | None]]:
+        """The job's documents; raises TooManyDocuments past DOCBATCH_MAX_DOCUMENTS_PER_JOB."""
         seen: set[str] = set()
+        documents = 0
         for number, req in self.requests():
             self.total += 1
             cid = req["custom_id"]
@@ -295,6 +310,9 @@ class RequestLines:
                     | ({"param": got.param} if got.param else {})
                 )
                 continue
+            documents += len(docs)
+            if documents > self.settings.max_documents_per_job:
+                raise TooManyDocuments(number, self.settings.max_documents_per_job)
             for checked in docs:
                 seen.add(checked.custom_id)
                 yield checked, None
