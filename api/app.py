@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI, Request
@@ -10,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from docbatch.api import metrics, openapi
 from docbatch.api.routers import health, jobs, openai_batch, schedules, stats, ui
+from docbatch.domain.openai.convert import unmapped_openai_models
 from docbatch.schema.errors import (
     BatchApiError,
     Conflict,
@@ -19,6 +23,9 @@ from docbatch.schema.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from docbatch.schema.settings import get_settings
+
+log = logging.getLogger("docbatch.api")
 
 
 def _version() -> str:
@@ -28,9 +35,17 @@ def _version() -> str:
         return "0+unknown"
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+    warning = unmapped_openai_models(get_settings())
+    if warning:
+        log.warning(warning)
+    yield
+
+
 def create_app() -> FastAPI:
     # The installed package's version (pyproject.toml), as `docbatch --version` prints it.
-    app = FastAPI(title="docbatch", version=_version())
+    app = FastAPI(title="docbatch", version=_version(), lifespan=_lifespan)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(metrics.router)

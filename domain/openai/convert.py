@@ -24,6 +24,33 @@ DOCBATCH_PREFIX = "/v1/docbatch/"
 DEFAULT_MODELS = {"embed": "sentence-transformers/all-MiniLM-L6-v2"}
 
 
+# Model names real OpenAI Batch scripts send. None of them is served here unless
+# DOCBATCH_OPENAI_MODELS maps it to a task (the api warns at start-up when none is).
+COMMON_OPENAI_MODELS = {
+    "text-embedding-3-small": "embed",
+    "text-embedding-3-large": "embed",
+    "text-embedding-ada-002": "embed",
+    "gpt-4o-mini": "generate",
+    "gpt-4o": "generate",
+    "gpt-4.1-mini": "generate",
+    "gpt-3.5-turbo": "generate",
+}
+
+
+def unmapped_openai_models(settings: Settings) -> str | None:
+    """A warning when no common OpenAI model name resolves to a task here (a script that
+    names ``text-embedding-3-small`` would find every line in the error file), else None."""
+    if any(resolve_model(name, task, settings) for name, task in COMMON_OPENAI_MODELS.items()):
+        return None
+    return (
+        "no DOCBATCH_OPENAI_MODELS alias maps OpenAI's model names ("
+        + ", ".join(sorted(COMMON_OPENAI_MODELS))
+        + "): /v1/batches request lines naming them fail with model_not_found. Map them, "
+        """e.g. DOCBATCH_OPENAI_MODELS='{"text-embedding-3-small": "embed"}' (the bundled """
+        "all-MiniLM-L6-v2 gives 384-dimension vectors, not OpenAI's 1536)"
+    )
+
+
 def endpoint_task(endpoint: str, settings: Settings) -> str | None:
     """The docbatch task that serves ``endpoint``; None for an endpoint we don't know."""
     if endpoint == "/v1/embeddings":
