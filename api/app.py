@@ -12,18 +12,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from docbatch.api import metrics, openapi
-from docbatch.api.routers import health, jobs, openai_batch, schedules, stats, ui
+from docbatch.api.logs import RequestLog
+from docbatch.api.routers import admin, health, jobs, openai_batch, schedules, stats, ui
 from docbatch.domain.openai.convert import unmapped_openai_models
 from docbatch.schema.errors import (
     BatchApiError,
     Conflict,
+    Forbidden,
     InputError,
     NotFound,
     PayloadTooLarge,
     Unauthorized,
     UnsupportedMediaType,
 )
-from docbatch.schema.settings import get_settings
+from docbatch.schema.logs import configure as configure_logs
+from docbatch.schema.settings import Settings, get_settings
 
 log = logging.getLogger("docbatch.api")
 
@@ -35,17 +38,22 @@ def _version() -> str:
         return "0+unknown"
 
 
-@contextlib.asynccontextmanager
-async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
-    warning = unmapped_openai_models(get_settings())
-    if warning:
-        log.warning(warning)
-    yield
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app; reads nothing from the database or the broker until a request comes."""
+    settings = settings or get_settings()
+    configure_logs(settings.log_format)  # uvicorn's worker processes import only this
+    openai_warning = unmapped_openai_models(settings)
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if openai_warning:  # once the server starts, in its log
+            log.warning(openai_warning)
+        yield
 
-def create_app() -> FastAPI:
     # The installed package's version (pyproject.toml), as `docbatch --version` prints it.
-    app = FastAPI(title="docbatch", version=_version(), lifespan=_lifespan)
+    app = FastAPI(title="docbatch", version=_version(), lifespan=lifespan)
+    app.add_middleware(RequestLog, access_log=settings.log_format == "json")
+    app.include_router(admin.router)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(metrics.router)
@@ -83,6 +91,10 @@ def create_app() -> FastAPI:
         if _openai_path(request):
             return _openai_error(404, str(exc), None)
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=403)
 
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:

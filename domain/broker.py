@@ -30,6 +30,8 @@ SCHEDULE_TICK_TASK = "docbatch.schedule_tick"
 WEBHOOK_TASK = "docbatch.deliver_webhook"
 CANCEL_TASK = "docbatch.cancel_job"
 BATCH_TICK_TASK = "docbatch.batch_tick"
+DELETE_TASK = "docbatch.delete_job"
+LIFECYCLE_TASK = "docbatch.lifecycle"
 
 
 # One Redis list per docbatch priority level (kombu's default is 4 lists: 0, 3, 6, 9).
@@ -102,6 +104,15 @@ def make_app(settings: Settings | None = None) -> Celery:
                 "options": {
                     "queue": settings.maintenance_queue,
                     "expires": max(5.0, 2 * settings.batch_tick_seconds),
+                },
+            },
+            # Interrupted deletes, orphans, retention and expiry (docbatch.domain.lifecycle).
+            "lifecycle": {
+                "task": LIFECYCLE_TASK,
+                "schedule": settings.lifecycle_interval_seconds,
+                "options": {
+                    "queue": settings.maintenance_queue,
+                    "expires": max(30.0, settings.lifecycle_interval_seconds),
                 },
             },
             # Every beat may send ticks; schedule_runs makes each period fire once.

@@ -512,6 +512,8 @@ class JobPublic(BaseModel):
     elapsed_seconds: float | None
     documents_per_second: float | None
     reuse_results: bool = False
+    # While the job is ``deleting``: the rows still to delete, per table.
+    delete_left: dict[str, int] | None = None
 
 
 class JobsPublic(BaseModel):
@@ -543,3 +545,45 @@ class SchedulePublic(BaseModel):
 class SchedulesPublic(BaseModel):
     data: list[SchedulePublic]
     count: int
+
+
+class KeyCreate(BaseModel):
+    """``POST /v1/admin/keys``: a new key for ``tenant`` (the tenant is created if new)."""
+
+    tenant: str = Field(description="1-64 letters, digits, '_', '.' or '-'")
+
+
+class KeyPublic(BaseModel):
+    """A tenant's API key as the admin sees it; ``key`` only in the answer that creates it."""
+
+    id: str
+    tenant: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None = None
+    key: str | None = Field(None, description="The whole key: shown once, never stored")
+
+
+class KeysPublic(BaseModel):
+    data: list[KeyPublic]
+    count: int
+
+
+class TaskResult(BaseModel):
+    """One task's result on a results line: ``output`` when it succeeded, ``error`` when it
+    failed; ``model`` (``id``, ``revision``) and ``params`` are what produced it."""
+
+    model_config = ConfigDict(extra="allow")
+    status: str
+    output: dict[str, Any] | None = None
+    error: str | None = None
+    model: dict[str, Any] | None = None
+    params: dict[str, Any] | None = None
+
+
+class ResultLine(BaseModel):
+    """One document's line of ``GET /v1/jobs/{id}/results`` (NDJSON), in submission order."""
+
+    model_config = ConfigDict(extra="allow")
+    custom_id: str
+    results: dict[str, TaskResult]
+    metadata: dict[str, Any] | None = None

@@ -1,9 +1,11 @@
-"""One settings class, read from the environment (prefix ``DOCBATCH_``).
+"""One settings class, read from the environment (prefix ``DOCBATCH_``), ``.env`` and the
+TOML file ``DOCBATCH_CONFIG`` names, in that order of precedence (``schema/config.py``).
 
 Every knob is documented in ``.env.example``. Example::
 
     DOCBATCH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1/docbatch \
     DOCBATCH_BROKER_URL=redis://127.0.0.1:6379/0 docbatch api
+    DOCBATCH_CONFIG=docbatch.toml docbatch config show      # unit_tokens = 4096, [models.embed]
 """
 
 from __future__ import annotations
@@ -12,7 +14,12 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 TASKS = ("summarize", "tags", "translate", "embed", "classify", "entities", "ask", "generate")
 
@@ -87,8 +94,27 @@ def _default_models() -> dict[str, ModelConfig]:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="DOCBATCH_", env_nested_delimiter="__", extra="ignore"
+        env_prefix="DOCBATCH_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        from docbatch.schema.config import gather
+
+        toml = gather().toml_path
+        extra = (TomlConfigSettingsSource(settings_cls, toml_file=toml),) if toml else ()
+        return (init_settings, env_settings, dotenv_settings, *extra)
 
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/docbatch"
     broker_url: str = "redis://127.0.0.1:6379/0"
@@ -127,10 +153,26 @@ class Settings(BaseSettings):
     # many documents per transaction, off the request path; the job row stays locked (its
     # workers' result writes wait) for one batch at a time.
     cancel_batch_documents: int = Field(5000, ge=1)
+    # Deleting a job (DELETE /v1/jobs/{id}, retention): its rows go this many per
+    # transaction, off the request path, the job row last (docbatch.domain.deletion).
+    delete_batch_rows: int = Field(5000, ge=1)
+    # The beat's lifecycle pass (docbatch.domain.lifecycle): finishes interrupted deletes,
+    # removes orphaned blobs, deletes jobs past retention and expired OpenAI files.
+    lifecycle_interval_seconds: float = Field(300.0, gt=0)
+    # Finished jobs are deleted this many days after they finished; 0 keeps them forever.
+    # A tenant may have its own (`docbatch tenants set-retention`), a job a shorter one.
+    retention_days: int = Field(0, ge=0)
+    # Keep the original bytes of uploaded files after extraction succeeded (a job's
+    # keep_originals and a tenant's default override it).
+    keep_originals: bool = True
     # A unit running longer than base + per_1k_tokens x (its tokens / 1000) seconds has its
     # worker process replaced (a hung model or tokenizer); the attempt counts. 0 turns it off.
     unit_time_limit_base_seconds: float = 300.0
     unit_time_limit_seconds_per_1k_tokens: float = 60.0
+    # The api's /metrics labels jobs and queued units by tenant for this many tenants (the
+    # ones with most jobs; the rest count as "other"); 0: no tenant label at all.
+    # Each tenant adds a series per job status and per task.
+    metrics_tenants: int = Field(0, ge=0)
     # Worker /metrics (Prometheus) on this port, served by the process running the model;
     # 0 turns it off.
     worker_metrics_port: int = 0
@@ -147,6 +189,11 @@ class Settings(BaseSettings):
     # a GPU, inline on the CPU, where they only take cores and the GIL from the model).
     worker_overlap: Literal["auto", "threads", "inline"] = "auto"
     worker_chain_seconds: float = 30.0
+    # A worker asked to stop (SIGTERM) claims no further unit; the unit it is computing may
+    # finish within this many seconds, past them it is given back (queued again, attempt
+    # refunded) for another worker. Keep it well under the orchestrator's grace period
+    # (Kubernetes terminationGracePeriodSeconds, compose stop_grace_period).
+    worker_shutdown_grace_seconds: float = Field(20.0, ge=0)
 
     # Input limits (4xx naming the limit and this setting when exceeded).
     max_documents_per_job: int = 1_000_000
@@ -208,11 +255,19 @@ class Settings(BaseSettings):
     # Deliveries `docbatch webhooks` sends at once (threads; it runs no model).
     webhook_concurrency: int = 8
 
+    # Logs: "text" (the default, for people) or "json" (one object per line with job_id,
+    # unit_id, tenant, task and, on the api, request_id: for a log pipeline).
+    log_format: Literal["text", "json"] = "text"
+
     # CLI client: where `docbatch submit/status/results` send requests.
     api_url: str = "http://127.0.0.1:8000"
     api_key: str = ""
 
     # API
+    # The admin key: creates, lists and revokes tenant keys over /v1/admin/keys (every
+    # change audited). Empty (the default): those routes do not exist. Keep it in a Secret;
+    # at least 32 characters.
+    admin_key: str = Field("", repr=False)
     # How long the api trusts a checked key (a revoked key works at most this much longer).
     api_key_cache_seconds: float = 10.0
     api_host: str = "127.0.0.1"
@@ -228,6 +283,15 @@ class Settings(BaseSettings):
     # whose worker serves them (the configured model's own id and last path part always
     # work), e.g. DOCBATCH_OPENAI_MODELS='{"text-embedding-3-small": "embed"}'.
     openai_models: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _admin_key_is_long(self) -> Settings:
+        if self.admin_key and len(self.admin_key) < 32:
+            raise ValueError(
+                "DOCBATCH_ADMIN_KEY is too short: use at least 32 random characters "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return self
 
     @model_validator(mode="after")
     def _fill_models(self) -> Settings:
@@ -259,4 +323,9 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings of this process, checked: an unknown ``DOCBATCH_*`` name or a bad value
+    raises ``SettingsError`` naming the variable (``schema/config.py``)."""
+    from docbatch.schema.config import load_settings
+
+    settings: Settings = load_settings()
+    return settings

@@ -85,6 +85,7 @@ def test_services_profiles_and_healthchecks(config):
         "redis",
         "api",
         "beat",
+        "maintenance",
         "webhooks",
         "flower",
         "prometheus",
@@ -175,6 +176,14 @@ def test_exactly_one_beat(config):
     assert beat["command"][:2] == ["docbatch", "beat"]
     assert beat["deploy"]["replicas"] == 1
     assert beat["build"]["dockerfile"] == "ops/Dockerfile.slim"
+
+
+def test_maintenance_is_consumed_with_every_worker_stopped(config):
+    """Schedule ticks and the reconciler run in their own model-free service."""
+    m = config["services"]["maintenance"]
+    assert m["command"] == ["docbatch", "maintenance"]
+    assert m["build"]["dockerfile"] == "ops/Dockerfile.slim"
+    assert "deploy" not in m or "devices" not in str(m["deploy"])
 
 
 def test_webhooks_are_sent_by_a_process_without_a_model(config):
@@ -315,6 +324,11 @@ def test_k8s_manifests():
 
     beat = deployments["docbatch-beat"]["spec"]
     assert beat["replicas"] == 1 and beat["strategy"]["type"] == "Recreate"
+    # Always consumed, whatever KEDA does with the workers (issue 27 item 1).
+    maintenance = deployments["docbatch-maintenance"]["spec"]
+    assert maintenance["replicas"] >= 1
+    (m,) = maintenance["template"]["spec"]["containers"]
+    assert m["command"] == ["docbatch", "maintenance"]
 
     scaled = by_kind["ScaledObject"]
     settings_data = by_kind["ConfigMap"]["docbatch-settings"]["data"]
@@ -382,3 +396,35 @@ def _check_scaled_by_every_priority_list(
     assert sorted(watched) == sorted(priority_queue_names(queue)), task  # each level once
     # Where a job of default priority (0) waits: the pods start for it.
     assert f"{queue}{Channel.sep}{broker_priority(0)}" in watched, task
+
+
+def test_every_docbatch_service_reads_the_same_env_file(tmp_path):
+    """A setting in .env reaches every docbatch process, not a whitelist of keys."""
+    shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
+    (tmp_path / ".env").write_text(
+        "POSTGRES_PASSWORD=pg-secret\n"
+        'DOCBATCH_SCHEDULE_FOLDER_ROOTS=["/data/inbox"]\n'
+        "DOCBATCH_MODELS__EMBED__MODEL=/models/e5-small\n"
+        'DOCBATCH_WEBHOOK_ALLOW_NETWORKS=["10.1.2.0/24"]\n'
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    out = subprocess.run(
+        [_compose_bin(), "--project-directory", str(tmp_path), "config", "--format", "json"],
+        cwd=tmp_path,
+        env={**clean, "FLOWER_BASIC_AUTH": "a:b", "GRAFANA_ADMIN_PASSWORD": "g"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    services = json.loads(out.stdout)["services"]
+    docbatch = [n for n, s in services.items() if str(s.get("image", "")).startswith("docbatch")]
+    assert {"api", "beat", "webhooks", "worker-extract", "worker-embed"} <= set(docbatch)
+    for name in docbatch:
+        env = services[name]["environment"]
+        assert env["DOCBATCH_SCHEDULE_FOLDER_ROOTS"] == '["/data/inbox"]', name
+        assert env["DOCBATCH_MODELS__EMBED__MODEL"] == "/models/e5-small", name
+        assert env["DOCBATCH_WEBHOOK_ALLOW_NETWORKS"] == '["10.1.2.0/24"]', name
+        # The in-compose addresses still win over anything .env says.
+        if name != "flower":  # Celery's own monitor, no docbatch settings of its own
+            assert "@postgres:5432" in env["DOCBATCH_DATABASE_URL"], name

@@ -35,6 +35,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Generic
 
@@ -45,8 +46,12 @@ from docbatch.domain.outbox import unit_of_work
 from docbatch.domain.retry import RetryPolicy, describe, is_transient
 from docbatch.domain.waiting import UnitLimits
 from docbatch.schema.db import transaction
+from docbatch.schema.logs import log_context
 from docbatch.schema.settings import Settings
 from docbatch.schema.tables import Job, Unit, UnitState
+from docbatch.worker import metrics as worker_metrics
+from docbatch.worker import shutdown
+from docbatch.worker.chain_clock import ChainClock
 from docbatch.worker.lease import Lease, Unleased, drop_lease, holder_for
 from docbatch.worker.pipeline import Inline, Writer
 from docbatch.worker.stage import C, Held, ShouldStop, Stage, Verdict, W
@@ -96,11 +101,16 @@ class UnitRunner(Generic[W, C]):
         self.holder = holder
         self.leased = not settings.database_url.startswith("sqlite")
         self.limits = UnitLimits.of(settings)
+        self.interrupted: set[int] = set()  # units a stop of this worker cut short
 
     # -- one unit --------------------------------------------------------------------------
 
     def claim(self, holder: Holder, unit_id: int) -> Held[W] | Verdict:
         """Take the unit and prepare it; the lease stays held while it is ours."""
+        with log_context(unit_id=unit_id):
+            return self._claim(holder, unit_id)
+
+    def _claim(self, holder: Holder, unit_id: int) -> Held[W] | Verdict:
         if not holder.acquire(unit_id):
             return Verdict.skipped  # running on another live worker
         try:
@@ -117,7 +127,8 @@ class UnitRunner(Generic[W, C]):
                     ledger.finalize_job_if_done(s, claim.job)
                     verdict = Verdict.misrouted
                 elif claim is not None:
-                    held = Held(unit_id, claim.job.id, self.stage.load(s, claim))
+                    held = Held(unit_id, claim.job.id, self.stage.load(s, claim), claim.job.tenant)
+                    worker_metrics.claimed(self.stage.task, claim.unit.published_at)
             if held is None:
                 holder.release(unit_id)
                 return verdict
@@ -130,10 +141,31 @@ class UnitRunner(Generic[W, C]):
             raise
         return held
 
+    def logged(self, held: Held[W]) -> contextlib.AbstractContextManager[dict[str, object]]:
+        """The unit's ids on every log line inside (DOCBATCH_LOG_FORMAT=json)."""
+        return log_context(job_id=held.job_id, unit_id=held.unit_id, tenant=held.tenant or None)
+
     def compute(self, holder: Holder, held: Held[W]) -> C:
+        """The unit's computed rows. A stop of this worker (SIGTERM, past
+        DOCBATCH_WORKER_SHUTDOWN_GRACE_SECONDS) stops the stage early and puts the unit in
+        ``self.interrupted``: nothing of it is written, it is given back."""
         self._clock(holder, held)
-        computed = self.stage.compute(held.work, cancel_watcher(held.job_id, self.settings))
+        cancelled = cancel_watcher(held.job_id, self.settings)
+        grace = self.settings.worker_shutdown_grace_seconds
+        interrupted = False
+
+        def should_stop() -> bool:
+            nonlocal interrupted
+            if shutdown.past_grace(grace):
+                interrupted = True
+                return True
+            return cancelled()
+
+        with self.logged(held):
+            computed = self.stage.compute(held.work, should_stop)
         holder.holdings.limit(held.unit_id, None)
+        if interrupted and computed.cancelled:
+            self.interrupted.add(held.unit_id)
         return computed
 
     def _clock(self, holder: Holder, held: Held[W]) -> None:
@@ -144,7 +176,9 @@ class UnitRunner(Generic[W, C]):
         """Write the unit's rows and close it in one transaction, then let it go."""
         verdict: Verdict | None = None
         try:
-            verdict = self._write_and_close(held, computed)
+            with self.logged(held):
+                verdict = self._write_and_close(held, computed)
+                log.info("unit %s of job %s: %s", held.unit_id, held.job_id, verdict.value)
         except Exception as exc:
             if is_transient(exc):  # queued again, attempt refunded: the task retries
                 self.give_back(holder, held.unit_id)
@@ -197,7 +231,8 @@ class UnitRunner(Generic[W, C]):
                 tokens=computed.tokens,
                 limits=self.limits,
             )
-            ledger.finalize_job_if_done(s, job)
+            if ledger.finalize_job_if_done(s, job):
+                worker_metrics.job_finished(job.status, job.created_at)
         return Verdict(state.value)
 
     def _fail(self, held: Held[W], reason: str) -> Verdict:
@@ -235,6 +270,8 @@ class UnitRunner(Generic[W, C]):
 
     def claim_next(self, holder: Holder) -> Held[W] | None:
         """Claim and prepare the next queued unit of this stage's queue, or None."""
+        if shutdown.stopping():
+            return None
         queue_name = self.settings.queue_for(self.stage.task)
         with transaction(self.settings) as s:
             ids = s.scalars(
@@ -250,12 +287,21 @@ class UnitRunner(Generic[W, C]):
                 return claimed
         return None
 
+    def _timed_claim_next(self, clock: ChainClock) -> Callable[[Holder], Held[W] | None]:
+        def claim_next(holder: Holder) -> Held[W] | None:
+            with clock.timing("claim"):
+                return self.claim_next(holder)
+
+        return claim_next
+
     def run(self, unit_id: int) -> Verdict:
         """Run ``unit_id`` (and, claiming ahead, the queue's next units); returns what
         became of ``unit_id``."""
+        clock = ChainClock()
         try:
             holder = self.holder or holder_for(self.settings)
-            first = self.claim(holder, unit_id)
+            with clock.timing("claim"):
+                first = self.claim(holder, unit_id)
         except Exception:
             if self.holder is None:
                 drop_lease()  # the error may be on the lease connection: open a new one
@@ -264,7 +310,7 @@ class UnitRunner(Generic[W, C]):
             return first
         claim_ahead = self.stage.claim_ahead and self.leased
         threaded = self.stage.threaded and self.leased
-        writer: Writer = Writer(self, holder, threaded=threaded)
+        writer: Writer = Writer(self, holder, threaded=threaded, clock=clock)
         prefetch: Executor = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="docbatch-prefetch")
             if threaded
@@ -272,26 +318,41 @@ class UnitRunner(Generic[W, C]):
         )
         deadline = time.monotonic() + self.settings.worker_chain_seconds
         ahead: Future[Held[W] | None] | None = None
+        claim_next = self._timed_claim_next(clock)
         if claim_ahead:
-            ahead = prefetch.submit(self.claim_next, holder)
+            ahead = prefetch.submit(claim_next, holder)
         current, chained = first, 0
         # Ownership: ``owned`` is the unit we hold and have not handed to the writer (the
         # writer then lets it go); ``ahead``'s result is ours until it is run.
         owned: Held[W] | None = current
         try:
             while True:
-                computed = self.compute(holder, current)
-                writer.put(current, computed)
-                owned = None
+                with clock.timing("compute"):
+                    computed = self.compute(holder, current)
+                interrupted = current.unit_id in self.interrupted
+                if interrupted:  # this worker is stopping: another takes the unit now
+                    with contextlib.suppress(Exception):
+                        self.stage.finished(computed, None)
+                    self.give_back(holder, current.unit_id)
+                    owned = None
+                else:
+                    clock.units += 1
+                    with clock.timing("write_wait"):
+                        writer.put(current, computed)
+                    owned = None
                 if ahead is None:
                     break
-                nxt, ahead = ahead.result(), None
+                with clock.timing("claim_wait"):
+                    nxt, ahead = ahead.result(), None
                 if nxt is None:
+                    break
+                if interrupted or shutdown.stopping():  # claimed ahead: not ours to run
+                    self.give_back(holder, nxt.unit_id)
                     break
                 current = owned = nxt
                 chained += 1
                 if time.monotonic() < deadline and writer.error is None:
-                    ahead = prefetch.submit(self.claim_next, holder)
+                    ahead = prefetch.submit(claim_next, holder)
         except BaseException as exc:
             if owned is not None:
                 if owned.unit_id == unit_id:  # the message's unit: the task retries it
@@ -311,4 +372,8 @@ class UnitRunner(Generic[W, C]):
             raise write_error
         if chained:
             log.info("unit %s: ran %d more units claimed ahead", unit_id, chained)
+        log.info("unit %s: %s", unit_id, clock.line())
+        if unit_id in self.interrupted:
+            log.info("unit %s: given back, this worker is stopping", unit_id)
+            return Verdict.given_back
         return writer.verdicts.get(unit_id, Verdict.done)
