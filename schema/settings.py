@@ -171,6 +171,9 @@ class Settings(BaseSettings):
     # A worker touches its running unit's heartbeat this often (must be well under the lease).
     unit_heartbeat_seconds: float = 10.0
     reconcile_interval_seconds: float = 30.0
+    # The beat's batch tick: OpenAI batches whose job ended are finalized (their output and
+    # error files written) and batches past their completion window expired, this often.
+    batch_tick_seconds: float = 5.0
     max_unit_attempts: int = 3
     # Cancelling a job: its queued units are closed (cancelled result rows written) this
     # many documents per transaction, off the request path; the job row stays locked (its
