@@ -34,6 +34,17 @@ def roots(tmp_path: Path, limits, private_queues) -> Path:  # noqa: ANN001
     return root
 
 
+CREATED: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _remove_schedules(api):  # noqa: ANN001, ANN202
+    """Other tests list the tenant's schedules: leave none behind."""
+    yield
+    while CREATED:
+        api.delete(f"/v1/schedules/{CREATED.pop()}")
+
+
 def _create(api, folder: Path, **options: object) -> dict:  # noqa: ANN001
     resp = api.post(
         "/v1/schedules",
@@ -46,6 +57,7 @@ def _create(api, folder: Path, **options: object) -> dict:  # noqa: ANN001
         },
     )
     assert resp.status_code == 201, resp.text
+    CREATED.append(resp.json()["id"])
     return dict(resp.json())
 
 
