@@ -30,6 +30,7 @@ def _by(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
 
 
+@pytest.mark.fast
 def test_every_overlay_validates_and_a_broken_object_does_not(rendered):
     assert validate.main() == 0
     assert generate.main(["--check"]) == 0  # base/*.yaml are what deployments.yaml makes
@@ -45,6 +46,7 @@ def test_every_overlay_validates_and_a_broken_object_does_not(rendered):
     assert "replicaz" in errors[0] and "minReplicaCount" in errors[1] and "latest" in errors[2]
 
 
+@pytest.mark.fast
 def test_workers_scale_from_zero_on_every_priority_list_authenticated(rendered):
     from kombu.transport.redis import Channel
 
@@ -72,6 +74,7 @@ def test_workers_scale_from_zero_on_every_priority_list_authenticated(rendered):
             assert "address" not in trigger["metadata"] and "password" not in trigger["metadata"]
 
 
+@pytest.mark.fast
 def test_gpu_and_cpu_overlays_and_thread_limits(rendered):
     for overlay, gpus in (("gpu", 1), ("cpu-only", None)):
         deployments = _by(rendered[overlay], "Deployment")
@@ -88,6 +91,7 @@ def test_gpu_and_cpu_overlays_and_thread_limits(rendered):
         assert "tolerations" not in extract
 
 
+@pytest.mark.fast
 def test_rollouts_run_safely(rendered):
     docs = rendered["production"]
     deployments = _by(docs, "Deployment")
@@ -129,6 +133,7 @@ def test_rollouts_run_safely(rendered):
     assert all(i.startswith("registry.example.com/") and i.endswith(":0.1.0") for i in images)
 
 
+@pytest.mark.fast
 def test_a_deployment_added_to_the_list_gets_its_own_scaling():
     spec = yaml.safe_load((ROOT / "ops/k8s/deployments.yaml").read_text())
     spec["deployments"].append(
