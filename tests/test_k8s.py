@@ -167,7 +167,7 @@ def test_alerts_and_dashboard_name_only_metrics_docbatch_defines():
     from metrics_page import metrics
 
     known = set()
-    for name, kind, *_ in metrics():
+    for name, *_ in metrics():
         base = name.removesuffix("_total")
         known |= {name, f"{base}_total", f"{name}_bucket", f"{name}_sum", f"{name}_count"}
     rule = yaml.safe_load((ROOT / "ops/k8s/monitoring/prometheusrule.yaml").read_text())
