@@ -9,9 +9,11 @@ Two kinds:
 - counted by this process as it ingests: documents and units created (sum them over
   replicas in PromQL).
 
-Flower reports task runtimes but no queue depth; ``docbatch_queue_depth`` is what
-alerts and dashboards watch. KEDA (ops/k8s/keda.yaml) reads the same Redis lists itself,
-one trigger per list.
+Flower reports task runtimes but no queue depth. ``docbatch_queue_depth`` is what Redis
+holds: a few ids per queue, since the fair dispatcher keeps the rest in Postgres
+(docbatch.domain.dispatch). ``docbatch_queued_units`` is the backlog itself, every queued
+unit per queue, sent or not: what autoscaling watches (ops/k8s/keda.yaml) and alerts on
+work waiting should watch.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from sqlalchemy import func, select
 
 from docbatch.schema.db import new_session
 from docbatch.schema.settings import TASKS, get_settings
-from docbatch.schema.tables import EXTRACT, Job
+from docbatch.schema.tables import EXTRACT, Job, Unit, UnitState
 
 log = logging.getLogger("docbatch.api")
 
@@ -85,6 +87,27 @@ class StateCollector(Collector):
         except Exception:  # a scrape must answer even with the db down
             log.exception("metrics: reading jobs by status failed")
         yield jobs
+
+        queued = GaugeMetricFamily(
+            "docbatch_queued_units",
+            "Units queued per queue, in the broker or in the backlog (Postgres)",
+            labels=["queue"],
+        )
+        try:
+            with new_session() as s:
+                rows = s.execute(
+                    select(Unit.queue, func.count())
+                    .where(Unit.state == UnitState.queued.value)
+                    .group_by(Unit.queue)
+                ).all()
+            seen = {str(q): int(n) for q, n in rows}
+            for task in (*TASKS, EXTRACT):  # a queue with nothing queued reads 0, not absent
+                seen.setdefault(settings.queue_for(task), 0)
+            for queue, count in sorted(seen.items()):
+                queued.add_metric([queue], count)
+        except Exception:
+            log.exception("metrics: reading queued units failed")
+        yield queued
 
         depth = GaugeMetricFamily(
             "docbatch_queue_depth",

@@ -363,22 +363,18 @@ def _check_k8s_extract(
 def _check_scaled_by_every_priority_list(
     scaled: dict[str, dict[str, Any]], task: str, settings_data: dict[str, str]
 ) -> None:
-    """The task's ScaledObject starts pods from 0 for a job of any priority: it watches
-    every Redis list kombu keeps for the task's queue, the default priority's included."""
-    from kombu.transport.redis import Channel
-
-    from docbatch.api.metrics import priority_queue_names
-    from docbatch.domain.broker import broker_priority
+    """The task's ScaledObject scales from 0 on the queue's backlog in Postgres (the api's
+    docbatch_queued_units, read from Prometheus), not on Redis, which holds only the few
+    ids the fair dispatcher sent."""
     from docbatch.schema.settings import Settings
 
     so = scaled[f"docbatch-worker-{task}"]["spec"]
     assert so["scaleTargetRef"]["name"] == f"docbatch-worker-{task}"
     assert so["minReplicaCount"] == 0
-    assert all(t["type"] == "redis" for t in so["triggers"])
-    assert all(int(t["metadata"]["listLength"]) >= 1 for t in so["triggers"])
+    (trigger,) = so["triggers"]
+    assert trigger["type"] == "prometheus"
     queue = Settings(queue_prefix=settings_data["DOCBATCH_QUEUE_PREFIX"]).queue_for(task)
     assert queue == f"docbatch.{task}"
-    watched = [t["metadata"]["listName"] for t in so["triggers"]]
-    assert sorted(watched) == sorted(priority_queue_names(queue)), task  # each level once
-    # Where a job of default priority (0) waits: the pods start for it.
-    assert f"{queue}{Channel.sep}{broker_priority(0)}" in watched, task
+    assert f'docbatch_queued_units{{queue="{queue}"}}' in trigger["metadata"]["query"], task
+    assert int(trigger["metadata"]["threshold"]) >= 1
+    assert trigger["metadata"]["activationThreshold"] == "0"  # starts pods for one unit
