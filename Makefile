@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CORPUS ?= examples
 
-.PHONY: install lock system-deps test chaos demo lint docs format bench clean
+.PHONY: install lock system-deps test chaos demo lint docs format bench bench-million clean
 
 UV_VERSION ?= 0.13.8
 
@@ -95,6 +95,10 @@ docs: install
 # `make bench BENCH_ARGS="--device cuda"` on a GPU machine; see BENCHMARKS.md.
 bench: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m bench.run $(BENCH_ARGS)
+
+# One job of a million documents beside a 100,000-document one (about half an hour).
+bench-million: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m bench.million $(BENCH_ARGS)
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -9,16 +9,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from docbatch.api import metrics, openapi
-from docbatch.api.routers import health, jobs, openai_batch, schedules, stats, ui
+from docbatch.api.logs import RequestLog
+from docbatch.api.routers import admin, health, jobs, openai_batch, schedules, stats, ui
 from docbatch.schema.errors import (
     BatchApiError,
     Conflict,
+    Forbidden,
     InputError,
     NotFound,
     PayloadTooLarge,
     Unauthorized,
     UnsupportedMediaType,
 )
+from docbatch.schema.logs import configure as configure_logs
+from docbatch.schema.settings import Settings, get_settings
 
 
 def _version() -> str:
@@ -28,9 +32,14 @@ def _version() -> str:
         return "0+unknown"
 
 
-def create_app() -> FastAPI:
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app; reads nothing from the database or the broker until a request comes."""
+    settings = settings or get_settings()
+    configure_logs(settings.log_format)  # uvicorn's worker processes import only this
     # The installed package's version (pyproject.toml), as `docbatch --version` prints it.
     app = FastAPI(title="docbatch", version=_version())
+    app.add_middleware(RequestLog, access_log=settings.log_format == "json")
+    app.include_router(admin.router)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(metrics.router)
@@ -69,14 +78,20 @@ def create_app() -> FastAPI:
             return _openai_error(404, str(exc), None)
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=403)
+
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": ["body"], "msg": "invalid"}
         field = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "header"))
+        if _openai_path(request):
+            return _openai_error(422, f"{field}: {first['msg']}", field or None)
         return JSONResponse(
             {"error": {"field": field, "message": first["msg"]}, "detail": str(exc.errors())},
             status_code=422,

@@ -26,11 +26,18 @@ import redis as redis_lib
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from docbatch.domain.build import build_info
 from docbatch.schema.db import new_session
 from docbatch.schema.settings import TASKS, get_settings
 from docbatch.schema.tables import EXTRACT, Job, Unit, UnitState
@@ -45,6 +52,14 @@ UNITS_INGESTED = Counter(
     "docbatch_units_ingested", "Work units created (one queue message each)", registry=REGISTRY
 )
 JOBS_CREATED = Counter("docbatch_jobs_created", "Jobs created", registry=REGISTRY)
+REQUEST_SECONDS = Histogram(
+    "docbatch_api_request_duration_seconds",
+    "Seconds per api request, by route template (unmatched paths: 'unmatched'), method and status",
+    ["route", "method", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    registry=REGISTRY,
+)
+build_info(REGISTRY, "api")
 
 
 def ingested(documents: int, units: int) -> None:
@@ -75,6 +90,13 @@ def _redis(url: str) -> redis_lib.Redis:
 
 class StateCollector(Collector):
     """Jobs by status and queue depth per task, read fresh on every scrape."""
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        # What registering asks for (auto_describe): without it the registry would call
+        # collect(), and importing the api would query Postgres and Redis.
+        yield GaugeMetricFamily("docbatch_jobs", "Jobs by status", labels=["status"])
+        yield GaugeMetricFamily("docbatch_queue_depth", "", labels=["task", "queue"])
+        yield GaugeMetricFamily("docbatch_queued_units", "", labels=["queue"])
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         settings = get_settings()

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from docbatch import processes
+from tests.redis_index import Claim, claim_redis_index
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "examples"  # real text shipped with the repository (examples/README.md)
@@ -29,7 +30,6 @@ ADMIN_URL = os.environ.get(
     "DOCBATCH_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("DOCBATCH_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
-LOCK_KEY = "docbatch:test-run-lock"  # shared with tests/conftest.py: one index, one owner
 
 
 class BenchEnv:
@@ -41,13 +41,13 @@ class BenchEnv:
         self.logdir = logdir
         self.procs: list[subprocess.Popen[bytes]] = []
         self.redis_index: int | None = None
+        self._redis_claim: Claim | None = None
         self.database_url = ""
         self.broker_url = ""
         self.api_key = ""
         self._closed = False
 
     def open(self) -> BenchEnv:
-        import redis as redis_lib
         from sqlalchemy import create_engine, text
         from sqlalchemy.engine import make_url
 
@@ -62,16 +62,8 @@ class BenchEnv:
         self.database_url = (
             make_url(ADMIN_URL).set(database=self.db_name).render_as_string(hide_password=False)
         )
-        for index in range(15, 0, -1):
-            client = redis_lib.Redis.from_url(f"{REDIS_URL}/{index}")
-            if client.set(LOCK_KEY, self.run_id, nx=True, ex=4 * 3600):
-                for key in client.scan_iter(count=1000):
-                    if key.decode() != LOCK_KEY:
-                        client.delete(key)
-                self.redis_index = index
-                break
-        else:
-            raise RuntimeError("every Redis db index 1..15 is held by another run")
+        self._redis_claim = claim_redis_index(REDIS_URL, self.run_id)
+        self.redis_index = self._redis_claim.index
         self.broker_url = f"{REDIS_URL}/{self.redis_index}"
         os.environ.update(
             {
@@ -120,6 +112,7 @@ class BenchEnv:
 
             engine_for.cache_clear()
         if self.redis_index is not None:
+            self._redis_claim.release()
             with contextlib.suppress(Exception):
                 import redis as redis_lib
 

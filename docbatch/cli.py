@@ -2,7 +2,8 @@
 
 docbatch run docs.jsonl --task tags --task summarize -o out.jsonl   # no servers
 docbatch run ./inbox --task summarize      # a folder of PDFs, Word files, e-mails, ...
-docbatch api | docbatch worker --task embed | docbatch beat | docbatch migrate
+docbatch api | docbatch worker --task embed | docbatch beat | docbatch maintenance
+docbatch migrate
 docbatch submit docs.jsonl --task tags --wait
 docbatch status JOB ; docbatch results JOB -o out.jsonl ; docbatch cancel JOB
 docbatch keys create --tenant acme ; docbatch keys revoke KEY_OR_ID ; docbatch keys list
@@ -166,13 +167,17 @@ def cmd_schedules(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from docbatch.schema.logs import configure as configure_logs
     from docbatch.schema.migrate import upgrade, wait_for_database
     from docbatch.schema.settings import get_settings
 
     s = get_settings()
+    json_logs = configure_logs(s.log_format)
     if args.migrate:
         wait_for_database(s.database_url)
         upgrade(s.database_url)
+    from uvicorn.config import LOGGING_CONFIG
+
     uvicorn.run(
         "docbatch.api.app:app",
         host=args.host or s.api_host,
@@ -180,6 +185,10 @@ def cmd_api(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level="info",
         timeout_keep_alive=s.api_keep_alive_seconds,
+        # JSON: uvicorn's lines go through the root logger; the api writes its own
+        # request line (with the request id and tenant) instead of uvicorn's access line.
+        log_config=None if json_logs else LOGGING_CONFIG,
+        access_log=not json_logs,
     )
     return 0
 
@@ -240,6 +249,36 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
         str(args.concurrency or s.webhook_concurrency),
         "--hostname",
         f"webhooks-{os.getpid()}@%h",
+        "--loglevel",
+        args.loglevel,
+        "-E",
+    ]
+    app.worker_main(argv)
+    return 0
+
+
+def cmd_maintenance(args: argparse.Namespace) -> int:
+    # No task: this process never loads a model. It is what always consumes the maintenance
+    # queue (schedule ticks, reconcile passes, cancel sweeps): the model and extract workers
+    # also consume it while they run, but they scale to zero when idle, and then nothing
+    # fires a schedule or republishes a lost unit (issue 27).
+    os.environ.pop("DOCBATCH_WORKER_TASK", None)
+    from docbatch.schema.settings import get_settings
+
+    get_settings.cache_clear()
+    from docbatch.worker.app import app
+
+    s = get_settings()
+    argv = [
+        "worker",
+        "-Q",
+        s.maintenance_queue,
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(args.concurrency),
+        "--hostname",
+        f"maintenance-{os.getpid()}@%h",
         "--loglevel",
         args.loglevel,
         "-E",
@@ -363,12 +402,33 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--loglevel", default="INFO")
     sp.set_defaults(func=cmd_webhooks)
 
+    sp = sub.add_parser(
+        "maintenance",
+        help="consume the maintenance queue: schedule ticks, the reconciler, cancel sweeps "
+        "(runs no model; keep one running, model workers may scale to zero)",
+    )
+    sp.add_argument(
+        "--concurrency",
+        type=int,
+        default=2,
+        help="threads (a slow schedule tick does not hold up a reconcile pass)",
+    )
+    sp.add_argument("--loglevel", default="INFO")
+    sp.set_defaults(func=cmd_maintenance)
+
     sp = sub.add_parser("beat", help="run the scheduler (exactly one per deployment)")
     sp.add_argument("--loglevel", default="INFO")
     sp.add_argument("--schedule", help="beat's schedule state file")
     sp.set_defaults(func=cmd_beat)
 
-    sp = sub.add_parser("keys", help="create, revoke and list API keys (talks to the database)")
+    sp = sub.add_parser(
+        "keys",
+        help="create, revoke and list API keys (through the api with DOCBATCH_ADMIN_KEY, "
+        "else the database)",
+    )
+    sp.add_argument(
+        "--database", action="store_true", help="go to the database even with an admin key"
+    )
     keys = sp.add_subparsers(dest="keys_command", required=True)
     kp = keys.add_parser("create", help="create a key for a tenant; prints it once")
     kp.add_argument("--tenant", required=True)

@@ -136,6 +136,17 @@ class Client:
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
 
+    # -- admin (the admin key) ------------------------------------------------------------
+    def create_key(self, tenant: str) -> dict[str, Any]:
+        return self._send("POST", "/v1/admin/keys", json={"tenant": tenant}).json()
+
+    def keys(self, tenant: str | None = None) -> dict[str, Any]:
+        params = {"tenant": tenant} if tenant else {}
+        return self._send("GET", "/v1/admin/keys", params=params).json()
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        return self._send("DELETE", f"/v1/admin/keys/{key_id}").json()
+
     # -- schedules ----------------------------------------------------------------------
     def create_schedule(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._send("POST", "/v1/schedules", json=body).json()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from docbatch.schema.errors import InputError, NotFound, Unauthorized
-from docbatch.schema.tables import ApiKey, Tenant, utcnow
+from docbatch.schema.tables import AdminAudit, ApiKey, Tenant, utcnow
+
+log = logging.getLogger("docbatch.audit")
 
 KEY_PREFIX = "dbk_"
 TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -95,6 +98,41 @@ def authenticate(session: Session, key: str) -> str:
     if row.revoked_at is not None:
         raise Unauthorized(f"API key {row.key_id} was revoked at {row.revoked_at.isoformat()}")
     return row.tenant
+
+
+def audit(
+    session: Session,
+    action: str,
+    *,
+    tenant: str | None,
+    key_id: str | None,
+    client: str | None = None,
+    request_id: str | None = None,
+) -> None:
+    """Record a change made with the admin key (the admin_audit table and the log)."""
+    session.add(
+        AdminAudit(
+            at=utcnow(),
+            action=action,
+            tenant=tenant,
+            key_id=key_id,
+            client=(client or "")[:200] or None,
+            request_id=request_id,
+        )
+    )
+    log.warning(
+        "admin %s tenant=%s key=%s client=%s request_id=%s",
+        action,
+        tenant,
+        key_id,
+        client,
+        request_id,
+        extra={"tenant": tenant, "audit": action},
+    )
+
+
+def audit_log(session: Session, limit: int = 100) -> list[AdminAudit]:
+    return list(session.scalars(select(AdminAudit).order_by(AdminAudit.id.desc()).limit(limit)))
 
 
 def webhook_secret(session: Session, tenant: str) -> str | None:

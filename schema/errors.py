@@ -5,6 +5,7 @@ DocbatchError
 │   ├── PayloadTooLarge       a body or NDJSON line over its byte limit (HTTP 413)
 │   └── UnsupportedMediaType  a Content-Type the endpoint does not read (HTTP 415)
 ├── Unauthorized        no, malformed, unknown or revoked API key (HTTP 401)
+├── Forbidden           a valid key that may not do this (a tenant key on /v1/admin: HTTP 403)
 ├── NotFound            no such job/schedule for this tenant (another tenant's is NotFound too)
 ├── Conflict            e.g. an Idempotency-Key reused with a different body
 ├── BatchApiError       a request of the OpenAI-compatible API refused, in OpenAI's shape
@@ -37,6 +38,10 @@ class InputError(DocbatchError):
 
 
 class Unauthorized(DocbatchError):
+    pass
+
+
+class Forbidden(DocbatchError):
     pass
 
 

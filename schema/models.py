@@ -458,6 +458,34 @@ class JobCreate(BaseModel):
 JOB_OPTIONS = tuple(name for name in JobCreate.model_fields if name != "documents")
 
 
+# POST /v1/batches (the OpenAI Batch API). What an endpoint means depends on the tasks the
+# deployment runs, so ``endpoint`` is checked against Settings where the batch is created.
+BATCH_METADATA_PAIRS = 16
+MetadataKey = Annotated[str, Field(max_length=64), AfterValidator(_clean)]
+MetadataValue = Annotated[str, Field(max_length=512), AfterValidator(_clean)]
+
+
+class OutputExpiresAfter(BaseModel):
+    """OpenAI's ``output_expires_after``: accepted, and not acted on here."""
+
+    model_config = STRICT
+    anchor: Literal["created_at"]
+    seconds: Annotated[int, Field(ge=3600, le=2_592_000)]
+
+
+class BatchCreate(BaseModel):
+    """The body of ``POST /v1/batches``, as OpenAI's ``client.batches.create`` sends it."""
+
+    model_config = STRICT
+    input_file_id: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_clean)]
+    endpoint: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_clean)]
+    completion_window: Literal["24h"]
+    metadata: (
+        Annotated[dict[MetadataKey, MetadataValue], Field(max_length=BATCH_METADATA_PAIRS)] | None
+    ) = None
+    output_expires_after: OutputExpiresAfter | None = None
+
+
 class TaskCounts(BaseModel):
     total: int
     succeeded: int
@@ -514,4 +542,25 @@ class SchedulePublic(BaseModel):
 
 class SchedulesPublic(BaseModel):
     data: list[SchedulePublic]
+    count: int
+
+
+class KeyCreate(BaseModel):
+    """``POST /v1/admin/keys``: a new key for ``tenant`` (the tenant is created if new)."""
+
+    tenant: str = Field(description="1-64 letters, digits, '_', '.' or '-'")
+
+
+class KeyPublic(BaseModel):
+    """A tenant's API key as the admin sees it; ``key`` only in the answer that creates it."""
+
+    id: str
+    tenant: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None = None
+    key: str | None = Field(None, description="The whole key: shown once, never stored")
+
+
+class KeysPublic(BaseModel):
+    data: list[KeyPublic]
     count: int

@@ -162,6 +162,11 @@ class Settings(BaseSettings):
     # a GPU, inline on the CPU, where they only take cores and the GIL from the model).
     worker_overlap: Literal["auto", "threads", "inline"] = "auto"
     worker_chain_seconds: float = 30.0
+    # A worker asked to stop (SIGTERM) claims no further unit; the unit it is computing may
+    # finish within this many seconds, past them it is given back (queued again, attempt
+    # refunded) for another worker. Keep it well under the orchestrator's grace period
+    # (Kubernetes terminationGracePeriodSeconds, compose stop_grace_period).
+    worker_shutdown_grace_seconds: float = Field(20.0, ge=0)
 
     # Input limits (4xx naming the limit and this setting when exceeded).
     max_documents_per_job: int = 1_000_000
@@ -223,11 +228,19 @@ class Settings(BaseSettings):
     # Deliveries `docbatch webhooks` sends at once (threads; it runs no model).
     webhook_concurrency: int = 8
 
+    # Logs: "text" (the default, for people) or "json" (one object per line with job_id,
+    # unit_id, tenant, task and, on the api, request_id: for a log pipeline).
+    log_format: Literal["text", "json"] = "text"
+
     # CLI client: where `docbatch submit/status/results` send requests.
     api_url: str = "http://127.0.0.1:8000"
     api_key: str = ""
 
     # API
+    # The admin key: creates, lists and revokes tenant keys over /v1/admin/keys (every
+    # change audited). Empty (the default): those routes do not exist. Keep it in a Secret;
+    # at least 32 characters.
+    admin_key: str = Field("", repr=False)
     # How long the api trusts a checked key (a revoked key works at most this much longer).
     api_key_cache_seconds: float = 10.0
     api_host: str = "127.0.0.1"
@@ -243,6 +256,15 @@ class Settings(BaseSettings):
     # whose worker serves them (the configured model's own id and last path part always
     # work), e.g. DOCBATCH_OPENAI_MODELS='{"text-embedding-3-small": "embed"}'.
     openai_models: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _admin_key_is_long(self) -> Settings:
+        if self.admin_key and len(self.admin_key) < 32:
+            raise ValueError(
+                "DOCBATCH_ADMIN_KEY is too short: use at least 32 random characters "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return self
 
     @model_validator(mode="after")
     def _fill_models(self) -> Settings:

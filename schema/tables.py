@@ -347,6 +347,21 @@ class ApiKey(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class AdminAudit(Base):
+    """One change made with the admin key (``/v1/admin/...``): who, what, when."""
+
+    __tablename__ = "admin_audit"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    action: Mapped[str] = mapped_column(String(32))  # key.create, key.revoke
+    tenant: Mapped[str | None] = mapped_column(String(64))
+    key_id: Mapped[str | None] = mapped_column(String(32))
+    # The caller's address as the api saw it, and the request id of its log lines.
+    client: Mapped[str | None] = mapped_column(String(200))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+
+
 class WebhookDelivery(Base):
     """The webhook outbox: written with the job's terminal status, sent after commit."""
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from docbatch.schema.errors import InputError
 from docbatch.schema.models import (
     NAME_MAX_CHARS,
+    BatchCreate,
     DocumentIn,
     JobCreate,
     ScheduleName,
@@ -76,7 +77,13 @@ def input_error(exc: ValidationError, prefix: str = "", line: int | None = None)
     message = template.format(**ctx) if template else err["msg"]
     if err["type"] == "string_type" and field.endswith(".text"):
         message = "is required and must be a string"
+    # A lone surrogate in a key would make the error itself unsendable as UTF-8 JSON.
+    field, message = _sendable(field), _sendable(message)
     return InputError(field or prefix or "body", message, line=line)
+
+
+def _sendable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _context(settings: Settings) -> dict[str, Any]:
@@ -88,6 +95,13 @@ def validate_job(raw: Any, settings: Settings) -> JobCreate:
     if not isinstance(raw, dict):
         raise InputError("body", "must be a JSON object with tasks and documents")
     return _validate(JobCreate, raw, settings, "")  # type: ignore[return-value]
+
+
+def validate_batch_create(raw: Any, settings: Settings) -> BatchCreate:
+    """The body of ``POST /v1/batches``."""
+    if not isinstance(raw, dict):
+        raise InputError("body", "must be a JSON object")
+    return _validate(BatchCreate, raw, settings, "")  # type: ignore[return-value]
 
 
 def validate_tasks(raw: Any, settings: Settings) -> list[dict[str, Any]]:

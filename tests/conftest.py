@@ -4,7 +4,7 @@ Needs a PostgreSQL server (``DOCBATCH_TEST_DATABASE_URL``, default
 ``postgresql+psycopg://postgres@127.0.0.1:5432/test``; the role must be allowed to
 CREATE DATABASE) and a Redis server (``DOCBATCH_TEST_REDIS_URL``, default
 ``redis://127.0.0.1:6379``). The run creates ``docbatch_test_<random>`` and drops it
-at the end, takes a Redis db index no other run holds (a lock key inside it) and
+at the end, takes a Redis db index no other run holds (tests/redis_index.py) and
 flushes it at the end, and stops every process it started.
 """
 
@@ -20,6 +20,8 @@ import redis as redis_lib
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from tests.redis_index import Claim, claim_redis_index
+
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_URL = os.environ.get(
     "DOCBATCH_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -27,7 +29,6 @@ ADMIN_URL = os.environ.get(
 REDIS_URL = os.environ.get("DOCBATCH_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
 RUN_ID = secrets.token_hex(4)
 DB_NAME = f"docbatch_test_{RUN_ID}"
-LOCK_KEY = "docbatch:test-run-lock"
 
 
 def _fail(what: str, url: str, exc: BaseException) -> None:
@@ -39,35 +40,27 @@ def _fail(what: str, url: str, exc: BaseException) -> None:
     )
 
 
-def _claim_redis_db() -> int:
-    for index in range(15, 0, -1):
-        client = redis_lib.Redis.from_url(f"{REDIS_URL}/{index}")
-        if client.set(LOCK_KEY, RUN_ID, nx=True, ex=4 * 3600):
-            # Leftovers of a crashed run (its lock expired) are ours to clear.
-            for key in client.scan_iter(count=1000):
-                if key.decode() != LOCK_KEY:
-                    client.delete(key)
-            return index
-    raise RuntimeError("every Redis db index 1..15 is held by another test run")
-
-
-def _setup() -> tuple[str, str, int]:
+def _setup() -> tuple[str, Claim]:
+    try:
+        claim = claim_redis_index(REDIS_URL, RUN_ID)
+    except Exception as exc:
+        _fail("Redis", REDIS_URL, exc)
     try:
         admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
         admin.dispose()
     except Exception as exc:
+        claim.release()
+        redis_lib.Redis.from_url(f"{REDIS_URL}/{claim.index}").flushdb()
         _fail("PostgreSQL", ADMIN_URL, exc)
-    try:
-        index = _claim_redis_db()
-    except Exception as exc:
-        _fail("Redis", REDIS_URL, exc)
     db_url = make_url(ADMIN_URL).set(database=DB_NAME).render_as_string(hide_password=False)
-    return db_url, f"{REDIS_URL}/{index}", index
+    return db_url, claim
 
 
-DATABASE_URL, BROKER_URL, REDIS_DB = _setup()
+DATABASE_URL, REDIS_CLAIM = _setup()
+REDIS_DB = REDIS_CLAIM.index
+BROKER_URL = f"{REDIS_URL}/{REDIS_DB}"
 # Set before anything imports the settings or the Celery app.
 os.environ.update(
     {
@@ -89,6 +82,7 @@ def _teardown() -> None:
     from docbatch.schema.db import engine_for
 
     engine_for.cache_clear()
+    REDIS_CLAIM.release()
     client = redis_lib.Redis.from_url(BROKER_URL)
     client.flushdb()
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")

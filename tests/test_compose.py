@@ -85,6 +85,7 @@ def test_services_profiles_and_healthchecks(config):
         "redis",
         "api",
         "beat",
+        "maintenance",
         "webhooks",
         "flower",
         "prometheus",
@@ -175,6 +176,14 @@ def test_exactly_one_beat(config):
     assert beat["command"][:2] == ["docbatch", "beat"]
     assert beat["deploy"]["replicas"] == 1
     assert beat["build"]["dockerfile"] == "ops/Dockerfile.slim"
+
+
+def test_maintenance_is_consumed_with_every_worker_stopped(config):
+    """Schedule ticks and the reconciler run in their own model-free service."""
+    m = config["services"]["maintenance"]
+    assert m["command"] == ["docbatch", "maintenance"]
+    assert m["build"]["dockerfile"] == "ops/Dockerfile.slim"
+    assert "deploy" not in m or "devices" not in str(m["deploy"])
 
 
 def test_webhooks_are_sent_by_a_process_without_a_model(config):
@@ -315,6 +324,11 @@ def test_k8s_manifests():
 
     beat = deployments["docbatch-beat"]["spec"]
     assert beat["replicas"] == 1 and beat["strategy"]["type"] == "Recreate"
+    # Always consumed, whatever KEDA does with the workers (issue 27 item 1).
+    maintenance = deployments["docbatch-maintenance"]["spec"]
+    assert maintenance["replicas"] >= 1
+    (m,) = maintenance["template"]["spec"]["containers"]
+    assert m["command"] == ["docbatch", "maintenance"]
 
     scaled = by_kind["ScaledObject"]
     settings_data = by_kind["ConfigMap"]["docbatch-settings"]["data"]

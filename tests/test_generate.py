@@ -495,7 +495,7 @@ def test_checkpoint_sampling_defaults_are_not_applied(tiny_gpt2, reference, tmp_
 def test_chat_completion_body_maps_to_a_generate_task(handler, reference):
     import json
 
-    from docbatch.domain.openai_batch import Converted, LineError, convert_line
+    from docbatch.domain.openai.convert import Converted, LineError, convert_line
     from docbatch.schema.settings import Settings
 
     settings = Settings(openai_models={"any": "generate"})

@@ -80,29 +80,47 @@ def test_nothing_imports_a_layer_without_the_docbatch_root():
     assert not bare, "\n".join(bare)
 
 
-def _domain_imports(path: Path) -> set[str]:
+def _domain_modules() -> dict[str, Path]:
+    """Every domain module by its dotted name under docbatch.domain (``jobs``,
+    ``openai.batches``; a package by its own name, ``openai``)."""
+    found = {}
+    for path in sorted((ROOT / "domain").rglob("*.py")):
+        parts = path.relative_to(ROOT / "domain").with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if parts:
+            found[".".join(parts)] = path
+    return found
+
+
+def _domain_imports(path: Path, modules: set[str]) -> set[str]:
     """The docbatch.domain modules ``path`` imports, at the top or inside a function."""
-    modules = {p.stem for p in (ROOT / "domain").glob("*.py")}
     found: set[str] = set()
+
+    def add(dotted: str) -> None:
+        parts = dotted.split(".")
+        if parts[:2] == ["docbatch", "domain"] and len(parts) > 2:
+            found.add(".".join(parts[2:]))
+
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module == "docbatch.domain":
-            found.update(alias.name for alias in node.names if alias.name in modules)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            parts = node.module.split(".")
-            if parts[:2] == ["docbatch", "domain"] and len(parts) > 2:
-                found.add(parts[2])
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            for alias in node.names:  # ``from docbatch.domain.openai import render``
+                if f"{node.module}.{alias.name}".removeprefix("docbatch.domain.") in modules:
+                    add(f"{node.module}.{alias.name}")
+                else:
+                    add(node.module)
         elif isinstance(node, ast.Import):
             for alias in node.names:
-                parts = alias.name.split(".")
-                if parts[:2] == ["docbatch", "domain"] and len(parts) > 2:
-                    found.add(parts[2])
-    return found - {path.stem}
+                add(alias.name)
+    return found & modules
 
 
 def test_domain_modules_import_no_circle():
     """The domain reads bottom-up (closing <- waiting <- ledger <- jobs ...): no module
     imports one that imports it back, even from inside a function."""
-    graph = {p.stem: _domain_imports(p) for p in sorted((ROOT / "domain").glob("*.py"))}
+    modules = _domain_modules()
+    assert "openai.batches" in modules  # the subpackages are read too
+    graph = {name: _domain_imports(path, set(modules)) - {name} for name, path in modules.items()}
     done: set[str] = set()
     circles: list[str] = []
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import numpy as np
 import openai
 import pytest
@@ -292,3 +293,55 @@ def test_the_readme_script_runs_unchanged(api_url, workers, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "completed=3" in out.stdout and '"custom_id":"r' in out.stdout, out.stdout
+
+
+def _post_batch(api_url: str, key: str, raw: bytes) -> httpx.Response:
+    return httpx.post(
+        f"{api_url}/v1/batches",
+        content=raw,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        timeout=60,
+    )
+
+
+def test_a_bad_create_body_is_a_422_naming_the_field(api_url, database):
+    """``POST /v1/batches`` is checked by ``BatchCreate``: a field of the wrong shape is a
+    422 in OpenAI's envelope naming it, and nothing is written."""
+    tenant = f"t{secrets.token_hex(3)}"
+    key = new_api_key(tenant)
+    client = openai.OpenAI(base_url=f"{api_url}/v1", api_key=key, max_retries=0)
+    line = {"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {"input": "x"}}
+    f = client.files.create(file=("r.jsonl", _jsonl([line])), purpose="batch")
+    with pytest.raises(openai.UnprocessableEntityError) as bad:
+        client.batches.create(
+            input_file_id=f.id,
+            endpoint="/v1/embeddings",
+            completion_window=["24h"],  # type: ignore[arg-type]
+        )
+    assert bad.value.param == "completion_window"
+    good = {"input_file_id": f.id, "endpoint": "/v1/embeddings", "completion_window": "24h"}
+    cases = [
+        ({**good, "completion_window": "48h"}, "completion_window"),
+        ({**good, "input_file_id": 7}, "input_file_id"),
+        ({**good, "metadata": {"k": "v" * 513}}, "metadata.k"),
+        ({**good, "metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
+        ({**good, "metadata": "nightly"}, "metadata"),
+        ({**good, "surprise": 1}, "surprise"),
+        ({k: v for k, v in good.items() if k != "endpoint"}, "endpoint"),
+    ]
+    for body, field in cases:
+        got = _post_batch(api_url, key, json.dumps(body).encode())
+        assert got.status_code == 422, (body, got.text)
+        assert got.json()["error"]["param"] == field, got.text
+    # A lone surrogate in metadata (a key or a value) and JSON nested 100,000 deep.
+    lone = json.dumps({**good, "metadata": {"k": "\ud800"}}).encode()
+    lone_key = json.dumps({**good, "metadata": {"\udc00": "v"}}).encode()
+    deep = b'{"metadata": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    for raw in (lone, lone_key, deep):
+        got = _post_batch(api_url, key, raw)
+        assert got.status_code == 422, got.text
+        assert got.json()["error"]["type"] == "invalid_request_error"
+    assert [b.id for b in client.batches.list()] == []
+    assert client.batches.list().data == []
+    # The same body, well formed, is a batch.
+    assert client.batches.create(**good).status in ("in_progress", "completed")

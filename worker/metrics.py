@@ -15,6 +15,7 @@ unit's results are committed::
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -59,6 +60,19 @@ MODEL_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 
+QUEUE_WAIT = Histogram(
+    "docbatch_unit_queue_wait_seconds",
+    "Seconds from a unit's publication (or its last republication) to its claim",
+    ["task"],
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
+)
+JOB_SECONDS = Histogram(
+    "docbatch_job_duration_seconds",
+    "Seconds from a job's submission to its end, observed by the worker that ended it",
+    ["status"],
+    buckets=(1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 24 * 3600),
+)
+
 _started = threading.Lock()
 _port: int | None = None
 
@@ -71,6 +85,23 @@ def timed_batch(task: str, lengths: list[int]) -> Iterator[None]:
     MODEL_SECONDS.labels(task).observe(time.perf_counter() - start)
     BATCH_ROWS.labels(task).observe(len(lengths))
     BATCH_TOKENS.labels(task).observe(max(lengths, default=0) * len(lengths))
+
+
+def claimed(task: str, published_at: dt.datetime | None) -> None:
+    """A unit was claimed: how long it waited in its queue."""
+    if published_at is not None:
+        wait = (dt.datetime.now(dt.UTC) - _aware(published_at)).total_seconds()
+        QUEUE_WAIT.labels(task).observe(max(wait, 0.0))
+
+
+def job_finished(status: str, created_at: dt.datetime | None) -> None:
+    if created_at is not None:
+        seconds = (dt.datetime.now(dt.UTC) - _aware(created_at)).total_seconds()
+        JOB_SECONDS.labels(status).observe(max(seconds, 0.0))
+
+
+def _aware(when: dt.datetime) -> dt.datetime:
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)  # SQLite drops the zone
 
 
 def _generated_tokens(handler: Handler, output: dict[str, Any] | None) -> int:

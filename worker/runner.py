@@ -43,8 +43,11 @@ from docbatch.domain.outbox import unit_of_work
 from docbatch.domain.retry import RetryPolicy, describe, is_transient
 from docbatch.domain.waiting import UnitLimits
 from docbatch.schema.db import transaction
+from docbatch.schema.logs import log_context
 from docbatch.schema.settings import Settings
 from docbatch.schema.tables import Unit, UnitState
+from docbatch.worker import metrics as worker_metrics
+from docbatch.worker import shutdown
 from docbatch.worker.lease import Lease, Unleased, drop_lease, holder_for
 from docbatch.worker.pipeline import Inline, Writer
 from docbatch.worker.stage import C, Held, ShouldStop, Stage, Verdict, W
@@ -94,11 +97,16 @@ class UnitRunner(Generic[W, C]):
         self.holder = holder
         self.leased = not settings.database_url.startswith("sqlite")
         self.limits = UnitLimits.of(settings)
+        self.interrupted: set[int] = set()  # units a stop of this worker cut short
 
     # -- one unit --------------------------------------------------------------------------
 
     def claim(self, holder: Holder, unit_id: int) -> Held[W] | Verdict:
         """Take the unit and prepare it; the lease stays held while it is ours."""
+        with log_context(unit_id=unit_id):
+            return self._claim(holder, unit_id)
+
+    def _claim(self, holder: Holder, unit_id: int) -> Held[W] | Verdict:
         if not holder.acquire(unit_id):
             return Verdict.skipped  # running on another live worker
         try:
@@ -115,7 +123,8 @@ class UnitRunner(Generic[W, C]):
                     ledger.finalize_job_if_done(s, claim.job)
                     verdict = Verdict.misrouted
                 elif claim is not None:
-                    held = Held(unit_id, claim.job.id, self.stage.load(s, claim))
+                    held = Held(unit_id, claim.job.id, self.stage.load(s, claim), claim.job.tenant)
+                    worker_metrics.claimed(self.stage.task, claim.unit.published_at)
             if held is None:
                 holder.release(unit_id)
                 return verdict
@@ -128,10 +137,31 @@ class UnitRunner(Generic[W, C]):
             raise
         return held
 
+    def logged(self, held: Held[W]) -> contextlib.AbstractContextManager[dict[str, object]]:
+        """The unit's ids on every log line inside (DOCBATCH_LOG_FORMAT=json)."""
+        return log_context(job_id=held.job_id, unit_id=held.unit_id, tenant=held.tenant or None)
+
     def compute(self, holder: Holder, held: Held[W]) -> C:
+        """The unit's computed rows. A stop of this worker (SIGTERM, past
+        DOCBATCH_WORKER_SHUTDOWN_GRACE_SECONDS) stops the stage early and puts the unit in
+        ``self.interrupted``: nothing of it is written, it is given back."""
         self._clock(holder, held)
-        computed = self.stage.compute(held.work, cancel_watcher(held.job_id, self.settings))
+        cancelled = cancel_watcher(held.job_id, self.settings)
+        grace = self.settings.worker_shutdown_grace_seconds
+        interrupted = False
+
+        def should_stop() -> bool:
+            nonlocal interrupted
+            if shutdown.past_grace(grace):
+                interrupted = True
+                return True
+            return cancelled()
+
+        with self.logged(held):
+            computed = self.stage.compute(held.work, should_stop)
         holder.holdings.limit(held.unit_id, None)
+        if interrupted and computed.cancelled:
+            self.interrupted.add(held.unit_id)
         return computed
 
     def _clock(self, holder: Holder, held: Held[W]) -> None:
@@ -142,7 +172,8 @@ class UnitRunner(Generic[W, C]):
         """Write the unit's rows and close it in one transaction, then let it go."""
         verdict: Verdict | None = None
         try:
-            verdict = self._write_and_close(held, computed)
+            with self.logged(held):
+                verdict = self._write_and_close(held, computed)
         except Exception as exc:
             if is_transient(exc):  # queued again, attempt refunded: the task retries
                 self.give_back(holder, held.unit_id)
@@ -195,7 +226,8 @@ class UnitRunner(Generic[W, C]):
                 tokens=computed.tokens,
                 limits=self.limits,
             )
-            ledger.finalize_job_if_done(s, job)
+            if ledger.finalize_job_if_done(s, job):
+                worker_metrics.job_finished(job.status, job.created_at)
         return Verdict(state.value)
 
     def _fail(self, held: Held[W], reason: str) -> Verdict:
@@ -239,6 +271,8 @@ class UnitRunner(Generic[W, C]):
     def claim_next(self, holder: Holder) -> Held[W] | None:
         """Claim and prepare the next unit of this stage's queue in fair order
         (docbatch.domain.dispatch.next_units), or None when there is none to claim."""
+        if shutdown.stopping():
+            return None
         for _ in range(CANDIDATES):
             ids, from_backlog = dispatch.next_units(self.settings, self.queue, CANDIDATES)
             for unit_id in ids:
@@ -280,12 +314,22 @@ class UnitRunner(Generic[W, C]):
         try:
             while True:
                 computed = self.compute(holder, current)
-                writer.put(current, computed)
-                owned = None
+                interrupted = current.unit_id in self.interrupted
+                if interrupted:  # this worker is stopping: another takes the unit now
+                    with contextlib.suppress(Exception):
+                        self.stage.finished(computed, None)
+                    self.give_back(holder, current.unit_id)
+                    owned = None
+                else:
+                    writer.put(current, computed)
+                    owned = None
                 if ahead is None:
                     break
                 nxt, ahead = ahead.result(), None
                 if nxt is None:
+                    break
+                if interrupted or shutdown.stopping():  # claimed ahead: not ours to run
+                    self.give_back(holder, nxt.unit_id)
                     break
                 current = owned = nxt
                 chained += 1
@@ -310,4 +354,7 @@ class UnitRunner(Generic[W, C]):
             raise write_error
         if chained:
             log.info("unit %s: ran %d more units claimed ahead", unit_id, chained)
+        if unit_id in self.interrupted:
+            log.info("unit %s: given back, this worker is stopping", unit_id)
+            return Verdict.given_back
         return writer.verdicts.get(unit_id, Verdict.done)

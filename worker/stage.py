@@ -53,6 +53,7 @@ class Verdict(StrEnum):
     skipped = "skipped"  # closed already, or running on another live worker
     misrouted = "misrouted"  # another task's unit: failed with the reason
     superseded = "superseded"  # another delivery closed it first: nothing written
+    given_back = "given back"  # the worker is stopping: queued again for another, unwritten
 
 
 @dataclass
@@ -75,6 +76,7 @@ class Held(Generic[W]):
     unit_id: int
     job_id: str
     work: W
+    tenant: str = ""
 
 
 class Stage(Protocol[W, C]):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_shutting_down
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -25,9 +25,11 @@ from docbatch.domain.broker import (
 from docbatch.domain.retry import RetryPolicy
 from docbatch.schema.db import transaction
 from docbatch.schema.errors import TransientError
+from docbatch.schema.logs import bind_process
 from docbatch.schema.settings import Settings, get_settings
 from docbatch.schema.tables import EXTRACT
 from docbatch.worker import metrics as worker_metrics
+from docbatch.worker import shutdown
 from docbatch.worker.app import app
 from docbatch.worker.handlers.base import pick_device
 from docbatch.worker.lease import drop_lease, holder_for
@@ -85,9 +87,17 @@ def _warm_up(settings: Settings) -> None:
 
 @worker_process_init.connect
 def _load_stage(**_: Any) -> None:
+    shutdown.reset()  # a new pool child
     settings = get_settings()
+    bind_process(task=settings.worker_task)  # on every log line of this process
     if load_stage(settings) is not None:
         _warm_up(settings)
+
+
+@worker_shutting_down.connect
+def _pass_on_stop(**_: Any) -> None:
+    shutdown.request_stop()  # the solo pool runs units in this process
+    shutdown.pass_on_to_pool()
 
 
 @app.task(
@@ -102,6 +112,7 @@ def _load_stage(**_: Any) -> None:
     max_retries=20,
 )
 def process_unit_task(self: Any, unit_id: int) -> str:
+    shutdown.install()  # SIGTERM: finish or give back the unit in hand (worker/shutdown.py)
     settings = get_settings()
     stage = load_stage(settings)
     if stage is None:

@@ -1,4 +1,4 @@
-"""The OpenAI Batch API: ``/v1/files`` and ``/v1/batches`` (``schema/openai_batch.py``).
+"""The OpenAI Batch API: ``/v1/files`` and ``/v1/batches`` (``domain/openai/``).
 
 The official ``openai`` client works against these unchanged::
 
@@ -20,13 +20,16 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import select
 
 from docbatch.api.deps import SessionDep, SettingsDep, TenantDep
+from docbatch.api.ingest import body_limit, check_declared_length, spool_body
 from docbatch.domain import blobs, jobs
-from docbatch.domain import openai_batch as ob
+from docbatch.domain.openai import batches, files, render
 from docbatch.domain.outbox import unit_of_work
 from docbatch.schema.db import new_session, transaction
 from docbatch.schema.errors import BatchApiError, PayloadTooLarge
+from docbatch.schema.models import BatchCreate
 from docbatch.schema.settings import Settings
 from docbatch.schema.tables import Batch, StoredFile, utcnow
+from docbatch.schema.validation import parse_json, validate_batch_create
 
 log = logging.getLogger("docbatch.api")
 router = APIRouter(prefix="/v1", tags=["openai-batch"])
@@ -85,7 +88,7 @@ async def create_file(request: Request, tenant: TenantDep, settings: SettingsDep
     def store() -> dict[str, Any]:
         upload.file.seek(0)
         with transaction() as s:
-            stored = ob.store_upload(
+            stored = files.store_upload(
                 s,
                 settings,
                 tenant=tenant,
@@ -93,7 +96,7 @@ async def create_file(request: Request, tenant: TenantDep, settings: SettingsDep
                 purpose=purpose,
                 stream=upload.file,
             )
-            return ob.file_object(stored)
+            return render.file_object(stored)
 
     try:
         return JSONResponse(await run_in_threadpool(store))
@@ -121,7 +124,7 @@ def list_files(
             query = query.where(_beyond(key, cut, order))
     ordering = [k.asc() if order == "asc" else k.desc() for k in key]
     found = session.scalars(query.order_by(*ordering).limit(limit + 1)).all()
-    return _page([ob.file_object(f) for f in found[:limit]], len(found) > limit)
+    return _page([render.file_object(f) for f in found[:limit]], len(found) > limit)
 
 
 def _beyond(key: tuple[Any, Any], cut: tuple[Any, Any], order: str) -> Any:
@@ -132,7 +135,7 @@ def _beyond(key: tuple[Any, Any], cut: tuple[Any, Any], order: str) -> Any:
 
 @router.get("/files/{file_id}")
 def get_file(file_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, Any]:
-    return ob.file_object(ob.owned_file(session, tenant, file_id))
+    return render.file_object(files.owned_file(session, tenant, file_id))
 
 
 @router.get("/files/{file_id}/content")
@@ -140,7 +143,7 @@ def get_file_content(file_id: str, tenant: TenantDep) -> StreamingResponse:
     """The file's bytes; a running batch's output and error files are rendered from the
     results so far (they are complete once the batch ends)."""
     with new_session() as s:
-        found = ob.owned_file(s, tenant, file_id)
+        found = files.owned_file(s, tenant, file_id)
         oid = found.blob_oid
         batch = None
         if oid is None:
@@ -153,7 +156,7 @@ def get_file_content(file_id: str, tenant: TenantDep) -> StreamingResponse:
     if oid is not None:
         body = blobs.read(oid)
     elif batch is not None:
-        body = ob._blocks(ob.render_lines(batch, errors=batch.error_file_id == file_id))
+        body = render.blocks(render.render_lines(batch, errors=batch.error_file_id == file_id))
     else:
         body = iter(())
     return StreamingResponse(body, media_type="application/octet-stream")
@@ -162,28 +165,42 @@ def get_file_content(file_id: str, tenant: TenantDep) -> StreamingResponse:
 @router.delete("/files/{file_id}")
 def delete_file(file_id: str, tenant: TenantDep) -> dict[str, Any]:
     with transaction() as s:
-        ob.delete_file(s, tenant, file_id)
+        files.delete_file(s, tenant, file_id)
     return {"id": file_id, "object": "file", "deleted": True}
 
 
 # -- batches ---------------------------------------------------------------------------
 
 
-def _create_batch(tenant: str, settings: Settings, body: dict[str, Any]) -> str:
+def _create_batch(tenant: str, settings: Settings, request: BatchCreate) -> str:
     # The batch job's units are published once this commits (its outbox).
     with unit_of_work(settings) as s:
-        batch, _new = ob.create_batch(s, settings, tenant=tenant, body=body)
+        batch, _new = batches.create_batch(s, settings, tenant=tenant, request=request)
         return batch.id
 
 
-@router.post("/batches")
+_BATCH_CREATE_SCHEMA = BatchCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+
+
+@router.post(
+    "/batches",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _BATCH_CREATE_SCHEMA}},
+        }
+    },
+)
 async def create_batch(request: Request, tenant: TenantDep, settings: SettingsDep) -> JSONResponse:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BatchApiError(400, "the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise BatchApiError(400, "the body must be a JSON object")
+    """Create a batch (``BatchCreate``): a field of the wrong shape is a 422 naming it, an
+    endpoint this deployment does not serve or an input file that is not ``purpose=batch``
+    a 400, as OpenAI answers them."""
+    limit, setting = body_limit("json", settings)
+    check_declared_length(request.headers, limit, setting)
+    spool, _digest = await spool_body(request.stream(), limit, setting)
+    with spool:
+        raw = parse_json(spool.read(), settings, "body", what="is not valid JSON")
+    body = validate_batch_create(raw, settings)
     batch_id = await run_in_threadpool(_create_batch, tenant, settings, body)
     return JSONResponse(await run_in_threadpool(_read_batch, tenant, batch_id, settings))
 
@@ -191,9 +208,9 @@ async def create_batch(request: Request, tenant: TenantDep, settings: SettingsDe
 def _read_batch(tenant: str, batch_id: str, settings: Settings) -> dict[str, Any]:
     # A read may expire the batch, which cancels its job (a sweep in the outbox).
     with unit_of_work(settings) as s:
-        batch = ob.owned_batch(s, tenant, batch_id)
-        ob.refresh(s, batch)
-        return ob.batch_object(s, batch)
+        batch = batches.owned_batch(s, tenant, batch_id)
+        batches.refresh(s, batch)
+        return batches.describe(s, batch)
 
 
 @router.get("/batches/{batch_id}")
@@ -204,7 +221,7 @@ def get_batch(batch_id: str, tenant: TenantDep, settings: SettingsDep) -> dict[s
 @router.post("/batches/{batch_id}/cancel")
 def cancel_batch(batch_id: str, tenant: TenantDep, settings: SettingsDep) -> dict[str, Any]:
     with unit_of_work(settings) as s:
-        batch = ob.owned_batch(s, tenant, batch_id)
+        batch = batches.owned_batch(s, tenant, batch_id)
         if batch.job_id is not None and batch.finalized_at is None:
             if batch.cancelling_at is None:
                 batch.cancelling_at = utcnow()
@@ -228,4 +245,4 @@ def list_batches(
         if anchor is not None and anchor.tenant == tenant:
             query = query.where(_beyond(key, (anchor.created_at, anchor.id), "desc"))
     found = session.scalars(query.order_by(*(k.desc() for k in key)).limit(limit + 1)).all()
-    return _page([ob.batch_object(session, b) for b in found[:limit]], len(found) > limit)
+    return _page([batches.describe(session, b) for b in found[:limit]], len(found) > limit)

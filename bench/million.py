@@ -1,0 +1,276 @@
+"""A million documents in one job, end to end, beside a 100,000-document job on the same stack.
+
+Both jobs run the same path (the real api, two real Celery workers on the no-op handler, the
+real reconciler pass timed on a thread) so every figure is printed side by side with its ratio:
+what grows with the job shows as a ratio well past 1.
+
+    .venv/bin/python -m bench.million [--docs 1000000] [--sample 100000] [--workers 2]
+
+Per job: ingest (docs/s, api peak RSS), units created, first unit claimed after the submit
+returned, steady chunks/s and the rate in the first and the last tenth of the units,
+``GET /v1/jobs/{id}`` / ``GET /v1/jobs`` p50/p99 while it runs, the dashboard's job page
+load (its HTML plus the two reads its script makes), Redis memory of the run's db index at
+its peak, the reconciler's pass time, NDJSON and Parquet export (docs/s, api RSS growth),
+Postgres bytes per document (documents, results, units, indexes included) before and after
+``VACUUM``; then a cancel mid-way of a second big job (time to ``cancelled``, counts exact).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.cluster import Api, RssSampler, file_chunks, start_workers, stop_all
+from bench.env import BenchEnv, machine, rss_mb
+
+TABLES = ("documents", "results", "units")
+WORDS = (  # noqa: SIM905
+    "the of and to in is that for it as with was on be by this are from or an which data "
+    "model document batch worker queue result token chunk vector summary label python"
+).split()
+
+
+def short_corpus(path: Path, n: int) -> Path:
+    """``n`` short documents (100..300 bytes of English-like words)."""
+    rng = random.Random(7)
+    with path.open("w", encoding="utf-8") as fh:
+        for i in range(n):
+            words = [rng.choice(WORDS) for _ in range(rng.randint(20, 55))]
+            fh.write(json.dumps({"custom_id": f"m-{i}", "text": " ".join(words)}) + "\n")
+    return path
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return 1000 * ordered[int(q * (len(ordered) - 1))] if ordered else float("nan")
+
+
+class Watch:
+    """While a job runs: polls (job, list, dashboard page), Redis memory, reconciler passes."""
+
+    def __init__(self, api: Api, env: BenchEnv, job_id: str) -> None:
+        self.api, self.env, self.job_id = api, env, job_id
+        self.poll: list[float] = []
+        self.listing: list[float] = []
+        self.page: list[float] = []
+        self.reconcile: list[float] = []
+        self.redis_peak = 0
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=f, daemon=True)
+            for f in (self._polls, self._redis, self._reconciles)
+        ]
+
+    def __enter__(self) -> Watch:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+    def _timed(self, into: list[float], client: httpx.Client, *paths: str) -> None:
+        t0 = time.perf_counter()
+        for path in paths:
+            assert client.get(path).status_code == 200, path
+        into.append(time.perf_counter() - t0)
+
+    def _polls(self) -> None:
+        headers = {"Authorization": f"Bearer {self.env.api_key}"}
+        with httpx.Client(base_url=self.api.url, headers=headers, timeout=60) as c:
+            while not self._stop.wait(0.2):
+                self._timed(self.poll, c, f"/v1/jobs/{self.job_id}")
+                self._timed(self.listing, c, "/v1/jobs")
+                self._timed(
+                    self.page,
+                    c,
+                    f"/ui/jobs/{self.job_id}",
+                    f"/v1/jobs/{self.job_id}",
+                    f"/v1/jobs/{self.job_id}/throughput",
+                )
+
+    def _redis(self) -> None:
+        import redis as redis_lib
+
+        client = redis_lib.Redis.from_url(self.env.broker_url)
+        while not self._stop.wait(1.0):
+            used = sum(client.memory_usage(k) or 0 for k in client.scan_iter(count=1000))
+            self.redis_peak = max(self.redis_peak, used)
+
+    def _reconciles(self) -> None:
+        from docbatch.schema.settings import Settings
+        from docbatch.worker.reconcile import reconcile_once
+
+        settings = Settings()
+        while not self._stop.wait(2.0):
+            t0 = time.perf_counter()
+            reconcile_once(settings)
+            self.reconcile.append(time.perf_counter() - t0)
+
+
+def sql(env: BenchEnv, statement: str, **params: Any) -> list[Any]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(env.database_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            result = conn.execute(text(statement), params)
+            return list(result.all()) if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def table_bytes(env: BenchEnv) -> int:
+    return sum(sql(env, f"SELECT pg_total_relation_size('{t}')")[0][0] for t in TABLES)
+
+
+def unit_rates(env: BenchEnv, job_id: str) -> dict[str, float]:
+    """Documents/s over the whole job and in its first and last tenth of units (finish order)."""
+    rows = sql(
+        env,
+        "SELECT u.claimed_at, u.finished_at, u.seq_hi - u.seq_lo + 1 FROM units u "
+        "WHERE u.job_id = :j AND u.finished_at IS NOT NULL ORDER BY u.finished_at",
+        j=job_id,
+    )
+    created = sql(env, "SELECT created_at FROM jobs WHERE id = :j", j=job_id)[0][0]
+    first_claim = min(r[0] for r in rows)
+    tenth = max(1, len(rows) // 10)
+
+    def rate(part: list[Any]) -> float:
+        start = part[0][1] if part is not rows else first_claim
+        span = (part[-1][1] - start).total_seconds()
+        return sum(r[2] for r in part) / span if span > 0 else float("nan")
+
+    return {
+        "units created": len(rows),
+        "first unit claimed after submit (s)": (first_claim - created).total_seconds(),
+        "processing docs/s (first claim to last unit)": rate(rows),
+        "processing docs/s, first tenth of units": rate(rows[: tenth + 1]),
+        "processing docs/s, last tenth of units": rate(rows[-tenth - 1 :]),
+    }
+
+
+def export(api: Api, job_id: str, n: int, fmt: str) -> dict[str, float]:
+    before = rss_mb(api.pid)[0]
+    with RssSampler(api.pid) as sampler:
+        t0 = time.monotonic()
+        if fmt == "ndjson":
+            got = sum(1 for _ in api.results(job_id))
+            assert got == n, got
+        else:
+            with api.client.stream(
+                "GET", f"/v1/jobs/{job_id}/results", params={"format": "parquet"}
+            ) as resp:
+                assert resp.status_code == 200, resp.status_code
+                size = sum(len(b) for b in resp.iter_bytes())
+            assert size > 0
+        seconds = time.monotonic() - t0
+    return {"docs_per_s": n / seconds, "rss_growth_mb": sampler.peak - before}
+
+
+def run_job(env: BenchEnv, api: Api, path: Path, n: int) -> dict[str, Any]:
+    bytes_before = table_bytes(env)
+    with RssSampler(api.pid) as ingest_rss:
+        t0 = time.monotonic()
+        job = api.submit_ndjson(file_chunks(path), "embed")
+        ingest_s = time.monotonic() - t0
+    with Watch(api, env, job["id"]) as watch:
+        done = api.wait(job["id"], timeout=7200)
+    assert done["counts"]["embed"]["succeeded"] == n, done["counts"]
+    out: dict[str, Any] = {
+        "ingest docs/s": n / ingest_s,
+        "ingest api peak RSS MB": ingest_rss.peak,
+        **unit_rates(env, job["id"]),
+        "GET job p50 ms": pct(watch.poll, 0.5),
+        "GET job p99 ms": pct(watch.poll, 0.99),
+        "GET jobs p50 ms": pct(watch.listing, 0.5),
+        "GET jobs p99 ms": pct(watch.listing, 0.99),
+        "dashboard job page p50 ms": pct(watch.page, 0.5),
+        "redis peak KB": watch.redis_peak / 1024,
+        "reconcile pass p50 ms": pct(watch.reconcile, 0.5),
+        "reconcile pass max ms": pct(watch.reconcile, 1.0),
+    }
+    for fmt in ("ndjson", "parquet"):
+        for k, v in export(api, job["id"], n, fmt).items():
+            out[f"export {fmt} {k}"] = v
+    out["pg bytes/doc"] = (table_bytes(env) - bytes_before) / n
+    sql(env, "VACUUM (ANALYZE) documents, results, units")
+    out["pg bytes/doc after VACUUM"] = (table_bytes(env) - bytes_before) / n
+    return out
+
+
+def cancel_midway(env: BenchEnv, api: Api, path: Path, n: int) -> dict[str, float]:
+    job = api.submit_ndjson(file_chunks(path), "embed")
+    while api.job(job["id"])["counts"]["embed"]["succeeded"] < n // 3:
+        time.sleep(0.2)
+    t0 = time.monotonic()
+    resp = api.client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert resp.status_code == 200, resp.text
+    done = api.wait(job["id"], timeout=3600)
+    seconds = time.monotonic() - t0
+    counts = done["counts"]["embed"]
+    assert done["status"] == "cancelled", done["status"]
+    assert counts["succeeded"] + counts["cancelled"] + counts.get("failed", 0) == n, counts
+    return {
+        "cancel: seconds to cancelled": seconds,
+        "cancel: succeeded": counts["succeeded"],
+        "cancel: cancelled": counts["cancelled"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--docs", type=int, default=1_000_000)
+    p.add_argument("--sample", type=int, default=100_000)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--unit-tokens", type=int, default=65536)
+    p.add_argument("--no-cancel", action="store_true", help="skip the cancel of a second job")
+    args = p.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="docbatch-million-"))
+    env = BenchEnv(tmp / "logs").open()
+    extra = {
+        "DOCBATCH_TORCH_THREADS": "1",
+        "DOCBATCH_MODELS__EMBED__HANDLER": "bench.handlers:NoopHandler",
+    }
+    api = Api(env, "api-million", {"DOCBATCH_UNIT_TOKENS": str(args.unit_tokens)})
+    workers = start_workers(env, "embed", args.workers, extra, "noop")
+    try:
+        figures: dict[int, dict[str, Any]] = {}
+        for n in (args.sample, args.docs):
+            path = short_corpus(tmp / f"docs-{n}.jsonl", n)
+            print(f"job of {n} documents ({path.stat().st_size / 1e6:.0f} MB NDJSON)", flush=True)
+            figures[n] = run_job(env, api, path, n)
+        small, big = figures[args.sample], figures[args.docs]
+        print(f"\n| figure | {args.sample:,} docs | {args.docs:,} docs | ratio |")
+        print("|---|---:|---:|---:|")
+        for key in small:
+            ratio = big[key] / small[key] if small[key] else float("nan")
+            print(f"| {key} | {small[key]:,.2f} | {big[key]:,.2f} | {ratio:.2f} |")
+        if not args.no_cancel:
+            for key, value in cancel_midway(
+                env, api, tmp / f"docs-{args.docs}.jsonl", args.docs
+            ).items():
+                print(f"| {key} | | {value:,.2f} | |")
+        print(
+            f"\n{args.workers} no-op workers, DOCBATCH_UNIT_TOKENS={args.unit_tokens}; "
+            f"machine: {json.dumps(machine())}"
+        )
+        return 0
+    finally:
+        stop_all(workers)
+        api.stop()
+        env.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

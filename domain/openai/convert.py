@@ -1,0 +1,300 @@
+"""Request lines as documents: which task an endpoint is, a line's body converted to the
+texts and params of that task's job (or a line error), and the reader that feeds the
+batch's job from its input file."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from docbatch.domain import jobs
+from docbatch.domain.openai.files import iter_lines
+from docbatch.schema.errors import InputError
+from docbatch.schema.models import DocumentIn
+from docbatch.schema.settings import Settings
+from docbatch.schema.validation import validate_document
+
+GENERATE_ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
+DOCBATCH_PREFIX = "/v1/docbatch/"
+
+# What a task runs when no model is configured (the handlers' defaults), so a batch can
+# name it: the bundled MiniLM answers to "all-MiniLM-L6-v2".
+DEFAULT_MODELS = {"embed": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def endpoint_task(endpoint: str, settings: Settings) -> str | None:
+    """The docbatch task that serves ``endpoint``; None for an endpoint we don't know."""
+    if endpoint == "/v1/embeddings":
+        return "embed"
+    if endpoint in GENERATE_ENDPOINTS:
+        return "generate"
+    if endpoint.startswith(DOCBATCH_PREFIX):
+        task = endpoint.removeprefix(DOCBATCH_PREFIX)
+        return task if task in settings.models else None
+    return None
+
+
+def supported_endpoints(settings: Settings) -> list[str]:
+    return ["/v1/embeddings", *GENERATE_ENDPOINTS] + [
+        DOCBATCH_PREFIX + t for t in sorted(settings.models) if t != "embed"
+    ]
+
+
+@dataclass
+class LineError:
+    code: str
+    message: str
+    param: str | None = None
+
+
+@dataclass
+class Converted:
+    """One request line as the job sees it: its texts and the task's params."""
+
+    texts: list[str]
+    params: dict[str, Any]
+    model: str | None
+    encoding: str = "float"
+
+
+def resolve_model(name: Any, task: str, settings: Settings) -> str | None:
+    """The task a model name is served by, through DOCBATCH_OPENAI_MODELS and the
+    configured model ids (full id or last path part)."""
+    if not isinstance(name, str):
+        return None
+    if settings.openai_models.get(name) == task:
+        return task
+    configured = settings.model_for(task).model if task in settings.models else ""
+    configured = configured or DEFAULT_MODELS.get(task, "")
+    names = {configured, configured.rstrip("/").rsplit("/", 1)[-1]} - {""}
+    return task if name in names else None
+
+
+def convert_line(req: dict[str, Any], task: str, settings: Settings) -> Converted | LineError:
+    body: dict[str, Any] = req["body"]
+    if task == "embed":
+        return _convert_embeddings(body, settings)
+    if task == "generate":
+        if task not in settings.models:
+            return LineError(
+                "endpoint_unavailable",
+                f"{req['url']} is served by the 'generate' task, which this deployment does "
+                "not run; use /v1/embeddings or /v1/docbatch/<task>",
+            )
+        return _convert_generation(req["url"], body, settings)
+    model = body.get("model")
+    if model is not None and resolve_model(model, task, settings) is None:
+        return _unknown_model(model, task)
+    text = body.get("text")
+    if not isinstance(text, str):
+        return LineError("missing_required_parameter", "body.text must be a string", "text")
+    raw = {k: v for k, v in body.items() if k not in ("text", "model")}
+    params = _task_params(json.dumps([task, raw], sort_keys=True), settings)
+    if isinstance(params, LineError):
+        return params
+    return Converted([text], params, model)
+
+
+_PARAMS_CACHE: dict[tuple[str, int], dict[str, Any] | LineError] = {}
+
+
+def _task_params(key: str, settings: Settings) -> dict[str, Any] | LineError:
+    """A task's checked params; the lines of a batch mostly repeat one set, checked once."""
+    cache_key = (key, id(settings))
+    got = _PARAMS_CACHE.get(cache_key)
+    if got is None:
+        task, raw = json.loads(key)
+        try:
+            [got] = jobs.parse_tasks([{**raw, "type": task}], settings)
+        except InputError as exc:
+            field = exc.field.removeprefix("tasks[0].")
+            got = LineError("invalid_parameter", exc.message, field)
+        if len(_PARAMS_CACHE) > 256:
+            _PARAMS_CACHE.clear()
+        _PARAMS_CACHE[cache_key] = got
+    return dict(got) if isinstance(got, dict) else got
+
+
+def _unknown_model(model: Any, task: str) -> LineError:
+    return LineError(
+        "model_not_found",
+        f"The model {model!r} does not exist here. Map it to the {task!r} task with "
+        f"DOCBATCH_OPENAI_MODELS, or use the configured model's name.",
+        "model",
+    )
+
+
+# Request parameters that change nothing here, and those we cannot honour.
+_IGNORED = {"user", "store", "metadata", "stream", "service_tier", "parallel_tool_calls"}
+_SAMPLING = {"max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop", "n"}
+
+
+def _convert_generation(
+    url: str, body: dict[str, Any], settings: Settings
+) -> Converted | LineError:
+    """A chat or text completion request as a ``generate`` document: the messages (JSON)
+    or the prompt is the text; the sampling parameters are the task's params."""
+    chat = url == "/v1/chat/completions"
+    model = body.get("model")
+    if resolve_model(model, "generate", settings) is None:
+        return _unknown_model(model, "generate")
+    source = "messages" if chat else "prompt"
+    unknown = sorted(set(body) - _IGNORED - _SAMPLING - {"model", source})
+    if unknown:
+        return LineError(
+            "invalid_parameter", f"parameter {unknown[0]!r} is not supported", unknown[0]
+        )
+    if body.get("stream"):
+        return LineError("invalid_parameter", "stream is not supported in a batch", "stream")
+    if body.get("n", 1) != 1:
+        return LineError("invalid_parameter", "n must be 1", "n")
+    raw = body.get(source)
+    if chat:
+        ok = (
+            isinstance(raw, list)
+            and raw
+            and all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in raw)
+        )
+        text = json.dumps(raw, ensure_ascii=False) if ok else None
+    else:
+        text = raw if isinstance(raw, str) and raw else None
+    if text is None:
+        what = "a non-empty list of {role, content} messages" if chat else "a non-empty string"
+        return LineError("invalid_parameter", f"{source} must be {what}", source)
+    params: dict[str, Any] = {"input": source}
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is not None:
+        params["max_new_tokens"] = max_tokens
+    # OpenAI's default is sampling at temperature 1; 0 is greedy.
+    params["temperature"] = body.get("temperature", 1.0)
+    for key in ("top_p", "seed"):
+        if body.get(key) is not None:
+            params[key] = body[key]
+    stop = body.get("stop")
+    if stop is not None:
+        params["stop"] = [stop] if isinstance(stop, str) else stop
+    checked = _task_params(json.dumps(["generate", params], sort_keys=True), settings)
+    if isinstance(checked, LineError):
+        return checked
+    return Converted([text], checked, model)
+
+
+def _convert_embeddings(body: dict[str, Any], settings: Settings) -> Converted | LineError:
+    model = body.get("model")
+    if resolve_model(model, "embed", settings) is None:
+        return _unknown_model(model, "embed")
+    unknown = sorted(set(body) - {"input", "model", "encoding_format", "user", "dimensions"})
+    if unknown:
+        return LineError("invalid_parameter", f"unknown parameter {unknown[0]!r}", unknown[0])
+    if body.get("dimensions") is not None:
+        return LineError(
+            "invalid_parameter", "dimensions is not supported by this model", "dimensions"
+        )
+    encoding = body.get("encoding_format", "float")
+    if encoding not in ("float", "base64"):
+        return LineError(
+            "invalid_parameter", "encoding_format must be 'float' or 'base64'", "encoding_format"
+        )
+    raw = body.get("input")
+    texts = [raw] if isinstance(raw, str) else raw
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        return LineError(
+            "invalid_parameter",
+            "input must be a string or a non-empty list of strings (token arrays are not "
+            "supported)",
+            "input",
+        )
+    return Converted(texts, {"type": "embed"}, model, encoding)
+
+
+class RequestLines:
+    """The documents of a batch's job, converted from the input file as the job reads them."""
+
+    def __init__(self, oid: int, endpoint: str, task: str, settings: Settings) -> None:
+        self.oid, self.endpoint, self.task, self.settings = oid, endpoint, task, settings
+        self.params: dict[str, Any] | None = None
+        self.model: str | None = None
+        self.line_errors: list[dict[str, Any]] = []
+        self.url_errors: list[dict[str, Any]] = []
+        self.total = 0
+        self.multi_input = False
+
+    def requests(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        for number, raw in enumerate(iter_lines(self.oid), start=1):
+            if raw.strip():
+                yield number, json.loads(raw)
+
+    def first_params(self) -> None:
+        """Find the params of the first line that converts: every line must match them."""
+        for _, req in self.requests():
+            if req["url"] != self.endpoint:
+                continue
+            got = convert_line(req, self.task, self.settings)
+            if isinstance(got, Converted):
+                self.params, self.model = got.params, got.model
+                return
+
+    def documents(self) -> Iterator[tuple[DocumentIn, int | None]]:
+        seen: set[str] = set()
+        for number, req in self.requests():
+            self.total += 1
+            cid = req["custom_id"]
+            if req["url"] != self.endpoint:
+                if len(self.url_errors) < 100:
+                    self.url_errors.append(
+                        {
+                            "code": "url_mismatch",
+                            "line": number,
+                            "param": "url",
+                            "message": f"The url {req['url']!r} does not match the batch's "
+                            f"endpoint {self.endpoint!r}.",
+                        }
+                    )
+                continue
+            got = convert_line(req, self.task, self.settings)
+            if isinstance(got, Converted) and got.params != self.params:
+                got = LineError(
+                    "param_mismatch",
+                    f"every request of a batch must use the same parameters and model as the "
+                    f"first one ({self.params}); this one has {got.params}",
+                )
+            if isinstance(got, Converted) and got.model != self.model:
+                got = LineError(
+                    "model_mismatch",
+                    f"each input file can only include requests to a single model "
+                    f"({self.model!r}); this one asks for {got.model!r}",
+                    "model",
+                )
+            docs: list[DocumentIn] = []
+            if isinstance(got, Converted):
+                many = len(got.texts) > 1
+                self.multi_input |= many
+                for i, text in enumerate(got.texts):
+                    doc_cid = f"{cid}[{i}]" if many else cid
+                    doc = {
+                        "custom_id": doc_cid,
+                        "text": text,
+                        "metadata": {"openai": [number, cid, i, len(got.texts), got.encoding]},
+                    }
+                    try:
+                        # The checked document itself goes to create_job (checked once).
+                        checked = validate_document(doc, self.settings)
+                    except InputError as exc:
+                        field = exc.field.removeprefix("documents[0].")
+                        got = LineError("invalid_parameter", exc.message, field)
+                        break
+                    if doc_cid in seen:
+                        got = LineError("duplicate_custom_id", f"duplicate custom_id {doc_cid!r}")
+                        break
+                    docs.append(checked)
+            if isinstance(got, LineError):
+                self.line_errors.append(
+                    {"line": number, "custom_id": cid, "code": got.code, "message": got.message}
+                    | ({"param": got.param} if got.param else {})
+                )
+                continue
+            for checked in docs:
+                seen.add(checked.custom_id)
+                yield checked, None

@@ -1,0 +1,150 @@
+"""Batch input files: an upload checked line by line as it is stored in a blob, the
+tenant's files, their lines read back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import IO, Any
+
+from sqlalchemy.orm import Session
+
+from docbatch.domain import blobs
+from docbatch.schema.errors import BatchApiError, NotFound
+from docbatch.schema.settings import Settings
+from docbatch.schema.tables import StoredFile
+
+
+def _line_error(number: int, code: str, message: str) -> BatchApiError:
+    return BatchApiError(400, f"line {number}: {message}", code=code, param="file", line=number)
+
+
+def store_upload(
+    session: Session,
+    settings: Settings,
+    *,
+    tenant: str,
+    filename: str,
+    purpose: str,
+    stream: IO[bytes],
+) -> StoredFile:
+    """Store an uploaded batch input file, checking each line as it goes into the blob.
+
+    A line that is not a request (``{"custom_id", "method": "POST", "url", "body"}``),
+    a duplicate ``custom_id`` or too many lines raise BatchApiError naming the line;
+    the caller's transaction then rolls the blob back with the row.
+    """
+    if purpose != "batch":
+        raise BatchApiError(
+            400, f"purpose {purpose!r} is not supported; use 'batch'", param="purpose"
+        )
+    oid = blobs.create(session)
+    digest = hashlib.sha256()
+    seen: set[str] = set()
+    offset = lines = 0
+    pending: list[bytes] = []
+    pending_size = 0
+    for number, raw in enumerate(stream, start=1):
+        if len(raw) > settings.max_document_bytes * 2 + 4096:
+            raise _line_error(
+                number,
+                "line_too_long",
+                f"is {len(raw)} bytes; a request line may hold at most "
+                f"{settings.max_document_bytes} bytes of text (DOCBATCH_MAX_DOCUMENT_BYTES)",
+            )
+        if raw.strip():
+            _check_request_line(raw, number, seen)
+            lines += 1
+            if lines > settings.max_documents_per_job:
+                raise _line_error(
+                    number,
+                    "too_many_tasks",
+                    f"the file has more than {settings.max_documents_per_job} requests "
+                    "(DOCBATCH_MAX_DOCUMENTS_PER_JOB)",
+                )
+        digest.update(raw)
+        pending.append(raw)
+        pending_size += len(raw)
+        if pending_size >= blobs.BLOCK:
+            block = b"".join(pending)
+            blobs.write(session, oid, offset, block)
+            offset += len(block)
+            pending, pending_size = [], 0
+    if pending:
+        block = b"".join(pending)
+        blobs.write(session, oid, offset, block)
+        offset += len(block)
+    if lines == 0:
+        raise BatchApiError(400, "the file holds no requests", code="empty_file", param="file")
+    stored = StoredFile(
+        tenant=tenant,
+        filename=filename,
+        purpose="batch",
+        bytes=offset,
+        lines=lines,
+        sha256=digest.hexdigest(),
+        blob_oid=oid,
+    )
+    session.add(stored)
+    session.flush()
+    return stored
+
+
+def _check_request_line(raw: bytes, number: int, seen: set[str]) -> dict[str, Any]:
+    try:
+        req = json.loads(raw)
+    except ValueError:
+        raise _line_error(
+            number, "invalid_json_line", "This line is not parseable as valid JSON."
+        ) from None
+    if not isinstance(req, dict):
+        raise _line_error(number, "invalid_request", "must be a JSON object")
+    for key in ("custom_id", "method", "url", "body"):
+        if key not in req:
+            raise _line_error(
+                number, "missing_required_parameter", f"missing required parameter '{key}'"
+            )
+    cid = req["custom_id"]
+    if not isinstance(cid, str) or not cid.strip() or len(cid) > 512:
+        raise _line_error(
+            number, "invalid_custom_id", "custom_id must be a non-empty string of ≤ 512 characters"
+        )
+    if cid in seen:
+        raise _line_error(
+            number,
+            "duplicate_custom_id",
+            f"The custom_id for this request ({cid!r}) is a duplicate of another request.",
+        )
+    seen.add(cid)
+    if req["method"] != "POST":
+        raise _line_error(number, "invalid_method", "method must be 'POST'")
+    if not isinstance(req["url"], str) or not isinstance(req["body"], dict):
+        raise _line_error(number, "invalid_request", "url must be a string and body an object")
+    return req
+
+
+def owned_file(session: Session, tenant: str, file_id: str) -> StoredFile:
+    found = session.get(StoredFile, file_id)
+    if found is None or found.tenant != tenant:
+        raise NotFound(f"No such File object: {file_id}")
+    return found
+
+
+def iter_lines(oid: int) -> Iterator[bytes]:
+    """The blob's lines (with their newlines), read block by block."""
+    rest = b""
+    for block in blobs.read(oid):
+        rest += block
+        *whole, rest = rest.split(b"\n")
+        for line in whole:
+            yield line + b"\n"
+    if rest:
+        yield rest
+
+
+def delete_file(session: Session, tenant: str, file_id: str) -> None:
+    found = owned_file(session, tenant, file_id)
+    if found.blob_oid is not None:
+        blobs.delete(session, found.blob_oid)
+    session.delete(found)
