@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from docbatch.worker.chain_clock import ChainClock
 from docbatch.worker.stage import Held, Verdict
 
 if TYPE_CHECKING:
@@ -35,9 +36,15 @@ class Writer:
     refunded). The first error is returned by ``close`` (so the task retries)."""
 
     def __init__(
-        self, runner: UnitRunner[Any, Any], holder: Lease | Unleased, *, threaded: bool = True
+        self,
+        runner: UnitRunner[Any, Any],
+        holder: Lease | Unleased,
+        *,
+        threaded: bool = True,
+        clock: ChainClock | None = None,
     ) -> None:
         self.runner = runner
+        self.clock = clock or ChainClock()
         self.holder = holder
         self.queue: queue.Queue[tuple[Held[Any], Any] | None] = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
@@ -56,7 +63,8 @@ class Writer:
 
     def _write(self, held: Held[Any], computed: Any) -> None:
         try:
-            self.verdicts[held.unit_id] = self.runner.finish(self.holder, held, computed)
+            with self.clock.timing("write"):
+                self.verdicts[held.unit_id] = self.runner.finish(self.holder, held, computed)
         except BaseException as exc:  # surfaced by close()
             log.exception("writing unit %s failed", held.unit_id)
             if self.error is None:

@@ -35,6 +35,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Generic
 
@@ -48,6 +49,7 @@ from docbatch.schema.settings import Settings
 from docbatch.schema.tables import Unit, UnitState
 from docbatch.worker import metrics as worker_metrics
 from docbatch.worker import shutdown
+from docbatch.worker.chain_clock import ChainClock
 from docbatch.worker.lease import Lease, Unleased, drop_lease, holder_for
 from docbatch.worker.pipeline import Inline, Writer
 from docbatch.worker.stage import C, Held, ShouldStop, Stage, Verdict, W
@@ -174,6 +176,7 @@ class UnitRunner(Generic[W, C]):
         try:
             with self.logged(held):
                 verdict = self._write_and_close(held, computed)
+                log.info("unit %s of job %s: %s", held.unit_id, held.job_id, verdict.value)
         except Exception as exc:
             if is_transient(exc):  # queued again, attempt refunded: the task retries
                 self.give_back(holder, held.unit_id)
@@ -283,12 +286,21 @@ class UnitRunner(Generic[W, C]):
                 return None
         return None
 
+    def _timed_claim_next(self, clock: ChainClock) -> Callable[[Holder], Held[W] | None]:
+        def claim_next(holder: Holder) -> Held[W] | None:
+            with clock.timing("claim"):
+                return self.claim_next(holder)
+
+        return claim_next
+
     def run(self, unit_id: int) -> Verdict:
         """Run ``unit_id`` (and, claiming ahead, the queue's next units); returns what
         became of ``unit_id``."""
+        clock = ChainClock()
         try:
             holder = self.holder or holder_for(self.settings)
-            first = self.claim(holder, unit_id)
+            with clock.timing("claim"):
+                first = self.claim(holder, unit_id)
         except Exception:
             if self.holder is None:
                 drop_lease()  # the error may be on the lease connection: open a new one
@@ -297,7 +309,7 @@ class UnitRunner(Generic[W, C]):
             return first
         claim_ahead = self.stage.claim_ahead and self.leased
         threaded = self.stage.threaded and self.leased
-        writer: Writer = Writer(self, holder, threaded=threaded)
+        writer: Writer = Writer(self, holder, threaded=threaded, clock=clock)
         prefetch: Executor = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="docbatch-prefetch")
             if threaded
@@ -305,15 +317,17 @@ class UnitRunner(Generic[W, C]):
         )
         deadline = time.monotonic() + self.settings.worker_chain_seconds
         ahead: Future[Held[W] | None] | None = None
+        claim_next = self._timed_claim_next(clock)
         if claim_ahead:
-            ahead = prefetch.submit(self.claim_next, holder)
+            ahead = prefetch.submit(claim_next, holder)
         current, chained = first, 0
         # Ownership: ``owned`` is the unit we hold and have not handed to the writer (the
         # writer then lets it go); ``ahead``'s result is ours until it is run.
         owned: Held[W] | None = current
         try:
             while True:
-                computed = self.compute(holder, current)
+                with clock.timing("compute"):
+                    computed = self.compute(holder, current)
                 interrupted = current.unit_id in self.interrupted
                 if interrupted:  # this worker is stopping: another takes the unit now
                     with contextlib.suppress(Exception):
@@ -321,11 +335,14 @@ class UnitRunner(Generic[W, C]):
                     self.give_back(holder, current.unit_id)
                     owned = None
                 else:
-                    writer.put(current, computed)
+                    clock.units += 1
+                    with clock.timing("write_wait"):
+                        writer.put(current, computed)
                     owned = None
                 if ahead is None:
                     break
-                nxt, ahead = ahead.result(), None
+                with clock.timing("claim_wait"):
+                    nxt, ahead = ahead.result(), None
                 if nxt is None:
                     break
                 if interrupted or shutdown.stopping():  # claimed ahead: not ours to run
@@ -334,7 +351,7 @@ class UnitRunner(Generic[W, C]):
                 current = owned = nxt
                 chained += 1
                 if time.monotonic() < deadline and writer.error is None:
-                    ahead = prefetch.submit(self.claim_next, holder)
+                    ahead = prefetch.submit(claim_next, holder)
         except BaseException as exc:
             if owned is not None:
                 if owned.unit_id == unit_id:  # the message's unit: the task retries it
@@ -354,6 +371,7 @@ class UnitRunner(Generic[W, C]):
             raise write_error
         if chained:
             log.info("unit %s: ran %d more units claimed ahead", unit_id, chained)
+        log.info("unit %s: %s", unit_id, clock.line())
         if unit_id in self.interrupted:
             log.info("unit %s: given back, this worker is stopping", unit_id)
             return Verdict.given_back
