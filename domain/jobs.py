@@ -359,10 +359,11 @@ def public_of(job: Any, task_rows: Iterable[Any], reused: dict[str, int]) -> Job
         elapsed = max((end - start).total_seconds(), 1e-9)
         done = sum(c.succeeded + c.failed for c in counts.values())
         rate = done / elapsed
+    deleting = getattr(job, "deleting_at", None) is not None
     return JobPublic(
         id=job.id,
         name=job.name,
-        status=job.status,
+        status=JobStatus.deleting.value if deleting else job.status,
         priority=job.priority,
         tasks={r.task: r.params for r in rows},
         counts=counts,
@@ -373,6 +374,7 @@ def public_of(job: Any, task_rows: Iterable[Any], reused: dict[str, int]) -> Job
         elapsed_seconds=elapsed,
         documents_per_second=rate,
         reuse_results=bool(job.reuse_results),
+        delete_left=(dict(job.delete_left or {}) if deleting else None),
     )
 
 

@@ -286,6 +286,11 @@ def finalize_job_if_done(session: Session, job: Job) -> bool:
     job.finished_at = utcnow()
     if job.started_at is None:
         job.started_at = job.finished_at
+    if job.deleting_at is not None:
+        # Deleted while it ran: its rows go now (docbatch.domain.deletion); no webhook of
+        # an end nobody will be able to read.
+        outbox(session).add_delete(job.id)
+        return True
     if job.webhook_url:
         # The delivery row commits with the status; the outbox sends it after commit
         # (docbatch.worker.webhooks delivers it).

@@ -8,12 +8,13 @@ outbox of the transaction it runs in, and the transaction publishes once, after 
         jobs.create_job(session, settings, ...)   # appends its queues to top up
     # committed: the queues are topped up now; on a rollback nothing is
 
-Four kinds of follow-up travel this way: queues to top up from their backlog
+Five kinds of follow-up travel this way: queues to top up from their backlog
 (docbatch.domain.dispatch picks their next units in fair order and sends them), unit ids
 for their queues (what the dispatcher picked, or a lost message sent again), cancel
-sweeps for the maintenance queue (docbatch.worker.cancel), and webhook deliveries for
-``docbatch webhooks``. Publishing is best effort with one policy: a send
-that fails is logged and left to the reconciler (docbatch.domain.reconcile), which finds
+sweeps and job deletes for the maintenance queue (docbatch.worker.cancel,
+docbatch.worker.deletion), and webhook deliveries for ``docbatch webhooks``. Publishing
+is best effort with one policy: a send that fails is logged and left to the reconciler
+(docbatch.domain.reconcile), which finds
 every queued unit, cancelling job and undelivered webhook in Postgres; it is the
 backstop, never the plan.
 
@@ -61,6 +62,11 @@ class Outbox:
     units: list[QueuedUnit] = field(default_factory=list)
     cancels: list[str] = field(default_factory=list)  # job ids to sweep
     webhooks: list[int] = field(default_factory=list)  # delivery ids
+    deletes: list[str] = field(default_factory=list)  # job ids whose rows to delete
+
+    def add_delete(self, job_id: str) -> None:
+        if job_id not in self.deletes:
+            self.deletes.append(job_id)
 
     def add_dispatch(self, queue: str) -> None:
         """``queue`` may have new backlog, or room for more of it: top it up after commit."""
@@ -78,7 +84,7 @@ class Outbox:
         self.webhooks.extend(int(d) for d in delivery_ids)
 
     def __bool__(self) -> bool:
-        return bool(self.dispatches or self.units or self.cancels or self.webhooks)
+        return bool(self.dispatches or self.units or self.cancels or self.webhooks or self.deletes)
 
     def unit_ids(self) -> list[int]:
         return [u.unit_id for u in self.units]
@@ -93,6 +99,7 @@ class Outbox:
             ("top-ups of queues", self.dispatches, dispatch),
             ("cancel sweeps of jobs", self.cancels, publish.publish_cancels),
             ("webhook deliveries", self.webhooks, publish.publish_webhooks),
+            ("deletes of jobs", self.deletes, publish.publish_deletes),
         ]
         for what, items, send in sends:
             if not items:
@@ -104,12 +111,18 @@ class Outbox:
                     "could not publish %d %s after commit; the reconciler will", len(items), what
                 )
 
-    def _mark(self) -> tuple[int, int, int, int]:
-        return len(self.units), len(self.cancels), len(self.webhooks), len(self.dispatches)
+    def _mark(self) -> tuple[int, int, int, int, int]:
+        return (
+            len(self.units),
+            len(self.cancels),
+            len(self.webhooks),
+            len(self.deletes),
+            len(self.dispatches),
+        )
 
-    def _truncate(self, mark: tuple[int, int, int, int]) -> None:
+    def _truncate(self, mark: tuple[int, int, int, int, int]) -> None:
         del self.units[mark[0] :], self.cancels[mark[1] :], self.webhooks[mark[2] :]
-        del self.dispatches[mark[3] :]
+        del self.deletes[mark[3] :], self.dispatches[mark[4] :]
 
 
 def outbox(session: Session) -> Outbox:

@@ -30,6 +30,8 @@ _COLUMNS = (
     Job.started_at,
     Job.finished_at,
     Job.reuse_results,
+    Job.deleting_at,
+    Job.delete_left,
     JobTask.task,
     JobTask.params,
     JobTask.total,

@@ -512,6 +512,8 @@ class JobPublic(BaseModel):
     elapsed_seconds: float | None
     documents_per_second: float | None
     reuse_results: bool = False
+    # While the job is ``deleting``: the rows still to delete, per table.
+    delete_left: dict[str, int] | None = None
 
 
 class JobsPublic(BaseModel):

@@ -166,6 +166,18 @@ class Settings(BaseSettings):
     # many documents per transaction, off the request path; the job row stays locked (its
     # workers' result writes wait) for one batch at a time.
     cancel_batch_documents: int = Field(5000, ge=1)
+    # Deleting a job (DELETE /v1/jobs/{id}, retention): its rows go this many per
+    # transaction, off the request path, the job row last (docbatch.domain.deletion).
+    delete_batch_rows: int = Field(5000, ge=1)
+    # The beat's lifecycle pass (docbatch.domain.lifecycle): finishes interrupted deletes,
+    # removes orphaned blobs, deletes jobs past retention and expired OpenAI files.
+    lifecycle_interval_seconds: float = Field(300.0, gt=0)
+    # Finished jobs are deleted this many days after they finished; 0 keeps them forever.
+    # A tenant may have its own (`docbatch tenants set-retention`), a job a shorter one.
+    retention_days: int = Field(0, ge=0)
+    # Keep the original bytes of uploaded files after extraction succeeded (a job's
+    # keep_originals and a tenant's default override it).
+    keep_originals: bool = True
     # A unit running longer than base + per_1k_tokens x (its tokens / 1000) seconds has its
     # worker process replaced (a hung model or tokenizer); the attempt counts. 0 turns it off.
     unit_time_limit_base_seconds: float = 300.0

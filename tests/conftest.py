@@ -98,7 +98,7 @@ def _teardown() -> None:
     admin.dispose()
 
 
-pytest_plugins = ["tests.fixtures", "tests.fakeworkers"]
+pytest_plugins = ["tests.fixtures", "tests.fakeworkers", "tests.storage"]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -17,6 +17,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from docbatch.domain.broker import (
     CANCEL_TASK,
+    DELETE_TASK,
+    LIFECYCLE_TASK,
     PROCESS_TASK,
     RECONCILE_TASK,
     SCHEDULE_TICK_TASK,
@@ -136,6 +138,20 @@ def cancel_job(job_id: str) -> int:
     from docbatch.worker.cancel import sweep
 
     return sweep(job_id, get_settings())
+
+
+@app.task(name=DELETE_TASK, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=5)
+def delete_job(job_id: str) -> int:
+    from docbatch.worker.deletion import delete_job as run
+
+    return run(job_id, get_settings())
+
+
+@app.task(name=LIFECYCLE_TASK, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=3)
+def lifecycle() -> dict[str, object]:
+    from docbatch.worker.lifecycle import lifecycle_pass
+
+    return lifecycle_pass(get_settings()).as_dict()
 
 
 @app.task(name=RECONCILE_TASK, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=5)
