@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CORPUS ?= examples
 
-.PHONY: install lock system-deps test chaos demo lint docs format bench bench-million clean
+.PHONY: install lock system-deps test test-fast chaos demo lint docs format bench bench-million clean
 
 UV_VERSION ?= 0.13.8
 
@@ -58,6 +58,12 @@ system-deps:
 # default: the local servers); see tests/conftest.py.
 test: install system-deps
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The tests that need no server (marked `fast`: chunking, batching plans, validation, text
+# checks, detection, templates, handler reductions, encoders), in under a minute with no
+# Postgres or Redis reachable; tests/conftest.py sets the servers up only for the others.
+test-fast: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m fast $(PYTEST_ARGS)
 
 # The fault run (tests/test_chaos.py) with CHAOS_RUNS fresh seeds, one line per seed (also
 # in test-artifacts/chaos.log); `make test` runs one seed. Replay one:

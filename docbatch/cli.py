@@ -30,6 +30,7 @@ COMMANDS = [
     "maintenance",
     "keys",
     "config",
+    "data",
 ]
 
 

@@ -28,6 +28,7 @@ from docbatch.schema.text_checks import (
     is_blank,
     json_problem,
     string_problem,
+    template_problem,
     too_deep,
 )
 
@@ -100,7 +101,18 @@ def _labels_within_limit(labels: list[str] | None, info: ValidationInfo) -> list
         raise PydanticCustomError(
             "no_labels", "is empty; give at least one label, or leave labels out"
         )
+    _each_within(labels or [], settings_of(info).max_label_chars, "label", "MAX_LABEL_CHARS")
     return labels
+
+
+def _each_within(values: list[str], limit: int, what: str, setting: str) -> None:
+    for i, value in enumerate(values):
+        if len(value) > limit:
+            raise PydanticCustomError(
+                f"{what}_too_long",
+                "{what} {i} is {n} characters; the limit is {limit} (DOCBATCH_{setting})",
+                {"what": what, "i": i, "n": len(value), "limit": limit, "setting": setting},
+            )
 
 
 class SummarizeTask(BaseModel):
@@ -150,11 +162,9 @@ class ClassifyTask(BaseModel):
     @field_validator("hypothesis_template")
     @classmethod
     def _one_slot(cls, value: str) -> str:
-        if value.count("{}") != 1:
-            raise PydanticCustomError(
-                "template_slot",
-                "must contain '{}' exactly once (where the label goes), e.g. 'This example is {}.'",
-            )
+        problem = template_problem(value)
+        if problem:
+            raise PydanticCustomError("template_slot", problem)
         return value
 
 
@@ -181,6 +191,9 @@ class AskTask(BaseModel):
                 "{n} questions; the limit is {limit} (DOCBATCH_MAX_QUESTIONS_PER_TASK)",
                 {"n": len(questions), "limit": limit},
             )
+        _each_within(
+            questions, settings_of(info).max_question_chars, "question", "MAX_QUESTION_CHARS"
+        )
         return [q.strip() for q in questions]
 
 

@@ -214,6 +214,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = 1_073_741_824
     max_labels_per_task: int = 256
     max_questions_per_task: int = 32
+    # Characters in one label (tags, classify) and in one question (ask).
+    max_label_chars: int = 500
+    max_question_chars: int = 2000
     # generate: most new tokens a job may ask for per prompt.
     max_new_tokens: int = 4096
     # A document's metadata, encoded as compact UTF-8 JSON.

@@ -56,6 +56,7 @@ def config() -> dict[str, Any]:
     return json.loads(out.stdout)
 
 
+@pytest.mark.fast
 def test_compose_validates_against_the_spec_and_rejects_a_typo(tmp_path):
     ok = _compose("config", "--quiet")
     assert ok.returncode == 0, ok.stderr
@@ -72,12 +73,14 @@ def test_compose_validates_against_the_spec_and_rejects_a_typo(tmp_path):
     assert bad.returncode != 0 and "healthchek" in bad.stderr
 
 
+@pytest.mark.fast
 def test_compose_refuses_to_start_without_secrets():
     out = _compose("config", "--quiet", env={})
     assert out.returncode != 0
     assert "POSTGRES_PASSWORD" in out.stderr or "FLOWER_BASIC_AUTH" in out.stderr
 
 
+@pytest.mark.fast
 def test_services_profiles_and_healthchecks(config):
     services = config["services"]
     assert set(services) == {
@@ -107,6 +110,7 @@ def test_services_profiles_and_healthchecks(config):
     assert "/healthcheck" in " ".join(services["flower"]["healthcheck"]["test"])
 
 
+@pytest.mark.fast
 def test_redis_is_durable_and_never_evicts(config):
     cmd = config["services"]["redis"]["command"]
     flags = dict(zip(cmd[1::2], cmd[2::2], strict=False))
@@ -116,6 +120,7 @@ def test_redis_is_durable_and_never_evicts(config):
     assert any(v["target"] == "/data" for v in config["services"]["redis"]["volumes"])
 
 
+@pytest.mark.fast
 def test_api_migrates_after_the_database_is_healthy(config):
     api = config["services"]["api"]
     assert api["command"][:3] == ["docbatch", "api", "--migrate"]
@@ -125,6 +130,7 @@ def test_api_migrates_after_the_database_is_healthy(config):
     assert api["build"]["dockerfile"] == "ops/Dockerfile.slim"
 
 
+@pytest.mark.fast
 def test_one_gpu_worker_per_task(config):
     services = config["services"]
     gpus = []
@@ -149,6 +155,7 @@ def test_one_gpu_worker_per_task(config):
     assert sorted(gpus) == [str(i) for i in range(len(TASKS))]  # one GPU each, none shared
 
 
+@pytest.mark.fast
 def test_extract_worker_runs_on_cpu_and_scales_out(config):
     services = config["services"]
     w = services["worker-extract"]
@@ -171,6 +178,7 @@ def test_extract_worker_runs_on_cpu_and_scales_out(config):
     assert env["DOCBATCH_EXTRACT_OCR"] == "true"
 
 
+@pytest.mark.fast
 def test_exactly_one_beat(config):
     beat = config["services"]["beat"]
     assert beat["command"][:2] == ["docbatch", "beat"]
@@ -178,6 +186,7 @@ def test_exactly_one_beat(config):
     assert beat["build"]["dockerfile"] == "ops/Dockerfile.slim"
 
 
+@pytest.mark.fast
 def test_maintenance_is_consumed_with_every_worker_stopped(config):
     """Schedule ticks and the reconciler run in their own model-free service."""
     m = config["services"]["maintenance"]
@@ -186,6 +195,7 @@ def test_maintenance_is_consumed_with_every_worker_stopped(config):
     assert "deploy" not in m or "devices" not in str(m["deploy"])
 
 
+@pytest.mark.fast
 def test_webhooks_are_sent_by_a_process_without_a_model(config):
     hooks = config["services"]["webhooks"]
     assert hooks["command"] == ["docbatch", "webhooks"]
@@ -193,6 +203,7 @@ def test_webhooks_are_sent_by_a_process_without_a_model(config):
     assert "deploy" not in hooks or "devices" not in str(hooks["deploy"])
 
 
+@pytest.mark.fast
 def test_flower_is_authenticated_read_only_and_bounded(config):
     flower = config["services"]["flower"]
     cmd = flower["command"]
@@ -204,6 +215,7 @@ def test_flower_is_authenticated_read_only_and_bounded(config):
     assert flower["environment"]["FLOWER_BASIC_AUTH"] == "ops:flower-secret"
 
 
+@pytest.mark.fast
 def test_monitoring_is_provisioned(config):
     prom = yaml.safe_load((ROOT / "ops/prometheus/prometheus.yml").read_text())
     targets = {
@@ -278,6 +290,7 @@ def test_slim_image_path_never_imports_the_model_stack():
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
 
 
+@pytest.mark.fast
 def test_dockerfiles_install_what_they_run():
     slim = (ROOT / "ops/Dockerfile.slim").read_text()
     assert slim.startswith("# ") and "FROM python:3.11-slim" in slim
@@ -302,6 +315,7 @@ def _k8s_docs() -> list[dict[str, Any]]:
     return docs
 
 
+@pytest.mark.fast
 def test_k8s_manifests():
     docs = _k8s_docs()
     by_kind: dict[str, dict[str, dict[str, Any]]] = {}
@@ -394,6 +408,7 @@ def _check_scaled_by_every_priority_list(
     assert trigger["metadata"]["activationThreshold"] == "0"  # starts pods for one unit
 
 
+@pytest.mark.fast
 def test_every_docbatch_service_reads_the_same_env_file(tmp_path):
     """A setting in .env reaches every docbatch process, not a whitelist of keys."""
     shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")

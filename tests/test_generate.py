@@ -333,6 +333,7 @@ def test_bad_params_are_a_4xx_naming_the_field(api, task, field, words):
 
 
 # -- vLLM (parameter mapping and prompt assembly; the engine needs CUDA) ----------------
+@pytest.mark.fast
 def test_vllm_sampling_params_mapping():
     from docbatch.worker.handlers.vllm_engine import (
         completion_from,

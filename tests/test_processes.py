@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 from docbatch.domain.broker import broker_priority
 from docbatch.schema.db import new_session
 from docbatch.schema.tables import EXTRACT, Unit
-from tests.conftest import ADMIN_URL, BROKER_URL, DATABASE_URL, RUN_ID
+from tests.conftest import ADMIN_URL, DATABASE_URL, RUN_ID, servers
 from tests.files import PAGES, make_pdf
 from tests.fixtures import ROOT, WorkerProcess, load_corpus, new_api_key, spawn, stop_process
 from tests.procs import ApiProcess, free_port, log_tail
@@ -165,7 +165,7 @@ def test_metrics_after_a_job():
         assert extract_depth >= extract_units
         # The default priority's unit is in kombu's ...\x06\x169 list, not the queue's own
         # name: the depth counts every priority list.
-        broker = redis_lib.Redis.from_url(BROKER_URL)
+        broker = redis_lib.Redis.from_url(servers().broker_url)
         assert broker.llen(f"{extract_queue}{Channel.sep}{broker_priority(0)}") >= extract_units
         assert broker.llen(extract_queue) == 0
         ingested = "docbatch_documents_ingested_total"
@@ -234,7 +234,7 @@ def test_metrics_after_a_job():
 def test_beat_publishes_the_reconciler(tmp_path):
     prefix = f"beat{RUN_ID}"
     queue = f"{prefix}.maintenance"
-    client = redis_lib.Redis.from_url(BROKER_URL)
+    client = redis_lib.Redis.from_url(servers().broker_url)
     beat = spawn(
         ["beat", "--schedule", str(tmp_path / "beat-schedule"), "--loglevel", "INFO"],
         f"beat-{RUN_ID}.log",
