@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from docbatch.domain.broker import (
+    BATCH_TICK_TASK,
     CANCEL_TASK,
     DELETE_TASK,
     LIFECYCLE_TASK,
@@ -70,7 +71,15 @@ def load_stage(settings: Settings) -> Stage[Any, Any] | None:
         model_id, revision = handler.model_for({})
     except Exception:
         model_id, revision = handler.model_id, handler.revision
-    log.info("loaded %s model %s@%s on %s (%d threads)", task, model_id, revision, device, threads)
+    log.info(
+        "loaded deployment %s (%s) model %s@%s on %s (%d threads)",
+        task,
+        handler.task,
+        model_id,
+        revision,
+        device,
+        threads,
+    )
     _stage = ModelStage(handler, settings)
     worker_metrics.start_server(settings.worker_metrics_port)
     return _stage
@@ -157,6 +166,13 @@ def lifecycle() -> dict[str, object]:
 @app.task(name=RECONCILE_TASK, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=5)
 def reconcile() -> int:
     return reconcile_once(get_settings())
+
+
+@app.task(name=BATCH_TICK_TASK, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=3)
+def batch_tick() -> int:
+    from docbatch.worker.batches import tick
+
+    return tick(get_settings())
 
 
 @app.task(name=SCHEDULE_TICK_TASK, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=3)
