@@ -215,6 +215,9 @@ class Settings(BaseSettings):
     # ones with most jobs; the rest count as "other"); 0: no tenant label at all.
     # Each tenant adds a series per job status and per task.
     metrics_tenants: int = Field(0, ge=0)
+    # A file the worker writes once it can take units (its model loaded): a Kubernetes
+    # readinessProbe checks it. Empty: none.
+    ready_file: str = ""
     # Worker /metrics (Prometheus) on this port, served by the process running the model;
     # 0 turns it off.
     worker_metrics_port: int = 0
