@@ -590,6 +590,11 @@ class SchedulePublic(BaseModel):
     created_at: dt.datetime
     next_run_at: dt.datetime
     runs: list[ScheduleRunPublic] = Field(default_factory=list)
+    priority: int = 0
+    timezone: str = "UTC"
+    only_changed: bool = False
+    # The URL itself is a secret (it often carries a token): only whether there is one.
+    has_webhook: bool = False
 
 
 class SchedulesPublic(BaseModel):
