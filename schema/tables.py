@@ -101,6 +101,7 @@ class Job(Base):
     # go in batches and the job row last. ``delete_left`` is what remains, per table.
     deleting_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     delete_left: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    delete_reason: Mapped[str | None] = mapped_column(String(16))  # request | retention
     # Deleted this many days after it finished (None: the tenant's, else the setting's).
     retention_days: Mapped[int | None] = mapped_column(Integer)
     # False: the original bytes of its files are dropped once extracted (None: the tenant's).
