@@ -1,8 +1,8 @@
 """fair share, quotas and usage: units.dispatched_at and the backlog index, tenant weight
 and limits, fair_shares (the dispatcher's virtual clocks), usage (one row per finished unit)
 
-Revision ID: 0009_fairshare
-Revises: 0008_schedule_options
+Revision ID: 0010_fairshare
+Revises: 0009_delete_reason
 Create Date: 2026-12-06 20:10:00.000000
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009_fairshare"
-down_revision: str | None = "0008_schedule_options"
+revision: str = "0010_fairshare"
+down_revision: str | None = "0009_delete_reason"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
