@@ -16,6 +16,7 @@ one trigger per list.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterator
 from functools import lru_cache
@@ -38,7 +39,7 @@ from sqlalchemy import func, select
 from docbatch.domain.build import build_info
 from docbatch.schema.db import new_session
 from docbatch.schema.settings import TASKS, get_settings
-from docbatch.schema.tables import EXTRACT, Job
+from docbatch.schema.tables import EXTRACT, Job, Unit, UnitState, utcnow
 
 log = logging.getLogger("docbatch.api")
 
@@ -94,6 +95,7 @@ class StateCollector(Collector):
         # collect(), and importing the api would query Postgres and Redis.
         yield GaugeMetricFamily("docbatch_jobs", "Jobs by status", labels=["status"])
         yield GaugeMetricFamily("docbatch_queue_depth", "", labels=["task", "queue"])
+        yield GaugeMetricFamily("docbatch_oldest_queued_unit_age_seconds", "", labels=["task"])
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         settings = get_settings()
@@ -106,6 +108,9 @@ class StateCollector(Collector):
         except Exception:  # a scrape must answer even with the db down
             log.exception("metrics: reading jobs by status failed")
         yield jobs
+        yield from _unit_ages()
+        if settings.metrics_tenants:
+            yield from _per_tenant(settings.metrics_tenants)
 
         depth = GaugeMetricFamily(
             "docbatch_queue_depth",
@@ -129,6 +134,69 @@ class StateCollector(Collector):
             except Exception:
                 log.exception("metrics: reading queue lengths failed")
         yield depth
+
+
+def _unit_ages() -> Iterator[GaugeMetricFamily]:
+    age = GaugeMetricFamily(
+        "docbatch_oldest_queued_unit_age_seconds",
+        "Seconds the oldest queued unit of each task has waited since it was published "
+        "(or last republished); grows while no worker takes the task's units",
+        labels=["task"],
+    )
+    try:
+        with new_session() as s:
+            rows = s.execute(
+                select(Unit.task, func.min(Unit.published_at))
+                .where(Unit.state == UnitState.queued.value)
+                .group_by(Unit.task)
+            ).all()
+        now = utcnow()
+        for task, oldest in rows:
+            if oldest is not None:
+                oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=dt.UTC)
+                age.add_metric([task], max((now - oldest).total_seconds(), 0.0))
+    except Exception:
+        log.exception("metrics: reading queued units failed")
+    yield age
+
+
+def _per_tenant(limit: int) -> Iterator[GaugeMetricFamily]:
+    """Jobs by tenant and status, queued units by tenant and task: the ``limit`` tenants
+    with most jobs by name, the rest as ``other`` (DOCBATCH_METRICS_TENANTS)."""
+    jobs = GaugeMetricFamily(
+        "docbatch_tenant_jobs", "Jobs by tenant and status", labels=["tenant", "status"]
+    )
+    queued = GaugeMetricFamily(
+        "docbatch_tenant_queued_units",
+        "Queued units by tenant and task",
+        labels=["tenant", "task"],
+    )
+    try:
+        with new_session() as s:
+            by_status = s.execute(
+                select(Job.tenant, Job.status, func.count()).group_by(Job.tenant, Job.status)
+            ).all()
+            by_task = s.execute(
+                select(Job.tenant, Unit.task, func.count())
+                .join(Job, Job.id == Unit.job_id)
+                .where(Unit.state == UnitState.queued.value)
+                .group_by(Job.tenant, Unit.task)
+            ).all()
+        totals: dict[str, int] = {}
+        for tenant, _, n in by_status:
+            totals[tenant] = totals.get(tenant, 0) + int(n)
+        named = set(sorted(totals, key=lambda t: (-totals[t], t))[:limit])
+        for family, rows in ((jobs, by_status), (queued, by_task)):
+            summed: dict[tuple[str, str], int] = {}
+            for tenant, label, n in rows:
+                key = (tenant if tenant in named else "other", str(label))
+                summed[key] = summed.get(key, 0) + int(n)
+            for key, n in sorted(summed.items()):
+                family.add_metric(list(key), n)
+    except Exception:
+        log.exception("metrics: reading per-tenant counts failed")
+    yield jobs
+    yield queued
 
 
 REGISTRY.register(StateCollector())

@@ -157,9 +157,14 @@ def run(
         signal_stop(procs)
         stopping = True
         seconds = time.monotonic() - started
-        with output.open("w", encoding="utf-8") as fh:
-            for line in iter_document_results(job_id, names, settings=settings):
-                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+        if output.suffix.lower() == ".parquet":
+            from docbatch.domain.export import write_parquet
+
+            write_parquet(job_id, names, str(output), settings=settings)
+        else:
+            with output.open("w", encoding="utf-8") as fh:
+                for line in iter_document_results(job_id, names, settings=settings):
+                    fh.write(json.dumps(line, ensure_ascii=False) + "\n")
     finally:
         if stopping:
             # The job is over and its results written: the workers are idle, so a worker

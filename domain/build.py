@@ -24,6 +24,7 @@ def build_info(registry: CollectorRegistry = DEFAULT_REGISTRY, component: str = 
         "Always 1; the labels say which docbatch version and Python this process runs",
         ["version", "python", "component"],
         registry=registry,
+        multiprocess_mode="max",  # a prefork pool's children report one series
     )
     gauge.labels(docbatch_version(), platform.python_version(), component).set(1)
     return gauge

@@ -20,12 +20,13 @@ import numpy as np
 from sqlalchemy import select
 
 from docbatch.schema.db import new_session
+from docbatch.schema.settings import Settings
 from docbatch.schema.tables import Document, Result
 
 
-def _vector_dims(job_id: str, tasks: list[str]) -> dict[str, int]:
+def _vector_dims(job_id: str, tasks: list[str], settings: Settings | None) -> dict[str, int]:
     dims: dict[str, int] = {}
-    with new_session() as s:
+    with new_session(settings) as s:
         for task in tasks:
             first = s.scalars(
                 select(Result)
@@ -53,17 +54,23 @@ def _schema(tasks: list[str], dims: dict[str, int]) -> Any:
     return pa.schema(fields)
 
 
-def write_parquet(job_id: str, tasks: list[str], path: str, page_size: int = 1000) -> str:
+def write_parquet(
+    job_id: str,
+    tasks: list[str],
+    path: str,
+    page_size: int = 1000,
+    settings: Settings | None = None,
+) -> str:
     """Write ``job_id``'s results to ``path``; pending tasks have status ``pending``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    dims = _vector_dims(job_id, tasks)
+    dims = _vector_dims(job_id, tasks, settings)
     schema = _schema(tasks, dims)
     after = -1
     with pq.ParquetWriter(path, schema, compression="zstd") as writer:
         while True:
-            with new_session() as s:
+            with new_session(settings) as s:
                 docs = s.execute(
                     select(Document.id, Document.seq, Document.custom_id)
                     .where(Document.job_id == job_id, Document.seq > after)

@@ -53,6 +53,9 @@ class Outgoing:
     body: bytes
     secret: str | None
     attempts: int
+    job_id: str = ""
+    tenant: str = ""
+    created_at: dt.datetime | None = None  # when the delivery was queued (its lag)
 
 
 # A retry message may arrive a moment before the time the last try set.
@@ -93,6 +96,9 @@ def claim(session: Session, delivery_id: int, lease_seconds: float) -> Outgoing 
         body=json.dumps(payload, separators=(",", ":")).encode(),
         secret=webhook_secret(session, job.tenant),
         attempts=row.attempts,
+        job_id=job.id,
+        tenant=job.tenant,
+        created_at=row.created_at,
     )
 
 

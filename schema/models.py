@@ -564,3 +564,24 @@ class KeyPublic(BaseModel):
 class KeysPublic(BaseModel):
     data: list[KeyPublic]
     count: int
+
+
+class TaskResult(BaseModel):
+    """One task's result on a results line: ``output`` when it succeeded, ``error`` when it
+    failed; ``model`` (``id``, ``revision``) and ``params`` are what produced it."""
+
+    model_config = ConfigDict(extra="allow")
+    status: str
+    output: dict[str, Any] | None = None
+    error: str | None = None
+    model: dict[str, Any] | None = None
+    params: dict[str, Any] | None = None
+
+
+class ResultLine(BaseModel):
+    """One document's line of ``GET /v1/jobs/{id}/results`` (NDJSON), in submission order."""
+
+    model_config = ConfigDict(extra="allow")
+    custom_id: str
+    results: dict[str, TaskResult]
+    metadata: dict[str, Any] | None = None

@@ -1,9 +1,11 @@
-"""One settings class, read from the environment (prefix ``DOCBATCH_``).
+"""One settings class, read from the environment (prefix ``DOCBATCH_``), ``.env`` and the
+TOML file ``DOCBATCH_CONFIG`` names, in that order of precedence (``schema/config.py``).
 
 Every knob is documented in ``.env.example``. Example::
 
     DOCBATCH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1/docbatch \
     DOCBATCH_BROKER_URL=redis://127.0.0.1:6379/0 docbatch api
+    DOCBATCH_CONFIG=docbatch.toml docbatch config show      # unit_tokens = 4096, [models.embed]
 """
 
 from __future__ import annotations
@@ -12,7 +14,12 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 TASKS = ("summarize", "tags", "translate", "embed", "classify", "entities", "ask", "generate")
 
@@ -87,8 +94,27 @@ def _default_models() -> dict[str, ModelConfig]:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="DOCBATCH_", env_nested_delimiter="__", extra="ignore"
+        env_prefix="DOCBATCH_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        from docbatch.schema.config import gather
+
+        toml = gather().toml_path
+        extra = (TomlConfigSettingsSource(settings_cls, toml_file=toml),) if toml else ()
+        return (init_settings, env_settings, dotenv_settings, *extra)
 
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/docbatch"
     broker_url: str = "redis://127.0.0.1:6379/0"
@@ -128,6 +154,10 @@ class Settings(BaseSettings):
     # worker process replaced (a hung model or tokenizer); the attempt counts. 0 turns it off.
     unit_time_limit_base_seconds: float = 300.0
     unit_time_limit_seconds_per_1k_tokens: float = 60.0
+    # The api's /metrics labels jobs and queued units by tenant for this many tenants (the
+    # ones with most jobs; the rest count as "other"); 0: no tenant label at all.
+    # Each tenant adds a series per job status and per task.
+    metrics_tenants: int = Field(0, ge=0)
     # Worker /metrics (Prometheus) on this port, served by the process running the model;
     # 0 turns it off.
     worker_metrics_port: int = 0
@@ -278,4 +308,9 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings of this process, checked: an unknown ``DOCBATCH_*`` name or a bad value
+    raises ``SettingsError`` naming the variable (``schema/config.py``)."""
+    from docbatch.schema.config import load_settings
+
+    settings: Settings = load_settings()
+    return settings

@@ -396,3 +396,35 @@ def _check_scaled_by_every_priority_list(
     assert sorted(watched) == sorted(priority_queue_names(queue)), task  # each level once
     # Where a job of default priority (0) waits: the pods start for it.
     assert f"{queue}{Channel.sep}{broker_priority(0)}" in watched, task
+
+
+def test_every_docbatch_service_reads_the_same_env_file(tmp_path):
+    """A setting in .env reaches every docbatch process, not a whitelist of keys."""
+    shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
+    (tmp_path / ".env").write_text(
+        "POSTGRES_PASSWORD=pg-secret\n"
+        'DOCBATCH_SCHEDULE_FOLDER_ROOTS=["/data/inbox"]\n'
+        "DOCBATCH_MODELS__EMBED__MODEL=/models/e5-small\n"
+        'DOCBATCH_WEBHOOK_ALLOW_NETWORKS=["10.1.2.0/24"]\n'
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    out = subprocess.run(
+        [_compose_bin(), "--project-directory", str(tmp_path), "config", "--format", "json"],
+        cwd=tmp_path,
+        env={**clean, "FLOWER_BASIC_AUTH": "a:b", "GRAFANA_ADMIN_PASSWORD": "g"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    services = json.loads(out.stdout)["services"]
+    docbatch = [n for n, s in services.items() if str(s.get("image", "")).startswith("docbatch")]
+    assert {"api", "beat", "webhooks", "worker-extract", "worker-embed"} <= set(docbatch)
+    for name in docbatch:
+        env = services[name]["environment"]
+        assert env["DOCBATCH_SCHEDULE_FOLDER_ROOTS"] == '["/data/inbox"]', name
+        assert env["DOCBATCH_MODELS__EMBED__MODEL"] == "/models/e5-small", name
+        assert env["DOCBATCH_WEBHOOK_ALLOW_NETWORKS"] == '["10.1.2.0/24"]', name
+        # The in-compose addresses still win over anything .env says.
+        if name != "flower":  # Celery's own monitor, no docbatch settings of its own
+            assert "@postgres:5432" in env["DOCBATCH_DATABASE_URL"], name

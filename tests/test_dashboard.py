@@ -285,7 +285,7 @@ def test_schedules_cli_add_list_remove(live, key):
     listed = _cli(live, key, "schedules", "list")
     assert listed.returncode == 0
     line = next(x for x in listed.stdout.splitlines() if x.startswith(schedule_id))
-    assert name in line and "[30 1 * * *]" in line and str(folder) in line
+    assert name in line and "30 1 * * *" in line and str(folder) in line
     assert "summarize" in line and "never ran" in line
     html = _chromium(f"{live}/ui/schedules#key={key}", "--dump-dom")
     assert name in html and "30 1 * * *" in html

@@ -53,7 +53,7 @@ def test_the_sandbox_child_holds_no_credentials_descriptors_or_unlimited_memory(
         env={
             "DOCBATCH_QUEUE_PREFIX": private_queues,
             "DOCBATCH_EXTRACT_MAX_MEMORY_BYTES": "1500000000",
-            "DOCBATCH_API_SECRET_CANARY": "canary-7f3a",
+            "DOCBATCH_TEST_SECRET_CANARY": "canary-7f3a",
         },
     ).wait_ready()
     try:

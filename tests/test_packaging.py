@@ -163,7 +163,7 @@ def test_the_client_install_submits_waits_and_downloads(client_bin, live_api, tm
     docbatch = str(client_bin / "docbatch")
     submitted = _run([docbatch, "submit", str(docs), "--task", "tags", "--wait"], tmp_path, env)
     job = submitted.stdout.strip().splitlines()[0]
-    status = json.loads(_run([docbatch, "status", job], tmp_path, env).stdout)
+    status = json.loads(_run([docbatch, "status", job, "--format", "json"], tmp_path, env).stdout)
     assert status["status"] == "completed", status
     _run([docbatch, "results", job, "-o", str(tmp_path / "out.jsonl")], tmp_path, env)
     lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]

@@ -16,6 +16,7 @@ settled when the runner closes the unit, and published after it commits.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
@@ -26,6 +27,7 @@ from docbatch.domain.retry import RetryPolicy, describe, extract_time_limit, is_
 from docbatch.domain.reuse import ResultIdentity
 from docbatch.schema.settings import Settings
 from docbatch.schema.tables import EXTRACT, DocumentFile, Job, ResultStatus, Unit
+from docbatch.worker import metrics
 from docbatch.worker.extract.expand import extractor_for
 from docbatch.worker.extract.unit import UnitExtractions, extract_files
 from docbatch.worker.stage import Computed, ShouldStop, Verdict
@@ -49,6 +51,7 @@ class Extractions(Computed):
 
     found: UnitExtractions | None = None
     outcomes: dict[int, Extraction] = field(default_factory=dict)
+    seconds: float = 0.0
 
 
 class ExtractStage:
@@ -80,8 +83,14 @@ class ExtractStage:
 
     def compute(self, work: ExtractWork, should_stop: ShouldStop) -> Extractions:
         documents = [(d.id, d.custom_id) for d in work.documents]
+        start = time.perf_counter()
         found = extract_files(documents, work.files, work.reused, self.settings, should_stop)
-        return Extractions(cancelled=found.cancelled, found=found, outcomes=found.outcomes)
+        return Extractions(
+            cancelled=found.cancelled,
+            found=found,
+            outcomes=found.outcomes,
+            seconds=time.perf_counter() - start,
+        )
 
     def write(
         self, session: Session, unit: Unit, job: Job, computed: Extractions, *, isolate: bool
@@ -107,3 +116,14 @@ class ExtractStage:
     def finished(self, computed: Extractions, verdict: Verdict | None) -> None:
         if computed.found is not None:
             computed.found.close()  # the spooled texts and members
+        if verdict == Verdict.done:
+            metrics.extracted(
+                [_described(ex) for ex in computed.outcomes.values()], computed.seconds
+            )
+
+
+def _described(ex: Extraction) -> tuple[str, str, int, str | None]:
+    """(kind, status, pages, error) of one file, for the metrics."""
+    kind = str(ex.output.get("kind") or "unknown")
+    pages = ex.output.get("pages")
+    return kind, ex.status.value, len(pages) if isinstance(pages, list) else 0, ex.error

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from docbatch.domain.build import build_info
+
 if TYPE_CHECKING:
     from docbatch.worker.handlers.base import Handler
 
@@ -73,6 +75,57 @@ JOB_SECONDS = Histogram(
     buckets=(1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 24 * 3600),
 )
 
+WEBHOOK_ATTEMPTS = Counter(
+    "docbatch_webhook_attempts",
+    "Webhook tries, by outcome (delivered, failed: will retry, gave_up: no tries left)",
+    ["outcome"],
+)
+WEBHOOK_LAG = Histogram(
+    "docbatch_webhook_delivery_lag_seconds",
+    "Seconds from a delivery being queued (its job ended) to the receiver's 2xx",
+    buckets=(0.1, 0.5, 1, 2, 5, 15, 60, 300, 900, 3600, 4 * 3600),
+)
+REPUBLISHED = Counter(
+    "docbatch_reconciler_republished",
+    "Messages the reconciler sent again, by kind (unit, cancel, webhook); steadily above 0 "
+    "means messages keep getting lost (a Redis without persistence, evictions)",
+    ["kind"],
+)
+RECONCILE_SECONDS = Histogram(
+    "docbatch_reconciler_pass_seconds",
+    "Seconds per reconciler pass",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+EXTRACT_FILES = Counter(
+    "docbatch_extract_files",
+    "Files extracted, by kind (pdf, docx, html, mail, ...; 'unknown' when it failed) and status",
+    ["kind", "status"],
+)
+EXTRACT_PAGES = Counter("docbatch_extract_pages", "Pages of the files extracted", ["kind"])
+EXTRACT_FAILURES = Counter(
+    "docbatch_extract_failures",
+    "Files that failed to extract, by reason (time_limit, memory, too_large, crashed, "
+    "nesting, unsupported, encrypted, other)",
+    ["reason"],
+)
+EXTRACT_SECONDS = Histogram(
+    "docbatch_extract_unit_seconds",
+    "Seconds to extract one unit's files",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+_REASONS = (
+    ("time_limit", ("time limit", "timed out", "seconds")),
+    ("memory", ("memory",)),
+    ("too_large", ("limit", "too large", "too big", "bomb")),
+    ("crashed", ("crashed",)),
+    ("nesting", ("nested",)),
+    ("encrypted", ("encrypted", "password")),
+    ("unsupported", ("unsupported", "not a", "unknown format", "cannot read")),
+)
+
+build_info(component="worker")
+
 _started = threading.Lock()
 _port: int | None = None
 
@@ -98,6 +151,40 @@ def job_finished(status: str, created_at: dt.datetime | None) -> None:
     if created_at is not None:
         seconds = (dt.datetime.now(dt.UTC) - _aware(created_at)).total_seconds()
         JOB_SECONDS.labels(status).observe(max(seconds, 0.0))
+
+
+def failure_reason(error: str | None) -> str:
+    """A bounded label for an extraction's error message."""
+    text = (error or "").lower()
+    for reason, words in _REASONS:
+        if any(w in text for w in words):
+            return reason
+    return "other"
+
+
+def extracted(outcomes: list[tuple[str, str, int, str | None]], seconds: float) -> None:
+    """A written extract unit: (kind, status, pages, error) per file, and its seconds."""
+    EXTRACT_SECONDS.observe(seconds)
+    for kind, status, pages, error in outcomes:
+        EXTRACT_FILES.labels(kind, status).inc()
+        if pages:
+            EXTRACT_PAGES.labels(kind).inc(pages)
+        if status == "failed":
+            EXTRACT_FAILURES.labels(failure_reason(error)).inc()
+
+
+def webhook_attempt(delivered: bool, last: bool, queued_at: dt.datetime | None) -> None:
+    outcome = "delivered" if delivered else ("gave_up" if last else "failed")
+    WEBHOOK_ATTEMPTS.labels(outcome).inc()
+    if delivered and queued_at is not None:
+        lag = (dt.datetime.now(dt.UTC) - _aware(queued_at)).total_seconds()
+        WEBHOOK_LAG.observe(max(lag, 0.0))
+
+
+def reconciled(units: int, cancels: int, webhooks: int, seconds: float) -> None:
+    for kind, count in (("unit", units), ("cancel", cancels), ("webhook", webhooks)):
+        REPUBLISHED.labels(kind).inc(count)
+    RECONCILE_SECONDS.observe(seconds)
 
 
 def _aware(when: dt.datetime) -> dt.datetime:
@@ -146,8 +233,22 @@ def _gpu_gauges() -> None:
     reserved.labels(str(device)).set_function(lambda: torch.cuda.memory_reserved(device))
 
 
-def start_server(port: int, attempts: int = 60) -> None:
-    """Serve /metrics on ``port`` from this process (once); 0 means off.
+def serve_pool(port: int) -> None:
+    """Serve /metrics on ``port`` from a prefork worker's main process, summing what every
+    pool child recorded (the extract worker runs one child per core; each writes its
+    values under PROMETHEUS_MULTIPROC_DIR, which ``docbatch worker`` set before anything
+    imported prometheus_client)."""
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    start_http_server(port, registry=registry)
+    log.info("worker metrics (all pool processes) on :%d/metrics", port)
+
+
+def start_server(port: int, attempts: int = 60, gpu: bool = True) -> None:
+    """Serve /metrics on ``port`` from this process (once); 0 means off; ``gpu``: with the
+    GPU memory gauges (a model worker).
 
     Binding retries in the background for a while: a recycled pool child's predecessor
     may still hold the port for a moment.
@@ -158,7 +259,8 @@ def start_server(port: int, attempts: int = 60) -> None:
             return
         _port = port
     try:
-        _gpu_gauges()
+        if gpu:
+            _gpu_gauges()
     except Exception:  # metrics must never stop a worker
         log.exception("GPU memory gauges unavailable")
 

@@ -178,6 +178,7 @@ class UnitRunner(Generic[W, C]):
         try:
             with self.logged(held):
                 verdict = self._write_and_close(held, computed)
+                log.info("unit %s of job %s: %s", held.unit_id, held.job_id, verdict.value)
         except Exception as exc:
             if is_transient(exc):  # queued again, attempt refunded: the task retries
                 self.give_back(holder, held.unit_id)

@@ -25,7 +25,9 @@ import httpx
 
 from docbatch.domain import netguard, webhooks
 from docbatch.schema.db import transaction
+from docbatch.schema.logs import log_context
 from docbatch.schema.settings import Settings
+from docbatch.worker import metrics
 
 log = logging.getLogger("docbatch.webhooks")
 
@@ -104,11 +106,18 @@ def deliver(delivery_id: int, settings: Settings) -> tuple[str, float | None]:
         out = webhooks.claim(s, delivery_id, lease)
     if out is None:
         return "skipped", None
+    with log_context(job_id=out.job_id or None, tenant=out.tenant or None):
+        return _deliver(out, settings)
+
+
+def _deliver(out: webhooks.Outgoing, settings: Settings) -> tuple[str, float | None]:
+    delivery_id = out.delivery_id
     error = attempt(out, settings)
     tries = out.attempts + 1
     retry = backoff(settings, tries) if tries < settings.webhook_max_attempts else None
     with transaction() as s:
         webhooks.record_attempt(s, delivery_id, error, retry)
+    metrics.webhook_attempt(error is None, retry is None, out.created_at)
     if error is None:
         log.info("webhook %d delivered to %s", delivery_id, netguard.redact(out.url))
         return "delivered", None
