@@ -178,8 +178,12 @@ def export(api: Api, job_id: str, n: int, fmt: str) -> dict[str, float]:
             got = sum(1 for _ in api.results(job_id))
             assert got == n, got
         else:
+            # The api writes the whole file before its first byte: wait as long as that takes.
             with api.client.stream(
-                "GET", f"/v1/jobs/{job_id}/results", params={"format": "parquet"}
+                "GET",
+                f"/v1/jobs/{job_id}/results",
+                params={"format": "parquet"},
+                timeout=httpx.Timeout(60, read=3600),
             ) as resp:
                 assert resp.status_code == 200, resp.status_code
                 size = sum(len(b) for b in resp.iter_bytes())
@@ -267,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
             path = short_corpus(tmp / f"docs-{n}.jsonl", n)
             print(f"job of {n} documents ({path.stat().st_size / 1e6:.0f} MB NDJSON)", flush=True)
             figures[n] = run_job(env, api, path, n)
+            for key, value in figures[n].items():
+                print(f"  {key}: {value:,.2f}", flush=True)
         small, big = figures[args.sample], figures[args.docs]
         print(f"\n| figure | {args.sample:,} docs | {args.docs:,} docs | ratio |")
         print("|---|---:|---:|---:|")
