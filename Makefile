@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CORPUS ?= examples
 
-.PHONY: install lock system-deps test chaos demo lint docs format bench bench-million clean
+.PHONY: install lock system-deps test test-fast chaos demo lint docs format bench bench-million clean
 
 UV_VERSION ?= 0.13.8
 
@@ -59,6 +59,12 @@ system-deps:
 test: install system-deps
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
+# The tests that need no server (marked `fast`: chunking, batching plans, validation, text
+# checks, detection, templates, handler reductions, encoders), in under a minute with no
+# Postgres or Redis reachable; tests/conftest.py sets the servers up only for the others.
+test-fast: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m fast $(PYTEST_ARGS)
+
 # The fault run (tests/test_chaos.py) with CHAOS_RUNS fresh seeds, one line per seed (also
 # in test-artifacts/chaos.log); `make test` runs one seed. Replay one:
 # DOCBATCH_CHAOS_SEED=N make chaos.
@@ -99,6 +105,16 @@ bench: install
 # One job of a million documents beside a 100,000-document one (about half an hour).
 bench-million: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m bench.million $(BENCH_ARGS)
+
+# Kubernetes: regenerate the worker Deployments and KEDA ScaledObjects from
+# ops/k8s/deployments.yaml, render every overlay (kubectl kustomize) and validate each object
+# offline against the Kubernetes and KEDA schemas. manifests-check (CI) changes nothing.
+manifests: install
+	$(PY) ops/k8s/generate.py
+	$(PY) ops/k8s/validate.py
+
+manifests-check: install
+	$(PY) ops/k8s/validate.py
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI, Request
@@ -11,6 +14,7 @@ from fastapi.responses import JSONResponse
 from docbatch.api import metrics, openapi
 from docbatch.api.logs import RequestLog
 from docbatch.api.routers import admin, health, jobs, openai_batch, schedules, stats, ui
+from docbatch.domain.openai.convert import unmapped_openai_models
 from docbatch.schema.errors import (
     BatchApiError,
     Conflict,
@@ -24,6 +28,8 @@ from docbatch.schema.errors import (
 from docbatch.schema.logs import configure as configure_logs
 from docbatch.schema.settings import Settings, get_settings
 
+log = logging.getLogger("docbatch.api")
+
 
 def _version() -> str:
     try:
@@ -36,8 +42,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The app; reads nothing from the database or the broker until a request comes."""
     settings = settings or get_settings()
     configure_logs(settings.log_format)  # uvicorn's worker processes import only this
+    openai_warning = unmapped_openai_models(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if openai_warning:  # once the server starts, in its log
+            log.warning(openai_warning)
+        yield
+
     # The installed package's version (pyproject.toml), as `docbatch --version` prints it.
-    app = FastAPI(title="docbatch", version=_version())
+    app = FastAPI(title="docbatch", version=_version(), lifespan=lifespan)
     app.add_middleware(RequestLog, access_log=settings.log_format == "json")
     app.include_router(admin.router)
     app.include_router(health.router)

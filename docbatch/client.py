@@ -388,6 +388,11 @@ class Client:
     def cancel(self, job_id: str) -> JobPublic:
         return JobPublic.model_validate(self.request("POST", f"/v1/jobs/{job_id}/cancel").json())
 
+    def delete(self, job_id: str) -> JobPublic:
+        """Delete the job and everything stored for it (cancelled first if it runs); the
+        answer says ``deleting`` and the job is a 404 once its rows have gone."""
+        return JobPublic.model_validate(self.request("DELETE", f"/v1/jobs/{job_id}").json())
+
     def results(
         self, job_id: str, errors_only: bool = False, format: str = "ndjson"
     ) -> Iterator[bytes]:

@@ -1,10 +1,13 @@
 """A job's results as a Parquet file (``GET /v1/jobs/{id}/results?format=parquet``).
 
-One row per document in submission order. Columns: ``custom_id``; per task
-``<task>_status``, ``<task>_output`` (the JSON output, as text) and ``<task>_error``;
-for tasks that store vectors (embed), ``<task>_vector`` (the document vector) and
-``<task>_chunk_vectors`` (one per chunk) as fixed-size float32 lists. Written page by
-page, so memory holds one page, not the job. Example::
+One row per document in submission order: ``job_id``, ``custom_id``, ``metadata`` (JSON
+text), a file's ``sha256`` and ``parent``, ``created_at``; then per task its common
+columns (``<task>_status``, ``_output`` as JSON text, ``_error``, ``_model_id``,
+``_model_revision``, ``_params``, ``_reused``, ``_created_at``) and its typed ones
+(``domain/export_columns.py``: ``tags_tags`` list<struct<label, score>>,
+``summarize_summary``, ``entities_entities``, ...). Tasks that store vectors (embed) add
+``<task>_vector`` (the document vector) and ``<task>_chunk_vectors`` as fixed-size
+float32 lists. Written page by page, so memory holds one page, not the job. Example::
 
     >>> path = write_parquet(job_id, ["embed"], "/tmp/out.parquet")
     >>> pyarrow.parquet.read_table(path).column("embed_vector").type
@@ -13,15 +16,17 @@ page, so memory holds one page, not the job. Example::
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
 import numpy as np
 from sqlalchemy import select
 
+from docbatch.domain.export_columns import TYPED, common, document_columns
 from docbatch.schema.db import new_session
 from docbatch.schema.settings import Settings
-from docbatch.schema.tables import Document, Result
+from docbatch.schema.tables import Document, DocumentFile, Job, Result
 
 
 def _vector_dims(job_id: str, tasks: list[str], settings: Settings | None) -> dict[str, int]:
@@ -41,17 +46,21 @@ def _vector_dims(job_id: str, tasks: list[str], settings: Settings | None) -> di
 def _schema(tasks: list[str], dims: dict[str, int]) -> Any:
     import pyarrow as pa
 
-    fields = [pa.field("custom_id", pa.string())]
+    fields = [pa.field(name, kind) for name, kind, _ in document_columns()]
     for t in tasks:
-        fields += [
-            pa.field(f"{t}_status", pa.string()),
-            pa.field(f"{t}_output", pa.string()),
-            pa.field(f"{t}_error", pa.string()),
-        ]
+        fields += [pa.field(f"{t}_{suffix}", kind) for suffix, kind, _ in common()]
+        fields += [pa.field(f"{t}_{c.name}", c.arrow()) for c in TYPED.get(t, [])]
         if t in dims:
             vec = pa.list_(pa.float32(), dims[t])
             fields += [pa.field(f"{t}_vector", vec), pa.field(f"{t}_chunk_vectors", pa.list_(vec))]
     return pa.schema(fields)
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
 
 
 def write_parquet(
@@ -67,12 +76,22 @@ def write_parquet(
 
     dims = _vector_dims(job_id, tasks, settings)
     schema = _schema(tasks, dims)
+    with new_session(settings) as s:
+        created = _utc(s.scalar(select(Job.created_at).where(Job.id == job_id)))
     after = -1
     with pq.ParquetWriter(path, schema, compression="zstd") as writer:
         while True:
             with new_session(settings) as s:
                 docs = s.execute(
-                    select(Document.id, Document.seq, Document.custom_id)
+                    select(
+                        Document.id,
+                        Document.seq,
+                        Document.custom_id,
+                        Document.meta,
+                        DocumentFile.sha256,
+                        DocumentFile.parent_document_id,
+                    )
+                    .outerjoin(DocumentFile, DocumentFile.document_id == Document.id)
                     .where(Document.job_id == job_id, Document.seq > after)
                     .order_by(Document.seq)
                     .limit(page_size)
@@ -86,9 +105,23 @@ def write_parquet(
                     )
                 ):
                     found[(r.document_id, r.task)] = r
+                parent_ids = {d.parent_document_id for d in docs} - {None}
+                parents: dict[int, str] = {}
+                if parent_ids:
+                    query = select(Document.id, Document.custom_id).where(
+                        Document.id.in_(parent_ids)
+                    )
+                    parents = {row.id: row.custom_id for row in s.execute(query)}
                 cols: dict[str, list[Any]] = {f.name: [] for f in schema}
                 for d in docs:
+                    cols["job_id"].append(job_id)
                     cols["custom_id"].append(d.custom_id)
+                    cols["metadata"].append(
+                        json.dumps(d.meta, ensure_ascii=False) if d.meta else None
+                    )
+                    cols["sha256"].append(d.sha256)
+                    cols["parent"].append(parents.get(d.parent_document_id))
+                    cols["created_at"].append(created)
                     for t in tasks:
                         _add(cols, t, found.get((d.id, t)), dims.get(t))
             writer.write_table(pa.Table.from_pydict(cols, schema=schema))
@@ -100,10 +133,17 @@ def write_parquet(
 
 def _add(cols: dict[str, list[Any]], task: str, r: Result | None, dim: int | None) -> None:
     cols[f"{task}_status"].append(r.status if r is not None else "pending")
-    cols[f"{task}_output"].append(
-        json.dumps(r.output, ensure_ascii=False) if r is not None and r.output else None
-    )
+    output = r.output if r is not None else None
+    cols[f"{task}_output"].append(json.dumps(output, ensure_ascii=False) if output else None)
     cols[f"{task}_error"].append(r.error if r is not None else None)
+    cols[f"{task}_model_id"].append(r.model_id if r is not None else None)
+    cols[f"{task}_model_revision"].append(r.model_revision if r is not None else None)
+    params = r.params if r is not None else None
+    cols[f"{task}_params"].append(json.dumps(params, ensure_ascii=False) if params else None)
+    cols[f"{task}_reused"].append(bool(r.reused) if r is not None else None)
+    cols[f"{task}_created_at"].append(_utc(r.created_at) if r is not None else None)
+    for column in TYPED.get(task, []):
+        cols[f"{task}_{column.name}"].append(column.read(output) if output else None)
     if dim is None:
         return
     if r is not None and r.vectors is not None:

@@ -8,10 +8,11 @@ outbox of the transaction it runs in, and the transaction publishes once, after 
         jobs.create_job(session, settings, ...)   # appends the job's queued units
     # committed: the units are published now; on a rollback nothing is
 
-Three kinds of follow-up travel this way: unit ids for their task queues (at their job's
-priority), cancel sweeps for the maintenance queue (docbatch.worker.cancel), and webhook
-deliveries for ``docbatch webhooks``. Publishing is best effort with one policy: a send
-that fails is logged and left to the reconciler (docbatch.domain.reconcile), which finds
+Four kinds of follow-up travel this way: unit ids for their task queues (at their job's
+priority), cancel sweeps and job deletes for the maintenance queue (docbatch.worker.cancel,
+docbatch.worker.deletion), and webhook deliveries for ``docbatch webhooks``. Publishing
+is best effort with one policy: a send that fails is logged and left to the reconciler
+(docbatch.domain.reconcile), which finds
 every queued unit, cancelling job and undelivered webhook in Postgres; it is the
 backstop, never the plan.
 
@@ -58,6 +59,11 @@ class Outbox:
     units: list[QueuedUnit] = field(default_factory=list)
     cancels: list[str] = field(default_factory=list)  # job ids to sweep
     webhooks: list[int] = field(default_factory=list)  # delivery ids
+    deletes: list[str] = field(default_factory=list)  # job ids whose rows to delete
+
+    def add_delete(self, job_id: str) -> None:
+        if job_id not in self.deletes:
+            self.deletes.append(job_id)
 
     def add_unit(self, unit_id: int, queue: str, priority: int) -> None:
         self.units.append(QueuedUnit(int(unit_id), queue, int(priority)))
@@ -70,7 +76,7 @@ class Outbox:
         self.webhooks.extend(int(d) for d in delivery_ids)
 
     def __bool__(self) -> bool:
-        return bool(self.units or self.cancels or self.webhooks)
+        return bool(self.units or self.cancels or self.webhooks or self.deletes)
 
     def unit_ids(self) -> list[int]:
         return [u.unit_id for u in self.units]
@@ -82,6 +88,7 @@ class Outbox:
             ("units", self.units, publish.publish_prioritized),
             ("cancel sweeps of jobs", self.cancels, publish.publish_cancels),
             ("webhook deliveries", self.webhooks, publish.publish_webhooks),
+            ("deletes of jobs", self.deletes, publish.publish_deletes),
         ]
         for what, items, send in sends:
             if not items:
@@ -93,11 +100,12 @@ class Outbox:
                     "could not publish %d %s after commit; the reconciler will", len(items), what
                 )
 
-    def _mark(self) -> tuple[int, int, int]:
-        return len(self.units), len(self.cancels), len(self.webhooks)
+    def _mark(self) -> tuple[int, int, int, int]:
+        return len(self.units), len(self.cancels), len(self.webhooks), len(self.deletes)
 
-    def _truncate(self, mark: tuple[int, int, int]) -> None:
+    def _truncate(self, mark: tuple[int, int, int, int]) -> None:
         del self.units[mark[0] :], self.cancels[mark[1] :], self.webhooks[mark[2] :]
+        del self.deletes[mark[3] :]
 
 
 def outbox(session: Session) -> Outbox:

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from docbatch.domain.broker import CANCEL_TASK, PROCESS_TASK, WEBHOOK_TASK, app_for, broker_priority
+from docbatch.domain.broker import (
+    CANCEL_TASK,
+    DELETE_TASK,
+    PROCESS_TASK,
+    WEBHOOK_TASK,
+    app_for,
+    broker_priority,
+)
 from docbatch.schema.settings import Settings
 
 
@@ -39,6 +46,20 @@ def publish_cancels(job_ids: Iterable[str], settings: Settings) -> int:
         for job_id in job_ids:
             app.send_task(
                 CANCEL_TASK, args=[job_id], queue=settings.maintenance_queue, producer=producer
+            )
+            sent += 1
+    return sent
+
+
+def publish_deletes(job_ids: Iterable[str], settings: Settings) -> int:
+    """Queue the batched delete of jobs' rows (docbatch.worker.deletion) on the
+    maintenance queue; returns the count."""
+    app = app_for(settings)
+    sent = 0
+    with app.producer_or_acquire() as producer:
+        for job_id in job_ids:
+            app.send_task(
+                DELETE_TASK, args=[job_id], queue=settings.maintenance_queue, producer=producer
             )
             sent += 1
     return sent

@@ -83,18 +83,18 @@ def claim(session: Session, delivery_id: int, lease_seconds: float) -> Outgoing 
     if row is None:
         return None
     row.next_attempt_at = now + dt.timedelta(seconds=lease_seconds)
-    job = get_job(session, None, row.job_id)
-    payload = {
-        "event": row.event,
-        "delivery_id": row.id,
-        "job": job_public(session, job).model_dump(mode="json"),
-    }
+    if row.job_id is None:  # job.deleted: the job is gone, its last document is kept here
+        job_body, tenant = dict(row.payload or {}), row.tenant or ""
+    else:
+        job = get_job(session, None, row.job_id)
+        job_body, tenant = job_public(session, job).model_dump(mode="json"), job.tenant
+    payload = {"event": row.event, "delivery_id": row.id, "job": job_body}
     return Outgoing(
         delivery_id=row.id,
         url=row.url,
         event=row.event,
         body=json.dumps(payload, separators=(",", ":")).encode(),
-        secret=webhook_secret(session, job.tenant),
+        secret=webhook_secret(session, tenant),
         attempts=row.attempts,
         job_id=job.id,
         tenant=job.tenant,

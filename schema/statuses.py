@@ -14,6 +14,9 @@ class JobStatus(enum.StrEnum):
     failed = "failed"
     cancelling = "cancelling"
     cancelled = "cancelled"
+    # Shown while a deleted job's rows go (never stored: jobs.deleting_at says it); the
+    # job is a 404 once they have.
+    deleting = "deleting"
 
     @property
     def terminal(self) -> bool:

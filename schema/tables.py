@@ -95,10 +95,20 @@ class Job(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     # Copy earlier succeeded results of identical documents instead of computing (schema/reuse.py).
     reuse_results: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # Data lifecycle (docbatch.domain.deletion): set when the job is being deleted; its rows
+    # go in batches and the job row last. ``delete_left`` is what remains, per table.
+    deleting_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    delete_left: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Deleted this many days after it finished (None: the tenant's, else the setting's).
+    retention_days: Mapped[int | None] = mapped_column(Integer)
+    # False: the original bytes of its files are dropped once extracted (None: the tenant's).
+    keep_originals: Mapped[bool | None] = mapped_column(Boolean)
 
     __table_args__ = (
         UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
         Index("ix_jobs_tenant_created", "tenant", "created_at"),
+        Index("ix_jobs_deleting", "deleting_at"),
+        Index("ix_jobs_finished", "finished_at"),
     )
 
 
@@ -161,6 +171,28 @@ class DocumentFile(Base):
         Index("ix_document_files_job", "job_id"),
         # Extraction reuse looks earlier files up by their bytes.
         Index("ix_document_files_sha256", "sha256"),
+    )
+
+
+class Original(Base):
+    """A tenant's original file bytes, stored once per content (``sha256`` within the
+    tenant, never across tenants) and shared by every ``document_files`` row with that
+    content; ``refs`` counts those rows. The blob is unlinked when the last one goes
+    (docbatch.domain.originals)."""
+
+    __tablename__ = "originals"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))
+    blob_oid: Mapped[int] = mapped_column(BigInteger)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    refs: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("tenant", "sha256", name="uq_originals_tenant_sha256"),
+        Index("ix_originals_blob", "blob_oid"),
     )
 
 
@@ -275,6 +307,10 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     webhook_secret: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Overrides of DOCBATCH_RETENTION_DAYS and the jobs' keep_originals default (None: the
+    # setting's); `docbatch tenants set-retention`.
+    retention_days: Mapped[int | None] = mapped_column(Integer)
+    keep_originals: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class ApiKey(Base):
@@ -310,7 +346,10 @@ class WebhookDelivery(Base):
     __tablename__ = "webhook_deliveries"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    # NULL for a job.deleted delivery: its job is gone, its body is ``payload``.
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    tenant: Mapped[str | None] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     url: Mapped[str] = mapped_column(Text)
     event: Mapped[str] = mapped_column(String(40))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -350,8 +389,13 @@ class StoredFile(Base):
     sha256: Mapped[str | None] = mapped_column(String(64))
     blob_oid: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # OpenAI's expires_after (files.create) or a batch's output_expires_after: deleted then.
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (Index("ix_files_tenant_created", "tenant", "created_at"),)
+    __table_args__ = (
+        Index("ix_files_tenant_created", "tenant", "created_at"),
+        Index("ix_files_expires", "expires_at"),
+    )
 
 
 class Batch(Base):
@@ -384,5 +428,7 @@ class Batch(Base):
     cancelling_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     expired_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     finalized_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # Seconds after finalizing that the output and error files expire (output_expires_after).
+    output_expires_after: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (Index("ix_batches_tenant_created", "tenant", "created_at"),)

@@ -5,6 +5,7 @@ would not call text."""
 from __future__ import annotations
 
 import math
+import string
 import unicodedata
 from typing import Any
 
@@ -72,4 +73,29 @@ def json_problem(value: Any, max_depth: int) -> str | None:
                 return f"{problem}: {item[:40]!r}"
         elif isinstance(item, float) and not math.isfinite(item):
             return f"holds {item}, which JSON cannot represent"
+    return None
+
+
+TEMPLATE_EXAMPLE = "This example is {}."
+
+
+def template_problem(template: str) -> str | None:
+    """Why ``template`` is not a label template for ``str.format(label)``, or None.
+
+    Exactly one bare ``{}`` and no other replacement field: a format spec or a field name
+    (``"{:>999999999}{}"``, ``"{0.__class__}"``) would let a request allocate memory or
+    reach attributes in a worker. ``{{`` and ``}}`` are literal braces."""
+    try:
+        fields = [
+            (name, spec, conversion)
+            for _, name, spec, conversion in string.Formatter().parse(template)
+            if name is not None
+        ]
+    except ValueError as exc:  # a lone "{" or "}"
+        return f"is not a valid template ({exc}); write a literal brace as {{{{ or }}}}"
+    if fields != [("", "", None)]:
+        return (
+            f"must contain {{}} exactly once (where the label goes) and no other "
+            f"{{...}} field, e.g. {TEMPLATE_EXAMPLE!r}"
+        )
     return None

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from docbatch.schema.settings import ModelConfig
 from docbatch.worker.batching import MIN_BUDGET, BatchRunner
 from tests.fakes import OomAboveHandler
+
+pytestmark = pytest.mark.fast
 
 
 def test_oom_splits_the_batch_and_shrinks_the_budget():

@@ -8,6 +8,8 @@ from docbatch.worker.batching import plan_batches
 from docbatch.worker.chunking import chunk_text, count_tokens, coverage
 from tests.fixtures import load_corpus
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.fixture(scope="module")
 def tokenizer():

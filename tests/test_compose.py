@@ -56,6 +56,7 @@ def config() -> dict[str, Any]:
     return json.loads(out.stdout)
 
 
+@pytest.mark.fast
 def test_compose_validates_against_the_spec_and_rejects_a_typo(tmp_path):
     ok = _compose("config", "--quiet")
     assert ok.returncode == 0, ok.stderr
@@ -72,12 +73,14 @@ def test_compose_validates_against_the_spec_and_rejects_a_typo(tmp_path):
     assert bad.returncode != 0 and "healthchek" in bad.stderr
 
 
+@pytest.mark.fast
 def test_compose_refuses_to_start_without_secrets():
     out = _compose("config", "--quiet", env={})
     assert out.returncode != 0
     assert "POSTGRES_PASSWORD" in out.stderr or "FLOWER_BASIC_AUTH" in out.stderr
 
 
+@pytest.mark.fast
 def test_services_profiles_and_healthchecks(config):
     services = config["services"]
     assert set(services) == {
@@ -107,6 +110,7 @@ def test_services_profiles_and_healthchecks(config):
     assert "/healthcheck" in " ".join(services["flower"]["healthcheck"]["test"])
 
 
+@pytest.mark.fast
 def test_redis_is_durable_and_never_evicts(config):
     cmd = config["services"]["redis"]["command"]
     flags = dict(zip(cmd[1::2], cmd[2::2], strict=False))
@@ -116,6 +120,7 @@ def test_redis_is_durable_and_never_evicts(config):
     assert any(v["target"] == "/data" for v in config["services"]["redis"]["volumes"])
 
 
+@pytest.mark.fast
 def test_api_migrates_after_the_database_is_healthy(config):
     api = config["services"]["api"]
     assert api["command"][:3] == ["docbatch", "api", "--migrate"]
@@ -125,6 +130,7 @@ def test_api_migrates_after_the_database_is_healthy(config):
     assert api["build"]["dockerfile"] == "ops/Dockerfile.slim"
 
 
+@pytest.mark.fast
 def test_one_gpu_worker_per_task(config):
     services = config["services"]
     gpus = []
@@ -149,6 +155,7 @@ def test_one_gpu_worker_per_task(config):
     assert sorted(gpus) == [str(i) for i in range(len(TASKS))]  # one GPU each, none shared
 
 
+@pytest.mark.fast
 def test_extract_worker_runs_on_cpu_and_scales_out(config):
     services = config["services"]
     w = services["worker-extract"]
@@ -171,6 +178,7 @@ def test_extract_worker_runs_on_cpu_and_scales_out(config):
     assert env["DOCBATCH_EXTRACT_OCR"] == "true"
 
 
+@pytest.mark.fast
 def test_exactly_one_beat(config):
     beat = config["services"]["beat"]
     assert beat["command"][:2] == ["docbatch", "beat"]
@@ -178,6 +186,7 @@ def test_exactly_one_beat(config):
     assert beat["build"]["dockerfile"] == "ops/Dockerfile.slim"
 
 
+@pytest.mark.fast
 def test_maintenance_is_consumed_with_every_worker_stopped(config):
     """Schedule ticks and the reconciler run in their own model-free service."""
     m = config["services"]["maintenance"]
@@ -186,6 +195,7 @@ def test_maintenance_is_consumed_with_every_worker_stopped(config):
     assert "deploy" not in m or "devices" not in str(m["deploy"])
 
 
+@pytest.mark.fast
 def test_webhooks_are_sent_by_a_process_without_a_model(config):
     hooks = config["services"]["webhooks"]
     assert hooks["command"] == ["docbatch", "webhooks"]
@@ -193,6 +203,7 @@ def test_webhooks_are_sent_by_a_process_without_a_model(config):
     assert "deploy" not in hooks or "devices" not in str(hooks["deploy"])
 
 
+@pytest.mark.fast
 def test_flower_is_authenticated_read_only_and_bounded(config):
     flower = config["services"]["flower"]
     cmd = flower["command"]
@@ -204,6 +215,7 @@ def test_flower_is_authenticated_read_only_and_bounded(config):
     assert flower["environment"]["FLOWER_BASIC_AUTH"] == "ops:flower-secret"
 
 
+@pytest.mark.fast
 def test_monitoring_is_provisioned(config):
     prom = yaml.safe_load((ROOT / "ops/prometheus/prometheus.yml").read_text())
     targets = {
@@ -278,6 +290,7 @@ def test_slim_image_path_never_imports_the_model_stack():
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
 
 
+@pytest.mark.fast
 def test_dockerfiles_install_what_they_run():
     slim = (ROOT / "ops/Dockerfile.slim").read_text()
     assert slim.startswith("# ") and "FROM python:3.11-slim" in slim
@@ -293,138 +306,3 @@ def test_dockerfiles_install_what_they_run():
     assert "rm -rf /var/lib/apt/lists/*" in apt
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "tests"} <= set(ignored)
-
-
-def _k8s_docs() -> list[dict[str, Any]]:
-    docs: list[dict[str, Any]] = []
-    for path in sorted((ROOT / "ops/k8s").glob("*.yaml")):
-        docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
-    return docs
-
-
-def test_k8s_manifests():
-    docs = _k8s_docs()
-    by_kind: dict[str, dict[str, dict[str, Any]]] = {}
-    for d in docs:
-        by_kind.setdefault(d["kind"], {})[d.get("metadata", {}).get("name", "")] = d
-    kust = by_kind["Kustomization"]
-    listed = next(iter(kust.values()))["resources"]
-    assert sorted(listed) == sorted(
-        p.name for p in (ROOT / "ops/k8s").glob("*.yaml") if p.name != "kustomization.yaml"
-    )
-
-    deployments = by_kind["Deployment"]
-    assert {"docbatch-api", "docbatch-beat", "docbatch-flower", "docbatch-webhooks"} <= set(
-        deployments
-    )
-    hooks = deployments["docbatch-webhooks"]["spec"]["template"]["spec"]["containers"][0]
-    assert hooks["command"] == ["docbatch", "webhooks"] and "slim" in hooks["image"]
-    assert "docbatch-api" in by_kind["Service"] and "docbatch-flower" in by_kind["Service"]
-    assert "docbatch-settings" in by_kind["ConfigMap"] and "docbatch-secrets" in by_kind["Secret"]
-
-    beat = deployments["docbatch-beat"]["spec"]
-    assert beat["replicas"] == 1 and beat["strategy"]["type"] == "Recreate"
-    # Always consumed, whatever KEDA does with the workers (issue 27 item 1).
-    maintenance = deployments["docbatch-maintenance"]["spec"]
-    assert maintenance["replicas"] >= 1
-    (m,) = maintenance["template"]["spec"]["containers"]
-    assert m["command"] == ["docbatch", "maintenance"]
-
-    scaled = by_kind["ScaledObject"]
-    settings_data = by_kind["ConfigMap"]["docbatch-settings"]["data"]
-    for task in TASKS:
-        spec = deployments[f"docbatch-worker-{task}"]["spec"]
-        (container,) = spec["template"]["spec"]["containers"]
-        assert container["command"] == ["docbatch", "worker", "--task", task]
-        assert container["resources"]["requests"]["nvidia.com/gpu"] == 1
-        assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
-        assert "replicas" not in spec  # KEDA owns it
-        _check_scaled_by_every_priority_list(scaled, task, settings_data)
-
-    _check_k8s_extract(deployments, scaled, settings_data)
-    # No other worker is scaled: each ScaledObject above had its lists checked.
-    assert set(scaled) == {f"docbatch-worker-{t}" for t in (*TASKS, "extract")}
-
-    flower = deployments["docbatch-flower"]["spec"]["template"]["spec"]["containers"][0]
-    assert "--read_only" in flower["command"] and "--max_tasks=10000" in flower["command"]
-    api_init = deployments["docbatch-api"]["spec"]["template"]["spec"]["initContainers"][0]
-    assert api_init["command"][:2] == ["docbatch", "migrate"]
-
-
-def _check_k8s_extract(
-    deployments: dict[str, dict[str, Any]],
-    scaled: dict[str, dict[str, Any]],
-    settings_data: dict[str, str],
-) -> None:
-    from docbatch.schema.tables import EXTRACT
-
-    spec = deployments["docbatch-worker-extract"]["spec"]
-    pod = spec["template"]["spec"]
-    (container,) = pod["containers"]
-    assert container["command"][:4] == ["docbatch", "worker", "--task", EXTRACT]
-    assert "docbatch-worker" in container["image"]
-    resources = container["resources"]
-    assert "nvidia.com/gpu" not in {**resources["requests"], **resources["limits"]}
-    assert "tolerations" not in pod  # any node, not only GPU nodes
-    # One process per CPU it may use (left alone, it would start one per node core).
-    flags = container["command"][4:]
-    assert flags[flags.index("--concurrency") + 1] == resources["limits"]["cpu"]
-    assert "replicas" not in spec  # KEDA owns it
-
-    _check_scaled_by_every_priority_list(scaled, EXTRACT, settings_data)
-
-
-def _check_scaled_by_every_priority_list(
-    scaled: dict[str, dict[str, Any]], task: str, settings_data: dict[str, str]
-) -> None:
-    """The task's ScaledObject starts pods from 0 for a job of any priority: it watches
-    every Redis list kombu keeps for the task's queue, the default priority's included."""
-    from kombu.transport.redis import Channel
-
-    from docbatch.api.metrics import priority_queue_names
-    from docbatch.domain.broker import broker_priority
-    from docbatch.schema.settings import Settings
-
-    so = scaled[f"docbatch-worker-{task}"]["spec"]
-    assert so["scaleTargetRef"]["name"] == f"docbatch-worker-{task}"
-    assert so["minReplicaCount"] == 0
-    assert all(t["type"] == "redis" for t in so["triggers"])
-    assert all(int(t["metadata"]["listLength"]) >= 1 for t in so["triggers"])
-    queue = Settings(queue_prefix=settings_data["DOCBATCH_QUEUE_PREFIX"]).queue_for(task)
-    assert queue == f"docbatch.{task}"
-    watched = [t["metadata"]["listName"] for t in so["triggers"]]
-    assert sorted(watched) == sorted(priority_queue_names(queue)), task  # each level once
-    # Where a job of default priority (0) waits: the pods start for it.
-    assert f"{queue}{Channel.sep}{broker_priority(0)}" in watched, task
-
-
-def test_every_docbatch_service_reads_the_same_env_file(tmp_path):
-    """A setting in .env reaches every docbatch process, not a whitelist of keys."""
-    shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
-    (tmp_path / ".env").write_text(
-        "POSTGRES_PASSWORD=pg-secret\n"
-        'DOCBATCH_SCHEDULE_FOLDER_ROOTS=["/data/inbox"]\n'
-        "DOCBATCH_MODELS__EMBED__MODEL=/models/e5-small\n"
-        'DOCBATCH_WEBHOOK_ALLOW_NETWORKS=["10.1.2.0/24"]\n'
-    )
-    clean = {k: v for k, v in os.environ.items() if k not in SECRETS}
-    out = subprocess.run(
-        [_compose_bin(), "--project-directory", str(tmp_path), "config", "--format", "json"],
-        cwd=tmp_path,
-        env={**clean, "FLOWER_BASIC_AUTH": "a:b", "GRAFANA_ADMIN_PASSWORD": "g"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    services = json.loads(out.stdout)["services"]
-    docbatch = [n for n, s in services.items() if str(s.get("image", "")).startswith("docbatch")]
-    assert {"api", "beat", "webhooks", "worker-extract", "worker-embed"} <= set(docbatch)
-    for name in docbatch:
-        env = services[name]["environment"]
-        assert env["DOCBATCH_SCHEDULE_FOLDER_ROOTS"] == '["/data/inbox"]', name
-        assert env["DOCBATCH_MODELS__EMBED__MODEL"] == "/models/e5-small", name
-        assert env["DOCBATCH_WEBHOOK_ALLOW_NETWORKS"] == '["10.1.2.0/24"]', name
-        # The in-compose addresses still win over anything .env says.
-        if name != "flower":  # Celery's own monitor, no docbatch settings of its own
-            assert "@postgres:5432" in env["DOCBATCH_DATABASE_URL"], name

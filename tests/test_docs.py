@@ -15,7 +15,11 @@ import re
 import sys
 import time
 
+import pytest
+
 from tests.fixtures import ROOT
+
+pytestmark = pytest.mark.fast
 
 sys.path.insert(0, str(ROOT / "docs" / "gen"))
 import cli_page  # noqa: E402

@@ -32,6 +32,7 @@ def _at(result: Extracted, needle: str) -> int:
     return offset
 
 
+@pytest.mark.fast
 def test_pdf_text_layer_and_page_map():
     result = extract(make_pdf(PAGES), "a.pdf", LIMITS)
     assert result.kind == "pdf" and result.library.startswith("pypdfium2 ")
@@ -41,6 +42,7 @@ def test_pdf_text_layer_and_page_map():
     assert result.metadata["pages"] == 3
 
 
+@pytest.mark.fast
 def test_docx_paragraphs_tables_and_headings():
     result = extract(make_docx(), "a.docx", LIMITS)
     assert result.kind == "docx"
@@ -50,6 +52,7 @@ def test_docx_paragraphs_tables_and_headings():
     assert result.section_at(_at(result, PAGES[1])) == "Data formats"
 
 
+@pytest.mark.fast
 def test_html_main_content_without_boilerplate():
     result = extract(HTML.encode(), "page.bin", LIMITS)  # by content, not by name
     assert result.kind == "html"
@@ -59,6 +62,7 @@ def test_html_main_content_without_boilerplate():
     assert result.section_at(_at(result, "Most web services")) == "Encoding data"
 
 
+@pytest.mark.fast
 def test_email_headers_body_and_attachment(tmp_path):
     pdf = make_pdf(PAGES[:1])
     mail = make_email(pdf)
@@ -73,6 +77,7 @@ def test_email_headers_body_and_attachment(tmp_path):
     assert extract(attachment.path, attachment.name, LIMITS).text.startswith("The socket")
 
 
+@pytest.mark.fast
 def test_text_in_any_encoding():
     text = "Grüße aus Köln: naïve café déjà vu, Straße und Übermut. " * 4
     result = extract(text.encode("cp1252"), "legacy.txt", LIMITS)
@@ -97,6 +102,7 @@ def test_scanned_page_through_ocr():
     assert "tesseract" in result.library and result.page_at(0) == 1
 
 
+@pytest.mark.fast
 def test_archives_unpack_into_members(tmp_path):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -111,12 +117,12 @@ def test_archives_unpack_into_members(tmp_path):
 @pytest.mark.parametrize(
     ("case", "reason"),
     [
-        ("empty", "empty (0 bytes)"),
-        ("encrypted", "encrypted"),
-        ("corrupt", "damaged"),
-        ("binary", "unsupported file type"),
-        ("zip_bomb", "zip bomb"),
-        ("too_many_pages", "DOCBATCH_EXTRACT_MAX_PAGES"),
+        pytest.param("empty", "empty (0 bytes)", marks=pytest.mark.fast),
+        pytest.param("encrypted", "encrypted", marks=pytest.mark.fast),
+        pytest.param("corrupt", "damaged", marks=pytest.mark.fast),
+        pytest.param("binary", "unsupported file type", marks=pytest.mark.fast),
+        pytest.param("zip_bomb", "zip bomb", marks=pytest.mark.fast),
+        ("too_many_pages", "DOCBATCH_EXTRACT_MAX_PAGES"),  # a long PDF: seconds to write
     ],
 )
 def test_bad_files_fail_with_their_reason(case, reason, tmp_path):
@@ -164,6 +170,7 @@ def _crash_on_boom(file: Path, name: str, limits: Limits, spool: Spool) -> Extra
     return extract(file, name, limits, spool)
 
 
+@pytest.mark.fast
 def test_offsets_in_any_result_name_their_page_and_section():
     """What the runner does to every task's output of an extracted document: entities,
     answers and extractive spans get ``page``/``section`` beside their ``start``; an
@@ -197,6 +204,7 @@ def test_offsets_in_any_result_name_their_page_and_section():
     assert spans["spans"][0]["section"] == "Data formats" and "page" not in spans["spans"][0]
 
 
+@pytest.mark.fast
 def test_a_compressed_file_that_is_no_tar_is_its_one_member(tmp_path):
     import gzip
 
@@ -206,6 +214,7 @@ def test_a_compressed_file_that_is_no_tar_is_its_one_member(tmp_path):
     assert member.name == "notes.txt" and member.read_bytes().startswith(b"Notes")
 
 
+@pytest.mark.fast
 def test_a_long_name_bomb_in_a_tar_stops_at_the_budget(tmp_path):
     """A GNU long-name record declaring 6 GiB is read by tarfile itself, before any member
     is returned: the decompressed stream is capped, so it costs the budget, not 6 GiB."""
@@ -224,6 +233,7 @@ def test_a_long_name_bomb_in_a_tar_stops_at_the_budget(tmp_path):
     assert time.process_time() - started < 5  # ~40 MB inflated, not 6 GiB
 
 
+@pytest.mark.fast
 def test_a_zip_declaring_too_many_entries_is_refused_before_it_is_parsed(tmp_path):
     data = make_zip_entries(400)
     limits = Limits(archive_max_files=100)

@@ -21,6 +21,8 @@ from tests.files import (
     make_tar_gz,
 )
 
+pytestmark = pytest.mark.fast
+
 
 def _kind(data: bytes, name: str = "f") -> str | None:
     import io

@@ -14,7 +14,7 @@ import pytest
 from docbatch.worker.extract.base import Extracted, ExtractError, Limits, Spool
 from docbatch.worker.extract.formats import extract
 from docbatch.worker.extract.sandbox import Sandbox
-from tests.conftest import BROKER_URL, DATABASE_URL
+from tests.conftest import DATABASE_URL, servers
 from tests.files import make_long_pdf
 from tests.fixtures import WorkerProcess
 
@@ -60,7 +60,7 @@ def test_the_sandbox_child_holds_no_credentials_descriptors_or_unlimited_memory(
         for child in _sandbox_children(worker):
             environ = Path(f"/proc/{child}/environ").read_bytes().decode(errors="replace")
             assert "DOCBATCH_" not in environ, environ
-            assert DATABASE_URL not in environ and BROKER_URL not in environ
+            assert DATABASE_URL not in environ and servers().broker_url not in environ
             assert "canary-7f3a" not in environ
             cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
             assert b"docbatch.worker.extract.child" in cmdline, cmdline  # exec'd, not forked

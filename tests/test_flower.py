@@ -18,7 +18,7 @@ import pytest
 
 from docbatch.schema.db import new_session
 from docbatch.schema.tables import Unit
-from tests.conftest import BROKER_URL, RUN_ID
+from tests.conftest import RUN_ID, servers
 from tests.fixtures import ARTIFACTS, WorkerProcess, load_corpus, wait_for_job
 from tests.procs import FlowerProcess
 from tests.settings_env import override
@@ -79,7 +79,7 @@ def flower_queues() -> Iterator[dict[str, str]]:
 
 def test_flower_sees_the_worker_and_its_tasks(api, flower_queues, tmp_path):
     flower = FlowerProcess(
-        BROKER_URL, basic_auth=":".join(AUTH), extra=["--read_only"]
+        servers().broker_url, basic_auth=":".join(AUTH), extra=["--read_only"]
     ).wait_ready()
     worker = WorkerProcess(
         "summarize",

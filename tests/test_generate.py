@@ -250,7 +250,9 @@ def test_long_document_map_reduce_and_truncate_false(handler, reference):
 
     def tokens_out() -> float:
         return (
-            REGISTRY.get_sample_value("docbatch_worker_tokens_out_total", {"task": "generate"})
+            REGISTRY.get_sample_value(
+                "docbatch_worker_tokens_out_total", {"task": "generate", "model": "generate"}
+            )
             or 0.0
         )
 
@@ -333,6 +335,7 @@ def test_bad_params_are_a_4xx_naming_the_field(api, task, field, words):
 
 
 # -- vLLM (parameter mapping and prompt assembly; the engine needs CUDA) ----------------
+@pytest.mark.fast
 def test_vllm_sampling_params_mapping():
     from docbatch.worker.handlers.vllm_engine import (
         completion_from,

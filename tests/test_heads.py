@@ -53,6 +53,7 @@ def handler(cls: type[HeadHandler], path: str, **kw: Any) -> Any:
 
 
 # -- classify ---------------------------------------------------------------------------
+@pytest.mark.fast
 @pytest.mark.parametrize("head", ["sst", "multi"])
 def test_classify_equals_the_model_on_each_text_alone(tiny_heads, head):  # noqa: F811
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -82,6 +83,7 @@ def test_classify_equals_the_model_on_each_text_alone(tiny_heads, head):  # noqa
         assert any(abs(sum(s["score"] for s in r["output"]["scores"]) - 1) > 0.01 for r in rows)
 
 
+@pytest.mark.fast
 def test_classify_long_document_mean_max_and_chunk_scores(tiny_heads):  # noqa: F811
     h = handler(ClassifyHandler, tiny_heads["sst"], max_input_tokens=64)
     text = long_doc()
@@ -104,6 +106,7 @@ def test_classify_long_document_mean_max_and_chunk_scores(tiny_heads):  # noqa: 
         assert abs(s["score"] - max(c["scores"][s["label"]] for c in per_chunk)) < 1e-6
 
 
+@pytest.mark.fast
 def test_classify_own_label_subset_and_zero_shot_with_nli(tiny_heads):  # noqa: F811
     texts = short_docs(3)
     plain = handler(ClassifyHandler, tiny_heads["sst"])
@@ -135,7 +138,21 @@ def test_classify_own_label_subset_and_zero_shot_with_nli(tiny_heads):  # noqa: 
         assert abs(sum(got.values()) - 1) < 1e-5
 
 
+@pytest.mark.fast
+@pytest.mark.parametrize("template", ["{:>999999999}{}", "{0.__class__} {}", "{} {x}", "{!r}"])
+def test_a_template_with_another_field_fails_its_documents_in_the_worker(tiny_heads, template):  # noqa: F811
+    """Issue 20 item 16: the api refuses these (422); a unit that still carries one (an old
+    row, another path) fails its documents naming the template before any str.format of
+    it, so "{:>999999999}{}" never allocates a gigabyte in the worker."""
+    h = handler(ClassifyHandler, tiny_heads["sst"], params={"nli_model": tiny_heads["nli"]})
+    params = {"type": "classify", "labels": ["networking"], "hypothesis_template": template}
+    for row in run(h, short_docs(2), params):
+        assert row["status"] == "failed", row
+        assert "hypothesis template" in row["error"] and "exactly once" in row["error"]
+
+
 # -- entities ---------------------------------------------------------------------------
+@pytest.mark.fast
 @pytest.mark.parametrize("strategy", ["simple", "first", "average", "max"])
 def test_entities_equal_the_token_classification_pipeline(tiny_heads, strategy):  # noqa: F811
     from transformers import pipeline
@@ -166,6 +183,7 @@ def test_entities_equal_the_token_classification_pipeline(tiny_heads, strategy):
     assert total > 10
 
 
+@pytest.mark.fast
 def test_entities_in_a_long_document_are_whole_and_in_document_offsets(tiny_heads):  # noqa: F811
     from transformers import pipeline
 
@@ -216,6 +234,7 @@ def qa_reference(path: str) -> Any:
     return QuestionAnsweringPipeline(model=model, tokenizer=AutoTokenizer.from_pretrained(path))
 
 
+@pytest.mark.fast
 def test_ask_equals_the_question_answering_pipeline(tiny_heads):  # noqa: F811
     h = handler(AskHandler, tiny_heads["qa"])
     texts = short_docs()
@@ -254,6 +273,7 @@ def test_ask_long_document_best_span_and_threshold(tiny_heads):  # noqa: F811
 
 
 # -- bad models and params --------------------------------------------------------------
+@pytest.mark.fast
 @pytest.mark.parametrize(
     ("cls", "wrong"),
     [(ClassifyHandler, "ner"), (EntitiesHandler, "qa"), (AskHandler, "bert"), (AskHandler, None)],
@@ -279,6 +299,7 @@ def test_wrong_or_missing_model_fails_documents_naming_the_setting(
         assert cls.arch_suffix in rows[0]["error"]
 
 
+@pytest.mark.fast
 def test_hub_default_without_a_download_names_the_setting():
     h = ClassifyHandler(ModelConfig())
     h.setup("cpu")
@@ -288,6 +309,7 @@ def test_hub_default_without_a_download_names_the_setting():
     assert "DOCBATCH_MODELS__CLASSIFY__MODEL" in row["error"]
 
 
+@pytest.mark.fast
 def test_labels_the_model_lacks_without_nli_fail_naming_the_setting(tiny_heads):  # noqa: F811
     h = handler(ClassifyHandler, tiny_heads["sst"])
     rows = run(h, short_docs(2), {"type": "classify", "labels": ["sports", "POSITIVE"]})
@@ -297,6 +319,7 @@ def test_labels_the_model_lacks_without_nli_fail_naming_the_setting(tiny_heads):
         assert "NEGATIVE" in row["error"]  # says which labels the model has
 
 
+@pytest.mark.fast
 def test_questions_that_leave_no_room_for_context_fail_naming_the_setting(tiny_heads):  # noqa: F811
     h = handler(AskHandler, tiny_heads["qa"], params={"max_seq_len": 64})
     question = "Which " + " ".join(["very"] * 60) + " long question is this?"

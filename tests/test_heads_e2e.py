@@ -26,6 +26,13 @@ BAD_TASKS = [
     ({"type": "ask", "questions": ["q?"], "min_score": 2}, "tasks[0].min_score"),
     ({"type": "classify", "labels": []}, "tasks[0].labels"),
     ({"type": "classify", "labels": ["a"], "hypothesis_template": "about"}, "hypothesis_template"),
+    # Issue 20 item 16: one bare {} and no other field; labels and questions have a length.
+    ({"type": "classify", "labels": ["a"], "hypothesis_template": "{:>999999999}{}"}, "exactly"),
+    ({"type": "classify", "labels": ["a"], "hypothesis_template": "{0.__class__}{}"}, "exactly"),
+    ({"type": "classify", "labels": ["a"], "hypothesis_template": "is {} }"}, "literal brace"),
+    ({"type": "classify", "labels": ["x" * 501]}, "DOCBATCH_MAX_LABEL_CHARS"),
+    ({"type": "tags", "labels": ["ok", "x" * 501]}, "label 1 is 501 characters"),
+    ({"type": "ask", "questions": ["q" * 2001]}, "DOCBATCH_MAX_QUESTION_CHARS"),
     ({"type": "classify", "aggregate": "median"}, "tasks[0].aggregate"),
     ({"type": "entities", "aggregation": "none"}, "tasks[0].aggregation"),
 ]

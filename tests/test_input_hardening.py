@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from docbatch.schema.db import new_session
 from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import Document, Job, Unit
-from tests.conftest import BROKER_URL
+from tests.conftest import servers
 
 GOOD = {"custom_id": "a", "text": "Some text."}
 
@@ -58,7 +58,7 @@ def test_lone_surrogate_in_labels_is_422_and_nothing_is_queued(
     api, private_queues, no_rows_written
 ):
     queue = get_settings().queue_for("tags")
-    broker = redis_lib.Redis.from_url(BROKER_URL)
+    broker = redis_lib.Redis.from_url(servers().broker_url)
     body = {"tasks": [{"type": "tags", "labels": ["ok", "\ud800"]}], "documents": [GOOD]}
     resp = _post_json(api, body)
     assert resp.status_code == 422, resp.text

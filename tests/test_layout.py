@@ -6,6 +6,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.fast
+
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {"schema", "domain", "api", "worker"}
 PACKAGES = LAYERS | {"docbatch"}

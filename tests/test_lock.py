@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import tomllib
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from tests.fixtures import ROOT
+
+pytestmark = pytest.mark.fast
 
 
 def _locked() -> dict[str, Version]:

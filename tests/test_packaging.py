@@ -169,6 +169,18 @@ def test_the_client_install_submits_waits_and_downloads(client_bin, live_api, tm
     lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [x["custom_id"] for x in lines] == ["a", "b"]
     assert all(x["results"]["tags"]["status"] == "succeeded" for x in lines), lines
+    # The Python client, from the same install: typed results, and no model stack loaded.
+    code = (
+        "import sys\n"
+        "from docbatch import Client\n"
+        "job = Client().submit(['Open a socket.', 'Add two integers.'], tasks=['tags'])\n"
+        "final = job.wait(poll_seconds=0.2)\n"
+        "lines = list(job.iter_results())\n"
+        "assert not {'torch', 'sqlalchemy', 'celery'} & set(sys.modules), sys.modules\n"
+        "print(final.status, [x.custom_id for x in lines], lines[0].results['tags'].status)\n"
+    )
+    used = _run([str(client_bin / "python"), "-c", code], tmp_path, env)
+    assert used.stdout.split() == ["completed", "['0',", "'1']", "succeeded"], used.stdout
 
 
 def test_the_full_wheel_installs_beside_pypi_schema(wheel, pinned, tmp_path):

@@ -11,6 +11,8 @@ import pytest
 from docbatch.domain.stats import progress
 from docbatch.progress import ProgressBar, RateMeter, counts_table
 
+pytestmark = pytest.mark.fast
+
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 
 

@@ -10,6 +10,8 @@ from docbatch.schema.settings import ModelConfig
 from docbatch.worker.handlers.tags import TagsHandler
 from tests.fixtures import load_corpus
 
+pytestmark = pytest.mark.fast
+
 LABELS = ["networking", "file system", "text processing"]
 
 

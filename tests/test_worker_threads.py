@@ -7,11 +7,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from docbatch.schema.settings import Settings
 from docbatch.worker.threads import CoreShare, available_cores, cgroup_cpu_limit, worker_threads
 from tests.fixtures import ROOT
 
 
+@pytest.mark.fast
 def test_default_threads_are_the_workers_share_of_the_cores():
     cores = available_cores()
     assert worker_threads(Settings(workers_per_host=1, torch_threads=0)) == cores
@@ -41,6 +44,7 @@ def test_worker_process_applies_the_limit_before_the_model_loads():
     assert got == {"n": 1, "torch": 1, "omp": "1", "tok": "false"}
 
 
+@pytest.mark.fast
 def test_a_cgroup_cpu_quota_lowers_the_cores(tmp_path):
     """A container's `cpus: 1.5` / a pod's CPU limit is a CFS quota, which affinity hides."""
     v2, v1 = tmp_path / "cpu.max", tmp_path / "v1" / "cpu.cfs_quota_us"

@@ -9,14 +9,18 @@ survive a fork. Either way its units go through the one ``UnitRunner``.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
-from celery.signals import worker_process_init, worker_shutting_down
+from celery.signals import worker_process_init, worker_ready, worker_shutting_down
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from docbatch.domain.broker import (
+    BATCH_TICK_TASK,
     CANCEL_TASK,
+    DELETE_TASK,
+    LIFECYCLE_TASK,
     PROCESS_TASK,
     RECONCILE_TASK,
     SCHEDULE_TICK_TASK,
@@ -68,7 +72,15 @@ def load_stage(settings: Settings) -> Stage[Any, Any] | None:
         model_id, revision = handler.model_for({})
     except Exception:
         model_id, revision = handler.model_id, handler.revision
-    log.info("loaded %s model %s@%s on %s (%d threads)", task, model_id, revision, device, threads)
+    log.info(
+        "loaded deployment %s (%s) model %s@%s on %s (%d threads)",
+        task,
+        handler.task,
+        model_id,
+        revision,
+        device,
+        threads,
+    )
     _stage = ModelStage(handler, settings)
     worker_metrics.start_server(settings.worker_metrics_port)
     return _stage
@@ -92,6 +104,24 @@ def _load_stage(**_: Any) -> None:
     bind_process(task=settings.worker_task)  # on every log line of this process
     if load_stage(settings) is not None:
         _warm_up(settings)
+        mark_ready(settings)
+
+
+@worker_ready.connect
+def _consumer_ready(**_: Any) -> None:
+    settings = get_settings()
+    if not settings.worker_task:  # beat-less helpers (maintenance, webhooks): no model
+        mark_ready(settings)
+
+
+def mark_ready(settings: Settings) -> None:
+    """Write DOCBATCH_READY_FILE (a readinessProbe reads it): this worker can take units."""
+    if settings.ready_file:
+        try:
+            with open(settings.ready_file, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+        except OSError:
+            log.exception("cannot write the ready file %s", settings.ready_file)
 
 
 @worker_shutting_down.connect
@@ -138,9 +168,30 @@ def cancel_job(job_id: str) -> int:
     return sweep(job_id, get_settings())
 
 
+@app.task(name=DELETE_TASK, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=5)
+def delete_job(job_id: str) -> int:
+    from docbatch.worker.deletion import delete_job as run
+
+    return run(job_id, get_settings())
+
+
+@app.task(name=LIFECYCLE_TASK, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=3)
+def lifecycle() -> dict[str, object]:
+    from docbatch.worker.lifecycle import lifecycle_pass
+
+    return lifecycle_pass(get_settings()).as_dict()
+
+
 @app.task(name=RECONCILE_TASK, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=5)
 def reconcile() -> int:
     return reconcile_once(get_settings())
+
+
+@app.task(name=BATCH_TICK_TASK, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=3)
+def batch_tick() -> int:
+    from docbatch.worker.batches import tick
+
+    return tick(get_settings())
 
 
 @app.task(name=SCHEDULE_TICK_TASK, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=3)

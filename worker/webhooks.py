@@ -7,7 +7,10 @@ holds a GPU worker. Each try:
 1. claims the outbox row (a short transaction that leases it and commits);
 2. resolves the host, refuses non-public addresses (docbatch.domain.netguard), and POSTs to the
    checked address, with no transaction open, within DOCBATCH_WEBHOOK_DEADLINE_SECONDS
-   in total (a receiver trickling a byte at a time is cut off at the deadline);
+   in total, the name lookup included (a slow resolver or a receiver trickling a byte at
+   a time is cut off at the deadline, well inside the claim's lease, so no second sender
+   POSTs the same delivery meanwhile); of the answer only the status and at most
+   ``RESPONSE_READ_BYTES`` of the body are read;
 3. records the outcome in a second short transaction.
 
 At least once: a delivery is marked delivered only after a 2xx, so a crash between the
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 
 import httpx
@@ -30,6 +34,10 @@ from docbatch.schema.settings import Settings
 from docbatch.worker import metrics
 
 log = logging.getLogger("docbatch.webhooks")
+
+# A receiver's answer body is read up to this many bytes, then the connection is closed:
+# only the status counts, and a receiver answering 200 with gigabytes costs us nothing.
+RESPONSE_READ_BYTES = 4096
 
 
 def backoff(settings: Settings, attempts: int) -> float:
@@ -57,27 +65,73 @@ async def _post(
             headers={**headers, "Host": host_header},
             extensions=extensions,
         )
-        response = await client.send(request)
+        response = await client.send(request, stream=True)
+        try:
+            read = 0
+            async for chunk in response.aiter_raw():
+                read += len(chunk)
+                if read >= RESPONSE_READ_BYTES:
+                    break
+        finally:
+            await response.aclose()
         return response.status_code
 
 
 def post_within_deadline(
-    target: netguard.Target, url: str, body: bytes, headers: dict[str, str], settings: Settings
+    target: netguard.Target,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    settings: Settings,
+    seconds: float,
 ) -> int:
-    """POST and return the status code; TimeoutError once the deadline passes, whichever
+    """POST and return the status code; TimeoutError once ``seconds`` pass, whichever
     phase (connect, headers, body) the receiver is dawdling in."""
-    deadline = settings.webhook_deadline_seconds
-    return asyncio.run(asyncio.wait_for(_post(target, url, body, headers, settings), deadline))
+    return asyncio.run(
+        asyncio.wait_for(_post(target, url, body, headers, settings), max(seconds, 0.0))
+    )
+
+
+def resolve_within(url: str, allow: list[str], seconds: float) -> netguard.Target:
+    """``netguard.resolve_webhook`` given at most ``seconds``; TimeoutError after that.
+
+    getaddrinfo cannot be interrupted, so it runs on a daemon thread that a resolver
+    slower than the deadline leaves to finish on its own (its answer is dropped)."""
+    answer: list[netguard.Target | netguard.UnsafeDestination] = []
+
+    def resolve() -> None:
+        try:
+            answer.append(netguard.resolve_webhook(url, allow))
+        except netguard.UnsafeDestination as exc:
+            answer.append(exc)
+
+    thread = threading.Thread(target=resolve, name="webhook-resolve", daemon=True)
+    thread.start()
+    thread.join(max(seconds, 0.0))
+    if not answer:
+        raise TimeoutError
+    if isinstance(answer[0], netguard.UnsafeDestination):
+        raise answer[0]
+    return answer[0]
 
 
 def attempt(out: webhooks.Outgoing, settings: Settings) -> str | None:
     """One try of ``out``; None when the receiver answered 2xx, else what went wrong."""
     if out.secret is None:
         return "the job's tenant has no webhook secret"
+    late = (
+        f"no complete answer within {settings.webhook_deadline_seconds:g} s "
+        "(DOCBATCH_WEBHOOK_DEADLINE_SECONDS)"
+    )
+    deadline = time.monotonic() + settings.webhook_deadline_seconds
     try:
-        target = netguard.resolve_webhook(out.url, settings.webhook_allow_networks)
+        target = resolve_within(
+            out.url, settings.webhook_allow_networks, settings.webhook_deadline_seconds
+        )
     except netguard.UnsafeDestination as exc:
         return f"not sent: {exc}"
+    except TimeoutError:
+        return f"not sent: the host did not resolve in time; {late}"
     timestamp = int(time.time())
     headers = {
         "Content-Type": "application/json",
@@ -87,12 +141,11 @@ def attempt(out: webhooks.Outgoing, settings: Settings) -> str | None:
         webhooks.SIGNATURE_HEADER: webhooks.sign(out.secret, timestamp, out.body),
     }
     try:
-        status = post_within_deadline(target, out.url, out.body, headers, settings)
-    except TimeoutError:
-        return (
-            f"no complete answer within {settings.webhook_deadline_seconds:g} s "
-            "(DOCBATCH_WEBHOOK_DEADLINE_SECONDS)"
+        status = post_within_deadline(
+            target, out.url, out.body, headers, settings, deadline - time.monotonic()
         )
+    except TimeoutError:
+        return late
     except (httpx.HTTPError, OSError) as exc:
         # The exception text can hold the URL: keep the type and the host only.
         return f"{type(exc).__name__} talking to {netguard.redact(out.url)}"

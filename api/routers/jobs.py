@@ -1,4 +1,4 @@
-"""/v1/jobs: submit, inspect, stream results and errors, cancel, list."""
+"""/v1/jobs: submit, inspect, stream results and errors, cancel, delete, list."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from docbatch.api.ingest import (
     request_digest,
     spool_body,
 )
-from docbatch.domain import jobs
+from docbatch.domain import deletion, jobs
 from docbatch.domain.export import write_parquet
 from docbatch.domain.outbox import unit_of_work
 from docbatch.domain.polling import poll_job_json
@@ -97,7 +97,7 @@ def _submit(
     finally:
         spool.close()
     with new_session() as s:
-        return jobs.job_public(s, jobs.get_job(s, tenant, job_id)), False
+        return jobs.job_public(s, jobs.get_job(s, tenant, job_id), settings), False
 
 
 @router.post("", status_code=202, response_model=JobPublic)
@@ -249,3 +249,16 @@ def cancel_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobPubl
         jobs.cancel_job(s, tenant, job_id, inline_documents=settings.cancel_batch_documents)
     with new_session() as s:
         return jobs.job_public(s, jobs.get_job(s, tenant, job_id))
+
+
+@router.delete("/{job_id}", status_code=202, response_model=JobPublic)
+def delete_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobPublic:
+    """Delete the job and everything stored for it: documents, results, units, extracted
+    text, original files, pending webhooks. A running job is cancelled first. Answers at
+    once with status ``deleting`` (``delete_left``: the rows still to go); the rows go in
+    batches off the request path (docbatch.domain.deletion), the job row last, after
+    which the job is a 404."""
+    # The answer is read in the transaction: the job may be gone a moment after it commits.
+    with unit_of_work(settings) as s:
+        job = deletion.request_delete(s, tenant, job_id, settings)
+        return jobs.job_public(s, job)

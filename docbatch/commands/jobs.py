@@ -1,4 +1,4 @@
-"""Jobs on a running api: ``submit``, ``status``, ``results``, ``cancel`` and
+"""Jobs on a running api: ``submit``, ``status``, ``results``, ``cancel``, ``delete`` and
 ``jobs list|show|errors``.
 
 docbatch submit docs.jsonl --task tags --wait
@@ -108,6 +108,15 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     job = client(args).cancel(args.job)
+    if args.format == "table":
+        print(f"{job.id} {job.status}")
+    else:
+        emit(job.model_dump(mode="json"), args.format)
+    return exitcodes.OK
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    job = client(args).delete(args.job)
     if args.format == "table":
         print(f"{job.id} {job.status}")
     else:
@@ -230,6 +239,16 @@ def register(sub: Any) -> None:
     _job_arg(sp)
     add_format(sp)
     sp.set_defaults(func=cmd_cancel)
+
+    sp = command(
+        sub,
+        "delete",
+        "delete a job and everything stored for it (a running job is cancelled first)",
+        ["docbatch delete job_123"],
+    )
+    _job_arg(sp)
+    add_format(sp)
+    sp.set_defaults(func=cmd_delete)
 
     sp = command(
         sub,

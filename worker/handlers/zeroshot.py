@@ -17,18 +17,23 @@ from typing import Any
 import numpy as np
 
 from docbatch.schema.errors import ModelUnavailable, PermanentError
+from docbatch.schema.text_checks import template_problem
 from docbatch.worker.handlers.seq2seq import torch_dtype
 
 HYPOTHESIS = "This example is {}."
 
 
 def check_template(template: str) -> None:
-    """The template must place the label exactly once: "This text is about {}."."""
-    if template.count("{}") != 1:
-        raise PermanentError(
-            f"hypothesis template {template!r} must contain '{{}}' exactly once "
-            "(where the label goes), e.g. 'This example is {}.'"
-        )
+    """The template must place the label exactly once: "This text is about {}.". Checked
+    again here (the api checked it at submit) before any ``str.format`` of it."""
+    problem = template_problem(template)
+    if problem:
+        raise PermanentError(f"hypothesis template {template[:200]!r} {problem}")
+
+
+def fill(template: str, label: str) -> str:
+    check_template(template)
+    return template.format(label)
 
 
 class NliScorer:
@@ -63,7 +68,7 @@ class NliScorer:
         import torch
 
         hypothesis = template or self.template
-        pairs = [(c, hypothesis.format(label)) for c in chunks for label in labels]
+        pairs = [(c, fill(hypothesis, label)) for c in chunks for label in labels]
         out: list[np.ndarray] = []
         for i in range(0, len(pairs), rows):
             part = pairs[i : i + rows]
@@ -96,7 +101,7 @@ class NliScorer:
         """Tokens of the longest hypothesis plus the pair's special tokens."""
         hypothesis = template or self.template
         longest = max(
-            len(self.tokenizer(hypothesis.format(label), add_special_tokens=False)["input_ids"])
+            len(self.tokenizer(fill(hypothesis, label), add_special_tokens=False)["input_ids"])
             for label in labels
         )
         return longest + len(self.tokenizer("", "", add_special_tokens=True)["input_ids"])
@@ -109,7 +114,7 @@ class NliScorer:
 
         from docbatch.worker.batching import plan_batches
 
-        pairs = [(c, self.template.format(label)) for c in chunks for label in labels]
+        pairs = [(c, fill(self.template, label)) for c in chunks for label in labels]
         if not pairs:
             return np.zeros((len(chunks), len(labels)), dtype=np.float32)
         enc = self.tokenizer([p for p, _ in pairs], [h for _, h in pairs], truncation=True)
