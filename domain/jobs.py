@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from docbatch.domain import blobs, closing, ledger, presence
+from docbatch.domain import blobs, closing, ledger, presence, tenants
 from docbatch.domain.files import FileDocument
 from docbatch.domain.outbox import outbox
 from docbatch.schema.errors import Conflict, InputError, NotFound
@@ -193,6 +193,8 @@ def create_job(
     idempotency_key: str | None = None,
     request_hash: str | None = None,
     reuse_results: bool = False,
+    retention_days: int | None = None,
+    keep_originals: bool | None = None,
 ) -> NewJob:
     """Write a job with its documents and units, its queued units into the outbox; raises
     InputError before anything commits.
@@ -202,8 +204,21 @@ def create_job(
     ``FileDocument`` is stored as a blob and extracted before the model tasks see it
     (an ``extract`` unit per few files; the model units over them wait: docbatch.domain.waiting).
     """
+    policy = tenants.storage_policy(session, tenant, settings)
+    if (
+        retention_days is not None
+        and policy.retention_days
+        and retention_days > policy.retention_days
+    ):
+        raise InputError(
+            "retention_days",
+            f"{retention_days} days is longer than this tenant's retention of "
+            f"{policy.retention_days} days; give at most {policy.retention_days}",
+        )
     job = Job(
         tenant=tenant,
+        retention_days=retention_days,
+        keep_originals=policy.keep_originals if keep_originals is None else keep_originals,
         name=name,
         priority=priority,
         webhook_url=webhook_url,

@@ -140,19 +140,48 @@ def test_a_deployment_added_to_the_list_gets_its_own_scaling():
         {
             "name": "generate-large",
             "task": "generate",
-            "queue": "docbatch.generate-large",
+            "deployment": "large",
             "gpu": True,
         }
     )
     files = generate.render(spec)
-    workers = [d for d in yaml.safe_load_all(files["workers.yaml"]) if d]
-    keda = [d for d in yaml.safe_load_all(files["keda.yaml"]) if d]
+    workers = [d for d in yaml.safe_load_all(files["base/workers.yaml"]) if d]
+    keda = [d for d in yaml.safe_load_all(files["base/keda.yaml"]) if d]
     (dep,) = [
         d
         for d in workers
         if d["metadata"]["name"] == "docbatch-worker-generate-large" and d["kind"] == "Deployment"
     ]
-    assert dep["spec"]["template"]["spec"]["containers"][0]["command"][-1] == "generate"
+    command = dep["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command == ["docbatch", "worker", "--deployment", "large"]
     (so,) = [d for d in keda if d["metadata"]["name"] == "docbatch-worker-generate-large"]
     lists = [t["metadata"]["listName"] for t in so["spec"]["triggers"]]
-    assert len(lists) == 10 and lists[0] == "docbatch.generate-large"
+    assert len(lists) == 10 and lists[0] == "docbatch.generate.large"
+
+
+@pytest.mark.fast
+def test_alerts_and_dashboard_name_only_metrics_docbatch_defines():
+    import re
+
+    sys.path.insert(0, str(ROOT / "docs/gen"))
+    from metrics_page import metrics
+
+    known = set()
+    for name, *_ in metrics():
+        base = name.removesuffix("_total")
+        known |= {name, f"{base}_total", f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    rule = yaml.safe_load((ROOT / "ops/k8s/monitoring/prometheusrule.yaml").read_text())
+    alerts = {r["alert"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert {
+        "DocbatchBacklogWithNoWorker",
+        "DocbatchOldestUnitTooOld",
+        "DocbatchFailedUnitRatio",
+        "DocbatchWebhookBacklog",
+        "DocbatchReconcilerRepublishing",
+        "DocbatchGpuMemoryNearLimit",
+    } <= set(alerts)
+    dashboard = (ROOT / "ops/grafana/dashboards/docbatch.json").read_text()
+    used = set(re.findall(r"\bdocbatch_[a-z0-9_]+", " ".join(alerts.values()) + dashboard))
+    used -= {"docbatch_json"}  # not a metric
+    assert used - known == set()
+    assert "docbatch_tenant_jobs" in used and "docbatch_oldest_queued_unit_age_seconds" in used

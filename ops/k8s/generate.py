@@ -1,4 +1,5 @@
-"""Write ops/k8s/base/workers.yaml and base/keda.yaml from ops/k8s/deployments.yaml.
+"""Write ops/k8s/base/workers.yaml and base/keda.yaml from ops/k8s/deployments.yaml, and
+monitoring/dashboard-configmap.yaml from the Grafana dashboard of the compose setup.
 
 One Deployment, PodDisruptionBudget and KEDA ScaledObject per entry. A docbatch queue is
 ten Redis lists (domain/broker.py: queue_order_strategy "priority", steps 0-9; kombu keeps
@@ -44,7 +45,12 @@ def _container(d: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": "worker",
         "image": "docbatch-worker",
-        "command": ["docbatch", "worker", "--task", d["task"], *d.get("args", [])],
+        "command": [
+            "docbatch",
+            "worker",
+            *(["--deployment", d["deployment"]] if d.get("deployment") else ["--task", d["task"]]),
+            *d.get("args", []),
+        ],
         "envFrom": [
             {"configMapRef": {"name": "docbatch-settings"}},
             {"secretRef": {"name": "docbatch-secrets"}},
@@ -136,7 +142,9 @@ def disruption_budget(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def scaled_object(d: dict[str, Any], prefix: str, database: int) -> dict[str, Any]:
-    queue = d.get("queue") or f"{prefix}.{d['task']}"
+    # docbatch.schema.settings.Settings.queue_for: a named deployment has its own queue.
+    default = f"{prefix}.{d['task']}" + (f".{d['deployment']}" if d.get("deployment") else "")
+    queue = d.get("queue") or default
     triggers = [
         {
             "type": "redis",
@@ -169,6 +177,24 @@ def scaled_object(d: dict[str, Any], prefix: str, database: int) -> dict[str, An
     }
 
 
+def dashboard() -> str:
+    """The compose dashboard (ops/grafana/dashboards/docbatch.json) as a ConfigMap that
+    Grafana's sidecar loads (label grafana_dashboard=1)."""
+    source = HERE.parent / "grafana" / "dashboards" / "docbatch.json"
+    doc = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "docbatch-grafana-dashboard",
+            "labels": {"app.kubernetes.io/name": "docbatch", "grafana_dashboard": "1"},
+        },
+        "data": {"docbatch.json": source.read_text()},
+    }
+    return HEADER.replace("deployments.yaml", "grafana/dashboards/docbatch.json") + yaml.safe_dump(
+        doc, sort_keys=False, width=100
+    )
+
+
 def render(spec: dict[str, Any]) -> dict[str, str]:
     prefix, database = spec.get("queue_prefix", "docbatch"), int(spec.get("redis_database", 0))
     workers, keda = [], []
@@ -181,7 +207,11 @@ def render(spec: dict[str, Any]) -> dict[str, str]:
             yaml.safe_dump(doc, sort_keys=False, width=100) for doc in docs
         )
 
-    return {"workers.yaml": dump(workers), "keda.yaml": dump(keda)}
+    return {
+        "base/workers.yaml": dump(workers),
+        "base/keda.yaml": dump(keda),
+        "monitoring/dashboard-configmap.yaml": dashboard(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = yaml.safe_load((HERE / "deployments.yaml").read_text())
     stale = []
     for name, text in render(spec).items():
-        path = HERE / "base" / name
+        path = HERE / name
         if args.check:
             if not path.exists() or path.read_text() != text:
                 stale.append(str(path))

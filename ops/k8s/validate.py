@@ -22,16 +22,18 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 OVERLAYS = ("cpu-only", "gpu", "production")
+EXTRAS = ("monitoring",)  # applied beside an overlay
 KUBERNETES = "1.32.0"
 CRDS = {
     ("keda.sh/v1alpha1", "ScaledObject"): "keda.sh-scaledobject-v1alpha1.json",
     ("keda.sh/v1alpha1", "TriggerAuthentication"): "keda.sh-triggerauthentication-v1alpha1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring.coreos.com-prometheusrule-v1.json",
 }
 
 
 def render(overlay: str) -> list[dict[str, Any]]:
     out = subprocess.run(
-        ["kubectl", "kustomize", str(HERE / "overlays" / overlay)],
+        ["kubectl", "kustomize", str(HERE / ("" if overlay in EXTRAS else "overlays") / overlay)],
         capture_output=True,
         text=True,
         check=False,
@@ -75,7 +77,7 @@ def main() -> int:
     import generate
 
     failed = generate.main(["--check"]) != 0
-    for overlay in OVERLAYS:
+    for overlay in (*OVERLAYS, *EXTRAS):
         docs = render(overlay)
         errors = problems(docs)
         kinds = sorted({d["kind"] for d in docs})
