@@ -21,7 +21,8 @@ def test_every_list_of_tasks_is_the_one_list():
     assert _task_names(TaskSpec) == TASKS
     models = Settings().models
     assert tuple(models) == TASKS
-    assert {t: m.handler for t, m in models.items()} == {t: k.handler for t, k in TASK_KINDS.items()}
+    handlers = {t: k.handler for t, k in TASK_KINDS.items()}
+    assert {t: m.handler for t, m in models.items()} == handlers
 
 
 def test_the_cli_help_and_the_dashboard_name_every_task():
@@ -30,7 +31,7 @@ def test_the_cli_help_and_the_dashboard_name_every_task():
     from docbatch.api.app import create_app
     from docbatch.commands.common import TASK_NAMES
 
-    assert TASK_NAMES == ", ".join(TASKS)
+    assert ", ".join(TASKS) == TASK_NAMES
     page = TestClient(create_app()).get("/ui").text
     colors = re.search(r'data-task-colors="([^"]*)"', page)
     assert colors is not None
