@@ -46,7 +46,8 @@ CHARS_PER_TOKEN = 4  # a rough estimate, good enough to size units evenly
 @dataclass
 class NewJob:
     job: Job
-    queued_units: int = 0  # units queued at once (in the outbox); the others wait for files
+    queued_units: int = 0  # units queued at once (the backlog); the others wait for files
+    unit_ids: list[int] = field(default_factory=list)  # those queued units, in id order
 
 
 def parse_tasks(raw: Any, settings: Settings) -> list[dict[str, Any]]:
@@ -316,15 +317,16 @@ def create_job(
     for i in range(0, len(unit_rows), INSERT_BATCH):
         session.execute(insert(Unit), unit_rows[i : i + INSERT_BATCH])
     session.flush()
-    units = session.execute(
+    # The queued units wait in the backlog; the dispatcher sends them in fair order.
+    queued = session.execute(
         select(Unit.id, Unit.queue)
         .where(Unit.job_id == job.id, Unit.state == UnitState.queued.value)
         .order_by(Unit.id)
     ).all()
     box = outbox(session)
-    for u in units:
-        box.add_unit(u.id, u.queue, priority)
-    return NewJob(job=job, queued_units=len(units))
+    for queue in dict.fromkeys(u.queue for u in queued):
+        box.add_dispatch(queue)
+    return NewJob(job=job, queued_units=len(queued), unit_ids=[int(u.id) for u in queued])
 
 
 def task_names(session: Session, job_id: str) -> list[str]:
