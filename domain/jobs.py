@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from docbatch.domain import blobs, closing, ledger, presence, quotas, tenants
+from docbatch.domain import closing, ledger, originals, presence, quotas, tenants
 from docbatch.domain.files import FileDocument
 from docbatch.domain.outbox import outbox
 from docbatch.schema.errors import Conflict, InputError, NotFound
@@ -91,20 +91,19 @@ def insert_documents(session: Session, rows: list[dict[str, Any]]) -> None:
             )
 
 
-def _store_file(session: Session, doc: FileDocument, settings: Settings) -> dict[str, Any]:
-    """The file's bytes into a blob (not read at all when it is over the extraction limit:
-    it fails alone at extraction, saying so)."""
+def _store_file(
+    session: Session, tenant: str, doc: FileDocument, settings: Settings
+) -> dict[str, Any]:
+    """The file's bytes as the tenant's original (stored once per content:
+    docbatch.domain.originals); not read at all when it is over the extraction limit: it
+    fails alone at extraction, saying so."""
     info: dict[str, Any] = {"name": doc.custom_id, "bytes": doc.size, "sha256": None}
     info["blob_oid"] = None
     if doc.size > settings.extract_max_bytes:
         return info
     with doc.opener() as fh:
-        oid, size, sha = blobs.store(session, fh, max_bytes=settings.extract_max_bytes)
-    info["bytes"] = size
-    if size > settings.extract_max_bytes:  # it grew since the caller looked
-        blobs.delete(session, oid)
-        return info
-    info.update(blob_oid=oid, sha256=sha)
+        oid, size, sha = originals.store(session, tenant, fh, settings.extract_max_bytes)
+    info.update(bytes=size, blob_oid=oid, sha256=sha)
     return info
 
 
@@ -257,7 +256,7 @@ def create_job(
                 line=line,
             )
         if file_doc is not None:
-            info = _store_file(session, file_doc, settings)
+            info = _store_file(session, tenant, file_doc, settings)
             files[seq] = info
             text = ""
             # Until extracted, a file's hash is its bytes' (the text's replaces it).
