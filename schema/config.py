@@ -123,7 +123,7 @@ def _strip_optional(annotation: Any) -> Any:
 def _dict_keys(field: str) -> tuple[str, ...] | None:
     """The keys a dict setting may have (None: any)."""
     if field == "models":
-        from docbatch.schema.settings import TASKS
+        from docbatch.schema.tasks import TASKS
 
         return TASKS
     return None
