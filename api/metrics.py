@@ -38,7 +38,7 @@ from sqlalchemy import func, select
 
 from docbatch.domain.build import build_info
 from docbatch.schema.db import new_session
-from docbatch.schema.settings import TASKS, get_settings
+from docbatch.schema.settings import Settings, get_settings
 from docbatch.schema.tables import EXTRACT, Job, Unit, UnitState, utcnow
 
 log = logging.getLogger("docbatch.api")
@@ -94,8 +94,10 @@ class StateCollector(Collector):
         # What registering asks for (auto_describe): without it the registry would call
         # collect(), and importing the api would query Postgres and Redis.
         yield GaugeMetricFamily("docbatch_jobs", "Jobs by status", labels=["status"])
-        yield GaugeMetricFamily("docbatch_queue_depth", "", labels=["task", "queue"])
-        yield GaugeMetricFamily("docbatch_oldest_queued_unit_age_seconds", "", labels=["task"])
+        yield GaugeMetricFamily("docbatch_queue_depth", "", labels=["task", "model", "queue"])
+        yield GaugeMetricFamily(
+            "docbatch_oldest_queued_unit_age_seconds", "", labels=["task", "model"]
+        )
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         settings = get_settings()
@@ -108,40 +110,43 @@ class StateCollector(Collector):
         except Exception:  # a scrape must answer even with the db down
             log.exception("metrics: reading jobs by status failed")
         yield jobs
-        yield from _unit_ages()
+        yield from _unit_ages(settings)
         if settings.metrics_tenants:
             yield from _per_tenant(settings.metrics_tenants)
 
         depth = GaugeMetricFamily(
             "docbatch_queue_depth",
-            "Messages waiting in each task's queue (all priority levels)",
-            labels=["task", "queue"],
+            "Messages waiting in each deployment's queue (all priority levels)",
+            labels=["task", "model", "queue"],
         )
         if settings.broker_url.startswith(("redis://", "rediss://")):
             try:
                 client = _redis(settings.broker_url)
                 # extract is not a model task (not in TASKS), but its units queue too.
-                queues = {t: settings.queue_for(t) for t in (*TASKS, EXTRACT)}
-                queues["maintenance"] = settings.maintenance_queue
+                queues = {
+                    (d.task, d.name): settings.queue_for(d.name) for d in settings.fleet.values()
+                }
+                queues[(EXTRACT, EXTRACT)] = settings.queue_for(EXTRACT)
+                queues[("maintenance", "maintenance")] = settings.maintenance_queue
                 with client.pipeline(transaction=False) as pipe:
                     for queue in queues.values():
                         for key in priority_queue_names(queue):
                             pipe.llen(key)
                     lengths = iter(pipe.execute())
-                for task, queue in queues.items():
+                for (task, model), queue in queues.items():
                     total = sum(next(lengths) for _ in priority_queue_names(queue))
-                    depth.add_metric([task, queue], total)
+                    depth.add_metric([task, model, queue], total)
             except Exception:
                 log.exception("metrics: reading queue lengths failed")
         yield depth
 
 
-def _unit_ages() -> Iterator[GaugeMetricFamily]:
+def _unit_ages(settings: Settings) -> Iterator[GaugeMetricFamily]:
     age = GaugeMetricFamily(
         "docbatch_oldest_queued_unit_age_seconds",
-        "Seconds the oldest queued unit of each task has waited since it was published "
-        "(or last republished); grows while no worker takes the task's units",
-        labels=["task"],
+        "Seconds the oldest queued unit of each deployment has waited since it was published "
+        "(or last republished); grows while no worker takes the deployment's units",
+        labels=["task", "model"],
     )
     try:
         with new_session() as s:
@@ -151,10 +156,12 @@ def _unit_ages() -> Iterator[GaugeMetricFamily]:
                 .group_by(Unit.task)
             ).all()
         now = utcnow()
-        for task, oldest in rows:
+        # Units are keyed by deployment (a task's default is named after the task).
+        for name, oldest in rows:
             if oldest is not None:
                 oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=dt.UTC)
-                age.add_metric([task], max((now - oldest).total_seconds(), 0.0))
+                waited = max((now - oldest).total_seconds(), 0.0)
+                age.add_metric([settings.task_of(name), name], waited)
     except Exception:
         log.exception("metrics: reading queued units failed")
     yield age

@@ -5,7 +5,8 @@ docbatch run ./inbox --task summarize -o out.parquet   # PDFs, Word files, e-mai
 docbatch submit docs.jsonl --task tags --wait          # to a running api
 docbatch jobs list ; docbatch jobs show JOB ; docbatch jobs errors JOB
 docbatch results JOB --format parquet -o out.parquet ; docbatch cancel JOB
-docbatch api | docbatch worker --task embed | docbatch beat | docbatch maintenance
+docbatch api | docbatch worker --task embed | docbatch worker --deployment e5
+docbatch beat | docbatch maintenance
 docbatch migrate
 docbatch config show ; docbatch keys create --tenant acme
 """

@@ -20,6 +20,7 @@ from typing import Any
 
 from docbatch.processes import Process, kill, spawn
 from docbatch.progress import ProgressBar
+from docbatch.schema.settings import TASKS
 
 EXTRACT = "extract"  # docbatch.schema.tables.EXTRACT, without importing SQLAlchemy before the spawn
 
@@ -42,8 +43,10 @@ def embedded_env(workdir: Path) -> dict[str, str]:
     }
 
 
-def start_worker(task: str, env: dict[str, str], log_path: Path) -> Process:
-    args = [sys.executable, "-m", "docbatch.cli", "worker", "--task", task]
+def start_worker(name: str, env: dict[str, str], log_path: Path) -> Process:
+    """A worker of the extract stage, a task's default deployment or a named deployment."""
+    option = "--task" if name == EXTRACT or name in TASKS else "--deployment"
+    args = [sys.executable, "-m", "docbatch.cli", "worker", option, name]
     return spawn([*args, "--pool", "solo", "--loglevel", "WARNING"], log_path, env)
 
 
@@ -80,7 +83,8 @@ def run(
     workdir = Path(workdir or tempfile.mkdtemp(prefix="docbatch-run-")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     env = embedded_env(workdir)
-    names = [t["type"] if isinstance(t, dict) else t for t in tasks]
+    # One worker per deployment (a task's default is named after the task).
+    names = [(t.get("model") or t["type"]) if isinstance(t, dict) else t for t in tasks]
     from docbatch.inputs import expand, needs_extraction
 
     files = expand(inputs)  # a typo fails here, before any process starts

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from docbatch.domain import blobs, closing, ledger
+from docbatch.domain import blobs, closing, ledger, presence
 from docbatch.domain.files import FileDocument
 from docbatch.domain.outbox import outbox
 from docbatch.schema.errors import Conflict, InputError, NotFound
@@ -214,7 +214,9 @@ def create_job(
     )
     session.add(job)
     session.flush()
-    names = [t["type"] for t in tasks]
+    # A job task is keyed by its deployment's name (a task's default deployment is named
+    # after the task): the key of its counts, units and results.
+    names = [t.get("model") or t["type"] for t in tasks]
     cutter = UnitCutter(settings)
     seen_ids: set[str] = set()
     batch: list[dict[str, Any]] = []
@@ -274,7 +276,8 @@ def create_job(
     job.document_count = seq
     now = utcnow()
     for params in tasks:
-        session.add(JobTask(job_id=job.id, task=params["type"], params=params, total=seq))
+        key = params.get("model") or params["type"]
+        session.add(JobTask(job_id=job.id, task=key, params=params, total=seq))
     if files:
         inline = _inline_extractions(session, job.id, files, now)
         session.add(JobTask(job_id=job.id, task=EXTRACT, params={}, total=seq, succeeded=inline))
@@ -323,11 +326,25 @@ def get_job(session: Session, tenant: str | None, job_id: str) -> Job:
     return job
 
 
-def job_public(session: Session, job: Job) -> JobPublic:
+def job_public(session: Session, job: Job, settings: Settings | None = None) -> JobPublic:
+    """The public job document; with ``settings``, warnings about deployments with work
+    left and no live worker (``JobPublic.warnings``)."""
     rows = session.scalars(select(JobTask).where(JobTask.job_id == job.id)).all()
     has_files = any(r.task == EXTRACT for r in rows)  # extractions are always reused
     reused = reused_counts(session, job) if job.reuse_results or has_files else {}
-    return public_of(job, rows, reused)
+    public = public_of(job, rows, reused)
+    if settings is not None:
+        public.warnings = unserved(session, public, settings)
+    return public
+
+
+def unserved(conn: Any, public: JobPublic, settings: Settings) -> list[str]:
+    """Warnings for the job's deployments that have work left and no live worker."""
+    status = JobStatus(public.status)
+    if status.terminal or status in (JobStatus.cancelling, JobStatus.deleting):
+        return []
+    waiting = [k for k, c in public.counts.items() if c.pending > 0 and k != EXTRACT]
+    return presence.unserved_warnings(conn, waiting, tasks=settings.models)
 
 
 def public_of(job: Any, task_rows: Iterable[Any], reused: dict[str, int]) -> JobPublic:

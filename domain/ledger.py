@@ -156,9 +156,12 @@ def claim_unit(
         job.status = JobStatus.running.value
     if job.started_at is None:
         job.started_at = now
-    params = session.scalar(
+    stored = session.scalar(
         select(JobTask.params).where(JobTask.job_id == job.id, JobTask.task == unit.task)
     )
+    # The handler sees the task's parameters, not which deployment runs them: a result
+    # records (and reuse matches) the model actually used, whatever deployment it was.
+    params = {k: v for k, v in (stored or {}).items() if k != "model"}
     # NOT EXISTS on the (document, task) key: O(unit), not O(job), per claim.
     has_result = exists().where(Result.document_id == Document.id, Result.task == unit.task)
     docs = session.execute(
@@ -171,11 +174,13 @@ def claim_unit(
         .order_by(Document.seq)
     ).all()
     # A misrouted unit (another task's worker) must not borrow results under this model.
-    if reuse is not None and job.reuse_results and getattr(reuse, "task", "") == unit.task:
+    served = getattr(reuse, "deployment", None) or getattr(reuse, "task", "")
+    if reuse is not None and job.reuse_results and served == unit.task:
         reused = reuse_results(
             session,
             job=job,
             task=unit.task,
+            keys=getattr(reuse, "siblings", None),
             unit_id=unit.id,
             params=params or {},
             identity=reuse,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from docbatch.domain.jobs import public_of
+from docbatch.domain.jobs import public_of, unserved
 from docbatch.schema.db import get_engine
 from docbatch.schema.errors import NotFound
 from docbatch.schema.models import JobPublic
@@ -67,8 +67,10 @@ def poll_job(tenant: str | None, job_id: str, settings: Settings) -> JobPublic:
                     .group_by(Result.task)
                 )
             }
-    tasks = [r for r in rows if r.task is not None]
-    return public_of(job, tasks, reused)
+        tasks = [r for r in rows if r.task is not None]
+        public = public_of(job, tasks, reused)
+        public.warnings = unserved(conn, public, settings)
+    return public
 
 
 def poll_job_json(tenant: str | None, job_id: str, settings: Settings) -> bytes:

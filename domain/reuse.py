@@ -52,12 +52,18 @@ def reuse_results(
     job: Job,
     task: str,
     unit_id: int,
+    keys: list[str] | None = None,
     params: dict[str, Any],
     identity: ResultIdentity,
     documents: list[HashedDocument],
 ) -> set[int]:
     """Copy matching earlier results for ``documents``; returns the ids of the documents
-    that got one (and so need no computing)."""
+    that got one (and so need no computing).
+
+    ``task`` is the job task's key (its deployment's name); ``keys`` the keys of every
+    deployment of the same task (default: ``task`` alone). Results of all of them are
+    candidates: the model id, revision and parameters decide, so a second deployment of
+    the same model reuses what the first computed."""
     if not documents:
         return set()
     recorded = identity.describe_params(params)
@@ -78,7 +84,7 @@ def reuse_results(
             .join(Job, Job.id == Result.job_id)
             .where(
                 Document.content_hash.in_(list(hashes)),
-                Result.task == task,
+                Result.task.in_(keys or [task]),
                 Result.status == ResultStatus.succeeded.value,
                 Result.model_id == model_id,
                 Result.model_revision == revision,

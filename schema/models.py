@@ -115,14 +115,42 @@ def _each_within(values: list[str], limit: int, what: str, setting: str) -> None
             )
 
 
-class SummarizeTask(BaseModel):
+class _Task(BaseModel):
+    """What every task has: the deployment (named model) that runs it.
+
+    ``model`` names a deployment of the task (``Settings.deployments_of``); left out, the
+    task's default deployment, named after the task. It is stored resolved, so a job's
+    task params always say which deployment ran it.
+    """
+
+    model_config = STRICT
+    model: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+    @model_validator(mode="after")
+    def _known_deployment(self, info: ValidationInfo) -> _Task:
+        settings = settings_of(info)
+        kind = getattr(self, "type", "")
+        if self.model is None:
+            self.model = kind
+            return self
+        if not (settings.is_deployment(self.model) and settings.task_of(self.model) == kind):
+            names = ", ".join(d.name for d in settings.deployments_of(kind))
+            raise PydanticCustomError(
+                "unknown_model",
+                "unknown model {got} for task {task}; its deployments: {names}",
+                {"got": repr(self.model), "task": kind, "names": names, "at": ".model"},
+            )
+        return self
+
+
+class SummarizeTask(_Task):
     model_config = STRICT
     type: Literal["summarize"]
     method: Literal["auto", "extractive", "abstractive"] = "auto"
     max_sentences: int = Field(3, ge=1, le=50)
 
 
-class TagsTask(BaseModel):
+class TagsTask(_Task):
     model_config = STRICT
     type: Literal["tags"]
     labels: list[Text] | None = None
@@ -131,20 +159,20 @@ class TagsTask(BaseModel):
     _labels = field_validator("labels")(_labels_within_limit)
 
 
-class TranslateTask(BaseModel):
+class TranslateTask(_Task):
     model_config = STRICT
     type: Literal["translate"]
     target_lang: Annotated[LanguageCode, AfterValidator(_language)]
     source_lang: Annotated[LanguageCode | None, AfterValidator(_language)] = None
 
 
-class EmbedTask(BaseModel):
+class EmbedTask(_Task):
     model_config = STRICT
     type: Literal["embed"]
     include_chunks: bool = True
 
 
-class ClassifyTask(BaseModel):
+class ClassifyTask(_Task):
     model_config = STRICT
     type: Literal["classify"]
     # The model's own labels restrict the output; other labels need an NLI model (zero-shot).
@@ -168,13 +196,13 @@ class ClassifyTask(BaseModel):
         return value
 
 
-class EntitiesTask(BaseModel):
+class EntitiesTask(_Task):
     model_config = STRICT
     type: Literal["entities"]
     aggregation: Literal["simple", "first", "average", "max"] = "simple"
 
 
-class AskTask(BaseModel):
+class AskTask(_Task):
     model_config = STRICT
     type: Literal["ask"]
     questions: list[Text] = Field(min_length=1)
@@ -205,7 +233,7 @@ class FewShotExample(BaseModel):
     output: str = Field(max_length=100_000)
 
 
-class GenerateTask(BaseModel):
+class GenerateTask(_Task):
     """Prompted generation with a decoder-only model (worker/handlers/generate.py).
 
     ``input`` says what a document's ``text`` is:
@@ -313,15 +341,21 @@ TaskSpec = Annotated[
 
 
 def _each_task_once(tasks: list[Any]) -> list[Any]:
+    # A task may be listed once per deployment (two classify heads side by side).
     seen: set[str] = set()
     for i, task in enumerate(tasks):
-        if task.type in seen:
+        if task.model in seen:
+            what = "task" if task.model == task.type else "model"
             raise PydanticCustomError(
                 "task_twice",
-                "task {name} is listed twice",
-                {"name": repr(task.type), "at": f"[{i}].type"},
+                "{what} {name} is listed twice",
+                {
+                    "what": what,
+                    "name": repr(task.model),
+                    "at": f"[{i}].type" if what == "task" else f"[{i}].model",
+                },
             )
-        seen.add(task.type)
+        seen.add(task.model)
     return tasks
 
 
@@ -525,6 +559,9 @@ class JobPublic(BaseModel):
     elapsed_seconds: float | None
     documents_per_second: float | None
     reuse_results: bool = False
+    # What keeps the job from moving, e.g. "no worker serves deployment e5: ..." (its units
+    # stay queued, never lost, until a worker of that deployment starts).
+    warnings: list[str] = Field(default_factory=list)
     # While the job is ``deleting``: the rows still to delete, per table.
     delete_left: dict[str, int] | None = None
 
@@ -553,6 +590,11 @@ class SchedulePublic(BaseModel):
     created_at: dt.datetime
     next_run_at: dt.datetime
     runs: list[ScheduleRunPublic] = Field(default_factory=list)
+    priority: int = 0
+    timezone: str = "UTC"
+    only_changed: bool = False
+    # The URL itself is a secret (it often carries a token): only whether there is one.
+    has_webhook: bool = False
 
 
 class SchedulesPublic(BaseModel):

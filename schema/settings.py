@@ -13,7 +13,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -74,6 +74,32 @@ class ModelConfig(BaseModel):
     fallback_model: str = Field(
         "", description="translate: many-to-many model (NLLB/M2M100) for pairs with no pair model"
     )
+
+
+class Deployment(ModelConfig):
+    """A named model of a task: what one kind of worker pins (``docbatch worker --deployment``).
+
+    Every task has a default deployment named after the task, configured by the per-task
+    settings (``DOCBATCH_MODELS__<TASK>__...``) and consumed from the queue
+    ``<prefix>.<task>``; more are listed in ``DOCBATCH_DEPLOYMENTS`` (JSON) or the YAML file
+    named by ``DOCBATCH_DEPLOYMENTS_FILE``, each on its own queue ``<prefix>.<task>.<name>``::
+
+        DOCBATCH_DEPLOYMENTS='[{"name": "e5", "task": "embed", "model": "/models/e5-small"}]'
+
+    A job task picks one with ``"model": "e5"`` (default: the task's default).
+    """
+
+    name: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Unique in the fleet; names the queue and the job task's result key",
+    )
+    task: str = Field(description="The task it serves: " + ", ".join(TASKS))
+
+    @property
+    def is_default(self) -> bool:
+        return self.name == self.task
 
 
 def _default_models() -> dict[str, ModelConfig]:
@@ -173,6 +199,9 @@ class Settings(BaseSettings):
     # ones with most jobs; the rest count as "other"); 0: no tenant label at all.
     # Each tenant adds a series per job status and per task.
     metrics_tenants: int = Field(0, ge=0)
+    # A file the worker writes once it can take units (its model loaded): a Kubernetes
+    # readinessProbe checks it. Empty: none.
+    ready_file: str = ""
     # Worker /metrics (Prometheus) on this port, served by the process running the model;
     # 0 turns it off.
     worker_metrics_port: int = 0
@@ -282,6 +311,10 @@ class Settings(BaseSettings):
     results_page_size: int = 1000
 
     models: dict[str, ModelConfig] = Field(default_factory=_default_models)
+    # More deployments (named models) beside each task's default (the ``models`` entry
+    # above): a JSON list of Deployment objects, and/or a YAML file holding such a list.
+    deployments: list[Deployment] = Field(default_factory=list)
+    deployments_file: str = ""
     # OpenAI-compatible Batch API: model names a batch line may ask for, mapped to the task
     # whose worker serves them (the configured model's own id and last path part always
     # work), e.g. DOCBATCH_OPENAI_MODELS='{"text-embedding-3-small": "embed"}'.
@@ -300,19 +333,74 @@ class Settings(BaseSettings):
     def _fill_models(self) -> Settings:
         # Setting one field of one task (DOCBATCH_MODELS__EMBED__MODEL=...) keeps the defaults
         # of everything else.
-        for task, default in _default_models().items():
+        defaults = _default_models()
+        for task, default in defaults.items():
             configured = self.models.get(task)
             if configured is None:
                 self.models[task] = default
             elif not configured.handler:
                 configured.handler = default.handler
+        listed = list(self.deployments)
+        if self.deployments_file:
+            listed += read_deployments_file(self.deployments_file)
+        seen_defaults: set[str] = set()
+        extra: dict[str, Deployment] = {}
+        for dep in listed:
+            if dep.task not in defaults:
+                raise ValueError(
+                    f"deployment {dep.name!r}: unknown task {dep.task!r}; tasks: {', '.join(TASKS)}"
+                )
+            if dep.name in extra or (dep.is_default and dep.name in seen_defaults):
+                raise ValueError(f"deployment {dep.name!r} is listed twice; names are unique")
+            if (dep.name in defaults and not dep.is_default) or dep.name == "extract":
+                raise ValueError(
+                    f"deployment {dep.name!r} of task {dep.task!r}: a task's name is the name "
+                    "of that task's default deployment; choose another name"
+                )
+            if not dep.handler:
+                dep.handler = defaults[dep.task].handler
+            if dep.is_default:  # a listed default replaces the per-task settings
+                seen_defaults.add(dep.name)
+                self.models[dep.task] = ModelConfig(**dep.model_dump(exclude={"name", "task"}))
+            else:
+                extra[dep.name] = dep
+        self._listed = extra
         return self
 
-    def model_for(self, task: str) -> ModelConfig:
-        return self.models[task]
+    _listed: dict[str, Deployment] = PrivateAttr(default_factory=dict)
 
-    def queue_for(self, task: str) -> str:
-        return f"{self.queue_prefix}.{task}"
+    @property
+    def fleet(self) -> dict[str, Deployment]:
+        """Every deployment by name: each task's default (named after it), then the listed."""
+        defaults = {
+            task: Deployment(name=task, task=task, **config.model_dump())
+            for task, config in self.models.items()
+        }
+        return {**defaults, **self._listed}
+
+    def deployments_of(self, task: str) -> list[Deployment]:
+        """The deployments serving ``task``, its default first."""
+        return [d for d in self.fleet.values() if d.task == task]
+
+    def model_for(self, name: str) -> ModelConfig:
+        """The model configuration of a deployment (a task's name: its default)."""
+        return self.models[name] if name in self.models else self._listed[name]
+
+    def task_of(self, name: str) -> str:
+        """The task a deployment serves (a task's own name: itself; ``extract``: itself)."""
+        dep = self._listed.get(name)
+        return dep.task if dep is not None else name
+
+    def is_deployment(self, name: str) -> bool:
+        return name in self.models or name in self._listed
+
+    def queue_for(self, name: str) -> str:
+        """The queue of a deployment, the one place it is computed: ``<prefix>.<task>`` for
+        a task's default (and the extract stage), ``<prefix>.<task>.<name>`` for the others."""
+        dep = self._listed.get(name)
+        if dep is None:
+            return f"{self.queue_prefix}.{name}"
+        return f"{self.queue_prefix}.{dep.task}.{dep.name}"
 
     @property
     def maintenance_queue(self) -> str:
@@ -322,6 +410,25 @@ class Settings(BaseSettings):
     def webhook_queue(self) -> str:
         """Consumed only by `docbatch webhooks`, never by a model worker."""
         return f"{self.queue_prefix}.webhooks"
+
+
+def read_deployments_file(path: str) -> list[Deployment]:
+    """The deployments listed in a YAML file (a list, or ``{"deployments": [...]}``)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except OSError as exc:
+        raise ValueError(f"DOCBATCH_DEPLOYMENTS_FILE {path!r}: {exc.strerror}") from None
+    if isinstance(data, dict):
+        data = data.get("deployments")
+    if not isinstance(data, list):
+        raise ValueError(
+            f"DOCBATCH_DEPLOYMENTS_FILE {path!r} must hold a list of deployments "
+            "(name, task, model, ...)"
+        )
+    return [Deployment.model_validate(item) for item in data]
 
 
 @lru_cache(maxsize=1)

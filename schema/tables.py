@@ -280,8 +280,27 @@ class Schedule(Base):
     reuse_results: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Handed to every job it makes.
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The zone ``cron`` is read in (an IANA name; "0 2 * * *" is 02:00 there, DST included).
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
+    # Each run takes only the files new or changed (size or mtime) since they last went in.
+    only_changed: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
     __table_args__ = (UniqueConstraint("tenant", "name", name="uq_schedules_tenant_name"),)
+
+
+class ScheduleFile(Base):
+    """A file an ``only_changed`` schedule has put in a job, with the fingerprint it had."""
+
+    __tablename__ = "schedule_files"
+
+    schedule_id: Mapped[str] = mapped_column(
+        ForeignKey("schedules.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(100))
 
 
 class ScheduleRun(Base):

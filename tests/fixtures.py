@@ -44,7 +44,8 @@ def spawn(
 
 
 class WorkerProcess:
-    """A real ``docbatch worker --task T`` (prefork, concurrency 1) started for a test."""
+    """A real ``docbatch worker --task T`` (prefork, concurrency 1) started for a test;
+    ``deployment=True``: ``--deployment T`` (a named deployment)."""
 
     def __init__(
         self,
@@ -52,11 +53,13 @@ class WorkerProcess:
         env: dict[str, str] | None = None,
         pool: str = "prefork",
         name: str | None = None,
+        deployment: bool = False,
     ) -> None:
         self.task = task
         self.log_name = f"worker-{name or task}-{time.monotonic_ns()}.log"
+        option = "--deployment" if deployment else "--task"
         self.proc = spawn(
-            ["worker", "--task", task, "--pool", pool, "--loglevel", "INFO"], self.log_name, env
+            ["worker", option, task, "--pool", pool, "--loglevel", "INFO"], self.log_name, env
         )
 
     @property

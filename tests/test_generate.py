@@ -250,7 +250,9 @@ def test_long_document_map_reduce_and_truncate_false(handler, reference):
 
     def tokens_out() -> float:
         return (
-            REGISTRY.get_sample_value("docbatch_worker_tokens_out_total", {"task": "generate"})
+            REGISTRY.get_sample_value(
+                "docbatch_worker_tokens_out_total", {"task": "generate", "model": "generate"}
+            )
             or 0.0
         )
 

@@ -57,9 +57,11 @@ def _job(reuse: bool, started: bool) -> str:
 def _public(job_id: str) -> dict[str, Any]:
     from docbatch.domain import jobs
     from docbatch.schema.db import new_session
+    from docbatch.schema.settings import get_settings
 
     with new_session() as s:
-        return dict(json.loads(jobs.job_public(s, jobs.get_job(s, None, job_id)).model_dump_json()))
+        public = jobs.job_public(s, jobs.get_job(s, None, job_id), get_settings())
+        return dict(json.loads(public.model_dump_json()))
 
 
 @pytest.mark.parametrize(("reuse", "started"), [(False, False), (True, True)])

@@ -154,10 +154,18 @@ def test_metrics_after_a_job():
 
         # No worker consumes these queues yet: the units wait, and the api reports them.
         queued = scrape(metrics_url)
-        depth = value(queued, "docbatch_queue_depth", task="summarize", queue=f"{prefix}.summarize")
+        depth = value(
+            queued,
+            "docbatch_queue_depth",
+            task="summarize",
+            model="summarize",
+            queue=f"{prefix}.summarize",
+        )
         assert depth >= units  # (a reconciler elsewhere may republish, never remove)
         extract_queue = f"{prefix}.extract"
-        extract_depth = value(queued, "docbatch_queue_depth", task="extract", queue=extract_queue)
+        extract_depth = value(
+            queued, "docbatch_queue_depth", task="extract", model="extract", queue=extract_queue
+        )
         assert extract_depth >= extract_units
         # The default priority's unit is in kombu's ...\x06\x169 list, not the queue's own
         # name: the depth counts every priority list (as ops/k8s/keda.yaml watches them).
@@ -191,13 +199,19 @@ def test_metrics_after_a_job():
         w = _poll(
             lambda: scrape(f"http://127.0.0.1:{port}/metrics"),
             lambda m: (
-                value(m, "docbatch_worker_documents_total", task="summarize", status="succeeded")
+                value(
+                    m,
+                    "docbatch_worker_documents_total",
+                    task="summarize",
+                    model="summarize",
+                    status="succeeded",
+                )
                 >= 60
             ),
             timeout=30,
             what="worker metrics",
         )
-        task = {"task": "summarize"}
+        task = {"task": "summarize", "model": "summarize"}
         assert value(w, "docbatch_worker_documents_total", status="succeeded", **task) == 60
         assert value(w, "docbatch_worker_documents_total", status="failed", **task) == 0
         assert value(w, "docbatch_worker_chunks_total", **task) == counts["chunks"]
@@ -215,7 +229,14 @@ def test_metrics_after_a_job():
         after = _poll(
             lambda: scrape(metrics_url),
             lambda m: (
-                value(m, "docbatch_queue_depth", task="summarize", queue=f"{prefix}.summarize") == 0
+                value(
+                    m,
+                    "docbatch_queue_depth",
+                    task="summarize",
+                    model="summarize",
+                    queue=f"{prefix}.summarize",
+                )
+                == 0
             ),
             timeout=60,
             what="queue drained",

@@ -167,7 +167,9 @@ class BatchRunner:
         failures: dict[int, str],
     ) -> None:
         try:
-            with metrics.timed_batch(self.handler.task, [lengths[i] for i in batch]):
+            with metrics.timed_batch(
+                self.handler.task, self.handler.deployment, [lengths[i] for i in batch]
+            ):
                 result = self.handler.run_batch([texts[i] for i in batch], params)
         except Exception as exc:
             if is_oom(exc):

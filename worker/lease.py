@@ -22,17 +22,20 @@ from sqlalchemy.pool import NullPool
 
 from docbatch.domain.leases import keepalive_connect_args, lease_key
 from docbatch.domain.outbox import unit_of_work
+from docbatch.domain.presence import application_name
 from docbatch.schema.settings import Settings
 from docbatch.worker.heartbeat import Holdings
 
 
 @functools.lru_cache(maxsize=4)
-def _lease_engine(url: str, lease_seconds: float) -> Engine:
+def _lease_engine(url: str, lease_seconds: float, serves: str) -> Engine:
     # Its own engine, unpooled: the lease connection is never shared, and it carries
     # keepalives so a host that vanishes frees its leases within about a lease period.
-    return create_engine(
-        url, poolclass=NullPool, connect_args=keepalive_connect_args(lease_seconds)
-    )
+    # Named after the deployment it serves: its presence is that worker's (domain/presence.py).
+    args = keepalive_connect_args(lease_seconds)
+    if serves:
+        args["application_name"] = application_name(serves)
+    return create_engine(url, poolclass=NullPool, connect_args=args)
 
 
 class Lease:
@@ -40,7 +43,9 @@ class Lease:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        engine = _lease_engine(settings.database_url, settings.running_lease_seconds)
+        engine = _lease_engine(
+            settings.database_url, settings.running_lease_seconds, settings.worker_task
+        )
         self.conn: Connection = engine.connect()
         self.lock = threading.Lock()
         self.holdings = Holdings(settings)

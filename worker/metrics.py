@@ -33,32 +33,36 @@ if TYPE_CHECKING:
 log = logging.getLogger("docbatch.worker")
 
 DOCUMENTS = Counter(
-    "docbatch_worker_documents", "Documents whose result was written", ["task", "status"]
+    "docbatch_worker_documents", "Documents whose result was written", ["task", "model", "status"]
 )
-CHUNKS = Counter("docbatch_worker_chunks", "Chunks of succeeded documents", ["task"])
-TOKENS_IN = Counter("docbatch_worker_tokens_in", "Input tokens of succeeded documents", ["task"])
+CHUNKS = Counter("docbatch_worker_chunks", "Chunks of succeeded documents", ["task", "model"])
+TOKENS_IN = Counter(
+    "docbatch_worker_tokens_in", "Input tokens of succeeded documents", ["task", "model"]
+)
 TOKENS_OUT = Counter(
     "docbatch_worker_tokens_out",
     "Tokens of generated text (summaries, translations); 0 for vectors and tags",
-    ["task"],
+    ["task", "model"],
 )
-UNITS = Counter("docbatch_worker_units", "Units processed, by outcome", ["task", "outcome"])
+UNITS = Counter(
+    "docbatch_worker_units", "Units processed, by outcome", ["task", "model", "outcome"]
+)
 BATCH_ROWS = Histogram(
     "docbatch_worker_batch_size",
     "Chunks per model batch",
-    ["task"],
+    ["task", "model"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
 BATCH_TOKENS = Histogram(
     "docbatch_worker_batch_tokens",
     "Padded tokens per model batch (longest chunk x rows)",
-    ["task"],
+    ["task", "model"],
     buckets=(128, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536),
 )
 MODEL_SECONDS = Histogram(
     "docbatch_worker_model_latency_seconds",
     "Seconds per model batch call",
-    ["task"],
+    ["task", "model"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 
@@ -131,13 +135,14 @@ _port: int | None = None
 
 
 @contextmanager
-def timed_batch(task: str, lengths: list[int]) -> Iterator[None]:
-    """Time one model call; records only batches that returned (failed ones are split)."""
+def timed_batch(task: str, model: str, lengths: list[int]) -> Iterator[None]:
+    """Time one model call; records only batches that returned (failed ones are split).
+    ``model`` is the deployment's name (a task's default: the task's)."""
     start = time.perf_counter()
     yield
-    MODEL_SECONDS.labels(task).observe(time.perf_counter() - start)
-    BATCH_ROWS.labels(task).observe(len(lengths))
-    BATCH_TOKENS.labels(task).observe(max(lengths, default=0) * len(lengths))
+    MODEL_SECONDS.labels(task, model).observe(time.perf_counter() - start)
+    BATCH_ROWS.labels(task, model).observe(len(lengths))
+    BATCH_TOKENS.labels(task, model).observe(max(lengths, default=0) * len(lengths))
 
 
 def claimed(task: str, published_at: dt.datetime | None) -> None:
@@ -205,16 +210,16 @@ def unit_written(
     handler: Handler, outcome: str, rows: list[dict[str, Any]], chunks: int, tokens: int
 ) -> None:
     """Count a committed unit: its documents by status, chunks and tokens in and out."""
-    task = handler.task
-    UNITS.labels(task, outcome).inc()
+    task, model = handler.task, handler.deployment
+    UNITS.labels(task, model, outcome).inc()
     out = 0
     for row in rows:
-        DOCUMENTS.labels(task, row["status"]).inc()
+        DOCUMENTS.labels(task, model, row["status"]).inc()
         if row["status"] == "succeeded":
             out += _generated_tokens(handler, row["output"])
-    CHUNKS.labels(task).inc(chunks)
-    TOKENS_IN.labels(task).inc(tokens)
-    TOKENS_OUT.labels(task).inc(out)
+    CHUNKS.labels(task, model).inc(chunks)
+    TOKENS_IN.labels(task, model).inc(tokens)
+    TOKENS_OUT.labels(task, model).inc(out)
 
 
 def _gpu_gauges() -> None:
@@ -230,6 +235,11 @@ def _gpu_gauges() -> None:
         "docbatch_worker_gpu_memory_reserved_bytes", "torch.cuda.memory_reserved", ["device"]
     )
     allocated.labels(str(device)).set_function(lambda: torch.cuda.memory_allocated(device))
+    total = Gauge(
+        "docbatch_worker_gpu_memory_total_bytes", "The GPU's memory (its total)", ["device"]
+    )
+    size = torch.cuda.get_device_properties(device).total_memory
+    total.labels(str(device)).set(size)
     reserved.labels(str(device)).set_function(lambda: torch.cuda.memory_reserved(device))
 
 

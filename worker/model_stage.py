@@ -85,7 +85,7 @@ def _result_row(
         "job_id": prep.job_id,
         "document_id": doc_id,
         "unit_id": prep.unit_id,
-        "task": handler.task,
+        "task": handler.deployment,
         "status": status.value,
         "output": output.data if output else None,
         "vectors": vectors,
@@ -331,7 +331,8 @@ class ModelStage:
         self, handler: Handler, settings: Settings, batch_runner: BatchRunner | None = None
     ) -> None:
         self.handler = handler
-        self.task: str = handler.task
+        # Units and results are keyed by the deployment (docbatch.schema.settings.Deployment).
+        self.task: str = handler.deployment
         self.reuse: ResultIdentity | None = handler
         self.claim_ahead: bool = settings.worker_claim_ahead
         self.threaded: bool = overlaps(handler, settings)

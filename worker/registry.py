@@ -23,7 +23,12 @@ def handler_class(path: str) -> type[Handler]:
     return cls
 
 
-def load_handler(task: str, settings: Settings) -> Handler:
-    """Instantiate (not yet set up) the handler configured for ``task``."""
-    config = settings.model_for(task)
-    return handler_class(config.handler)(config)
+def load_handler(name: str, settings: Settings) -> Handler:
+    """Instantiate (not yet set up) the handler of deployment ``name`` (a task's name: the
+    task's default deployment)."""
+    config = settings.model_for(name)
+    handler = handler_class(config.handler)(config)
+    handler.deployment = name
+    # Every deployment of the same task: reuse matches their results by model, not name.
+    handler.siblings = [d.name for d in settings.deployments_of(settings.task_of(name))]
+    return handler

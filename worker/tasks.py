@@ -9,9 +9,10 @@ survive a fork. Either way its units go through the one ``UnitRunner``.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
-from celery.signals import worker_process_init, worker_shutting_down
+from celery.signals import worker_process_init, worker_ready, worker_shutting_down
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -71,7 +72,15 @@ def load_stage(settings: Settings) -> Stage[Any, Any] | None:
         model_id, revision = handler.model_for({})
     except Exception:
         model_id, revision = handler.model_id, handler.revision
-    log.info("loaded %s model %s@%s on %s (%d threads)", task, model_id, revision, device, threads)
+    log.info(
+        "loaded deployment %s (%s) model %s@%s on %s (%d threads)",
+        task,
+        handler.task,
+        model_id,
+        revision,
+        device,
+        threads,
+    )
     _stage = ModelStage(handler, settings)
     worker_metrics.start_server(settings.worker_metrics_port)
     return _stage
@@ -95,6 +104,24 @@ def _load_stage(**_: Any) -> None:
     bind_process(task=settings.worker_task)  # on every log line of this process
     if load_stage(settings) is not None:
         _warm_up(settings)
+        mark_ready(settings)
+
+
+@worker_ready.connect
+def _consumer_ready(**_: Any) -> None:
+    settings = get_settings()
+    if not settings.worker_task:  # beat-less helpers (maintenance, webhooks): no model
+        mark_ready(settings)
+
+
+def mark_ready(settings: Settings) -> None:
+    """Write DOCBATCH_READY_FILE (a readinessProbe reads it): this worker can take units."""
+    if settings.ready_file:
+        try:
+            with open(settings.ready_file, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+        except OSError:
+            log.exception("cannot write the ready file %s", settings.ready_file)
 
 
 @worker_shutting_down.connect

@@ -97,7 +97,7 @@ def _submit(
     finally:
         spool.close()
     with new_session() as s:
-        return jobs.job_public(s, jobs.get_job(s, tenant, job_id)), False
+        return jobs.job_public(s, jobs.get_job(s, tenant, job_id), settings), False
 
 
 @router.post("", status_code=202, response_model=JobPublic)

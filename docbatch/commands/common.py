@@ -74,14 +74,36 @@ def client(args: argparse.Namespace) -> Any:
     return Client(url, key)
 
 
+class _Ordered(argparse.Action):
+    """``--task`` and ``--model`` in the order given: a ``--model`` names the deployment of
+    the ``--task`` before it (``--task classify --model sentiment --task classify``)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        items = list(getattr(namespace, "task", None) or [])
+        if self.dest == "model":
+            if not items:
+                parser.error("--model names the deployment of the --task before it")
+            items[-1] = (items[-1][0], values)
+        else:
+            items.append((values, None))
+        namespace.task = items
+
+
 def add_task_options(sp: argparse.ArgumentParser) -> None:
     group = sp.add_argument_group("tasks")
     group.add_argument(
         "--task",
-        action="append",
+        action=_Ordered,
         metavar="TASK",
         help=f"a task to run, repeatable: {TASK_NAMES}; or a JSON task such as "
         '\'{"type":"tags","labels":["a","b"]}\'',
+    )
+    group.add_argument(
+        "--model",
+        action=_Ordered,
+        metavar="DEPLOYMENT",
+        help="the deployment (named model) of the --task before it; default: the task's "
+        "default deployment",
     )
     group.add_argument(
         "--labels", metavar="A,B", help="comma-separated labels for --task tags or classify"
@@ -99,8 +121,11 @@ def add_task_options(sp: argparse.ArgumentParser) -> None:
 
 def task_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
     specs: list[dict[str, Any]] = []
-    for raw in args.task or []:
+    for item in args.task or []:
+        raw, model = item if isinstance(item, tuple) else (item, None)
         spec = json.loads(raw) if raw.lstrip().startswith("{") else {"type": raw}
+        if model:
+            spec["model"] = model
         if spec["type"] in ("tags", "classify") and args.labels:
             spec["labels"] = [x.strip() for x in args.labels.split(",") if x.strip()]
         if spec["type"] == "ask" and args.question:

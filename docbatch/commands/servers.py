@@ -13,7 +13,7 @@ import sys
 import tempfile
 from typing import Any
 
-from docbatch.commands.common import command
+from docbatch.commands.common import UsageError, command
 
 
 def cmd_api(args: argparse.Namespace) -> int:
@@ -46,32 +46,40 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    # Through the environment: the pool's processes read it as Settings.worker_task.
-    os.environ["DOCBATCH_WORKER_TASK"] = args.task
     from docbatch.schema.settings import TASKS, get_settings
     from docbatch.schema.tables import EXTRACT
 
+    if bool(args.task) == bool(args.deployment):
+        raise UsageError("give --task T (T's default deployment) or --deployment NAME")
+    # A task's name is the name of its default deployment.
+    stage = args.deployment or args.task
+    # Through the environment: the pool's processes read it as Settings.worker_task.
+    os.environ["DOCBATCH_WORKER_TASK"] = stage
     get_settings.cache_clear()
-
-    if args.task not in (*TASKS, EXTRACT):
-        raise SystemExit(f"docbatch: --task must be one of {', '.join((*TASKS, EXTRACT))}")
-    pool_metrics = args.task == EXTRACT and get_settings().worker_metrics_port > 0
+    s = get_settings()
+    if args.task and args.task not in (*TASKS, EXTRACT):
+        raise UsageError(f"--task must be one of {', '.join((*TASKS, EXTRACT))}")
+    if args.deployment and not s.is_deployment(args.deployment):
+        raise UsageError(
+            f"unknown deployment {args.deployment!r}; deployments: {', '.join(s.fleet)} "
+            "(DOCBATCH_DEPLOYMENTS, DOCBATCH_DEPLOYMENTS_FILE)"
+        )
+    pool_metrics = stage == EXTRACT and s.worker_metrics_port > 0
     if pool_metrics and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # The extract worker's children (one per core) share one /metrics, served by
         # this process; set before anything imports prometheus_client.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="docbatch-metrics-")
     from docbatch.worker.app import app
 
-    s = get_settings()
     if pool_metrics:
         from docbatch.worker.metrics import serve_pool
 
         serve_pool(s.worker_metrics_port)
-    queues = [s.queue_for(args.task)] + ([] if args.no_maintenance else [s.maintenance_queue])
+    queues = [s.queue_for(stage)] + ([] if args.no_maintenance else [s.maintenance_queue])
     # A model worker is one process per GPU; the extract stage (CPU, no model) takes one
     # process per core unless told otherwise.
     concurrency = args.concurrency or (
-        len(os.sched_getaffinity(0)) if args.task == EXTRACT and args.pool == "prefork" else 1
+        len(os.sched_getaffinity(0)) if stage == EXTRACT and args.pool == "prefork" else 1
     )
     argv = [
         "worker",
@@ -82,7 +90,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         "--pool",
         args.pool,
         "--hostname",
-        f"{args.task}-{os.getpid()}@%h",
+        f"{stage}-{os.getpid()}@%h",
         "--loglevel",
         args.loglevel,
         "-E",
@@ -163,11 +171,18 @@ def register(sub: Any) -> None:
     sp = command(
         sub,
         "worker",
-        "run a worker pinned to one task's model (or the extract stage)",
-        ["docbatch worker --task summarize", "docbatch worker --task extract --concurrency 4"],
+        "run a worker pinned to one deployment's model (or the extract stage)",
+        [
+            "docbatch worker --task summarize",
+            "docbatch worker --deployment e5",
+            "docbatch worker --task extract --concurrency 4",
+        ],
         client=False,
     )
-    sp.add_argument("--task", required=True, help="a task, or extract (files to text)")
+    sp.add_argument("--task", help="a task (its default deployment), or extract (files to text)")
+    sp.add_argument(
+        "--deployment", help="a deployment's name (DOCBATCH_DEPLOYMENTS): its model and queue"
+    )
     sp.add_argument(
         "--pool",
         default="prefork",

@@ -92,6 +92,10 @@ class Handler:
         ) or self.default_revision
         self.device = "cpu"
         self.tokenizer: Any = None
+        # The deployment this handler serves (docbatch.worker.registry sets it): the key
+        # of its units and results; a task's default deployment is named after the task.
+        self.deployment: str = self.task
+        self.siblings: list[str] = [self.task]
 
     # -- to implement -----------------------------------------------------------------
     def setup(self, device: str) -> None:

@@ -180,13 +180,20 @@ async function renderJob(jobId) {
   document.getElementById("job-facts").replaceChildren(...facts.map(([k, v]) =>
     h("div", {class: "fact"}, h("div", {class: "muted small"}, k), h("div", {}, v))));
 
+  // e.g. "no worker serves deployment e5: ..." (its units wait, queued).
+  document.getElementById("job-warnings").replaceChildren(...(job.warnings || []).map((w) =>
+    h("div", {class: "warning"}, w)));
+
   const tbody = document.getElementById("counts-body");
   tbody.replaceChildren();
   for (const [task, c] of taskEntries(job.counts)) {
     const stage = task === EXTRACT;
+    // A job task is keyed by its deployment; a task's default deployment has the task's name.
+    const kind = (job.tasks[task] || {}).type;
+    const label = stage ? "extraction (files → text)" : kind && kind !== task ? task + " (" + kind + ")" : task;
     tbody.append(h("tr", {class: "count-row" + (stage ? " stage-row" : ""), "data-task": task},
       h("td", {class: "nowrap"}, h("span", {class: "dot", style: "background:" + (COLORS[task] || "#999")}),
-        stage ? "extraction (files → text)" : task),
+        label),
       h("td", {}, progressBar(c.succeeded, c.failed + c.cancelled, c.total, false),
         ...(stage && waiting ? [h("div", {class: "small muted progress-text"}, waiting)] : [])),
       ...[c.total, c.succeeded, c.reused || 0, c.failed, c.cancelled, c.pending, c.chunks, c.tokens]

@@ -1,0 +1,243 @@
+"""Named deployments: several models of one task side by side (issue 23).
+
+Configuration (JSON, YAML, the old per-task settings), the queue of each, and through the
+real api, Postgres, Redis and two worker processes: one job embedding the same documents
+with the bundled all-MiniLM-L6-v2 (the embed task's default deployment) and with a tiny
+random BERT (a second embed deployment), results kept apart in NDJSON and Parquet.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from docbatch.schema.errors import InputError
+from docbatch.schema.settings import Settings
+from docbatch.schema.validation import validate_tasks
+from tests.fixtures import WorkerProcess, read_ndjson, wait_for_job
+from tests.seq2seq_helpers import own_prefix
+from tests.settings_env import override
+from tests.tiny_heads import tiny_heads  # noqa: F401 - session fixture
+
+TWO = [
+    {"name": "bert-tiny", "task": "embed", "model": "/models/bert-tiny"},
+    {"name": "sentiment", "task": "classify", "model": "/models/sst", "batch_tokens": 2048},
+]
+
+
+def test_deployments_from_json_env_beside_each_tasks_default(monkeypatch):
+    monkeypatch.setenv("DOCBATCH_DEPLOYMENTS", json.dumps(TWO))
+    monkeypatch.setenv("DOCBATCH_QUEUE_PREFIX", "q")
+    s = Settings()
+    assert [d.name for d in s.deployments_of("embed")] == ["embed", "bert-tiny"]
+    assert s.queue_for("embed") == "q.embed"  # the default's queue is unchanged
+    assert s.queue_for("bert-tiny") == "q.embed.bert-tiny"
+    assert s.queue_for("sentiment") == "q.classify.sentiment"
+    assert s.queue_for("extract") == "q.extract"
+    assert s.task_of("sentiment") == "classify"
+    assert s.model_for("sentiment").batch_tokens == 2048
+    # An empty handler is the task's default handler.
+    assert s.model_for("bert-tiny").handler == s.model_for("embed").handler
+
+
+def test_deployments_from_a_yaml_file(tmp_path, monkeypatch):
+    path = tmp_path / "deployments.yaml"
+    path.write_text(
+        "deployments:\n"
+        "  - name: e5\n    task: embed\n    model: /models/e5\n"
+        "  - name: embed\n    task: embed\n    model: /models/default-embedder\n"
+    )
+    monkeypatch.setenv("DOCBATCH_DEPLOYMENTS_FILE", str(path))
+    s = Settings()
+    assert s.model_for("e5").model == "/models/e5"
+    # A listed deployment named after its task is that task's default.
+    assert s.model_for("embed").model == "/models/default-embedder"
+    assert s.queue_for("e5") == "docbatch.embed.e5"
+
+
+def test_old_style_per_task_settings_are_the_default_deployment(monkeypatch):
+    monkeypatch.setenv("DOCBATCH_MODELS__CLASSIFY__MODEL", "/models/sst")
+    monkeypatch.setenv("DOCBATCH_MODELS__CLASSIFY__BATCH_TOKENS", "1024")
+    s = Settings()
+    default = s.fleet["classify"]
+    assert (default.task, default.model, default.batch_tokens) == ("classify", "/models/sst", 1024)
+    assert s.queue_for("classify") == "docbatch.classify"
+    # A job task naming no model runs on it; its key is the task's name, as before.
+    params = validate_tasks([{"type": "classify"}], s)[0]
+    assert params["model"] == "classify"
+
+
+@pytest.mark.parametrize(
+    ("listed", "says"),
+    [
+        ([{"name": "x", "task": "paint"}], "unknown task 'paint'"),
+        ([{"name": "x", "task": "embed"}, {"name": "x", "task": "tags"}], "listed twice"),
+        ([{"name": "tags", "task": "embed"}], "choose another name"),
+        ([{"name": "extract", "task": "embed"}], "choose another name"),
+    ],
+)
+def test_bad_deployment_lists_are_refused_naming_the_problem(listed, says, monkeypatch):
+    monkeypatch.setenv("DOCBATCH_DEPLOYMENTS", json.dumps(listed))
+    with pytest.raises(ValueError, match=says):
+        Settings()
+
+
+def test_a_task_names_its_deployment_once_and_only_its_own_tasks(monkeypatch):
+    monkeypatch.setenv("DOCBATCH_DEPLOYMENTS", json.dumps(TWO))
+    s = Settings()
+    both = validate_tasks([{"type": "embed"}, {"type": "embed", "model": "bert-tiny"}], s)
+    assert [t["model"] for t in both] == ["embed", "bert-tiny"]
+    with pytest.raises(InputError) as unknown:
+        validate_tasks([{"type": "embed", "model": "sentiment"}], s)
+    assert unknown.value.field == "tasks[0].model"
+    assert "its deployments: embed, bert-tiny" in str(unknown.value)
+    with pytest.raises(InputError, match="model 'bert-tiny' is listed twice"):
+        validate_tasks([{"type": "embed", "model": "bert-tiny"}] * 2, s)
+    with pytest.raises(InputError, match="task 'embed' is listed twice"):
+        validate_tasks(["embed", {"type": "embed", "model": "embed"}], s)
+
+
+def test_cli_model_names_the_deployment_of_the_task_before_it():
+    from docbatch.cli import build_parser
+    from docbatch.commands.common import task_specs
+
+    args = build_parser().parse_args(
+        ["submit", "d.jsonl", "--task", "embed", "--model", "bert-tiny", "--task", "embed"]
+    )
+    assert task_specs(args) == [{"type": "embed", "model": "bert-tiny"}, {"type": "embed"}]
+
+
+# -- through the api and real workers --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_embedders(tiny_heads) -> Iterator[dict[str, str]]:  # noqa: F811
+    """Workers of the default embed deployment (bundled MiniLM) and of ``bert-tiny`` (a
+    random BERT); the api in this process sees the same deployments."""
+    deployments = [
+        {"name": "bert-tiny", "task": "embed", "model": tiny_heads["bert"]},
+        # Configured, never started: its units must wait, queued, and say why.
+        {"name": "idle", "task": "embed", "model": tiny_heads["bert"]},
+    ]
+    with override(
+        queue_prefix=own_prefix("deploy"),
+        deployments=json.dumps(deployments),
+        torch_threads="1",
+    ) as env:
+        workers = [
+            WorkerProcess("embed", env=env, name="deploy-embed"),
+            WorkerProcess("bert-tiny", env=env, name="deploy-bert-tiny", deployment=True),
+        ]
+        try:
+            for w in workers:
+                w.wait_ready()
+            yield env
+        finally:
+            for w in workers:
+                w.stop()
+
+
+DOCS = [
+    {"custom_id": "a", "text": "Open a socket and send bytes to the server."},
+    {"custom_id": "b", "text": "The integral of a polynomial is another polynomial."},
+    {"custom_id": "c", "text": "Tomatoes grow best in warm, sunny gardens."},
+]
+
+
+def test_two_embed_deployments_in_one_job_give_different_vectors(api, two_embedders):
+    import pyarrow.parquet as pq
+
+    from docbatch.schema.settings import get_settings
+    from docbatch.worker.handlers.minilm import SentenceEncoderHandler
+    from docbatch.worker.model_stage import compute_unit
+    from docbatch.worker.registry import load_handler
+
+    resp = api.post(
+        "/v1/jobs",
+        json={
+            "tasks": [{"type": "embed"}, {"type": "embed", "model": "bert-tiny"}],
+            "documents": DOCS,
+        },
+    )
+    assert resp.status_code == 202, resp.text
+    job = wait_for_job(api, resp.json()["id"], timeout=180)
+    assert job["status"] == "completed", job
+    assert set(job["counts"]) == {"embed", "bert-tiny"}
+    assert job["tasks"]["bert-tiny"] == {
+        "type": "embed",
+        "include_chunks": True,
+        "model": "bert-tiny",
+    }
+    assert job["counts"]["bert-tiny"]["succeeded"] == len(DOCS)
+    assert job["warnings"] == []
+
+    lines = read_ndjson(api.get(f"/v1/jobs/{job['id']}/results"))
+    assert [line["custom_id"] for line in lines] == ["a", "b", "c"]
+    settings = get_settings()
+    for name in ("embed", "bert-tiny"):
+        # Each deployment's vectors are its own model's: the same handler, in this process.
+        handler = load_handler(name, settings)
+        handler.setup("cpu")
+        local = compute_unit(
+            handler,
+            [(i, d["custom_id"], d["text"]) for i, d in enumerate(DOCS)],
+            {},
+            lambda: False,
+            job_id="local",
+            unit_id=0,
+        ).rows
+        for line, row in zip(lines, local, strict=True):
+            got = line["results"][name]
+            assert got["model"]["id"] == handler.model_id
+            expected = np.frombuffer(row["vectors"], dtype=np.float32)[: row["output"]["dim"]]
+            assert np.allclose(got["output"]["vector"], expected, atol=1e-5)
+    for line in lines:
+        a = np.array(line["results"]["embed"]["output"]["vector"])
+        b = np.array(line["results"]["bert-tiny"]["output"]["vector"])
+        assert a.shape == (384,)  # all-MiniLM-L6-v2
+        assert a.shape != b.shape or not np.allclose(a, b)
+    assert lines[0]["results"]["embed"]["model"]["id"] == SentenceEncoderHandler.default_model
+    assert lines[0]["results"]["bert-tiny"]["model"]["id"] == settings.model_for("bert-tiny").model
+
+    table = pq.read_table(
+        io.BytesIO(api.get(f"/v1/jobs/{job['id']}/results?format=parquet").content)
+    )
+    assert {"embed_vector", "bert-tiny_vector"} <= set(table.column_names)
+    parquet_a = table.column("bert-tiny_vector").to_pylist()[0]
+    assert np.allclose(parquet_a, lines[0]["results"]["bert-tiny"]["output"]["vector"], atol=1e-6)
+
+
+def test_unknown_model_is_a_422_listing_the_tasks_deployments(api, two_embedders):
+    before = api.get("/v1/jobs").json()["count"]
+    resp = api.post(
+        "/v1/jobs",
+        json={"tasks": [{"type": "embed", "model": "nope"}], "documents": DOCS},
+    )
+    assert resp.status_code == 422, resp.text
+    assert "tasks[0].model" in resp.text
+    assert "embed, bert-tiny, idle" in resp.text
+    assert api.get("/v1/jobs").json()["count"] == before
+
+
+def test_a_deployment_with_no_worker_leaves_its_units_queued_and_says_so(api, two_embedders):
+    resp = api.post(
+        "/v1/jobs", json={"tasks": [{"type": "embed", "model": "idle"}], "documents": DOCS}
+    )
+    assert resp.status_code == 202, resp.text
+    job_id = resp.json()["id"]
+    assert any("no worker serves deployment idle" in w for w in resp.json()["warnings"])
+    job = api.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "queued"
+    assert job["counts"]["idle"]["pending"] == len(DOCS)
+    assert job["warnings"] == [
+        "no worker serves deployment idle: its units stay queued until one starts "
+        "(docbatch worker --deployment idle)"
+    ]
+    # Served deployments are not named.
+    assert not any("bert-tiny" in w or "deployment embed" in w for w in job["warnings"])
+    assert api.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+    assert wait_for_job(api, job_id, timeout=60)["status"] == "cancelled"
