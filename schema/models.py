@@ -499,6 +499,10 @@ class JobCreate(BaseModel):
         | None
     ) = None
     reuse_results: bool = False
+    # Deleted this many days after it ends; never longer than the tenant's retention.
+    retention_days: Annotated[int, Field(ge=1, le=36500)] | None = None
+    # False: the original bytes of its files are dropped once their text is extracted.
+    keep_originals: bool | None = None
 
 
 # The job options an NDJSON or multipart submission may carry beside its documents.

@@ -28,7 +28,6 @@ from docbatch.domain.broker import (
 )
 from docbatch.domain.retry import RetryPolicy
 from docbatch.schema.db import transaction
-from docbatch.schema.errors import TransientError
 from docbatch.schema.logs import bind_process
 from docbatch.schema.settings import Settings, get_settings
 from docbatch.schema.tables import EXTRACT
@@ -46,7 +45,7 @@ from docbatch.worker.webhooks import deliver
 
 log = logging.getLogger("docbatch.worker")
 _stage: Stage[Any, Any] | None = None
-RETRYABLE = (OperationalError, DBAPIError, TransientError, ConnectionError)
+RETRYABLE = (OperationalError, DBAPIError, ConnectionError)
 
 
 def load_stage(settings: Settings) -> Stage[Any, Any] | None:
