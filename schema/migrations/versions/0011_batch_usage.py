@@ -1,7 +1,7 @@
 """a batch's token usage (OpenAI's ``batch.usage``), written when it is finalized
 
-Revision ID: 0009_batch_usage
-Revises: 0008_schedule_options
+Revision ID: 0011_batch_usage
+Revises: 0010_fairshare
 Create Date: 2026-12-06 20:45:00.000000
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009_batch_usage"
-down_revision: str | None = "0008_schedule_options"
+revision: str = "0011_batch_usage"
+down_revision: str | None = "0010_fairshare"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
