@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from docbatch.domain import closing, ledger, originals, presence, tenants
+from docbatch.domain import closing, ledger, originals, presence, quotas, tenants
 from docbatch.domain.files import FileDocument
 from docbatch.domain.outbox import outbox
 from docbatch.schema.errors import Conflict, InputError, NotFound
@@ -197,7 +197,7 @@ def create_job(
     keep_originals: bool | None = None,
 ) -> NewJob:
     """Write a job with its documents and units, its queued units into the outbox; raises
-    InputError before anything commits.
+    InputError (QuotaExceeded: over a tenant quota) before anything commits.
 
     ``documents`` yields ``(document, ndjson line number or None)``: a raw dict is validated
     here (so a stream is read once), a ``DocumentIn`` was validated already, a
@@ -215,6 +215,7 @@ def create_job(
             f"{retention_days} days is longer than this tenant's retention of "
             f"{policy.retention_days} days; give at most {policy.retention_days}",
         )
+    quotas.check(session, settings, tenant)  # at a limit already: before reading the body
     job = Job(
         tenant=tenant,
         retention_days=retention_days,
@@ -317,6 +318,8 @@ def create_job(
     for i in range(0, len(unit_rows), INSERT_BATCH):
         session.execute(insert(Unit), unit_rows[i : i + INSERT_BATCH])
     session.flush()
+    session.flush()
+    quotas.check(session, settings, tenant, job)  # over a limit: the caller rolls back
     # The queued units wait in the backlog; the dispatcher sends them in fair order.
     queued = session.execute(
         select(Unit.id, Unit.queue)
