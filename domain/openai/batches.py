@@ -19,7 +19,7 @@ from docbatch.domain.openai.convert import (
     supported_endpoints,
 )
 from docbatch.domain.openai.files import owned_file
-from docbatch.schema.errors import BatchApiError, InputError, NotFound
+from docbatch.schema.errors import BatchApiError, InputError, NotFound, QuotaExceeded
 from docbatch.schema.models import BatchCreate
 from docbatch.schema.settings import Settings
 from docbatch.schema.tables import (
@@ -116,6 +116,11 @@ def create_batch(
         new = None
         lines.url_errors = []
         batch.errors = [{"code": "too_many_requests", "line": exc.line, "message": exc.message}]
+    except QuotaExceeded as exc:
+        # As OpenAI fails a batch over the enqueued-token limit: the batch is ``failed``.
+        new = None
+        lines.url_errors = []
+        batch.errors = [{"code": "token_limit_exceeded", "line": None, "message": str(exc)}]
     except InputError as exc:
         if exc.field != "documents":
             raise BatchApiError(400, str(exc), param="input_file_id") from None
