@@ -506,6 +506,8 @@ class Batch(Base):
     cancelling_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     expired_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     finalized_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # OpenAI's ``usage`` (input, output and total tokens), written when finalized.
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # Seconds after finalizing that the output and error files expire (output_expires_after).
     output_expires_after: Mapped[int | None] = mapped_column(Integer)
 
