@@ -531,7 +531,8 @@ MetadataValue = Annotated[str, Field(max_length=512), AfterValidator(_clean)]
 
 
 class OutputExpiresAfter(BaseModel):
-    """OpenAI's ``output_expires_after``: accepted, and not acted on here."""
+    """OpenAI's ``output_expires_after``: the batch's output and error files expire this
+    many seconds after they were created (``expires_at``) and are deleted then."""
 
     model_config = STRICT
     anchor: Literal["created_at"]
