@@ -1,128 +1,172 @@
-"""Usage accounting: what each finished unit used, per tenant, task (deployment) and model.
+"""What a tenant stores, and when it goes: ``GET /v1/usage/storage``, ``docbatch usage``,
+``GET /v1/jobs/{id}/storage`` (the dashboard's job page) and the storage gauges.
 
-``record`` is the one writer. It runs in the transaction that closes a unit (the
-runner's write-and-close), keyed by the unit id with insert-on-conflict-do-nothing, so a
-unit run twice (a redelivery, a worker killed mid-unit and the unit run again) is
-counted once: a run whose transaction never committed left no row, and the close is
-guarded so only one run closes. Documents whose result was reused from an earlier job
-are counted as ``reused_documents``, not as documents the model computed.
-
-``summary`` reads it back for ``GET /v1/usage`` and ``docbatch usage``, grouped by day,
-task or model.
+Counts come from the counters the ledger keeps (``jobs.document_count``, the task
+counters), so a tenant's figures cost a few aggregate statements, not a scan of its
+documents; only the extracted text bytes read the documents that came from files.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from sqlalchemy import Integer, cast, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from docbatch.schema.db import insert_ignore
-from docbatch.schema.tables import Job, Result, ResultStatus, Unit, Usage, utcnow
-
-GroupBy = Literal["day", "task", "model"]
-FIELDS = (
-    "units",
-    "documents",
-    "reused_documents",
-    "input_tokens",
-    "generated_tokens",
-    "chunks",
-    "model_seconds",
-    "extract_files",
-    "extract_pages",
+from docbatch.domain import tenants
+from docbatch.schema.settings import Settings
+from docbatch.schema.tables import (
+    Document,
+    DocumentFile,
+    Job,
+    JobTask,
+    Original,
+    StoredFile,
 )
 
-
-@dataclass
-class Tally:
-    """What the worker measured while computing the unit."""
-
-    model: str = ""
-    input_tokens: int = 0
-    generated_tokens: int = 0
-    chunks: int = 0
-    model_seconds: float = 0.0
-    extract_files: int = 0
-    extract_pages: int = 0
+NEXT_EXPIRING = 10
 
 
-def record(session: Session, unit: Unit, job: Job, tally: Tally) -> tuple[int, int]:
-    """Write the closed ``unit``'s usage row (once per unit id, whatever runs it again);
-    returns (documents computed, documents reused)."""
-    written = session.execute(
-        select(
-            func.count().filter(Result.reused.is_(False)),
-            func.count().filter(Result.reused.is_(True)),
-        ).where(Result.unit_id == unit.id, Result.status != ResultStatus.cancelled.value)
+def expires_at(job: Any, tenant_days: int) -> dt.datetime | None:
+    """When retention deletes the job: its own retention capped by its tenant's (0:
+    never); None while it runs, or kept forever."""
+    if job.finished_at is None:
+        return None
+    days = [d for d in (job.retention_days, tenant_days) if d]
+    if not days:
+        return None
+    finished = job.finished_at if job.finished_at.tzinfo else job.finished_at.replace(tzinfo=dt.UTC)
+    return finished + dt.timedelta(days=min(days))
+
+
+def _results(session: Session, *where: Any) -> int:
+    n = session.scalar(
+        select(func.coalesce(func.sum(JobTask.succeeded + JobTask.failed + JobTask.cancelled), 0))
+        .join(Job, Job.id == JobTask.job_id)
+        .where(*where)
+    )
+    return int(n or 0)
+
+
+def _text_bytes(session: Session, *where: Any) -> int:
+    n = session.scalar(
+        select(func.coalesce(func.sum(func.length(Document.text)), 0))
+        .join(DocumentFile, DocumentFile.document_id == Document.id)
+        .join(Job, Job.id == Document.job_id)
+        .where(*where)
+    )
+    return int(n or 0)
+
+
+def job_storage(session: Session, job: Job, settings: Settings) -> dict[str, Any]:
+    """One job's stored rows and bytes, and when retention deletes it."""
+    policy = tenants.storage_policy(session, job.tenant, settings)
+    files, original_bytes = session.execute(
+        select(func.count(), func.coalesce(func.sum(DocumentFile.bytes), 0)).where(
+            DocumentFile.job_id == job.id, DocumentFile.blob_oid.is_not(None)
+        )
     ).one()
-    session.execute(
-        insert_ignore(session, Usage).values(
-            unit_id=unit.id,
-            tenant=job.tenant,
-            job_id=job.id,
-            task=unit.task,
-            queue=unit.queue,
-            model=tally.model,
-            state=unit.state,
-            documents=int(written[0] or 0),
-            reused_documents=int(written[1] or 0),
-            input_tokens=tally.input_tokens,
-            generated_tokens=tally.generated_tokens,
-            chunks=tally.chunks,
-            model_seconds=round(tally.model_seconds, 6),
-            extract_files=tally.extract_files,
-            extract_pages=tally.extract_pages,
-            finished_at=utcnow(),
+    text_bytes = _text_bytes(session, Job.id == job.id)
+    expiry = expires_at(job, policy.retention_days)
+    return {
+        "job_id": job.id,
+        "documents": job.document_count,
+        "results": _results(session, Job.id == job.id),
+        "original_files": int(files),
+        "original_bytes": int(original_bytes),
+        "extracted_text_bytes": text_bytes,
+        "stored_bytes": int(original_bytes) + text_bytes,
+        "keep_originals": job.keep_originals is not False,
+        "retention_days": job.retention_days or policy.retention_days or None,
+        "expires_at": expiry.isoformat() if expiry else None,
+        "deleting": job.deleting_at is not None,
+    }
+
+
+def tenant_storage(session: Session, tenant: str, settings: Settings) -> dict[str, Any]:
+    """A tenant's stored data, and what retention deletes next."""
+    policy = tenants.storage_policy(session, tenant, settings)
+    jobs_n, documents = session.execute(
+        select(func.count(), func.coalesce(func.sum(Job.document_count), 0)).where(
+            Job.tenant == tenant
         )
-    )
-    return int(written[0] or 0), int(written[1] or 0)
+    ).one()
+    originals_n, original_bytes = session.execute(
+        select(func.count(), func.coalesce(func.sum(Original.bytes), 0)).where(
+            Original.tenant == tenant
+        )
+    ).one()
+    files_n, files_bytes = session.execute(
+        select(func.count(), func.coalesce(func.sum(StoredFile.bytes), 0)).where(
+            StoredFile.tenant == tenant
+        )
+    ).one()
+    return {
+        "tenant": tenant,
+        "jobs": int(jobs_n),
+        "documents": int(documents),
+        "results": _results(session, Job.tenant == tenant),
+        "original_files": int(originals_n),
+        "original_bytes": int(original_bytes),
+        "extracted_text_bytes": _text_bytes(session, Job.tenant == tenant),
+        "openai_files": int(files_n),
+        "openai_file_bytes": int(files_bytes),
+        "retention_days": policy.retention_days or None,
+        "keep_originals": policy.keep_originals,
+        "next_deletions": next_deletions(session, tenant, policy.retention_days),
+    }
 
 
-def summary(
-    session: Session,
-    *,
-    tenant: str | None,
-    start: dt.datetime,
-    end: dt.datetime,
-    group_by: GroupBy,
+def next_deletions(
+    session: Session, tenant: str, tenant_days: int, limit: int = NEXT_EXPIRING
 ) -> list[dict[str, Any]]:
-    """Usage between ``start`` and ``end`` (finished_at), per tenant and ``group_by``;
-    ``tenant`` None: every tenant."""
-    if group_by == "day":
-        key: Any = func.date(Usage.finished_at)
-    elif group_by == "task":
-        key = Usage.task
-    else:
-        key = Usage.model
-    query = (
-        select(
-            Usage.tenant,
-            key.label("key"),
-            func.count(),
-            func.sum(Usage.documents),
-            func.sum(Usage.reused_documents),
-            func.sum(Usage.input_tokens),
-            func.sum(Usage.generated_tokens),
-            func.sum(Usage.chunks),
-            func.sum(Usage.model_seconds),
-            func.sum(cast(Usage.extract_files, Integer)),
-            func.sum(cast(Usage.extract_pages, Integer)),
+    """The tenant's finished jobs retention deletes first: id, documents, when."""
+    live = (Job.tenant == tenant, Job.deleting_at.is_(None), Job.finished_at.is_not(None))
+    candidates = list(
+        session.execute(
+            select(Job.id, Job.document_count, Job.finished_at, Job.retention_days)
+            .where(*live, Job.retention_days.is_not(None))
+            .order_by(Job.finished_at)
+            .limit(limit)
         )
-        .where(Usage.finished_at >= start, Usage.finished_at < end)
-        .group_by(Usage.tenant, key)
-        .order_by(Usage.tenant, key)
     )
-    if tenant is not None:
-        query = query.where(Usage.tenant == tenant)
-    out = []
-    for row in session.execute(query).all():
-        values = [float(v or 0) if i == 6 else int(v or 0) for i, v in enumerate(row[2:])]
-        entry: dict[str, Any] = {"tenant": row[0], group_by: str(row[1])}
-        entry.update(zip(FIELDS, values, strict=True))
-        entry["model_seconds"] = round(entry["model_seconds"], 3)
-        out.append(entry)
+    if tenant_days:
+        candidates += session.execute(
+            select(Job.id, Job.document_count, Job.finished_at, Job.retention_days)
+            .where(*live)
+            .order_by(Job.finished_at)
+            .limit(limit)
+        )
+    dated = {row.id: (expires_at(row, tenant_days), row.document_count) for row in candidates}
+    soonest = sorted(
+        ((when, job_id, n) for job_id, (when, n) in dated.items() if when is not None)
+    )[:limit]
+    return [
+        {"job_id": job_id, "documents": n, "expires_at": when.isoformat()}
+        for when, job_id, n in soonest
+    ]
+
+
+def storage_by_tenant(session: Session) -> dict[str, dict[str, int]]:
+    """Per tenant, the cheap storage figures (the gauges): documents, originals' bytes,
+    OpenAI files' bytes."""
+    out: dict[str, dict[str, int]] = {}
+
+    def put(tenant: str, key: str, value: Any) -> None:
+        out.setdefault(tenant, {"documents": 0, "original_bytes": 0, "openai_file_bytes": 0})
+        out[tenant][key] = int(value or 0)
+
+    for tenant, n in session.execute(
+        select(Job.tenant, func.sum(Job.document_count)).group_by(Job.tenant)
+    ):
+        put(tenant, "documents", n)
+    for tenant, n in session.execute(
+        select(Original.tenant, func.sum(Original.bytes)).group_by(Original.tenant)
+    ):
+        put(tenant, "original_bytes", n)
+    for tenant, n in session.execute(
+        select(StoredFile.tenant, func.sum(StoredFile.bytes)).group_by(StoredFile.tenant)
+    ):
+        put(tenant, "openai_file_bytes", n)
     return out

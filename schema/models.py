@@ -559,7 +559,7 @@ class TaskCounts(BaseModel):
     pending: int
     chunks: int
     tokens: int
-    # Succeeded by copying an earlier job's result (schema/reuse.py); part of ``succeeded``.
+    # Succeeded by copying an earlier job's result (domain/reuse.py); part of ``succeeded``.
     reused: int = 0
 
 

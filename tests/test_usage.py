@@ -1,93 +1,77 @@
-"""Usage accounting (docbatch.domain.usage) with real workers: a worker SIGKILLed in the
-middle of a unit (triggered when the database shows a unit running) leaves usage equal
-to the work done once; reused results count as reused; /v1/usage and `docbatch usage`
-reads it back, a tenant key its own tenant's only."""
+"""Storage you can see (issue 21): /v1/usage/storage per tenant, a job's stored size and
+expiry, the storage gauges, the dashboard's delete button. Every test ends with every
+large object owned by a row."""
 
 from __future__ import annotations
 
-import os
-import signal
-import time
-from typing import Any
+import datetime as dt
+import io
 
-from sqlalchemy import select
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import update
 
-from docbatch.schema.db import new_session
-from docbatch.schema.tables import Unit, Usage
-from tests.fakeworkers import fake_worker_env
-from tests.fixtures import WorkerProcess, wait_for_job
-from tests.settings_env import override
+from docbatch.domain import tenants
+from docbatch.schema.db import transaction
+from docbatch.schema.tables import Job, utcnow
+from tests.files import make_html
+from tests.fixtures import new_api_key
 
-N_DOCS = 24
-
-
-def _docs() -> list[dict[str, str]]:
-    return [
-        {"custom_id": f"u{i}", "text": f"usage document {i}. It has two sentences."}
-        for i in range(N_DOCS)
-    ]
+pytestmark = pytest.mark.usefixtures("blobs_owned")
 
 
-def _usage_rows(job_id: str) -> list[Any]:
-    with new_session() as s:
-        return list(s.execute(select(Usage).where(Usage.job_id == job_id)).scalars())
-
-
-def test_usage_after_a_worker_kill_equals_the_work_done_once(api: Any, private_queues: str) -> None:
-    with override(unit_max_documents="3"):
-        env = fake_worker_env(private_queues, sleep=0.3)
-        worker = WorkerProcess("summarize", env=env, name="usage-kill").wait_ready()
-        try:
-            resp = api.post("/v1/jobs", json={"tasks": ["summarize"], "documents": _docs()})
-            assert resp.status_code == 202, resp.text
-            job_id = resp.json()["id"]
-            deadline = time.monotonic() + 120
-            while True:  # one unit done and one running: kill mid-unit
-                with new_session() as s:
-                    states = list(s.scalars(select(Unit.state).where(Unit.job_id == job_id)))
-                if states.count("done") >= 1 and "running" in states:
-                    break
-                assert time.monotonic() < deadline, states
-                time.sleep(0.05)
-            for child in worker.children():
-                os.kill(child, signal.SIGKILL)
-            job = wait_for_job(api, job_id, timeout=240)
-            # The same documents again, reusing the results: counted as reused.
-            again = api.post(
-                "/v1/jobs",
-                json={"tasks": ["summarize"], "documents": _docs(), "reuse_results": True},
+def test_a_tenants_storage_and_what_retention_deletes_next(app_instance, other_api):
+    key = new_api_key("measured")
+    page = make_html("the same page twice")
+    with TestClient(app_instance, headers={"Authorization": f"Bearer {key}"}) as api:
+        assert api.get("/v1/usage/storage").json()["documents"] == 0
+        parts = [("file", (f"copy-{i}.html", io.BytesIO(page), "text/html")) for i in range(2)]
+        parts.append(
+            (
+                "file",
+                (
+                    "docs.jsonl",
+                    io.BytesIO(b'{"custom_id": "t", "text": "hello."}\n'),
+                    "application/x-ndjson",
+                ),
             )
-            assert again.status_code == 202, again.text
-            reused_job = wait_for_job(api, again.json()["id"], timeout=240)
-        finally:
-            worker.stop()
-    assert job["status"] == "completed", job
-    with new_session() as s:
-        units = dict(s.execute(select(Unit.id, Unit.attempts).where(Unit.job_id == job_id)).all())
-    assert max(units.values()) >= 2, units  # a unit really ran twice
-    rows = _usage_rows(job_id)
-    assert sorted(r.unit_id for r in rows) == sorted(units)  # one row per unit, no more
-    assert sum(r.documents for r in rows) == N_DOCS  # each document counted once
-    assert sum(r.reused_documents for r in rows) == 0
-    assert sum(r.input_tokens for r in rows) == job["counts"]["summarize"]["tokens"]
-    assert sum(r.chunks for r in rows) == job["counts"]["summarize"]["chunks"]
-    assert all(r.model_seconds > 0 and r.tenant == "default" for r in rows)
-    assert {r.model for r in rows} != {""}
+        )
+        resp = api.post("/v1/jobs", files=parts, data={"tasks": "summarize"})
+        assert resp.status_code == 202, resp.text
+        job_id = resp.json()["id"]
+        with transaction() as s:
+            tenants.set_storage_policy(s, "measured", 10, None)
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(status="cancelled", finished_at=utcnow() - dt.timedelta(days=4))
+            )
+        usage = api.get("/v1/usage/storage").json()
+        assert usage["tenant"] == "measured"
+        assert (usage["jobs"], usage["documents"]) == (1, 3)
+        assert usage["original_files"] == 1, "the same bytes twice are stored once"
+        assert usage["original_bytes"] == len(page)
+        assert usage["openai_files"] == 0 and usage["retention_days"] == 10
+        [nxt] = usage["next_deletions"]
+        assert nxt["job_id"] == job_id
+        expires = dt.datetime.fromisoformat(nxt["expires_at"])
+        assert abs((expires - utcnow()) - dt.timedelta(days=6)) < dt.timedelta(minutes=5)
 
-    assert reused_job["status"] == "completed", reused_job
-    reused = _usage_rows(reused_job["id"])
-    assert sum(r.reused_documents for r in reused) == N_DOCS
-    assert sum(r.documents for r in reused) == 0
+        job = api.get(f"/v1/jobs/{job_id}/storage").json()
+        assert job["original_files"] == 2 and job["original_bytes"] == 2 * len(page)
+        assert job["expires_at"] == nxt["expires_at"] and job["documents"] == 3
+        assert other_api.get(f"/v1/jobs/{job_id}/storage").status_code == 404
+        assert other_api.get("/v1/usage/storage").json()["tenant"] == "other"
 
-    by_task = api.get("/v1/usage", params={"group_by": "task"}).json()["data"]
-    (summ,) = [r for r in by_task if r["task"] == "summarize"]
-    assert summ["tenant"] == "default" and summ["documents"] >= N_DOCS
-    assert summ["reused_documents"] >= N_DOCS
-    by_day = api.get("/v1/usage", params={"group_by": "day", "start": "2000-01-01"}).json()
-    assert {r["tenant"] for r in by_day["data"]} == {"default"}  # only its own
+        metrics = api.get("/metrics").text
+        assert "docbatch_stored_documents " in metrics, "no tenant label by default"
+        assert "docbatch_stored_original_bytes " in metrics
+        assert api.delete(f"/v1/jobs/{job_id}").json()["status"] == "deleting"
 
 
-def test_usage_needs_a_key_and_a_tenant_sees_only_its_own(api: Any, anon_api: Any) -> None:
-    assert anon_api.get("/v1/usage").status_code == 401
-    other = api.get("/v1/usage", params={"tenant": "someone-else"})
-    assert other.status_code == 422 and "own usage" in other.text
+def test_the_job_page_has_a_delete_button_that_asks_first(anon_api):
+    page = anon_api.get("/ui/jobs/job_x").text
+    assert 'id="delete"' in page
+    script = anon_api.get("/ui/static/app.js").text
+    assert "window.confirm(" in script and 'method: "DELETE"' in script
+    assert "/storage" in script and "Expires" in script

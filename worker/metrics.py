@@ -47,7 +47,7 @@ TOKENS_OUT = Counter(
 UNITS = Counter(
     "docbatch_worker_units", "Units processed, by outcome", ["task", "model", "outcome"]
 )
-# Usage (docbatch.domain.usage), per tenant when DOCBATCH_METRICS_TENANTS > 0 (else the
+# Usage (docbatch.domain.accounting), per tenant when DOCBATCH_METRICS_TENANTS > 0 (else the
 # tenant label reads "all"): the same figures as GET /v1/usage, counted once per unit.
 USAGE_LABELS = ["tenant", "task", "model"]
 USAGE_DOCUMENTS = Counter(

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Generic
 
-from docbatch.domain import dispatch, ledger, usage
+from docbatch.domain import accounting, dispatch, ledger
 from docbatch.domain.outbox import unit_of_work
 from docbatch.domain.retry import RetryPolicy, describe, is_transient
 from docbatch.domain.waiting import UnitLimits
@@ -232,7 +232,7 @@ class UnitRunner(Generic[W, C]):
                 limits=self.limits,
             )
             tally = computed.tally()
-            documents, reused = usage.record(s, unit, job, tally)  # in the close: once
+            documents, reused = accounting.record(s, unit, job, tally)  # in the close: once
             if ledger.finalize_job_if_done(s, job):
                 worker_metrics.job_finished(job.status, job.created_at)
             tenant = job.tenant if self.settings.metrics_tenants else "all"

@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from docbatch.domain.ledger import Claim
 from docbatch.domain.reuse import ResultIdentity
-from docbatch.domain.usage import Tally
+from docbatch.domain.accounting import Tally
 from docbatch.schema.tables import Job, Unit
 
 ShouldStop = Callable[[], bool]
@@ -64,7 +64,7 @@ class Computed:
     cancelled: bool = False  # stopped early: the job is being cancelled
     chunks: int = 0
     tokens: int = 0
-    # For usage accounting (docbatch.domain.usage): the model that computed, tokens it
+    # For usage accounting (docbatch.domain.accounting): the model that computed, tokens it
     # generated, seconds of compute (set by the runner), files and pages extracted.
     model: str = ""
     generated_tokens: int = 0

@@ -1,5 +1,6 @@
 """``docbatch usage``: what the tenant (the admin key: every tenant) used, from
-``GET /v1/usage``, as a table or JSON (docbatch.domain.usage)."""
+``GET /v1/usage``, as a table or JSON (docbatch.domain.accounting); ``docbatch usage
+storage``: what it stores (``GET /v1/usage/storage``, docbatch.domain.usage)."""
 
 from __future__ import annotations
 
@@ -61,3 +62,14 @@ def register(sub: Any) -> None:
     sp.add_argument("--tenant", help="admin key only: one tenant")
     sp.add_argument("--json", action="store_true", help="the api's JSON as is")
     sp.set_defaults(func=cmd_usage)
+    usub = sp.add_subparsers(dest="usage_command", required=False, metavar="COMMAND")
+    from docbatch.commands.data import cmd_usage as cmd_storage
+
+    tp = command(
+        usub,
+        "storage",
+        "what this tenant stores (documents, results, original and extracted bytes, OpenAI "
+        "files) and what retention deletes next",
+        ["docbatch usage storage"],
+    )
+    tp.set_defaults(func=cmd_storage)
