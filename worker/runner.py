@@ -41,7 +41,7 @@ from typing import Generic
 
 from sqlalchemy import select
 
-from docbatch.domain import ledger
+from docbatch.domain import ledger, tracing
 from docbatch.domain.outbox import unit_of_work
 from docbatch.domain.retry import RetryPolicy, describe, is_transient
 from docbatch.domain.waiting import UnitLimits
@@ -107,8 +107,16 @@ class UnitRunner(Generic[W, C]):
 
     def claim(self, holder: Holder, unit_id: int) -> Held[W] | Verdict:
         """Take the unit and prepare it; the lease stays held while it is ours."""
-        with log_context(unit_id=unit_id):
-            return self._claim(holder, unit_id)
+        with log_context(unit_id=unit_id), tracing.span("unit.claim", unit_id=unit_id) as sp:
+            claimed = self._claim(holder, unit_id)
+            held = claimed if isinstance(claimed, Held) else None
+            tracing.annotate(
+                sp,
+                task=self.stage.task,
+                job_id=held.job_id if held else None,
+                verdict=None if held else str(claimed),
+            )
+            return claimed
 
     def _claim(self, holder: Holder, unit_id: int) -> Held[W] | Verdict:
         if not holder.acquire(unit_id):
@@ -161,7 +169,10 @@ class UnitRunner(Generic[W, C]):
                 return True
             return cancelled()
 
-        with self.logged(held):
+        with (
+            self.logged(held),
+            tracing.span("unit.compute", job_id=held.job_id, unit_id=held.unit_id),
+        ):
             computed = self.stage.compute(held.work, should_stop)
         holder.holdings.limit(held.unit_id, None)
         if interrupted and computed.cancelled:
@@ -176,8 +187,12 @@ class UnitRunner(Generic[W, C]):
         """Write the unit's rows and close it in one transaction, then let it go."""
         verdict: Verdict | None = None
         try:
-            with self.logged(held):
+            with (
+                self.logged(held),
+                tracing.span("unit.write", job_id=held.job_id, unit_id=held.unit_id) as sp,
+            ):
                 verdict = self._write_and_close(held, computed)
+                tracing.annotate(sp, verdict=verdict.value)
                 log.info("unit %s of job %s: %s", held.unit_id, held.job_id, verdict.value)
         except Exception as exc:
             if is_transient(exc):  # queued again, attempt refunded: the task retries
