@@ -1,8 +1,8 @@
 """jobs.delete_reason: why a job is being deleted (request, retention), for its job.deleted
 webhook
 
-Revision ID: 0008_delete_reason
-Revises: 0007_data_lifecycle
+Revision ID: 0009_delete_reason
+Revises: 0008_schedule_options
 Create Date: 2026-12-06 20:55:00.000000
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008_delete_reason"
-down_revision: str | None = "0007_data_lifecycle"
+revision: str = "0009_delete_reason"
+down_revision: str | None = "0008_schedule_options"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
