@@ -22,9 +22,12 @@ from tests.procs import ApiProcess
 
 
 def test_tracing_is_off_and_imports_nothing_by_default():
+    # (redis-py imports opentelemetry.sdk.metrics itself when the SDK is installed.)
     code = (
         "import sys, docbatch.api.app, docbatch.worker.runner\n"
-        "print(any(m.startswith('opentelemetry.sdk') for m in sys.modules))"
+        "from docbatch.domain import tracing\n"
+        "print(tracing.enabled() or any(m.startswith(('opentelemetry.sdk.trace', "
+        "'opentelemetry.exporter')) for m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
