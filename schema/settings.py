@@ -21,7 +21,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-TASKS = ("summarize", "tags", "translate", "embed", "classify", "entities", "ask", "generate")
+from docbatch.schema.tasks import TASK_KINDS
+from docbatch.schema.tasks import TASKS as TASKS  # where every caller has read it from
 
 
 class GenerationConfig(BaseModel):
@@ -103,19 +104,7 @@ class Deployment(ModelConfig):
 
 
 def _default_models() -> dict[str, ModelConfig]:
-    return {
-        "embed": ModelConfig(handler="docbatch.worker.handlers.embed:EmbedHandler"),
-        "tags": ModelConfig(handler="docbatch.worker.handlers.tags:TagsHandler"),
-        "summarize": ModelConfig(handler="docbatch.worker.handlers.summarize:SummarizeHandler"),
-        "translate": ModelConfig(handler="docbatch.worker.handlers.translate:TranslateHandler"),
-        # Hub ids (need a download; see README "Tasks"): classify
-        # distilbert/distilbert-base-uncased-finetuned-sst-2-english, entities
-        # dslim/bert-base-NER, ask distilbert/distilbert-base-cased-distilled-squad.
-        "classify": ModelConfig(handler="docbatch.worker.handlers.classify:ClassifyHandler"),
-        "entities": ModelConfig(handler="docbatch.worker.handlers.entities:EntitiesHandler"),
-        "ask": ModelConfig(handler="docbatch.worker.handlers.ask:AskHandler"),
-        "generate": ModelConfig(handler="docbatch.worker.handlers.generate:GenerateHandler"),
-    }
+    return {name: ModelConfig(handler=kind.handler) for name, kind in TASK_KINDS.items()}
 
 
 class Settings(BaseSettings):
@@ -165,6 +154,22 @@ class Settings(BaseSettings):
     # Work units: documents are grouped until a unit holds about this many tokens.
     unit_tokens: int = 8192
     unit_max_documents: int = 256
+    # Fair dispatch (docbatch.domain.dispatch): each queue holds about this many unit ids
+    # in the broker; the rest wait in Postgres and are sent in fair order across tenants.
+    dispatch_depth: int = Field(2, ge=1)
+    # Inside one tenant, at one priority, the job with the fewest tokens left goes first;
+    # a job's age earns it this many tokens of credit per second, up to the cap, so a big
+    # job submitted earlier still progresses.
+    fair_age_credit_tokens_per_second: float = Field(100.0, ge=0)
+    fair_max_age_credit_tokens: int = Field(1_000_000, ge=0)
+    # Per-tenant quotas (docbatch.domain.quotas); `docbatch tenants set-limits` overrides
+    # them per tenant. 0: no limit. Queued = documents (per task) and estimated tokens of
+    # unfinished units; per day = documents submitted since 00:00 UTC; concurrent units =
+    # units running or sent to a worker, enforced only while other tenants wait.
+    tenant_max_queued_documents: int = Field(0, ge=0)
+    tenant_max_queued_tokens: int = Field(0, ge=0)
+    tenant_max_documents_per_day: int = Field(0, ge=0)
+    tenant_max_concurrent_units: int = Field(0, ge=0)
     # Reconciler: units still queued (or running with no heartbeat) after this are republished.
     requeue_after_seconds: float = 120.0
     running_lease_seconds: float = 120.0

@@ -18,6 +18,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -226,6 +228,9 @@ class Unit(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     published_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # When its id was last sent to the broker. A queued unit without one is in the backlog:
+    # the dispatcher (docbatch.domain.dispatch) sends it, in fair order across tenants.
+    dispatched_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     claimed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     worker: Mapped[str | None] = mapped_column(String(200))
@@ -236,6 +241,14 @@ class Unit(Base):
     __table_args__ = (
         Index("ix_units_job_state", "job_id", "state"),
         Index("ix_units_state_published", "state", "published_at"),
+        # The backlog the dispatcher reads: queued units not yet sent, per queue and job.
+        Index(
+            "ix_units_backlog",
+            "queue",
+            "job_id",
+            postgresql_where=text("state = 'queued' AND dispatched_at IS NULL"),
+            sqlite_where=text("state = 'queued' AND dispatched_at IS NULL"),
+        ),
     )
 
 
@@ -331,6 +344,51 @@ class Tenant(Base):
     # setting's); `docbatch tenants set-retention`.
     retention_days: Mapped[int | None] = mapped_column(Integer)
     keep_originals: Mapped[bool | None] = mapped_column(Boolean)
+    # Share of each queue's workers when tenants compete (docbatch.domain.fairshare).
+    weight: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
+    # Quotas (docbatch.domain.quotas); NULL: the settings default (DOCBATCH_TENANT_MAX_*),
+    # 0: no limit.
+    max_queued_documents: Mapped[int | None] = mapped_column(BigInteger)
+    max_queued_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    max_documents_per_day: Mapped[int | None] = mapped_column(BigInteger)
+    max_concurrent_units: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class FairShare(Base):
+    """The dispatcher's clock per queue: each tenant's virtual time (tokens sent divided by
+    its weight, docbatch.domain.fairshare); the row with tenant ``""`` is the queue's own."""
+
+    __tablename__ = "fair_shares"
+
+    queue: Mapped[str] = mapped_column(String(100), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    vtime: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class Usage(Base):
+    """What one finished unit used: written once per unit (docbatch.domain.usage.record),
+    in the transaction that closes it, so a unit run twice is counted once."""
+
+    __tablename__ = "usage"
+
+    unit_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(String(40))
+    task: Mapped[str] = mapped_column(String(24))
+    queue: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(String(16))
+    documents: Mapped[int] = mapped_column(Integer, default=0)
+    reused_documents: Mapped[int] = mapped_column(Integer, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    generated_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    chunks: Mapped[int] = mapped_column(BigInteger, default=0)
+    model_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    extract_files: Mapped[int] = mapped_column(Integer, default=0)
+    extract_pages: Mapped[int] = mapped_column(Integer, default=0)
+    finished_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("ix_usage_tenant_finished", "tenant", "finished_at"),)
 
 
 class ApiKey(Base):
@@ -448,6 +506,8 @@ class Batch(Base):
     cancelling_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     expired_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     finalized_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # OpenAI's ``usage`` (input, output and total tokens), written when finalized.
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # Seconds after finalizing that the output and error files expire (output_expires_after).
     output_expires_after: Mapped[int | None] = mapped_column(Integer)
 

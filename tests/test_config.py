@@ -53,6 +53,7 @@ def test_dotenv_and_toml_are_read_with_the_environment_winning(tmp_path):
             DOCBATCH_QUEUE_PREFIX="nightly",
             DOCBATCH_DATABASE_URL="postgresql+psycopg://app:hunter2@db:5432/docbatch",
             DOCBATCH_API_KEY="dbk_secret_value",
+            DOCBATCH_ADMIN_KEY="admin-" + "k" * 40,
         )
     )
     assert rows["DOCBATCH_QUEUE_PREFIX"] == {
@@ -74,6 +75,7 @@ def test_dotenv_and_toml_are_read_with_the_environment_winning(tmp_path):
     assert rows["DOCBATCH_BROKER_URL"]["source"] == "default"
     # Secrets masked: the key whole, the URL's password.
     assert rows["DOCBATCH_API_KEY"]["value"] == "***"
+    assert rows["DOCBATCH_ADMIN_KEY"]["value"] == "***"
     url = rows["DOCBATCH_DATABASE_URL"]["value"]
     assert url == "postgresql+psycopg://app:***@db:5432/docbatch"
     changed = _config(tmp_path, "show", "--changed", DOCBATCH_QUEUE_PREFIX="nightly")
@@ -136,6 +138,12 @@ def test_a_bad_value_names_the_variable_not_a_field(tmp_path):
     assert "DOCBATCH_MODELS__EMBED__BATCH_TOKENS='-x'" in done.stderr
     ok = _config(tmp_path, "check", DOCBATCH_UNIT_TOKENS="2048")
     assert ok.returncode == 0 and "configuration ok: 1 settings set (from environment)" in ok.stderr
+
+
+def test_a_check_across_settings_is_its_own_message(tmp_path):
+    done = _config(tmp_path, "check", DOCBATCH_ADMIN_KEY="short")
+    assert done.returncode == 2
+    assert done.stderr.startswith("docbatch: DOCBATCH_ADMIN_KEY is too short"), done.stderr
 
 
 def test_the_servers_refuse_to_start_on_a_typo(tmp_path):

@@ -47,31 +47,24 @@ def test_every_overlay_validates_and_a_broken_object_does_not(rendered):
 
 
 @pytest.mark.fast
-def test_workers_scale_from_zero_on_every_priority_list_authenticated(rendered):
-    from kombu.transport.redis import Channel
-
-    from docbatch.api.metrics import priority_queue_names
-    from docbatch.domain.broker import broker_priority
-
+def test_workers_scale_from_zero_on_their_backlog(rendered):
+    """Each worker scales on every unit queued in Postgres for its queue (the api's
+    docbatch_queued_units), not on Redis, where the fair dispatcher keeps only a few."""
     docs = rendered["gpu"]
     scaled = _by(docs, "ScaledObject")
     config = _by(docs, "ConfigMap")["docbatch-settings"]["data"]
     assert "DOCBATCH_BROKER_URL" not in config  # the password lives in the Secret
     secret = _by(docs, "Secret")["docbatch-secrets"]["stringData"]
     assert {"DOCBATCH_BROKER_URL", "DOCBATCH_DATABASE_URL", "DOCBATCH_ADMIN_KEY"} <= set(secret)
-    auth = _by(docs, "TriggerAuthentication")["docbatch-redis"]["spec"]["secretTargetRef"]
-    assert {a["parameter"] for a in auth} == {"address", "password"}
     assert set(scaled) == {f"docbatch-worker-{t}" for t in (*TASKS, EXTRACT)}
     for task in (*TASKS, EXTRACT):
         spec = scaled[f"docbatch-worker-{task}"]["spec"]
         assert spec["minReplicaCount"] == 0
         queue = Settings(queue_prefix=config["DOCBATCH_QUEUE_PREFIX"]).queue_for(task)
-        watched = [t["metadata"]["listName"] for t in spec["triggers"]]
-        assert sorted(watched) == sorted(priority_queue_names(queue)), task
-        assert f"{queue}{Channel.sep}{broker_priority(0)}" in watched
-        for trigger in spec["triggers"]:
-            assert trigger["authenticationRef"] == {"name": "docbatch-redis"}
-            assert "address" not in trigger["metadata"] and "password" not in trigger["metadata"]
+        (trigger,) = spec["triggers"]
+        assert trigger["type"] == "prometheus"
+        assert f'docbatch_queued_units{{queue="{queue}"}}' in trigger["metadata"]["query"]
+        assert trigger["metadata"]["activationThreshold"] == "0"  # one unit starts a pod
 
 
 @pytest.mark.fast
@@ -155,8 +148,8 @@ def test_a_deployment_added_to_the_list_gets_its_own_scaling():
     command = dep["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command == ["docbatch", "worker", "--deployment", "large"]
     (so,) = [d for d in keda if d["metadata"]["name"] == "docbatch-worker-generate-large"]
-    lists = [t["metadata"]["listName"] for t in so["spec"]["triggers"]]
-    assert len(lists) == 10 and lists[0] == "docbatch.generate.large"
+    (trigger,) = so["spec"]["triggers"]
+    assert 'queue="docbatch.generate.large"' in trigger["metadata"]["query"]
 
 
 @pytest.mark.fast

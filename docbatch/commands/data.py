@@ -66,7 +66,7 @@ def register(sub: Any) -> None:
     sp = command(
         sub,
         "tenants",
-        "a tenant's data lifecycle settings",
+        "a tenant's data lifecycle settings, fair-share weight and quotas",
         ["docbatch tenants set-retention acme --days 30 --keep-originals no"],
         client=False,
     )
@@ -92,3 +92,6 @@ def register(sub: Any) -> None:
         help="the default of a job's keep_originals",
     )
     tp.set_defaults(func=cmd_set_retention)
+    from docbatch.commands import tenants
+
+    tenants.register(tsub)

@@ -4,9 +4,8 @@
 
 const KEY_NAME = "docbatch_api_key";
 const TERMINAL = new Set(["completed", "completed_with_errors", "failed", "cancelled"]);
-const COLORS = {summarize: "#4f7cff", tags: "#18a07a", embed: "#b26bff", translate: "#f0a020",
-                classify: "#e0457b", entities: "#2bb3c0", ask: "#8a6d3b", generate: "#5c6bc0",
-                extract: "#7a869a"};
+// Each task's colour, from the one list of tasks (docbatch/schema/tasks.py) via the page.
+const COLORS = JSON.parse(document.body.dataset.taskColors || "{}");
 // A job with files has an extract stage (files -> text) that runs before its model tasks.
 const EXTRACT = "extract";
 const POLL_MS = 2000;
