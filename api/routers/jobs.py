@@ -26,13 +26,8 @@ from docbatch.api.ingest import (
     request_digest,
     spool_body,
 )
-<<<<<<< HEAD
 from docbatch.domain import deletion, jobs, tracing
-from docbatch.domain.export import write_parquet
-=======
-from docbatch.domain import deletion, jobs
 from docbatch.domain.export import iter_parquet
->>>>>>> main
 from docbatch.domain.outbox import unit_of_work
 from docbatch.domain.polling import poll_job_json
 from docbatch.domain.results import iter_result_pages
