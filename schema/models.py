@@ -531,7 +531,8 @@ MetadataValue = Annotated[str, Field(max_length=512), AfterValidator(_clean)]
 
 
 class OutputExpiresAfter(BaseModel):
-    """OpenAI's ``output_expires_after``: accepted, and not acted on here."""
+    """OpenAI's ``output_expires_after``: the batch's output and error files expire this
+    many seconds after they were created (``expires_at``) and are deleted then."""
 
     model_config = STRICT
     anchor: Literal["created_at"]
@@ -559,7 +560,7 @@ class TaskCounts(BaseModel):
     pending: int
     chunks: int
     tokens: int
-    # Succeeded by copying an earlier job's result (schema/reuse.py); part of ``succeeded``.
+    # Succeeded by copying an earlier job's result (domain/reuse.py); part of ``succeeded``.
     reused: int = 0
 
 

@@ -175,3 +175,23 @@ def test_valid_names_cover_every_field_and_non_settings_pass():
     assert unknown_settings(sources) == []
     assert mask("broker_url", "redis://:pw@redis:6379/0") == "redis://:***@redis:6379/0"
     assert mask("broker_url", "redis://redis:6379/0") == "redis://redis:6379/0"
+
+
+def test_the_shipped_configuration_names_only_known_settings():
+    """.env.example, the Compose file and the Kubernetes manifests: a renamed or mistyped
+    setting there would stop every process that reads it."""
+    import re
+
+    from docbatch.schema.config import NOT_SETTINGS, NOT_SETTINGS_PREFIXES
+    from tests.fixtures import ROOT
+
+    known = set(valid_names()) | NOT_SETTINGS
+    files = [ROOT / ".env.example", ROOT / "docker-compose.yml", *(ROOT / "ops" / "k8s").glob("*")]
+    unknown = {
+        (path.name, name)
+        for path in files
+        if path.is_file()
+        for name in re.findall(r"DOCBATCH_[A-Z0-9_]*[A-Z0-9]", path.read_text())
+        if name not in known and not name.startswith(NOT_SETTINGS_PREFIXES)
+    }
+    assert not unknown, sorted(unknown)

@@ -88,6 +88,9 @@ async def create_file(request: Request, tenant: TenantDep, settings: SettingsDep
     purpose = form.get("purpose")
     if not isinstance(purpose, str):
         raise BatchApiError(400, "purpose is required ('batch')", param="purpose")
+    expires = files.expires_after(
+        form.get("expires_after[anchor]"), form.get("expires_after[seconds]")
+    )
 
     def store() -> dict[str, Any]:
         upload.file.seek(0)
@@ -99,6 +102,7 @@ async def create_file(request: Request, tenant: TenantDep, settings: SettingsDep
                 filename=upload.filename or "upload.jsonl",
                 purpose=purpose,
                 stream=upload.file,
+                expires_after_seconds=expires,
             )
             return render.file_object(stored)
 

@@ -23,6 +23,13 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_usage(args: argparse.Namespace) -> int:
+    from docbatch.commands.common import client
+
+    print(json.dumps(client(args).storage_usage(), indent=2))
+    return 0
+
+
 def _yes_no(value: str) -> bool:
     if value.lower() in ("yes", "true", "1"):
         return True

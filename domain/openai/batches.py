@@ -85,6 +85,9 @@ def create_batch(
         line_errors=[],
         total=0,
         multi_input=False,
+        output_expires_after=(
+            request.output_expires_after.seconds if request.output_expires_after else None
+        ),
     )
     session.add(batch)
     session.flush()
@@ -190,8 +193,8 @@ def request_counts(session: Session, batch: Batch) -> render.Counts:
 def status_of(batch: Batch, job: Job | None) -> str:
     if batch.errors:
         return "failed"
-    if job is None:
-        return "completed"
+    if job is None:  # its job was deleted (DELETE /v1/jobs/{id}, retention): expired
+        return "expired" if batch.expired_at is not None else "completed"
     job_status = JobStatus(job.status)
     if not job_status.terminal:
         return "cancelling" if job_status is JobStatus.cancelling else "in_progress"
@@ -260,6 +263,8 @@ def finalize(session: Session, settings: Settings, batch: Batch) -> None:
                 blobs.write(session, oid, offset, block)
                 offset += len(block)
             f.blob_oid, f.bytes = oid, offset
+            if batch.output_expires_after:  # OpenAI's output_expires_after (created_at)
+                f.expires_at = f.created_at + dt.timedelta(seconds=batch.output_expires_after)
     batch.usage = usage(session, batch)
     batch.finalized_at = utcnow()
 

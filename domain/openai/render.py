@@ -48,7 +48,7 @@ def file_object(f: StoredFile) -> dict[str, Any]:
         "filename": f.filename,
         "purpose": f.purpose,
         "status": "processed",
-        "expires_at": None,
+        "expires_at": unix(f.expires_at) if f.expires_at is not None else None,
         "status_details": None,
     }
 
