@@ -124,7 +124,7 @@ class _Task(BaseModel):
     """
 
     model_config = STRICT
-    model: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    model: Annotated[str, Field(min_length=1, max_length=100)] | None = None
 
     @model_validator(mode="after")
     def _known_deployment(self, info: ValidationInfo) -> _Task:

@@ -91,7 +91,7 @@ class Deployment(ModelConfig):
 
     name: str = Field(
         min_length=1,
-        max_length=64,
+        max_length=24,  # the task columns of job_tasks, units and results hold it
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
         description="Unique in the fleet; names the queue and the job task's result key",
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -241,3 +242,77 @@ def test_a_deployment_with_no_worker_leaves_its_units_queued_and_says_so(api, tw
     assert not any("bert-tiny" in w or "deployment embed" in w for w in job["warnings"])
     assert api.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
     assert wait_for_job(api, job_id, timeout=60)["status"] == "cancelled"
+
+
+def test_openai_models_and_a_batch_naming_a_deployment(two_embedders, database):
+    """The official client lists and reads the deployments and aliases, and a batch whose
+    lines name an alias of ``bert-tiny`` runs on that deployment's worker."""
+    import openai
+
+    from docbatch.schema.settings import get_settings
+    from docbatch.worker.model_stage import compute_unit
+    from docbatch.worker.registry import load_handler
+    from tests.fixtures import new_api_key
+    from tests.procs import ApiProcess
+
+    aliases = {"text-embedding-3-small": "bert-tiny", "minilm": "embed"}
+    with override(openai_models=json.dumps(aliases)) as extra:
+        proc = ApiProcess({**two_embedders, **extra}).wait_ready()
+    try:
+        client = openai.OpenAI(
+            base_url=f"{proc.url}/v1", api_key=new_api_key("default"), max_retries=0
+        )
+        listed = {m.id: m for m in client.models.list()}
+        assert {"embed", "bert-tiny", "idle", "summarize", "generate"} <= set(listed)
+        assert {"text-embedding-3-small", "minilm"} <= set(listed)
+        assert all(m.object == "model" and m.owned_by == "docbatch" for m in listed.values())
+        alias = client.models.retrieve("text-embedding-3-small")
+        assert alias.id == "text-embedding-3-small"
+        assert (alias.model_extra or {})["deployment"] == "bert-tiny"
+        assert (alias.model_extra or {})["task"] == "embed"
+        own = client.models.retrieve("bert-tiny")
+        assert (own.model_extra or {})["model"] == get_settings().model_for("bert-tiny").model
+        with pytest.raises(openai.NotFoundError):
+            client.models.retrieve("gpt-nope")
+
+        lines = [
+            {
+                "custom_id": d["custom_id"],
+                "method": "POST",
+                "url": "/v1/embeddings",
+                "body": {"model": "text-embedding-3-small", "input": d["text"]},
+            }
+            for d in DOCS
+        ]
+        data = "".join(json.dumps(x) + "\n" for x in lines).encode()
+        f = client.files.create(file=("in.jsonl", io.BytesIO(data)), purpose="batch")
+        b = client.batches.create(
+            input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h"
+        )
+        deadline = time.monotonic() + 180
+        while (b := client.batches.retrieve(b.id)).status not in TERMINAL:
+            assert time.monotonic() < deadline, b
+            time.sleep(0.5)
+        assert b.status == "completed" and b.request_counts.completed == len(DOCS), b
+        out = [json.loads(x) for x in client.files.content(b.output_file_id).text.splitlines()]
+        got = {o["custom_id"]: o["response"]["body"] for o in out}
+        assert {body["model"] for body in got.values()} == {"text-embedding-3-small"}
+        handler = load_handler("bert-tiny", get_settings())
+        handler.setup("cpu")
+        rows = compute_unit(
+            handler,
+            [(i, d["custom_id"], d["text"]) for i, d in enumerate(DOCS)],
+            {},
+            lambda: False,
+            job_id="local",
+            unit_id=0,
+        ).rows
+        for d, row in zip(DOCS, rows, strict=True):
+            expected = np.frombuffer(row["vectors"], dtype=np.float32)[: row["output"]["dim"]]
+            vector = got[d["custom_id"]]["data"][0]["embedding"]
+            assert np.allclose(vector, expected, atol=1e-5)
+    finally:
+        proc.stop()
+
+
+TERMINAL = {"completed", "failed", "expired", "cancelled"}

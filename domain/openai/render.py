@@ -219,7 +219,8 @@ def _grouped(
 
 
 def _body(batch: Batch, entries: list[tuple[list[Any], Any]]) -> dict[str, Any]:
-    if batch.task == "embed":
+    # batch.task is the job task's key (the deployment's name); the endpoint says the shape.
+    if batch.endpoint == "/v1/embeddings":
         data = []
         tokens = 0
         for meta, r in entries:
@@ -239,10 +240,10 @@ def _body(batch: Batch, entries: list[tuple[list[Any], Any]]) -> dict[str, Any]:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
     [(meta, r)] = entries
-    if batch.task == "generate":
+    if batch.endpoint in ("/v1/chat/completions", "/v1/completions"):
         return _completion_body(batch, meta, r)
     return {
-        "object": f"docbatch.{batch.task}",
+        "object": "docbatch." + batch.endpoint.rsplit("/", 1)[-1],
         "model": r.model_id,
         "output": r.output,
     }
