@@ -256,7 +256,8 @@ class GenerateTask(_Task):
     template: str | None = Field(None, min_length=1, max_length=100_000)
     examples: list[FewShotExample] | None = Field(None, max_length=64)
     example_separator: str | None = Field(None, max_length=100)
-    chat: bool | None = None
+    # "auto": a chat message when the model has a chat template, the prompt as is if not.
+    chat: bool | Literal["auto"] | None = None
     system: str | None = Field(None, max_length=100_000)
     reduce_template: str | None = Field(None, min_length=1, max_length=100_000)
     truncate: bool = True

@@ -316,3 +316,84 @@ def test_openai_models_and_a_batch_naming_a_deployment(two_embedders, database):
 
 
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
+
+
+def test_moderations_on_a_classify_deployment_score_as_the_head(tiny_heads, database):  # noqa: F811
+    """/v1/moderations lines on a classify deployment (a multi-label head whose labels are
+    the categories): category_scores are the head's scores, categories and flagged follow
+    DOCBATCH_OPENAI_MODERATION_THRESHOLD."""
+    import openai
+
+    from docbatch.schema.settings import get_settings
+    from docbatch.worker.model_stage import compute_unit
+    from docbatch.worker.registry import load_handler
+    from tests.fixtures import new_api_key
+    from tests.procs import ApiProcess
+
+    deployments = [{"name": "moderator", "task": "classify", "model": tiny_heads["multi"]}]
+    with override(
+        queue_prefix=own_prefix("moderate"),
+        deployments=json.dumps(deployments),
+        openai_models=json.dumps({"omni-moderation-latest": "moderator"}),
+        openai_moderation_threshold="0.5",
+        torch_threads="1",
+    ) as env:
+        worker = WorkerProcess("moderator", env=env, name="moderator", deployment=True)
+        proc = ApiProcess(env).wait_ready()
+        try:
+            worker.wait_ready()
+            client = openai.OpenAI(
+                base_url=f"{proc.url}/v1", api_key=new_api_key("default"), max_retries=0
+            )
+            lines = [
+                {
+                    "custom_id": "one",
+                    "method": "POST",
+                    "url": "/v1/moderations",
+                    "body": {"model": "omni-moderation-latest", "input": DOCS[0]["text"]},
+                },
+                {
+                    "custom_id": "two",
+                    "method": "POST",
+                    "url": "/v1/moderations",
+                    "body": {
+                        "model": "omni-moderation-latest",
+                        "input": [DOCS[1]["text"], DOCS[2]["text"]],
+                    },
+                },
+            ]
+            data = "".join(json.dumps(x) + "\n" for x in lines).encode()
+            f = client.files.create(file=("mod.jsonl", io.BytesIO(data)), purpose="batch")
+            b = client.batches.create(
+                input_file_id=f.id, endpoint="/v1/moderations", completion_window="24h"
+            )
+            deadline = time.monotonic() + 180
+            while (b := client.batches.retrieve(b.id)).status not in TERMINAL:
+                assert time.monotonic() < deadline, (b, worker.log[-2000:])
+                time.sleep(0.5)
+            assert b.status == "completed" and b.request_counts.completed == 2, b
+            text = client.files.content(b.output_file_id).text
+            got = {x["custom_id"]: x["response"]["body"] for x in map(json.loads, text.split())}
+            results = got["one"]["results"] + got["two"]["results"]
+            assert got["one"]["model"] == "omni-moderation-latest"
+
+            handler = load_handler("moderator", get_settings())
+            handler.setup("cpu")
+            rows = compute_unit(
+                handler,
+                [(i, d["custom_id"], d["text"]) for i, d in enumerate(DOCS)],
+                {},
+                lambda: False,
+                job_id="local",
+                unit_id=0,
+            ).rows
+            for result, row in zip(results, rows, strict=True):
+                head = {s["label"]: s["score"] for s in row["output"]["scores"]}
+                assert set(result["category_scores"]) == {"sports", "politics", "tech"}
+                for label, score in head.items():
+                    assert result["category_scores"][label] == pytest.approx(score, abs=1e-6)
+                    assert result["categories"][label] == (score >= 0.5)
+                assert result["flagged"] == any(s >= 0.5 for s in head.values())
+        finally:
+            proc.stop()
+            worker.stop()

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from docbatch.domain import jobs
+from docbatch.domain.openai import responses
 from docbatch.domain.openai.files import iter_lines
 from docbatch.schema.errors import InputError
 from docbatch.schema.models import DocumentIn
 from docbatch.schema.settings import Settings
 from docbatch.schema.validation import validate_document
 
-GENERATE_ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
+GENERATE_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
 DOCBATCH_PREFIX = "/v1/docbatch/"
 
 # What a task runs when no model is configured (the handlers' defaults), so a batch can
@@ -28,6 +29,8 @@ def endpoint_task(endpoint: str, settings: Settings) -> str | None:
     """The docbatch task that serves ``endpoint``; None for an endpoint we don't know."""
     if endpoint == "/v1/embeddings":
         return "embed"
+    if endpoint == "/v1/moderations":
+        return "classify"
     if endpoint in GENERATE_ENDPOINTS:
         return "generate"
     if endpoint.startswith(DOCBATCH_PREFIX):
@@ -37,7 +40,7 @@ def endpoint_task(endpoint: str, settings: Settings) -> str | None:
 
 
 def supported_endpoints(settings: Settings) -> list[str]:
-    return ["/v1/embeddings", *GENERATE_ENDPOINTS] + [
+    return ["/v1/embeddings", "/v1/moderations", *GENERATE_ENDPOINTS] + [
         DOCBATCH_PREFIX + t for t in sorted(settings.models) if t != "embed"
     ]
 
@@ -57,6 +60,9 @@ class Converted:
     params: dict[str, Any]
     model: str | None
     encoding: str = "float"
+    # /v1/moderations: a category is flagged at this score or above (the setting in force
+    # when the batch was created, kept with its documents).
+    threshold: float | None = None
 
 
 def resolve_model(name: Any, task: str, settings: Settings) -> str | None:
@@ -81,6 +87,8 @@ def resolve_model(name: Any, task: str, settings: Settings) -> str | None:
 
 def convert_line(req: dict[str, Any], task: str, settings: Settings) -> Converted | LineError:
     body: dict[str, Any] = req["body"]
+    if req["url"] == "/v1/moderations":
+        return _convert_moderation(body, settings)
     if task == "embed":
         return _convert_embeddings(body, settings)
     if task == "generate":
@@ -151,6 +159,15 @@ def _convert_generation(
     deployment = resolve_model(model, "generate", settings)
     if deployment is None:
         return _unknown_model(model, "generate", settings)
+    if url == "/v1/responses":
+        try:
+            prompt, got = responses.to_generate(body)
+        except responses.Unsupported as exc:
+            return LineError("invalid_parameter", exc.message, exc.param)
+        checked = _task_params(
+            json.dumps(["generate", {**got, "model": deployment}], sort_keys=True), settings
+        )
+        return checked if isinstance(checked, LineError) else Converted([prompt], checked, model)
     source = "messages" if chat else "prompt"
     unknown = sorted(set(body) - _IGNORED - _SAMPLING - {"model", source})
     if unknown:
@@ -221,6 +238,28 @@ def _convert_embeddings(body: dict[str, Any], settings: Settings) -> Converted |
     return Converted(texts, {"type": "embed", "model": deployment}, model, encoding)
 
 
+def _convert_moderation(body: dict[str, Any], settings: Settings) -> Converted | LineError:
+    """A moderation request on a ``classify`` deployment whose labels are the categories;
+    ``model`` left out: the classify task's default deployment."""
+    model = body.get("model")
+    deployment = "classify" if model is None else resolve_model(model, "classify", settings)
+    if deployment is None:
+        return _unknown_model(model, "classify", settings)
+    unknown = sorted(set(body) - {"input", "model"})
+    if unknown:
+        return LineError("invalid_parameter", f"unknown parameter {unknown[0]!r}", unknown[0])
+    raw = body.get("input")
+    texts = [raw] if isinstance(raw, str) else raw
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        return LineError(
+            "invalid_parameter",
+            "input must be a string or a non-empty list of strings (images are not supported)",
+            "input",
+        )
+    params = {"type": "classify", "model": deployment}
+    return Converted(texts, params, model, threshold=settings.openai_moderation_threshold)
+
+
 class RequestLines:
     """The documents of a batch's job, converted from the input file as the job reads them."""
 
@@ -288,7 +327,10 @@ class RequestLines:
                     doc = {
                         "custom_id": doc_cid,
                         "text": text,
-                        "metadata": {"openai": [number, cid, i, len(got.texts), got.encoding]},
+                        "metadata": {
+                            "openai": [number, cid, i, len(got.texts), got.encoding]
+                            + ([got.threshold] if got.threshold is not None else [])
+                        },
                     }
                     try:
                         # The checked document itself goes to create_job (checked once).

@@ -109,6 +109,15 @@ class Prompt:
     special_tokens: bool = True
 
 
+def uses_chat(params: dict[str, Any], tokenizer: Any) -> bool:
+    """Whether input ``text`` goes through the chat template (``chat: "auto"``: when the
+    model has one)."""
+    chat = params.get("chat")
+    if chat == "auto":
+        return bool(getattr(tokenizer, "chat_template", None))
+    return bool(chat)
+
+
 def build_prompt(text: str, params: dict[str, Any], tokenizer: Any) -> Prompt:
     """The prompt for one piece of a document under a job's ``params``."""
     mode = params.get("input", "text")
@@ -122,7 +131,10 @@ def build_prompt(text: str, params: dict[str, Any], tokenizer: Any) -> Prompt:
         params.get("examples"),
         params.get("example_separator", DEFAULT_SEPARATOR),
     )
-    if not params.get("chat"):
+    if not uses_chat(params, tokenizer):
+        if params.get("system") and params.get("chat") == "auto":
+            # A base model has no system turn: the instructions go first.
+            return Prompt(f"{params['system']}\n\n{body}")
         return Prompt(body)
     messages = [{"role": "user", "content": body}]
     if params.get("system"):
