@@ -712,3 +712,32 @@ def test_responses_batch_equals_generate_alone(gpt2_worker, reference):
         assert "not supported" in error["response"]["body"]["error"]["message"]
     finally:
         proc.stop()
+
+
+def test_responses_input_is_a_chat_on_a_chat_model_and_the_prompt_on_a_base_model(reference):
+    import copy
+
+    import pytest
+
+    from docbatch.domain.openai.responses import Unsupported, to_generate
+    from docbatch.worker.handlers.prompts import build_prompt
+
+    _, tok = reference
+    base = copy.copy(tok)
+    base.chat_template = None
+    text, params = to_generate({"input": "Hello there", "instructions": "Be brief."})
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
+    assert build_prompt(text, params, tok).text == tok.apply_chat_template(
+        chat, tokenize=False, add_generation_prompt=True
+    )
+    plain = build_prompt(text, params, base)
+    assert (plain.text, plain.special_tokens) == ("Be brief.\n\nHello there", True)
+    for body, param in [
+        ({"input": "x", "previous_response_id": "resp_1"}, "previous_response_id"),
+        ({"input": "x", "reasoning": {"effort": "low"}}, "reasoning"),
+        ({"input": "x", "text": {"format": {"type": "json_schema"}}}, "text.format"),
+        ({"input": [{"type": "function_call_output", "output": "1"}]}, "input[0]"),
+    ]:
+        with pytest.raises(Unsupported) as refused:
+            to_generate(body)
+        assert refused.value.param == param

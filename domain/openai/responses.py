@@ -57,25 +57,23 @@ def to_generate(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise Unsupported("instructions", "instructions must be a string")
-    params: dict[str, Any] = {}
+    # Everything of the prompt goes in the document (lines of one batch share params).
+    messages = [{"role": "system", "content": instructions}] if instructions else []
     raw = body.get("input")
     if isinstance(raw, str) and raw:
-        text = raw
-        # The whole input is one prompt (a longer one is that line's error, not cut).
-        params.update(input="text", chat="auto", truncate=False)
-        if instructions:
-            params["system"] = instructions
+        messages.append({"role": "user", "content": raw})
     elif isinstance(raw, list) and raw:
-        messages = [{"role": "system", "content": instructions}] if instructions else []
         for i, item in enumerate(raw):
             message = _message(item)
             if isinstance(message, str):
                 raise Unsupported(f"input[{i}]", message)
             messages.append(message)
-        text = json.dumps(messages, ensure_ascii=False)
-        params["input"] = "messages"
     else:
         raise Unsupported("input", "input must be a non-empty string or list of message items")
+    text = json.dumps(messages, ensure_ascii=False)
+    # Through the chat template when the model has one; on a base model the contents,
+    # joined, are the prompt as is (as /v1/completions treats prompt).
+    params: dict[str, Any] = {"input": "messages", "chat": "auto"}
     if body.get("max_output_tokens") is not None:
         params["max_new_tokens"] = body["max_output_tokens"]
     # OpenAI samples at temperature 1 unless told otherwise; 0 is greedy.
@@ -125,7 +123,7 @@ def response_body(
         "incomplete_details": {"reason": "max_output_tokens"} if cut else None,
         "error": None,
         "model": model,
-        "instructions": params.get("system"),
+        "instructions": None,
         "max_output_tokens": params.get("max_new_tokens"),
         "temperature": sampling.get("temperature", params.get("temperature")),
         "top_p": sampling.get("top_p", params.get("top_p")),

@@ -172,9 +172,7 @@ class GenerateHandler(Handler):
     # -- prompts ----------------------------------------------------------------------
     def _special(self, params: dict[str, Any]) -> bool:
         """Whether the tokenizer adds its special tokens (not to a rendered chat template)."""
-        return params.get("input", "text") == "prompt" or (
-            params.get("input", "text") == "text" and not uses_chat(params, self.tokenizer)
-        )
+        return not uses_chat(params, self.tokenizer)
 
     def _encode(self, prompts: list[str], params: dict[str, Any]) -> list[list[int]]:
         enc = self.tokenizer(

@@ -110,12 +110,12 @@ class Prompt:
 
 
 def uses_chat(params: dict[str, Any], tokenizer: Any) -> bool:
-    """Whether input ``text`` goes through the chat template (``chat: "auto"``: when the
-    model has one)."""
-    chat = params.get("chat")
+    """Whether the prompt goes through the chat template: input ``messages`` always, input
+    ``text`` with ``chat``; ``chat: "auto"``: when the model has one."""
+    chat, mode = params.get("chat"), params.get("input", "text")
     if chat == "auto":
         return bool(getattr(tokenizer, "chat_template", None))
-    return bool(chat)
+    return mode == "messages" or (mode == "text" and bool(chat))
 
 
 def build_prompt(text: str, params: dict[str, Any], tokenizer: Any) -> Prompt:
@@ -124,7 +124,10 @@ def build_prompt(text: str, params: dict[str, Any], tokenizer: Any) -> Prompt:
     if mode == "prompt":
         return Prompt(text)
     if mode == "messages":
-        return Prompt(render_chat(tokenizer, parse_messages(text)), special_tokens=False)
+        messages = parse_messages(text)
+        if not uses_chat(params, tokenizer):  # chat "auto" on a base model
+            return Prompt("\n\n".join(m["content"] for m in messages))
+        return Prompt(render_chat(tokenizer, messages), special_tokens=False)
     body = render_template(
         params.get("template") or DEFAULT_TEMPLATE,
         text,
@@ -132,9 +135,6 @@ def build_prompt(text: str, params: dict[str, Any], tokenizer: Any) -> Prompt:
         params.get("example_separator", DEFAULT_SEPARATOR),
     )
     if not uses_chat(params, tokenizer):
-        if params.get("system") and params.get("chat") == "auto":
-            # A base model has no system turn: the instructions go first.
-            return Prompt(f"{params['system']}\n\n{body}")
         return Prompt(body)
     messages = [{"role": "user", "content": body}]
     if params.get("system"):
