@@ -106,6 +106,16 @@ bench: install
 bench-million: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m bench.million $(BENCH_ARGS)
 
+# Kubernetes: regenerate the worker Deployments and KEDA ScaledObjects from
+# ops/k8s/deployments.yaml, render every overlay (kubectl kustomize) and validate each object
+# offline against the Kubernetes and KEDA schemas. manifests-check (CI) changes nothing.
+manifests: install
+	$(PY) ops/k8s/generate.py
+	$(PY) ops/k8s/validate.py
+
+manifests-check: install
+	$(PY) ops/k8s/validate.py
+
 format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .

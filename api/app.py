@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI, Request
@@ -11,18 +14,12 @@ from fastapi.responses import JSONResponse
 from docbatch.api import metrics, openapi
 from docbatch.api.logs import RequestLog
 from docbatch.api.routers import admin, health, jobs, openai_batch, schedules, stats, ui
-from docbatch.schema.errors import (
-    BatchApiError,
-    Conflict,
-    Forbidden,
-    InputError,
-    NotFound,
-    PayloadTooLarge,
-    Unauthorized,
-    UnsupportedMediaType,
-)
+from docbatch.domain.openai.convert import unmapped_openai_models
+from docbatch.schema.errors import BatchApiError, DocbatchError, InputError
 from docbatch.schema.logs import configure as configure_logs
 from docbatch.schema.settings import Settings, get_settings
+
+log = logging.getLogger("docbatch.api")
 
 
 def _version() -> str:
@@ -36,8 +33,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The app; reads nothing from the database or the broker until a request comes."""
     settings = settings or get_settings()
     configure_logs(settings.log_format)  # uvicorn's worker processes import only this
+    openai_warning = unmapped_openai_models(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if openai_warning:  # once the server starts, in its log
+            log.warning(openai_warning)
+        yield
+
     # The installed package's version (pyproject.toml), as `docbatch --version` prints it.
-    app = FastAPI(title="docbatch", version=_version())
+    app = FastAPI(title="docbatch", version=_version(), lifespan=lifespan)
     app.add_middleware(RequestLog, access_log=settings.log_format == "json")
     app.include_router(admin.router)
     app.include_router(health.router)
@@ -50,41 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ui.mount_static(app)
     openapi.install(app)
 
-    @app.exception_handler(InputError)
-    async def _input_error(request: Request, exc: InputError) -> JSONResponse:
-        status = 422
-        if isinstance(exc, PayloadTooLarge):
-            status = 413
-        elif isinstance(exc, UnsupportedMediaType):
-            status = 415
-        if _openai_path(request):
-            return _openai_error(status, str(exc), exc.field)
-        return JSONResponse({"error": exc.to_dict(), "detail": str(exc)}, status_code=status)
-
-    @app.exception_handler(BatchApiError)
-    async def _batch_api_error(_: Request, exc: BatchApiError) -> JSONResponse:
-        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status)
-
-    @app.exception_handler(Unauthorized)
-    async def _unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"}
-        if _openai_path(request):
-            return _openai_error(401, str(exc), None, "invalid_api_key", headers)
-        return JSONResponse({"detail": str(exc)}, status_code=401, headers=headers)
-
-    @app.exception_handler(NotFound)
-    async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
-        if _openai_path(request):
-            return _openai_error(404, str(exc), None)
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(Forbidden)
-    async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=403)
-
-    @app.exception_handler(Conflict)
-    async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
+    @app.exception_handler(DocbatchError)
+    async def _docbatch_error(request: Request, exc: DocbatchError) -> JSONResponse:
+        return error_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -98,6 +71,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     return app
+
+
+def error_response(request: Request, exc: DocbatchError) -> JSONResponse:
+    """The answer to a refused request: the error class's status and headers, in OpenAI's
+    envelope on the routes the ``openai`` client calls. A status of 500 is no answer: the
+    error propagates (logged, a plain 500)."""
+    if exc.status >= 500:
+        raise exc
+    if isinstance(exc, BatchApiError):
+        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status)
+    field = exc.field if isinstance(exc, InputError) else None
+    if _openai_path(request):
+        return _openai_error(exc.status, str(exc), field, exc.openai_code, exc.headers or None)
+    body: dict[str, object] = {"detail": str(exc)}
+    if isinstance(exc, InputError):
+        body = {"error": exc.to_dict(), "detail": str(exc)}
+    return JSONResponse(body, status_code=exc.status, headers=exc.headers or None)
 
 
 def _openai_path(request: Request) -> bool:

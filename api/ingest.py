@@ -51,6 +51,8 @@ class Submission:
     priority: int = 0
     webhook_url: str | None = None
     reuse_results: bool = False
+    retention_days: int | None = None
+    keep_originals: bool | None = None
 
 
 def body_kind(content_type: str) -> str:
@@ -256,6 +258,8 @@ def _submission(
         priority=job.priority,
         webhook_url=job.webhook_url,
         reuse_results=job.reuse_results,
+        retention_days=job.retention_days,
+        keep_originals=job.keep_originals,
     )
 
 
@@ -311,9 +315,13 @@ def job_options(query: dict[str, str], settings: Settings) -> dict[str, Any]:
         and len(priority) < 6
     ):
         options["priority"] = int(priority)
-    flag = options.get("reuse_results")
-    if isinstance(flag, str) and flag.lower() in ("true", "1", "false", "0"):
-        options["reuse_results"] = flag.lower() in ("true", "1")
+    for name in ("reuse_results", "keep_originals"):
+        flag = options.get(name)
+        if isinstance(flag, str) and flag.lower() in ("true", "1", "false", "0"):
+            options[name] = flag.lower() in ("true", "1")
+    days = options.get("retention_days")
+    if isinstance(days, str) and days.isascii() and days.isdigit() and len(days) < 6:
+        options["retention_days"] = int(days)
     return options
 
 

@@ -9,9 +9,11 @@ Two kinds:
 - counted by this process as it ingests: documents and units created (sum them over
   replicas in PromQL).
 
-Flower reports task runtimes but no queue depth; ``docbatch_queue_depth`` is what
-alerts and dashboards watch. KEDA (ops/k8s/keda.yaml) reads the same Redis lists itself,
-one trigger per list.
+Flower reports task runtimes but no queue depth. ``docbatch_queue_depth`` is what Redis
+holds: a few ids per queue, since the fair dispatcher keeps the rest in Postgres
+(docbatch.domain.dispatch). ``docbatch_queued_units`` is the backlog itself, every queued
+unit per queue, sent or not: what autoscaling watches (ops/k8s/keda.yaml) and alerts on
+work waiting should watch.
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ class StateCollector(Collector):
         yield GaugeMetricFamily(
             "docbatch_oldest_queued_unit_age_seconds", "", labels=["task", "model"]
         )
+        yield GaugeMetricFamily("docbatch_queued_units", "", labels=["queue"])
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         settings = get_settings()
@@ -113,6 +116,28 @@ class StateCollector(Collector):
         yield from _unit_ages(settings)
         if settings.metrics_tenants:
             yield from _per_tenant(settings.metrics_tenants)
+
+        queued = GaugeMetricFamily(
+            "docbatch_queued_units",
+            "Units queued per queue, in the broker or in the backlog (Postgres)",
+            labels=["queue"],
+        )
+        try:
+            with new_session() as s:
+                rows = s.execute(
+                    select(Unit.queue, func.count())
+                    .where(Unit.state == UnitState.queued.value)
+                    .group_by(Unit.queue)
+                ).all()
+            seen = {str(q): int(n) for q, n in rows}
+            # A deployment's queue with nothing queued reads 0, not absent.
+            for name in (*settings.fleet, EXTRACT):
+                seen.setdefault(settings.queue_for(name), 0)
+            for queue, count in sorted(seen.items()):
+                queued.add_metric([queue], count)
+        except Exception:
+            log.exception("metrics: reading queued units failed")
+        yield queued
 
         depth = GaugeMetricFamily(
             "docbatch_queue_depth",

@@ -16,10 +16,14 @@ _DESCRIPTIONS = {
     "priority": f"{PRIORITY_MIN} (default) to {PRIORITY_MAX}; higher runs first",
     "webhook_url": "http(s) URL called when the job ends",
     "reuse_results": "true: copy results of identical earlier documents instead of recomputing",
+    "retention_days": "delete the job this many days after it ends (at most the tenant's)",
+    "keep_originals": "false: drop the files' original bytes once their text is extracted",
 }
 _SCHEMAS: dict[str, dict[str, Any]] = {
     "priority": {"type": "integer", "minimum": PRIORITY_MIN, "maximum": PRIORITY_MAX},
     "reuse_results": {"type": "boolean"},
+    "retention_days": {"type": "integer", "minimum": 1, "maximum": 36500},
+    "keep_originals": {"type": "boolean"},
 }
 # Every job option JobCreate has, as a query parameter (NDJSON) or a form field (multipart).
 NDJSON_PARAMS = [(name, "NDJSON body only: " + _DESCRIPTIONS[name]) for name in JOB_OPTIONS]

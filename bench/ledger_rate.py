@@ -67,7 +67,7 @@ def make_handler() -> Any:
 
 def create_jobs(n_jobs: int, units_per_job: int, docs_per_unit: int) -> list[list[int]]:
     from docbatch.domain import jobs
-    from docbatch.domain.outbox import outbox, unit_of_work
+    from docbatch.domain.outbox import unit_of_work
     from docbatch.schema.settings import get_settings
 
     settings = get_settings()
@@ -79,7 +79,7 @@ def create_jobs(n_jobs: int, units_per_job: int, docs_per_unit: int) -> list[lis
             for i in range(units_per_job * docs_per_unit)
         )
         with unit_of_work(settings, publish=False) as s:  # the units are run here
-            jobs.create_job(
+            new = jobs.create_job(
                 s,
                 settings,
                 tenant="bench",
@@ -87,7 +87,7 @@ def create_jobs(n_jobs: int, units_per_job: int, docs_per_unit: int) -> list[lis
                 documents=docs,
                 name=f"bench-{j}",
             )
-            out.append(outbox(s).unit_ids())
+            out.append(new.unit_ids)
     return out
 
 

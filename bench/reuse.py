@@ -61,7 +61,7 @@ def main() -> None:
 
 def run() -> None:
     from docbatch.domain.jobs import job_public
-    from docbatch.domain.outbox import outbox, unit_of_work
+    from docbatch.domain.outbox import unit_of_work
     from docbatch.domain.schedules import create_schedule, fire, next_fire
     from docbatch.schema.db import transaction
     from docbatch.schema.migrate import upgrade
@@ -104,8 +104,8 @@ def run() -> None:
             with unit_of_work(settings, publish=False) as s:  # the units are run here
                 schedule = s.get(Schedule, schedule_id)
                 firing = fire(s, settings, schedule, night + dt.timedelta(days=n), "bench")
-                unit_ids = outbox(s).unit_ids()
             assert firing is not None and firing.job is not None
+            unit_ids = firing.job.unit_ids
             job = firing.job
             runner = UnitRunner(ModelStage(handler, settings), settings)
             for unit_id in unit_ids:

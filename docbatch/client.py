@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 
 from docbatch.schema.errors import DocbatchError
-from docbatch.schema.models import JobPublic, ResultLine, SchedulePublic
+from docbatch.schema.models import JobPublic, ResultLine, SchedulePublic, ScheduleRunPublic
 from docbatch.schema.statuses import TERMINAL_JOB_STATUSES
 
 
@@ -434,14 +434,25 @@ class Client:
     def delete_schedule(self, ref: str) -> None:
         self.request("DELETE", f"/v1/schedules/{ref}")
 
-    def schedule_action(self, ref: str, action: str) -> dict[str, Any]:
-        """``pause``, ``resume`` or ``run`` (run now)."""
-        result: dict[str, Any] = self.request("POST", f"/v1/schedules/{ref}/{action}").json()
-        return result
-
-    def update_schedule(self, ref: str, changes: dict[str, Any]) -> SchedulePublic:
+    def pause_schedule(self, ref: str) -> SchedulePublic:
         return SchedulePublic.model_validate(
-            self.request("PATCH", f"/v1/schedules/{ref}", json=changes).json()
+            self.request("POST", f"/v1/schedules/{ref}/pause").json()
+        )
+
+    def resume_schedule(self, ref: str) -> SchedulePublic:
+        return SchedulePublic.model_validate(
+            self.request("POST", f"/v1/schedules/{ref}/resume").json()
+        )
+
+    def run_schedule(self, ref: str) -> ScheduleRunPublic:
+        """Fire now, outside the cron; the run's job (or why there is none)."""
+        return ScheduleRunPublic.model_validate(
+            self.request("POST", f"/v1/schedules/{ref}/run").json()
+        )
+
+    def latest_run(self, ref: str) -> ScheduleRunPublic:
+        return ScheduleRunPublic.model_validate(
+            self.request("GET", f"/v1/schedules/{ref}/runs/latest").json()
         )
 
     # -- OpenAI-compatible batches ---------------------------------------------------------

@@ -29,6 +29,7 @@ RECONCILE_TASK = "docbatch.reconcile"
 SCHEDULE_TICK_TASK = "docbatch.schedule_tick"
 WEBHOOK_TASK = "docbatch.deliver_webhook"
 CANCEL_TASK = "docbatch.cancel_job"
+BATCH_TICK_TASK = "docbatch.batch_tick"
 DELETE_TASK = "docbatch.delete_job"
 LIFECYCLE_TASK = "docbatch.lifecycle"
 
@@ -96,6 +97,14 @@ def make_app(settings: Settings | None = None) -> Celery:
                 "task": RECONCILE_TASK,
                 "schedule": settings.reconcile_interval_seconds,
                 "options": {"queue": settings.maintenance_queue, "expires": 60},
+            },
+            "batch-tick": {
+                "task": BATCH_TICK_TASK,
+                "schedule": settings.batch_tick_seconds,
+                "options": {
+                    "queue": settings.maintenance_queue,
+                    "expires": max(5.0, 2 * settings.batch_tick_seconds),
+                },
             },
             # Interrupted deletes, orphans, retention and expiry (docbatch.domain.lifecycle).
             "lifecycle": {

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from docbatch.domain import jobs, ledger, originals
@@ -65,6 +65,7 @@ def request_delete(session: Session, tenant: str | None, job_id: str, settings: 
     job = ledger.lock_job(session, job.id)
     if job.deleting_at is None:
         job.deleting_at = utcnow()
+        job.delete_reason = "request"
     if JobStatus(job.status).terminal:
         outbox(session).add_delete(job.id)
     # else: the unit that ends the job sends it (ledger.finalize_job_if_done).
@@ -132,8 +133,42 @@ def delete_batch(session: Session, job_id: str, max_rows: int) -> Batch | None:
             job.delete_left = left
             return Batch(name, len(ids), unlinked)
         left[name] = 0
+    _deleted_webhook(session, job)
     session.execute(delete(Job).where(Job.id == job_id))
     return Batch(None, 1)
+
+
+def _deleted_webhook(session: Session, job: Job) -> None:
+    """A job with a webhook gets ``job.deleted`` once its rows are gone: the delivery
+    outlives the job (no job row to name), carrying the job's last document."""
+    if not job.webhook_url:
+        return
+    now = utcnow()
+    payload = {
+        "id": job.id,
+        "name": job.name,
+        "status": "deleted",
+        "reason": job.delete_reason or "request",
+        "documents": job.document_count,
+        "created_at": job.created_at.isoformat(),
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "deleted_at": now.isoformat(),
+    }
+    delivery = session.execute(
+        insert(WebhookDelivery)
+        .values(
+            job_id=None,
+            tenant=job.tenant,
+            payload=payload,
+            url=job.webhook_url,
+            event="job.deleted",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+        .returning(WebhookDelivery.id)
+    ).scalar_one()
+    outbox(session).add_webhooks([delivery])
 
 
 def run_delete(

@@ -36,7 +36,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
-from docbatch.domain import blobs, ledger
+from docbatch.domain import blobs, ledger, originals
 from docbatch.domain.waiting import UnitLimits
 from docbatch.schema.settings import Settings
 from docbatch.schema.tables import (
@@ -313,8 +313,12 @@ def _append(
             )
         )
         del documents
-        originals = [p.original for p in batch if p.original is not None]
-        stored = iter(blobs.store_files(session, originals))
+        paths = [p.original for p in batch if p.original is not None]
+        stored: Iterator[tuple[int | None, int, str]]
+        if job.keep_originals is False:  # extracted already: their bytes are not kept
+            stored = iter([(None, path.stat().st_size, _sha256(path)) for path in paths])
+        else:
+            stored = iter(blobs.store_files(session, paths))
         files = []
         for offset, piece in enumerate(batch, start=start):
             top_id, base = groups[offset]
@@ -363,7 +367,7 @@ def record(
                 DocumentFile.document_id.in_(replaced), DocumentFile.blob_oid.is_not(None)
             )
         ).all()
-        blobs.delete_many(session, [int(o) for o in oids if o is not None])
+        originals.release(session, list(oids))
         session.execute(delete(Document).where(Document.id.in_(replaced)))
     texts: dict[int, Extraction] = {}
     copies: dict[int, int] = {}
@@ -378,6 +382,8 @@ def record(
         pieces.extend(ex.children)
     _set_texts(session, texts)
     _copy_texts(session, copies)
+    if job.keep_originals is False:  # the text is what they wanted: the bytes go now
+        drop_originals(session, [*texts, *copies])
     ledger.write_results(session, rows)
     added, removed = len(pieces), len(replaced)
     if added or removed:
@@ -390,6 +396,34 @@ def record(
     if pieces:
         lo, hi, appended = _append(session, job, groups, pieces, extractor)
         _add_range(session, settings, job, lo, hi, appended)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def drop_originals(session: Session, document_ids: list[int]) -> int:
+    """Release the stored bytes of these documents' files (their rows stay, with
+    ``blob_oid`` NULL: name, size and sha256 remain); returns the blobs unlinked."""
+    if not document_ids:
+        return 0
+    rows = session.execute(
+        select(DocumentFile.document_id, DocumentFile.blob_oid).where(
+            DocumentFile.document_id.in_(document_ids), DocumentFile.blob_oid.is_not(None)
+        )
+    ).all()
+    if not rows:
+        return 0
+    session.execute(
+        update(DocumentFile)
+        .where(DocumentFile.document_id.in_([r.document_id for r in rows]))
+        .values(blob_oid=None)
+    )
+    return originals.release(session, [r.blob_oid for r in rows])
 
 
 def _add_range(

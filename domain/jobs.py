@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from docbatch.domain import blobs, closing, ledger, presence
+from docbatch.domain import blobs, closing, ledger, presence, tenants
 from docbatch.domain.files import FileDocument
 from docbatch.domain.outbox import outbox
 from docbatch.schema.errors import Conflict, InputError, NotFound
@@ -46,7 +46,8 @@ CHARS_PER_TOKEN = 4  # a rough estimate, good enough to size units evenly
 @dataclass
 class NewJob:
     job: Job
-    queued_units: int = 0  # units queued at once (in the outbox); the others wait for files
+    queued_units: int = 0  # units queued at once (the backlog); the others wait for files
+    unit_ids: list[int] = field(default_factory=list)  # those queued units, in id order
 
 
 def parse_tasks(raw: Any, settings: Settings) -> list[dict[str, Any]]:
@@ -193,6 +194,8 @@ def create_job(
     idempotency_key: str | None = None,
     request_hash: str | None = None,
     reuse_results: bool = False,
+    retention_days: int | None = None,
+    keep_originals: bool | None = None,
 ) -> NewJob:
     """Write a job with its documents and units, its queued units into the outbox; raises
     InputError before anything commits.
@@ -202,8 +205,21 @@ def create_job(
     ``FileDocument`` is stored as a blob and extracted before the model tasks see it
     (an ``extract`` unit per few files; the model units over them wait: docbatch.domain.waiting).
     """
+    policy = tenants.storage_policy(session, tenant, settings)
+    if (
+        retention_days is not None
+        and policy.retention_days
+        and retention_days > policy.retention_days
+    ):
+        raise InputError(
+            "retention_days",
+            f"{retention_days} days is longer than this tenant's retention of "
+            f"{policy.retention_days} days; give at most {policy.retention_days}",
+        )
     job = Job(
         tenant=tenant,
+        retention_days=retention_days,
+        keep_originals=policy.keep_originals if keep_originals is None else keep_originals,
         name=name,
         priority=priority,
         webhook_url=webhook_url,
@@ -302,15 +318,16 @@ def create_job(
     for i in range(0, len(unit_rows), INSERT_BATCH):
         session.execute(insert(Unit), unit_rows[i : i + INSERT_BATCH])
     session.flush()
-    units = session.execute(
+    # The queued units wait in the backlog; the dispatcher sends them in fair order.
+    queued = session.execute(
         select(Unit.id, Unit.queue)
         .where(Unit.job_id == job.id, Unit.state == UnitState.queued.value)
         .order_by(Unit.id)
     ).all()
     box = outbox(session)
-    for u in units:
-        box.add_unit(u.id, u.queue, priority)
-    return NewJob(job=job, queued_units=len(units))
+    for queue in dict.fromkeys(u.queue for u in queued):
+        box.add_dispatch(queue)
+    return NewJob(job=job, queued_units=len(queued), unit_ids=[int(u.id) for u in queued])
 
 
 def task_names(session: Session, job_id: str) -> list[str]:

@@ -74,3 +74,22 @@ def held_elsewhere(session: Session, unit_id: int) -> bool:
         text("SELECT pg_try_advisory_xact_lock(:ns, :key)"), {"ns": ns, "key": key}
     ).scalar()
     return not got
+
+
+def orphaned(session: Session, queue: str) -> list[int]:
+    """Units of ``queue`` marked running whose lease no session holds: their worker died
+    (a unit is marked running only under its lease, and closed before the lease goes).
+    Never any on SQLite, which has no leases (its heartbeats and the reconciler cover it)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return []
+    rows = session.execute(
+        text(
+            "SELECT u.id FROM units u WHERE u.queue = :queue AND u.state = 'running' "
+            "AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' "
+            "AND l.granted AND l.objsubid = 2 AND l.classid = :ns "
+            "AND l.objid = (u.id & 2147483647)::bigint::oid "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
+        ),
+        {"queue": queue, "ns": NAMESPACE},
+    ).all()
+    return [int(r[0]) for r in rows]

@@ -141,12 +141,14 @@ def claim_unit(
         return None
     now = utcnow()
     if policy.should_split(unit):
-        other, queue = _split(session, unit, now)
-        outbox(session).add_unit(other, queue, job.priority)
+        _split(session, unit, now)
+        outbox(session).add_dispatch(unit.queue)  # the new half joins the backlog
     elif policy.gives_up(unit):
         close_unit(session, unit, UnitState.failed, reason=policy.gave_up_reason(unit))
         finalize_job_if_done(session, job)
         return None
+    # Its message (if any) is used up: the queue has room for the next one.
+    outbox(session).add_dispatch(unit.queue)
     unit.error = None  # a note left by the previous attempt (see note_stop)
     unit.state = UnitState.running.value
     unit.attempts += 1
@@ -205,8 +207,8 @@ def release_unit(session: Session, unit_id: int) -> bool:
     unit.state = UnitState.queued.value
     unit.attempts = max(0, unit.attempts - 1)
     unit.published_at = utcnow()
-    priority = session.scalar(select(Job.priority).where(Job.id == unit.job_id))
-    outbox(session).add_unit(unit.id, unit.queue, int(priority or 0))
+    unit.dispatched_at = None  # back in the backlog, sent again in fair order
+    outbox(session).add_dispatch(unit.queue)
     return True
 
 
@@ -252,6 +254,7 @@ def close_unit(
     """
     if not closing.close(session, unit, state, reason=reason, chunks=chunks, tokens=tokens):
         return False
+    outbox(session).add_dispatch(unit.queue)  # a worker is free: its queue's next unit
     if unit.task == EXTRACT:
         waiting.settle(session, unit.job_id, unit.seq_lo, unit.seq_hi, limits)
     return True

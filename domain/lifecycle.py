@@ -5,6 +5,10 @@ on demand by ``docbatch gc``. One pass:
 
 - **interrupted deletes**: a job still marked ``deleting`` that has ended (its delete's
   worker died half-way, or the message was lost) has its delete run again;
+- **retention**: a finished job older than its retention (the job's ``retention_days``,
+  capped by its tenant's, else the tenant's, else DOCBATCH_RETENTION_DAYS; 0 keeps
+  forever) is marked deleting and its delete sent; a ``job.deleted`` webhook follows
+  when its rows are gone;
 - **orphaned blobs**: a large object (on SQLite, a ``blobs`` row) that no row names;
   every path that stores or drops one does it in the transaction that adds or removes
   the row naming it, so this finds only what something outside docbatch's code left
@@ -21,15 +25,17 @@ large objects are all docbatch's.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, func, select, text, union, update
 from sqlalchemy.orm import Session
 
-from docbatch.domain import blobs, deletion
+from docbatch.domain import blobs, deletion, tenants
 from docbatch.domain.outbox import outbox
-from docbatch.schema.tables import Blob, DocumentFile, Original, StoredFile
+from docbatch.schema.settings import Settings
+from docbatch.schema.tables import Blob, DocumentFile, Job, Original, StoredFile, utcnow
 
 ORPHAN_BATCH = 1000
 
@@ -39,6 +45,7 @@ class Report:
     """What one pass found and did."""
 
     deletes_resumed: list[str] = field(default_factory=list)
+    expired_jobs: list[str] = field(default_factory=list)
     rows_deleted: int = 0
     orphaned_blobs: int = 0
     orphaned_originals: int = 0
@@ -56,6 +63,55 @@ def resume_deletes(session: Session, report: Report) -> list[str]:
     """The ended jobs still marked deleting (their deletes to run again)."""
     found = deletion.deleting_jobs(session)
     report.deletes_resumed.extend(found)
+    return found
+
+
+def expired_jobs(
+    session: Session, settings: Settings, now: dt.datetime, limit: int = 1000
+) -> list[str]:
+    """Finished jobs past their retention, not being deleted yet (oldest first)."""
+    policies: dict[str, int] = {}
+    for tenant in session.scalars(select(Job.tenant).distinct()):
+        policies[tenant] = tenants.storage_policy(session, tenant, settings).retention_days
+    live = (Job.deleting_at.is_(None), Job.finished_at.is_not(None))
+    found: list[str] = []
+    # The tenant's retention, for jobs without their own (or with a longer one).
+    for tenant, days in policies.items():
+        if days <= 0:
+            continue
+        cutoff = now - dt.timedelta(days=days)
+        found += session.scalars(
+            select(Job.id)
+            .where(*live, Job.tenant == tenant, Job.finished_at < cutoff)
+            .order_by(Job.finished_at)
+            .limit(limit)
+        )
+    # A job's own, shorter retention.
+    own = session.scalars(
+        select(Job.retention_days).where(*live, Job.retention_days.is_not(None)).distinct()
+    )
+    for job_days in own:
+        cutoff = now - dt.timedelta(days=int(job_days or 0))
+        found += session.scalars(
+            select(Job.id)
+            .where(*live, Job.retention_days == job_days, Job.finished_at < cutoff)
+            .order_by(Job.finished_at)
+            .limit(limit)
+        )
+    return list(dict.fromkeys(found))[:limit]
+
+
+def expire_jobs(session: Session, settings: Settings, report: Report) -> list[str]:
+    """Mark the jobs past retention deleting; returns them (their deletes to send)."""
+    now = utcnow()
+    found = expired_jobs(session, settings, now)
+    if found:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(found), Job.deleting_at.is_(None))
+            .values(deleting_at=now, delete_reason="retention")
+        )
+    report.expired_jobs.extend(found)
     return found
 
 

@@ -5,11 +5,13 @@ rows it names are committed. Domain code never sends anything itself: it appends
 outbox of the transaction it runs in, and the transaction publishes once, after commit::
 
     with unit_of_work(settings) as session:
-        jobs.create_job(session, settings, ...)   # appends the job's queued units
-    # committed: the units are published now; on a rollback nothing is
+        jobs.create_job(session, settings, ...)   # appends its queues to top up
+    # committed: the queues are topped up now; on a rollback nothing is
 
-Four kinds of follow-up travel this way: unit ids for their task queues (at their job's
-priority), cancel sweeps and job deletes for the maintenance queue (docbatch.worker.cancel,
+Five kinds of follow-up travel this way: queues to top up from their backlog
+(docbatch.domain.dispatch picks their next units in fair order and sends them), unit ids
+for their queues (what the dispatcher picked, or a lost message sent again), cancel
+sweeps and job deletes for the maintenance queue (docbatch.worker.cancel,
 docbatch.worker.deletion), and webhook deliveries for ``docbatch webhooks``. Publishing
 is best effort with one policy: a send that fails is logged and left to the reconciler
 (docbatch.domain.reconcile), which finds
@@ -56,6 +58,7 @@ class QueuedUnit(NamedTuple):
 class Outbox:
     """Follow-ups collected by one transaction, published after it commits."""
 
+    dispatches: list[str] = field(default_factory=list)  # queues to top up
     units: list[QueuedUnit] = field(default_factory=list)
     cancels: list[str] = field(default_factory=list)  # job ids to sweep
     webhooks: list[int] = field(default_factory=list)  # delivery ids
@@ -64,6 +67,11 @@ class Outbox:
     def add_delete(self, job_id: str) -> None:
         if job_id not in self.deletes:
             self.deletes.append(job_id)
+
+    def add_dispatch(self, queue: str) -> None:
+        """``queue`` may have new backlog, or room for more of it: top it up after commit."""
+        if queue not in self.dispatches:
+            self.dispatches.append(queue)
 
     def add_unit(self, unit_id: int, queue: str, priority: int) -> None:
         self.units.append(QueuedUnit(int(unit_id), queue, int(priority)))
@@ -76,7 +84,7 @@ class Outbox:
         self.webhooks.extend(int(d) for d in delivery_ids)
 
     def __bool__(self) -> bool:
-        return bool(self.units or self.cancels or self.webhooks or self.deletes)
+        return bool(self.dispatches or self.units or self.cancels or self.webhooks or self.deletes)
 
     def unit_ids(self) -> list[int]:
         return [u.unit_id for u in self.units]
@@ -84,8 +92,11 @@ class Outbox:
     def publish(self, settings: Settings) -> None:
         """Send everything, each kind on one broker connection; a failure is logged (the
         reconciler sends what did not go out) and never raised."""
+        from docbatch.domain.dispatch import dispatch
+
         sends: list[tuple[str, list[Any], Any]] = [
             ("units", self.units, publish.publish_prioritized),
+            ("top-ups of queues", self.dispatches, dispatch),
             ("cancel sweeps of jobs", self.cancels, publish.publish_cancels),
             ("webhook deliveries", self.webhooks, publish.publish_webhooks),
             ("deletes of jobs", self.deletes, publish.publish_deletes),
@@ -100,12 +111,18 @@ class Outbox:
                     "could not publish %d %s after commit; the reconciler will", len(items), what
                 )
 
-    def _mark(self) -> tuple[int, int, int, int]:
-        return len(self.units), len(self.cancels), len(self.webhooks), len(self.deletes)
+    def _mark(self) -> tuple[int, int, int, int, int]:
+        return (
+            len(self.units),
+            len(self.cancels),
+            len(self.webhooks),
+            len(self.deletes),
+            len(self.dispatches),
+        )
 
-    def _truncate(self, mark: tuple[int, int, int, int]) -> None:
+    def _truncate(self, mark: tuple[int, int, int, int, int]) -> None:
         del self.units[mark[0] :], self.cancels[mark[1] :], self.webhooks[mark[2] :]
-        del self.deletes[mark[3] :]
+        del self.deletes[mark[3] :], self.dispatches[mark[4] :]
 
 
 def outbox(session: Session) -> Outbox:

@@ -7,12 +7,14 @@ DOCBATCH_RECONCILE_INTERVAL_SECONDS and the outbox publishes):
 - A **running** unit whose heartbeat is older than DOCBATCH_RUNNING_LEASE_SECONDS lost its
   worker (SIGKILL, OOM, host gone): sent again; the next claim counts an attempt, and the
   retry policy (docbatch.domain.retry) caps a unit that keeps killing its workers.
-- A **queued** unit published more than DOCBATCH_REQUEUE_AFTER_SECONDS ago may just be
-  waiting behind a long queue, or its message may be gone (Redis restarted without
+- A **queued** unit sent to the broker more than DOCBATCH_REQUEUE_AFTER_SECONDS ago may
+  just be waiting behind a long queue, or its message may be gone (Redis restarted without
   persistence, flushed, a publish that failed after commit). Each queue's depth in the
   broker is compared with the number of queued units that name it and only the shortfall
   is sent again (oldest first), so a deep backlog is not duplicated every pass.
   Duplicates that still happen are harmless: a closed unit is skipped.
+- A queue with units in the **backlog** (queued, never sent: docbatch.domain.dispatch) is
+  topped up, in case the top-up after the commit that made them was lost.
 - A job still **cancelling** with units not started (queued, or waiting for their files'
   extraction) gets its batched cancel (docbatch.worker.cancel) sent again, in case the
   first message was lost.
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from docbatch.domain import webhooks
+from docbatch.domain import dispatch, webhooks
 from docbatch.domain.outbox import outbox
 from docbatch.schema.settings import Settings
 from docbatch.schema.tables import NOT_STARTED_UNIT_STATES, Job, JobStatus, Unit, UnitState, utcnow
@@ -60,7 +62,7 @@ def stale_units(
     rows = session.execute(
         select(Unit.id, Unit.queue, Unit.state)
         .where(
-            ((Unit.state == UnitState.queued.value) & (Unit.published_at < queued_before))
+            ((Unit.state == UnitState.queued.value) & (Unit.dispatched_at < queued_before))
             | (
                 (Unit.state == UnitState.running.value)
                 & (Unit.claimed_at < running_before)
@@ -83,7 +85,11 @@ def _shortfall(
     queued = dict(
         session.execute(
             select(Unit.queue, func.count())
-            .where(Unit.state == UnitState.queued.value, Unit.queue.in_(list(waiting)))
+            .where(
+                Unit.state == UnitState.queued.value,
+                Unit.dispatched_at.is_not(None),
+                Unit.queue.in_(list(waiting)),
+            )
             .group_by(Unit.queue)
         ).all()
     )
@@ -115,7 +121,9 @@ def find_lost(session: Session, settings: Settings, depths: QueueDepths) -> Foun
     box = outbox(session)
     if resend:
         ids = [unit_id for unit_id, _ in resend]
-        session.execute(update(Unit).where(Unit.id.in_(ids)).values(published_at=now))
+        session.execute(
+            update(Unit).where(Unit.id.in_(ids)).values(published_at=now, dispatched_at=now)
+        )
         # A message sent again keeps its job's priority, or it jumps the queue.
         priority = dict(
             session.execute(
@@ -127,6 +135,8 @@ def find_lost(session: Session, settings: Settings, depths: QueueDepths) -> Foun
         log.warning("sending %d units again whose messages were lost", len(resend))
         for unit_id, queue in resend:
             box.add_unit(unit_id, queue, priority.get(unit_id, 0))
+    for queue in dispatch.backlogged_queues(session):
+        box.add_dispatch(queue)
     cancelling = session.scalars(
         select(Job.id)
         .where(

@@ -33,7 +33,6 @@ from dataclasses import dataclass, replace
 from sqlalchemy.exc import DBAPIError, InterfaceError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from docbatch.schema.errors import TransientError
 from docbatch.schema.settings import Settings
 from docbatch.schema.tables import Unit
 
@@ -136,7 +135,7 @@ def is_transient(exc: BaseException) -> bool:
     refused connection, a server shutting down, a deadlock or serialization failure, a
     full pool, a broker that went away; False for anything about the data itself (a
     value the database refuses, a type it cannot store, a server limit)."""
-    if isinstance(exc, TransientError | ConnectionError | PoolTimeout | InterfaceError):
+    if isinstance(exc, ConnectionError | PoolTimeout | InterfaceError):
         return True
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:

@@ -42,8 +42,14 @@ ROOTS_SETTING = "DOCBATCH_SCHEDULE_FOLDER_ROOTS"
 
 
 class Source(Protocol):
-    def iter_documents(self) -> Iterator[tuple[dict[str, Any] | FileDocument, int | None]]:
-        """Documents in a stable order; raise PermanentError when the source is unreadable."""
+    fingerprints: dict[str, str]
+    skipped: int
+
+    def iter_documents(
+        self, skip: dict[str, str] | None = None
+    ) -> Iterator[tuple[dict[str, Any] | FileDocument, int | None]]:
+        """Documents in a stable order; raise PermanentError when the source is unreadable.
+        ``skip``: name -> fingerprint of files to leave out when unchanged."""
         ...
 
 
@@ -122,8 +128,21 @@ class FolderSource:
             raise PermanentError(f"cannot list {self.root}: {exc.strerror or exc}") from None
         return sorted((p, p.relative_to(root).as_posix()) for p in found)
 
-    def iter_documents(self) -> Iterator[tuple[dict[str, Any] | FileDocument, int | None]]:
+    def iter_documents(
+        self, skip: dict[str, str] | None = None
+    ) -> Iterator[tuple[dict[str, Any] | FileDocument, int | None]]:
+        """The documents of every file; with ``skip`` (name -> fingerprint of a file already
+        taken), only files new or changed since. ``fingerprints`` collects what was read,
+        ``skipped`` counts the files left out."""
+        self.fingerprints: dict[str, str] = {}
+        self.skipped = 0
         for path, name in self.files():
+            mark = fingerprint(path)
+            if skip is not None and mark is not None and skip.get(name) == mark:
+                self.skipped += 1
+                continue
+            if mark is not None:
+                self.fingerprints[name] = mark
             yield from self._read(path, name)
 
     def _read(
@@ -152,6 +171,16 @@ class FolderSource:
             # Opened (and checked) already: the job reads these very bytes, or none at all
             # when the file is over the extraction limit.
             yield FileDocument(name, size, _keep_open(fh)), None
+
+
+def fingerprint(path: Path) -> str | None:
+    """``size:mtime_ns`` of a file (what rsync and make compare); None if it cannot be
+    stat'ed (reading it then reports why)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return f"{info.st_size}:{info.st_mtime_ns}"
 
 
 def _keep_open(fh: io.BufferedReader) -> Callable[[], IO[bytes]]:

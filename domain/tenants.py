@@ -17,11 +17,13 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from docbatch.schema.errors import InputError, NotFound, Unauthorized
+from docbatch.schema.settings import Settings
 from docbatch.schema.tables import AdminAudit, ApiKey, Tenant, utcnow
 
 log = logging.getLogger("docbatch.audit")
@@ -137,3 +139,40 @@ def audit_log(session: Session, limit: int = 100) -> list[AdminAudit]:
 
 def webhook_secret(session: Session, tenant: str) -> str | None:
     return session.scalar(select(Tenant.webhook_secret).where(Tenant.name == tenant))
+
+
+class StoragePolicy(NamedTuple):
+    """How long a tenant's finished jobs are kept (days; 0: forever) and whether the
+    original bytes of its files are kept after extraction, by default."""
+
+    retention_days: int
+    keep_originals: bool
+
+
+def storage_policy(session: Session, tenant: str, settings: Settings) -> StoragePolicy:
+    """The tenant's own values where it has them, DOCBATCH_RETENTION_DAYS and
+    DOCBATCH_KEEP_ORIGINALS otherwise."""
+    row = session.get(Tenant, tenant)
+    days = row.retention_days if row is not None and row.retention_days is not None else None
+    keep = row.keep_originals if row is not None and row.keep_originals is not None else None
+    return StoragePolicy(
+        settings.retention_days if days is None else days,
+        settings.keep_originals if keep is None else keep,
+    )
+
+
+def set_storage_policy(
+    session: Session, tenant: str, retention_days: int | None, keep_originals: bool | None
+) -> Tenant:
+    """Set a tenant's retention (days, 0: forever) and keep_originals default; None leaves
+    one as it is. The tenant must exist."""
+    row = session.get(Tenant, tenant)
+    if row is None:
+        raise NotFound(f"tenant {tenant} not found")
+    if retention_days is not None:
+        if retention_days < 0:
+            raise InputError("retention_days", "must be 0 (keep forever) or more")
+        row.retention_days = retention_days
+    if keep_originals is not None:
+        row.keep_originals = keep_originals
+    return row

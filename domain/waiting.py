@@ -97,8 +97,8 @@ def settle(
             closing.close(session, unit, UnitState.cancelled, reason="job cancelled")
             continue
         _copy_extract_failures(session, unit)
-        for unit_id, queue in _queue(session, unit, limits):
-            box.add_unit(unit_id, queue, job.priority)
+        for queue in {queue for _unit_id, queue in _queue(session, unit, limits)}:
+            box.add_dispatch(queue)  # the dispatcher sends them in fair order
 
 
 def _copy_extract_failures(session: Session, unit: Unit) -> None:

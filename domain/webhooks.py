@@ -96,8 +96,8 @@ def claim(session: Session, delivery_id: int, lease_seconds: float) -> Outgoing 
         body=json.dumps(payload, separators=(",", ":")).encode(),
         secret=webhook_secret(session, tenant),
         attempts=row.attempts,
-        job_id=job.id,
-        tenant=job.tenant,
+        job_id=row.job_id or str(job_body.get("id", "")),
+        tenant=tenant,
         created_at=row.created_at,
     )
 

@@ -1,18 +1,23 @@
 """docbatch's exceptions, shared by the api, the worker and the CLI.
 
-DocbatchError
-├── InputError          bad request input: names the field, the document/line and the limit
-│   ├── PayloadTooLarge       a body or NDJSON line over its byte limit (HTTP 413)
-│   └── UnsupportedMediaType  a Content-Type the endpoint does not read (HTTP 415)
-├── Unauthorized        no, malformed, unknown or revoked API key (HTTP 401)
-├── Forbidden           a valid key that may not do this (a tenant key on /v1/admin: HTTP 403)
-├── NotFound            no such job/schedule for this tenant (another tenant's is NotFound too)
-├── Conflict            e.g. an Idempotency-Key reused with a different body
-├── BatchApiError       a request of the OpenAI-compatible API refused, in OpenAI's shape
-├── BatchLengthMismatch a handler's predict returned a different number of outputs than inputs
-├── TransientError      infrastructure blip (database, broker): retry with backoff
-└── PermanentError      this document cannot be processed: fail it with the reason
-    └── ModelUnavailable    the model a task needs is not installed here
+DocbatchError                    (HTTP status: the class's ``status``)
+├── InputError          422  bad request input: names the field, the document/line and the limit
+│   ├── PayloadTooLarge       413  a body or NDJSON line over its byte limit
+│   └── UnsupportedMediaType  415  a Content-Type the endpoint does not read
+├── Unauthorized        401  no, malformed, unknown or revoked API key
+├── Forbidden           403  a valid key that may not do this (a tenant key on /v1/admin)
+├── NotFound            404  no such job/schedule for this tenant (another tenant's too)
+├── Conflict            409  e.g. an Idempotency-Key reused with a different body
+├── BatchApiError       4xx  a request of the OpenAI-compatible API refused, in OpenAI's shape
+├── BatchLengthMismatch      a handler's predict returned another number of outputs than inputs
+└── PermanentError           this document cannot be processed: fail it with the reason
+    └── ModelUnavailable     the model a task needs is not installed here
+
+The api turns any of them with a status below 500 into that response, in one handler
+(api/app.py): ``{"detail", "error"?}``, or OpenAI's error envelope on ``/v1/files`` and
+``/v1/batches``. The rest are the worker's: a document's failure, never an HTTP answer.
+What is worth trying again (a lost connection, a deadlock) is the driver's and broker's
+own exceptions, classified in one place (``docbatch.domain.retry.is_transient``).
 """
 
 from __future__ import annotations
@@ -21,8 +26,16 @@ from __future__ import annotations
 class DocbatchError(Exception):
     """Base of every error docbatch raises on purpose."""
 
+    # The HTTP status the api answers with; 500: not an answer (the api lets it propagate).
+    status: int = 500
+    # Extra response headers, and the ``code`` of OpenAI's error envelope.
+    headers: dict[str, str] = {}
+    openai_code: str | None = None
+
 
 class InputError(DocbatchError):
+    status = 422
+
     def __init__(self, field: str, message: str, *, line: int | None = None) -> None:
         self.field = field
         self.message = message
@@ -38,28 +51,26 @@ class InputError(DocbatchError):
 
 
 class Unauthorized(DocbatchError):
-    pass
+    status = 401
+    headers = {"WWW-Authenticate": "Bearer"}
+    openai_code = "invalid_api_key"
 
 
 class Forbidden(DocbatchError):
-    pass
+    status = 403
 
 
 class NotFound(DocbatchError):
-    pass
+    status = 404
 
 
 class Conflict(DocbatchError):
-    pass
+    status = 409
 
 
 class BatchLengthMismatch(DocbatchError):
     """A handler bug: ``predict`` must return one output per input (the batch's rows fail,
     one by one, with this message naming both lengths)."""
-
-
-class TransientError(DocbatchError):
-    pass
 
 
 class PermanentError(DocbatchError):
@@ -72,6 +83,8 @@ class ModelUnavailable(PermanentError):
 
 class PayloadTooLarge(InputError):
     """The request body is over DOCBATCH_MAX_REQUEST_BYTES (HTTP 413)."""
+
+    status = 413
 
 
 class BatchApiError(DocbatchError):
@@ -111,3 +124,5 @@ class BatchApiError(DocbatchError):
 
 class UnsupportedMediaType(InputError):
     """The request body is not a kind the endpoint reads (HTTP 415)."""
+
+    status = 415

@@ -503,6 +503,10 @@ class JobCreate(BaseModel):
         | None
     ) = None
     reuse_results: bool = False
+    # Deleted this many days after it ends; never longer than the tenant's retention.
+    retention_days: Annotated[int, Field(ge=1, le=36500)] | None = None
+    # False: the original bytes of its files are dropped once their text is extracted.
+    keep_originals: bool | None = None
 
 
 # The job options an NDJSON or multipart submission may carry beside its documents.
@@ -594,6 +598,11 @@ class SchedulePublic(BaseModel):
     created_at: dt.datetime
     next_run_at: dt.datetime
     runs: list[ScheduleRunPublic] = Field(default_factory=list)
+    priority: int = 0
+    timezone: str = "UTC"
+    only_changed: bool = False
+    # The URL itself is a secret (it often carries a token): only whether there is one.
+    has_webhook: bool = False
 
 
 class SchedulesPublic(BaseModel):

@@ -165,12 +165,31 @@ class Settings(BaseSettings):
     # Work units: documents are grouped until a unit holds about this many tokens.
     unit_tokens: int = 8192
     unit_max_documents: int = 256
+    # Fair dispatch (docbatch.domain.dispatch): each queue holds about this many unit ids
+    # in the broker; the rest wait in Postgres and are sent in fair order across tenants.
+    dispatch_depth: int = Field(2, ge=1)
+    # Inside one tenant, at one priority, the job with the fewest tokens left goes first;
+    # a job's age earns it this many tokens of credit per second, up to the cap, so a big
+    # job submitted earlier still progresses.
+    fair_age_credit_tokens_per_second: float = Field(100.0, ge=0)
+    fair_max_age_credit_tokens: int = Field(1_000_000, ge=0)
+    # Per-tenant quotas (docbatch.domain.quotas); `docbatch tenants set-limits` overrides
+    # them per tenant. 0: no limit. Queued = documents (per task) and estimated tokens of
+    # unfinished units; per day = documents submitted since 00:00 UTC; concurrent units =
+    # units running or sent to a worker, enforced only while other tenants wait.
+    tenant_max_queued_documents: int = Field(0, ge=0)
+    tenant_max_queued_tokens: int = Field(0, ge=0)
+    tenant_max_documents_per_day: int = Field(0, ge=0)
+    tenant_max_concurrent_units: int = Field(0, ge=0)
     # Reconciler: units still queued (or running with no heartbeat) after this are republished.
     requeue_after_seconds: float = 120.0
     running_lease_seconds: float = 120.0
     # A worker touches its running unit's heartbeat this often (must be well under the lease).
     unit_heartbeat_seconds: float = 10.0
     reconcile_interval_seconds: float = 30.0
+    # The beat's batch tick: OpenAI batches whose job ended are finalized (their output and
+    # error files written) and batches past their completion window expired, this often.
+    batch_tick_seconds: float = 5.0
     max_unit_attempts: int = 3
     # Cancelling a job: its queued units are closed (cancelled result rows written) this
     # many documents per transaction, off the request path; the job row stays locked (its
@@ -196,6 +215,9 @@ class Settings(BaseSettings):
     # ones with most jobs; the rest count as "other"); 0: no tenant label at all.
     # Each tenant adds a series per job status and per task.
     metrics_tenants: int = Field(0, ge=0)
+    # A file the worker writes once it can take units (its model loaded): a Kubernetes
+    # readinessProbe checks it. Empty: none.
+    ready_file: str = ""
     # Worker /metrics (Prometheus) on this port, served by the process running the model;
     # 0 turns it off.
     worker_metrics_port: int = 0

@@ -18,6 +18,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -99,6 +101,7 @@ class Job(Base):
     # go in batches and the job row last. ``delete_left`` is what remains, per table.
     deleting_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     delete_left: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    delete_reason: Mapped[str | None] = mapped_column(String(16))  # request | retention
     # Deleted this many days after it finished (None: the tenant's, else the setting's).
     retention_days: Mapped[int | None] = mapped_column(Integer)
     # False: the original bytes of its files are dropped once extracted (None: the tenant's).
@@ -225,6 +228,9 @@ class Unit(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     published_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # When its id was last sent to the broker. A queued unit without one is in the backlog:
+    # the dispatcher (docbatch.domain.dispatch) sends it, in fair order across tenants.
+    dispatched_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     claimed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     worker: Mapped[str | None] = mapped_column(String(200))
@@ -235,6 +241,14 @@ class Unit(Base):
     __table_args__ = (
         Index("ix_units_job_state", "job_id", "state"),
         Index("ix_units_state_published", "state", "published_at"),
+        # The backlog the dispatcher reads: queued units not yet sent, per queue and job.
+        Index(
+            "ix_units_backlog",
+            "queue",
+            "job_id",
+            postgresql_where=text("state = 'queued' AND dispatched_at IS NULL"),
+            sqlite_where=text("state = 'queued' AND dispatched_at IS NULL"),
+        ),
     )
 
 
@@ -280,8 +294,27 @@ class Schedule(Base):
     reuse_results: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Handed to every job it makes.
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The zone ``cron`` is read in (an IANA name; "0 2 * * *" is 02:00 there, DST included).
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
+    # Each run takes only the files new or changed (size or mtime) since they last went in.
+    only_changed: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
     __table_args__ = (UniqueConstraint("tenant", "name", name="uq_schedules_tenant_name"),)
+
+
+class ScheduleFile(Base):
+    """A file an ``only_changed`` schedule has put in a job, with the fingerprint it had."""
+
+    __tablename__ = "schedule_files"
+
+    schedule_id: Mapped[str] = mapped_column(
+        ForeignKey("schedules.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(100))
 
 
 class ScheduleRun(Base):
@@ -311,6 +344,51 @@ class Tenant(Base):
     # setting's); `docbatch tenants set-retention`.
     retention_days: Mapped[int | None] = mapped_column(Integer)
     keep_originals: Mapped[bool | None] = mapped_column(Boolean)
+    # Share of each queue's workers when tenants compete (docbatch.domain.fairshare).
+    weight: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
+    # Quotas (docbatch.domain.quotas); NULL: the settings default (DOCBATCH_TENANT_MAX_*),
+    # 0: no limit.
+    max_queued_documents: Mapped[int | None] = mapped_column(BigInteger)
+    max_queued_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    max_documents_per_day: Mapped[int | None] = mapped_column(BigInteger)
+    max_concurrent_units: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class FairShare(Base):
+    """The dispatcher's clock per queue: each tenant's virtual time (tokens sent divided by
+    its weight, docbatch.domain.fairshare); the row with tenant ``""`` is the queue's own."""
+
+    __tablename__ = "fair_shares"
+
+    queue: Mapped[str] = mapped_column(String(100), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    vtime: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class Usage(Base):
+    """What one finished unit used: written once per unit (docbatch.domain.usage.record),
+    in the transaction that closes it, so a unit run twice is counted once."""
+
+    __tablename__ = "usage"
+
+    unit_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(String(40))
+    task: Mapped[str] = mapped_column(String(24))
+    queue: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(String(16))
+    documents: Mapped[int] = mapped_column(Integer, default=0)
+    reused_documents: Mapped[int] = mapped_column(Integer, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    generated_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    chunks: Mapped[int] = mapped_column(BigInteger, default=0)
+    model_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    extract_files: Mapped[int] = mapped_column(Integer, default=0)
+    extract_pages: Mapped[int] = mapped_column(Integer, default=0)
+    finished_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("ix_usage_tenant_finished", "tenant", "finished_at"),)
 
 
 class ApiKey(Base):

@@ -77,3 +77,46 @@ def test_peak_rss_stays_under_300_mb(api_key, private_queues):
         assert peak < LIMIT_MB, f"peak RSS {peak:.0f} MB with a {len(body)}-byte JSON body"
     finally:
         api.stop()
+
+
+def test_a_file_upload_with_an_over_long_line_is_refused_as_it_arrives(private_queues):
+    """Issue 20 item 15: ``/v1/files`` refuses a 200 MB request line while reading it
+    (a 400 naming the limit), and the api's peak stays under 300 MB."""
+    from tests.fixtures import new_api_key
+
+    api = ApiProcess({"DOCBATCH_QUEUE_PREFIX": private_queues}, migrate=False).wait_ready()
+    boundary = "docbatchboundary"
+
+    def body() -> Iterator[bytes]:
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            'filename="r.jsonl"\r\nContent-Type: application/jsonl\r\n\r\n'
+        ).encode()
+        yield from _one_huge_line(200)
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    try:
+        pid = api.proc.pid
+        resp = httpx.post(
+            f"{api.url}/v1/files",
+            content=body(),
+            headers={
+                "Authorization": f"Bearer {new_api_key('memory')}",
+                "Content-Type": f"multipart/form-data; boundary={boundary}",
+            },
+            timeout=600,
+        )
+        peak = _peak_mb(pid)
+        print(f"api peak RSS after a 200 MB file line: {peak:.0f} MB")
+        assert resp.status_code == 400, resp.text
+        err = resp.json()["error"]
+        assert err["code"] == "line_too_long" and err["param"] == "file"
+        assert "DOCBATCH_MAX_DOCUMENT_BYTES" in err["message"]
+        assert peak < LIMIT_MB, f"peak RSS {peak:.0f} MB"
+        files = httpx.get(
+            f"{api.url}/v1/files", headers={"Authorization": f"Bearer {new_api_key('memory')}"}
+        )
+        assert files.json()["data"] == []
+    finally:
+        api.stop()

@@ -11,7 +11,7 @@ import time
 from sqlalchemy import func, select, text
 
 from docbatch.domain import jobs, ledger
-from docbatch.domain.outbox import outbox, unit_of_work
+from docbatch.domain.outbox import unit_of_work
 from docbatch.domain.retry import RetryPolicy
 from docbatch.schema.db import new_session
 from docbatch.schema.settings import get_settings
@@ -50,7 +50,7 @@ def test_cancel_racing_the_last_unit_leaves_the_job_completed(private_queues):
             documents=[({"custom_id": f"d{i}", "text": f"text {i}."}, None) for i in range(2)],
             webhook_url="https://hooks.example.com/docbatch",
         )
-        job_id, (unit_id,) = new.job.id, outbox(s).unit_ids()
+        job_id, (unit_id,) = new.job.id, new.unit_ids
     handler = UpperHandler(settings.model_for("summarize"))
     handler.setup("cpu")
     with unit_of_work(settings, publish=False) as s:
@@ -262,7 +262,7 @@ def test_a_cancelling_job_with_only_waiting_units_is_swept_again(private_queues)
         new = jobs.create_job(
             s, settings, tenant="default", tasks=[{"type": "summarize"}], documents=files
         )
-        job_id, (extract_unit,) = new.job.id, outbox(s).unit_ids()
+        job_id, (extract_unit,) = new.job.id, new.unit_ids
     worker = Lease(settings)  # a live extract worker, in the middle of the unit
     try:
         assert worker.acquire(extract_unit)

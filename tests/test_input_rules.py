@@ -40,7 +40,7 @@ def test_bad_tasks_name_the_field_and_the_setting(tasks, field, words):
 
 def test_good_tasks_get_their_defaults():
     tasks = validate_tasks(["tags", {"type": "classify", "labels": ["a"]}], SETTINGS)
-    assert tasks[0] == {"type": "tags", "top_k": 5}
+    assert tasks[0]["type"] == "tags" and tasks[0]["top_k"] == 5
     assert tasks[1]["hypothesis_template"] == "This example is {}."
 
 

@@ -19,17 +19,49 @@ import numpy as np
 import openai
 import pytest
 
-from tests.fixtures import load_corpus, new_api_key
+from tests.fixtures import ARTIFACTS, load_corpus, new_api_key, spawn, stop_process
 from tests.procs import ApiProcess
 
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
 
 @pytest.fixture(scope="module")
-def api_url(database: str) -> Iterator[str]:
+def beat(database: str) -> Iterator[None]:
+    """A real ``docbatch beat`` whose batch tick runs every second (on the session's
+    workers, which read the maintenance queue): batches are finalized and expired there."""
+    schedule = ARTIFACTS / f"beat-batches-{secrets.token_hex(3)}"
+    proc = spawn(
+        ["beat", "--schedule", str(schedule)],
+        f"{schedule.name}.log",
+        {"DOCBATCH_BATCH_TICK_SECONDS": "1"},
+    )
+    yield
+    stop_process(proc)
+    for leftover in ARTIFACTS.glob(f"{schedule.name}*"):
+        leftover.unlink()
+
+
+@pytest.fixture(scope="module")
+def api_url(database: str, beat: None) -> Iterator[str]:
     proc = ApiProcess({}).wait_ready()
     yield proc.url
     proc.stop()
+
+
+def _tick_until(client: openai.OpenAI, batch_id: str, timeout: float = 60) -> Any:
+    """The beat's batch tick, run here until the batch ends: for an api whose queues no
+    worker reads (so no worker runs the beat's tick for it either)."""
+    from docbatch.schema.settings import get_settings
+    from docbatch.worker.batches import tick
+
+    deadline = time.monotonic() + timeout
+    while True:
+        tick(get_settings())
+        batch = client.batches.retrieve(batch_id)
+        if batch.status in TERMINAL:
+            return batch
+        assert time.monotonic() < deadline, f"batch still {batch.status}: {batch}"
+        time.sleep(0.3)
 
 
 def _client(url: str, tenant: str = "default") -> openai.OpenAI:
@@ -247,7 +279,7 @@ def test_cancel_and_list_with_pagination(database, tmp_path):
 
         cancelled = client.batches.cancel(created[0].id)
         assert cancelled.status in ("cancelling", "cancelled", "finalizing")
-        done = _wait(client, created[0].id, timeout=60)
+        done = _tick_until(client, created[0].id)
         assert done.status == "cancelled" and done.cancelled_at and done.cancelling_at
         counts = done.request_counts
         assert (counts.total, counts.completed, counts.failed) == (5, 0, 5)
@@ -345,3 +377,371 @@ def test_a_bad_create_body_is_a_422_naming_the_field(api_url, database):
     assert client.batches.list().data == []
     # The same body, well formed, is a batch.
     assert client.batches.create(**good).status in ("in_progress", "completed")
+
+
+# -- issue 20: batches that end, once, whoever reads them ------------------------------
+
+
+def _db_scalar(sql: str, **params: Any) -> Any:
+    from sqlalchemy import text
+
+    from docbatch.schema.db import new_session
+
+    with new_session() as s:
+        return s.execute(text(sql), params).scalar()
+
+
+def _file_ids(batch_id: str) -> tuple[str, str]:
+    """The batch's output and error file ids, read in the database (the Batch object shows
+    them only once they hold something)."""
+    from sqlalchemy import text
+
+    from docbatch.schema.db import new_session
+
+    with new_session() as s:
+        row = s.execute(
+            text("SELECT output_file_id, error_file_id FROM batches WHERE id = :b"),
+            {"b": batch_id},
+        ).one()
+    return row[0], row[1]
+
+
+def _objects_and_references() -> tuple[set[int], set[int]]:
+    """Every large object, and those that rows name (files and document files)."""
+    from sqlalchemy import text
+
+    from docbatch.schema.db import new_session
+
+    with new_session() as s:
+        objects = set(s.scalars(text("SELECT oid::bigint FROM pg_largeobject_metadata")))
+        named = set(
+            s.scalars(
+                text(
+                    "SELECT blob_oid FROM files WHERE blob_oid IS NOT NULL UNION "
+                    "SELECT blob_oid FROM document_files WHERE blob_oid IS NOT NULL"
+                )
+            )
+        )
+    return objects, named
+
+
+def _summarize_lines(n: int, prefix: str = "doc") -> list[dict[str, Any]]:
+    return [
+        {
+            "custom_id": f"{prefix}-{i}",
+            "method": "POST",
+            "url": "/v1/docbatch/summarize",
+            "body": {"text": f"Document number {i}. It has two sentences.", "max_sentences": 1},
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def idle_api(database: str) -> Iterator[str]:
+    """An api whose queues no worker reads: its batches wait until cancelled or expired."""
+    proc = ApiProcess({"DOCBATCH_QUEUE_PREFIX": f"t{secrets.token_hex(4)}"}).wait_ready()
+    yield proc.url
+    proc.stop()
+
+
+def test_the_beat_finalizes_a_batch_only_ever_listed(api_url, workers):
+    """Item 5: nobody GETs the batch; the beat's tick finalizes it and the list shows it
+    completed, with its files written."""
+    client = _client(api_url, tenant=f"t{secrets.token_hex(3)}")
+    requests = [
+        {
+            "custom_id": f"r{i}",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": "all-MiniLM-L6-v2", "input": t},
+        }
+        for i, t in enumerate(["Open a socket.", "Close the file.", "Read a line."])
+    ]
+    f = client.files.create(file=("r.jsonl", _jsonl(requests)), purpose="batch")
+    created = client.batches.create(
+        input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h"
+    )
+    deadline = time.monotonic() + 240
+    while (listed := client.batches.list().data[0]).status != "completed":
+        assert listed.id == created.id
+        assert time.monotonic() < deadline, listed
+        time.sleep(0.5)
+    assert listed.request_counts.completed == 3 and listed.completed_at
+    output_id, error_id = _file_ids(created.id)
+    assert (
+        _db_scalar(
+            "SELECT count(*) FROM files WHERE id IN (:o, :e) AND blob_oid IS NOT NULL",
+            o=output_id,
+            e=error_id,
+        )
+        == 2
+    )
+    assert len(_lines(client.files.content(listed.output_file_id).read())) == 3
+
+
+def test_the_beat_expires_a_batch_nobody_reads(idle_api, api_url, workers):
+    """Item 5: a batch past its window is expired by the beat (its job cancelled, its
+    requests in the error file as ``batch_expired``) without any read of it."""
+    client = _client(idle_api, tenant=f"t{secrets.token_hex(3)}")
+    f = client.files.create(file=("r.jsonl", _jsonl(_summarize_lines(4))), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=f.id, endpoint="/v1/docbatch/summarize", completion_window="24h"
+    )
+    job_id = (batch.model_extra or {})["docbatch_job_id"]
+    from sqlalchemy import text
+
+    from docbatch.schema.db import transaction
+
+    with transaction() as s:
+        s.execute(
+            text("UPDATE batches SET expires_at = now() - interval '1 second' WHERE id = :b"),
+            {"b": batch.id},
+        )
+    deadline = time.monotonic() + 120
+    while _db_scalar("SELECT finalized_at FROM batches WHERE id = :b", b=batch.id) is None:
+        assert time.monotonic() < deadline, "the beat never expired the batch"
+        time.sleep(0.5)
+    assert _db_scalar("SELECT status FROM jobs WHERE id = :j", j=job_id) == "cancelled"
+    done = client.batches.retrieve(batch.id)
+    assert done.status == "expired" and done.expired_at
+    assert (done.request_counts.total, done.request_counts.failed) == (4, 4)
+    errors = _lines(client.files.content(done.error_file_id).read())
+    assert {e["error"]["code"] for e in errors} == {"batch_expired"} and len(errors) == 4
+
+
+def test_concurrent_ticks_and_reads_finalize_once(idle_api):
+    """Item 10: reads write nothing, and eight ticks at once finalize the batch once: the
+    large objects made are exactly the two files' blobs, no orphan."""
+    import threading
+
+    from docbatch.schema.settings import get_settings
+    from docbatch.worker.batches import tick
+
+    client = _client(idle_api, tenant=f"t{secrets.token_hex(3)}")
+    f = client.files.create(file=("r.jsonl", _jsonl(_summarize_lines(200))), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=f.id, endpoint="/v1/docbatch/summarize", completion_window="24h"
+    )
+    objects_before, named_before = _objects_and_references()
+    client.batches.cancel(batch.id)
+    deadline = time.monotonic() + 60
+    while (
+        _db_scalar(
+            "SELECT j.status FROM jobs j JOIN batches b ON b.job_id = j.id WHERE b.id = :b",
+            b=batch.id,
+        )
+        != "cancelled"
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    # Eight reads of the ended batch at once: each sees it, none writes a file.
+    with httpx.Client(timeout=60) as http:
+        auth = {"Authorization": f"Bearer {client.api_key}"}
+        reads: list[int] = []
+        threads = [
+            threading.Thread(
+                target=lambda: reads.append(
+                    http.get(f"{idle_api}/v1/batches/{batch.id}", headers=auth).status_code
+                )
+            )
+            for _ in range(8)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert reads == [200] * 8
+    start = threading.Barrier(8)
+    moved: list[int] = []
+
+    def one_tick() -> None:
+        start.wait()
+        moved.append(tick(get_settings()))
+
+    threads = [threading.Thread(target=one_tick) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    objects_after, named_after = _objects_and_references()
+    made, named = objects_after - objects_before, named_after - named_before
+    ours = {
+        _db_scalar("SELECT blob_oid FROM files WHERE id = :f", f=file_id)
+        for file_id in _file_ids(batch.id)
+    }
+    assert None not in ours and ours <= named
+    assert made == named, f"orphan large objects: {sorted(made - named)}"
+    assert objects_after - named_after <= objects_before - named_before  # no new orphan
+    done = client.batches.retrieve(batch.id)
+    assert done.status == "cancelled"
+    assert len(_lines(client.files.content(done.error_file_id).read())) == 200
+
+
+def test_deleting_a_running_batchs_files_never_breaks_it(idle_api):
+    """Item 11: the output and error files deleted while the batch runs: reads, the list
+    and cancel still answer, and the batch still ends."""
+    client = _client(idle_api, tenant=f"t{secrets.token_hex(3)}")
+    f = client.files.create(file=("r.jsonl", _jsonl(_summarize_lines(5))), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=f.id, endpoint="/v1/docbatch/summarize", completion_window="24h"
+    )
+    output_id, error_id = _file_ids(batch.id)
+    assert client.files.delete(output_id).deleted
+    assert client.files.delete(error_id).deleted
+    assert client.batches.retrieve(batch.id).status == "in_progress"
+    assert [b.id for b in client.batches.list()] == [batch.id]
+    assert client.batches.cancel(batch.id).status in ("cancelling", "finalizing", "cancelled")
+    done = _tick_until(client, batch.id)
+    assert done.status == "cancelled"
+    assert (done.request_counts.total, done.request_counts.failed) == (5, 5)
+    assert client.batches.list().data[0].status == "cancelled"
+    with pytest.raises(openai.NotFoundError):
+        client.files.content(error_id)
+
+
+def test_lines_expanding_past_the_document_limit_fail_the_batch(database):
+    """Item 12: three lines of two inputs are six documents, past a limit of four: the batch
+    fails saying so (never ``completed`` with empty files), and no job is left behind."""
+    proc = ApiProcess(
+        {
+            "DOCBATCH_QUEUE_PREFIX": f"t{secrets.token_hex(4)}",
+            "DOCBATCH_MAX_DOCUMENTS_PER_JOB": "4",
+        }
+    ).wait_ready()
+    try:
+        client = _client(proc.url, tenant=f"t{secrets.token_hex(3)}")
+        requests = [
+            {
+                "custom_id": f"r{i}",
+                "method": "POST",
+                "url": "/v1/embeddings",
+                "body": {
+                    "model": "all-MiniLM-L6-v2",
+                    "input": [f"First input {i}.", f"Second input {i}."],
+                },
+            }
+            for i in range(3)
+        ]
+        f = client.files.create(file=("r.jsonl", _jsonl(requests)), purpose="batch")
+        batch = client.batches.create(
+            input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h"
+        )
+        assert batch.status == "failed" and batch.failed_at
+        [err] = batch.errors.data
+        assert err.code == "too_many_requests" and err.line == 3
+        assert "DOCBATCH_MAX_DOCUMENTS_PER_JOB" in err.message
+        assert (batch.model_extra or {}).get("docbatch_job_id") is None
+        assert _db_scalar("SELECT count(*) FROM jobs WHERE name = :n", n=f"batch {batch.id}") == 0
+        # Two such lines are four documents: the batch runs.
+        f2 = client.files.create(file=("r.jsonl", _jsonl(requests[:2])), purpose="batch")
+        ok = client.batches.create(
+            input_file_id=f2.id, endpoint="/v1/embeddings", completion_window="24h"
+        )
+        assert ok.status == "in_progress" and ok.request_counts.total == 2
+        client.batches.cancel(ok.id)
+    finally:
+        proc.stop()
+
+
+def test_a_bad_file_line_is_refused_and_nothing_is_written(api_url, database):
+    """Item 14: a lone surrogate in a custom_id (escaped or as raw bytes) or anywhere in the
+    body, and a line nested 100,000 deep, are a 400 naming the line; no file, no blob."""
+    client = _client(api_url, tenant=f"t{secrets.token_hex(3)}")
+    good = json.dumps(
+        {"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {"input": "x"}}
+    ).encode()
+    bad_lines = [
+        b'{"custom_id": "b\\ud800", "method": "POST", "url": "/v1/embeddings", '
+        b'"body": {"input": "x"}}',
+        b'{"custom_id": "b\xed\xa0\x80", "method": "POST", "url": "/v1/embeddings", '
+        b'"body": {"input": "x"}}',
+        b'{"custom_id": "b", "method": "POST", "url": "/v1/embeddings", '
+        b'"body": {"input": "x", "user": "\\udfff"}}',
+        b'{"custom_id": "b", "method": "POST", "url": "/v1/embeddings", "body": {"input": '
+        + b"[" * 100_000
+        + b"]" * 100_000
+        + b"}}",
+    ]
+    objects_before, _ = _objects_and_references()
+    for bad in bad_lines:
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.files.create(
+                file=("r.jsonl", io.BytesIO(good + b"\n" + bad + b"\n")), purpose="batch"
+            )
+        assert "line 2" in refused.value.message, refused.value.message
+    assert client.files.list().data == []
+    # (the beat may finalize other tests' batches meanwhile: their objects have rows)
+    objects_after, named_after = _objects_and_references()
+    assert objects_after - objects_before <= named_after
+
+
+def test_a_url_mismatch_batch_creates_no_job(api_url, database):
+    """Item 13: the batch fails and nothing of its job exists: no job, no document, no unit
+    for the workers to compute."""
+    client = _client(api_url, tenant=f"t{secrets.token_hex(3)}")
+    requests = [
+        {"custom_id": f"a{i}", "method": "POST", "url": "/v1/embeddings", "body": {"input": "x"}}
+        for i in range(5)
+    ] + [{"custom_id": "b", "method": "POST", "url": "/v1/docbatch/tags", "body": {"text": "y"}}]
+    f = client.files.create(file=("r.jsonl", _jsonl(requests)), purpose="batch")
+    jobs_before = _db_scalar("SELECT count(*) FROM jobs")
+    units_before = _db_scalar("SELECT count(*) FROM units")
+    batch = client.batches.create(
+        input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h"
+    )
+    assert batch.status == "failed" and batch.errors.data[0].code == "url_mismatch"
+    assert (batch.model_extra or {}).get("docbatch_job_id") is None
+    assert _db_scalar("SELECT count(*) FROM jobs WHERE name = :n", n=f"batch {batch.id}") == 0
+    assert _db_scalar("SELECT count(*) FROM jobs") == jobs_before
+    assert _db_scalar("SELECT count(*) FROM units") == units_before
+
+
+def test_multi_input_request_counts_are_one_grouped_statement(api_url, workers):
+    """Item 17: the counts of a batch whose lines hold several inputs come from one grouped
+    statement (a couple of rows back), not from every document of the job."""
+    from sqlalchemy import event
+
+    from docbatch.domain.openai.batches import owned_batch, request_counts
+    from docbatch.schema.db import new_session
+
+    tenant = f"t{secrets.token_hex(3)}"
+    client = _client(api_url, tenant=tenant)
+    requests = [
+        {
+            "custom_id": f"r{i}",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {
+                "model": "all-MiniLM-L6-v2",
+                "input": [f"Input {i} one.", f"Input {i} two.", f"Input {i} three."],
+            },
+        }
+        for i in range(20)
+    ]
+    requests.append(
+        {"custom_id": "bad", "method": "POST", "url": "/v1/embeddings", "body": {"input": 7}}
+    )
+    f = client.files.create(file=("r.jsonl", _jsonl(requests)), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h"
+    )
+    done = _wait(client, batch.id)
+    assert done.status == "completed"
+    counts = done.request_counts
+    assert (counts.total, counts.completed, counts.failed) == (21, 20, 1)
+    rows: list[int] = []
+    with new_session() as s:
+        b = owned_batch(s, tenant, batch.id)
+        engine = s.get_bind()
+
+        def fetched(conn, cursor, statement, parameters, context, executemany):  # noqa: ARG001
+            rows.append(cursor.rowcount)
+
+        event.listen(engine, "after_cursor_execute", fetched)
+        try:
+            got = request_counts(s, b)
+        finally:
+            event.remove(engine, "after_cursor_execute", fetched)
+    assert (got.total, got.completed, got.failed, got.pending) == (21, 20, 1, 0)
+    assert len(rows) == 1 and rows[0] <= 1, rows  # one statement, one row, not 60 documents

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from docbatch.api.metrics import priority_queue_names
 from docbatch.domain import jobs
-from docbatch.domain.outbox import outbox, unit_of_work
+from docbatch.domain.outbox import unit_of_work
 from docbatch.schema.db import new_session
 from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import Result, Unit
@@ -101,7 +101,7 @@ def test_a_unit_delivered_twice_is_written_once(private_queues):
                 ({"custom_id": f"d{i}", "text": f"text number {i}."}, None) for i in range(5)
             ],
         )
-        job_id, (unit_id,) = new.job.id, outbox(s).unit_ids()
+        job_id, (unit_id,) = new.job.id, new.unit_ids
     handler = UpperHandler(settings.model_for("summarize"))
     handler.setup("cpu")
     runner = UnitRunner(ModelStage(handler, settings), settings)

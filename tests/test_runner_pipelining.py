@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from docbatch.domain import jobs
-from docbatch.domain.outbox import outbox, unit_of_work
+from docbatch.domain.outbox import unit_of_work
 from docbatch.schema.db import new_session
 from docbatch.schema.settings import Settings, get_settings
 from docbatch.schema.tables import Job, Result, Unit
@@ -56,7 +56,7 @@ def _create(settings: Settings, docs: list[dict]) -> tuple[str, list[int]]:
             tasks=[{"type": "summarize"}],
             documents=((d, None) for d in docs),
         )
-        return new.job.id, outbox(s).unit_ids()
+        return new.job.id, new.unit_ids
 
 
 def _outputs(job_id: str) -> dict[str, tuple[str, object]]:

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select, text
 
 from docbatch.domain import jobs
-from docbatch.domain.outbox import outbox, unit_of_work
+from docbatch.domain.outbox import unit_of_work
 from docbatch.schema.db import new_session
 from docbatch.schema.settings import Settings, get_settings
 from docbatch.schema.tables import Document, Result, Unit
@@ -74,7 +74,7 @@ def _create(settings: Settings, docs: list[dict[str, str]]) -> tuple[str, list[i
             tasks=[{"type": "summarize"}],
             documents=((d, None) for d in docs),
         )
-        return new.job.id, outbox(s).unit_ids()
+        return new.job.id, new.unit_ids
 
 
 # -- heartbeats and time limits -----------------------------------------------------------

@@ -23,6 +23,7 @@ def lifecycle_pass(settings: Settings, *, inline: bool = False) -> lifecycle.Rep
     report = lifecycle.Report()
     with unit_of_work(settings) as s:
         resumed = lifecycle.resume_deletes(s, report)
+        resumed += lifecycle.expire_jobs(s, settings, report)
         if not inline:
             lifecycle.send_deletes(s, resumed)
     for job_id in resumed if inline else []:

@@ -235,6 +235,11 @@ def _gpu_gauges() -> None:
         "docbatch_worker_gpu_memory_reserved_bytes", "torch.cuda.memory_reserved", ["device"]
     )
     allocated.labels(str(device)).set_function(lambda: torch.cuda.memory_allocated(device))
+    total = Gauge(
+        "docbatch_worker_gpu_memory_total_bytes", "The GPU's memory (its total)", ["device"]
+    )
+    size = torch.cuda.get_device_properties(device).total_memory
+    total.labels(str(device)).set(size)
     reserved.labels(str(device)).set_function(lambda: torch.cuda.memory_reserved(device))
 
 

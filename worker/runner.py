@@ -39,16 +39,14 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Generic
 
-from sqlalchemy import select
-
-from docbatch.domain import ledger
+from docbatch.domain import dispatch, ledger
 from docbatch.domain.outbox import unit_of_work
 from docbatch.domain.retry import RetryPolicy, describe, is_transient
 from docbatch.domain.waiting import UnitLimits
 from docbatch.schema.db import transaction
 from docbatch.schema.logs import log_context
 from docbatch.schema.settings import Settings
-from docbatch.schema.tables import Job, Unit, UnitState
+from docbatch.schema.tables import Unit, UnitState
 from docbatch.worker import metrics as worker_metrics
 from docbatch.worker import shutdown
 from docbatch.worker.chain_clock import ChainClock
@@ -268,23 +266,24 @@ class UnitRunner(Generic[W, C]):
 
     # -- a chain of units ------------------------------------------------------------------
 
+    @property
+    def queue(self) -> str:
+        """The queue this stage's units are on (the worker consumes it)."""
+        return self.settings.queue_for(self.stage.task)
+
     def claim_next(self, holder: Holder) -> Held[W] | None:
-        """Claim and prepare the next queued unit of this stage's queue, or None."""
+        """Claim and prepare the next unit of this stage's queue in fair order
+        (docbatch.domain.dispatch.next_units), or None when there is none to claim."""
         if shutdown.stopping():
             return None
-        queue_name = self.settings.queue_for(self.stage.task)
-        with transaction(self.settings) as s:
-            ids = s.scalars(
-                select(Unit.id)
-                .join(Job, Job.id == Unit.job_id)
-                .where(Unit.queue == queue_name, Unit.state == UnitState.queued.value)
-                .order_by(Job.priority.desc(), Unit.id)
-                .limit(CANDIDATES)
-            ).all()
-        for unit_id in ids:
-            claimed = self.claim(holder, unit_id)
-            if not isinstance(claimed, Verdict):
-                return claimed
+        for _ in range(CANDIDATES):
+            ids, from_backlog = dispatch.next_units(self.settings, self.queue, CANDIDATES)
+            for unit_id in ids:
+                claimed = self.claim(holder, unit_id)
+                if not isinstance(claimed, Verdict):
+                    return claimed
+            if not from_backlog:  # none left, or every unit already sent is held elsewhere
+                return None
         return None
 
     def _timed_claim_next(self, clock: ChainClock) -> Callable[[Holder], Held[W] | None]:

@@ -9,13 +9,15 @@ survive a fork. Either way its units go through the one ``UnitRunner``.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
-from celery.signals import worker_process_init, worker_shutting_down
+from celery.signals import worker_process_init, worker_ready, worker_shutting_down
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from docbatch.domain.broker import (
+    BATCH_TICK_TASK,
     CANCEL_TASK,
     DELETE_TASK,
     LIFECYCLE_TASK,
@@ -26,7 +28,6 @@ from docbatch.domain.broker import (
 )
 from docbatch.domain.retry import RetryPolicy
 from docbatch.schema.db import transaction
-from docbatch.schema.errors import TransientError
 from docbatch.schema.logs import bind_process
 from docbatch.schema.settings import Settings, get_settings
 from docbatch.schema.tables import EXTRACT
@@ -44,7 +45,7 @@ from docbatch.worker.webhooks import deliver
 
 log = logging.getLogger("docbatch.worker")
 _stage: Stage[Any, Any] | None = None
-RETRYABLE = (OperationalError, DBAPIError, TransientError, ConnectionError)
+RETRYABLE = (OperationalError, DBAPIError, ConnectionError)
 
 
 def load_stage(settings: Settings) -> Stage[Any, Any] | None:
@@ -102,6 +103,24 @@ def _load_stage(**_: Any) -> None:
     bind_process(task=settings.worker_task)  # on every log line of this process
     if load_stage(settings) is not None:
         _warm_up(settings)
+        mark_ready(settings)
+
+
+@worker_ready.connect
+def _consumer_ready(**_: Any) -> None:
+    settings = get_settings()
+    if not settings.worker_task:  # beat-less helpers (maintenance, webhooks): no model
+        mark_ready(settings)
+
+
+def mark_ready(settings: Settings) -> None:
+    """Write DOCBATCH_READY_FILE (a readinessProbe reads it): this worker can take units."""
+    if settings.ready_file:
+        try:
+            with open(settings.ready_file, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+        except OSError:
+            log.exception("cannot write the ready file %s", settings.ready_file)
 
 
 @worker_shutting_down.connect
@@ -165,6 +184,13 @@ def lifecycle() -> dict[str, object]:
 @app.task(name=RECONCILE_TASK, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=5)
 def reconcile() -> int:
     return reconcile_once(get_settings())
+
+
+@app.task(name=BATCH_TICK_TASK, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=3)
+def batch_tick() -> int:
+    from docbatch.worker.batches import tick
+
+    return tick(get_settings())
 
 
 @app.task(name=SCHEDULE_TICK_TASK, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=3)

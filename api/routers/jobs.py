@@ -82,6 +82,8 @@ def _submit(
                 idempotency_key=idempotency_key,
                 request_hash=digest,
                 reuse_results=sub.reuse_results,
+                retention_days=sub.retention_days,
+                keep_originals=sub.keep_originals,
             )
             job_id = new.job.id
         api_metrics.ingested(new.job.document_count, new.queued_units)

@@ -63,15 +63,19 @@ async def create_file(request: Request, tenant: TenantDep, settings: SettingsDep
             f"{content_type or 'a body with no Content-Type'}",
         )
     limit = settings.max_request_bytes
+    longest = files.line_limit(settings)
 
     async def limited() -> Any:
-        size = 0
+        # Both limits hold while the body arrives: an over-long line is refused before it
+        # is received whole (store_upload reads each line bounded too).
+        size = run = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
                 raise PayloadTooLarge(
                     "file", f"upload is over {limit} bytes (DOCBATCH_MAX_REQUEST_BYTES)"
                 )
+            run = _longest_run(chunk, run, longest)
             yield chunk
 
     try:
@@ -102,6 +106,27 @@ async def create_file(request: Request, tenant: TenantDep, settings: SettingsDep
         return JSONResponse(await run_in_threadpool(store))
     finally:
         await upload.close()
+
+
+def _longest_run(chunk: bytes, run: int, longest: int) -> int:
+    """The bytes since the last newline after ``chunk``; raises once a line (a run with no
+    newline) is longer than ``longest``."""
+    start = 0
+    while (end := chunk.find(b"\n", start)) != -1:
+        if run + end - start > longest:
+            break
+        run, start = 0, end + 1
+    else:
+        run += len(chunk) - start
+        if run <= longest:
+            return run
+    raise BatchApiError(
+        400,
+        f"a line of the file is over {longest} bytes; a request line may hold at most "
+        "DOCBATCH_MAX_DOCUMENT_BYTES of text",
+        code="line_too_long",
+        param="file",
+    )
 
 
 @router.get("/files")
@@ -139,10 +164,10 @@ def get_file(file_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, 
 
 
 @router.get("/files/{file_id}/content")
-def get_file_content(file_id: str, tenant: TenantDep) -> StreamingResponse:
+def get_file_content(file_id: str, tenant: TenantDep, settings: SettingsDep) -> StreamingResponse:
     """The file's bytes; a running batch's output and error files are rendered from the
     results so far (they are complete once the batch ends)."""
-    with new_session() as s:
+    with new_session(settings) as s:
         found = files.owned_file(s, tenant, file_id)
         oid = found.blob_oid
         batch = None
@@ -156,7 +181,9 @@ def get_file_content(file_id: str, tenant: TenantDep) -> StreamingResponse:
     if oid is not None:
         body = blobs.read(oid)
     elif batch is not None:
-        body = render.blocks(render.render_lines(batch, errors=batch.error_file_id == file_id))
+        body = render.blocks(
+            render.render_lines(settings, batch, errors=batch.error_file_id == file_id)
+        )
     else:
         body = iter(())
     return StreamingResponse(body, media_type="application/octet-stream")
@@ -206,11 +233,9 @@ async def create_batch(request: Request, tenant: TenantDep, settings: SettingsDe
 
 
 def _read_batch(tenant: str, batch_id: str, settings: Settings) -> dict[str, Any]:
-    # A read may expire the batch, which cancels its job (a sweep in the outbox).
-    with unit_of_work(settings) as s:
-        batch = batches.owned_batch(s, tenant, batch_id)
-        batches.refresh(s, batch)
-        return batches.describe(s, batch)
+    # A read only reads: the beat's batch tick finalizes and expires (worker/batches.py).
+    with new_session(settings) as s:
+        return batches.describe(s, batches.owned_batch(s, tenant, batch_id))
 
 
 @router.get("/batches/{batch_id}")

@@ -185,7 +185,7 @@ def register(sub: Any) -> None:
         metavar="KEY",
         help="submitting again with the same key returns the first job instead of a new one",
     )
-    sp.add_argument("--priority", type=int, help="higher runs first, -10..10 (default 0)")
+    sp.add_argument("--priority", type=int, help="0-9, higher runs first (default 0)")
     sp.add_argument(
         "--webhook-url", metavar="URL", help="POSTed the job when it ends (signed; see docs)"
     )

@@ -3,6 +3,8 @@
 docbatch schedules add nightly --cron "0 2 * * *" --folder /data/inbox --task summarize
 docbatch schedules list
 docbatch schedules show nightly        # with its recent runs
+docbatch schedules pause nightly ; docbatch schedules resume nightly
+docbatch schedules run nightly         # fire now ; docbatch schedules latest nightly
 docbatch schedules remove nightly
 """
 
@@ -48,7 +50,13 @@ def cmd_add(args: argparse.Namespace) -> int:
         },
         "tasks": task_specs(args),
         "reuse_results": not args.no_reuse,
+        "only_changed": args.only_changed,
+        "timezone": args.timezone,
     }
+    if args.priority is not None:
+        body["priority"] = args.priority
+    if args.webhook_url:
+        body["webhook_url"] = args.webhook_url
     schedule = client(args).create_schedule(body)
     if args.format == "table":
         print(schedule.id)
@@ -83,6 +91,41 @@ def cmd_show(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
+def _print_run(run: Any, fmt: str) -> None:
+    data = run.model_dump(mode="json")
+    if fmt == "table":
+        emit([data], "table", columns=["fired_at", "period_start", "job_id", "job_status", "error"])
+    else:
+        emit(data, fmt)
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    c = client(args)
+    s = c.pause_schedule(args.schedule) if args.command_name == "pause" else None
+    if s is None:
+        s = c.resume_schedule(args.schedule)
+    state = "active" if s.enabled else "paused"
+    print(f"{s.id} {s.name} {state}", file=sys.stderr)
+    return exitcodes.OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    run = client(args).run_schedule(args.schedule)
+    if args.format == "table" and run.job_id:
+        print(run.job_id)  # JOB=$(docbatch schedules run nightly)
+        return exitcodes.OK
+    _print_run(run, args.format)
+    return exitcodes.OK if run.job_id else exitcodes.ERROR
+
+
+def cmd_latest(args: argparse.Namespace) -> int:
+    run = client(args).latest_run(args.schedule)
+    _print_run(run, args.format)
+    if args.exit_status and run.job_status:
+        return exitcodes.for_status(run.job_status)
+    return exitcodes.OK
+
+
 def cmd_remove(args: argparse.Namespace) -> int:
     client(args).delete_schedule(args.schedule)
     print(f"removed {args.schedule}", file=sys.stderr)
@@ -97,7 +140,7 @@ def register(sub: Any) -> None:
     sp = command(
         sub,
         "schedules",
-        "recurring jobs over a folder (cron)",
+        "recurring jobs over a folder (cron, in a time zone)",
         [
             'docbatch schedules add nightly --cron "0 2 * * *" --folder /data/inbox '
             "--task summarize",
@@ -129,6 +172,20 @@ def register(sub: Any) -> None:
     add.add_argument(
         "--no-reuse", action="store_true", help="recompute unchanged documents every run"
     )
+    add.add_argument(
+        "--only-changed",
+        action="store_true",
+        help="each run takes only files new or changed (size or mtime) since they last went in",
+    )
+    add.add_argument(
+        "--timezone",
+        default="UTC",
+        help="the zone --cron is read in, e.g. Europe/Berlin (default UTC; DST followed)",
+    )
+    add.add_argument("--priority", type=int, help="priority of every job it makes, 0-9")
+    add.add_argument(
+        "--webhook-url", metavar="URL", help="POSTed each job it makes when the job ends"
+    )
     add_task_options(add)
     add_format(add)
     add.set_defaults(func=cmd_add)
@@ -141,6 +198,39 @@ def register(sub: Any) -> None:
     _ref(show)
     add_format(show)
     show.set_defaults(func=cmd_show)
+    for name, what in (
+        ("pause", "stop firing until resumed (jobs and runs stay)"),
+        ("resume", "fire again from the next period (missed periods are not made up)"),
+    ):
+        sp_ = command(ssub, name, what, [f"docbatch schedules {name} nightly"])
+        _ref(sp_)
+        sp_.set_defaults(func=cmd_pause, command_name=name)
+    run = command(
+        ssub,
+        "run",
+        "fire now, outside the cron; prints the job id",
+        [
+            "docbatch schedules run nightly",
+            "docbatch status $(docbatch schedules run nightly) --wait",
+        ],
+    )
+    _ref(run)
+    add_format(run)
+    run.set_defaults(func=cmd_run)
+    latest = command(
+        ssub,
+        "latest",
+        "the most recent run: its job and the job's status, or its error",
+        ["docbatch schedules latest nightly", "docbatch schedules latest nightly --exit-status"],
+    )
+    _ref(latest)
+    latest.add_argument(
+        "--exit-status",
+        action="store_true",
+        help="exit with the run's job's code (0 completed, 3 with errors, 4 failed)",
+    )
+    add_format(latest)
+    latest.set_defaults(func=cmd_latest)
     rm = command(
         ssub, "remove", "delete a schedule (its jobs stay)", ["docbatch schedules remove nightly"]
     )

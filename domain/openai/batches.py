@@ -5,20 +5,25 @@ and error files."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from docbatch.domain import blobs, jobs
 from docbatch.domain.openai import render
-from docbatch.domain.openai.convert import RequestLines, endpoint_task, supported_endpoints
+from docbatch.domain.openai.convert import (
+    RequestLines,
+    TooManyDocuments,
+    endpoint_task,
+    supported_endpoints,
+)
 from docbatch.domain.openai.files import owned_file
 from docbatch.schema.errors import BatchApiError, InputError, NotFound
 from docbatch.schema.models import BatchCreate
 from docbatch.schema.settings import Settings
 from docbatch.schema.tables import (
+    TERMINAL_JOB_STATUSES,
     Batch,
     Document,
     Job,
@@ -86,9 +91,12 @@ def create_batch(
     lines = RequestLines(source.blob_oid, endpoint, task, settings)
     lines.first_params()
     new: jobs.NewJob | None = None
-    if lines.params is not None:
-        try:
-            with session.begin_nested():  # a job with no documents leaves nothing behind
+    try:
+        # Nothing of the job survives unless the whole file makes one: a job with no
+        # documents, a url that is not the batch's endpoint, more documents than a job may
+        # hold each roll the savepoint back (and the units it put in the outbox with it).
+        with session.begin_nested():
+            if lines.params is not None:
                 new = jobs.create_job(
                     session,
                     settings,
@@ -97,13 +105,21 @@ def create_batch(
                     documents=lines.documents(),
                     name=f"batch {batch.id}",
                 )
-        except InputError as exc:
-            if exc.field != "documents":
-                raise BatchApiError(400, str(exc), param="input_file_id") from None
-            new = None  # every line failed: no job
-    else:
-        for _ in lines.documents():  # every line is an error: collect them
-            pass
+            else:
+                for _ in lines.documents():  # every line is an error: collect them
+                    pass
+            if lines.url_errors:
+                raise _NoJob
+    except _NoJob:
+        new = None
+    except TooManyDocuments as exc:
+        new = None
+        lines.url_errors = []
+        batch.errors = [{"code": "too_many_requests", "line": exc.line, "message": exc.message}]
+    except InputError as exc:
+        if exc.field != "documents":
+            raise BatchApiError(400, str(exc), param="input_file_id") from None
+        new = None  # every line failed: no job
     batch.model, batch.total, batch.multi_input = lines.model, lines.total, lines.multi_input
     if lines.params is not None:  # the job task's key: the deployment the lines named
         batch.task = lines.params.get("model") or task
@@ -111,12 +127,17 @@ def create_batch(
     if lines.url_errors:
         # OpenAI fails the whole batch when a line's url is not its endpoint.
         batch.errors = lines.url_errors
-        new = None
     if new is not None:
         batch.job_id = new.job.id
     else:
+        # Failed, or every line is an error: nothing will run, so the batch ends now.
         session.flush()
+        finalize(session, settings, batch)
     return batch, new
+
+
+class _NoJob(Exception):
+    """The batch fails as a whole: its job is rolled back."""
 
 
 def owned_batch(session: Session, tenant: str, batch_id: str) -> Batch:
@@ -127,6 +148,9 @@ def owned_batch(session: Session, tenant: str, batch_id: str) -> Batch:
 
 
 def request_counts(session: Session, batch: Batch) -> render.Counts:
+    """OpenAI's ``request_counts``: from the job's counters when each line is one document,
+    else from one grouped statement over the job's documents and results (a line is done
+    when all its inputs are, failed when any failed)."""
     errors = len(batch.line_errors or [])
     if batch.job_id is None:
         return render.Counts(batch.total, 0, batch.total if batch.errors is None else 0, 0)
@@ -136,39 +160,31 @@ def request_counts(session: Session, batch: Batch) -> render.Counts:
         done = row.succeeded
         failed = row.failed + row.cancelled + errors
         return render.Counts(batch.total, done, failed, batch.total - done - failed)
-    done = failed = 0
-    for states in _line_states(session, batch):
-        if None in states:
-            continue
-        if all(s == "succeeded" for s in states):
-            done += 1
-        else:
-            failed += 1
+    line = Document.meta[("openai", 0)].as_integer()
+    per_line = (
+        select(
+            func.count().label("inputs"),
+            func.count(Result.status).label("ended"),
+            func.count().filter(Result.status == "succeeded").label("succeeded"),
+        )
+        .select_from(Document)
+        .outerjoin(Result, (Result.document_id == Document.id) & (Result.task == batch.task))
+        .where(Document.job_id == batch.job_id)
+        .group_by(line)
+        .subquery()
+    )
+    ended = per_line.c.ended == per_line.c.inputs
+    done, failed = session.execute(
+        select(
+            func.count().filter(ended & (per_line.c.succeeded == per_line.c.inputs)),
+            func.count().filter(ended & (per_line.c.succeeded < per_line.c.inputs)),
+        ).select_from(per_line)
+    ).one()
     failed += errors
     return render.Counts(batch.total, done, failed, batch.total - done - failed)
 
 
-def _line_states(session: Session, batch: Batch) -> Iterator[list[str | None]]:
-    rows = session.execute(
-        select(Document.meta, Result.status)
-        .outerjoin(Result, (Result.document_id == Document.id) & (Result.task == batch.task))
-        .where(Document.job_id == batch.job_id)
-        .order_by(Document.seq)
-    )
-    current: int | None = None
-    states: list[str | None] = []
-    for meta, status in rows:
-        line = meta["openai"][0]
-        if line != current and current is not None:
-            yield states
-            states = []
-        current = line
-        states.append(status)
-    if current is not None:
-        yield states
-
-
-def status_of(session: Session, batch: Batch, job: Job | None) -> str:
+def status_of(batch: Batch, job: Job | None) -> str:
     if batch.errors:
         return "failed"
     if job is None:
@@ -183,34 +199,68 @@ def status_of(session: Session, batch: Batch, job: Job | None) -> str:
     return "cancelled" if job_status is JobStatus.cancelled else "completed"
 
 
-def refresh(session: Session, batch: Batch) -> None:
-    """Move a batch along on read: expire it past its window, finalize it once its job ended."""
-    job = session.get(Job, batch.job_id) if batch.job_id else None
-    if job is not None and not JobStatus(job.status).terminal and utcnow() > batch.expires_at:
-        batch.expired_at = utcnow()
-        jobs.cancel_job(session, batch.tenant, job.id)
-        session.flush()
-    if batch.finalized_at is None and (job is None or JobStatus(job.status).terminal):
-        finalize(session, batch)
+def due(session: Session, limit: int = 500) -> list[str]:
+    """Batches the beat must move along: running past their window, or not finalized
+    though their job ended."""
+    now = utcnow()
+    return list(
+        session.scalars(
+            select(Batch.id)
+            .join(Job, Job.id == Batch.job_id)
+            .where(
+                Batch.finalized_at.is_(None),
+                Job.status.in_(list(TERMINAL_JOB_STATUSES))
+                | (Batch.expired_at.is_(None) & (Batch.expires_at < now)),
+            )
+            .order_by(Batch.created_at)
+            .limit(limit)
+        )
+    )
 
 
-def finalize(session: Session, batch: Batch) -> None:
-    """Write the output and error files to blobs once; from then on they are served as is."""
-    for file_id, errors in ((batch.output_file_id, False), (batch.error_file_id, True)):
-        f = session.get(StoredFile, file_id)
-        assert f is not None
-        oid = blobs.create(session)
-        offset = 0
-        for block in render.blocks(render.render_lines(batch, errors=errors)):
-            blobs.write(session, oid, offset, block)
-            offset += len(block)
-        f.blob_oid, f.bytes = oid, offset
+def advance(session: Session, settings: Settings, batch_id: str) -> str | None:
+    """Move one batch along, under its row lock (a second beat pass or tick skips a batch
+    being moved): expire it past its window (its job is cancelled, the sweep goes in the
+    outbox), or finalize it once its job ended. Returns what it did, or None."""
+    batch = session.scalar(
+        select(Batch)
+        .where(Batch.id == batch_id, Batch.finalized_at.is_(None))
+        .with_for_update(skip_locked=True)
+    )
+    if batch is None or batch.job_id is None:
+        return None
+    job = session.get(Job, batch.job_id)
+    if job is None:
+        return None
+    if not JobStatus(job.status).terminal:
+        if batch.expired_at is None and utcnow() > batch.expires_at:
+            batch.expired_at = utcnow()
+            jobs.cancel_job(session, batch.tenant, job.id)
+            return "expired"
+        return None
+    finalize(session, settings, batch)
+    return "finalized"
+
+
+def finalize(session: Session, settings: Settings, batch: Batch) -> None:
+    """Write the output and error files to blobs, once (the caller holds the batch's row
+    lock, or the batch is new); from then on they are served as is. A file its tenant
+    deleted while the batch ran is not written again. A failed batch has none."""
+    if not batch.errors:
+        for file_id, errors in ((batch.output_file_id, False), (batch.error_file_id, True)):
+            f = session.get(StoredFile, file_id)
+            if f is None or f.blob_oid is not None:
+                continue
+            oid = blobs.create(session)
+            offset = 0
+            for block in render.blocks(render.render_lines(settings, batch, errors=errors)):
+                blobs.write(session, oid, offset, block)
+                offset += len(block)
+            f.blob_oid, f.bytes = oid, offset
     batch.finalized_at = utcnow()
 
 
 def describe(session: Session, batch: Batch) -> dict[str, Any]:
     """The batch as OpenAI's Batch object."""
     job = session.get(Job, batch.job_id) if batch.job_id else None
-    return render.batch_object(
-        batch, job, status_of(session, batch, job), request_counts(session, batch)
-    )
+    return render.batch_object(batch, job, status_of(batch, job), request_counts(session, batch))

@@ -25,6 +25,33 @@ DOCBATCH_PREFIX = "/v1/docbatch/"
 DEFAULT_MODELS = {"embed": "sentence-transformers/all-MiniLM-L6-v2"}
 
 
+# Model names real OpenAI Batch scripts send. None of them is served here unless
+# DOCBATCH_OPENAI_MODELS maps it to a task (the api warns at start-up when none is).
+COMMON_OPENAI_MODELS = {
+    "text-embedding-3-small": "embed",
+    "text-embedding-3-large": "embed",
+    "text-embedding-ada-002": "embed",
+    "gpt-4o-mini": "generate",
+    "gpt-4o": "generate",
+    "gpt-4.1-mini": "generate",
+    "gpt-3.5-turbo": "generate",
+}
+
+
+def unmapped_openai_models(settings: Settings) -> str | None:
+    """A warning when no common OpenAI model name resolves to a task here (a script that
+    names ``text-embedding-3-small`` would find every line in the error file), else None."""
+    if any(resolve_model(name, task, settings) for name, task in COMMON_OPENAI_MODELS.items()):
+        return None
+    return (
+        "no DOCBATCH_OPENAI_MODELS alias maps OpenAI's model names ("
+        + ", ".join(sorted(COMMON_OPENAI_MODELS))
+        + "): /v1/batches request lines naming them fail with model_not_found. Map them, "
+        """e.g. DOCBATCH_OPENAI_MODELS='{"text-embedding-3-small": "embed"}' (the bundled """
+        "all-MiniLM-L6-v2 gives 384-dimension vectors, not OpenAI's 1536)"
+    )
+
+
 def endpoint_task(endpoint: str, settings: Settings) -> str | None:
     """The docbatch task that serves ``endpoint``; None for an endpoint we don't know."""
     if endpoint == "/v1/embeddings":
@@ -260,6 +287,19 @@ def _convert_moderation(body: dict[str, Any], settings: Settings) -> Converted |
     return Converted(texts, params, model, threshold=settings.openai_moderation_threshold)
 
 
+class TooManyDocuments(Exception):
+    """The input file's lines expand to more documents than one job may hold."""
+
+    def __init__(self, line: int, limit: int) -> None:
+        self.line = line
+        self.message = (
+            f"line {line} takes the batch past {limit} documents (an embeddings line with a "
+            "list input is one document per input), the most one job may hold "
+            "(DOCBATCH_MAX_DOCUMENTS_PER_JOB); split the input file"
+        )
+        super().__init__(self.message)
+
+
 class RequestLines:
     """The documents of a batch's job, converted from the input file as the job reads them."""
 
@@ -288,7 +328,9 @@ class RequestLines:
                 return
 
     def documents(self) -> Iterator[tuple[DocumentIn, int | None]]:
+        """The job's documents; raises TooManyDocuments past DOCBATCH_MAX_DOCUMENTS_PER_JOB."""
         seen: set[str] = set()
+        documents = 0
         for number, req in self.requests():
             self.total += 1
             cid = req["custom_id"]
@@ -349,6 +391,9 @@ class RequestLines:
                     | ({"param": got.param} if got.param else {})
                 )
                 continue
+            documents += len(docs)
+            if documents > self.settings.max_documents_per_job:
+                raise TooManyDocuments(number, self.settings.max_documents_per_job)
             for checked in docs:
                 seen.add(checked.custom_id)
                 yield checked, None

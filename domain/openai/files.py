@@ -14,10 +14,24 @@ from docbatch.domain import blobs
 from docbatch.schema.errors import BatchApiError, NotFound
 from docbatch.schema.settings import Settings
 from docbatch.schema.tables import StoredFile
+from docbatch.schema.text_checks import depth_message, json_problem, too_deep
 
 
 def _line_error(number: int, code: str, message: str) -> BatchApiError:
     return BatchApiError(400, f"line {number}: {message}", code=code, param="file", line=number)
+
+
+def line_limit(settings: Settings) -> int:
+    """The longest request line a file may hold, in bytes: the biggest document's text
+    JSON-escaped, plus the request around it."""
+    return settings.max_document_bytes * 2 + 4096
+
+
+def _bounded_lines(stream: IO[bytes], limit: int) -> Iterator[bytes]:
+    """The stream's lines, each read to at most ``limit + 1`` bytes: a longer line is
+    refused from its first ``limit + 1`` bytes, never held whole."""
+    while raw := stream.readline(limit + 1):
+        yield raw
 
 
 def store_upload(
@@ -45,16 +59,17 @@ def store_upload(
     offset = lines = 0
     pending: list[bytes] = []
     pending_size = 0
-    for number, raw in enumerate(stream, start=1):
-        if len(raw) > settings.max_document_bytes * 2 + 4096:
+    limit = line_limit(settings)
+    for number, raw in enumerate(_bounded_lines(stream, limit), start=1):
+        if len(raw) > limit:  # only its first limit + 1 bytes were read
             raise _line_error(
                 number,
                 "line_too_long",
-                f"is {len(raw)} bytes; a request line may hold at most "
+                f"is over {limit} bytes; a request line may hold at most "
                 f"{settings.max_document_bytes} bytes of text (DOCBATCH_MAX_DOCUMENT_BYTES)",
             )
         if raw.strip():
-            _check_request_line(raw, number, seen)
+            _check_request_line(raw, number, seen, settings)
             lines += 1
             if lines > settings.max_documents_per_job:
                 raise _line_error(
@@ -91,15 +106,33 @@ def store_upload(
     return stored
 
 
-def _check_request_line(raw: bytes, number: int, seen: set[str]) -> dict[str, Any]:
+def _check_request_line(
+    raw: bytes, number: int, seen: set[str], settings: Settings
+) -> dict[str, Any]:
     try:
         req = json.loads(raw)
+    except RecursionError:
+        raise _line_error(
+            number, "invalid_json_line", depth_message(settings.max_json_depth)
+        ) from None
     except ValueError:
         raise _line_error(
             number, "invalid_json_line", "This line is not parseable as valid JSON."
         ) from None
     if not isinstance(req, dict):
         raise _line_error(number, "invalid_request", "must be a JSON object")
+    # What would break a batch later (a custom_id that cannot be sent back as UTF-8, a
+    # body nested past the cap) is refused now. A lone surrogate can only come from a
+    # \u escape or a surrogate's bytes, NaN and Infinity only as those words: the full walk
+    # runs only for a line holding one of them.
+    suspect = b"\\u" in raw or b"\xed" in raw or b"NaN" in raw or b"Infinity" in raw
+    depth = settings.max_json_depth
+    if suspect:
+        problem = json_problem(req, depth)
+    else:
+        problem = depth_message(depth) if too_deep(req, depth) else None
+    if problem:
+        raise _line_error(number, "invalid_request", f"the request {problem}")
     for key in ("custom_id", "method", "url", "body"):
         if key not in req:
             raise _line_error(

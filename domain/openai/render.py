@@ -16,6 +16,7 @@ from sqlalchemy import select
 from docbatch.domain import blobs
 from docbatch.domain.openai.responses import response_body
 from docbatch.schema.db import new_session
+from docbatch.schema.settings import Settings
 from docbatch.schema.tables import Batch, Document, Job, Result, StoredFile
 
 
@@ -103,7 +104,9 @@ def blocks(lines: Iterable[bytes]) -> Iterator[bytes]:
 # -- output and error lines ------------------------------------------------------------
 
 
-def render_lines(batch: Batch, *, errors: bool, page_size: int = 2000) -> Iterator[bytes]:
+def render_lines(
+    settings: Settings, batch: Batch, *, errors: bool, page_size: int = 2000
+) -> Iterator[bytes]:
     """The output file (succeeded requests) or the error file (the rest) as JSONL bytes.
 
     Requests still running are in neither yet: the files grow until the batch ends.
@@ -127,7 +130,7 @@ def render_lines(batch: Batch, *, errors: bool, page_size: int = 2000) -> Iterat
     if batch.job_id is None:
         return
     cancelled_code = "batch_expired" if batch.expired_at is not None else "batch_cancelled"
-    for number, cid, entries in _grouped(batch, page_size):
+    for number, cid, entries in _grouped(settings, batch, page_size):
         statuses = {r.status if r is not None else None for _, r in entries}
         if None in statuses:
             continue
@@ -176,14 +179,14 @@ def _json_line(obj: dict[str, Any]) -> bytes:
 
 
 def _grouped(
-    batch: Batch, page_size: int
+    settings: Settings, batch: Batch, page_size: int
 ) -> Iterator[tuple[int, str, list[tuple[list[Any], Any]]]]:
     """(line, custom_id, [(openai metadata, result row or None), ...]) per request line."""
     current: tuple[int, str] | None = None
     entries: list[tuple[list[Any], Any]] = []
     after = -1
     while True:
-        with new_session() as s:
+        with new_session(settings) as s:
             docs = s.execute(
                 select(Document.id, Document.seq, Document.meta)
                 .where(Document.job_id == batch.job_id, Document.seq > after)

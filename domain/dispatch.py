@@ -1,0 +1,116 @@
+"""The dispatcher: each queue's broker list kept short and filled in fair order.
+
+A job's units are written ``queued`` and stay in Postgres (the **backlog**: queued,
+``dispatched_at`` NULL) until the dispatcher sends them. ``top_up`` brings the number of
+a queue's units sent and not yet claimed up to DOCBATCH_DISPATCH_DEPTH, taking them in
+the order docbatch.domain.fairshare decides, and puts their ids in the transaction's
+outbox. It runs after every commit that may have changed a queue (a job created, a unit
+claimed, closed, split or given back, an extraction settled: ``Outbox.add_dispatch``)
+and on every reconciler pass, so a queue is refilled as soon as a worker takes from it
+and every queued unit reaches a worker even if a top-up was lost. A unit marked running
+whose lease no worker holds (the worker died) goes back to the backlog at the next
+top-up, its attempt counted.
+
+A worker chaining units (claim-ahead) asks ``next_units`` instead of the broker: the
+next backlog unit in the same fair order, else the oldest units sent and not claimed
+(their messages then find them running and are skipped, as for any duplicate).
+
+The broker so holds a few ids per queue whatever the size of the jobs, and Postgres
+holds the backlog: autoscaling watches ``docbatch_queued_units`` (api/metrics.py).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from docbatch.domain import fairshare, leases
+from docbatch.domain.outbox import outbox, unit_of_work
+from docbatch.schema.db import transaction
+from docbatch.schema.settings import Settings
+from docbatch.schema.tables import Unit, UnitState, utcnow
+
+log = logging.getLogger("docbatch.dispatch")
+
+
+def sent_unclaimed(session: Session, queue: str) -> int:
+    """Units of ``queue`` sent to the broker and not yet claimed."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(Unit)
+            .where(
+                Unit.queue == queue,
+                Unit.state == UnitState.queued.value,
+                Unit.dispatched_at.is_not(None),
+            )
+        )
+        or 0
+    )
+
+
+def top_up(session: Session, settings: Settings, queue: str) -> list[int]:
+    """Pick ``queue``'s next units (up to the depth) into the outbox; returns their ids."""
+    fairshare.lock_queue(session, queue)
+    lost = leases.orphaned(session, queue)
+    if lost:  # their workers died: back to the backlog, the attempt counted
+        log.warning("units %s lost their worker; queued again", lost)
+        session.execute(
+            update(Unit)
+            .where(Unit.id.in_(lost), Unit.state == UnitState.running.value)
+            .values(state=UnitState.queued.value, dispatched_at=None)
+        )
+    want = settings.dispatch_depth - sent_unclaimed(session, queue)
+    ids = fairshare.pick(session, queue, want, settings, utcnow())
+    box = outbox(session)
+    for unit_id in ids:
+        # One priority for all: the dispatcher's order is the order (priority counted there).
+        box.add_unit(unit_id, queue, 0)
+    return ids
+
+
+def dispatch(queues: list[str], settings: Settings) -> int:
+    """Top up each queue, a transaction each, sent after its commit; returns the count."""
+    sent = 0
+    for queue in queues:
+        with unit_of_work(settings) as s:
+            sent += len(top_up(s, settings, queue))
+    return sent
+
+
+def backlogged_queues(session: Session) -> list[str]:
+    """Queues with units in the backlog."""
+    return list(
+        session.scalars(
+            select(Unit.queue)
+            .where(Unit.state == UnitState.queued.value, Unit.dispatched_at.is_(None))
+            .distinct()
+        )
+    )
+
+
+def next_units(settings: Settings, queue: str, candidates: int) -> tuple[list[int], bool]:
+    """What a worker chaining units should claim next, and whether it came from the
+    backlog: the next backlog unit in fair order (marked sent, with no message: if the
+    claim never happens, the reconciler sends it), else up to ``candidates`` of the oldest
+    units sent and not yet claimed."""
+    with transaction(settings) as s:
+        fairshare.lock_queue(s, queue)
+        picked = fairshare.pick(s, queue, 1, settings, utcnow())
+        if picked:
+            return picked, True
+        return [
+            int(i)
+            for i in s.scalars(
+                select(Unit.id)
+                .where(
+                    Unit.queue == queue,
+                    Unit.state == UnitState.queued.value,
+                    Unit.dispatched_at.is_not(None),
+                )
+                .order_by(Unit.dispatched_at, Unit.id)
+                .limit(candidates)
+            )
+        ], False

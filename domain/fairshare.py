@@ -1,0 +1,227 @@
+"""Who goes next on a queue: weighted fair share across tenants, then priority, size and
+age inside one tenant.
+
+The backlog of a queue is its units still ``queued`` and not yet sent to the broker
+(``dispatched_at`` NULL). ``pick`` takes the next ``n`` of them in this order:
+
+1. **Across tenants, start-time fair queuing by estimated tokens.** Each tenant has a
+   virtual time per queue (``fair_shares``): the estimated tokens picked for it divided
+   by its weight. The next unit goes to the backlogged tenant whose start tag, ``max(its
+   virtual time, the queue's clock)``, is smallest; its virtual time then grows by the
+   unit's tokens / weight, and the queue's clock moves to that start tag. Over a busy
+   period each tenant gets tokens in proportion to its weight (3:1 weights, 3:1 tokens;
+   the same shares as deficit round robin, with no round to wait for); a tenant alone
+   gets everything (work-conserving); a tenant that was idle starts at the clock, so it
+   saved no credit to burst with.
+2. **Inside a tenant**, the highest job priority first; at one priority the job with
+   the fewest estimated tokens left, minus an age credit
+   (DOCBATCH_FAIR_AGE_CREDIT_TOKENS_PER_SECOND, capped at
+   DOCBATCH_FAIR_MAX_AGE_CREDIT_TOKENS): a small job is not starved by a big one
+   submitted earlier, and a big job still progresses. A job's units go in id order.
+3. **Concurrency quota.** A tenant with DOCBATCH_TENANT_MAX_CONCURRENT_UNITS (or its own
+   limit) units in flight (running, or sent and not yet claimed) is passed over while
+   another tenant has backlog on the queue, never when it is alone.
+
+Callers hold the queue's dispatch lock (``lock_queue``) for the transaction, so the
+virtual times and the picked units are one consistent decision.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zlib
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from docbatch.schema.settings import Settings
+from docbatch.schema.tables import FairShare, Job, Tenant, Unit, UnitState
+
+NAMESPACE = 0x6466  # first key of the two-int advisory lock: "df" (leases "db", cancel "dc")
+CLOCK = ""  # the fair_shares row of the queue's own clock
+
+
+def lock_queue(session: Session, queue: str) -> None:
+    """Serialise dispatch decisions on ``queue`` until this transaction ends (Postgres;
+    SQLite serialises every write already)."""
+    if session.get_bind().dialect.name == "postgresql":
+        key = zlib.crc32(queue.encode()) & 0x7FFFFFFF
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:ns, :key)"), {"ns": NAMESPACE, "key": key}
+        )
+
+
+@dataclass
+class JobBacklog:
+    """One job's backlog on the queue."""
+
+    job_id: str
+    tenant: str
+    priority: int
+    created_at: dt.datetime
+    tokens: int
+    units: int
+    unit_ids: list[tuple[int, int]] = field(default_factory=list)  # (id, est_tokens)
+
+    def rank(self, now: dt.datetime, settings: Settings) -> tuple[int, float, str]:
+        created = self.created_at
+        if created.tzinfo is None:  # SQLite hands back naive UTC
+            created = created.replace(tzinfo=dt.UTC)
+        age = max(0.0, (now - created).total_seconds())
+        credit = min(
+            float(settings.fair_max_age_credit_tokens),
+            age * settings.fair_age_credit_tokens_per_second,
+        )
+        return (-self.priority, self.tokens - credit, self.job_id)
+
+
+def backlog(session: Session, queue: str) -> list[JobBacklog]:
+    """The queue's backlog, one row per job."""
+    rows = session.execute(
+        select(
+            Unit.job_id,
+            Job.tenant,
+            Job.priority,
+            Job.created_at,
+            func.sum(Unit.est_tokens),
+            func.count(),
+        )
+        .join(Job, Job.id == Unit.job_id)
+        .where(
+            Unit.queue == queue,
+            Unit.state == UnitState.queued.value,
+            Unit.dispatched_at.is_(None),
+        )
+        .group_by(Unit.job_id, Job.tenant, Job.priority, Job.created_at)
+    ).all()
+    return [
+        JobBacklog(str(r[0]), str(r[1]), int(r[2] or 0), r[3], int(r[4] or 0), int(r[5]))
+        for r in rows
+    ]
+
+
+def weights(session: Session, tenants: set[str]) -> dict[str, float]:
+    found = dict(
+        session.execute(select(Tenant.name, Tenant.weight).where(Tenant.name.in_(tenants))).all()
+    )
+    return {t: max(float(found.get(t) or 1.0), 1e-6) for t in tenants}
+
+
+def in_flight(session: Session, tenants: set[str]) -> dict[str, int]:
+    """Units per tenant running or sent to a worker and not yet claimed (every queue)."""
+    rows = session.execute(
+        select(Job.tenant, func.count())
+        .join(Unit, Unit.job_id == Job.id)
+        .where(
+            Job.tenant.in_(tenants),
+            or_(
+                Unit.state == UnitState.running.value,
+                (Unit.state == UnitState.queued.value) & Unit.dispatched_at.is_not(None),
+            ),
+        )
+        .group_by(Job.tenant)
+    ).all()
+    return {str(t): int(n) for t, n in rows}
+
+
+def concurrency_limits(session: Session, tenants: set[str], settings: Settings) -> dict[str, int]:
+    """Each tenant's most concurrent units (0: no limit)."""
+    found = dict(
+        session.execute(
+            select(Tenant.name, Tenant.max_concurrent_units).where(Tenant.name.in_(tenants))
+        ).all()
+    )
+    default = settings.tenant_max_concurrent_units
+    return {t: default if (own := found.get(t)) is None else int(own) for t in tenants}
+
+
+def _upsert(session: Session, rows: list[dict[str, object]]) -> None:
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    ins = pg_insert(FairShare) if dialect == "postgresql" else sqlite_insert(FairShare)
+    session.execute(
+        ins.on_conflict_do_update(
+            index_elements=["queue", "tenant"], set_={"vtime": ins.excluded.vtime}
+        ),
+        rows,
+    )
+
+
+def pick(session: Session, queue: str, n: int, settings: Settings, now: dt.datetime) -> list[int]:
+    """The next ``n`` (at most) units of ``queue``'s backlog in fair order, marked sent
+    (``dispatched_at = now``); the caller holds ``lock_queue`` and sends them (or claims
+    them) after commit."""
+    if n <= 0:
+        return []
+    jobs = backlog(session, queue)
+    if not jobs:
+        return []
+    tenants = {j.tenant for j in jobs}
+    weight = weights(session, tenants)
+    limits = concurrency_limits(session, tenants, settings)
+    busy = (
+        in_flight(session, {t for t, lim in limits.items() if lim}) if any(limits.values()) else {}
+    )
+    stored = dict(
+        session.execute(
+            select(FairShare.tenant, FairShare.vtime).where(
+                FairShare.queue == queue, FairShare.tenant.in_([*tenants, CLOCK])
+            )
+        ).all()
+    )
+    clock = float(stored.get(CLOCK, 0.0))
+    vtime = {t: float(stored.get(t, 0.0)) for t in tenants}
+    by_tenant: dict[str, list[JobBacklog]] = {}
+    for job in jobs:
+        by_tenant.setdefault(job.tenant, []).append(job)
+    picked: list[int] = []
+    while len(picked) < n and by_tenant:
+        eligible = [
+            t for t in by_tenant if not limits.get(t) or busy.get(t, 0) < limits[t]
+        ] or list(by_tenant)  # alone (or everyone at its cap): work-conserving
+        tenant = min(eligible, key=lambda t: (max(vtime[t], clock), -weight[t], t))
+        start = max(vtime[tenant], clock)
+        job = min(by_tenant[tenant], key=lambda j: j.rank(now, settings))
+        if not job.unit_ids:
+            job.unit_ids = [
+                (int(i), int(e or 0))
+                for i, e in session.execute(
+                    select(Unit.id, Unit.est_tokens)
+                    .where(
+                        Unit.job_id == job.job_id,
+                        Unit.queue == queue,
+                        Unit.state == UnitState.queued.value,
+                        Unit.dispatched_at.is_(None),
+                    )
+                    .order_by(Unit.id)
+                    .limit(max(n, 16))
+                ).all()
+            ]
+        if not job.unit_ids:  # gone meanwhile (cannot happen under the lock)
+            by_tenant[tenant].remove(job)
+            if not by_tenant[tenant]:
+                del by_tenant[tenant]
+            continue
+        unit_id, est = job.unit_ids.pop(0)
+        picked.append(unit_id)
+        busy[tenant] = busy.get(tenant, 0) + 1
+        vtime[tenant] = start + max(est, 1) / weight[tenant]
+        clock = start
+        job.tokens -= est
+        job.units -= 1
+        if job.units <= 0:
+            by_tenant[tenant].remove(job)
+            if not by_tenant[tenant]:
+                del by_tenant[tenant]
+    if picked:
+        session.execute(update(Unit).where(Unit.id.in_(picked)).values(dispatched_at=now))
+        _upsert(
+            session,
+            [{"queue": queue, "tenant": t, "vtime": v} for t, v in vtime.items()]
+            + [{"queue": queue, "tenant": CLOCK, "vtime": clock}],
+        )
+    return picked

@@ -1,0 +1,204 @@
+"""Fair dispatch across tenants (docbatch.domain.dispatch, docbatch.domain.fairshare), on
+the real Postgres, Redis and worker processes: a small job is not stuck behind another
+tenant's big one, weights share the tokens, a tenant alone uses every worker, and the
+broker holds a few ids per queue however big the job."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import redis as redis_lib
+from sqlalchemy import select
+
+from docbatch.api.metrics import priority_queue_names
+from docbatch.domain import fairshare, jobs
+from docbatch.domain.outbox import unit_of_work
+from docbatch.domain.tenants import ensure_tenant
+from docbatch.schema.db import new_session, transaction
+from docbatch.schema.settings import Settings, get_settings
+from docbatch.schema.tables import Job, Unit, utcnow
+from tests.fakeworkers import fake_worker_env
+from tests.fixtures import WorkerProcess, wait_for_job
+from tests.settings_env import override
+
+
+def _settings(prefix: str, **update: Any) -> Settings:
+    return get_settings().model_copy(update={"queue_prefix": prefix, **update})
+
+
+def _job(settings: Settings, tenant: str, n_docs: int, words: int = 40, **kw: Any) -> str:
+    """A job written straight to Postgres; its units wait in the backlog (nothing sent)."""
+    docs = (
+        ({"custom_id": f"d{i}", "text": " ".join(["word"] * words) + f" {i}"}, None)
+        for i in range(n_docs)
+    )
+    with unit_of_work(settings, publish=False) as s:
+        new = jobs.create_job(
+            s, settings, tenant=tenant, tasks=[{"type": "summarize"}], documents=docs, **kw
+        )
+        return new.job.id
+
+
+def _set_weight(tenant: str, weight: float) -> None:
+    with transaction() as s:
+        ensure_tenant(s, tenant).weight = weight
+
+
+def _pick(settings: Settings, n: int) -> list[int]:
+    queue = settings.queue_for("summarize")
+    with transaction(settings) as s:
+        fairshare.lock_queue(s, queue)
+        return fairshare.pick(s, queue, n, settings, utcnow())
+
+
+def _owners(unit_ids: list[int]) -> list[tuple[str, int]]:
+    """(tenant, est_tokens) of each unit, in the order given."""
+    with new_session() as s:
+        rows = dict(
+            (u, (t, e))
+            for u, t, e in s.execute(
+                select(Unit.id, Job.tenant, Unit.est_tokens)
+                .join(Job, Job.id == Unit.job_id)
+                .where(Unit.id.in_(unit_ids))
+            ).all()
+        )
+    return [rows[u] for u in unit_ids]
+
+
+def test_weights_3_to_1_give_3_to_1_token_shares(database: str) -> None:
+    settings = _settings(f"w{secrets.token_hex(3)}", unit_max_documents=4)
+    heavy, light = f"heavy{secrets.token_hex(2)}", f"light{secrets.token_hex(2)}"
+    _set_weight(heavy, 3.0)
+    _set_weight(light, 1.0)
+    _job(settings, heavy, 800)  # 200 units each: both stay backlogged through the picks
+    _job(settings, light, 800)
+    picked: list[int] = []
+    while len(picked) < 160:
+        picked += _pick(settings, 7)
+    tokens = {heavy: 0, light: 0}
+    for tenant, est in _owners(picked):
+        tokens[tenant] += est
+    share = tokens[heavy] / tokens[light]
+    assert 2.7 <= share <= 3.3, tokens
+    # Interleaved, not in bursts: every window of 8 picks has the light tenant in it.
+    owners = [t for t, _ in _owners(picked)]
+    assert all(light in owners[i : i + 8] for i in range(0, len(owners) - 8))
+
+
+def test_a_returning_tenant_saved_no_credit_and_a_lone_one_gets_everything(
+    database: str,
+) -> None:
+    settings = _settings(f"c{secrets.token_hex(3)}", unit_max_documents=4)
+    a, b = f"a{secrets.token_hex(2)}", f"b{secrets.token_hex(2)}"
+    _job(settings, a, 200)
+    alone = _owners(_pick(settings, 20))
+    assert {t for t, _ in alone} == {a}  # work-conserving: nobody else waits
+    _job(settings, b, 200)
+    # b was idle: it starts at the queue's clock, so the two alternate from here on
+    # instead of b catching up on the 20 units a had alone.
+    mixed = [t for t, _ in _owners(_pick(settings, 20))]
+    assert 9 <= mixed.count(b) <= 11, mixed
+
+
+def test_inside_a_tenant_priority_then_the_smaller_job(database: str) -> None:
+    settings = _settings(f"p{secrets.token_hex(3)}", unit_max_documents=4)
+    tenant = f"t{secrets.token_hex(2)}"
+    big = _job(settings, tenant, 400)
+    small = _job(settings, tenant, 8)
+    urgent = _job(settings, tenant, 40, priority=5)
+    with new_session() as s:
+        job_of = dict(s.execute(select(Unit.id, Unit.job_id)).all())
+    order = [job_of[u] for u in _pick(settings, 14)]
+    assert order[:10] == [urgent] * 10  # the priority-5 job's 10 units first
+    assert order[10:12] == [small, small]  # then the small job, though submitted later
+    assert order[12:] == [big, big]
+
+
+def _queue_length(broker_url: str, queue: str) -> int:
+    client = redis_lib.Redis.from_url(broker_url)
+    return sum(int(client.llen(k)) for k in priority_queue_names(queue))
+
+
+def test_the_broker_holds_a_few_ids_however_big_the_job(api: Any, private_queues: str) -> None:
+    docs = [{"custom_id": f"d{i}", "text": f"document {i}"} for i in range(600)]
+    with override(unit_max_documents="2"):
+        resp = api.post("/v1/jobs", json={"tasks": ["summarize"], "documents": docs})
+    assert resp.status_code == 202, resp.text
+    settings = get_settings()
+    queue = settings.queue_for("summarize")
+    assert _queue_length(settings.broker_url, queue) == settings.dispatch_depth
+    with new_session() as s:
+        backlog = s.scalars(
+            select(Unit.id).where(Unit.job_id == resp.json()["id"], Unit.dispatched_at.is_(None))
+        ).all()
+    assert len(backlog) == 300 - settings.dispatch_depth
+
+
+def test_small_job_finishes_while_another_tenants_big_job_runs(
+    api: Any, other_api: Any, private_queues: str
+) -> None:
+    """One worker; tenant A's 300-document job first, then tenant B's 8 documents."""
+    with override(unit_max_documents="4"):
+        big = api.post(
+            "/v1/jobs",
+            json={
+                "tasks": ["summarize"],
+                "documents": [{"custom_id": f"a{i}", "text": f"big job {i}"} for i in range(300)],
+            },
+        )
+        assert big.status_code == 202, big.text
+        worker = WorkerProcess(
+            "summarize", env=fake_worker_env(private_queues, sleep=0.2), name="fair-one"
+        ).wait_ready()
+        try:
+            deadline = time.monotonic() + 120
+            while (
+                api.get(f"/v1/jobs/{big.json()['id']}").json()["counts"]["summarize"]["succeeded"]
+                < 8
+            ):
+                assert time.monotonic() < deadline, "the worker made no progress"
+                time.sleep(0.1)
+            small = other_api.post(
+                "/v1/jobs",
+                json={
+                    "tasks": ["summarize"],
+                    "documents": [{"custom_id": f"b{i}", "text": f"small {i}"} for i in range(8)],
+                },
+            )
+            assert small.status_code == 202, small.text
+            done = wait_for_job(other_api, small.json()["id"], timeout=120)
+            a = api.get(f"/v1/jobs/{big.json()['id']}").json()
+        finally:
+            worker.stop()
+    assert done["status"] == "completed", done
+    assert a["status"] == "running", a  # B did not wait for A to finish
+    assert a["counts"]["summarize"]["succeeded"] <= 150, a["counts"]  # nor for half of it
+
+
+def test_a_tenant_alone_uses_every_worker(api: Any, private_queues: str) -> None:
+    with override(unit_max_documents="2"):
+        env = fake_worker_env(private_queues, sleep=0.2)
+        workers = [
+            WorkerProcess("summarize", env=env, name=f"fair-fleet-{i}").wait_ready()
+            for i in range(2)
+        ]
+        try:
+            resp = api.post(
+                "/v1/jobs",
+                json={
+                    "tasks": ["summarize"],
+                    "documents": [{"custom_id": f"a{i}", "text": f"doc {i}"} for i in range(80)],
+                },
+            )
+            assert resp.status_code == 202, resp.text
+            job = wait_for_job(api, resp.json()["id"], timeout=180)
+        finally:
+            for w in workers:
+                w.stop()
+    assert job["status"] == "completed", job
+    with new_session() as s:
+        ran_on = set(s.scalars(select(Unit.worker).where(Unit.job_id == job["id"])))
+    hosts = {name.split(":")[1] for name in ran_on if name}
+    assert len(hosts) >= 2, ran_on  # both workers' processes ran units

@@ -1,0 +1,180 @@
+"""ops/k8s: the kustomize base and overlays rendered by the real `kubectl kustomize` and
+validated offline against the Kubernetes and KEDA schemas (what `make manifests` and CI
+run), and what a platform team checks in them."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from docbatch.schema.settings import TASKS, Settings
+from docbatch.schema.tables import EXTRACT
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "ops/k8s"))
+import generate  # noqa: E402
+import validate  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict[str, Any]]]:
+    return {overlay: validate.render(overlay) for overlay in validate.OVERLAYS}
+
+
+def _by(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+@pytest.mark.fast
+def test_every_overlay_validates_and_a_broken_object_does_not(rendered):
+    assert validate.main() == 0
+    assert generate.main(["--check"]) == 0  # base/*.yaml are what deployments.yaml makes
+    docs = rendered["gpu"]
+    deployment = copy.deepcopy(_by(docs, "Deployment")["docbatch-api"])
+    deployment["spec"]["replicaz"] = 2
+    scaled = copy.deepcopy(_by(docs, "ScaledObject")["docbatch-worker-embed"])
+    scaled["spec"]["minReplicaCount"] = "none"
+    latest = copy.deepcopy(_by(docs, "Deployment")["docbatch-beat"])
+    latest["spec"]["template"]["spec"]["containers"][0]["image"] = "docbatch-slim:latest"
+    errors = validate.problems([deployment, scaled, latest])
+    assert len(errors) == 3, errors
+    assert "replicaz" in errors[0] and "minReplicaCount" in errors[1] and "latest" in errors[2]
+
+
+@pytest.mark.fast
+def test_workers_scale_from_zero_on_their_backlog(rendered):
+    """Each worker scales on every unit queued in Postgres for its queue (the api's
+    docbatch_queued_units), not on Redis, where the fair dispatcher keeps only a few."""
+    docs = rendered["gpu"]
+    scaled = _by(docs, "ScaledObject")
+    config = _by(docs, "ConfigMap")["docbatch-settings"]["data"]
+    assert "DOCBATCH_BROKER_URL" not in config  # the password lives in the Secret
+    secret = _by(docs, "Secret")["docbatch-secrets"]["stringData"]
+    assert {"DOCBATCH_BROKER_URL", "DOCBATCH_DATABASE_URL", "DOCBATCH_ADMIN_KEY"} <= set(secret)
+    assert set(scaled) == {f"docbatch-worker-{t}" for t in (*TASKS, EXTRACT)}
+    for task in (*TASKS, EXTRACT):
+        spec = scaled[f"docbatch-worker-{task}"]["spec"]
+        assert spec["minReplicaCount"] == 0
+        queue = Settings(queue_prefix=config["DOCBATCH_QUEUE_PREFIX"]).queue_for(task)
+        (trigger,) = spec["triggers"]
+        assert trigger["type"] == "prometheus"
+        assert f'docbatch_queued_units{{queue="{queue}"}}' in trigger["metadata"]["query"]
+        assert trigger["metadata"]["activationThreshold"] == "0"  # one unit starts a pod
+
+
+@pytest.mark.fast
+def test_gpu_and_cpu_overlays_and_thread_limits(rendered):
+    for overlay, gpus in (("gpu", 1), ("cpu-only", None)):
+        deployments = _by(rendered[overlay], "Deployment")
+        for task in TASKS:
+            pod = deployments[f"docbatch-worker-{task}"]["spec"]["template"]["spec"]
+            (c,) = pod["containers"]
+            assert c["command"] == ["docbatch", "worker", "--task", task]
+            assert c["resources"]["limits"].get("nvidia.com/gpu") == gpus, (overlay, task)
+            env = {e["name"]: e.get("value") for e in c["env"]}
+            # Threads = the CPU limit: pods sharing a big node do not each take every core.
+            assert env["DOCBATCH_TORCH_THREADS"] == c["resources"]["limits"]["cpu"]
+        extract = deployments["docbatch-worker-extract"]["spec"]["template"]["spec"]
+        assert "nvidia.com/gpu" not in extract["containers"][0]["resources"]["limits"]
+        assert "tolerations" not in extract
+
+
+@pytest.mark.fast
+def test_rollouts_run_safely(rendered):
+    docs = rendered["production"]
+    deployments = _by(docs, "Deployment")
+    assert "initContainers" not in deployments["docbatch-api"]["spec"]["template"]["spec"]
+    (migrate,) = _by(docs, "Job")["docbatch-migrate"]["spec"]["template"]["spec"]["containers"]
+    assert migrate["command"][:2] == ["docbatch", "migrate"]
+    fill = _by(docs, "Job")["docbatch-models-fill"]["spec"]["template"]["spec"]
+    models = _by(docs, "ConfigMap")["docbatch-models-list"]["data"]["models.txt"]
+    assert all(len(line.split()) == 2 for line in models.splitlines() if line.strip())
+    assert "hf download" in fill["containers"][0]["command"][-1]
+    budgets = _by(docs, "PodDisruptionBudget")
+    assert "docbatch-api" in budgets and "docbatch-worker-embed" in budgets
+    assert deployments["docbatch-beat"]["spec"]["strategy"]["type"] == "Recreate"
+    assert deployments["docbatch-maintenance"]["spec"]["replicas"] >= 1
+    assert deployments["docbatch-api"]["spec"]["replicas"] == 3
+    for name, d in deployments.items():
+        pod = d["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        for c in pod["containers"]:
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False, name
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True, name
+            assert "cpu" in c["resources"]["limits"], name
+            if name != "docbatch-api" and name != "docbatch-flower":
+                assert "livenessProbe" in c, name
+    for name in ("docbatch-worker-embed", "docbatch-webhooks", "docbatch-maintenance"):
+        (c,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        assert "readinessProbe" in c, name
+    ingress = _by(docs, "Ingress")["docbatch"]["spec"]
+    assert ingress["tls"] and {p["path"] for p in ingress["rules"][0]["http"]["paths"]} == {
+        "/v1",
+        "/ui",
+    }
+    assert _by(docs, "NetworkPolicy")
+    images = {
+        c["image"]
+        for d in deployments.values()
+        for c in d["spec"]["template"]["spec"]["containers"]
+    }
+    assert all(i.startswith("registry.example.com/") and i.endswith(":0.1.0") for i in images)
+
+
+@pytest.mark.fast
+def test_a_deployment_added_to_the_list_gets_its_own_scaling():
+    spec = yaml.safe_load((ROOT / "ops/k8s/deployments.yaml").read_text())
+    spec["deployments"].append(
+        {
+            "name": "generate-large",
+            "task": "generate",
+            "deployment": "large",
+            "gpu": True,
+        }
+    )
+    files = generate.render(spec)
+    workers = [d for d in yaml.safe_load_all(files["base/workers.yaml"]) if d]
+    keda = [d for d in yaml.safe_load_all(files["base/keda.yaml"]) if d]
+    (dep,) = [
+        d
+        for d in workers
+        if d["metadata"]["name"] == "docbatch-worker-generate-large" and d["kind"] == "Deployment"
+    ]
+    command = dep["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command == ["docbatch", "worker", "--deployment", "large"]
+    (so,) = [d for d in keda if d["metadata"]["name"] == "docbatch-worker-generate-large"]
+    (trigger,) = so["spec"]["triggers"]
+    assert 'queue="docbatch.generate.large"' in trigger["metadata"]["query"]
+
+
+@pytest.mark.fast
+def test_alerts_and_dashboard_name_only_metrics_docbatch_defines():
+    import re
+
+    sys.path.insert(0, str(ROOT / "docs/gen"))
+    from metrics_page import metrics
+
+    known = set()
+    for name, *_ in metrics():
+        base = name.removesuffix("_total")
+        known |= {name, f"{base}_total", f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    rule = yaml.safe_load((ROOT / "ops/k8s/monitoring/prometheusrule.yaml").read_text())
+    alerts = {r["alert"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert {
+        "DocbatchBacklogWithNoWorker",
+        "DocbatchOldestUnitTooOld",
+        "DocbatchFailedUnitRatio",
+        "DocbatchWebhookBacklog",
+        "DocbatchReconcilerRepublishing",
+        "DocbatchGpuMemoryNearLimit",
+    } <= set(alerts)
+    dashboard = (ROOT / "ops/grafana/dashboards/docbatch.json").read_text()
+    used = set(re.findall(r"\bdocbatch_[a-z0-9_]+", " ".join(alerts.values()) + dashboard))
+    used -= {"docbatch_json"}  # not a metric
+    assert used - known == set()
+    assert "docbatch_tenant_jobs" in used and "docbatch_oldest_queued_unit_age_seconds" in used
