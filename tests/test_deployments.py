@@ -30,6 +30,7 @@ TWO = [
 ]
 
 
+@pytest.mark.fast
 def test_deployments_from_json_env_beside_each_tasks_default(monkeypatch):
     monkeypatch.setenv("DOCBATCH_DEPLOYMENTS", json.dumps(TWO))
     monkeypatch.setenv("DOCBATCH_QUEUE_PREFIX", "q")
@@ -45,6 +46,7 @@ def test_deployments_from_json_env_beside_each_tasks_default(monkeypatch):
     assert s.model_for("bert-tiny").handler == s.model_for("embed").handler
 
 
+@pytest.mark.fast
 def test_deployments_from_a_yaml_file(tmp_path, monkeypatch):
     path = tmp_path / "deployments.yaml"
     path.write_text(
@@ -60,6 +62,7 @@ def test_deployments_from_a_yaml_file(tmp_path, monkeypatch):
     assert s.queue_for("e5") == "docbatch.embed.e5"
 
 
+@pytest.mark.fast
 def test_old_style_per_task_settings_are_the_default_deployment(monkeypatch):
     monkeypatch.setenv("DOCBATCH_MODELS__CLASSIFY__MODEL", "/models/sst")
     monkeypatch.setenv("DOCBATCH_MODELS__CLASSIFY__BATCH_TOKENS", "1024")
@@ -72,6 +75,7 @@ def test_old_style_per_task_settings_are_the_default_deployment(monkeypatch):
     assert params["model"] == "classify"
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     ("listed", "says"),
     [
@@ -87,6 +91,7 @@ def test_bad_deployment_lists_are_refused_naming_the_problem(listed, says, monke
         Settings()
 
 
+@pytest.mark.fast
 def test_a_task_names_its_deployment_once_and_only_its_own_tasks(monkeypatch):
     monkeypatch.setenv("DOCBATCH_DEPLOYMENTS", json.dumps(TWO))
     s = Settings()
@@ -102,6 +107,7 @@ def test_a_task_names_its_deployment_once_and_only_its_own_tasks(monkeypatch):
         validate_tasks(["embed", {"type": "embed", "model": "embed"}], s)
 
 
+@pytest.mark.fast
 def test_cli_model_names_the_deployment_of_the_task_before_it():
     from docbatch.cli import build_parser
     from docbatch.commands.common import task_specs
@@ -250,6 +256,7 @@ def test_openai_models_and_a_batch_naming_a_deployment(two_embedders, database):
     import openai
 
     from docbatch.schema.settings import get_settings
+    from docbatch.worker.batches import tick
     from docbatch.worker.model_stage import compute_unit
     from docbatch.worker.registry import load_handler
     from tests.fixtures import new_api_key
@@ -293,6 +300,7 @@ def test_openai_models_and_a_batch_naming_a_deployment(two_embedders, database):
         while (b := client.batches.retrieve(b.id)).status not in TERMINAL:
             assert time.monotonic() < deadline, b
             time.sleep(0.5)
+            tick(get_settings())  # the beat's batch tick: finalizes it once its job ends
         assert b.status == "completed" and b.request_counts.completed == len(DOCS), b
         out = [json.loads(x) for x in client.files.content(b.output_file_id).text.splitlines()]
         got = {o["custom_id"]: o["response"]["body"] for o in out}
@@ -325,6 +333,7 @@ def test_moderations_on_a_classify_deployment_score_as_the_head(tiny_heads, data
     import openai
 
     from docbatch.schema.settings import get_settings
+    from docbatch.worker.batches import tick
     from docbatch.worker.model_stage import compute_unit
     from docbatch.worker.registry import load_handler
     from tests.fixtures import new_api_key
@@ -371,6 +380,7 @@ def test_moderations_on_a_classify_deployment_score_as_the_head(tiny_heads, data
             while (b := client.batches.retrieve(b.id)).status not in TERMINAL:
                 assert time.monotonic() < deadline, (b, worker.log[-2000:])
                 time.sleep(0.5)
+                tick(get_settings())  # the beat's batch tick
             assert b.status == "completed" and b.request_counts.completed == 2, b
             text = client.files.content(b.output_file_id).text
             got = {x["custom_id"]: x["response"]["body"] for x in map(json.loads, text.split())}

@@ -541,6 +541,8 @@ def test_chat_completions_batch_through_the_openai_client(gpt2_worker, reference
 
     import openai
 
+    from docbatch.schema.settings import get_settings
+    from docbatch.worker.batches import tick
     from tests.fixtures import new_api_key
     from tests.procs import ApiProcess
 
@@ -583,6 +585,7 @@ def test_chat_completions_batch_through_the_openai_client(gpt2_worker, reference
         while batch.status not in ("completed", "failed", "cancelled", "expired"):
             assert time.monotonic() < deadline, (batch, worker.log[-2000:])
             time.sleep(0.5)
+            tick(get_settings())  # the beat's batch tick: finalizes it once its job ends
             batch = client.batches.retrieve(batch.id)
         assert batch.status == "completed", batch
         counts = batch.request_counts
@@ -623,6 +626,8 @@ def test_responses_batch_equals_generate_alone(gpt2_worker, reference):
 
     import openai
 
+    from docbatch.schema.settings import get_settings
+    from docbatch.worker.batches import tick
     from tests.fixtures import new_api_key
     from tests.procs import ApiProcess
 
@@ -680,6 +685,7 @@ def test_responses_batch_equals_generate_alone(gpt2_worker, reference):
         while batch.status not in ("completed", "failed", "cancelled", "expired"):
             assert time.monotonic() < deadline, (batch, worker.log[-2000:])
             time.sleep(0.5)
+            tick(get_settings())  # the beat's batch tick: finalizes it once its job ends
             batch = client.batches.retrieve(batch.id)
         assert batch.status == "completed", batch
         assert (batch.request_counts.completed, batch.request_counts.failed) == (3, 1)
