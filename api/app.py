@@ -13,9 +13,19 @@ from fastapi.responses import JSONResponse
 
 from docbatch.api import metrics, openapi
 from docbatch.api.logs import RequestLog
-from docbatch.api.routers import admin, health, jobs, openai_batch, schedules, stats, ui
+from docbatch.api.routers import (
+    accounting,
+    admin,
+    health,
+    jobs,
+    openai_batch,
+    schedules,
+    stats,
+    ui,
+    usage,
+)
 from docbatch.domain.openai.convert import unmapped_openai_models
-from docbatch.schema.errors import BatchApiError, DocbatchError, InputError
+from docbatch.schema.errors import BatchApiError, DocbatchError, InputError, QuotaExceeded
 from docbatch.schema.logs import configure as configure_logs
 from docbatch.schema.settings import Settings, get_settings
 
@@ -51,7 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai_batch.router)
     app.include_router(schedules.router)
     app.include_router(stats.router)
+    app.include_router(usage.router)
     app.include_router(ui.router)
+    app.include_router(accounting.router)
     ui.mount_static(app)
     openapi.install(app)
 
@@ -85,7 +97,7 @@ def error_response(request: Request, exc: DocbatchError) -> JSONResponse:
     if _openai_path(request):
         return _openai_error(exc.status, str(exc), field, exc.openai_code, exc.headers or None)
     body: dict[str, object] = {"detail": str(exc)}
-    if isinstance(exc, InputError):
+    if isinstance(exc, InputError | QuotaExceeded):
         body = {"error": exc.to_dict(), "detail": str(exc)}
     return JSONResponse(body, status_code=exc.status, headers=exc.headers or None)
 

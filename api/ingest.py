@@ -246,7 +246,7 @@ def _submission(
 ) -> Submission:
     if job.webhook_url is not None:
         # The model checked its form; where it leads is checked here, after DNS (and again
-        # at every delivery: schema/netguard.py).
+        # at every delivery: domain/netguard.py).
         try:
             netguard.resolve_webhook(job.webhook_url, settings.webhook_allow_networks)
         except netguard.UnsafeDestination as exc:

@@ -101,6 +101,8 @@ class StateCollector(Collector):
             "docbatch_oldest_queued_unit_age_seconds", "", labels=["task", "model"]
         )
         yield GaugeMetricFamily("docbatch_queued_units", "", labels=["queue"])
+        for name in ("documents", "original_bytes", "openai_file_bytes"):
+            yield GaugeMetricFamily(f"docbatch_stored_{name}", "")
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         settings = get_settings()
@@ -116,6 +118,7 @@ class StateCollector(Collector):
         yield from _unit_ages(settings)
         if settings.metrics_tenants:
             yield from _per_tenant(settings.metrics_tenants)
+        yield from _storage(settings.metrics_tenants)
 
         queued = GaugeMetricFamily(
             "docbatch_queued_units",
@@ -229,6 +232,44 @@ def _per_tenant(limit: int) -> Iterator[GaugeMetricFamily]:
         log.exception("metrics: reading per-tenant counts failed")
     yield jobs
     yield queued
+
+
+def _storage(tenants: int) -> Iterator[GaugeMetricFamily]:
+    """Stored documents and bytes (docbatch.domain.usage): per tenant for the ``tenants``
+    with most documents (the rest as ``other``) when DOCBATCH_METRICS_TENANTS is set,
+    else one total without a tenant label."""
+    labels = ["tenant"] if tenants else []
+    families = {
+        "documents": GaugeMetricFamily(
+            "docbatch_stored_documents", "Documents stored (jobs not yet deleted)", labels=labels
+        ),
+        "original_bytes": GaugeMetricFamily(
+            "docbatch_stored_original_bytes",
+            "Bytes of original files stored (once per tenant and content)",
+            labels=labels,
+        ),
+        "openai_file_bytes": GaugeMetricFamily(
+            "docbatch_stored_openai_file_bytes", "Bytes of /v1/files files", labels=labels
+        ),
+    }
+    try:
+        from docbatch.domain.usage import storage_by_tenant
+
+        with new_session() as s:
+            by_tenant = storage_by_tenant(s)
+        named = set(sorted(by_tenant, key=lambda t: (-by_tenant[t]["documents"], t))[:tenants])
+        summed: dict[str, dict[str, int]] = {}
+        for tenant, figures in by_tenant.items():
+            key = (tenant if tenant in named else "other") if tenants else ""
+            into = summed.setdefault(key, dict.fromkeys(families, 0))
+            for name, value in figures.items():
+                into[name] += value
+        for key, figures in sorted(summed.items()):
+            for name, family in families.items():
+                family.add_metric([key] if tenants else [], figures[name])
+    except Exception:
+        log.exception("metrics: reading stored data failed")
+    yield from families.values()
 
 
 REGISTRY.register(StateCollector())

@@ -8,7 +8,13 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from docbatch.schema.models import JOB_OPTIONS, PRIORITY_MAX, PRIORITY_MIN, JobCreate
+from docbatch.schema.models import (
+    JOB_OPTIONS,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    BatchCreate,
+    JobCreate,
+)
 
 _DESCRIPTIONS = {
     "tasks": "'tags,summarize' or a JSON list of task objects",
@@ -38,6 +44,16 @@ def install(app: FastAPI) -> None:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(job.pop("$defs", {}))
         components["JobCreate"] = job
+        # POST /v1/batches reads its body itself too (a 422 in OpenAI's envelope).
+        batch = BatchCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(batch.pop("$defs", {}))
+        components["BatchCreate"] = batch
+        schema["paths"]["/v1/batches"]["post"]["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/BatchCreate"}}
+            },
+        }
         post = schema["paths"]["/v1/jobs"]["post"]
         post["requestBody"] = {
             "required": True,

@@ -97,7 +97,7 @@ def start_workers(
                 raise RuntimeError(f"worker exited:\n{env.log(log)[-3000:]}")
             text = env.log(log)
             # " ready." is the consumer; the pool process loads the model after that.
-            return " ready." in text and f"loaded {task} model" in text
+            return " ready." in text and f"({task}) model" in text
 
         wait_until(ready, 180, f"worker {log} ready", interval=0.2)
     return [p for p, _ in procs]

@@ -130,6 +130,16 @@ def sql(env: BenchEnv, statement: str, **params: Any) -> list[Any]:
         engine.dispose()
 
 
+def db_counters(env: BenchEnv) -> dict[str, int]:
+    """This database's transactions and row writes so far (pg_stat_database)."""
+    row = sql(
+        env,
+        "SELECT xact_commit, tup_inserted, tup_updated, tup_deleted FROM pg_stat_database "
+        "WHERE datname = current_database()",
+    )[0]
+    return dict(zip(("commits", "inserts", "updates", "deletes"), map(int, row), strict=True))
+
+
 def table_bytes(env: BenchEnv) -> int:
     return sum(sql(env, f"SELECT pg_total_relation_size('{t}')")[0][0] for t in TABLES)
 
@@ -168,8 +178,12 @@ def export(api: Api, job_id: str, n: int, fmt: str) -> dict[str, float]:
             got = sum(1 for _ in api.results(job_id))
             assert got == n, got
         else:
+            # The api writes the whole file before its first byte: wait as long as that takes.
             with api.client.stream(
-                "GET", f"/v1/jobs/{job_id}/results", params={"format": "parquet"}
+                "GET",
+                f"/v1/jobs/{job_id}/results",
+                params={"format": "parquet"},
+                timeout=httpx.Timeout(60, read=3600),
             ) as resp:
                 assert resp.status_code == 200, resp.status_code
                 size = sum(len(b) for b in resp.iter_bytes())
@@ -180,6 +194,7 @@ def export(api: Api, job_id: str, n: int, fmt: str) -> dict[str, float]:
 
 def run_job(env: BenchEnv, api: Api, path: Path, n: int) -> dict[str, Any]:
     bytes_before = table_bytes(env)
+    counters_before = db_counters(env)
     with RssSampler(api.pid) as ingest_rss:
         t0 = time.monotonic()
         job = api.submit_ndjson(file_chunks(path), "embed")
@@ -187,10 +202,16 @@ def run_job(env: BenchEnv, api: Api, path: Path, n: int) -> dict[str, Any]:
     with Watch(api, env, job["id"]) as watch:
         done = api.wait(job["id"], timeout=7200)
     assert done["counts"]["embed"]["succeeded"] == n, done["counts"]
+    time.sleep(2)  # pg_stat_database is flushed by backends about once a second
+    writes = {k: v - counters_before[k] for k, v in db_counters(env).items()}
+    rates = unit_rates(env, job["id"])
+    units = rates["units created"]
     out: dict[str, Any] = {
         "ingest docs/s": n / ingest_s,
         "ingest api peak RSS MB": ingest_rss.peak,
-        **unit_rates(env, job["id"]),
+        **rates,
+        **{f"postgres {k} per unit (all processes)": v / units for k, v in writes.items()},
+        **{f"postgres {k} per document": v / n for k, v in writes.items()},
         "GET job p50 ms": pct(watch.poll, 0.5),
         "GET job p99 ms": pct(watch.poll, 0.99),
         "GET jobs p50 ms": pct(watch.listing, 0.5),
@@ -250,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
             path = short_corpus(tmp / f"docs-{n}.jsonl", n)
             print(f"job of {n} documents ({path.stat().st_size / 1e6:.0f} MB NDJSON)", flush=True)
             figures[n] = run_job(env, api, path, n)
+            for key, value in figures[n].items():
+                print(f"  {key}: {value:,.2f}", flush=True)
         small, big = figures[args.sample], figures[args.docs]
         print(f"\n| figure | {args.sample:,} docs | {args.docs:,} docs | ratio |")
         print("|---|---:|---:|---:|")

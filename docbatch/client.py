@@ -388,6 +388,10 @@ class Client:
     def cancel(self, job_id: str) -> JobPublic:
         return JobPublic.model_validate(self.request("POST", f"/v1/jobs/{job_id}/cancel").json())
 
+    def storage_usage(self) -> dict[str, Any]:
+        """``GET /v1/usage/storage``: what this tenant stores, what retention deletes next."""
+        return dict(self.request("GET", "/v1/usage/storage").json())
+
     def delete(self, job_id: str) -> JobPublic:
         """Delete the job and everything stored for it (cancelled first if it runs); the
         answer says ``deleting`` and the job is a 404 once its rows have gone."""

@@ -50,10 +50,29 @@ def run_keys(args: argparse.Namespace) -> int:
         print(f"revoked key {key_id} of tenant {tenant!r}", file=sys.stderr)
         return 0
     with new_session() as s:
-        for row in list_keys(s, args.tenant):
-            state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
-            print(f"{row.key_id}\t{row.tenant}\t{row.created_at:%Y-%m-%d %H:%M}\t{state}")
+        rows = [
+            _row(row.key_id, row.tenant, row.created_at.isoformat(), row.revoked_at)
+            for row in list_keys(s, args.tenant)
+        ]
+    _emit(rows, args)
     return 0
+
+
+def _row(key_id: str, tenant: str, created_at: str, revoked_at: object) -> dict[str, object]:
+    revoked = revoked_at.isoformat() if hasattr(revoked_at, "isoformat") else revoked_at
+    return {
+        "id": key_id,
+        "tenant": tenant,
+        "created_at": created_at,
+        "revoked_at": revoked,
+        "state": f"revoked {str(revoked)[:16].replace('T', ' ')}" if revoked else "active",
+    }
+
+
+def _emit(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
+    from docbatch.output import emit
+
+    emit(rows, getattr(args, "format", "table"), columns=["id", "tenant", "created_at", "state"])
 
 
 def _over_api(args: argparse.Namespace, api_url: str, admin_key: str) -> int:
@@ -73,10 +92,9 @@ def _over_api(args: argparse.Namespace, api_url: str, admin_key: str) -> int:
         row = client.revoke_key(key_id_of(args.key))
         print(f"revoked key {row['id']} of tenant {row['tenant']!r}", file=sys.stderr)
         return 0
-    for row in client.keys(args.tenant)["data"]:
-        created = row["created_at"][:16].replace("T", " ")
-        state = (
-            f"revoked {row['revoked_at'][:16].replace('T', ' ')}" if row["revoked_at"] else "active"
-        )
-        print(f"{row['id']}\t{row['tenant']}\t{created}\t{state}")
+    rows = [
+        _row(row["id"], row["tenant"], row["created_at"], row["revoked_at"])
+        for row in client.keys(args.tenant)["data"]
+    ]
+    _emit(rows, args)
     return 0

@@ -8,8 +8,8 @@ Settings: late acks, prefetch 1, requeue on a lost
 worker (with an attempt cap kept in Postgres), no result backend (Postgres holds
 results), task events on for Flower.
 
-Queues: ``<prefix>.<task>`` for every task in ``docbatch.schema.settings.TASKS`` (summarize, tags,
-translate, embed, classify, entities, ask, generate; ``Settings.queue_for``), chosen when
+Queues: ``<prefix>.<task>`` for every task in ``docbatch.schema.tasks.TASKS``
+(``Settings.queue_for``), chosen when
 a unit is published and consumed by ``docbatch worker --task T``; ``<prefix>.maintenance``
 for beat's reconcile/schedule ticks and webhooks.
 """

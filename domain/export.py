@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 import numpy as np
 from sqlalchemy import select
@@ -27,6 +31,8 @@ from docbatch.domain.export_columns import TYPED, common, document_columns
 from docbatch.schema.db import new_session
 from docbatch.schema.settings import Settings
 from docbatch.schema.tables import Document, DocumentFile, Job, Result
+
+log = logging.getLogger("docbatch.export")
 
 
 def _vector_dims(job_id: str, tasks: list[str], settings: Settings | None) -> dict[str, int]:
@@ -63,14 +69,48 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
+def iter_parquet(
+    job_id: str, tasks: list[str], page_size: int, settings: Settings
+) -> Iterator[bytes]:
+    """The Parquet file of ``write_parquet`` as it is written, row group by row group:
+    the first bytes leave at once, whatever the job's size (a million-document file takes
+    minutes to build, longer than a proxy waits for a first byte). Written on a thread into
+    a pipe; a reader that goes away closes the pipe and so stops the writer."""
+    read_fd, write_fd = os.pipe()
+    failed: list[BaseException] = []
+    gone = threading.Event()
+
+    def produce() -> None:
+        try:
+            with os.fdopen(write_fd, "wb") as sink:
+                write_parquet(job_id, tasks, sink, page_size=page_size, settings=settings)
+        except BaseException as exc:
+            if not gone.is_set():  # else: the reader went away, the pipe broke
+                failed.append(exc)
+                log.exception("job %s: the Parquet export failed midway", job_id)
+
+    thread = threading.Thread(target=produce, name="docbatch-parquet", daemon=True)
+    thread.start()
+    try:
+        with os.fdopen(read_fd, "rb") as source:
+            while block := source.read(1 << 16):
+                yield block
+    finally:
+        gone.set()
+    thread.join()
+    if failed:  # the response is cut short: the client sees a truncated file
+        raise failed[0]
+
+
 def write_parquet(
     job_id: str,
     tasks: list[str],
-    path: str,
+    path: str | BinaryIO,
     page_size: int = 1000,
     settings: Settings | None = None,
-) -> str:
-    """Write ``job_id``'s results to ``path``; pending tasks have status ``pending``."""
+) -> str | BinaryIO:
+    """Write ``job_id``'s results to ``path`` (a file name or a binary file object);
+    pending tasks have status ``pending``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 

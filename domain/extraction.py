@@ -36,7 +36,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
-from docbatch.domain import blobs, ledger, originals
+from docbatch.domain import ledger, originals
 from docbatch.domain.waiting import UnitLimits
 from docbatch.schema.settings import Settings
 from docbatch.schema.tables import (
@@ -318,7 +318,7 @@ def _append(
         if job.keep_originals is False:  # extracted already: their bytes are not kept
             stored = iter([(None, path.stat().st_size, _sha256(path)) for path in paths])
         else:
-            stored = iter(blobs.store_files(session, paths))
+            stored = iter(originals.store_paths(session, job.tenant, paths))
         files = []
         for offset, piece in enumerate(batch, start=start):
             top_id, base = groups[offset]

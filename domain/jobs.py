@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from docbatch.domain import blobs, closing, ledger, presence, tenants
+from docbatch.domain import closing, ledger, originals, presence, quotas, tenants
 from docbatch.domain.files import FileDocument
 from docbatch.domain.outbox import outbox
 from docbatch.schema.errors import Conflict, InputError, NotFound
@@ -91,20 +91,19 @@ def insert_documents(session: Session, rows: list[dict[str, Any]]) -> None:
             )
 
 
-def _store_file(session: Session, doc: FileDocument, settings: Settings) -> dict[str, Any]:
-    """The file's bytes into a blob (not read at all when it is over the extraction limit:
-    it fails alone at extraction, saying so)."""
+def _store_file(
+    session: Session, tenant: str, doc: FileDocument, settings: Settings
+) -> dict[str, Any]:
+    """The file's bytes as the tenant's original (stored once per content:
+    docbatch.domain.originals); not read at all when it is over the extraction limit: it
+    fails alone at extraction, saying so."""
     info: dict[str, Any] = {"name": doc.custom_id, "bytes": doc.size, "sha256": None}
     info["blob_oid"] = None
     if doc.size > settings.extract_max_bytes:
         return info
     with doc.opener() as fh:
-        oid, size, sha = blobs.store(session, fh, max_bytes=settings.extract_max_bytes)
-    info["bytes"] = size
-    if size > settings.extract_max_bytes:  # it grew since the caller looked
-        blobs.delete(session, oid)
-        return info
-    info.update(blob_oid=oid, sha256=sha)
+        oid, size, sha = originals.store(session, tenant, fh, settings.extract_max_bytes)
+    info.update(bytes=size, blob_oid=oid, sha256=sha)
     return info
 
 
@@ -198,7 +197,7 @@ def create_job(
     keep_originals: bool | None = None,
 ) -> NewJob:
     """Write a job with its documents and units, its queued units into the outbox; raises
-    InputError before anything commits.
+    InputError (QuotaExceeded: over a tenant quota) before anything commits.
 
     ``documents`` yields ``(document, ndjson line number or None)``: a raw dict is validated
     here (so a stream is read once), a ``DocumentIn`` was validated already, a
@@ -216,6 +215,7 @@ def create_job(
             f"{retention_days} days is longer than this tenant's retention of "
             f"{policy.retention_days} days; give at most {policy.retention_days}",
         )
+    quotas.check(session, settings, tenant)  # at a limit already: before reading the body
     job = Job(
         tenant=tenant,
         retention_days=retention_days,
@@ -256,7 +256,7 @@ def create_job(
                 line=line,
             )
         if file_doc is not None:
-            info = _store_file(session, file_doc, settings)
+            info = _store_file(session, tenant, file_doc, settings)
             files[seq] = info
             text = ""
             # Until extracted, a file's hash is its bytes' (the text's replaces it).
@@ -318,6 +318,8 @@ def create_job(
     for i in range(0, len(unit_rows), INSERT_BATCH):
         session.execute(insert(Unit), unit_rows[i : i + INSERT_BATCH])
     session.flush()
+    session.flush()
+    quotas.check(session, settings, tenant, job)  # over a limit: the caller rolls back
     # The queued units wait in the backlog; the dispatcher sends them in fair order.
     queued = session.execute(
         select(Unit.id, Unit.queue)

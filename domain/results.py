@@ -248,8 +248,8 @@ def iter_result_pages(
                 # Index scans only, no JIT, for this transaction: right after a job's rows
                 # are written, before autovacuum has analysed them, the statistics still
                 # describe a small table, and the planner scans (or bitmap-scans and sorts)
-                # the job's documents for every page, and JIT-compiles it (measured: 101 ms
-                # a page instead of 3 ms; 12,700 docs/s instead of 65,000).
+                # the job's documents for every page, and JIT-compiles it (BENCHMARKS.md,
+                # "Measurements behind the code": a page 30 times slower).
                 s.execute(_INDEX_SCANS_ONLY)
             rows = s.execute(query).all()
         if not rows:

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from docbatch.domain.jobs import NewJob, create_job, parse_tasks
 from docbatch.domain.sources import FileLimits, open_source, parse_source
 from docbatch.schema.db import insert_ignore
-from docbatch.schema.errors import Conflict, InputError, NotFound, PermanentError
+from docbatch.schema.errors import Conflict, InputError, NotFound, PermanentError, QuotaExceeded
 from docbatch.schema.settings import Settings
 from docbatch.schema.tables import Job, Schedule, ScheduleFile, ScheduleRun, utcnow
 from docbatch.schema.validation import validate_schedule_name
@@ -298,7 +298,7 @@ def fire(
             )
             if seen is not None:
                 _remember(session, schedule.id, source.fingerprints)
-    except (InputError, PermanentError, OSError) as exc:
+    except (InputError, PermanentError, QuotaExceeded, OSError) as exc:
         # OSError: a read failing in a way the source did not foresee (EIO, a file gone
         # between listing and reading) is still this schedule's problem, not the tick's.
         error = str(exc) if not isinstance(exc, OSError) else f"cannot read the source: {exc}"

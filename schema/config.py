@@ -44,8 +44,9 @@ NOT_SETTINGS_PREFIXES = (
     "DOCBATCH_CI_",
     "DOCBATCH_FAKE_",
 )
-# Fields whose values are secrets, and URL fields whose password part is one.
-SECRET_FIELDS = frozenset({"api_key"})
+# Fields whose values are secrets (besides every *_key, *_password and *_secret), and URL
+# fields whose password part is one.
+SECRET_FIELDS = frozenset({"api_key", "admin_key"})
 
 
 class SettingsError(DocbatchError):
@@ -122,7 +123,7 @@ def _strip_optional(annotation: Any) -> Any:
 def _dict_keys(field: str) -> tuple[str, ...] | None:
     """The keys a dict setting may have (None: any)."""
     if field == "models":
-        from docbatch.schema.settings import TASKS
+        from docbatch.schema.tasks import TASKS
 
         return TASKS
     return None
@@ -271,8 +272,16 @@ def _variable_for(loc: tuple[Any, ...], sources: Sources) -> str:
     return PREFIX + DELIMITER.join(parts).upper()
 
 
+def _bare(message: str) -> str:
+    return message.removeprefix("Value error, ")
+
+
 def explain(exc: ValidationError, sources: Sources) -> SettingsError:
-    lines = [f"{_variable_for(e['loc'], sources)}: {e['msg']}" for e in exc.errors()]
+    lines = [
+        # A check across settings (loc ()) names its variables in its own message.
+        f"{_variable_for(e['loc'], sources)}: {e['msg']}" if e["loc"] else _bare(e["msg"])
+        for e in exc.errors()
+    ]
     return SettingsError(*lines)
 
 
@@ -297,7 +306,7 @@ def mask(field: str, value: Any) -> Any:
     """Secrets as ``***``: API keys whole, the password part of a URL."""
     if not isinstance(value, str) or not value:
         return value
-    if field in SECRET_FIELDS or field.endswith(("_password", "_secret")):
+    if field in SECRET_FIELDS or field.endswith(("_key", "_password", "_secret")):
         return "***"
     if "://" in value:
         parts = urlsplit(value)

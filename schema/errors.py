@@ -8,6 +8,7 @@ DocbatchError                    (HTTP status: the class's ``status``)
 ├── Forbidden           403  a valid key that may not do this (a tenant key on /v1/admin)
 ├── NotFound            404  no such job/schedule for this tenant (another tenant's too)
 ├── Conflict            409  e.g. an Idempotency-Key reused with a different body
+├── QuotaExceeded       429  over a tenant quota: names the limit, its value and the use
 ├── BatchApiError       4xx  a request of the OpenAI-compatible API refused, in OpenAI's shape
 ├── BatchLengthMismatch      a handler's predict returned another number of outputs than inputs
 └── PermanentError           this document cannot be processed: fail it with the reason
@@ -66,6 +67,38 @@ class NotFound(DocbatchError):
 
 class Conflict(DocbatchError):
     status = 409
+
+
+class QuotaExceeded(DocbatchError):
+    """A submission would take the tenant over one of its quotas (docbatch.domain.quotas);
+    nothing of it is written. The api answers 429 with ``Retry-After`` and a body naming
+    the limit, its value, what is in use and what the submission asked for."""
+
+    status = 429
+    openai_code = "token_limit_exceeded"
+
+    def __init__(
+        self, tenant: str, limit: str, value: int, in_use: int, requested: int, retry_after: int
+    ) -> None:
+        self.tenant, self.limit, self.value = tenant, limit, value
+        self.in_use, self.requested, self.retry_after = in_use, requested, retry_after
+        self.headers = {"Retry-After": str(retry_after)}
+        super().__init__(
+            f"tenant {tenant!r} is over its quota {limit} = {value:,}: {in_use:,} in use and "
+            f"this asks for {requested:,} more; retry after {retry_after} s, or ask an "
+            f"operator to raise it (docbatch tenants set-limits {tenant} "
+            f"--{limit.replace('_', '-')} N)"
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "limit": self.limit,
+            "value": self.value,
+            "in_use": self.in_use,
+            "requested": self.requested,
+            "retry_after": self.retry_after,
+            "message": str(self),
+        }
 
 
 class BatchLengthMismatch(DocbatchError):

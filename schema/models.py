@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -23,6 +23,7 @@ from pydantic_core import PydanticCustomError
 
 from docbatch.schema.languages import check_language
 from docbatch.schema.settings import Settings, get_settings
+from docbatch.schema.tasks import TASKS
 from docbatch.schema.text_checks import (
     depth_message,
     is_blank,
@@ -329,7 +330,8 @@ def _task_shorthand(value: Any, info: ValidationInfo) -> Any:
     return value
 
 
-# A new task type is one more model in this union (and a handler in worker/handlers/).
+# A new task type is one more model in this union, a line in schema/tasks.py and a handler
+# in worker/handlers/; the check below the union says which is missing.
 TaskSpec = Annotated[
     SummarizeTask
     | TagsTask
@@ -342,6 +344,18 @@ TaskSpec = Annotated[
     Field(discriminator="type"),
     BeforeValidator(_task_shorthand),
 ]
+
+
+def _task_names(spec: Any) -> tuple[str, ...]:
+    members = get_args(get_args(spec)[0])
+    return tuple(get_args(m.model_fields["type"].annotation)[0] for m in members)
+
+
+if _task_names(TaskSpec) != TASKS:
+    raise RuntimeError(
+        f"TaskSpec's tasks {_task_names(TaskSpec)} differ from schema/tasks.py's {TASKS}: "
+        "a task needs its line in TASK_KINDS and its parameter model in TaskSpec, in one order"
+    )
 
 
 def _each_task_once(tasks: list[Any]) -> list[Any]:
@@ -521,7 +535,8 @@ MetadataValue = Annotated[str, Field(max_length=512), AfterValidator(_clean)]
 
 
 class OutputExpiresAfter(BaseModel):
-    """OpenAI's ``output_expires_after``: accepted, and not acted on here."""
+    """OpenAI's ``output_expires_after``: the batch's output and error files expire this
+    many seconds after they were created (``expires_at``) and are deleted then."""
 
     model_config = STRICT
     anchor: Literal["created_at"]
@@ -549,7 +564,7 @@ class TaskCounts(BaseModel):
     pending: int
     chunks: int
     tokens: int
-    # Succeeded by copying an earlier job's result (schema/reuse.py); part of ``succeeded``.
+    # Succeeded by copying an earlier job's result (domain/reuse.py); part of ``succeeded``.
     reused: int = 0
 
 

@@ -21,7 +21,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-TASKS = ("summarize", "tags", "translate", "embed", "classify", "entities", "ask", "generate")
+from docbatch.schema.tasks import TASK_KINDS
+from docbatch.schema.tasks import TASKS as TASKS  # where every caller has read it from
 
 
 class GenerationConfig(BaseModel):
@@ -103,19 +104,7 @@ class Deployment(ModelConfig):
 
 
 def _default_models() -> dict[str, ModelConfig]:
-    return {
-        "embed": ModelConfig(handler="docbatch.worker.handlers.embed:EmbedHandler"),
-        "tags": ModelConfig(handler="docbatch.worker.handlers.tags:TagsHandler"),
-        "summarize": ModelConfig(handler="docbatch.worker.handlers.summarize:SummarizeHandler"),
-        "translate": ModelConfig(handler="docbatch.worker.handlers.translate:TranslateHandler"),
-        # Hub ids (need a download; see README "Tasks"): classify
-        # distilbert/distilbert-base-uncased-finetuned-sst-2-english, entities
-        # dslim/bert-base-NER, ask distilbert/distilbert-base-cased-distilled-squad.
-        "classify": ModelConfig(handler="docbatch.worker.handlers.classify:ClassifyHandler"),
-        "entities": ModelConfig(handler="docbatch.worker.handlers.entities:EntitiesHandler"),
-        "ask": ModelConfig(handler="docbatch.worker.handlers.ask:AskHandler"),
-        "generate": ModelConfig(handler="docbatch.worker.handlers.generate:GenerateHandler"),
-    }
+    return {name: ModelConfig(handler=kind.handler) for name, kind in TASK_KINDS.items()}
 
 
 class Settings(BaseSettings):

@@ -95,7 +95,7 @@ class Job(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    # Copy earlier succeeded results of identical documents instead of computing (schema/reuse.py).
+    # Copy earlier succeeded results of identical documents instead of computing (domain/reuse.py).
     reuse_results: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     # Data lifecycle (docbatch.domain.deletion): set when the job is being deleted; its rows
     # go in batches and the job row last. ``delete_left`` is what remains, per table.
@@ -453,7 +453,7 @@ def new_batch_id() -> str:
 class StoredFile(Base):
     """A file of the OpenAI-compatible API (``/v1/files``): an uploaded batch input, or a
     batch's output or error file. The bytes live in a Postgres large object
-    (``schema/blobs.py``); an output file has none until its batch is finalized and is
+    (``domain/blobs.py``); an output file has none until its batch is finalized and is
     rendered from the results meanwhile."""
 
     __tablename__ = "files"
@@ -506,6 +506,8 @@ class Batch(Base):
     cancelling_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     expired_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     finalized_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # OpenAI's ``usage`` (input, output and total tokens), written when finalized.
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # Seconds after finalizing that the output and error files expire (output_expires_after).
     output_expires_after: Mapped[int | None] = mapped_column(Integer)
 

@@ -287,3 +287,9 @@ def test_every_option_has_help_and_every_command_an_example():
     assert not missing, missing
     helped = build_parser().format_help()
     assert "3  completed with errors" in helped and "5  the api is unreachable" in helped
+
+
+def test_errors_as_parquet_is_a_usage_error(tmp_path):
+    done = cli("results", "job_x", "--errors", "-o", str(tmp_path / "e.parquet"), url=None, key="k")
+    assert done.returncode == 2 and "--errors gives NDJSON only" in done.stderr
+    assert not (tmp_path / "e.parquet").exists()

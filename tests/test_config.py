@@ -53,6 +53,7 @@ def test_dotenv_and_toml_are_read_with_the_environment_winning(tmp_path):
             DOCBATCH_QUEUE_PREFIX="nightly",
             DOCBATCH_DATABASE_URL="postgresql+psycopg://app:hunter2@db:5432/docbatch",
             DOCBATCH_API_KEY="dbk_secret_value",
+            DOCBATCH_ADMIN_KEY="admin-" + "k" * 40,
         )
     )
     assert rows["DOCBATCH_QUEUE_PREFIX"] == {
@@ -74,6 +75,7 @@ def test_dotenv_and_toml_are_read_with_the_environment_winning(tmp_path):
     assert rows["DOCBATCH_BROKER_URL"]["source"] == "default"
     # Secrets masked: the key whole, the URL's password.
     assert rows["DOCBATCH_API_KEY"]["value"] == "***"
+    assert rows["DOCBATCH_ADMIN_KEY"]["value"] == "***"
     url = rows["DOCBATCH_DATABASE_URL"]["value"]
     assert url == "postgresql+psycopg://app:***@db:5432/docbatch"
     changed = _config(tmp_path, "show", "--changed", DOCBATCH_QUEUE_PREFIX="nightly")
@@ -138,6 +140,12 @@ def test_a_bad_value_names_the_variable_not_a_field(tmp_path):
     assert ok.returncode == 0 and "configuration ok: 1 settings set (from environment)" in ok.stderr
 
 
+def test_a_check_across_settings_is_its_own_message(tmp_path):
+    done = _config(tmp_path, "check", DOCBATCH_ADMIN_KEY="short")
+    assert done.returncode == 2
+    assert done.stderr.startswith("docbatch: DOCBATCH_ADMIN_KEY is too short"), done.stderr
+
+
 def test_the_servers_refuse_to_start_on_a_typo(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "docbatch.cli", "migrate", "--wait", "1"],
@@ -167,3 +175,23 @@ def test_valid_names_cover_every_field_and_non_settings_pass():
     assert unknown_settings(sources) == []
     assert mask("broker_url", "redis://:pw@redis:6379/0") == "redis://:***@redis:6379/0"
     assert mask("broker_url", "redis://redis:6379/0") == "redis://redis:6379/0"
+
+
+def test_the_shipped_configuration_names_only_known_settings():
+    """.env.example, the Compose file and the Kubernetes manifests: a renamed or mistyped
+    setting there would stop every process that reads it."""
+    import re
+
+    from docbatch.schema.config import NOT_SETTINGS, NOT_SETTINGS_PREFIXES
+    from tests.fixtures import ROOT
+
+    known = set(valid_names()) | NOT_SETTINGS
+    files = [ROOT / ".env.example", ROOT / "docker-compose.yml", *(ROOT / "ops" / "k8s").glob("*")]
+    unknown = {
+        (path.name, name)
+        for path in files
+        if path.is_file()
+        for name in re.findall(r"DOCBATCH_[A-Z0-9_]*[A-Z0-9]", path.read_text())
+        if name not in known and not name.startswith(NOT_SETTINGS_PREFIXES)
+    }
+    assert not unknown, sorted(unknown)

@@ -126,9 +126,12 @@ def test_embeddings_batch_end_to_end(api_url, workers):
     )
     assert batch.status == "in_progress" and batch.request_counts.total == len(requests)
     assert batch.metadata == {"run": "nightly"}
-    # The output file can be read while the batch runs (it grows until the end).
-    assert batch.output_file_id
-    client.files.content(batch.output_file_id).read()
+    # As OpenAI: no file ids until the batch ends (scripts poll on output_file_id) ...
+    assert batch.output_file_id is None and batch.error_file_id is None and batch.usage is None
+    # ... unless the early, partial read is asked for: the output file grows until the end.
+    early = client.batches.retrieve(batch.id, extra_query={"partial_files": "true"})
+    assert early.output_file_id
+    client.files.content(early.output_file_id).read()
 
     done = _wait(client, batch.id)
     assert done.status == "completed", done
@@ -138,6 +141,10 @@ def test_embeddings_batch_end_to_end(api_url, workers):
 
     output = _lines(client.files.content(done.output_file_id).read())
     assert sorted(o["custom_id"] for o in output) == sorted(d["custom_id"] for d in docs)
+    # batch.usage: the tokens the model read, as the lines' usage adds them up.
+    read = sum(o["response"]["body"]["usage"]["prompt_tokens"] for o in output)
+    assert done.usage is not None and done.usage.input_tokens == read > 0
+    assert (done.usage.output_tokens, done.usage.total_tokens) == (0, read)
     model = SentenceTransformer(bundled_minilm_path(), device="cpu")
     by_id = {r["custom_id"]: r for r in requests}
     for line in output:
@@ -564,6 +571,11 @@ def test_concurrent_ticks_and_reads_finalize_once(idle_api):
         t.start()
     for t in threads:
         t.join()
+    # (the module's beat may be the one that got the batch's lock: wait for its commit)
+    deadline = time.monotonic() + 60
+    while _db_scalar("SELECT finalized_at FROM batches WHERE id = :b", b=batch.id) is None:
+        assert time.monotonic() < deadline, "nobody finalized the batch"
+        time.sleep(0.2)
     objects_after, named_after = _objects_and_references()
     made, named = objects_after - objects_before, named_after - named_before
     ours = {
@@ -579,16 +591,17 @@ def test_concurrent_ticks_and_reads_finalize_once(idle_api):
 
 
 def test_deleting_a_running_batchs_files_never_breaks_it(idle_api):
-    """Item 11: the output and error files deleted while the batch runs: reads, the list
-    and cancel still answer, and the batch still ends."""
+    """Item 11, and issue 21: a running batch's input, output and error files are refused
+    (409 naming the batch); once it ended they can go, and reads still answer."""
     client = _client(idle_api, tenant=f"t{secrets.token_hex(3)}")
     f = client.files.create(file=("r.jsonl", _jsonl(_summarize_lines(5))), purpose="batch")
     batch = client.batches.create(
         input_file_id=f.id, endpoint="/v1/docbatch/summarize", completion_window="24h"
     )
     output_id, error_id = _file_ids(batch.id)
-    assert client.files.delete(output_id).deleted
-    assert client.files.delete(error_id).deleted
+    for file_id in (f.id, output_id, error_id):
+        with pytest.raises(openai.ConflictError, match=batch.id):
+            client.files.delete(file_id)
     assert client.batches.retrieve(batch.id).status == "in_progress"
     assert [b.id for b in client.batches.list()] == [batch.id]
     assert client.batches.cancel(batch.id).status in ("cancelling", "finalizing", "cancelled")
@@ -596,6 +609,7 @@ def test_deleting_a_running_batchs_files_never_breaks_it(idle_api):
     assert done.status == "cancelled"
     assert (done.request_counts.total, done.request_counts.failed) == (5, 5)
     assert client.batches.list().data[0].status == "cancelled"
+    assert client.files.delete(error_id).deleted
     with pytest.raises(openai.NotFoundError):
         client.files.content(error_id)
 
@@ -745,3 +759,86 @@ def test_multi_input_request_counts_are_one_grouped_statement(api_url, workers):
             event.remove(engine, "after_cursor_execute", fetched)
     assert (got.total, got.completed, got.failed, got.pending) == (21, 20, 1, 0)
     assert len(rows) == 1 and rows[0] <= 1, rows  # one statement, one row, not 60 documents
+
+
+# -- issue 26: a script written for OpenAI ---------------------------------------------
+
+
+def test_the_api_warns_when_no_openai_model_name_is_mapped(database):
+    """Item 13: at start-up, an api that maps none of OpenAI's common model names says so
+    (naming DOCBATCH_OPENAI_MODELS and the 384-vs-1536 difference); one that maps one is
+    quiet."""
+    from tests.procs import log_tail
+
+    prefix = f"t{secrets.token_hex(4)}"
+    bare = ApiProcess({"DOCBATCH_QUEUE_PREFIX": prefix}, migrate=False).wait_ready()
+    mapped = ApiProcess(
+        {
+            "DOCBATCH_QUEUE_PREFIX": prefix,
+            "DOCBATCH_OPENAI_MODELS": '{"text-embedding-3-small": "embed"}',
+        },
+        migrate=False,
+    ).wait_ready()
+    try:
+        warned = log_tail(bare.log_name, 20_000)
+        assert "no DOCBATCH_OPENAI_MODELS alias maps OpenAI's model names" in warned
+        assert "text-embedding-3-small" in warned and "384" in warned and "1536" in warned
+        assert "DOCBATCH_OPENAI_MODELS alias" not in log_tail(mapped.log_name, 20_000)
+    finally:
+        bare.stop()
+        mapped.stop()
+
+
+def test_the_zero_edit_script_runs_with_openai_model_names(workers, beat, tmp_path):
+    """Items 13-14: the docs' script, built as ``OpenAI()`` from OPENAI_BASE_URL and
+    OPENAI_API_KEY, naming ``text-embedding-3-small`` (mapped to embed), polls on
+    ``output_file_id`` and prints usage: it runs unchanged and gets 384-dimension vectors."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from tests.fixtures import ROOT
+
+    api = ApiProcess(
+        {"DOCBATCH_OPENAI_MODELS": '{"text-embedding-3-small": "embed"}'}, migrate=False
+    ).wait_ready()
+    try:
+        page = (ROOT / "docs" / "how-to" / "openai-batch.md").read_text()
+        section = page[page.index("## The zero-edit path") :]
+        script = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+        lines = [
+            {
+                "custom_id": f"z{i}",
+                "method": "POST",
+                "url": "/v1/embeddings",
+                "body": {"model": "text-embedding-3-small", "input": f"Close socket {i}."},
+            }
+            for i in range(3)
+        ]
+        (tmp_path / "requests.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")},
+            "OPENAI_BASE_URL": f"{api.url}/v1",
+            "OPENAI_API_KEY": new_api_key(f"z{secrets.token_hex(3)}"),
+        }
+        out = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert out.returncode == 0, out.stderr
+        first, rest = out.stdout.split("\n", 1)
+        assert first.startswith("completed") and "completed=3" in first, out.stdout
+        assert int(first.rsplit(" ", 1)[1]) > 0  # usage.total_tokens
+        assert '"custom_id":"z' in rest  # the output file's first 200 characters
+        client = openai.OpenAI(base_url=f"{api.url}/v1", api_key=env["OPENAI_API_KEY"])
+        [batch] = client.batches.list().data
+        vectors = _lines(client.files.content(batch.output_file_id).read())
+        assert {v["response"]["body"]["model"] for v in vectors} == {"text-embedding-3-small"}
+        assert {len(v["response"]["body"]["data"][0]["embedding"]) for v in vectors} == {384}
+    finally:
+        api.stop()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -78,3 +80,34 @@ def test_tag_scores_equal_direct_encoding(api, workers):
         direct = dict(zip(labels, (doc_vec @ label_vecs.T).max(axis=0), strict=True))
         for t in tags:
             assert abs(t["score"] - float(direct[t["label"]])) < 1e-4, (t, direct)
+
+
+def test_a_parquet_export_streams_row_group_by_row_group(api, database):
+    """A million-document export takes minutes to build: it leaves row group by row group
+    (no Content-Length, valid as a whole), and a reader that leaves stops the writer."""
+    from bench.export import seed_job
+    from docbatch.domain.export import iter_parquet
+    from docbatch.schema.settings import get_settings
+
+    job_id = seed_job(20_000, tenant="parquet-stream")
+    stream = iter_parquet(job_id, ["embed"], page_size=500, settings=get_settings())
+    first = next(stream)
+    assert first.startswith(b"PAR1")
+    whole = pq.ParquetFile(io.BytesIO(first + b"".join(stream)))
+    assert whole.metadata.num_rows == 20_000
+    assert whole.metadata.num_row_groups == 40  # one per page of 500
+
+    left = iter_parquet(job_id, ["embed"], page_size=500, settings=get_settings())
+    next(left)
+    left.close()
+    deadline = time.monotonic() + 30
+    while any(t.name == "docbatch-parquet" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the Parquet writer outlived its reader"
+        time.sleep(0.1)
+
+    one = [{"custom_id": "one", "text": "one"}]
+    job = api.post("/v1/jobs", json={"tasks": ["embed"], "documents": one})
+    assert job.status_code == 202, job.text
+    resp = api.get(f"/v1/jobs/{job.json()['id']}/results", params={"format": "parquet"})
+    assert resp.status_code == 200 and "content-length" not in resp.headers
+    assert pq.read_table(io.BytesIO(resp.content)).num_rows == 1

@@ -406,3 +406,28 @@ def test_api_jobs_opt_in_and_parameters_must_match(api, fake_workers):
     assert submit(True, 4)["reused"] == 0, "different parameters must not reuse"
     bad = api.post("/v1/jobs", json={"tasks": ["summarize"], "documents": docs, "reuse_results": 1})
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "reuse_results"
+
+
+def test_a_period_over_the_tenants_quota_fails_with_the_reason_on_the_schedule(api, tmp_path):
+    from docbatch.cli import main as cli
+
+    folder = _folder(tmp_path, {"a.txt": "alpha", "b.txt": "beta"})
+    schedule_id = api.post(
+        "/v1/schedules",
+        json={
+            "name": f"quota-{secrets.token_hex(3)}",
+            "cron": "0 2 * * *",
+            "source": {"path": str(folder)},
+            "tasks": ["tags"],
+        },
+    ).json()["id"]
+    assert cli(["tenants", "set-limits", "default", "--max-documents-per-day", "1"]) == 0
+    try:
+        run = api.post(f"/v1/schedules/{schedule_id}/run")
+    finally:
+        assert cli(["tenants", "set-limits", "default", "--max-documents-per-day", "default"]) == 0
+    assert run.status_code == 201, run.text
+    latest = api.get(f"/v1/schedules/{schedule_id}/runs/latest").json()
+    assert latest["job_id"] is None, latest
+    assert "max_documents_per_day" in latest["error"], latest
+    api.delete(f"/v1/schedules/{schedule_id}")

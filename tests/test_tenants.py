@@ -68,6 +68,10 @@ def test_keys_cli_create_list_revoke(anon_api, limits):
     assert key not in (stored.key_hash, stored.key_id) and len(stored.key_hash) == 64
     listed = cli("list", "--tenant", "cli-tenant").stdout
     assert stored.key_id in listed and "active" in listed and key not in listed
+    rows = json.loads(cli("list", "--tenant", "cli-tenant", "--format", "json").stdout)
+    assert [(r["id"], r["state"], r["revoked_at"]) for r in rows] == [
+        (stored.key_id, "active", None)
+    ]
 
     secret = cli("webhook-secret", "--tenant", "cli-tenant").stdout.strip()
     with new_session() as s:

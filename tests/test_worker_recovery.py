@@ -241,7 +241,7 @@ def test_duplicate_messages_with_claim_ahead_off_never_run_a_unit_twice(
         # both pool processes must have their model loaded, or the idle one takes the
         # duplicate only after the unit is done
         deadline = time.monotonic() + 120
-        while not all("loaded summarize model" in w.log for w in workers):
+        while not all("(summarize) model" in w.log for w in workers):
             assert time.monotonic() < deadline, "a worker never loaded its model"
             time.sleep(0.2)
         job_id = _submit(api, _docs(4))

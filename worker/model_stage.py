@@ -231,6 +231,10 @@ def _run_model(
         computed.rows.append(row(doc_id, text, ResultStatus.succeeded, out))
         computed.chunks += len(chunks)
         computed.tokens += sum(c.tokens for c in chunks)
+        usage = out.data.get("usage") if isinstance(out.data, dict) else None
+        if isinstance(usage, dict):  # generate: prompt and completion tokens per document
+            computed.generated_tokens += int(usage.get("completion_tokens") or 0)
+    computed.model = next((str(r["model_id"]) for r in computed.rows if r.get("model_id")), "")
     return computed
 
 
@@ -281,9 +285,8 @@ def overlaps(handler: Handler, settings: Settings) -> bool:
     waits on the device and the threads fill that time. On the CPU the model's threads
     already hold every core and the threads only take cores and the GIL from it: a
     Python-bound ``generate`` (small models) waits up to the GIL's switch interval each
-    time it takes the GIL back (1.5 s of tiny-Marian generation took 17 s beside a thread
-    tokenizing non-stop). Measured through the whole path on 2 cores, inline gives the
-    same wall clock and 2-17 % less model time (``bench.run --only task_paths``)."""
+    time it takes the GIL back. The figures: BENCHMARKS.md, "Measurements behind the code"
+    (``bench.run --only task_paths``)."""
     if settings.worker_overlap != "auto":
         return settings.worker_overlap == "threads"
     return not handler.device.startswith("cpu")

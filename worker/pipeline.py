@@ -5,7 +5,7 @@ writes and closes it (one transaction per unit, as always) on a thread of its ow
 once in the caller's thread (``threaded=False``), and then lets the unit go; the claim of
 the next unit runs on a ``ThreadPoolExecutor`` or on ``Inline``. The design and the
 reasons (why claim ahead in Postgres rather than prefetch Celery messages, what happens
-when a worker dies mid-chain) are in docs/unit-lifecycle.md.
+when a worker dies mid-chain) are in docs/concepts/unit-lifecycle.md.
 """
 
 from __future__ import annotations

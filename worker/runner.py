@@ -39,7 +39,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Generic
 
-from docbatch.domain import dispatch, ledger
+from docbatch.domain import accounting, dispatch, ledger
 from docbatch.domain.outbox import unit_of_work
 from docbatch.domain.retry import RetryPolicy, describe, is_transient
 from docbatch.domain.waiting import UnitLimits
@@ -159,8 +159,10 @@ class UnitRunner(Generic[W, C]):
                 return True
             return cancelled()
 
+        started = time.perf_counter()
         with self.logged(held):
             computed = self.stage.compute(held.work, should_stop)
+        computed.model_seconds = time.perf_counter() - started  # usage: the worker's own time
         holder.holdings.limit(held.unit_id, None)
         if interrupted and computed.cancelled:
             self.interrupted.add(held.unit_id)
@@ -229,8 +231,13 @@ class UnitRunner(Generic[W, C]):
                 tokens=computed.tokens,
                 limits=self.limits,
             )
+            tally = computed.tally()
+            documents, reused = accounting.record(s, unit, job, tally)  # in the close: once
             if ledger.finalize_job_if_done(s, job):
                 worker_metrics.job_finished(job.status, job.created_at)
+            tenant = job.tenant if self.settings.metrics_tenants else "all"
+            task = unit.task
+        worker_metrics.used(tenant, task, tally.model, documents, reused, tally)
         return Verdict(state.value)
 
     def _fail(self, held: Held[W], reason: str) -> Verdict:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy.exc import IntegrityError
-from starlette.background import BackgroundTask
 
 from docbatch.api import metrics as api_metrics
 from docbatch.api.deps import SessionDep, SettingsDep, TenantDep
@@ -30,7 +27,7 @@ from docbatch.api.ingest import (
     spool_body,
 )
 from docbatch.domain import deletion, jobs
-from docbatch.domain.export import write_parquet
+from docbatch.domain.export import iter_parquet
 from docbatch.domain.outbox import unit_of_work
 from docbatch.domain.polling import poll_job_json
 from docbatch.domain.results import iter_result_pages
@@ -191,32 +188,20 @@ def get_results(
     settings: SettingsDep,
     format: Annotated[str, Query(pattern="^(ndjson|parquet)$")] = "ndjson",
     vectors: Annotated[str, Query(pattern="^(floats|base64)$")] = "floats",
-) -> StreamingResponse | FileResponse:
+) -> StreamingResponse:
     """NDJSON, one line per document in submission order; readable while the job runs.
 
     ``?vectors=base64`` sends vectors as base64 float32; ``?format=parquet`` returns a
     Parquet file (see ``docbatch.domain.export``)."""
     tasks = _owned_task_names(tenant, job_id)
     if format == "parquet":
-        return _parquet_response(job_id, tasks, settings.results_page_size)
+        return StreamingResponse(
+            iter_parquet(job_id, tasks, settings.results_page_size, settings),
+            media_type="application/vnd.apache.parquet",
+            headers={"content-disposition": f'attachment; filename="{job_id}.parquet"'},
+        )
     pages = iter_result_pages(job_id, tasks, page_size=settings.results_page_size, vectors=vectors)
     return StreamingResponse(_ndjson(pages), media_type="application/x-ndjson")
-
-
-def _parquet_response(job_id: str, tasks: list[str], page_size: int) -> FileResponse:
-    fd, path = tempfile.mkstemp(prefix=f"docbatch-{job_id}-", suffix=".parquet")
-    os.close(fd)
-    try:
-        write_parquet(job_id, tasks, path, page_size=page_size)
-    except BaseException:
-        os.unlink(path)
-        raise
-    return FileResponse(
-        path,
-        media_type="application/vnd.apache.parquet",
-        filename=f"{job_id}.parquet",
-        background=BackgroundTask(os.unlink, path),
-    )
 
 
 @router.get("/{job_id}/errors")

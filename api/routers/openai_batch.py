@@ -88,6 +88,9 @@ async def create_file(request: Request, tenant: TenantDep, settings: SettingsDep
     purpose = form.get("purpose")
     if not isinstance(purpose, str):
         raise BatchApiError(400, "purpose is required ('batch')", param="purpose")
+    expires = files.expires_after(
+        form.get("expires_after[anchor]"), form.get("expires_after[seconds]")
+    )
 
     def store() -> dict[str, Any]:
         upload.file.seek(0)
@@ -99,6 +102,7 @@ async def create_file(request: Request, tenant: TenantDep, settings: SettingsDep
                 filename=upload.filename or "upload.jsonl",
                 purpose=purpose,
                 stream=upload.file,
+                expires_after_seconds=expires,
             )
             return render.file_object(stored)
 
@@ -206,18 +210,7 @@ def _create_batch(tenant: str, settings: Settings, request: BatchCreate) -> str:
         return batch.id
 
 
-_BATCH_CREATE_SCHEMA = BatchCreate.model_json_schema(ref_template="#/components/schemas/{model}")
-
-
-@router.post(
-    "/batches",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": _BATCH_CREATE_SCHEMA}},
-        }
-    },
-)
+@router.post("/batches")  # its body's schema is BatchCreate (api/openapi.py)
 async def create_batch(request: Request, tenant: TenantDep, settings: SettingsDep) -> JSONResponse:
     """Create a batch (``BatchCreate``): a field of the wrong shape is a 422 naming it, an
     endpoint this deployment does not serve or an input file that is not ``purpose=batch``
@@ -232,15 +225,30 @@ async def create_batch(request: Request, tenant: TenantDep, settings: SettingsDe
     return JSONResponse(await run_in_threadpool(_read_batch, tenant, batch_id, settings))
 
 
-def _read_batch(tenant: str, batch_id: str, settings: Settings) -> dict[str, Any]:
+def _read_batch(
+    tenant: str, batch_id: str, settings: Settings, partial_files: bool = False
+) -> dict[str, Any]:
     # A read only reads: the beat's batch tick finalizes and expires (worker/batches.py).
     with new_session(settings) as s:
-        return batches.describe(s, batches.owned_batch(s, tenant, batch_id))
+        batch = batches.owned_batch(s, tenant, batch_id)
+        return batches.describe(s, batch, partial_files=partial_files)
+
+
+# docbatch's own opt-in (``extra_query={"partial_files": "true"}`` in the openai client).
+PartialFiles = Annotated[
+    bool,
+    Query(
+        description="docbatch only: show the output and error file ids while the batch runs "
+        "(their content is the requests done so far); OpenAI sets them when it has ended"
+    ),
+]
 
 
 @router.get("/batches/{batch_id}")
-def get_batch(batch_id: str, tenant: TenantDep, settings: SettingsDep) -> dict[str, Any]:
-    return _read_batch(tenant, batch_id, settings)
+def get_batch(
+    batch_id: str, tenant: TenantDep, settings: SettingsDep, partial_files: PartialFiles = False
+) -> dict[str, Any]:
+    return _read_batch(tenant, batch_id, settings, partial_files)
 
 
 @router.post("/batches/{batch_id}/cancel")
@@ -262,6 +270,7 @@ def list_batches(
     tenant: TenantDep,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    partial_files: PartialFiles = False,
 ) -> dict[str, Any]:
     query = select(Batch).where(Batch.tenant == tenant)
     key = (Batch.created_at, Batch.id)
@@ -270,7 +279,8 @@ def list_batches(
         if anchor is not None and anchor.tenant == tenant:
             query = query.where(_beyond(key, (anchor.created_at, anchor.id), "desc"))
     found = session.scalars(query.order_by(*(k.desc() for k in key)).limit(limit + 1)).all()
-    return _page([batches.describe(session, b) for b in found[:limit]], len(found) > limit)
+    page = [batches.describe(session, b, partial_files=partial_files) for b in found[:limit]]
+    return _page(page, len(found) > limit)
 
 
 # -- models ----------------------------------------------------------------------------

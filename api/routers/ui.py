@@ -9,6 +9,7 @@ Bearer`` on every request, the same way any other client does.
 from __future__ import annotations
 
 import html
+import json
 from functools import cache
 from pathlib import Path
 
@@ -16,7 +17,12 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from docbatch.schema.tables import EXTRACT
+from docbatch.schema.tasks import EXTRACT_COLOR, TASK_KINDS
+
 UI = Path(__file__).resolve().parents[1] / "ui"
+# Each task's colour (schema/tasks.py), read by app.js from the page's <body>.
+TASK_COLORS = json.dumps({**{t: k.color for t, k in TASK_KINDS.items()}, EXTRACT: EXTRACT_COLOR})
 router = APIRouter(prefix="/ui", tags=["ui"], include_in_schema=False)
 
 
@@ -30,6 +36,7 @@ def _render(name: str, title: str, **values: str) -> HTMLResponse:
     for key, value in values.items():
         body = body.replace("{{" + key + "}}", html.escape(value, quote=True))
     layout = _page("layout.html").replace("{{title}}", html.escape(title))
+    layout = layout.replace("{{task_colors}}", html.escape(TASK_COLORS, quote=True))
     return HTMLResponse(layout.replace("{{body}}", body))
 
 

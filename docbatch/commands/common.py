@@ -14,8 +14,9 @@ from typing import Any
 
 from docbatch.exitcodes import EPILOG
 from docbatch.schema.errors import DocbatchError
+from docbatch.schema.tasks import TASKS
 
-TASK_NAMES = "summarize, tags, translate, embed, classify, entities, ask, generate"
+TASK_NAMES = ", ".join(TASKS)
 
 
 class UsageError(DocbatchError):

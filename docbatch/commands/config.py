@@ -25,6 +25,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.name:
         wanted = args.name.upper()
         rows = [r for r in rows if wanted in r["variable"]]
+    if not rows and args.format == "table":
+        print("every setting is at its default", file=sys.stderr)
+        return exitcodes.OK
     emit(rows, args.format, columns=["variable", "value", "source"])
     return exitcodes.OK
 

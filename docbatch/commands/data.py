@@ -23,6 +23,13 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_usage(args: argparse.Namespace) -> int:
+    from docbatch.commands.common import client
+
+    print(json.dumps(client(args).storage_usage(), indent=2))
+    return 0
+
+
 def _yes_no(value: str) -> bool:
     if value.lower() in ("yes", "true", "1"):
         return True
@@ -66,7 +73,7 @@ def register(sub: Any) -> None:
     sp = command(
         sub,
         "tenants",
-        "a tenant's data lifecycle settings",
+        "a tenant's data lifecycle settings, fair-share weight and quotas",
         ["docbatch tenants set-retention acme --days 30 --keep-originals no"],
         client=False,
     )
@@ -92,3 +99,6 @@ def register(sub: Any) -> None:
         help="the default of a job's keep_originals",
     )
     tp.set_defaults(func=cmd_set_retention)
+    from docbatch.commands import tenants
+
+    tenants.register(tsub)

@@ -95,6 +95,8 @@ def cmd_results(args: argparse.Namespace) -> int:
     fmt = args.format
     if fmt is None:
         fmt = "parquet" if args.output.endswith(".parquet") else "ndjson"
+    if fmt == "parquet" and args.errors:
+        raise UsageError("--errors gives NDJSON only; leave out --format parquet")
     if fmt == "parquet" and args.output == "-" and sys.stdout.isatty():
         raise UsageError("Parquet is binary: give -o FILE.parquet")
     chunks = client(args).results(args.job, errors_only=args.errors, format=fmt)

@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 from docbatch.commands.common import command
+from docbatch.output import add_format
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -48,6 +49,7 @@ def register(sub: Any) -> None:
         keys, "list", "list keys (ids only)", ["docbatch keys list --tenant acme"], client=False
     )
     kp.add_argument("--tenant", help="only this tenant's keys")
+    add_format(kp)
     kp = command(
         keys,
         "webhook-secret",

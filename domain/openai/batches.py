@@ -19,7 +19,7 @@ from docbatch.domain.openai.convert import (
     supported_endpoints,
 )
 from docbatch.domain.openai.files import owned_file
-from docbatch.schema.errors import BatchApiError, InputError, NotFound
+from docbatch.schema.errors import BatchApiError, InputError, NotFound, QuotaExceeded
 from docbatch.schema.models import BatchCreate
 from docbatch.schema.settings import Settings
 from docbatch.schema.tables import (
@@ -85,6 +85,9 @@ def create_batch(
         line_errors=[],
         total=0,
         multi_input=False,
+        output_expires_after=(
+            request.output_expires_after.seconds if request.output_expires_after else None
+        ),
     )
     session.add(batch)
     session.flush()
@@ -116,6 +119,11 @@ def create_batch(
         new = None
         lines.url_errors = []
         batch.errors = [{"code": "too_many_requests", "line": exc.line, "message": exc.message}]
+    except QuotaExceeded as exc:
+        # As OpenAI fails a batch over the enqueued-token limit: the batch is ``failed``.
+        new = None
+        lines.url_errors = []
+        batch.errors = [{"code": "token_limit_exceeded", "line": None, "message": str(exc)}]
     except InputError as exc:
         if exc.field != "documents":
             raise BatchApiError(400, str(exc), param="input_file_id") from None
@@ -187,8 +195,8 @@ def request_counts(session: Session, batch: Batch) -> render.Counts:
 def status_of(batch: Batch, job: Job | None) -> str:
     if batch.errors:
         return "failed"
-    if job is None:
-        return "completed"
+    if job is None:  # its job was deleted (DELETE /v1/jobs/{id}, retention): expired
+        return "expired" if batch.expired_at is not None else "completed"
     job_status = JobStatus(job.status)
     if not job_status.terminal:
         return "cancelling" if job_status is JobStatus.cancelling else "in_progress"
@@ -257,10 +265,46 @@ def finalize(session: Session, settings: Settings, batch: Batch) -> None:
                 blobs.write(session, oid, offset, block)
                 offset += len(block)
             f.blob_oid, f.bytes = oid, offset
+            if batch.output_expires_after:  # OpenAI's output_expires_after (created_at)
+                f.expires_at = f.created_at + dt.timedelta(seconds=batch.output_expires_after)
+    batch.usage = usage(session, batch)
     batch.finalized_at = utcnow()
 
 
-def describe(session: Session, batch: Batch) -> dict[str, Any]:
-    """The batch as OpenAI's Batch object."""
+def usage(session: Session, batch: Batch) -> dict[str, Any]:
+    """OpenAI's ``batch.usage``: chat and text completions add up their lines' ``usage``
+    (one statement over the job's results); other tasks count the tokens their model read
+    (the job's counter), and write none."""
+    input_tokens = output_tokens = 0
+    if batch.job_id is not None and batch.task == "generate":
+        prompt = Result.output[("usage", "prompt_tokens")].as_integer()
+        completion = Result.output[("usage", "completion_tokens")].as_integer()
+        input_tokens, output_tokens = session.execute(
+            select(func.coalesce(func.sum(prompt), 0), func.coalesce(func.sum(completion), 0))
+            .where(Result.job_id == batch.job_id, Result.task == batch.task)
+            .where(Result.status == "succeeded")
+        ).one()
+    elif batch.job_id is not None:
+        row = session.get(JobTask, (batch.job_id, batch.task))
+        input_tokens = row.tokens if row is not None else 0
+    return {
+        "input_tokens": int(input_tokens),
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": int(output_tokens),
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": int(input_tokens) + int(output_tokens),
+    }
+
+
+def describe(session: Session, batch: Batch, *, partial_files: bool = False) -> dict[str, Any]:
+    """The batch as OpenAI's Batch object. Its output and error file ids are set once it
+    has ended, as OpenAI sets them; ``partial_files`` shows them while it runs (their
+    content is then the requests done so far)."""
     job = session.get(Job, batch.job_id) if batch.job_id else None
-    return render.batch_object(batch, job, status_of(batch, job), request_counts(session, batch))
+    return render.batch_object(
+        batch,
+        job,
+        status_of(batch, job),
+        request_counts(session, batch),
+        partial_files=partial_files,
+    )

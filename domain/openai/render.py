@@ -19,6 +19,8 @@ from docbatch.schema.db import new_session
 from docbatch.schema.settings import Settings
 from docbatch.schema.tables import Batch, Document, Job, Result, StoredFile
 
+ENDED = frozenset({"completed", "cancelled", "expired"})
+
 
 @dataclass
 class Counts:
@@ -47,14 +49,18 @@ def file_object(f: StoredFile) -> dict[str, Any]:
         "filename": f.filename,
         "purpose": f.purpose,
         "status": "processed",
-        "expires_at": None,
+        "expires_at": unix(f.expires_at) if f.expires_at is not None else None,
         "status_details": None,
     }
 
 
-def batch_object(batch: Batch, job: Job | None, status: str, counts: Counts) -> dict[str, Any]:
+def batch_object(
+    batch: Batch, job: Job | None, status: str, counts: Counts, *, partial_files: bool = False
+) -> dict[str, Any]:
     """OpenAI's Batch object for ``batch`` (its job, status and request counts read)."""
     ended = job.finished_at if job is not None else batch.created_at
+    # OpenAI sets the file ids when the batch has ended (scripts poll on them).
+    files = status in ENDED or (partial_files and status != "failed")
     return {
         "id": batch.id,
         "object": "batch",
@@ -64,8 +70,8 @@ def batch_object(batch: Batch, job: Job | None, status: str, counts: Counts) -> 
         "input_file_id": batch.input_file_id,
         "completion_window": batch.completion_window,
         "status": status,
-        "output_file_id": batch.output_file_id if status != "failed" else None,
-        "error_file_id": batch.error_file_id if counts.failed and status != "failed" else None,
+        "output_file_id": batch.output_file_id if files else None,
+        "error_file_id": batch.error_file_id if files and counts.failed else None,
         "created_at": unix(batch.created_at),
         "in_progress_at": unix(batch.created_at) if not batch.errors else None,
         "expires_at": unix(batch.expires_at),
@@ -81,7 +87,7 @@ def batch_object(batch: Batch, job: Job | None, status: str, counts: Counts) -> 
             "failed": counts.failed,
         },
         "metadata": batch.meta,
-        "usage": None,
+        "usage": batch.usage,
         # docbatch's own: the job this batch runs as (GET /v1/jobs/{id} for live counts).
         "docbatch_job_id": batch.job_id,
     }

@@ -23,7 +23,7 @@ Handlers whose chunks need different model settings within one unit (translate:
 one language pair per document) give each chunk a ``group``; the runner batches
 each group on its own and passes the group to ``predict`` as ``params[GROUP_PARAM]``.
 Which model made a result is ``result_model(params, text)``: the result row records
-it and result reuse (schema/reuse.py) looks earlier results up by it, so the two can
+it and result reuse (domain/reuse.py) looks earlier results up by it, so the two can
 never disagree. A handler whose model depends on the job's params overrides
 ``model_for``; one whose model depends on the document (translate: the detected
 language pair) overrides ``result_model``.

@@ -5,9 +5,9 @@ Transformer -> Pooling (mean, CLS or max over the attention mask) -> Normalize. 
 local model folder of exactly that shape, ``PooledEncoder`` does the same computation
 with ``AutoTokenizer`` + ``AutoModel`` (equal to ``SentenceTransformer.encode`` within
 float rounding, tests/test_pooled_encoder.py). The point is start-up: importing
-sentence-transformers pulls in scikit-learn, scipy and torch.distributed and takes about
-9 s on a 2-core CPU box, against about 4 s for transformers and torch; every worker
-start and every ``docbatch run`` paid it before its first unit.
+sentence-transformers pulls in scikit-learn, scipy and torch.distributed, about twice the
+import time of transformers and torch alone (BENCHMARKS.md, "Measurements behind the
+code"); every worker start and every ``docbatch run`` paid it before its first unit.
 
 ``load_plain_encoder`` returns None for any other shape (prompts, lower-casing, other
 pooling modes, extra modules, a hub id): those load through ``SentenceTransformer``.

@@ -4,9 +4,8 @@
 
 const KEY_NAME = "docbatch_api_key";
 const TERMINAL = new Set(["completed", "completed_with_errors", "failed", "cancelled"]);
-const COLORS = {summarize: "#4f7cff", tags: "#18a07a", embed: "#b26bff", translate: "#f0a020",
-                classify: "#e0457b", entities: "#2bb3c0", ask: "#8a6d3b", generate: "#5c6bc0",
-                extract: "#7a869a"};
+// Each task's colour, from the one list of tasks (docbatch/schema/tasks.py) via the page.
+const COLORS = JSON.parse(document.body.dataset.taskColors || "{}");
 // A job with files has an extract stage (files -> text) that runs before its model tasks.
 const EXTRACT = "extract";
 const POLL_MS = 2000;
@@ -68,6 +67,29 @@ function fmtShort(iso) {
   if (!iso) return "–";
   const full = fmtTime(iso);
   return full.slice(0, 10) === new Date().toISOString().slice(0, 10) ? full.slice(11) : full;
+}
+
+function fmtBytes(n) {
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0; n = Number(n || 0);
+  while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
+  return (i ? n.toFixed(1) : n) + " " + units[i];
+}
+
+// The job page's delete button: asks first, then DELETE /v1/jobs/{id} (the rows go in
+// batches; the page shows "deleting" until the job is gone).
+function setupDelete(jobId) {
+  const button = document.getElementById("delete");
+  if (!button) return;
+  button.addEventListener("click", async () => {
+    if (!window.confirm("Delete job " + jobId + " and everything stored for it " +
+        "(documents, results, original files)? A running job is cancelled first. " +
+        "This cannot be undone.")) return;
+    const resp = await fetch("/v1/jobs/" + encodeURIComponent(jobId),
+      {method: "DELETE", headers: authHeaders()});
+    showBanner(resp.ok ? "Deleting " + jobId + "…" : "Delete failed: HTTP " + resp.status);
+    button.disabled = resp.ok;
+  });
 }
 
 function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
@@ -177,6 +199,17 @@ async function renderJob(jobId) {
     ["Docs/s", job.documents_per_second != null ? job.documents_per_second.toFixed(2) : "–"],
     ["Result reuse", job.reuse_results ? "on" : "off"],
   ];
+  // Stored size and expiry (docbatch.domain.usage); a job being deleted shows what is left.
+  const st = await fetch("/v1/jobs/" + encodeURIComponent(jobId) + "/storage", {headers: authHeaders()});
+  if (st.ok) {
+    const s = await st.json();
+    facts.push(["Stored", fmtBytes(s.stored_bytes) + " (" + fmtBytes(s.original_bytes) +
+      " originals, " + fmtBytes(s.extracted_text_bytes) + " text)"]);
+    facts.push(["Expires", s.expires_at ? fmtShort(s.expires_at) : "never"]);
+  }
+  if (job.delete_left) {
+    facts.push(["Left to delete", fmtNum(Object.values(job.delete_left).reduce((a, b) => a + b, 0)) + " rows"]);
+  }
   document.getElementById("job-facts").replaceChildren(...facts.map(([k, v]) =>
     h("div", {class: "fact"}, h("div", {class: "muted small"}, k), h("div", {}, v))));
 
@@ -374,5 +407,6 @@ async function refresh() {
 setupKeyForm();
 if (PAGE.page === "job") {
   document.getElementById("download").addEventListener("click", () => downloadResults(PAGE.jobId));
+  setupDelete(PAGE.jobId);
 }
 refresh();
