@@ -295,6 +295,10 @@ class Settings(BaseSettings):
     # Logs: "text" (the default, for people) or "json" (one object per line with job_id,
     # unit_id, tenant, task and, on the api, request_id: for a log pipeline).
     log_format: Literal["text", "json"] = "text"
+    # OpenTelemetry: spans (submit, unit claim, batch, write) exported over OTLP/HTTP to this
+    # endpoint, e.g. http://otel-collector:4318 (needs `pip install 'docbatch[otel]'`).
+    # Empty (the default): no tracing, nothing imported.
+    otlp_endpoint: str = ""
 
     # CLI client: where `docbatch submit/status/results` send requests.
     api_url: str = "http://127.0.0.1:8000"

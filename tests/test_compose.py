@@ -309,6 +309,32 @@ def test_dockerfiles_install_what_they_run():
 
 
 @pytest.mark.fast
+def test_cpu_override_runs_every_worker_without_a_gpu(config):
+    """docker-compose.cpu.yml: the same services with no NVIDIA reservation (a laptop)."""
+    out = _compose(
+        "-f",
+        str(ROOT / "docker-compose.yml"),
+        "-f",
+        str(ROOT / "docker-compose.cpu.yml"),
+        "config",
+        "--format",
+        "json",
+    )
+    assert out.returncode == 0, out.stderr
+    services = json.loads(out.stdout)["services"]
+    assert set(services) == set(config["services"]) - {"prometheus", "grafana"}
+    for task in TASKS:
+        w = services[f"worker-{task}"]
+        assert "devices" not in json.dumps(w.get("deploy") or {}), task
+        assert w["environment"]["CUDA_VISIBLE_DEVICES"] == ""
+        assert int(w["environment"]["DOCBATCH_TORCH_THREADS"]) >= 1
+        # Everything else is the GPU file's: the same database, broker and queues.
+        gpu_env = config["services"][f"worker-{task}"]["environment"]
+        assert w["environment"]["DOCBATCH_DATABASE_URL"] == gpu_env["DOCBATCH_DATABASE_URL"]
+        assert w["command"] == ["docbatch", "worker", "--task", task]
+
+
+@pytest.mark.fast
 def test_a_named_deployment_is_one_more_compose_service(tmp_path):
     """ops/compose_deployments.py writes a worker service per named deployment from the
     list docbatch reads; Compose accepts it beside docker-compose.yml."""
