@@ -13,7 +13,18 @@ from fastapi.responses import JSONResponse
 
 from docbatch.api import metrics, openapi
 from docbatch.api.logs import RequestLog
-from docbatch.api.routers import admin, health, jobs, openai_batch, schedules, stats, ui, usage
+from docbatch.api.routers import (
+    accounting,
+    admin,
+    health,
+    jobs,
+    openai_batch,
+    schedules,
+    stats,
+    ui,
+    usage,
+)
+from docbatch.domain import tracing
 from docbatch.domain.openai.convert import unmapped_openai_models
 from docbatch.schema.errors import BatchApiError, DocbatchError, InputError, QuotaExceeded
 from docbatch.schema.logs import configure as configure_logs
@@ -33,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The app; reads nothing from the database or the broker until a request comes."""
     settings = settings or get_settings()
     configure_logs(settings.log_format)  # uvicorn's worker processes import only this
+    tracing.setup(settings.otlp_endpoint, "docbatch-api")
     openai_warning = unmapped_openai_models(settings)
 
     @contextlib.asynccontextmanager
@@ -51,8 +63,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai_batch.router)
     app.include_router(schedules.router)
     app.include_router(stats.router)
-    app.include_router(ui.router)
     app.include_router(usage.router)
+    app.include_router(ui.router)
+    app.include_router(accounting.router)
     ui.mount_static(app)
     openapi.install(app)
 

@@ -32,6 +32,7 @@ COMMANDS = [
     "keys",
     "config",
     "data",
+    "usage",
 ]
 
 

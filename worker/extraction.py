@@ -90,6 +90,8 @@ class ExtractStage:
             found=found,
             outcomes=found.outcomes,
             seconds=time.perf_counter() - start,
+            files=len(found.outcomes),
+            pages=sum(_described(ex)[2] for ex in found.outcomes.values()),
         )
 
     def write(

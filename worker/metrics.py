@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from docbatch.domain import tracing
 from docbatch.domain.build import build_info
 
 if TYPE_CHECKING:
@@ -46,6 +47,20 @@ TOKENS_OUT = Counter(
 )
 UNITS = Counter(
     "docbatch_worker_units", "Units processed, by outcome", ["task", "model", "outcome"]
+)
+# Usage (docbatch.domain.accounting), per tenant when DOCBATCH_METRICS_TENANTS > 0 (else the
+# tenant label reads "all"): the same figures as GET /v1/usage, counted once per unit.
+USAGE_LABELS = ["tenant", "task", "model"]
+USAGE_DOCUMENTS = Counter(
+    "docbatch_usage_documents", "Documents computed (not reused), per tenant", USAGE_LABELS
+)
+USAGE_REUSED = Counter(
+    "docbatch_usage_reused_documents", "Documents whose result was reused", USAGE_LABELS
+)
+USAGE_TOKENS_IN = Counter("docbatch_usage_input_tokens", "Input tokens computed", USAGE_LABELS)
+USAGE_TOKENS_OUT = Counter("docbatch_usage_generated_tokens", "Tokens generated", USAGE_LABELS)
+USAGE_SECONDS = Counter(
+    "docbatch_usage_model_seconds", "Seconds of the worker's compute", USAGE_LABELS
 )
 BATCH_ROWS = Histogram(
     "docbatch_worker_batch_size",
@@ -139,7 +154,8 @@ def timed_batch(task: str, model: str, lengths: list[int]) -> Iterator[None]:
     """Time one model call; records only batches that returned (failed ones are split).
     ``model`` is the deployment's name (a task's default: the task's)."""
     start = time.perf_counter()
-    yield
+    with tracing.span("batch", task=task, rows=len(lengths), tokens=max(lengths, default=0)):
+        yield
     MODEL_SECONDS.labels(task, model).observe(time.perf_counter() - start)
     BATCH_ROWS.labels(task, model).observe(len(lengths))
     BATCH_TOKENS.labels(task, model).observe(max(lengths, default=0) * len(lengths))
@@ -286,3 +302,13 @@ def start_server(port: int, attempts: int = 60, gpu: bool = True) -> None:
                 time.sleep(1.0)
 
     threading.Thread(target=bind, name="metrics-bind", daemon=True).start()
+
+
+def used(tenant: str, task: str, model: str, documents: int, reused: int, tally: Any) -> None:
+    """Count a closed unit's usage (after its commit); ``tenant`` "all" unless labelled."""
+    labels = (tenant, task, model)
+    USAGE_DOCUMENTS.labels(*labels).inc(documents)
+    USAGE_REUSED.labels(*labels).inc(reused)
+    USAGE_TOKENS_IN.labels(*labels).inc(tally.input_tokens)
+    USAGE_TOKENS_OUT.labels(*labels).inc(tally.generated_tokens)
+    USAGE_SECONDS.labels(*labels).inc(tally.model_seconds)

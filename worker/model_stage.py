@@ -231,6 +231,10 @@ def _run_model(
         computed.rows.append(row(doc_id, text, ResultStatus.succeeded, out))
         computed.chunks += len(chunks)
         computed.tokens += sum(c.tokens for c in chunks)
+        usage = out.data.get("usage") if isinstance(out.data, dict) else None
+        if isinstance(usage, dict):  # generate: prompt and completion tokens per document
+            computed.generated_tokens += int(usage.get("completion_tokens") or 0)
+    computed.model = next((str(r["model_id"]) for r in computed.rows if r.get("model_id")), "")
     return computed
 
 

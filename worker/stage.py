@@ -37,6 +37,7 @@ from typing import Generic, Protocol, TypeVar
 
 from sqlalchemy.orm import Session
 
+from docbatch.domain.accounting import Tally
 from docbatch.domain.ledger import Claim
 from docbatch.domain.reuse import ResultIdentity
 from docbatch.schema.tables import Job, Unit
@@ -63,6 +64,24 @@ class Computed:
     cancelled: bool = False  # stopped early: the job is being cancelled
     chunks: int = 0
     tokens: int = 0
+    # For usage accounting (docbatch.domain.accounting): the model that computed, tokens it
+    # generated, seconds of compute (set by the runner), files and pages extracted.
+    model: str = ""
+    generated_tokens: int = 0
+    model_seconds: float = 0.0
+    files: int = 0
+    pages: int = 0
+
+    def tally(self) -> Tally:
+        return Tally(
+            model=self.model,
+            input_tokens=self.tokens,
+            generated_tokens=self.generated_tokens,
+            chunks=self.chunks,
+            model_seconds=self.model_seconds,
+            extract_files=self.files,
+            extract_pages=self.pages,
+        )
 
 
 W = TypeVar("W")

@@ -72,15 +72,6 @@ def register(sub: Any) -> None:
 
     sp = command(
         sub,
-        "usage",
-        "what this tenant stores (documents, results, original and extracted bytes, OpenAI "
-        "files) and what retention deletes next",
-        ["docbatch usage"],
-    )
-    sp.set_defaults(func=cmd_usage)
-
-    sp = command(
-        sub,
         "tenants",
         "a tenant's data lifecycle settings, fair-share weight and quotas",
         ["docbatch tenants set-retention acme --days 30 --keep-originals no"],

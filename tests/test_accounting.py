@@ -1,0 +1,93 @@
+"""Usage accounting (docbatch.domain.accounting) with real workers: a worker SIGKILLed in the
+middle of a unit (triggered when the database shows a unit running) leaves usage equal
+to the work done once; reused results count as reused; /v1/usage and `docbatch usage`
+reads it back, a tenant key its own tenant's only."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+from sqlalchemy import select
+
+from docbatch.schema.db import new_session
+from docbatch.schema.tables import Unit, Usage
+from tests.fakeworkers import fake_worker_env
+from tests.fixtures import WorkerProcess, wait_for_job
+from tests.settings_env import override
+
+N_DOCS = 24
+
+
+def _docs() -> list[dict[str, str]]:
+    return [
+        {"custom_id": f"u{i}", "text": f"usage document {i}. It has two sentences."}
+        for i in range(N_DOCS)
+    ]
+
+
+def _usage_rows(job_id: str) -> list[Any]:
+    with new_session() as s:
+        return list(s.execute(select(Usage).where(Usage.job_id == job_id)).scalars())
+
+
+def test_usage_after_a_worker_kill_equals_the_work_done_once(api: Any, private_queues: str) -> None:
+    with override(unit_max_documents="3"):
+        env = fake_worker_env(private_queues, sleep=0.3)
+        worker = WorkerProcess("summarize", env=env, name="usage-kill").wait_ready()
+        try:
+            resp = api.post("/v1/jobs", json={"tasks": ["summarize"], "documents": _docs()})
+            assert resp.status_code == 202, resp.text
+            job_id = resp.json()["id"]
+            deadline = time.monotonic() + 120
+            while True:  # one unit done and one running: kill mid-unit
+                with new_session() as s:
+                    states = list(s.scalars(select(Unit.state).where(Unit.job_id == job_id)))
+                if states.count("done") >= 1 and "running" in states:
+                    break
+                assert time.monotonic() < deadline, states
+                time.sleep(0.05)
+            for child in worker.children():
+                os.kill(child, signal.SIGKILL)
+            job = wait_for_job(api, job_id, timeout=240)
+            # The same documents again, reusing the results: counted as reused.
+            again = api.post(
+                "/v1/jobs",
+                json={"tasks": ["summarize"], "documents": _docs(), "reuse_results": True},
+            )
+            assert again.status_code == 202, again.text
+            reused_job = wait_for_job(api, again.json()["id"], timeout=240)
+        finally:
+            worker.stop()
+    assert job["status"] == "completed", job
+    with new_session() as s:
+        units = dict(s.execute(select(Unit.id, Unit.attempts).where(Unit.job_id == job_id)).all())
+    assert max(units.values()) >= 2, units  # a unit really ran twice
+    rows = _usage_rows(job_id)
+    assert sorted(r.unit_id for r in rows) == sorted(units)  # one row per unit, no more
+    assert sum(r.documents for r in rows) == N_DOCS  # each document counted once
+    assert sum(r.reused_documents for r in rows) == 0
+    assert sum(r.input_tokens for r in rows) == job["counts"]["summarize"]["tokens"]
+    assert sum(r.chunks for r in rows) == job["counts"]["summarize"]["chunks"]
+    assert all(r.model_seconds > 0 and r.tenant == "default" for r in rows)
+    assert {r.model for r in rows} != {""}
+
+    assert reused_job["status"] == "completed", reused_job
+    reused = _usage_rows(reused_job["id"])
+    assert sum(r.reused_documents for r in reused) == N_DOCS
+    assert sum(r.documents for r in reused) == 0
+
+    by_task = api.get("/v1/usage", params={"group_by": "task"}).json()["data"]
+    (summ,) = [r for r in by_task if r["task"] == "summarize"]
+    assert summ["tenant"] == "default" and summ["documents"] >= N_DOCS
+    assert summ["reused_documents"] >= N_DOCS
+    by_day = api.get("/v1/usage", params={"group_by": "day", "start": "2000-01-01"}).json()
+    assert {r["tenant"] for r in by_day["data"]} == {"default"}  # only its own
+
+
+def test_usage_needs_a_key_and_a_tenant_sees_only_its_own(api: Any, anon_api: Any) -> None:
+    assert anon_api.get("/v1/usage").status_code == 401
+    other = api.get("/v1/usage", params={"tenant": "someone-else"})
+    assert other.status_code == 422 and "own usage" in other.text
