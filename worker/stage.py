@@ -37,9 +37,9 @@ from typing import Generic, Protocol, TypeVar
 
 from sqlalchemy.orm import Session
 
+from docbatch.domain.accounting import Tally
 from docbatch.domain.ledger import Claim
 from docbatch.domain.reuse import ResultIdentity
-from docbatch.domain.accounting import Tally
 from docbatch.schema.tables import Job, Unit
 
 ShouldStop = Callable[[], bool]
