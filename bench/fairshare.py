@@ -126,7 +126,7 @@ def run(bench: Any, row: Any) -> None:
         big = _submit(tenant_a, _docs("a", args.fair_docs))
         while _done(tenant_a, big) < 200:  # A in full flight
             time.sleep(0.1)
-        window = max(4.0, 3 * idle)
+        window = max(args.fair_window, 3 * idle)
         before = _rate(tenant_a, big, window)
         # A's rate over a window of the same length that starts when B is submitted.
         done_at_b, started = _done(tenant_a, big), time.monotonic()
@@ -161,6 +161,9 @@ def run(bench: Any, row: Any) -> None:
             "c": _submit(heavy, _docs("c", n, seed=4)),
             "d": _submit(light, _docs("d", n, seed=5)),
         }
+        # Once both are running (A's cancel sweep, on the same worker, is over).
+        while min(_tokens_done(jobs).values()) == 0:
+            time.sleep(0.2)
         start_tokens = _tokens_done(jobs)
         time.sleep(args.fair_window)
         end_tokens = _tokens_done(jobs)
