@@ -24,6 +24,7 @@ from docbatch.api.routers import (
     ui,
     usage,
 )
+from docbatch.domain import tracing
 from docbatch.domain.openai.convert import unmapped_openai_models
 from docbatch.schema.errors import BatchApiError, DocbatchError, InputError, QuotaExceeded
 from docbatch.schema.logs import configure as configure_logs
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The app; reads nothing from the database or the broker until a request comes."""
     settings = settings or get_settings()
     configure_logs(settings.log_format)  # uvicorn's worker processes import only this
+    tracing.setup(settings.otlp_endpoint, "docbatch-api")
     openai_warning = unmapped_openai_models(settings)
 
     @contextlib.asynccontextmanager

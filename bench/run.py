@@ -488,6 +488,11 @@ class Bench:
         path, _ = generate_corpus(self.tmp / "generated.jsonl", self.args.docs)
         openai_batch.run(self, row, path)
 
+    def lifecycle(self) -> None:
+        from bench import lifecycle
+
+        lifecycle.run(self.env, row, self.args.docs)
+
     # -- export alone, on a job written by SQL ---------------------------------------------
     def export(self) -> None:
         from bench.export import measure
@@ -751,6 +756,7 @@ FIGURES: dict[str, Callable[[Bench], None]] = {
     "extract": Bench.extract,
     "extract_folder": Bench.extract_folder,
     "fairshare": Bench.fairshare,
+    "lifecycle": Bench.lifecycle,
 }
 
 

@@ -25,12 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from docbatch.domain import jobs, ledger, originals
 from docbatch.domain.outbox import outbox
 from docbatch.schema.settings import Settings
+from docbatch.schema.tables import Batch as OpenAIBatch
 from docbatch.schema.tables import (
     Document,
     DocumentFile,
@@ -134,6 +135,12 @@ def delete_batch(session: Session, job_id: str, max_rows: int) -> Batch | None:
             return Batch(name, len(ids), unlinked)
         left[name] = 0
     _deleted_webhook(session, job)
+    # A batch whose job is deleted reads ``expired`` (its files stay until deleted).
+    session.execute(
+        update(OpenAIBatch)
+        .where(OpenAIBatch.job_id == job_id, OpenAIBatch.expired_at.is_(None))
+        .values(expired_at=utcnow(), finalized_at=func.coalesce(OpenAIBatch.finalized_at, utcnow()))
+    )
     session.execute(delete(Job).where(Job.id == job_id))
     return Batch(None, 1)
 

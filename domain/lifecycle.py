@@ -9,6 +9,9 @@ on demand by ``docbatch gc``. One pass:
   capped by its tenant's, else the tenant's, else DOCBATCH_RETENTION_DAYS; 0 keeps
   forever) is marked deleting and its delete sent; a ``job.deleted`` webhook follows
   when its rows are gone;
+- **expired OpenAI files**: a ``/v1/files`` file past its ``expires_at`` (``expires_after``
+  on upload, a batch's ``output_expires_after``) is deleted with its bytes, unless a
+  running batch still uses it (then at the next pass after it ends);
 - **orphaned blobs**: a large object (on SQLite, a ``blobs`` row) that no row names;
   every path that stores or drops one does it in the transaction that adds or removes
   the row naming it, so this finds only what something outside docbatch's code left
@@ -46,6 +49,7 @@ class Report:
 
     deletes_resumed: list[str] = field(default_factory=list)
     expired_jobs: list[str] = field(default_factory=list)
+    expired_files: list[str] = field(default_factory=list)
     rows_deleted: int = 0
     orphaned_blobs: int = 0
     orphaned_originals: int = 0
@@ -113,6 +117,24 @@ def expire_jobs(session: Session, settings: Settings, report: Report) -> list[st
         )
     report.expired_jobs.extend(found)
     return found
+
+
+def expire_files(session: Session, report: Report, limit: int = ORPHAN_BATCH) -> None:
+    """Delete the OpenAI files past their ``expires_at`` (not one a running batch uses)."""
+    from docbatch.domain.openai.files import in_use_by
+
+    found = session.scalars(
+        select(StoredFile)
+        .where(StoredFile.expires_at.is_not(None), StoredFile.expires_at < utcnow())
+        .order_by(StoredFile.expires_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    gone = [f for f in found if in_use_by(session, f.id) is None]
+    blobs.delete_many(session, [int(f.blob_oid) for f in gone if f.blob_oid is not None])
+    for f in gone:
+        session.delete(f)
+        report.expired_files.append(f.id)
 
 
 def send_deletes(session: Session, job_ids: list[str]) -> None:

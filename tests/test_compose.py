@@ -306,3 +306,62 @@ def test_dockerfiles_install_what_they_run():
     assert "rm -rf /var/lib/apt/lists/*" in apt
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "tests"} <= set(ignored)
+
+
+@pytest.mark.fast
+def test_cpu_override_runs_every_worker_without_a_gpu(config):
+    """docker-compose.cpu.yml: the same services with no NVIDIA reservation (a laptop)."""
+    out = _compose(
+        "-f",
+        str(ROOT / "docker-compose.yml"),
+        "-f",
+        str(ROOT / "docker-compose.cpu.yml"),
+        "config",
+        "--format",
+        "json",
+    )
+    assert out.returncode == 0, out.stderr
+    services = json.loads(out.stdout)["services"]
+    assert set(services) == set(config["services"]) - {"prometheus", "grafana"}
+    for task in TASKS:
+        w = services[f"worker-{task}"]
+        assert "devices" not in json.dumps(w.get("deploy") or {}), task
+        assert w["environment"]["CUDA_VISIBLE_DEVICES"] == ""
+        assert int(w["environment"]["DOCBATCH_TORCH_THREADS"]) >= 1
+        # Everything else is the GPU file's: the same database, broker and queues.
+        gpu_env = config["services"][f"worker-{task}"]["environment"]
+        assert w["environment"]["DOCBATCH_DATABASE_URL"] == gpu_env["DOCBATCH_DATABASE_URL"]
+        assert w["command"] == ["docbatch", "worker", "--task", task]
+
+
+@pytest.mark.fast
+def test_a_named_deployment_is_one_more_compose_service(tmp_path):
+    """ops/compose_deployments.py writes a worker service per named deployment from the
+    list docbatch reads; Compose accepts it beside docker-compose.yml."""
+    listed = tmp_path / "deployments.yaml"
+    listed.write_text(
+        "deployments:\n"
+        "  - {name: embed, task: embed}\n"  # a task's default: no new service
+        "  - {name: e5, task: embed, model: /models/e5-small}\n"
+        "  - {name: sentiment, task: classify, model: /models/sst2}\n"
+    )
+    gen = subprocess.run(
+        [sys.executable, str(ROOT / "ops" / "compose_deployments.py"), str(listed)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    override = tmp_path / "docker-compose.override.yml"
+    override.write_text(gen.stdout)
+    out = _compose(
+        "-f", str(ROOT / "docker-compose.yml"), "-f", str(override), "config", "--format", "json"
+    )
+    assert out.returncode == 0, out.stderr
+    services = json.loads(out.stdout)["services"]
+    assert "worker-embed-e5" not in services and "worker-e5" in services
+    e5, sentiment = services["worker-e5"], services["worker-sentiment"]
+    assert e5["command"] == ["docbatch", "worker", "--deployment", "e5"]
+    assert sentiment["command"] == ["docbatch", "worker", "--deployment", "sentiment"]
+    # The task's worker service underneath: its image and settings.
+    assert e5["image"] == services["worker-embed"]["image"]
+    assert e5["environment"]["DOCBATCH_WORKER_METRICS_PORT"] == "9100"

@@ -591,16 +591,17 @@ def test_concurrent_ticks_and_reads_finalize_once(idle_api):
 
 
 def test_deleting_a_running_batchs_files_never_breaks_it(idle_api):
-    """Item 11: the output and error files deleted while the batch runs: reads, the list
-    and cancel still answer, and the batch still ends."""
+    """Item 11, and issue 21: a running batch's input, output and error files are refused
+    (409 naming the batch); once it ended they can go, and reads still answer."""
     client = _client(idle_api, tenant=f"t{secrets.token_hex(3)}")
     f = client.files.create(file=("r.jsonl", _jsonl(_summarize_lines(5))), purpose="batch")
     batch = client.batches.create(
         input_file_id=f.id, endpoint="/v1/docbatch/summarize", completion_window="24h"
     )
     output_id, error_id = _file_ids(batch.id)
-    assert client.files.delete(output_id).deleted
-    assert client.files.delete(error_id).deleted
+    for file_id in (f.id, output_id, error_id):
+        with pytest.raises(openai.ConflictError, match=batch.id):
+            client.files.delete(file_id)
     assert client.batches.retrieve(batch.id).status == "in_progress"
     assert [b.id for b in client.batches.list()] == [batch.id]
     assert client.batches.cancel(batch.id).status in ("cancelling", "finalizing", "cancelled")
@@ -608,6 +609,7 @@ def test_deleting_a_running_batchs_files_never_breaks_it(idle_api):
     assert done.status == "cancelled"
     assert (done.request_counts.total, done.request_counts.failed) == (5, 5)
     assert client.batches.list().data[0].status == "cancelled"
+    assert client.files.delete(error_id).deleted
     with pytest.raises(openai.NotFoundError):
         client.files.content(error_id)
 

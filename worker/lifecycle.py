@@ -29,6 +29,8 @@ def lifecycle_pass(settings: Settings, *, inline: bool = False) -> lifecycle.Rep
     for job_id in resumed if inline else []:
         report.rows_deleted += delete_job(job_id, settings)
     with unit_of_work(settings) as s:
+        lifecycle.expire_files(s, report)
+    with unit_of_work(settings) as s:
         lifecycle.fix_originals(s, report)
     with unit_of_work(settings) as s:
         lifecycle.remove_orphaned_blobs(s, report)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from docbatch.domain import tracing
 from docbatch.domain.build import build_info
 
 if TYPE_CHECKING:
@@ -153,7 +154,8 @@ def timed_batch(task: str, model: str, lengths: list[int]) -> Iterator[None]:
     """Time one model call; records only batches that returned (failed ones are split).
     ``model`` is the deployment's name (a task's default: the task's)."""
     start = time.perf_counter()
-    yield
+    with tracing.span("batch", task=task, rows=len(lengths), tokens=max(lengths, default=0)):
+        yield
     MODEL_SECONDS.labels(task, model).observe(time.perf_counter() - start)
     BATCH_ROWS.labels(task, model).observe(len(lengths))
     BATCH_TOKENS.labels(task, model).observe(max(lengths, default=0) * len(lengths))

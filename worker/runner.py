@@ -39,7 +39,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Generic
 
-from docbatch.domain import accounting, dispatch, ledger
+from docbatch.domain import accounting, dispatch, ledger, tracing
 from docbatch.domain.outbox import unit_of_work
 from docbatch.domain.retry import RetryPolicy, describe, is_transient
 from docbatch.domain.waiting import UnitLimits
@@ -105,8 +105,16 @@ class UnitRunner(Generic[W, C]):
 
     def claim(self, holder: Holder, unit_id: int) -> Held[W] | Verdict:
         """Take the unit and prepare it; the lease stays held while it is ours."""
-        with log_context(unit_id=unit_id):
-            return self._claim(holder, unit_id)
+        with log_context(unit_id=unit_id), tracing.span("unit.claim", unit_id=unit_id) as sp:
+            claimed = self._claim(holder, unit_id)
+            held = claimed if isinstance(claimed, Held) else None
+            tracing.annotate(
+                sp,
+                task=self.stage.task,
+                job_id=held.job_id if held else None,
+                verdict=None if held else str(claimed),
+            )
+            return claimed
 
     def _claim(self, holder: Holder, unit_id: int) -> Held[W] | Verdict:
         if not holder.acquire(unit_id):
@@ -160,7 +168,10 @@ class UnitRunner(Generic[W, C]):
             return cancelled()
 
         started = time.perf_counter()
-        with self.logged(held):
+        with (
+            self.logged(held),
+            tracing.span("unit.compute", job_id=held.job_id, unit_id=held.unit_id),
+        ):
             computed = self.stage.compute(held.work, should_stop)
         computed.model_seconds = time.perf_counter() - started  # usage: the worker's own time
         holder.holdings.limit(held.unit_id, None)
@@ -176,8 +187,12 @@ class UnitRunner(Generic[W, C]):
         """Write the unit's rows and close it in one transaction, then let it go."""
         verdict: Verdict | None = None
         try:
-            with self.logged(held):
+            with (
+                self.logged(held),
+                tracing.span("unit.write", job_id=held.job_id, unit_id=held.unit_id) as sp,
+            ):
                 verdict = self._write_and_close(held, computed)
+                tracing.annotate(sp, verdict=verdict.value)
                 log.info("unit %s of job %s: %s", held.unit_id, held.job_id, verdict.value)
         except Exception as exc:
             if is_transient(exc):  # queued again, attempt refunded: the task retries

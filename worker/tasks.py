@@ -16,6 +16,7 @@ from celery.signals import worker_process_init, worker_ready, worker_shutting_do
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from docbatch.domain import tracing
 from docbatch.domain.broker import (
     BATCH_TICK_TASK,
     CANCEL_TASK,
@@ -101,6 +102,7 @@ def _load_stage(**_: Any) -> None:
     shutdown.reset()  # a new pool child
     settings = get_settings()
     bind_process(task=settings.worker_task)  # on every log line of this process
+    tracing.setup(settings.otlp_endpoint, f"docbatch-worker-{settings.worker_task or 'main'}")
     if load_stage(settings) is not None:
         _warm_up(settings)
         mark_ready(settings)

@@ -26,7 +26,7 @@ from docbatch.api.ingest import (
     request_digest,
     spool_body,
 )
-from docbatch.domain import deletion, jobs
+from docbatch.domain import deletion, jobs, tracing
 from docbatch.domain.export import iter_parquet
 from docbatch.domain.outbox import unit_of_work
 from docbatch.domain.polling import poll_job_json
@@ -42,6 +42,23 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 def _submit(
+    spool: Any,
+    body_digest: str,
+    content_type: str,
+    query: dict[str, str],
+    tenant: str,
+    settings: Settings,
+    idempotency_key: str | None,
+) -> tuple[JobPublic, bool]:
+    with tracing.span("submit", tenant=tenant) as sp:
+        public, existed = _create(
+            spool, body_digest, content_type, query, tenant, settings, idempotency_key
+        )
+        tracing.annotate(sp, job_id=public.id, documents=public.documents, existing=existed)
+        return public, existed
+
+
+def _create(
     spool: Any,
     body_digest: str,
     content_type: str,

@@ -83,7 +83,13 @@ def register(tsub: Any) -> None:
     )
     tp.add_argument("tenant", help="the tenant, e.g. acme")
     for name in LIMITS:
-        tp.add_argument("--" + name.replace("_", "-"), type=_limit, metavar="N|default")
+        setting = "DOCBATCH_TENANT_" + name.upper()
+        tp.add_argument(
+            "--" + name.replace("_", "-"),
+            type=_limit,
+            metavar="N|default",
+            help=f"{name.replace('_', ' ')}: N, 0 for no limit, or default ({setting})",
+        )
     tp.set_defaults(func=cmd_tenant)
     tp = command(
         tsub,

@@ -58,7 +58,12 @@ def register(sub: Any) -> None:
     )
     sp.add_argument("--start", help="ISO date or date-time (UTC); default 30 days ago")
     sp.add_argument("--end", help="ISO date or date-time (UTC), exclusive; default now")
-    sp.add_argument("--group-by", choices=["day", "task", "model"], default="day")
+    sp.add_argument(
+        "--group-by",
+        choices=["day", "task", "model"],
+        default="day",
+        help="one row per day (default), per task or per model",
+    )
     sp.add_argument("--tenant", help="admin key only: one tenant")
     sp.add_argument("--json", action="store_true", help="the api's JSON as is")
     sp.set_defaults(func=cmd_usage)

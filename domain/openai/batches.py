@@ -85,6 +85,9 @@ def create_batch(
         line_errors=[],
         total=0,
         multi_input=False,
+        output_expires_after=(
+            request.output_expires_after.seconds if request.output_expires_after else None
+        ),
     )
     session.add(batch)
     session.flush()
@@ -126,6 +129,8 @@ def create_batch(
             raise BatchApiError(400, str(exc), param="input_file_id") from None
         new = None  # every line failed: no job
     batch.model, batch.total, batch.multi_input = lines.model, lines.total, lines.multi_input
+    if lines.params is not None:  # the job task's key: the deployment the lines named
+        batch.task = lines.params.get("model") or task
     batch.line_errors = lines.line_errors
     if lines.url_errors:
         # OpenAI fails the whole batch when a line's url is not its endpoint.
@@ -190,8 +195,8 @@ def request_counts(session: Session, batch: Batch) -> render.Counts:
 def status_of(batch: Batch, job: Job | None) -> str:
     if batch.errors:
         return "failed"
-    if job is None:
-        return "completed"
+    if job is None:  # its job was deleted (DELETE /v1/jobs/{id}, retention): expired
+        return "expired" if batch.expired_at is not None else "completed"
     job_status = JobStatus(job.status)
     if not job_status.terminal:
         return "cancelling" if job_status is JobStatus.cancelling else "in_progress"
@@ -260,6 +265,8 @@ def finalize(session: Session, settings: Settings, batch: Batch) -> None:
                 blobs.write(session, oid, offset, block)
                 offset += len(block)
             f.blob_oid, f.bytes = oid, offset
+            if batch.output_expires_after:  # OpenAI's output_expires_after (created_at)
+                f.expires_at = f.created_at + dt.timedelta(seconds=batch.output_expires_after)
     batch.usage = usage(session, batch)
     batch.finalized_at = utcnow()
 

@@ -3,17 +3,19 @@ tenant's files, their lines read back."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterator
 from typing import IO, Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from docbatch.domain import blobs
 from docbatch.schema.errors import BatchApiError, NotFound
 from docbatch.schema.settings import Settings
-from docbatch.schema.tables import StoredFile
+from docbatch.schema.tables import Batch, Job, JobStatus, StoredFile, utcnow
 from docbatch.schema.text_checks import depth_message, json_problem, too_deep
 
 
@@ -42,6 +44,7 @@ def store_upload(
     filename: str,
     purpose: str,
     stream: IO[bytes],
+    expires_after_seconds: int | None = None,
 ) -> StoredFile:
     """Store an uploaded batch input file, checking each line as it goes into the blob.
 
@@ -101,9 +104,51 @@ def store_upload(
         sha256=digest.hexdigest(),
         blob_oid=oid,
     )
+    if expires_after_seconds is not None:  # OpenAI's expires_after, anchored at creation
+        stored.created_at = utcnow()
+        stored.expires_at = stored.created_at + dt.timedelta(seconds=expires_after_seconds)
     session.add(stored)
     session.flush()
     return stored
+
+
+EXPIRES_MIN, EXPIRES_MAX = 3600, 2_592_000  # OpenAI's bounds: one hour to 30 days
+
+
+def expires_after(anchor: object, seconds: object) -> int | None:
+    """The seconds of an ``expires_after`` given as form fields (``expires_after[anchor]``,
+    ``expires_after[seconds]``, as the openai client sends them); None when absent."""
+    if anchor is None and seconds is None:
+        return None
+    if anchor != "created_at":
+        raise BatchApiError(
+            400, "expires_after[anchor] must be 'created_at'", param="expires_after[anchor]"
+        )
+    text = str(seconds) if seconds is not None else ""
+    if not text.isdigit() or not EXPIRES_MIN <= int(text) <= EXPIRES_MAX:
+        raise BatchApiError(
+            400,
+            f"expires_after[seconds] must be an integer from {EXPIRES_MIN} (1 hour) to "
+            f"{EXPIRES_MAX} (30 days)",
+            param="expires_after[seconds]",
+        )
+    return int(text)
+
+
+def in_use_by(session: Session, file_id: str) -> Batch | None:
+    """A batch still running whose input, output or error file this is."""
+    return session.scalar(
+        select(Batch)
+        .join(Job, Job.id == Batch.job_id)
+        .where(
+            Batch.finalized_at.is_(None),
+            Job.status.not_in([s.value for s in JobStatus if s.terminal]),
+            (Batch.input_file_id == file_id)
+            | (Batch.output_file_id == file_id)
+            | (Batch.error_file_id == file_id),
+        )
+        .limit(1)
+    )
 
 
 def _check_request_line(
@@ -129,8 +174,10 @@ def _check_request_line(
     depth = settings.max_json_depth
     if suspect:
         problem = json_problem(req, depth)
-    else:
+    elif raw.count(b"{") + raw.count(b"[") > depth:  # else it cannot nest deeper
         problem = depth_message(depth) if too_deep(req, depth) else None
+    else:
+        problem = None
     if problem:
         raise _line_error(number, "invalid_request", f"the request {problem}")
     for key in ("custom_id", "method", "url", "body"):
@@ -177,7 +224,18 @@ def iter_lines(oid: int) -> Iterator[bytes]:
 
 
 def delete_file(session: Session, tenant: str, file_id: str) -> None:
+    """Delete the file and its bytes; a file a running batch reads or writes is a 409
+    naming the batch."""
     found = owned_file(session, tenant, file_id)
+    batch = in_use_by(session, file_id)
+    if batch is not None:
+        raise BatchApiError(
+            409,
+            f"file {file_id} is in use by batch {batch.id}, which is still running; "
+            "cancel the batch or wait for it to end",
+            code="file_in_use",
+            param="file_id",
+        )
     if found.blob_oid is not None:
         blobs.delete(session, found.blob_oid)
     session.delete(found)
