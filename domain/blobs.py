@@ -11,7 +11,7 @@ object store behind this module's three functions.
 
 Example::
 
-    with transaction() as s:
+    with transaction(settings) as s:
         oid = create(s)
         write(s, oid, 0, b'{"custom_id": "a"}\\n')
     b"".join(read(oid))
