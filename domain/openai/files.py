@@ -174,8 +174,10 @@ def _check_request_line(
     depth = settings.max_json_depth
     if suspect:
         problem = json_problem(req, depth)
-    else:
+    elif raw.count(b"{") + raw.count(b"[") > depth:  # else it cannot nest deeper
         problem = depth_message(depth) if too_deep(req, depth) else None
+    else:
+        problem = None
     if problem:
         raise _line_error(number, "invalid_request", f"the request {problem}")
     for key in ("custom_id", "method", "url", "body"):
