@@ -682,6 +682,11 @@ class Bench:
 
         extract.run(self, row)
 
+    def fairshare(self) -> None:
+        from bench import fairshare
+
+        fairshare.run(self, row)
+
     def extract_folder(self) -> None:
         from bench import extract_folder
 
@@ -750,6 +755,7 @@ FIGURES: dict[str, Callable[[Bench], None]] = {
     "three_tasks": Bench.three_tasks,
     "extract": Bench.extract,
     "extract_folder": Bench.extract_folder,
+    "fairshare": Bench.fairshare,
     "lifecycle": Bench.lifecycle,
 }
 
@@ -769,6 +775,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--stdlib-docs", type=int, default=0, help="use only the first N stdlib docs")
     p.add_argument("--scaleout-units", type=int, default=96)
+    p.add_argument("--fair-docs", type=int, default=100_000, help="fairshare: A's job")
+    p.add_argument("--fair-sleep", type=float, default=0.05, help="fairshare: s per batch")
+    p.add_argument("--fair-window", type=float, default=30.0, help="fairshare: weights window")
     p.add_argument("--sleep", type=float, default=0.2)
     p.add_argument("--seq2seq-docs", type=int, default=150)
     p.add_argument("--heads-docs", type=int, default=200, help="stdlib docs for the heads figure")

@@ -494,7 +494,7 @@ def cancel_queued_batch(session: Session, job_id: str, max_documents: int) -> tu
     if job.status != JobStatus.cancelling.value:
         return 0, False
     rows = session.execute(
-        select(Unit.id, Unit.seq_lo, Unit.seq_hi)
+        select(Unit.id, Unit.seq_lo, Unit.seq_hi, Unit.queue)
         .where(Unit.job_id == job_id, Unit.state.in_(NOT_STARTED_UNIT_STATES))
         .order_by(Unit.id)
         .limit(max(1, max_documents) + 1)
@@ -507,5 +507,8 @@ def cancel_queued_batch(session: Session, job_id: str, max_documents: int) -> tu
         take.append(row.id)
         documents += row.seq_hi - row.seq_lo + 1
     closed = closing.cancel_not_started(session, job_id, take)
+    for queue in dict.fromkeys(row.queue for row in rows[: len(take)]):
+        # Units it closed may have been sent: their queues have room for others' units.
+        outbox(session).add_dispatch(queue)
     ledger.finalize_job_if_done(session, job)
     return closed, len(take) < len(rows)

@@ -122,8 +122,12 @@ def claim_unit(
     and a job created with ``reuse_results``, documents with an earlier matching result
     get a copy of it here and are not returned.
     """
-    found = session.execute(select(Unit.job_id, Unit.state).where(Unit.id == unit_id)).first()
+    found = session.execute(
+        select(Unit.job_id, Unit.state, Unit.queue).where(Unit.id == unit_id)
+    ).first()
     if found is None or found.state not in OPEN_UNIT_STATES:
+        if found is not None:  # a message used up all the same: room for the next unit
+            outbox(session).add_dispatch(found.queue)
         return None  # closed already (a redelivery, or claimed ahead and done): no locks
     job_id = found.job_id
     # Lock order everywhere: job, then unit.

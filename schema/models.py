@@ -125,7 +125,7 @@ class _Task(BaseModel):
     """
 
     model_config = STRICT
-    model: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    model: Annotated[str, Field(min_length=1, max_length=100)] | None = None
 
     @model_validator(mode="after")
     def _known_deployment(self, info: ValidationInfo) -> _Task:
@@ -257,7 +257,9 @@ class GenerateTask(_Task):
     template: str | None = Field(None, min_length=1, max_length=100_000)
     examples: list[FewShotExample] | None = Field(None, max_length=64)
     example_separator: str | None = Field(None, max_length=100)
-    chat: bool | None = None
+    # "auto": through the chat template when the model has one; with none, the text as is
+    # (input "messages": their contents joined, system first: what /v1/responses sends).
+    chat: bool | Literal["auto"] | None = None
     system: str | None = Field(None, max_length=100_000)
     reduce_template: str | None = Field(None, min_length=1, max_length=100_000)
     truncate: bool = True
@@ -299,6 +301,8 @@ class GenerateTask(_Task):
                 n
                 for n in ("template", "examples", "example_separator", "chat", "system")
                 if getattr(self, n) is not None
+                # chat "auto" with messages: a plain prompt on a model with no chat template.
+                and not (n == "chat" and self.chat == "auto" and self.input == "messages")
             ]
             if given:
                 raise ValueError(

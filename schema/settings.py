@@ -92,7 +92,7 @@ class Deployment(ModelConfig):
 
     name: str = Field(
         min_length=1,
-        max_length=64,
+        max_length=24,  # the task columns of job_tasks, units and results hold it
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
         description="Unique in the fleet; names the queue and the job task's result key",
     )
@@ -328,6 +328,9 @@ class Settings(BaseSettings):
     # whose worker serves them (the configured model's own id and last path part always
     # work), e.g. DOCBATCH_OPENAI_MODELS='{"text-embedding-3-small": "embed"}'.
     openai_models: dict[str, str] = Field(default_factory=dict)
+    # /v1/moderations (on a classify deployment whose labels are the categories): a
+    # category is flagged at this score or above, and a result is flagged if any is.
+    openai_moderation_threshold: float = Field(0.5, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _admin_key_is_long(self) -> Settings:

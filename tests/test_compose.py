@@ -332,3 +332,36 @@ def test_cpu_override_runs_every_worker_without_a_gpu(config):
         gpu_env = config["services"][f"worker-{task}"]["environment"]
         assert w["environment"]["DOCBATCH_DATABASE_URL"] == gpu_env["DOCBATCH_DATABASE_URL"]
         assert w["command"] == ["docbatch", "worker", "--task", task]
+
+
+@pytest.mark.fast
+def test_a_named_deployment_is_one_more_compose_service(tmp_path):
+    """ops/compose_deployments.py writes a worker service per named deployment from the
+    list docbatch reads; Compose accepts it beside docker-compose.yml."""
+    listed = tmp_path / "deployments.yaml"
+    listed.write_text(
+        "deployments:\n"
+        "  - {name: embed, task: embed}\n"  # a task's default: no new service
+        "  - {name: e5, task: embed, model: /models/e5-small}\n"
+        "  - {name: sentiment, task: classify, model: /models/sst2}\n"
+    )
+    gen = subprocess.run(
+        [sys.executable, str(ROOT / "ops" / "compose_deployments.py"), str(listed)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    override = tmp_path / "docker-compose.override.yml"
+    override.write_text(gen.stdout)
+    out = _compose(
+        "-f", str(ROOT / "docker-compose.yml"), "-f", str(override), "config", "--format", "json"
+    )
+    assert out.returncode == 0, out.stderr
+    services = json.loads(out.stdout)["services"]
+    assert "worker-embed-e5" not in services and "worker-e5" in services
+    e5, sentiment = services["worker-e5"], services["worker-sentiment"]
+    assert e5["command"] == ["docbatch", "worker", "--deployment", "e5"]
+    assert sentiment["command"] == ["docbatch", "worker", "--deployment", "sentiment"]
+    # The task's worker service underneath: its image and settings.
+    assert e5["image"] == services["worker-embed"]["image"]
+    assert e5["environment"]["DOCBATCH_WORKER_METRICS_PORT"] == "9100"

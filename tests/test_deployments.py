@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import secrets
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -29,6 +31,7 @@ TWO = [
 ]
 
 
+@pytest.mark.fast
 def test_deployments_from_json_env_beside_each_tasks_default(monkeypatch):
     monkeypatch.setenv("DOCBATCH_DEPLOYMENTS", json.dumps(TWO))
     monkeypatch.setenv("DOCBATCH_QUEUE_PREFIX", "q")
@@ -44,6 +47,7 @@ def test_deployments_from_json_env_beside_each_tasks_default(monkeypatch):
     assert s.model_for("bert-tiny").handler == s.model_for("embed").handler
 
 
+@pytest.mark.fast
 def test_deployments_from_a_yaml_file(tmp_path, monkeypatch):
     path = tmp_path / "deployments.yaml"
     path.write_text(
@@ -59,6 +63,7 @@ def test_deployments_from_a_yaml_file(tmp_path, monkeypatch):
     assert s.queue_for("e5") == "docbatch.embed.e5"
 
 
+@pytest.mark.fast
 def test_old_style_per_task_settings_are_the_default_deployment(monkeypatch):
     monkeypatch.setenv("DOCBATCH_MODELS__CLASSIFY__MODEL", "/models/sst")
     monkeypatch.setenv("DOCBATCH_MODELS__CLASSIFY__BATCH_TOKENS", "1024")
@@ -71,6 +76,7 @@ def test_old_style_per_task_settings_are_the_default_deployment(monkeypatch):
     assert params["model"] == "classify"
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     ("listed", "says"),
     [
@@ -86,6 +92,7 @@ def test_bad_deployment_lists_are_refused_naming_the_problem(listed, says, monke
         Settings()
 
 
+@pytest.mark.fast
 def test_a_task_names_its_deployment_once_and_only_its_own_tasks(monkeypatch):
     monkeypatch.setenv("DOCBATCH_DEPLOYMENTS", json.dumps(TWO))
     s = Settings()
@@ -101,6 +108,7 @@ def test_a_task_names_its_deployment_once_and_only_its_own_tasks(monkeypatch):
         validate_tasks(["embed", {"type": "embed", "model": "embed"}], s)
 
 
+@pytest.mark.fast
 def test_cli_model_names_the_deployment_of_the_task_before_it():
     from docbatch.cli import build_parser
     from docbatch.commands.common import task_specs
@@ -120,6 +128,8 @@ def two_embedders(tiny_heads) -> Iterator[dict[str, str]]:  # noqa: F811
     random BERT); the api in this process sees the same deployments."""
     deployments = [
         {"name": "bert-tiny", "task": "embed", "model": tiny_heads["bert"]},
+        # The same model under another name: results are reused across the two.
+        {"name": "bert-twin", "task": "embed", "model": tiny_heads["bert"]},
         # Configured, never started: its units must wait, queued, and say why.
         {"name": "idle", "task": "embed", "model": tiny_heads["bert"]},
     ]
@@ -131,6 +141,7 @@ def two_embedders(tiny_heads) -> Iterator[dict[str, str]]:  # noqa: F811
         workers = [
             WorkerProcess("embed", env=env, name="deploy-embed"),
             WorkerProcess("bert-tiny", env=env, name="deploy-bert-tiny", deployment=True),
+            WorkerProcess("bert-twin", env=env, name="deploy-bert-twin", deployment=True),
         ]
         try:
             for w in workers:
@@ -219,7 +230,7 @@ def test_unknown_model_is_a_422_listing_the_tasks_deployments(api, two_embedders
     )
     assert resp.status_code == 422, resp.text
     assert "tasks[0].model" in resp.text
-    assert "embed, bert-tiny, idle" in resp.text
+    assert "embed, bert-tiny, bert-twin, idle" in resp.text
     assert api.get("/v1/jobs").json()["count"] == before
 
 
@@ -241,3 +252,189 @@ def test_a_deployment_with_no_worker_leaves_its_units_queued_and_says_so(api, tw
     assert not any("bert-tiny" in w or "deployment embed" in w for w in job["warnings"])
     assert api.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
     assert wait_for_job(api, job_id, timeout=60)["status"] == "cancelled"
+
+
+def test_reuse_is_keyed_by_the_model_actually_used(api, two_embedders):
+    """A job on bert-twin reuses what bert-tiny computed (the same model, revision and
+    params under another name); the default embed deployment (another model) does not."""
+    marker = secrets.token_hex(4)
+    docs = [{"custom_id": d["custom_id"], "text": f"{d['text']} ({marker})"} for d in DOCS]
+
+    def run(model: str, reuse: bool) -> dict:
+        task = {"type": "embed", "model": model}
+        body = {"tasks": [task], "documents": docs, "reuse_results": reuse}
+        resp = api.post("/v1/jobs", json=body)
+        assert resp.status_code == 202, resp.text
+        job = wait_for_job(api, resp.json()["id"], timeout=180)
+        assert job["status"] == "completed", job
+        lines = read_ndjson(api.get(f"/v1/jobs/{job['id']}/results"))
+        return {
+            "job": job,
+            "vectors": [line["results"][model]["output"]["vector"] for line in lines],
+        }
+
+    first = run("bert-tiny", False)
+    twin = run("bert-twin", True)
+    assert twin["job"]["counts"]["bert-twin"]["reused"] == len(docs)
+    assert twin["vectors"] == first["vectors"]
+    other = run("embed", True)
+    assert other["job"]["counts"]["embed"]["reused"] == 0
+
+
+def test_openai_models_and_a_batch_naming_a_deployment(two_embedders, database):
+    """The official client lists and reads the deployments and aliases, and a batch whose
+    lines name an alias of ``bert-tiny`` runs on that deployment's worker."""
+    import openai
+
+    from docbatch.schema.settings import get_settings
+    from docbatch.worker.batches import tick
+    from docbatch.worker.model_stage import compute_unit
+    from docbatch.worker.registry import load_handler
+    from tests.fixtures import new_api_key
+    from tests.procs import ApiProcess
+
+    aliases = {"text-embedding-3-small": "bert-tiny", "minilm": "embed"}
+    with override(openai_models=json.dumps(aliases)) as extra:
+        proc = ApiProcess({**two_embedders, **extra}).wait_ready()
+    try:
+        client = openai.OpenAI(
+            base_url=f"{proc.url}/v1", api_key=new_api_key("default"), max_retries=0
+        )
+        listed = {m.id: m for m in client.models.list()}
+        assert {"embed", "bert-tiny", "bert-twin", "idle", "summarize"} <= set(listed)
+        assert {"text-embedding-3-small", "minilm"} <= set(listed)
+        assert all(m.object == "model" and m.owned_by == "docbatch" for m in listed.values())
+        alias = client.models.retrieve("text-embedding-3-small")
+        assert alias.id == "text-embedding-3-small"
+        assert (alias.model_extra or {})["deployment"] == "bert-tiny"
+        assert (alias.model_extra or {})["task"] == "embed"
+        own = client.models.retrieve("bert-tiny")
+        assert (own.model_extra or {})["model"] == get_settings().model_for("bert-tiny").model
+        with pytest.raises(openai.NotFoundError):
+            client.models.retrieve("gpt-nope")
+
+        lines = [
+            {
+                "custom_id": d["custom_id"],
+                "method": "POST",
+                "url": "/v1/embeddings",
+                "body": {"model": "text-embedding-3-small", "input": d["text"]},
+            }
+            for d in DOCS
+        ]
+        data = "".join(json.dumps(x) + "\n" for x in lines).encode()
+        f = client.files.create(file=("in.jsonl", io.BytesIO(data)), purpose="batch")
+        b = client.batches.create(
+            input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h"
+        )
+        deadline = time.monotonic() + 180
+        while (b := client.batches.retrieve(b.id)).status not in TERMINAL:
+            assert time.monotonic() < deadline, b
+            time.sleep(0.5)
+            tick(get_settings())  # the beat's batch tick: finalizes it once its job ends
+        assert b.status == "completed" and b.request_counts.completed == len(DOCS), b
+        out = [json.loads(x) for x in client.files.content(b.output_file_id).text.splitlines()]
+        got = {o["custom_id"]: o["response"]["body"] for o in out}
+        assert {body["model"] for body in got.values()} == {"text-embedding-3-small"}
+        handler = load_handler("bert-tiny", get_settings())
+        handler.setup("cpu")
+        rows = compute_unit(
+            handler,
+            [(i, d["custom_id"], d["text"]) for i, d in enumerate(DOCS)],
+            {},
+            lambda: False,
+            job_id="local",
+            unit_id=0,
+        ).rows
+        for d, row in zip(DOCS, rows, strict=True):
+            expected = np.frombuffer(row["vectors"], dtype=np.float32)[: row["output"]["dim"]]
+            vector = got[d["custom_id"]]["data"][0]["embedding"]
+            assert np.allclose(vector, expected, atol=1e-5)
+    finally:
+        proc.stop()
+
+
+TERMINAL = {"completed", "failed", "expired", "cancelled"}
+
+
+def test_moderations_on_a_classify_deployment_score_as_the_head(tiny_heads, database):  # noqa: F811
+    """/v1/moderations lines on a classify deployment (a multi-label head whose labels are
+    the categories): category_scores are the head's scores, categories and flagged follow
+    DOCBATCH_OPENAI_MODERATION_THRESHOLD."""
+    import openai
+
+    from docbatch.schema.settings import get_settings
+    from docbatch.worker.batches import tick
+    from docbatch.worker.model_stage import compute_unit
+    from docbatch.worker.registry import load_handler
+    from tests.fixtures import new_api_key
+    from tests.procs import ApiProcess
+
+    deployments = [{"name": "moderator", "task": "classify", "model": tiny_heads["multi"]}]
+    with override(
+        queue_prefix=own_prefix("moderate"),
+        deployments=json.dumps(deployments),
+        openai_models=json.dumps({"omni-moderation-latest": "moderator"}),
+        openai_moderation_threshold="0.5",
+        torch_threads="1",
+    ) as env:
+        worker = WorkerProcess("moderator", env=env, name="moderator", deployment=True)
+        proc = ApiProcess(env).wait_ready()
+        try:
+            worker.wait_ready()
+            client = openai.OpenAI(
+                base_url=f"{proc.url}/v1", api_key=new_api_key("default"), max_retries=0
+            )
+            lines = [
+                {
+                    "custom_id": "one",
+                    "method": "POST",
+                    "url": "/v1/moderations",
+                    "body": {"model": "omni-moderation-latest", "input": DOCS[0]["text"]},
+                },
+                {
+                    "custom_id": "two",
+                    "method": "POST",
+                    "url": "/v1/moderations",
+                    "body": {
+                        "model": "omni-moderation-latest",
+                        "input": [DOCS[1]["text"], DOCS[2]["text"]],
+                    },
+                },
+            ]
+            data = "".join(json.dumps(x) + "\n" for x in lines).encode()
+            f = client.files.create(file=("mod.jsonl", io.BytesIO(data)), purpose="batch")
+            b = client.batches.create(
+                input_file_id=f.id, endpoint="/v1/moderations", completion_window="24h"
+            )
+            deadline = time.monotonic() + 180
+            while (b := client.batches.retrieve(b.id)).status not in TERMINAL:
+                assert time.monotonic() < deadline, (b, worker.log[-2000:])
+                time.sleep(0.5)
+                tick(get_settings())  # the beat's batch tick
+            assert b.status == "completed" and b.request_counts.completed == 2, b
+            text = client.files.content(b.output_file_id).text
+            got = {x["custom_id"]: x["response"]["body"] for x in map(json.loads, text.split())}
+            results = got["one"]["results"] + got["two"]["results"]
+            assert got["one"]["model"] == "omni-moderation-latest"
+
+            handler = load_handler("moderator", get_settings())
+            handler.setup("cpu")
+            rows = compute_unit(
+                handler,
+                [(i, d["custom_id"], d["text"]) for i, d in enumerate(DOCS)],
+                {},
+                lambda: False,
+                job_id="local",
+                unit_id=0,
+            ).rows
+            for result, row in zip(results, rows, strict=True):
+                head = {s["label"]: s["score"] for s in row["output"]["scores"]}
+                assert set(result["category_scores"]) == {"sports", "politics", "tech"}
+                for label, score in head.items():
+                    assert result["category_scores"][label] == pytest.approx(score, abs=1e-6)
+                    assert result["categories"][label] == (score >= 0.5)
+                assert result["flagged"] == any(s >= 0.5 for s in head.values())
+        finally:
+            proc.stop()
+            worker.stop()

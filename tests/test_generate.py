@@ -541,6 +541,8 @@ def test_chat_completions_batch_through_the_openai_client(gpt2_worker, reference
 
     import openai
 
+    from docbatch.schema.settings import get_settings
+    from docbatch.worker.batches import tick
     from tests.fixtures import new_api_key
     from tests.procs import ApiProcess
 
@@ -583,6 +585,7 @@ def test_chat_completions_batch_through_the_openai_client(gpt2_worker, reference
         while batch.status not in ("completed", "failed", "cancelled", "expired"):
             assert time.monotonic() < deadline, (batch, worker.log[-2000:])
             time.sleep(0.5)
+            tick(get_settings())  # the beat's batch tick: finalizes it once its job ends
             batch = client.batches.retrieve(batch.id)
         assert batch.status == "completed", batch
         counts = batch.request_counts
@@ -611,3 +614,136 @@ def test_chat_completions_batch_through_the_openai_client(gpt2_worker, reference
         assert error["response"]["body"]["error"]["code"] == "model_not_found"
     finally:
         proc.stop()
+
+
+def test_responses_batch_equals_generate_alone(gpt2_worker, reference):
+    """/v1/responses lines (a string input with instructions, a list of message items) run
+    on the generate deployment, greedy; each Response's output_text is the model
+    generating that prompt alone. What a batch cannot do (tools) is that line's error."""
+    import io
+    import json
+    import time
+
+    import openai
+
+    from docbatch.schema.settings import get_settings
+    from docbatch.worker.batches import tick
+    from tests.fixtures import new_api_key
+    from tests.procs import ApiProcess
+
+    worker, prefix = gpt2_worker
+    proc = ApiProcess(
+        {"DOCBATCH_QUEUE_PREFIX": prefix, "DOCBATCH_OPENAI_MODELS": '{"tiny-gpt2": "generate"}'}
+    ).wait_ready()
+    _, tok = reference
+    docs = short_docs(3)
+    bodies = {
+        "plain": {"input": docs[0]["text"][:150], "instructions": "Answer in one line."},
+        "items": {
+            "input": [
+                {"role": "developer", "content": "Be brief."},
+                {
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": docs[1]["text"][:150]}],
+                },
+            ]
+        },
+        "string": {"input": docs[2]["text"][:150]},
+        "tools": {"input": "hi", "tools": [{"type": "function", "name": "f"}]},
+    }
+    expected_messages = {
+        "plain": [
+            {"role": "system", "content": "Answer in one line."},
+            {"role": "user", "content": docs[0]["text"][:150]},
+        ],
+        "items": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": docs[1]["text"][:150]},
+        ],
+        "string": [{"role": "user", "content": docs[2]["text"][:150]}],
+    }
+    lines = [
+        {
+            "custom_id": cid,
+            "method": "POST",
+            "url": "/v1/responses",
+            "body": {"model": "tiny-gpt2", "max_output_tokens": 8, "temperature": 0, **body},
+        }
+        for cid, body in bodies.items()
+    ]
+    try:
+        client = openai.OpenAI(
+            base_url=f"{proc.url}/v1", api_key=new_api_key("responses"), max_retries=0
+        )
+        data = "".join(json.dumps(x) + "\n" for x in lines).encode()
+        f = client.files.create(file=("responses.jsonl", io.BytesIO(data)), purpose="batch")
+        batch = client.batches.create(
+            input_file_id=f.id, endpoint="/v1/responses", completion_window="24h"
+        )
+        deadline = time.monotonic() + 240
+        while batch.status not in ("completed", "failed", "cancelled", "expired"):
+            assert time.monotonic() < deadline, (batch, worker.log[-2000:])
+            time.sleep(0.5)
+            tick(get_settings())  # the beat's batch tick: finalizes it once its job ends
+            batch = client.batches.retrieve(batch.id)
+        assert batch.status == "completed", batch
+        assert (batch.request_counts.completed, batch.request_counts.failed) == (3, 1)
+        out = {
+            x["custom_id"]: x["response"]["body"]
+            for x in map(json.loads, client.files.content(batch.output_file_id).text.splitlines())
+        }
+        assert set(out) == set(expected_messages)
+        for cid, messages in expected_messages.items():
+            body = out[cid]
+            assert body["object"] == "response" and body["model"] == "tiny-gpt2"
+            prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            text = alone(reference, prompt, new=8, add_special_tokens=False)
+            [message] = body["output"]
+            assert message["type"] == "message" and message["role"] == "assistant"
+            assert message["content"][0]["type"] == "output_text"
+            assert message["content"][0]["text"] == body["output_text"] == text
+            usage = body["usage"]
+            assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+            assert usage["input_tokens"] == len(tok(prompt, add_special_tokens=False)["input_ids"])
+            # A random model never stops by itself: cut at max_output_tokens.
+            assert usage["output_tokens"] == 8
+            assert body["status"] == "incomplete"
+            assert body["incomplete_details"] == {"reason": "max_output_tokens"}
+        [error] = [
+            json.loads(x) for x in client.files.content(batch.error_file_id).text.splitlines()
+        ]
+        assert error["custom_id"] == "tools"
+        assert error["response"]["body"]["error"]["param"] == "tools"
+        assert "not supported" in error["response"]["body"]["error"]["message"]
+    finally:
+        proc.stop()
+
+
+def test_responses_input_is_a_chat_on_a_chat_model_and_the_prompt_on_a_base_model(reference):
+    import copy
+
+    import pytest
+
+    from docbatch.domain.openai.responses import Unsupported, to_generate
+    from docbatch.worker.handlers.prompts import build_prompt
+
+    _, tok = reference
+    base = copy.copy(tok)
+    base.chat_template = None
+    text, params = to_generate({"input": "Hello there", "instructions": "Be brief."})
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
+    assert build_prompt(text, params, tok).text == tok.apply_chat_template(
+        chat, tokenize=False, add_generation_prompt=True
+    )
+    plain = build_prompt(text, params, base)
+    assert (plain.text, plain.special_tokens) == ("Be brief.\n\nHello there", True)
+    for body, param in [
+        ({"input": "x", "previous_response_id": "resp_1"}, "previous_response_id"),
+        ({"input": "x", "reasoning": {"effort": "low"}}, "reasoning"),
+        ({"input": "x", "text": {"format": {"type": "json_schema"}}}, "text.format"),
+        ({"input": [{"type": "function_call_output", "output": "1"}]}, "input[0]"),
+    ]:
+        with pytest.raises(Unsupported) as refused:
+            to_generate(body)
+        assert refused.value.param == param

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from docbatch.api.deps import SessionDep, SettingsDep, TenantDep
 from docbatch.api.ingest import body_limit, check_declared_length, spool_body
 from docbatch.domain import blobs, jobs
-from docbatch.domain.openai import batches, files, render
+from docbatch.domain.openai import batches, files, models, render
 from docbatch.domain.outbox import unit_of_work
 from docbatch.schema.db import new_session, transaction
 from docbatch.schema.errors import BatchApiError, PayloadTooLarge
@@ -94,7 +94,7 @@ async def create_file(request: Request, tenant: TenantDep, settings: SettingsDep
 
     def store() -> dict[str, Any]:
         upload.file.seek(0)
-        with transaction() as s:
+        with transaction(settings) as s:
             stored = files.store_upload(
                 s,
                 settings,
@@ -183,7 +183,7 @@ def get_file_content(file_id: str, tenant: TenantDep, settings: SettingsDep) -> 
             )
     body: Iterator[bytes]
     if oid is not None:
-        body = blobs.read(oid)
+        body = blobs.read(oid, settings)
     elif batch is not None:
         body = render.blocks(
             render.render_lines(settings, batch, errors=batch.error_file_id == file_id)
@@ -194,8 +194,8 @@ def get_file_content(file_id: str, tenant: TenantDep, settings: SettingsDep) -> 
 
 
 @router.delete("/files/{file_id}")
-def delete_file(file_id: str, tenant: TenantDep) -> dict[str, Any]:
-    with transaction() as s:
+def delete_file(file_id: str, tenant: TenantDep, settings: SettingsDep) -> dict[str, Any]:
+    with transaction(settings) as s:
         files.delete_file(s, tenant, file_id)
     return {"id": file_id, "object": "file", "deleted": True}
 
@@ -281,3 +281,17 @@ def list_batches(
     found = session.scalars(query.order_by(*(k.desc() for k in key)).limit(limit + 1)).all()
     page = [batches.describe(session, b, partial_files=partial_files) for b in found[:limit]]
     return _page(page, len(found) > limit)
+
+
+# -- models ----------------------------------------------------------------------------
+
+
+@router.get("/models")
+def list_models(tenant: TenantDep, settings: SettingsDep) -> dict[str, Any]:
+    """The deployments (and DOCBATCH_OPENAI_MODELS aliases) a batch line may name."""
+    return {"object": "list", "data": models.list_models(settings)}
+
+
+@router.get("/models/{model_id:path}")
+def retrieve_model(model_id: str, tenant: TenantDep, settings: SettingsDep) -> dict[str, Any]:
+    return models.get_model(model_id, settings)

@@ -129,6 +129,8 @@ def create_batch(
             raise BatchApiError(400, str(exc), param="input_file_id") from None
         new = None  # every line failed: no job
     batch.model, batch.total, batch.multi_input = lines.model, lines.total, lines.multi_input
+    if lines.params is not None:  # the job task's key: the deployment the lines named
+        batch.task = lines.params.get("model") or task
     batch.line_errors = lines.line_errors
     if lines.url_errors:
         # OpenAI fails the whole batch when a line's url is not its endpoint.

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from docbatch.domain import jobs
+from docbatch.domain.openai import responses
 from docbatch.domain.openai.files import iter_lines
 from docbatch.schema.errors import InputError
 from docbatch.schema.models import DocumentIn
 from docbatch.schema.settings import Settings
 from docbatch.schema.validation import validate_document
 
-GENERATE_ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
+GENERATE_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
 DOCBATCH_PREFIX = "/v1/docbatch/"
 
 # What a task runs when no model is configured (the handlers' defaults), so a batch can
@@ -55,6 +56,8 @@ def endpoint_task(endpoint: str, settings: Settings) -> str | None:
     """The docbatch task that serves ``endpoint``; None for an endpoint we don't know."""
     if endpoint == "/v1/embeddings":
         return "embed"
+    if endpoint == "/v1/moderations":
+        return "classify"
     if endpoint in GENERATE_ENDPOINTS:
         return "generate"
     if endpoint.startswith(DOCBATCH_PREFIX):
@@ -64,7 +67,7 @@ def endpoint_task(endpoint: str, settings: Settings) -> str | None:
 
 
 def supported_endpoints(settings: Settings) -> list[str]:
-    return ["/v1/embeddings", *GENERATE_ENDPOINTS] + [
+    return ["/v1/embeddings", "/v1/moderations", *GENERATE_ENDPOINTS] + [
         DOCBATCH_PREFIX + t for t in sorted(settings.models) if t != "embed"
     ]
 
@@ -84,23 +87,35 @@ class Converted:
     params: dict[str, Any]
     model: str | None
     encoding: str = "float"
+    # /v1/moderations: a category is flagged at this score or above (the setting in force
+    # when the batch was created, kept with its documents).
+    threshold: float | None = None
 
 
 def resolve_model(name: Any, task: str, settings: Settings) -> str | None:
-    """The task a model name is served by, through DOCBATCH_OPENAI_MODELS and the
-    configured model ids (full id or last path part)."""
+    """The deployment of ``task`` a line's model name asks for: a deployment's own name, a
+    DOCBATCH_OPENAI_MODELS alias (whose value names a deployment, or a task: its default),
+    or a deployment's configured model id (whole, or its last path part; the task's
+    default deployment first)."""
     if not isinstance(name, str):
         return None
-    if settings.openai_models.get(name) == task:
-        return task
-    configured = settings.model_for(task).model if task in settings.models else ""
-    configured = configured or DEFAULT_MODELS.get(task, "")
-    names = {configured, configured.rstrip("/").rsplit("/", 1)[-1]} - {""}
-    return task if name in names else None
+    if settings.is_deployment(name) and settings.task_of(name) == task:
+        return name
+    target = settings.openai_models.get(name)
+    if target is not None:
+        ok = settings.is_deployment(target) and settings.task_of(target) == task
+        return target if ok else None
+    for dep in settings.deployments_of(task):
+        configured = dep.model or DEFAULT_MODELS.get(task, "")
+        if name in {configured, configured.rstrip("/").rsplit("/", 1)[-1]} - {""}:
+            return dep.name
+    return None
 
 
 def convert_line(req: dict[str, Any], task: str, settings: Settings) -> Converted | LineError:
     body: dict[str, Any] = req["body"]
+    if req["url"] == "/v1/moderations":
+        return _convert_moderation(body, settings)
     if task == "embed":
         return _convert_embeddings(body, settings)
     if task == "generate":
@@ -112,12 +127,14 @@ def convert_line(req: dict[str, Any], task: str, settings: Settings) -> Converte
             )
         return _convert_generation(req["url"], body, settings)
     model = body.get("model")
-    if model is not None and resolve_model(model, task, settings) is None:
-        return _unknown_model(model, task)
+    deployment = task if model is None else resolve_model(model, task, settings)
+    if deployment is None:
+        return _unknown_model(model, task, settings)
     text = body.get("text")
     if not isinstance(text, str):
         return LineError("missing_required_parameter", "body.text must be a string", "text")
     raw = {k: v for k, v in body.items() if k not in ("text", "model")}
+    raw["model"] = deployment
     params = _task_params(json.dumps([task, raw], sort_keys=True), settings)
     if isinstance(params, LineError):
         return params
@@ -144,11 +161,12 @@ def _task_params(key: str, settings: Settings) -> dict[str, Any] | LineError:
     return dict(got) if isinstance(got, dict) else got
 
 
-def _unknown_model(model: Any, task: str) -> LineError:
+def _unknown_model(model: Any, task: str, settings: Settings) -> LineError:
+    names = ", ".join(d.name for d in settings.deployments_of(task))
     return LineError(
         "model_not_found",
-        f"The model {model!r} does not exist here. Map it to the {task!r} task with "
-        f"DOCBATCH_OPENAI_MODELS, or use the configured model's name.",
+        f"The model {model!r} does not exist here. The {task!r} deployments are: {names} "
+        "(GET /v1/models lists every model); map other names with DOCBATCH_OPENAI_MODELS.",
         "model",
     )
 
@@ -165,8 +183,18 @@ def _convert_generation(
     or the prompt is the text; the sampling parameters are the task's params."""
     chat = url == "/v1/chat/completions"
     model = body.get("model")
-    if resolve_model(model, "generate", settings) is None:
-        return _unknown_model(model, "generate")
+    deployment = resolve_model(model, "generate", settings)
+    if deployment is None:
+        return _unknown_model(model, "generate", settings)
+    if url == "/v1/responses":
+        try:
+            prompt, got = responses.to_generate(body)
+        except responses.Unsupported as exc:
+            return LineError("invalid_parameter", exc.message, exc.param)
+        checked = _task_params(
+            json.dumps(["generate", {**got, "model": deployment}], sort_keys=True), settings
+        )
+        return checked if isinstance(checked, LineError) else Converted([prompt], checked, model)
     source = "messages" if chat else "prompt"
     unknown = sorted(set(body) - _IGNORED - _SAMPLING - {"model", source})
     if unknown:
@@ -190,7 +218,7 @@ def _convert_generation(
     if text is None:
         what = "a non-empty list of {role, content} messages" if chat else "a non-empty string"
         return LineError("invalid_parameter", f"{source} must be {what}", source)
-    params: dict[str, Any] = {"input": source}
+    params: dict[str, Any] = {"input": source, "model": deployment}
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is not None:
         params["max_new_tokens"] = max_tokens
@@ -210,8 +238,9 @@ def _convert_generation(
 
 def _convert_embeddings(body: dict[str, Any], settings: Settings) -> Converted | LineError:
     model = body.get("model")
-    if resolve_model(model, "embed", settings) is None:
-        return _unknown_model(model, "embed")
+    deployment = resolve_model(model, "embed", settings)
+    if deployment is None:
+        return _unknown_model(model, "embed", settings)
     unknown = sorted(set(body) - {"input", "model", "encoding_format", "user", "dimensions"})
     if unknown:
         return LineError("invalid_parameter", f"unknown parameter {unknown[0]!r}", unknown[0])
@@ -233,7 +262,29 @@ def _convert_embeddings(body: dict[str, Any], settings: Settings) -> Converted |
             "supported)",
             "input",
         )
-    return Converted(texts, {"type": "embed"}, model, encoding)
+    return Converted(texts, {"type": "embed", "model": deployment}, model, encoding)
+
+
+def _convert_moderation(body: dict[str, Any], settings: Settings) -> Converted | LineError:
+    """A moderation request on a ``classify`` deployment whose labels are the categories;
+    ``model`` left out: the classify task's default deployment."""
+    model = body.get("model")
+    deployment = "classify" if model is None else resolve_model(model, "classify", settings)
+    if deployment is None:
+        return _unknown_model(model, "classify", settings)
+    unknown = sorted(set(body) - {"input", "model"})
+    if unknown:
+        return LineError("invalid_parameter", f"unknown parameter {unknown[0]!r}", unknown[0])
+    raw = body.get("input")
+    texts = [raw] if isinstance(raw, str) else raw
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        return LineError(
+            "invalid_parameter",
+            "input must be a string or a non-empty list of strings (images are not supported)",
+            "input",
+        )
+    params = {"type": "classify", "model": deployment}
+    return Converted(texts, params, model, threshold=settings.openai_moderation_threshold)
 
 
 class TooManyDocuments(Exception):
@@ -262,7 +313,7 @@ class RequestLines:
         self.multi_input = False
 
     def requests(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        for number, raw in enumerate(iter_lines(self.oid), start=1):
+        for number, raw in enumerate(iter_lines(self.oid, self.settings), start=1):
             if raw.strip():
                 yield number, json.loads(raw)
 
@@ -318,7 +369,10 @@ class RequestLines:
                     doc = {
                         "custom_id": doc_cid,
                         "text": text,
-                        "metadata": {"openai": [number, cid, i, len(got.texts), got.encoding]},
+                        "metadata": {
+                            "openai": [number, cid, i, len(got.texts), got.encoding]
+                            + ([got.threshold] if got.threshold is not None else [])
+                        },
                     }
                     try:
                         # The checked document itself goes to create_job (checked once).

@@ -14,6 +14,7 @@ import numpy as np
 from sqlalchemy import select
 
 from docbatch.domain import blobs
+from docbatch.domain.openai.responses import response_body
 from docbatch.schema.db import new_session
 from docbatch.schema.settings import Settings
 from docbatch.schema.tables import Batch, Document, Job, Result, StoredFile
@@ -210,6 +211,7 @@ def _grouped(
                         Result.vectors,
                         Result.error,
                         Result.model_id,
+                        Result.params,
                         Result.created_at,
                     ).where(Result.document_id.in_([d.id for d in docs]), Result.task == batch.task)
                 )
@@ -228,7 +230,8 @@ def _grouped(
 
 
 def _body(batch: Batch, entries: list[tuple[list[Any], Any]]) -> dict[str, Any]:
-    if batch.task == "embed":
+    # batch.task is the job task's key (the deployment's name); the endpoint says the shape.
+    if batch.endpoint == "/v1/embeddings":
         data = []
         tokens = 0
         for meta, r in entries:
@@ -247,13 +250,40 @@ def _body(batch: Batch, entries: list[tuple[list[Any], Any]]) -> dict[str, Any]:
             "model": batch.model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
+    if batch.endpoint == "/v1/moderations":
+        return _moderation_body(batch, entries)
     [(meta, r)] = entries
-    if batch.task == "generate":
+    if batch.endpoint == "/v1/responses":
+        rid = f"{batch.id[6:]}_{meta[0]}"
+        return response_body(rid, batch.model, unix(r.created_at), r.output or {}, r.params or {})
+    if batch.endpoint in ("/v1/chat/completions", "/v1/completions"):
         return _completion_body(batch, meta, r)
     return {
-        "object": f"docbatch.{batch.task}",
+        "object": "docbatch." + batch.endpoint.rsplit("/", 1)[-1],
         "model": r.model_id,
         "output": r.output,
+    }
+
+
+def _moderation_body(batch: Batch, entries: list[tuple[list[Any], Any]]) -> dict[str, Any]:
+    """OpenAI's moderation body: per input, the classify head's score of every label as
+    ``category_scores``, ``categories`` those at or above the threshold, ``flagged`` any."""
+    results = []
+    for meta, r in sorted(entries, key=lambda e: e[0][2]):
+        threshold = float(meta[5]) if len(meta) > 5 else 0.5
+        scores = {s["label"]: float(s["score"]) for s in (r.output or {}).get("scores", [])}
+        categories = {label: score >= threshold for label, score in scores.items()}
+        results.append(
+            {
+                "flagged": any(categories.values()),
+                "categories": categories,
+                "category_scores": scores,
+            }
+        )
+    return {
+        "id": f"modr-{batch.id[6:]}-{entries[0][0][0]}",
+        "model": batch.model or batch.task,
+        "results": results,
     }
 
 

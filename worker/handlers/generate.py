@@ -33,7 +33,13 @@ from docbatch.worker.batching import plan_batches
 from docbatch.worker.chunking import Chunk, chunk_text
 from docbatch.worker.handlers.base import Handler, Output
 from docbatch.worker.handlers.causal_lm import CausalLM, Completion, Sampling
-from docbatch.worker.handlers.prompts import DEFAULT_TEMPLATE, build_prompt, fill, render_chat
+from docbatch.worker.handlers.prompts import (
+    DEFAULT_TEMPLATE,
+    build_prompt,
+    fill,
+    render_chat,
+    uses_chat,
+)
 
 log = logging.getLogger("docbatch.worker")
 MAX_ROUNDS = 8
@@ -166,9 +172,7 @@ class GenerateHandler(Handler):
     # -- prompts ----------------------------------------------------------------------
     def _special(self, params: dict[str, Any]) -> bool:
         """Whether the tokenizer adds its special tokens (not to a rendered chat template)."""
-        return params.get("input", "text") == "prompt" or (
-            params.get("input", "text") == "text" and not params.get("chat")
-        )
+        return not uses_chat(params, self.tokenizer)
 
     def _encode(self, prompts: list[str], params: dict[str, Any]) -> list[list[int]]:
         enc = self.tokenizer(
@@ -190,7 +194,7 @@ class GenerateHandler(Handler):
 
     def _reduce_prompt(self, text: str, params: dict[str, Any]) -> str:
         body = fill(str(params["reduce_template"]), text)
-        if not params.get("chat"):
+        if not uses_chat(params, self.tokenizer):
             return body
         messages = [{"role": "user", "content": body}]
         if params.get("system"):

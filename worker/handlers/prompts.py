@@ -109,20 +109,32 @@ class Prompt:
     special_tokens: bool = True
 
 
+def uses_chat(params: dict[str, Any], tokenizer: Any) -> bool:
+    """Whether the prompt goes through the chat template: input ``messages`` always, input
+    ``text`` with ``chat``; ``chat: "auto"``: when the model has one."""
+    chat, mode = params.get("chat"), params.get("input", "text")
+    if chat == "auto":
+        return bool(getattr(tokenizer, "chat_template", None))
+    return mode == "messages" or (mode == "text" and bool(chat))
+
+
 def build_prompt(text: str, params: dict[str, Any], tokenizer: Any) -> Prompt:
     """The prompt for one piece of a document under a job's ``params``."""
     mode = params.get("input", "text")
     if mode == "prompt":
         return Prompt(text)
     if mode == "messages":
-        return Prompt(render_chat(tokenizer, parse_messages(text)), special_tokens=False)
+        messages = parse_messages(text)
+        if not uses_chat(params, tokenizer):  # chat "auto" on a base model
+            return Prompt("\n\n".join(m["content"] for m in messages))
+        return Prompt(render_chat(tokenizer, messages), special_tokens=False)
     body = render_template(
         params.get("template") or DEFAULT_TEMPLATE,
         text,
         params.get("examples"),
         params.get("example_separator", DEFAULT_SEPARATOR),
     )
-    if not params.get("chat"):
+    if not uses_chat(params, tokenizer):
         return Prompt(body)
     messages = [{"role": "user", "content": body}]
     if params.get("system"):

@@ -1,0 +1,186 @@
+"""Fair share across tenants (docs/concepts/fair-share.md), measured on one embed worker
+whose model is the sleep handler (a fixed time per batch: a stand-in for a GPU, so the
+figures measure the dispatcher, not this machine's cores):
+
+- tenant B's 8-document job: its latency (submit to completed) on an idle stack, and
+  behind tenant A's big job (target: within 3x);
+- A's throughput (documents done per second) in the window while B's job runs, against
+  the same length of window just before it (target: drops < 5 %);
+- tenants C (weight 3) and D (weight 1) both saturating: their shares of the estimated
+  tokens done while both wait (target: 3:1 +- 10 %).
+
+    python -m bench.run --only fairshare --fair-docs 20000
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import httpx
+
+from bench.cluster import ndjson_bytes, start_workers, stop_all
+
+WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "socket",
+    "thread",
+    "queue",
+    "buffer",
+    "parser",
+    "module",
+]
+
+
+def _docs(prefix: str, n: int, words: int = 150, seed: int = 7) -> list[dict[str, str]]:
+    rng = random.Random(seed)
+    return [
+        {"custom_id": f"{prefix}{i}", "text": " ".join(rng.choice(WORDS) for _ in range(words))}
+        for i in range(n)
+    ]
+
+
+def _client(url: str, tenant: str, weight: float = 1.0) -> httpx.Client:
+    from docbatch.domain.tenants import create_key, ensure_tenant
+    from docbatch.schema.db import transaction
+    from docbatch.schema.settings import get_settings
+
+    with transaction(get_settings()) as s:
+        ensure_tenant(s, tenant).weight = weight
+        key = create_key(s, tenant).key
+    return httpx.Client(base_url=url, timeout=600, headers={"Authorization": f"Bearer {key}"})
+
+
+def _submit(client: httpx.Client, docs: list[dict[str, str]]) -> str:
+    resp = client.post(
+        "/v1/jobs",
+        params={"tasks": "embed"},
+        content=ndjson_bytes(docs),
+        headers={"content-type": "application/x-ndjson"},
+    )
+    assert resp.status_code == 202, resp.text[:500]
+    return str(resp.json()["id"])
+
+
+def _job(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    return dict(client.get(f"/v1/jobs/{job_id}").json())
+
+
+def _latency(client: httpx.Client, docs: list[dict[str, str]]) -> tuple[float, str]:
+    started = time.monotonic()
+    job_id = _submit(client, docs)
+    while _job(client, job_id)["status"] not in ("completed", "failed", "cancelled"):
+        time.sleep(0.02)
+    return time.monotonic() - started, job_id
+
+
+def _done(client: httpx.Client, job_id: str) -> int:
+    return int(_job(client, job_id)["counts"]["embed"]["succeeded"])
+
+
+def _rate(client: httpx.Client, job_id: str, seconds: float) -> float:
+    first, started = _done(client, job_id), time.monotonic()
+    time.sleep(seconds)
+    return (_done(client, job_id) - first) / (time.monotonic() - started)
+
+
+def _tokens_done(job_ids: dict[str, str]) -> dict[str, int]:
+    from sqlalchemy import func, select
+
+    from docbatch.schema.db import new_session
+    from docbatch.schema.settings import get_settings
+    from docbatch.schema.tables import Unit
+
+    with new_session(get_settings()) as s:
+        return {
+            tenant: int(
+                s.scalar(
+                    select(func.coalesce(func.sum(Unit.est_tokens), 0)).where(
+                        Unit.job_id == job_id, Unit.state == "done"
+                    )
+                )
+                or 0
+            )
+            for tenant, job_id in job_ids.items()
+        }
+
+
+def run(bench: Any, row: Any) -> None:
+    args = bench.args
+    extra = {
+        **bench.worker_env,
+        "DOCBATCH_TORCH_THREADS": "1",
+        "DOCBATCH_MODELS__EMBED__HANDLER": "bench.handlers:SleepHandler",
+        "DOCBATCH_BENCH_SLEEP": str(args.fair_sleep),
+    }
+    url = bench.api.url
+    tenant_a, tenant_b = _client(url, "fair-a"), _client(url, "fair-b")
+    workers = start_workers(bench.env, "embed", 1, extra, "fair")
+    try:
+        small = _docs("b", 8, seed=1)
+        _latency(tenant_b, _docs("w", 8, seed=2))  # warm up: first claim, connections
+        idle, _ = _latency(tenant_b, small)
+
+        big = _submit(tenant_a, _docs("a", args.fair_docs))
+        while _done(tenant_a, big) < 200:  # A in full flight
+            time.sleep(0.1)
+        window = max(args.fair_window, 3 * idle)
+        before = _rate(tenant_a, big, window)
+        # A's rate over a window of the same length that starts when B is submitted.
+        done_at_b, started = _done(tenant_a, big), time.monotonic()
+        behind, _ = _latency(tenant_b, _docs("b2", 8, seed=3))
+        time.sleep(max(0.0, window - (time.monotonic() - started)))
+        during = (_done(tenant_a, big) - done_at_b) / (time.monotonic() - started)
+        a_status = _job(tenant_a, big)
+        tenant_a.post(f"/v1/jobs/{big}/cancel")
+        ratio = behind / idle
+        row(
+            "fair share: B's 8 docs behind A's big job / idle",
+            ratio,
+            "<= 3",
+            ratio <= 3,
+            f"idle {idle:.2f}s, behind A's {args.fair_docs:,}-doc job {behind:.2f}s "
+            f"(A {a_status['status']}, {a_status['counts']['embed']['succeeded']:,} done); "
+            f"one worker, sleep handler {args.fair_sleep}s/batch",
+        )
+        drop = 1 - during / before if before else 0.0
+        row(
+            "fair share: A's throughput drop while B runs",
+            100 * drop,
+            "< 5 %",
+            drop < 0.05,
+            f"A {before:.1f} docs/s in the {window:.1f}s before B, {during:.1f} docs/s after",
+        )
+
+        # Weights 3:1, both saturating: submitted together, measured while both wait.
+        heavy, light = _client(url, "fair-c", 3.0), _client(url, "fair-d", 1.0)
+        n = args.fair_docs // 4
+        jobs = {
+            "c": _submit(heavy, _docs("c", n, seed=4)),
+            "d": _submit(light, _docs("d", n, seed=5)),
+        }
+        # Once both are running (A's cancel sweep, on the same worker, is over).
+        while min(_tokens_done(jobs).values()) == 0:
+            time.sleep(0.2)
+        start_tokens = _tokens_done(jobs)
+        time.sleep(args.fair_window)
+        end_tokens = _tokens_done(jobs)
+        c_done, d_done = (end_tokens[k] - start_tokens[k] for k in ("c", "d"))
+        for k, client in (("c", heavy), ("d", light)):
+            client.post(f"/v1/jobs/{jobs[k]}/cancel")
+        share = c_done / d_done if d_done else float("inf")
+        row(
+            "fair share: tokens C (weight 3) : D (weight 1)",
+            share,
+            "3 +- 10 %",
+            2.7 <= share <= 3.3,
+            f"estimated tokens done in {args.fair_window:.0f}s: C {c_done:,}, D {d_done:,}",
+        )
+    finally:
+        stop_all(workers)
+        for c in (tenant_a, tenant_b):
+            c.close()
