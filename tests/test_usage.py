@@ -70,7 +70,6 @@ def test_a_tenants_storage_and_what_retention_deletes_next(app_instance, other_a
         assert "docbatch_stored_documents " in metrics, "no tenant label by default"
         assert "docbatch_stored_original_bytes " in metrics
         assert api.delete(f"/v1/jobs/{job_id}").json()["status"] == "deleting"
-    from docbatch.schema.settings import get_settings
     from docbatch.worker.deletion import delete_job
 
     # Run here (a session worker on the maintenance queue may be running it already).
