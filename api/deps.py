@@ -23,8 +23,8 @@ bearer = HTTPBearer(
 )
 
 
-def get_db() -> Iterator[Session]:
-    with new_session() as session:
+def get_db(settings: Annotated[Settings, Depends(get_settings)]) -> Iterator[Session]:
+    with new_session(settings) as session:
         yield session
 
 
@@ -55,7 +55,7 @@ async def get_tenant(
     if cached is not None and cached[1] > now:
         add_to_context(tenant=cached[0])
         return cached[0]
-    tenant = await run_in_threadpool(_authenticate, key)
+    tenant = await run_in_threadpool(_authenticate, key, settings)
     add_to_context(tenant=tenant)
     if settings.api_key_cache_seconds > 0:
         if len(_key_cache) >= _KEY_CACHE_MAX:
@@ -71,8 +71,8 @@ def forget_key(key_id: str) -> None:
             _key_cache.pop(digest, None)
 
 
-def _authenticate(key: str) -> str:
-    with new_session() as session:
+def _authenticate(key: str, settings: Settings) -> str:
+    with new_session(settings) as session:
         return authenticate(session, key)
 
 

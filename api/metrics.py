@@ -108,7 +108,7 @@ class StateCollector(Collector):
         settings = get_settings()
         jobs = GaugeMetricFamily("docbatch_jobs", "Jobs by status", labels=["status"])
         try:
-            with new_session() as s:
+            with new_session(settings) as s:
                 rows = s.execute(select(Job.status, func.count()).group_by(Job.status)).all()
             for status, count in rows:
                 jobs.add_metric([status], count)
@@ -117,8 +117,8 @@ class StateCollector(Collector):
         yield jobs
         yield from _unit_ages(settings)
         if settings.metrics_tenants:
-            yield from _per_tenant(settings.metrics_tenants)
-        yield from _storage(settings.metrics_tenants)
+            yield from _per_tenant(settings)
+        yield from _storage(settings)
 
         queued = GaugeMetricFamily(
             "docbatch_queued_units",
@@ -126,7 +126,7 @@ class StateCollector(Collector):
             labels=["queue"],
         )
         try:
-            with new_session() as s:
+            with new_session(settings) as s:
                 rows = s.execute(
                     select(Unit.queue, func.count())
                     .where(Unit.state == UnitState.queued.value)
@@ -177,7 +177,7 @@ def _unit_ages(settings: Settings) -> Iterator[GaugeMetricFamily]:
         labels=["task", "model"],
     )
     try:
-        with new_session() as s:
+        with new_session(settings) as s:
             rows = s.execute(
                 select(Unit.task, func.min(Unit.published_at))
                 .where(Unit.state == UnitState.queued.value)
@@ -195,9 +195,10 @@ def _unit_ages(settings: Settings) -> Iterator[GaugeMetricFamily]:
     yield age
 
 
-def _per_tenant(limit: int) -> Iterator[GaugeMetricFamily]:
+def _per_tenant(settings: Settings) -> Iterator[GaugeMetricFamily]:
     """Jobs by tenant and status, queued units by tenant and task: the ``limit`` tenants
     with most jobs by name, the rest as ``other`` (DOCBATCH_METRICS_TENANTS)."""
+    limit = settings.metrics_tenants
     jobs = GaugeMetricFamily(
         "docbatch_tenant_jobs", "Jobs by tenant and status", labels=["tenant", "status"]
     )
@@ -207,7 +208,7 @@ def _per_tenant(limit: int) -> Iterator[GaugeMetricFamily]:
         labels=["tenant", "task"],
     )
     try:
-        with new_session() as s:
+        with new_session(settings) as s:
             by_status = s.execute(
                 select(Job.tenant, Job.status, func.count()).group_by(Job.tenant, Job.status)
             ).all()
@@ -234,10 +235,11 @@ def _per_tenant(limit: int) -> Iterator[GaugeMetricFamily]:
     yield queued
 
 
-def _storage(tenants: int) -> Iterator[GaugeMetricFamily]:
+def _storage(settings: Settings) -> Iterator[GaugeMetricFamily]:
     """Stored documents and bytes (docbatch.domain.usage): per tenant for the ``tenants``
     with most documents (the rest as ``other``) when DOCBATCH_METRICS_TENANTS is set,
     else one total without a tenant label."""
+    tenants = settings.metrics_tenants
     labels = ["tenant"] if tenants else []
     families = {
         "documents": GaugeMetricFamily(
@@ -255,7 +257,7 @@ def _storage(tenants: int) -> Iterator[GaugeMetricFamily]:
     try:
         from docbatch.domain.usage import storage_by_tenant
 
-        with new_session() as s:
+        with new_session(settings) as s:
             by_tenant = storage_by_tenant(s)
         named = set(sorted(by_tenant, key=lambda t: (-by_tenant[t]["documents"], t))[:tenants])
         summed: dict[str, dict[str, int]] = {}

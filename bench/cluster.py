@@ -14,6 +14,7 @@ import httpx
 
 from bench.env import BenchEnv, rss_mb, stop, wait_until
 from docbatch.processes import free_port
+from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import TERMINAL_JOB_STATUSES
 
 
@@ -115,7 +116,7 @@ def steady_window(job_id: str) -> tuple[float, int, int]:
     from docbatch.schema.db import new_session
     from docbatch.schema.tables import JobTask, Unit
 
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         first, last = s.execute(
             select(func.min(Unit.claimed_at), func.max(Unit.finished_at)).where(
                 Unit.job_id == job_id

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from docbatch import processes
+from docbatch.schema.settings import get_settings
 from tests.redis_index import Claim, claim_redis_index
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +82,7 @@ class BenchEnv:
         from docbatch.schema.migrate import upgrade
 
         upgrade(self.database_url)
-        with transaction() as s:
+        with transaction(get_settings()) as s:
             self.api_key = create_key(s, "bench").key
         return self
 

@@ -27,6 +27,7 @@ import httpx
 
 from bench.env import ROOT, BenchEnv, rss_mb, wait_until
 from docbatch.processes import free_port
+from docbatch.schema.settings import get_settings
 
 
 def seed_job(n: int, tenant: str = "bench", analyze: bool = True, text_bytes: int = 4) -> str:
@@ -41,7 +42,7 @@ def seed_job(n: int, tenant: str = "bench", analyze: bool = True, text_bytes: in
     from docbatch.schema.tables import new_job_id
 
     job_id = new_job_id()
-    with transaction() as s:
+    with transaction(get_settings()) as s:
         s.execute(
             text(
                 "INSERT INTO jobs (id, tenant, name, status, priority, document_count, "
@@ -77,7 +78,7 @@ def seed_job(n: int, tenant: str = "bench", analyze: bool = True, text_bytes: in
             {"id": job_id},
         )
     if analyze:
-        with transaction() as s:
+        with transaction(get_settings()) as s:
             s.execute(text("ANALYZE documents"))
             s.execute(text("ANALYZE results"))
     return job_id

@@ -47,8 +47,9 @@ def _docs(prefix: str, n: int, words: int = 150, seed: int = 7) -> list[dict[str
 def _client(url: str, tenant: str, weight: float = 1.0) -> httpx.Client:
     from docbatch.domain.tenants import create_key, ensure_tenant
     from docbatch.schema.db import transaction
+    from docbatch.schema.settings import get_settings
 
-    with transaction() as s:
+    with transaction(get_settings()) as s:
         ensure_tenant(s, tenant).weight = weight
         key = create_key(s, tenant).key
     return httpx.Client(base_url=url, timeout=600, headers={"Authorization": f"Bearer {key}"})
@@ -91,9 +92,10 @@ def _tokens_done(job_ids: dict[str, str]) -> dict[str, int]:
     from sqlalchemy import func, select
 
     from docbatch.schema.db import new_session
+    from docbatch.schema.settings import get_settings
     from docbatch.schema.tables import Unit
 
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         return {
             tenant: int(
                 s.scalar(

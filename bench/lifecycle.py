@@ -26,6 +26,14 @@ from typing import Any
 
 from sqlalchemy import text
 
+
+def _settings() -> Any:
+    """The environment's settings, read once bench.env has set it up (imported late)."""
+    from docbatch.schema.settings import get_settings
+
+    return get_settings()
+
+
 TABLES = ("jobs", "job_tasks", "documents", "document_files", "units", "results", "originals")
 Row = Callable[[str, float, str, bool | None, str], None]
 
@@ -40,7 +48,7 @@ def _counts() -> tuple[int, int]:
         "originals": "WHERE tenant <> 'bench-other'",
     }
     theirs = "WHERE job_id NOT IN (SELECT id FROM jobs WHERE tenant = 'bench-other')"
-    with new_session() as s:
+    with new_session(_settings()) as s:
         rows = sum(
             int(s.scalar(text(f"SELECT count(*) FROM {t} {mine.get(t, theirs)}")) or 0)
             for t in TABLES
@@ -71,7 +79,7 @@ def _big_job(docs: int) -> str:
         job_id = jobs.create_job(
             s, settings, tenant="bench", tasks=[{"type": "summarize"}], documents=documents()
         ).job.id
-    with transaction() as s:  # results, as a worker writes them (extract results exist)
+    with transaction(_settings()) as s:  # results, as a worker writes them (extract results exist)
         s.execute(
             text(
                 "INSERT INTO results (job_id, document_id, task, status, output, created_at,"
@@ -121,7 +129,7 @@ def delete_figure(env: Any, row: Row, docs: int) -> None:
     job_id = _big_job(docs)
     made = time.perf_counter() - started
     rows1, los1 = _counts()
-    with transaction() as s:
+    with transaction(_settings()) as s:
         other_key = create_key(s, "bench-other").key
     owner = Api(env, "api-lifecycle")
     other = Api(env, "api-lifecycle-other")
@@ -200,7 +208,7 @@ def schedule_figure(row: Row, files: int = 1000) -> None:
                 "</html>".encode()
             )
         settings = get_settings().model_copy(update={"schedule_folder_roots": [root]})
-        with transaction() as s:
+        with transaction(_settings()) as s:
             schedule_id = create_schedule(
                 s,
                 settings,

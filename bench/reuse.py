@@ -80,7 +80,7 @@ def run() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for i, doc in enumerate(docs):
             (Path(folder) / f"{i:04d}.txt").write_text(doc["text"], encoding="utf-8")
-        with transaction() as s:
+        with transaction(get_settings()) as s:
             schedule = create_schedule(
                 s,
                 settings,
@@ -111,7 +111,7 @@ def run() -> None:
             for unit_id in unit_ids:
                 runner.run(unit_id)
             seconds = time.perf_counter() - started
-            with transaction() as s:
+            with transaction(get_settings()) as s:
                 counts = job_public(s, job.job).counts["tags"]
                 units = s.scalars(select(Unit.state).where(Unit.job_id == job.job.id)).all()
             assert set(units) == {"done"}, units

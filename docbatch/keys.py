@@ -26,7 +26,7 @@ def run_keys(args: argparse.Namespace) -> int:
     ):
         return _over_api(args, settings.api_url, settings.admin_key)
     if args.keys_command == "create":
-        with transaction() as s:
+        with transaction(settings) as s:
             new = create_key(s, args.tenant)
         print(new.key)
         print(
@@ -35,13 +35,13 @@ def run_keys(args: argparse.Namespace) -> int:
         )
         return 0
     if args.keys_command == "webhook-secret":
-        with transaction() as s:
+        with transaction(settings) as s:
             secret = ensure_tenant(s, args.tenant).webhook_secret
         print(secret)
         return 0
     if args.keys_command == "revoke":
         try:
-            with transaction() as s:
+            with transaction(settings) as s:
                 row = revoke_key(s, args.key)
                 key_id, tenant = row.key_id, row.tenant
         except NotFound as exc:
@@ -49,7 +49,7 @@ def run_keys(args: argparse.Namespace) -> int:
             return 1
         print(f"revoked key {key_id} of tenant {tenant!r}", file=sys.stderr)
         return 0
-    with new_session() as s:
+    with new_session(settings) as s:
         rows = [
             _row(row.key_id, row.tenant, row.created_at.isoformat(), row.revoked_at)
             for row in list_keys(s, args.tenant)

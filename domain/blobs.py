@@ -11,7 +11,7 @@ object store behind this module's three functions.
 
 Example::
 
-    with transaction() as s:
+    with transaction(settings) as s:
         oid = create(s)
         write(s, oid, 0, b'{"custom_id": "a"}\\n')
     b"".join(read(oid))
@@ -77,7 +77,7 @@ def store(
     return oid, size, digest.hexdigest()
 
 
-def read(oid: int, block: int = BLOCK, settings: Settings | None = None) -> Iterator[bytes]:
+def read(oid: int, settings: Settings, block: int = BLOCK) -> Iterator[bytes]:
     """The blob's bytes in blocks, each block read in a short transaction of its own."""
     offset = 0
     while True:

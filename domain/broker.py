@@ -71,8 +71,7 @@ def _broker_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def make_app(settings: Settings | None = None) -> Celery:
-    settings = settings or get_settings()
+def make_app(settings: Settings) -> Celery:
     app = Celery("docbatch", broker=settings.broker_url)
     app.conf.update(
         task_acks_late=True,
@@ -129,7 +128,9 @@ def make_app(settings: Settings | None = None) -> Celery:
     return app
 
 
-app = make_app()
+# The worker's, beat's and Flower's app (``celery -A docbatch.worker.app``): an entry point,
+# so it reads the environment's settings.
+app = make_app(get_settings())
 
 
 @lru_cache(maxsize=4)
@@ -137,9 +138,9 @@ def _app_for_json(settings_json: str) -> Celery:
     return make_app(Settings.model_validate_json(settings_json))
 
 
-def app_for(settings: Settings | None = None) -> Celery:
-    """The app for ``settings``: this process's ``app`` when none is given (or they are the
-    environment's), else one built for them (``docbatch run`` and benchmarks pass theirs)."""
-    if settings is None or settings is get_settings():
+def app_for(settings: Settings) -> Celery:
+    """The app for ``settings``: this process's ``app`` when they are the environment's,
+    else one built for them (``docbatch run``, benchmarks and tests pass theirs)."""
+    if settings is get_settings():
         return app
     return _app_for_json(settings.model_dump_json())

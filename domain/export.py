@@ -35,7 +35,7 @@ from docbatch.schema.tables import Document, DocumentFile, Job, Result
 log = logging.getLogger("docbatch.export")
 
 
-def _vector_dims(job_id: str, tasks: list[str], settings: Settings | None) -> dict[str, int]:
+def _vector_dims(job_id: str, tasks: list[str], settings: Settings) -> dict[str, int]:
     dims: dict[str, int] = {}
     with new_session(settings) as s:
         for task in tasks:
@@ -107,7 +107,8 @@ def write_parquet(
     tasks: list[str],
     path: str | BinaryIO,
     page_size: int = 1000,
-    settings: Settings | None = None,
+    *,
+    settings: Settings,
 ) -> str | BinaryIO:
     """Write ``job_id``'s results to ``path`` (a file name or a binary file object);
     pending tasks have status ``pending``."""

@@ -67,7 +67,7 @@ def iter_document_results(
     only_failed: bool = False,
     page_size: int = 1000,
     vectors: str = "floats",
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> Iterator[dict[str, Any]]:
     """Yield ``{"custom_id", "metadata"?, "results": {task: {...}}}`` per document.
 
@@ -124,8 +124,8 @@ _LINE_COLUMNS = (
 )
 
 
-def _postgres() -> bool:
-    return not is_sqlite()
+def _postgres(settings: Settings) -> bool:
+    return not is_sqlite(settings)
 
 
 def _json_text(stored: str | None) -> str:
@@ -199,6 +199,7 @@ def iter_result_pages(
     only_failed: bool = False,
     page_size: int = 1000,
     vectors: str = "floats",
+    settings: Settings,
 ) -> Iterator[list[str]]:
     """The lines of ``iter_document_results``, each already JSON text (as
     ``json.dumps(line, ensure_ascii=False)`` writes it), a page of documents at a time.
@@ -206,7 +207,7 @@ def iter_result_pages(
     One query per page (the page's documents joined to their results), stored JSON passed
     through as text::
 
-        >>> for page in iter_result_pages(job_id, ["embed"]):
+        >>> for page in iter_result_pages(job_id, ["embed"], settings=settings):
         ...     out.write("\\n".join(page) + "\\n")
     """
     after = -1
@@ -227,7 +228,7 @@ def iter_result_pages(
         if only_failed:
             cond.append(Result.status == ResultStatus.failed.value)
         columns: list[Any]
-        if _postgres():
+        if _postgres(settings):
             # LATERAL with OFFSET 0 (which keeps the planner from flattening it into a plain
             # join): each document's results through the (document_id, task) index. A plain
             # join lets the planner hash the job's whole results table for every page, which
@@ -243,8 +244,8 @@ def iter_result_pages(
             .select_from(joined)
             .order_by(page.c.seq)
         )
-        with new_session() as s:
-            if _postgres():
+        with new_session(settings) as s:
+            if _postgres(settings):
                 # Index scans only, no JIT, for this transaction: right after a job's rows
                 # are written, before autovacuum has analysed them, the statistics still
                 # describe a small table, and the planner scans (or bitmap-scans and sorts)

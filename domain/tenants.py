@@ -3,9 +3,9 @@
 A key reads ``dbk_<key_id>_<secret>``. Only ``sha256(key)`` is stored, looked up by
 ``key_id``; the key itself is shown once, when it is created. Example::
 
-    with transaction() as s:
+    with transaction(settings) as s:
         key = create_key(s, "acme")        # prints nowhere; the caller shows it once
-    with new_session() as s:
+    with new_session(settings) as s:
         tenant = authenticate(s, key.key)  # "acme", or raises Unauthorized
 """
 

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from docbatch.schema.settings import Settings, get_settings
+from docbatch.schema.settings import Settings
 
 
 def make_engine(url: str) -> Engine:
@@ -44,9 +44,9 @@ def engine_for(url: str) -> Engine:
     return make_engine(url)
 
 
-def get_engine(settings: Settings | None = None) -> Engine:
-    """The engine for ``settings`` (default: the environment's, ``get_settings()``)."""
-    return engine_for((settings or get_settings()).database_url)
+def get_engine(settings: Settings) -> Engine:
+    """The engine for ``settings``' database."""
+    return engine_for(settings.database_url)
 
 
 @lru_cache(maxsize=4)
@@ -54,13 +54,15 @@ def _sessionmaker(url: str) -> sessionmaker[Session]:
     return sessionmaker(bind=engine_for(url), expire_on_commit=False)
 
 
-def new_session(settings: Settings | None = None) -> Session:
-    """A session on ``settings``' database (default: ``get_settings()``)."""
-    return _sessionmaker((settings or get_settings()).database_url)()
+def new_session(settings: Settings) -> Session:
+    """A session on ``settings``' database. Settings are read at the entry points (the
+    CLI, worker/tasks.py, api/deps.py) and passed down, so two configurations in one
+    process (``docbatch run``, tests) never meet in one database URL."""
+    return _sessionmaker(settings.database_url)()
 
 
 @contextmanager
-def transaction(settings: Settings | None = None) -> Iterator[Session]:
+def transaction(settings: Settings) -> Iterator[Session]:
     """A session whose work commits at the end of the block, or rolls back on error."""
     with new_session(settings) as session, session.begin():
         yield session
@@ -73,5 +75,5 @@ def insert_ignore(session: Session, table: Any) -> Any:
     return module.insert(table).on_conflict_do_nothing()
 
 
-def is_sqlite(settings: Settings | None = None) -> bool:
-    return (settings or get_settings()).database_url.startswith("sqlite")
+def is_sqlite(settings: Settings) -> bool:
+    return settings.database_url.startswith("sqlite")

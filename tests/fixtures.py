@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from docbatch import processes
+from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import TERMINAL_JOB_STATUSES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +105,7 @@ def new_api_key(tenant: str) -> str:
     from docbatch.domain.tenants import create_key
     from docbatch.schema.db import transaction
 
-    with transaction() as s:
+    with transaction(get_settings()) as s:
         return create_key(s, tenant).key
 
 

@@ -130,13 +130,15 @@ class WebhooksProcess:
 class RedisServer:
     """A private redis-server (no persistence) that a test may stop, start and flush."""
 
-    def __init__(self) -> None:
+    def __init__(self, password: str | None = None) -> None:
         self.port = free_port()
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         ARTIFACTS.mkdir(exist_ok=True)
@@ -152,6 +154,7 @@ class RedisServer:
                 "",
                 "--appendonly",
                 "no",
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -169,8 +172,9 @@ class RedisServer:
             self.proc.wait()
 
     def cli(self, *args: str) -> str:
+        auth = ["-a", self.password, "--no-auth-warning"] if self.password else []
         out = subprocess.run(
-            ["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True
+            ["redis-cli", "-p", str(self.port), *auth, *args], capture_output=True, text=True
         )
         return out.stdout.strip()
 

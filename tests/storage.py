@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from docbatch.schema.db import new_session
+from docbatch.schema.settings import get_settings
 
 REFERENCED = """
 SELECT count(*) FROM (
@@ -25,17 +26,17 @@ SELECT count(*) FROM (
 
 
 def large_objects() -> int:
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         return int(s.scalar(text("SELECT count(*) FROM pg_largeobject_metadata")) or 0)
 
 
 def referenced_blobs() -> int:
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         return int(s.scalar(text(REFERENCED)) or 0)
 
 
 def assert_blobs_owned() -> None:
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         stored = int(s.scalar(text("SELECT count(*) FROM pg_largeobject_metadata")) or 0)
         named = int(s.scalar(text(REFERENCED)) or 0)
     assert stored == named, f"{stored} large objects, but rows name {named}"
@@ -45,7 +46,7 @@ def job_rows(job_id: str) -> dict[str, int]:
     """Rows that name ``job_id``, per table (the job row under ``jobs``)."""
     tables = ["jobs", "job_tasks", "documents", "document_files", "units", "results"]
     tables.append("webhook_deliveries")
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         return {
             t: int(
                 s.scalar(

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from docbatch.schema.db import new_session
+from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import Unit, Usage
 from tests.fakeworkers import fake_worker_env
 from tests.fixtures import WorkerProcess, wait_for_job
@@ -29,7 +30,7 @@ def _docs() -> list[dict[str, str]]:
 
 
 def _usage_rows(job_id: str) -> list[Any]:
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         return list(s.execute(select(Usage).where(Usage.job_id == job_id)).scalars())
 
 
@@ -43,7 +44,7 @@ def test_usage_after_a_worker_kill_equals_the_work_done_once(api: Any, private_q
             job_id = resp.json()["id"]
             deadline = time.monotonic() + 120
             while True:  # one unit done and one running: kill mid-unit
-                with new_session() as s:
+                with new_session(get_settings()) as s:
                     states = list(s.scalars(select(Unit.state).where(Unit.job_id == job_id)))
                 if states.count("done") >= 1 and "running" in states:
                     break
@@ -62,7 +63,7 @@ def test_usage_after_a_worker_kill_equals_the_work_done_once(api: Any, private_q
         finally:
             worker.stop()
     assert job["status"] == "completed", job
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         units = dict(s.execute(select(Unit.id, Unit.attempts).where(Unit.job_id == job_id)).all())
     assert max(units.values()) >= 2, units  # a unit really ran twice
     rows = _usage_rows(job_id)

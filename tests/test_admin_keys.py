@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from docbatch.schema.db import new_session
+from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import AdminAudit
 from tests.fixtures import ROOT
 from tests.procs import ApiProcess
@@ -51,7 +52,7 @@ def test_admin_creates_lists_and_revokes_tenant_keys(
     assert as_tenant.get("/v1/jobs").status_code == 401  # at once on this replica
     assert admin.delete("/v1/admin/keys/0000000000000000").status_code == 404
 
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         rows = s.scalars(select(AdminAudit).where(AdminAudit.tenant == tenant)).all()
     assert [(r.action, r.key_id) for r in rows] == [
         ("key.create", body["id"]),

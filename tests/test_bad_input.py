@@ -6,13 +6,14 @@ import pytest
 from sqlalchemy import func, select
 
 from docbatch.schema.db import new_session
+from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import Document, Job, Unit
 
 GOOD_DOC = {"custom_id": "a", "text": "Some text."}
 
 
 def _row_counts() -> tuple[int, int, int]:
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         return tuple(s.scalar(select(func.count()).select_from(t)) for t in (Job, Document, Unit))
 
 

@@ -24,7 +24,7 @@ from tests.fixtures import WorkerProcess
 
 def _wait_until_blocked_on_a_lock(pid: int, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         while time.monotonic() < deadline:
             waiting = s.scalar(
                 text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid"),
@@ -93,7 +93,7 @@ def test_cancel_racing_the_last_unit_leaves_the_job_completed(private_queues):
     racer.join(30)
     assert not racer.is_alive() and not cancel_error, cancel_error
 
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         row = s.get(Job, job_id)
         assert row is not None
         public = jobs.job_public(s, row)
@@ -114,7 +114,7 @@ BATCH = 500
 def _ledger_snapshot(job_id: str) -> tuple[dict[str, int], dict[str, int], int]:
     """The job's counters, its result rows by status and its document count, read in one
     statement (one snapshot)."""
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         row = s.execute(
             text(
                 "SELECT t.succeeded, t.failed, t.cancelled, t.total,"
@@ -183,7 +183,7 @@ def test_cancel_of_a_big_job_returns_at_once_and_finishes_in_batches(
     assert c["succeeded"] + c["cancelled"] == BIG
     counters, rows, distinct = _ledger_snapshot(job_id)
     assert distinct == BIG and rows["succeeded"] == c["succeeded"]
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         open_units = s.scalar(
             select(func.count()).where(Unit.job_id == job_id, Unit.state.in_(["queued", "running"]))
         )
@@ -228,7 +228,7 @@ def test_a_lost_cancel_is_sent_again_by_the_reconciler(private_queues):
         for m in sent
     ), sent
     assert sweep(job_id, settings.model_copy(update={"cancel_batch_documents": 7})) == 20
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         row = s.get(Job, job_id)
         assert row is not None
         public = jobs.job_public(s, row)
@@ -273,7 +273,7 @@ def test_a_cancelling_job_with_only_waiting_units_is_swept_again(private_queues)
         broker = redis.Redis.from_url(settings.broker_url)
         keys = priority_queue_names(settings.maintenance_queue)
         broker.delete(*keys)  # the api's message is lost
-        with new_session() as s:
+        with new_session(get_settings()) as s:
             states = set(s.scalars(select(Unit.state).where(Unit.job_id == job_id)))
         assert states == {"running", "waiting"}
         reconcile_once(settings)
@@ -291,7 +291,7 @@ def test_a_cancelling_job_with_only_waiting_units_is_swept_again(private_queues)
             ledger.finalize_job_if_done(s, job)
     finally:
         worker.close()
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         row = s.get(Job, job_id)
         assert row is not None
         public = jobs.job_public(s, row)

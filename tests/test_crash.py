@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 
 from docbatch.processes import free_port
 from docbatch.schema.db import new_session
+from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import TERMINAL_JOB_STATUSES, Result, Unit
 from tests.conftest import DB_NAME
 from tests.fakeworkers import fake_worker_env
@@ -111,7 +112,7 @@ def _wait_mid_job(job_id: str, units_done: int = 2) -> None:
     """Until a few units are done and one is running: the job is in full flight."""
     deadline = time.monotonic() + 120
     while True:
-        with new_session() as s:
+        with new_session(get_settings()) as s:
             states = list(s.scalars(select(Unit.state).where(Unit.job_id == job_id)))
         if states.count("done") >= units_done and "running" in states:
             return
@@ -124,7 +125,7 @@ def _assert_complete_exactly_once(job: dict[str, Any]) -> None:
     assert job["status"] == "completed", job
     counts = job["counts"]["summarize"]
     assert counts["succeeded"] == counts["total"] == N_DOCS, counts
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         per_doc = s.execute(
             select(Result.document_id, func.count())
             .where(Result.job_id == job["id"])
@@ -190,7 +191,7 @@ def test_sigkill_worker_mid_job_then_start_another(stack, worker):
     first = WorkerProcess("summarize", env=stack["env"], name="crash-a").wait_ready()
     job_id = _submit(client)
     _wait_mid_job(job_id)
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         running = s.scalar(select(Unit.id).where(Unit.job_id == job_id, Unit.state == "running"))
     first.kill()  # parent and pool child: SIGKILL, no chance to ack or reject
     second = WorkerProcess("summarize", env=stack["env"], name="crash-b").wait_ready()
@@ -199,7 +200,7 @@ def test_sigkill_worker_mid_job_then_start_another(stack, worker):
     finally:
         second.stop()
     _assert_complete_exactly_once(job)
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         unit = s.get(Unit, running)
         assert unit is not None
     # the unit the killed worker held was taken over (republished after its lease)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import secrets
 import time
 from collections.abc import Iterator
 
@@ -127,6 +128,8 @@ def two_embedders(tiny_heads) -> Iterator[dict[str, str]]:  # noqa: F811
     random BERT); the api in this process sees the same deployments."""
     deployments = [
         {"name": "bert-tiny", "task": "embed", "model": tiny_heads["bert"]},
+        # The same model under another name: results are reused across the two.
+        {"name": "bert-twin", "task": "embed", "model": tiny_heads["bert"]},
         # Configured, never started: its units must wait, queued, and say why.
         {"name": "idle", "task": "embed", "model": tiny_heads["bert"]},
     ]
@@ -138,6 +141,7 @@ def two_embedders(tiny_heads) -> Iterator[dict[str, str]]:  # noqa: F811
         workers = [
             WorkerProcess("embed", env=env, name="deploy-embed"),
             WorkerProcess("bert-tiny", env=env, name="deploy-bert-tiny", deployment=True),
+            WorkerProcess("bert-twin", env=env, name="deploy-bert-twin", deployment=True),
         ]
         try:
             for w in workers:
@@ -226,7 +230,7 @@ def test_unknown_model_is_a_422_listing_the_tasks_deployments(api, two_embedders
     )
     assert resp.status_code == 422, resp.text
     assert "tasks[0].model" in resp.text
-    assert "embed, bert-tiny, idle" in resp.text
+    assert "embed, bert-tiny, bert-twin, idle" in resp.text
     assert api.get("/v1/jobs").json()["count"] == before
 
 
@@ -250,6 +254,33 @@ def test_a_deployment_with_no_worker_leaves_its_units_queued_and_says_so(api, tw
     assert wait_for_job(api, job_id, timeout=60)["status"] == "cancelled"
 
 
+def test_reuse_is_keyed_by_the_model_actually_used(api, two_embedders):
+    """A job on bert-twin reuses what bert-tiny computed (the same model, revision and
+    params under another name); the default embed deployment (another model) does not."""
+    marker = secrets.token_hex(4)
+    docs = [{"custom_id": d["custom_id"], "text": f"{d['text']} ({marker})"} for d in DOCS]
+
+    def run(model: str, reuse: bool) -> dict:
+        task = {"type": "embed", "model": model}
+        body = {"tasks": [task], "documents": docs, "reuse_results": reuse}
+        resp = api.post("/v1/jobs", json=body)
+        assert resp.status_code == 202, resp.text
+        job = wait_for_job(api, resp.json()["id"], timeout=180)
+        assert job["status"] == "completed", job
+        lines = read_ndjson(api.get(f"/v1/jobs/{job['id']}/results"))
+        return {
+            "job": job,
+            "vectors": [line["results"][model]["output"]["vector"] for line in lines],
+        }
+
+    first = run("bert-tiny", False)
+    twin = run("bert-twin", True)
+    assert twin["job"]["counts"]["bert-twin"]["reused"] == len(docs)
+    assert twin["vectors"] == first["vectors"]
+    other = run("embed", True)
+    assert other["job"]["counts"]["embed"]["reused"] == 0
+
+
 def test_openai_models_and_a_batch_naming_a_deployment(two_embedders, database):
     """The official client lists and reads the deployments and aliases, and a batch whose
     lines name an alias of ``bert-tiny`` runs on that deployment's worker."""
@@ -270,7 +301,7 @@ def test_openai_models_and_a_batch_naming_a_deployment(two_embedders, database):
             base_url=f"{proc.url}/v1", api_key=new_api_key("default"), max_retries=0
         )
         listed = {m.id: m for m in client.models.list()}
-        assert {"embed", "bert-tiny", "idle", "summarize", "generate"} <= set(listed)
+        assert {"embed", "bert-tiny", "bert-twin", "idle", "summarize"} <= set(listed)
         assert {"text-embedding-3-small", "minilm"} <= set(listed)
         assert all(m.object == "model" and m.owned_by == "docbatch" for m in listed.values())
         alias = client.models.retrieve("text-embedding-3-small")

@@ -8,6 +8,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from docbatch.schema.db import new_session
+from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import Result
 from tests.fakeworkers import fake_worker_env
 from tests.fixtures import WorkerProcess, load_corpus, read_ndjson, wait_for_job
@@ -22,7 +23,7 @@ def _assert_accounted(job: dict) -> None:
 
 
 def _one_result_per_document_and_task(job_id: str) -> None:
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         dupes = s.execute(
             select(Result.document_id, Result.task, func.count())
             .where(Result.job_id == job_id)

@@ -11,6 +11,7 @@ import pytest
 
 from docbatch.domain import blobs
 from docbatch.schema.db import new_session
+from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import DocumentFile
 from tests.fakeworkers import fake_worker_env
 from tests.files import (
@@ -119,11 +120,11 @@ def test_real_files_become_documents_with_text_pages_and_reasons(api, file_worke
     assert errors == set(reasons)
 
     # The originals are kept, with their sha256: the attachment's bytes are the report's.
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         stored = {f.name: f for f in s.query(DocumentFile).filter_by(job_id=job["id"])}
     attached = stored["mail.eml/report.pdf"]
     assert attached.sha256 == hashlib.sha256(report).hexdigest()
-    assert b"".join(blobs.read(attached.blob_oid)) == report
+    assert b"".join(blobs.read(attached.blob_oid, get_settings())) == report
     assert attached.parent_document_id is not None
     assert stored["empty.pdf"].bytes == 0
 

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from docbatch.schema.db import new_session
+from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import DocumentFile
 from tests.files import (
     PAGES,
@@ -174,7 +175,7 @@ def test_members_wait_on_disk_not_in_the_worker(api, private_queues):
         assert sorted(got) == [f"big.zip/part{i}.bin" for i in range(4)], got
         for result in got.values():  # zeros are no format docbatch reads, but all are kept
             assert "unsupported file type" in result["error"]
-        with new_session() as s:
+        with new_session(get_settings()) as s:
             stored = s.scalars(select(DocumentFile.bytes).where(DocumentFile.job_id == job_id))
             assert sorted(stored) == [size] * 4
         grew = max(_hwm_bytes(pid) - before[pid] for pid in pool)
@@ -222,7 +223,7 @@ def test_a_nul_in_an_email_body_or_attachment_name_is_stored_not_fatal(api, priv
         got = _extracted(api, job_id, timeout=60)
         assert set(got) == {"nul.eml", "nul.eml/a_b.txt"}, got
         assert all(r["status"] == "succeeded" for r in got.values()), got
-        with new_session() as s:
+        with new_session(get_settings()) as s:
             from docbatch.schema.tables import Document
 
             text = s.scalar(

@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from docbatch.schema.db import new_session
+from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import EXTRACT, Unit
 from tests.fakeworkers import fake_worker_env
 from tests.files import PAGES, make_long_pdf, make_pdf, make_zip
@@ -39,7 +40,7 @@ def _results(api, job_id: str) -> dict[str, dict]:
 
 
 def _extract_units(job_id: str) -> list[Unit]:
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         return list(
             s.scalars(
                 select(Unit).where(Unit.job_id == job_id, Unit.task == EXTRACT).order_by(Unit.id)

@@ -45,7 +45,7 @@ def _run_extract(job_id: str) -> int:
     from docbatch.worker.runner import UnitRunner
 
     settings = get_settings()
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         [unit_id] = s.scalars(select(Unit.id).where(Unit.job_id == job_id, Unit.task == EXTRACT))
     runner = UnitRunner(ExtractStage(settings), settings)
     return _statements(lambda: runner.run(unit_id).value)
@@ -83,6 +83,6 @@ def test_the_extract_write_is_set_based(api, private_queues):
     # Seven more files: each one's blob read, and nothing else per file.
     extra_files = counts[eight] - counts[one]
     assert extra_files <= 7 + 2, f"7 more files cost {extra_files} more statements"
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         members = s.scalars(select(Unit.seq_hi).where(Unit.job_id == many, Unit.task == EXTRACT))
         assert max(members) >= 299  # the 300 members are documents

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from docbatch.domain.webhooks import SIGNATURE_HEADER, verify
 from docbatch.schema.db import new_session
+from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import Document, Result, Tenant, Unit
 from tests.fakeworkers import fake_worker_env
 from tests.fixtures import WorkerProcess, read_ndjson, wait_for_job
@@ -90,7 +91,7 @@ def test_document_that_kills_its_worker_fails_alone_and_its_neighbours_succeed(a
     ok = [x for x in read_ndjson(api.get(f"/v1/jobs/{job_id}/results")) if x not in errors]
     assert [x["custom_id"] for x in ok] == [f"d{i:04d}" for i in range(20) if i != 12]
     assert ok[12]["results"]["summarize"]["output"]["summary"] == "DOCUMENT NUMBER 13 SAYS HELLO"
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         units = s.scalars(
             select(Unit).where(Unit.job_id == job_id, Unit.seq_lo <= 14, Unit.seq_hi >= 10)
         ).all()
@@ -101,7 +102,7 @@ def test_document_that_kills_its_worker_fails_alone_and_its_neighbours_succeed(a
 
 
 def _unit_state(job_id: str, seq_lo: int) -> str | None:
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         return s.scalar(select(Unit.state).where(Unit.job_id == job_id, Unit.seq_lo == seq_lo))
 
 
@@ -124,7 +125,7 @@ def test_cancel_mid_job(api, fake, limits):
     _accounted(job)
     counts = job["counts"]["summarize"]
     assert counts["failed"] == 0 and counts["cancelled"] >= 80 and counts["succeeded"] >= 1
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         units = s.scalars(select(Unit).where(Unit.job_id == job_id).order_by(Unit.seq_lo)).all()
         first_unit_statuses = s.scalars(
             select(Result.status)
@@ -140,7 +141,7 @@ def test_cancel_mid_job(api, fake, limits):
     # next unit ahead, but it never reached the model: none of its documents succeeded)
     assert units[1].attempts <= 1
     assert [u.attempts for u in units[2:]] == [0, 0, 0]
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         second_unit_statuses = set(
             s.scalars(
                 select(Result.status)
@@ -210,7 +211,7 @@ def test_webhook_signed_retried_and_delivered(api, fake, hook_server, limits):
     assert payload["job"]["counts"]["summarize"]["succeeded"] == 5
     assert headers["Docbatch-Event"] == "job.completed"
     assert headers["Docbatch-Delivery"] == str(payload["delivery_id"])
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         secret = s.scalar(select(Tenant.webhook_secret).where(Tenant.name == "default"))
     assert secret
     signature = headers[SIGNATURE_HEADER]

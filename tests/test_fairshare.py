@@ -42,7 +42,7 @@ def _job(settings: Settings, tenant: str, n_docs: int, words: int = 40, **kw: An
 
 
 def _set_weight(tenant: str, weight: float) -> None:
-    with transaction() as s:
+    with transaction(get_settings()) as s:
         ensure_tenant(s, tenant).weight = weight
 
 
@@ -55,7 +55,7 @@ def _pick(settings: Settings, n: int) -> list[int]:
 
 def _owners(unit_ids: list[int]) -> list[tuple[str, int]]:
     """(tenant, est_tokens) of each unit, in the order given."""
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         rows = dict(
             (u, (t, e))
             for u, t, e in s.execute(
@@ -108,7 +108,7 @@ def test_inside_a_tenant_priority_then_the_smaller_job(database: str) -> None:
     big = _job(settings, tenant, 400)
     small = _job(settings, tenant, 8)
     urgent = _job(settings, tenant, 40, priority=5)
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         job_of = dict(s.execute(select(Unit.id, Unit.job_id)).all())
     order = [job_of[u] for u in _pick(settings, 14)]
     assert order[:10] == [urgent] * 10  # the priority-5 job's 10 units first
@@ -129,7 +129,7 @@ def test_the_broker_holds_a_few_ids_however_big_the_job(api: Any, private_queues
     settings = get_settings()
     queue = settings.queue_for("summarize")
     assert _queue_length(settings.broker_url, queue) == settings.dispatch_depth
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         backlog = s.scalars(
             select(Unit.id).where(Unit.job_id == resp.json()["id"], Unit.dispatched_at.is_(None))
         ).all()
@@ -198,7 +198,7 @@ def test_a_tenant_alone_uses_every_worker(api: Any, private_queues: str) -> None
             for w in workers:
                 w.stop()
     assert job["status"] == "completed", job
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         ran_on = set(s.scalars(select(Unit.worker).where(Unit.job_id == job["id"])))
     hosts = {name.split(":")[1] for name in ran_on if name}
     assert len(hosts) >= 2, ran_on  # both workers' processes ran units

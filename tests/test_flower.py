@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from docbatch.schema.db import new_session
+from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import Unit
 from tests.conftest import RUN_ID, servers
 from tests.fixtures import ARTIFACTS, WorkerProcess, load_corpus, wait_for_job
@@ -96,7 +97,7 @@ def test_flower_sees_the_worker_and_its_tasks(api, flower_queues, tmp_path):
         assert resp.status_code == 202, resp.text
         job = wait_for_job(api, resp.json()["id"], timeout=180)
         assert job["status"] == "completed", job
-        with new_session() as s:
+        with new_session(get_settings()) as s:
             units = s.query(Unit).filter(Unit.job_id == job["id"]).count()
         assert units >= 1
 

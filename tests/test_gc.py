@@ -52,7 +52,7 @@ def _deleting_job() -> str:
 
 
 def _left(job_id: str) -> dict[str, int] | None:
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         job = s.get(Job, job_id)
         return None if job is None else dict(job.delete_left or {})
 
@@ -62,7 +62,7 @@ def _wait_for_the_dead_session_to_go(timeout: float = 30) -> None:
     the server notices the closed socket."""
     deadline = time.monotonic() + timeout
     while True:
-        with new_session() as s:
+        with new_session(get_settings()) as s:
             held = s.scalar(
                 text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = :ns"),
                 {"ns": NAMESPACE},
@@ -104,7 +104,7 @@ def test_a_delete_killed_half_way_is_finished_by_the_next_pass(private_queues):
 
 def test_gc_removes_orphaned_blobs_and_originals_and_says_so():
     before = large_objects()
-    with transaction() as s:
+    with transaction(get_settings()) as s:
         s.execute(text("SELECT lo_from_bytea(0, 'left behind by a manual DELETE')"))
         oid = int(s.scalar(text("SELECT lo_from_bytea(0, 'shared bytes')")))
         s.add(
@@ -130,5 +130,5 @@ def test_gc_removes_orphaned_blobs_and_originals_and_says_so():
     assert report["orphaned_blobs"] == 1, report
     assert report["orphaned_originals"] == 1, report
     assert large_objects() == before
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         assert s.scalar(select(Original).where(Original.blob_oid == oid)) is None

@@ -20,7 +20,7 @@ GOOD = {"custom_id": "a", "text": "Some text."}
 
 
 def _rows() -> tuple[int, int, int]:
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         return tuple(  # type: ignore[return-value]
             s.scalar(select(func.count()).select_from(t)) for t in (Job, Document, Unit)
         )

@@ -8,13 +8,15 @@ from typing import Any
 
 import pytest
 
+from docbatch.schema.settings import get_settings
+
 
 def _job(reuse: bool, started: bool) -> str:
     from docbatch.schema.db import transaction
     from docbatch.schema.tables import Document, Job, JobTask, Result
 
     now = dt.datetime.now(dt.UTC)
-    with transaction() as s:
+    with transaction(get_settings()) as s:
         job = Job(
             tenant="default",
             name="poll",
@@ -59,7 +61,7 @@ def _public(job_id: str) -> dict[str, Any]:
     from docbatch.schema.db import new_session
     from docbatch.schema.settings import get_settings
 
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         public = jobs.job_public(s, jobs.get_job(s, None, job_id), get_settings())
         return dict(json.loads(public.model_dump_json()))
 

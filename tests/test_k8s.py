@@ -178,3 +178,32 @@ def test_alerts_and_dashboard_name_only_metrics_docbatch_defines():
     used -= {"docbatch_json"}  # not a metric
     assert used - known == set()
     assert "docbatch_tenant_jobs" in used and "docbatch_oldest_queued_unit_age_seconds" in used
+
+
+@pytest.mark.fast
+def test_a_vllm_pool_runs_its_image_with_the_solo_pool(rendered):
+    dockerfile = (ROOT / "ops/Dockerfile.vllm").read_text()
+    assert "FROM docbatch-worker:${DOCBATCH_VERSION}" in dockerfile
+    assert 'pip install "vllm==${VLLM_VERSION}"' in dockerfile
+    assert '"--pool", "solo"' in dockerfile and "BACKEND=vllm" in dockerfile
+    spec = yaml.safe_load((ROOT / "ops/k8s/deployments.yaml").read_text())
+    spec["deployments"].append(
+        {
+            "name": "generate-vllm",
+            "task": "generate",
+            "gpu": True,
+            "image": "docbatch-worker-vllm",
+            "args": ["--pool", "solo"],
+        }
+    )
+    (dep,) = [
+        d
+        for d in yaml.safe_load_all(generate.render(spec)["base/workers.yaml"])
+        if d and d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-vllm")
+    ]
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == "docbatch-worker-vllm"
+    assert c["command"][-2:] == ["--pool", "solo"]
+    # The release tag is set for the vLLM image in the one place too.
+    base = yaml.safe_load((ROOT / "ops/k8s/base/kustomization.yaml").read_text())
+    assert "docbatch-worker-vllm" in {i["name"] for i in base["images"]}

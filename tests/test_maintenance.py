@@ -61,7 +61,7 @@ def test_beat_and_maintenance_alone_fire_schedules_and_republish(api, idle_clust
     # A unit whose Redis message is lost: its job is queued, then its lists are deleted.
     docs = load_corpus("stdlib-docs.jsonl", 12)
     job_id = api.post("/v1/jobs", json={"tasks": ["embed"], "documents": docs}).json()["id"]
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         units = s.scalars(select(Unit.id).where(Unit.job_id == job_id)).all()
     assert _depth(broker, embed_queue) == len(units) >= 1
     broker.delete(*priority_queue_names(embed_queue))
@@ -99,7 +99,7 @@ def test_beat_and_maintenance_alone_fire_schedules_and_republish(api, idle_clust
         api.delete(f"/v1/schedules/{created.json()['id']}")
         stop_process(beat)
         stop_process(maintenance)
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         republished = s.scalars(
             select(Unit).where(Unit.job_id == job_id, Unit.published_at > lost_at)
         ).all()
@@ -111,5 +111,5 @@ def test_beat_and_maintenance_alone_fire_schedules_and_republish(api, idle_clust
 
 
 def _jobs_named(name: str) -> list[Job]:
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         return list(s.scalars(select(Job).where(Job.name.like(f"{name} %"))))

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from docbatch.processes import free_port
 from docbatch.schema.db import new_session
+from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import Unit
 from tests.fakeworkers import fake_worker_env
 from tests.files import PAGES, make_pdf, make_zip_bomb
@@ -177,7 +178,7 @@ def test_workers_log_json_with_unit_ids_and_serve_metrics(api, private_queues):
         stop_process(beat)
         stop_process(maintenance)
 
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         units = set(s.scalars(select(Unit.id).where(Unit.job_id == job_id)))
     for proc, task in ((model, "summarize"), (extract, "extract")):
         assert "INFO/MainProcess]" not in proc.log  # no text lines left

@@ -19,6 +19,7 @@ import numpy as np
 import openai
 import pytest
 
+from docbatch.schema.settings import get_settings
 from tests.fixtures import ARTIFACTS, load_corpus, new_api_key, spawn, stop_process
 from tests.procs import ApiProcess
 
@@ -394,7 +395,7 @@ def _db_scalar(sql: str, **params: Any) -> Any:
 
     from docbatch.schema.db import new_session
 
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         return s.execute(text(sql), params).scalar()
 
 
@@ -405,7 +406,7 @@ def _file_ids(batch_id: str) -> tuple[str, str]:
 
     from docbatch.schema.db import new_session
 
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         row = s.execute(
             text("SELECT output_file_id, error_file_id FROM batches WHERE id = :b"),
             {"b": batch_id},
@@ -419,7 +420,7 @@ def _objects_and_references() -> tuple[set[int], set[int]]:
 
     from docbatch.schema.db import new_session
 
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         objects = set(s.scalars(text("SELECT oid::bigint FROM pg_largeobject_metadata")))
         named = set(
             s.scalars(
@@ -500,7 +501,7 @@ def test_the_beat_expires_a_batch_nobody_reads(idle_api, api_url, workers):
 
     from docbatch.schema.db import transaction
 
-    with transaction() as s:
+    with transaction(get_settings()) as s:
         s.execute(
             text("UPDATE batches SET expires_at = now() - interval '1 second' WHERE id = :b"),
             {"b": batch.id},
@@ -745,7 +746,7 @@ def test_multi_input_request_counts_are_one_grouped_statement(api_url, workers):
     counts = done.request_counts
     assert (counts.total, counts.completed, counts.failed) == (21, 20, 1)
     rows: list[int] = []
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         b = owned_batch(s, tenant, batch.id)
         engine = s.get_bind()
 

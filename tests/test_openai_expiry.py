@@ -85,7 +85,7 @@ def test_file_and_output_expiry_and_a_file_in_use(client: openai.OpenAI):
     assert out.expires_at == out.created_at + 2 * HOUR
 
     # Time passes: the lifecycle pass deletes the input file (its batch has ended).
-    with transaction() as s:
+    with transaction(get_settings()) as s:
         s.execute(update(StoredFile).where(StoredFile.id == f.id).values(expires_at=utcnow()))
     report = lifecycle_pass(get_settings(), inline=True)
     assert f.id in report.expired_files and done.output_file_id not in report.expired_files
@@ -96,7 +96,7 @@ def test_file_and_output_expiry_and_a_file_in_use(client: openai.OpenAI):
     from docbatch.schema.db import new_session
     from docbatch.schema.tables import Batch
 
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         job_id = s.get(Batch, batch.id).job_id
     import httpx
 

@@ -46,7 +46,7 @@ def _fire(night: int) -> dict[str, str | None]:
 
     first = next_fire(CRON, utcnow())
     tick(get_settings(), now=first + dt.timedelta(days=night, seconds=5))
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         return {
             str(p): job
             for p, job in s.execute(select(ScheduleRun.period_start, ScheduleRun.job_id))
@@ -80,7 +80,7 @@ def test_a_schedule_over_an_unchanged_folder_stores_its_files_once(api, folder):
     assert added == [FILES, FILES, FILES], "the second and third runs added no large objects"
     jobs_fired = [j for j in runs.values() if j is not None]
     assert len(jobs_fired) == 3
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         refs = s.scalars(select(Original.refs).where(Original.tenant == "default")).all()
     assert sorted(refs)[-FILES:] == [3] * FILES
 
@@ -100,17 +100,17 @@ def test_the_same_bytes_of_two_tenants_are_stored_apart(tmp_path: Path):
         path.write_bytes(make_html(f"member {i % 3}"))  # m3 repeats m0
         paths.append(path)
     before = large_objects()
-    with transaction() as s:
+    with transaction(get_settings()) as s:
         a = originals.store_paths(s, "tenant-a", paths)
     assert large_objects() == before + 3, "one copy per content"
     assert a[3][0] == a[0][0] and len({oid for oid, _, _ in a}) == 3
-    with transaction() as s:
+    with transaction(get_settings()) as s:
         again = originals.store_paths(s, "tenant-a", paths)
         b = originals.store_paths(s, "tenant-b", paths)
     assert large_objects() == before + 6, "tenant-a again adds nothing; tenant-b its own"
     assert [x[0] for x in again] == [x[0] for x in a]
     assert not {x[0] for x in b} & {x[0] for x in a}, "never shared across tenants"
-    with transaction() as s:
+    with transaction(get_settings()) as s:
         for stored in (a, again, b):
             originals.release(s, [oid for oid, _, _ in stored])
     assert large_objects() == before

@@ -37,7 +37,7 @@ def _submit(api, priority: int, tag: str) -> str:  # noqa: ANN001
 
 def _claim_order(jobs: dict[str, str]) -> str:
     """One letter per unit (its job's), in the order the worker claimed them."""
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         rows = s.execute(
             select(Unit.job_id).where(Unit.job_id.in_(jobs)).order_by(Unit.claimed_at, Unit.id)
         ).all()
@@ -68,7 +68,7 @@ def test_republished_units_keep_their_job_priority(api, private_queues, one_doc_
     queue = settings.queue_for("summarize")
     lost = [key for key in broker.keys(f"{queue}*") if not key.startswith(b"_kombu")]
     assert lost and broker.delete(*lost)  # the routine job's messages are gone
-    with transaction() as s:  # ...long enough ago for the reconciler to look
+    with transaction(get_settings()) as s:  # ...long enough ago for the reconciler to look
         s.execute(
             update(Unit)
             .where(Unit.job_id == routine)
@@ -76,7 +76,7 @@ def test_republished_units_keep_their_job_priority(api, private_queues, one_doc_
         )
     urgent = _submit(api, 9, "urgent")
     assert reconcile_once(get_settings()) >= UNITS
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         fresh = s.scalar(
             select(func.count()).where(
                 Unit.job_id == routine, Unit.published_at > utcnow() - dt.timedelta(minutes=5)

@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from docbatch.domain.broker import broker_priority
 from docbatch.schema.db import new_session
+from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import EXTRACT, Unit
 from tests.conftest import ADMIN_URL, DATABASE_URL, RUN_ID, servers
 from tests.files import PAGES, make_pdf
@@ -133,7 +134,7 @@ def test_metrics_after_a_job():
         )
         assert resp.status_code == 202, resp.text
         job_id = resp.json()["id"]
-        with new_session() as s:
+        with new_session(get_settings()) as s:
             units = s.query(Unit).filter(Unit.job_id == job_id).count()
         assert units >= 2  # 60 documents at DOCBATCH_UNIT_TOKENS=8192
         # A job of files waits in the extract queue first; no extract worker runs here.
@@ -146,7 +147,7 @@ def test_metrics_after_a_job():
             headers=auth,
         )
         assert resp.status_code == 202, resp.text
-        with new_session() as s:
+        with new_session(get_settings()) as s:
             extract_units = (
                 s.query(Unit).filter(Unit.job_id == resp.json()["id"], Unit.task == EXTRACT).count()
             )

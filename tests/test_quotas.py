@@ -39,7 +39,7 @@ def _docs(n: int, prefix: str = "d") -> list[dict[str, str]]:
 
 
 def _written(tenant: str) -> tuple[int, int]:
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         jobs_n = s.scalar(select(func.count()).select_from(Job).where(Job.tenant == tenant))
         docs = s.scalar(
             select(func.count())

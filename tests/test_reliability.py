@@ -46,7 +46,7 @@ def test_cancel_stops_queued_units(api, private_queues, settings_override):
     _accounted(job)
     c = job["counts"]["summarize"]
     assert c["succeeded"] >= 2 and c["cancelled"] >= 20 and c["failed"] == 0
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         never_started = s.scalar(
             select(func.count()).where(
                 Unit.job_id == job_id, Unit.state == "cancelled", Unit.attempts == 0
@@ -116,7 +116,7 @@ def test_a_unit_delivered_twice_is_written_once(private_queues):
     assert runner.run(unit_id) == "done"
     assert runner.finish(slow, first, first_outcome) == "superseded"
     assert runner.run(unit_id) == "skipped"
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         rows = s.scalar(select(func.count()).where(Result.job_id == job_id))
         job = jobs.job_public(s, jobs.get_job(s, None, job_id))
     assert rows == 5

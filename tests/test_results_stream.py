@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from docbatch.schema.settings import get_settings
+
 VECS = np.array([[0.1, -0.25, 1 / 3], [2.0, 0.5, -1e-8]], dtype="<f4")
 
 # custom_id, metadata, {task: (status, output, vectors, error, model_id, revision, params)}
@@ -67,7 +69,7 @@ def stored_job(api_key: str) -> str:
     from docbatch.schema.db import transaction
     from docbatch.schema.tables import Document, Job, JobTask, Result
 
-    with transaction() as s:
+    with transaction(get_settings()) as s:
         job = Job(tenant="default", name="stream-bytes", document_count=len(DOCS))
         s.add(job)
         s.flush()
@@ -100,7 +102,10 @@ def stored_job(api_key: str) -> str:
 def _reference(job_id: str, tasks: list[str], **kw: Any) -> list[str]:
     from docbatch.domain.results import iter_document_results
 
-    return [json.dumps(d, ensure_ascii=False) for d in iter_document_results(job_id, tasks, **kw)]
+    return [
+        json.dumps(d, ensure_ascii=False)
+        for d in iter_document_results(job_id, tasks, settings=get_settings(), **kw)
+    ]
 
 
 @pytest.mark.parametrize("page_size", [1, 2, 1000])
@@ -112,14 +117,18 @@ def test_stream_lines_equal_dict_encoding(stored_job: str, page_size: int, vecto
     want = _reference(stored_job, tasks, page_size=page_size, vectors=vectors)
     got = [
         line
-        for page in iter_result_pages(stored_job, tasks, page_size=page_size, vectors=vectors)
+        for page in iter_result_pages(
+            stored_job, tasks, page_size=page_size, vectors=vectors, settings=get_settings()
+        )
         for line in page
     ]
     assert got == want
     assert len(got) == len(DOCS)
     failed = [
         line
-        for page in iter_result_pages(stored_job, tasks, only_failed=True, page_size=page_size)
+        for page in iter_result_pages(
+            stored_job, tasks, only_failed=True, page_size=page_size, settings=get_settings()
+        )
         for line in page
     ]
     assert failed == _reference(stored_job, tasks, only_failed=True, page_size=page_size)
@@ -130,7 +139,7 @@ def test_results_endpoint_bytes(api: Any, stored_job: str) -> None:
     from docbatch.api.routers.jobs import _task_names
     from docbatch.schema.db import new_session
 
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         tasks = _task_names(s, stored_job)
     for vectors in ("floats", "base64"):
         resp = api.get(f"/v1/jobs/{stored_job}/results", params={"vectors": vectors})

@@ -51,7 +51,7 @@ def _finished_job(tenant: str, days_ago: float, **options: object) -> str:
             documents=[({"custom_id": "a", "text": "Some text."}, None)],
             **options,  # type: ignore[arg-type]
         ).job.id
-    with transaction() as s:
+    with transaction(get_settings()) as s:
         s.execute(
             update(Job)
             .where(Job.id == job_id)
@@ -79,7 +79,7 @@ def test_a_job_may_not_ask_to_be_kept_longer_than_its_tenant(app_instance):
         ok = api.post("/v1/jobs", json={**body, "retention_days": 3})
         assert ok.status_code == 202, ok.text
         assert api.delete(f"/v1/jobs/{ok.json()['id']}").status_code == 202
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         job = s.get(Job, ok.json()["id"])
         assert job is None or job.retention_days == 3
 
@@ -100,7 +100,7 @@ def test_finished_jobs_past_retention_are_deleted_with_a_webhook():
         assert all(n == 0 for n in job_rows(gone).values()), job_rows(gone)
     for kept in (recent, forever):
         assert job_rows(kept)["documents"] == 1
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         rows = s.scalars(
             select(WebhookDelivery).where(WebhookDelivery.event == "job.deleted")
         ).all()
@@ -109,7 +109,7 @@ def test_finished_jobs_past_retention_are_deleted_with_a_webhook():
         assert mine[0].payload["reason"] == "retention"
         assert not [r for r in rows if (r.payload or {}).get("id") == short], "no webhook_url"
     # The delivery is signed and sent like any other (docbatch webhooks).
-    with transaction() as s:
+    with transaction(get_settings()) as s:
         out = webhooks.claim(s, mine[0].id, 30)
     assert out is not None and out.url == hook and out.event == "job.deleted"
     assert json.loads(out.body)["job"]["id"] == old and out.secret
@@ -140,7 +140,7 @@ def test_keep_originals_false_drops_the_bytes_once_extracted(api, private_queues
             w.stop()
     assert job["status"] == "completed", job
     assert large_objects() == before, "the bytes went once their text was extracted"
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         files = s.scalars(select(DocumentFile).where(DocumentFile.job_id == job_id)).all()
     assert len(files) == 3 and all(f.blob_oid is None and f.sha256 for f in files)
     lines = [json.loads(x) for x in api.get(f"/v1/jobs/{job_id}/results").text.splitlines()]

@@ -62,7 +62,7 @@ def _create(settings: Settings, docs: list[dict]) -> tuple[str, list[int]]:
 def _outputs(job_id: str) -> dict[str, tuple[str, object]]:
     from docbatch.schema.tables import Document
 
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         rows = s.execute(
             select(Document.custom_id, Result.status, Result.output)
             .join(Result, Result.document_id == Document.id)
@@ -97,7 +97,7 @@ def test_pipelined_chain_matches_plain_path(overlap):
     piped_job, piped_units = _create(settings2, docs)
     assert len(piped_units) > 3
     assert _runner(handler, settings2).run(piped_units[0]) == "done"
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         states = s.scalars(select(Unit.state).where(Unit.job_id == piped_job)).all()
         job = s.get(Job, piped_job)
         assert job is not None
@@ -125,7 +125,7 @@ def test_unit_leased_by_a_live_worker_is_skipped_and_reclaimed_once_it_dies():
     assert _runner(handler, settings).run(unit_id) == Verdict.skipped
     other.close()  # the worker dies: its connection, and so its lease, goes
     assert _runner(handler, settings).run(unit_id) == Verdict.done
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         unit = s.get(Unit, unit_id)
         assert unit is not None and unit.attempts == 2
     assert {v[0] for v in _outputs(job_id).values()} == {"succeeded"}

@@ -63,7 +63,7 @@ def _fire_all() -> dict[str, tuple[str | None, str | None]]:
     from docbatch.worker.scheduler import tick
 
     tick(get_settings(), now=next_fire(CRON, utcnow()) + dt.timedelta(seconds=5))
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         rows = s.execute(select(ScheduleRun.schedule_id, ScheduleRun.job_id, ScheduleRun.error))
         return {sid: (job, error) for sid, job, error in rows}
 
@@ -71,7 +71,7 @@ def _fire_all() -> dict[str, tuple[str | None, str | None]]:
 def _texts(job_id: str) -> list[str]:
     from docbatch.schema.tables import Document
 
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         return list(s.scalars(select(Document.text).where(Document.job_id == job_id)))
 
 
@@ -105,7 +105,7 @@ def test_an_unreadable_file_does_not_stop_the_other_schedules(api, roots):
         for sid in bad:
             job, error = runs[sid]
             assert job is None and error and "a.txt" in error, (sid, runs[sid])
-        with new_session() as s:
+        with new_session(get_settings()) as s:
             names = [j.name for j in s.scalars(select(Job).where(Job.id == runs[good][0]))]
         assert names, "the good schedule's job exists"
         # The failed periods are recorded, so the next tick does not try them again.
@@ -226,7 +226,7 @@ def test_file_size_is_checked_before_the_file_is_read(api, roots, tmp_path):
         job_id = _fire_all()[sid][0]
         from docbatch.schema.tables import DocumentFile
 
-        with new_session() as s:
+        with new_session(get_settings()) as s:
             stored = {f.name: f for f in s.scalars(select(DocumentFile).filter_by(job_id=job_id))}
         assert list(stored) == ["huge.txt"]  # small.txt is UTF-8 text: no extraction
         assert (stored["huge.txt"].bytes, stored["huge.txt"].blob_oid) == (400 * 1024**2, None)

@@ -62,7 +62,7 @@ def _create(api, folder: Path, **options: object) -> dict:  # noqa: ANN001
 
 
 def _custom_ids(job_id: str) -> list[str]:
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         return sorted(s.scalars(select(Document.custom_id).where(Document.job_id == job_id)))
 
 
@@ -140,7 +140,7 @@ def test_timezone_priority_and_webhook_reach_the_runs(api, roots):
 
     fired = tick(get_settings(), now=next_run + dt.timedelta(seconds=5))
     job_id = next(f.job.job.id for f in fired if f.schedule_id == schedule["id"] and f.job)
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         job = s.get(Job, job_id)
         assert job is not None
         assert job.priority == 7

@@ -123,7 +123,7 @@ def _wait(predicate, timeout: float, what: str):  # noqa: ANN001, ANN202
 
 
 def _runs(schedule_id: str) -> list[ScheduleRun]:
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         return list(
             s.scalars(
                 select(ScheduleRun)
@@ -163,7 +163,7 @@ def test_two_beats_fire_each_period_exactly_once(api, fake_workers, prefix, tmp_
         text = log.read_text(errors="replace")
         assert text.count("Sending due task schedule-tick") >= 3, (proc.args, text[-2000:])
 
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         jobs = s.scalars(select(Job).where(Job.name.like(f"{name} %"))).all()
     # The schedule row is gone (its runs cascade); the jobs are what a user sees.
     stamps = sorted(j.name.removeprefix(f"{name} ") for j in jobs)
@@ -310,7 +310,7 @@ def test_racing_firings_of_one_period_make_one_job(api, prefix, tmp_path):
         t.join(60)
     winners = [x for x in outcomes if x]
     assert len(outcomes) == 8 and len(winners) == 1, outcomes
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         assert s.scalars(select(Job.id).where(Job.name.like(f"{name} %"))).all() == winners
     api.delete(f"/v1/schedules/{schedule_id}")
     # Its units were never published (no worker for them here): close them.
@@ -320,7 +320,7 @@ def test_racing_firings_of_one_period_make_one_job(api, prefix, tmp_path):
 def _outputs(job_id: str) -> dict[str, tuple[bool, str]]:
     from docbatch.schema.tables import Document
 
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         rows = s.execute(
             select(Document.custom_id, Result.reused, Result.output)
             .join(Result, Result.document_id == Document.id)

@@ -9,6 +9,7 @@ import sys
 from sqlalchemy import select
 
 from docbatch.schema.db import new_session
+from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import ApiKey, Tenant
 from tests.fixtures import ROOT, new_api_key
 
@@ -63,7 +64,7 @@ def test_keys_cli_create_list_revoke(anon_api, limits):
     assert key.startswith("dbk_")
     auth = {"Authorization": f"Bearer {key}"}
     assert anon_api.get("/v1/jobs", headers=auth).status_code == 200
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         stored = s.scalars(select(ApiKey).where(ApiKey.tenant == "cli-tenant")).one()
     assert key not in (stored.key_hash, stored.key_id) and len(stored.key_hash) == 64
     listed = cli("list", "--tenant", "cli-tenant").stdout
@@ -74,7 +75,7 @@ def test_keys_cli_create_list_revoke(anon_api, limits):
     ]
 
     secret = cli("webhook-secret", "--tenant", "cli-tenant").stdout.strip()
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         assert secret == s.get(Tenant, "cli-tenant").webhook_secret  # type: ignore[union-attr]
 
     cli("revoke", stored.key_id)

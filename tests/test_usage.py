@@ -13,6 +13,7 @@ from sqlalchemy import update
 
 from docbatch.domain import tenants
 from docbatch.schema.db import transaction
+from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import Job, utcnow
 from tests.files import make_html
 from tests.fixtures import new_api_key
@@ -39,7 +40,7 @@ def test_a_tenants_storage_and_what_retention_deletes_next(app_instance, other_a
         resp = api.post("/v1/jobs", files=parts, data={"tasks": "summarize"})
         assert resp.status_code == 202, resp.text
         job_id = resp.json()["id"]
-        with transaction() as s:
+        with transaction(get_settings()) as s:
             tenants.set_storage_policy(s, "measured", 10, None)
             s.execute(
                 update(Job)

@@ -9,13 +9,14 @@ import pytest
 from sqlalchemy import func, select
 
 from docbatch.schema.db import new_session
+from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import Document, Job, Unit
 
 GOOD = {"custom_id": "a", "text": "Some text."}
 
 
 def _rows() -> tuple[int, int, int]:
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         return tuple(  # type: ignore[return-value]
             s.scalar(select(func.count()).select_from(t)) for t in (Job, Document, Unit)
         )

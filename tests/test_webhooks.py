@@ -17,6 +17,7 @@ from sqlalchemy import func, text
 from sqlalchemy import select as sql_select
 
 from docbatch.schema.db import new_session
+from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import Document, Job, Unit, WebhookDelivery
 from tests.fakeworkers import fake_worker_env
 from tests.fixtures import WorkerProcess, wait_for_job
@@ -85,7 +86,7 @@ class Receiver:
 @pytest.fixture
 def no_rows_written() -> Iterator[None]:
     def rows() -> list[int]:
-        with new_session() as s:
+        with new_session(get_settings()) as s:
             return [
                 s.scalar(sql_select(func.count()).select_from(t)) or 0
                 for t in (Job, Document, Unit)
@@ -114,7 +115,7 @@ def sender_env(limits, private_queues) -> Iterator[str]:  # noqa: ANN001
 def _delivery(job_id: str, timeout: float = 60) -> WebhookDelivery:
     deadline = time.monotonic() + timeout
     while True:
-        with new_session() as s:
+        with new_session(get_settings()) as s:
             row = s.scalar(sql_select(WebhookDelivery).where(WebhookDelivery.job_id == job_id))
         if row is not None and row.attempts > 0:
             return row
@@ -134,7 +135,7 @@ def _submit(api, url: str) -> str:  # noqa: ANN001
 
 
 def _idle_in_transaction() -> int:
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         return int(
             s.scalar(
                 text(
@@ -406,7 +407,7 @@ def _undelivered(job_id: str, timeout: float = 60) -> int:
     """The id of ``job_id``'s delivery row, written when the job ended (no try yet)."""
     deadline = time.monotonic() + timeout
     while True:
-        with new_session() as s:
+        with new_session(get_settings()) as s:
             row = s.scalar(sql_select(WebhookDelivery).where(WebhookDelivery.job_id == job_id))
         if row is not None:
             assert row.attempts == 0, row

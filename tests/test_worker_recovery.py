@@ -42,12 +42,12 @@ def _submit(api, docs: list[dict[str, str]]) -> str:
 
 
 def _units(job_id: str) -> list[Unit]:
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         return list(s.scalars(select(Unit).where(Unit.job_id == job_id).order_by(Unit.seq_lo)))
 
 
 def _results_per_document(job_id: str) -> dict[str, tuple[str, str | None]]:
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         rows = s.execute(
             select(Document.custom_id, Result.status, Result.error)
             .join(Result, Result.document_id == Document.id)

@@ -14,13 +14,14 @@ import time
 from sqlalchemy import func, select
 
 from docbatch.schema.db import new_session
+from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import Result, Unit
 from tests.fakeworkers import fake_worker_env
 from tests.fixtures import WorkerProcess, wait_for_job
 
 
 def _running_on(job_id: str, pids: list[int]) -> Unit | None:
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         units = s.scalars(select(Unit).where(Unit.job_id == job_id, Unit.state == "running"))
         for unit in units:
             if unit.worker and int(unit.worker.rsplit(":", 1)[1]) in pids:
@@ -63,7 +64,7 @@ def test_sigterm_mid_unit_gives_it_back_to_another_worker(api, private_queues, s
     assert job["status"] == "completed", job
     counts = job["counts"]["summarize"]
     assert counts["succeeded"] == 24 and counts["failed"] == 0
-    with new_session() as s:
+    with new_session(get_settings()) as s:
         rows = s.execute(
             select(Result.document_id, func.count())
             .where(Result.job_id == job_id)

@@ -155,7 +155,7 @@ def attempt(out: webhooks.Outgoing, settings: Settings) -> str | None:
 def deliver(delivery_id: int, settings: Settings) -> tuple[str, float | None]:
     """Try one delivery; returns (outcome, seconds until the next try or None)."""
     lease = settings.webhook_deadline_seconds + 30.0
-    with transaction() as s:
+    with transaction(settings) as s:
         out = webhooks.claim(s, delivery_id, lease)
     if out is None:
         return "skipped", None
@@ -168,7 +168,7 @@ def _deliver(out: webhooks.Outgoing, settings: Settings) -> tuple[str, float | N
     error = attempt(out, settings)
     tries = out.attempts + 1
     retry = backoff(settings, tries) if tries < settings.webhook_max_attempts else None
-    with transaction() as s:
+    with transaction(settings) as s:
         webhooks.record_attempt(s, delivery_id, error, retry)
     metrics.webhook_attempt(error is None, retry is None, out.created_at)
     if error is None:

@@ -54,7 +54,7 @@ def get_usage(
     if not admin:
         if not key:
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-        own = _authenticate(key)
+        own = _authenticate(key, settings)
         if tenant not in (None, own):
             raise InputError("tenant", "a tenant key sees only its own usage")
         tenant = own

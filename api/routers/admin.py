@@ -58,9 +58,9 @@ def _client(request: Request) -> str | None:
 
 
 @router.post("/keys", status_code=201, dependencies=[AdminDep])
-async def create_key(body: KeyCreate, request: Request) -> KeyPublic:
+async def create_key(body: KeyCreate, request: Request, settings: SettingsDep) -> KeyPublic:
     def create() -> KeyPublic:
-        with transaction() as s:
+        with transaction(settings) as s:
             new = tenants.create_key(s, body.tenant)
             tenants.audit(
                 s,
@@ -84,8 +84,8 @@ def list_keys(session: SessionDep, tenant: str | None = None) -> KeysPublic:
 
 
 @router.delete("/keys/{key_id}", dependencies=[AdminDep])
-def revoke_key(key_id: str, request: Request) -> KeyPublic:
-    with transaction() as s:
+def revoke_key(key_id: str, request: Request, settings: SettingsDep) -> KeyPublic:
+    with transaction(settings) as s:
         row = tenants.revoke_key(s, key_id)
         tenants.audit(
             s,

@@ -13,8 +13,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from docbatch.api.deps import SettingsDep
 from docbatch.domain.broker import app as celery_app
 from docbatch.schema.db import get_engine
+from docbatch.schema.settings import Settings
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger("docbatch.api.health")
@@ -25,9 +27,9 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _check_database() -> bool:
+def _check_database(settings: Settings) -> bool:
     try:
-        with get_engine().connect() as conn:
+        with get_engine(settings).connect() as conn:
             conn.execute(text("SELECT 1"))
         return True
     except Exception:  # any failure means not ready; the reason is logged
@@ -46,10 +48,13 @@ def _check_broker() -> bool:
 
 
 @router.get("/readyz")
-async def readyz() -> JSONResponse:
+async def readyz(settings: SettingsDep) -> JSONResponse:
     """Ready when Postgres and the broker answer; 503 naming the component that does not
     (``{"status": "unavailable", "checks": {"database": "down", "broker": "ok"}}``)."""
-    db, broker = await run_in_threadpool(_check_database), await run_in_threadpool(_check_broker)
+    db, broker = (
+        await run_in_threadpool(_check_database, settings),
+        await run_in_threadpool(_check_broker),
+    )
     checks = {"database": "ok" if db else "down", "broker": "ok" if broker else "down"}
     ok = db and broker
     return JSONResponse(

@@ -105,14 +105,14 @@ def _create(
         if not idempotency_key:
             raise
         # A concurrent request with the same key won the race: answer with its job.
-        with new_session() as s:
+        with new_session(settings) as s:
             existing = jobs.find_idempotent(s, tenant, idempotency_key, digest)
             if existing is None:
                 raise
             return jobs.job_public(s, existing), True
     finally:
         spool.close()
-    with new_session() as s:
+    with new_session(settings) as s:
         return jobs.job_public(s, jobs.get_job(s, tenant, job_id), settings), False
 
 
@@ -189,11 +189,11 @@ def _task_names(session: Any, job_id: str) -> list[str]:
     return list(session.scalars(select(JobTask.task).where(JobTask.job_id == job_id)))
 
 
-def _owned_task_names(tenant: str, job_id: str) -> list[str]:
+def _owned_task_names(tenant: str, job_id: str, settings: Settings) -> list[str]:
     # A short session of its own: the stream below takes another connection, and holding
     # this one through the stream can exhaust the pool under load (each request waiting
     # for a second connection while holding a first).
-    with new_session() as s:
+    with new_session(settings) as s:
         jobs.get_job(s, tenant, job_id)
         return _task_names(s, job_id)
 
@@ -210,14 +210,16 @@ def get_results(
 
     ``?vectors=base64`` sends vectors as base64 float32; ``?format=parquet`` returns a
     Parquet file (see ``docbatch.domain.export``)."""
-    tasks = _owned_task_names(tenant, job_id)
+    tasks = _owned_task_names(tenant, job_id, settings)
     if format == "parquet":
         return StreamingResponse(
             iter_parquet(job_id, tasks, settings.results_page_size, settings),
             media_type="application/vnd.apache.parquet",
             headers={"content-disposition": f'attachment; filename="{job_id}.parquet"'},
         )
-    pages = iter_result_pages(job_id, tasks, page_size=settings.results_page_size, vectors=vectors)
+    pages = iter_result_pages(
+        job_id, tasks, page_size=settings.results_page_size, vectors=vectors, settings=settings
+    )
     return StreamingResponse(_ndjson(pages), media_type="application/x-ndjson")
 
 
@@ -230,8 +232,14 @@ def get_errors(
 ) -> StreamingResponse:
     """NDJSON of the failed documents only, each with the failing tasks' reasons;
     ``?limit=N`` stops after N documents (the dashboard shows the first few)."""
-    tasks = _owned_task_names(tenant, job_id)
-    pages = iter_result_pages(job_id, tasks, only_failed=True, page_size=settings.results_page_size)
+    tasks = _owned_task_names(tenant, job_id, settings)
+    pages = iter_result_pages(
+        job_id,
+        tasks,
+        only_failed=True,
+        page_size=settings.results_page_size,
+        settings=settings,
+    )
     if limit is not None:
         pages = _first_lines(pages, limit)
     return StreamingResponse(_ndjson(pages), media_type="application/x-ndjson")
@@ -251,7 +259,7 @@ def cancel_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobPubl
     that closes a big job's in batches is sent after the commit (docbatch.domain.jobs)."""
     with unit_of_work(settings) as s:
         jobs.cancel_job(s, tenant, job_id, inline_documents=settings.cancel_batch_documents)
-    with new_session() as s:
+    with new_session(settings) as s:
         return jobs.job_public(s, jobs.get_job(s, tenant, job_id))
 
 

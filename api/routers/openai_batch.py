@@ -94,7 +94,7 @@ async def create_file(request: Request, tenant: TenantDep, settings: SettingsDep
 
     def store() -> dict[str, Any]:
         upload.file.seek(0)
-        with transaction() as s:
+        with transaction(settings) as s:
             stored = files.store_upload(
                 s,
                 settings,
@@ -183,7 +183,7 @@ def get_file_content(file_id: str, tenant: TenantDep, settings: SettingsDep) -> 
             )
     body: Iterator[bytes]
     if oid is not None:
-        body = blobs.read(oid)
+        body = blobs.read(oid, settings)
     elif batch is not None:
         body = render.blocks(
             render.render_lines(settings, batch, errors=batch.error_file_id == file_id)
@@ -194,8 +194,8 @@ def get_file_content(file_id: str, tenant: TenantDep, settings: SettingsDep) -> 
 
 
 @router.delete("/files/{file_id}")
-def delete_file(file_id: str, tenant: TenantDep) -> dict[str, Any]:
-    with transaction() as s:
+def delete_file(file_id: str, tenant: TenantDep, settings: SettingsDep) -> dict[str, Any]:
+    with transaction(settings) as s:
         files.delete_file(s, tenant, file_id)
     return {"id": file_id, "object": "file", "deleted": True}
 

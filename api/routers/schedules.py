@@ -58,7 +58,7 @@ def create_schedule(
     "timezone"?: "UTC", "priority"?: 0, "webhook_url"?}``. cron is read in ``timezone``;
     ``only_changed`` makes each run take only files new or changed since they last went in;
     ``priority`` and ``webhook_url`` are handed to every job the schedule makes."""
-    with transaction() as s:
+    with transaction(settings) as s:
         schedule = schedules.create_schedule(s, settings, tenant, body)
         return schedule_public(s, schedule, runs=False)
 
@@ -76,24 +76,24 @@ def get_schedule(ref: str, session: SessionDep, tenant: TenantDep) -> SchedulePu
 
 
 @router.delete("/{ref}", status_code=204)
-def delete_schedule(ref: str, tenant: TenantDep) -> Response:
+def delete_schedule(ref: str, tenant: TenantDep, settings: SettingsDep) -> Response:
     """Stop a schedule; the jobs it already made stay."""
-    with transaction() as s:
+    with transaction(settings) as s:
         schedules.delete_schedule(s, tenant, ref)
     return Response(status_code=204)
 
 
 @router.post("/{ref}/pause", response_model=SchedulePublic)
-def pause_schedule(ref: str, tenant: TenantDep) -> SchedulePublic:
+def pause_schedule(ref: str, tenant: TenantDep, settings: SettingsDep) -> SchedulePublic:
     """Stop firing until resumed (its jobs and runs stay)."""
-    with transaction() as s:
+    with transaction(settings) as s:
         return schedule_public(s, schedules.set_enabled(s, tenant, ref, False))
 
 
 @router.post("/{ref}/resume", response_model=SchedulePublic)
-def resume_schedule(ref: str, tenant: TenantDep) -> SchedulePublic:
+def resume_schedule(ref: str, tenant: TenantDep, settings: SettingsDep) -> SchedulePublic:
     """Fire again from the next period on (periods missed while paused are not made up)."""
-    with transaction() as s:
+    with transaction(settings) as s:
         return schedule_public(s, schedules.set_enabled(s, tenant, ref, True))
 
 
@@ -106,7 +106,7 @@ def run_schedule_now(ref: str, tenant: TenantDep, settings: SettingsDep) -> Sche
         schedule_id = schedule.id
     if firing is None:  # two run-nows in the same microsecond
         raise Conflict("the schedule fired at this instant already; try again")
-    with new_session() as s:
+    with new_session(settings) as s:
         latest = schedules.latest_run(s, schedule_id)
     return _run_public(latest)
 

@@ -313,7 +313,7 @@ class RequestLines:
         self.multi_input = False
 
     def requests(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        for number, raw in enumerate(iter_lines(self.oid), start=1):
+        for number, raw in enumerate(iter_lines(self.oid, self.settings), start=1):
             if raw.strip():
                 yield number, json.loads(raw)
 

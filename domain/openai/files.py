@@ -211,10 +211,10 @@ def owned_file(session: Session, tenant: str, file_id: str) -> StoredFile:
     return found
 
 
-def iter_lines(oid: int) -> Iterator[bytes]:
+def iter_lines(oid: int, settings: Settings) -> Iterator[bytes]:
     """The blob's lines (with their newlines), read block by block."""
     rest = b""
-    for block in blobs.read(oid):
+    for block in blobs.read(oid, settings):
         rest += block
         *whole, rest = rest.split(b"\n")
         for line in whole:

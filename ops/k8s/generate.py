@@ -37,7 +37,7 @@ def _container(d: dict[str, Any]) -> dict[str, Any]:
     ]
     return {
         "name": "worker",
-        "image": "docbatch-worker",
+        "image": d.get("image", "docbatch-worker"),
         "command": [
             "docbatch",
             "worker",
