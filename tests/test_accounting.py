@@ -105,7 +105,7 @@ def test_the_admin_key_sees_every_tenant_and_can_pick_one(
     admin = "adm-" + secrets.token_hex(16)
     settings_override.set(admin_key=admin)
     names = [f"acct{secrets.token_hex(3)}" for _ in range(2)]
-    with transaction() as s:
+    with transaction(get_settings()) as s:
         for i, tenant in enumerate(names):
             s.add(
                 Usage(
