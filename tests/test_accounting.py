@@ -92,3 +92,44 @@ def test_usage_needs_a_key_and_a_tenant_sees_only_its_own(api: Any, anon_api: An
     assert anon_api.get("/v1/usage").status_code == 401
     other = api.get("/v1/usage", params={"tenant": "someone-else"})
     assert other.status_code == 422 and "own usage" in other.text
+
+
+def test_the_admin_key_sees_every_tenant_and_can_pick_one(
+    anon_api: Any, settings_override: Any
+) -> None:
+    import secrets
+
+    from docbatch.schema.db import transaction
+    from docbatch.schema.tables import utcnow
+
+    admin = "adm-" + secrets.token_hex(16)
+    settings_override.set(admin_key=admin)
+    names = [f"acct{secrets.token_hex(3)}" for _ in range(2)]
+    with transaction(get_settings()) as s:
+        for i, tenant in enumerate(names):
+            s.add(
+                Usage(
+                    unit_id=10**12 + secrets.randbelow(10**9),
+                    tenant=tenant,
+                    job_id="job_x",
+                    task="embed",
+                    queue="q",
+                    model="m",
+                    state="done",
+                    documents=5 + i,
+                    reused_documents=0,
+                    input_tokens=100,
+                    generated_tokens=0,
+                    chunks=5,
+                    model_seconds=1.5,
+                    extract_files=0,
+                    extract_pages=0,
+                    finished_at=utcnow(),
+                )
+            )
+    auth = {"Authorization": f"Bearer {admin}"}
+    every = anon_api.get("/v1/usage", headers=auth, params={"group_by": "model"}).json()
+    seen = {r["tenant"]: r["documents"] for r in every["data"] if r["tenant"] in names}
+    assert seen == {names[0]: 5, names[1]: 6}
+    one = anon_api.get("/v1/usage", headers=auth, params={"tenant": names[1]}).json()
+    assert {r["tenant"] for r in one["data"]} == {names[1]}
