@@ -292,3 +292,23 @@ def test_schedules_cli_add_list_remove(live, key):
     removed = _cli(live, key, "schedules", "remove", name)
     assert removed.returncode == 0, removed.stderr
     assert schedule_id not in _cli(live, key, "schedules", "list").stdout
+
+
+def test_usage_page_and_cli_show_what_the_tenant_used(live, key):
+    docs = [{"custom_id": f"u{i}", "text": f"usage page {i}"} for i in range(3)]
+    resp = httpx.post(
+        f"{live}/v1/jobs", json={"tasks": ["summarize"], "documents": docs}, headers=_auth(key)
+    )
+    assert resp.status_code == 202, resp.text
+    assert _wait_job(live, resp.json()["id"], key)["status"] == "completed"
+    printed = _cli(live, key, "usage", "--group-by", "task")
+    assert printed.returncode == 0, printed.stderr
+    line = next(x for x in printed.stdout.splitlines() if x.startswith("default  summarize"))
+    assert int(line.split()[3].replace(",", "")) >= 3  # tenant, task, units, documents
+    shell = httpx.get(f"{live}/ui/usage")
+    assert shell.status_code == 200 and "usage-body" in shell.text and "/ui/usage" in shell.text
+
+
+def test_usage_page_renders_the_tenants_rows(live, key):
+    html = _chromium(f"{live}/ui/usage#key={key}", "--dump-dom")
+    assert "summarize" in html and "No usage yet" not in html

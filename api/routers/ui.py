@@ -55,5 +55,10 @@ def schedules_page() -> HTMLResponse:
     return _render("schedules.html", "docbatch · schedules")
 
 
+@router.get("/usage", response_class=HTMLResponse)
+def usage_page() -> HTMLResponse:
+    return _render("usage.html", "docbatch · usage")
+
+
 def mount_static(app: FastAPI) -> None:
     app.mount("/ui/static", StaticFiles(directory=UI / "static"), name="ui-static")

@@ -387,6 +387,32 @@ async function renderSchedules() {
   return true;
 }
 
+// -- usage -------------------------------------------------------------------------------
+async function renderUsage() {
+  // One row per day and task: the day's usage by task, a bar per row scaled to the
+  // busiest row's input tokens (the chart), from /v1/usage grouped by day then by task.
+  const days = (await (await api("/v1/usage?group_by=day")).json()).data;
+  const tbody = document.getElementById("usage-body");
+  tbody.replaceChildren();
+  if (!days.length) tbody.append(h("tr", {}, h("td", {colspan: "8", class: "muted"}, "No usage yet.")));
+  const rows = [];
+  for (const d of days) {
+    const next = new Date(Date.parse(d.day + "T00:00:00Z") + 86400000).toISOString().slice(0, 10);
+    const tasks = (await (await api(`/v1/usage?group_by=task&start=${d.day}&end=${next}`)).json()).data;
+    for (const t of tasks) rows.push({day: d.day, ...t});
+  }
+  const top = Math.max(1, ...rows.map((r) => r.input_tokens));
+  for (const r of rows.reverse()) {
+    const bar = h("div", {class: "bar", style: `width:${Math.max(2, 120 * r.input_tokens / top)}px;height:10px;background:var(--accent, #4a7)`});
+    tbody.append(h("tr", {},
+      h("td", {class: "mono"}, r.day), h("td", {}, r.task),
+      h("td", {}, String(r.documents)), h("td", {}, String(r.reused_documents)),
+      h("td", {}, String(r.input_tokens)), h("td", {}, String(r.generated_tokens)),
+      h("td", {}, String(r.model_seconds)), h("td", {}, bar)));
+  }
+  return true;
+}
+
 // -- polling -----------------------------------------------------------------------------
 const PAGE = window.DOCBATCH_PAGE || {page: "jobs"};
 let timer = null;
@@ -397,6 +423,7 @@ async function refresh() {
   try {
     if (PAGE.page === "job") again = await renderJob(PAGE.jobId);
     else if (PAGE.page === "schedules") again = await renderSchedules();
+    else if (PAGE.page === "usage") again = await renderUsage();
     else again = await renderJobs();
   } catch (err) {
     if (err.message !== "unauthorised") showBanner("Could not load: " + err.message);
