@@ -40,7 +40,7 @@ endif
 lock: $(VENV)/bin/uv
 	$(VENV)/bin/uv pip compile --quiet $$($(PY) ops/uv_args.py $(VENV)/bin/pip) \
 		-c ops/lock-constraints.txt --python-version 3.11 \
-		--python-platform x86_64-manylinux_2_28 --extra all --extra dev --extra docs \
+		--python-platform x86_64-manylinux_2_28 --extra all --extra dev --extra docs --extra otel \
 		--custom-compile-command "make lock" pyproject.toml -o requirements.lock
 	sed -i -E 's/^(torch==[0-9.]+)\+cpu$$/\1/' requirements.lock
 
