@@ -3,11 +3,12 @@
 A job's units are written ``queued`` and stay in Postgres (the **backlog**: queued,
 ``dispatched_at`` NULL) until the dispatcher sends them. ``top_up`` brings the number of
 a queue's units sent and not yet claimed up to DOCBATCH_DISPATCH_DEPTH, taking them in
-the order docbatch.domain.fairshare decides, and puts their ids in the transaction's
-outbox. It runs after every commit that may have changed a queue (a job created, a unit
-claimed, closed, split or given back, an extraction settled: ``Outbox.add_dispatch``)
-and on every reconciler pass, so a queue is refilled as soon as a worker takes from it
-and every queued unit reaches a worker even if a top-up was lost. A unit marked running
+the order docbatch.domain.fairshare decides; the outbox (docbatch.domain.outbox) sends
+their ids after the top-up's own commit. It runs after every commit that may have
+changed a queue (a job created, a unit claimed, closed, split or given back, an
+extraction settled: ``Outbox.add_dispatch``) and on every reconciler pass, so a queue
+is refilled as soon as a worker takes from it and every queued unit reaches a worker
+even if a top-up was lost. A unit marked running
 whose lease no worker holds (the worker died) goes back to the backlog at the next
 top-up, its attempt counted.
 
@@ -27,7 +28,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from docbatch.domain import fairshare, leases
-from docbatch.domain.outbox import outbox, unit_of_work
 from docbatch.schema.db import transaction
 from docbatch.schema.settings import Settings
 from docbatch.schema.tables import Unit, UnitState, utcnow
@@ -52,7 +52,8 @@ def sent_unclaimed(session: Session, queue: str) -> int:
 
 
 def top_up(session: Session, settings: Settings, queue: str) -> list[int]:
-    """Pick ``queue``'s next units (up to the depth) into the outbox; returns their ids."""
+    """Pick ``queue``'s next units (up to the depth), marked sent; returns their ids for
+    the caller to send after its commit."""
     fairshare.lock_queue(session, queue)
     lost = leases.orphaned(session, queue)
     if lost:  # their workers died: back to the backlog, the attempt counted
@@ -63,21 +64,7 @@ def top_up(session: Session, settings: Settings, queue: str) -> list[int]:
             .values(state=UnitState.queued.value, dispatched_at=None)
         )
     want = settings.dispatch_depth - sent_unclaimed(session, queue)
-    ids = fairshare.pick(session, queue, want, settings, utcnow())
-    box = outbox(session)
-    for unit_id in ids:
-        # One priority for all: the dispatcher's order is the order (priority counted there).
-        box.add_unit(unit_id, queue, 0)
-    return ids
-
-
-def dispatch(queues: list[str], settings: Settings) -> int:
-    """Top up each queue, a transaction each, sent after its commit; returns the count."""
-    sent = 0
-    for queue in queues:
-        with unit_of_work(settings) as s:
-            sent += len(top_up(s, settings, queue))
-    return sent
+    return fairshare.pick(session, queue, want, settings, utcnow())
 
 
 def backlogged_queues(session: Session) -> list[str]:

@@ -35,6 +35,7 @@ from sqlalchemy import Connection, event
 from sqlalchemy.orm import Session, SessionTransaction
 
 from docbatch.domain import publish
+from docbatch.domain.dispatch import top_up
 from docbatch.schema.db import new_session
 from docbatch.schema.settings import Settings
 
@@ -92,11 +93,9 @@ class Outbox:
     def publish(self, settings: Settings) -> None:
         """Send everything, each kind on one broker connection; a failure is logged (the
         reconciler sends what did not go out) and never raised."""
-        from docbatch.domain.dispatch import dispatch
-
         sends: list[tuple[str, list[Any], Any]] = [
             ("units", self.units, publish.publish_prioritized),
-            ("top-ups of queues", self.dispatches, dispatch),
+            ("top-ups of queues", self.dispatches, top_up_queues),
             ("cancel sweeps of jobs", self.cancels, publish.publish_cancels),
             ("webhook deliveries", self.webhooks, publish.publish_webhooks),
             ("deletes of jobs", self.deletes, publish.publish_deletes),
@@ -177,3 +176,18 @@ def _rolled_back(session: Session, previous_transaction: SessionTransaction) -> 
     mark = getattr(previous_transaction, _MARK, None)
     if box is not None and mark is not None:
         box._truncate(mark)
+
+
+def top_up_queues(queues: list[str], settings: Settings) -> int:
+    """Top up each queue (docbatch.domain.dispatch), a unit of work each, whose units are
+    sent after its commit; returns how many."""
+    sent = 0
+    for queue in queues:
+        with unit_of_work(settings) as s:
+            ids = top_up(s, settings, queue)
+            box = outbox(s)
+            for unit_id in ids:
+                # One priority for all: the dispatcher's order is the order.
+                box.add_unit(unit_id, queue, 0)
+            sent += len(ids)
+    return sent
