@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import DateTime, String, func, insert, literal, select, true
 from sqlalchemy.orm import Session
 
 from docbatch.domain import closing, ledger, originals, presence, quotas, tenants
@@ -121,32 +121,30 @@ def insert_files(session: Session, job_id: str, files: dict[int, dict[str, Any]]
         session.execute(insert(DocumentFile), rows)
 
 
-def _inline_extractions(
-    session: Session, job_id: str, files: dict[int, dict[str, Any]], now: Any
-) -> int:
+def _inline_extractions(session: Session, job_id: str, now: Any) -> int:
     """In a job with files, the documents sent as text need no extraction: each gets its
     ``extract`` result now (``inline``), so every document of the job has one and the
-    extract counts cover the whole job. Returns how many."""
-    rows = [
-        {
-            "job_id": job_id,
-            "document_id": doc_id,
-            "task": EXTRACT,
-            "status": ResultStatus.succeeded.value,
-            "output": {"kind": "text", "inline": True, "chars": chars},
-            "model_id": "inline",
-            "created_at": now,
-        }
-        for doc_id, seq, chars in session.execute(
-            select(Document.id, Document.seq, func.length(Document.text)).where(
-                Document.job_id == job_id
-            )
-        )
-        if seq not in files
-    ]
-    for i in range(0, len(rows), INSERT_BATCH):
-        session.execute(insert(Result), rows[i : i + INSERT_BATCH])
-    return len(rows)
+    extract counts cover the whole job. One ``INSERT ... SELECT`` whatever the job's
+    size (nothing per document in the api). Returns how many."""
+    chars = func.length(Document.text)
+    if session.get_bind().dialect.name == "postgresql":
+        output = func.json_build_object("kind", "text", "inline", true(), "chars", chars)
+    else:  # SQLite's JSON1
+        output = func.json_object("kind", "text", "inline", func.json("true"), "chars", chars)
+    is_file = select(DocumentFile.document_id).where(DocumentFile.document_id == Document.id)
+    rows = select(
+        literal(job_id, String),
+        Document.id,
+        literal(EXTRACT, String),
+        literal(ResultStatus.succeeded.value, String),
+        output,
+        literal("inline", String),
+        literal(now, DateTime(timezone=True)),
+    ).where(Document.job_id == job_id, ~is_file.exists())
+    columns = ["job_id", "document_id", "task", "status", "output", "model_id", "created_at"]
+    session.execute(insert(Result).from_select(columns, rows))
+    counted = select(func.count()).where(Result.job_id == job_id, Result.task == EXTRACT)
+    return int(session.scalar(counted) or 0)  # the job's only extract results so far
 
 
 @dataclass
@@ -295,7 +293,7 @@ def create_job(
         key = params.get("model") or params["type"]
         session.add(JobTask(job_id=job.id, task=key, params=params, total=seq))
     if files:
-        inline = _inline_extractions(session, job.id, files, now)
+        inline = _inline_extractions(session, job.id, now)
         session.add(JobTask(job_id=job.id, task=EXTRACT, params={}, total=seq, succeeded=inline))
     unit_rows = []
     for r_lo, r_hi, est, is_files in cutter.ranges:

@@ -100,7 +100,8 @@ def test_real_files_become_documents_with_text_pages_and_reasons(api, file_worke
     assert attachment["parent"] == "mail.eml" and attachment["kind"] == "pdf"
     assert results["inbox.zip/a.pdf"]["extract"]["output"]["archive"] == "inbox.zip"
     assert "GRÜSSE" in results["legacy.txt"]["summarize"]["output"]["summary"].replace("ß", "SS")
-    assert results["ok.txt"]["extract"]["output"]["inline"] is True  # needed no extraction
+    inline = results["ok.txt"]["extract"]["output"]
+    assert inline == {"kind": "text", "inline": True, "chars": len("Already UTF-8 text.")}
     assert results["ok.txt"]["summarize"]["status"] == "succeeded"
 
     reasons = {
@@ -200,7 +201,7 @@ def test_cancel_before_extraction_closes_the_waiting_model_units(api, private_qu
     """No extract worker runs: the job's model units wait; a cancel ends them all."""
     files = [(f"c{i}.pdf", make_pdf(PAGES[:1])) for i in range(20)]
     job = _upload(api, files).json()
-    assert job["counts"]["extract"]["pending"] == 20 and job["counts"]["summarize"]["pending"] == 20
+    assert job["counts"]["extract"]["pending"] == 20 and job["counts"]["summarize"]["pending"] == 20, job["counts"]
     api.post(f"/v1/jobs/{job['id']}/cancel")
     job = wait_for_job(api, job["id"], timeout=60)
     assert job["status"] == "cancelled"
