@@ -201,7 +201,8 @@ def test_cancel_before_extraction_closes_the_waiting_model_units(api, private_qu
     """No extract worker runs: the job's model units wait; a cancel ends them all."""
     files = [(f"c{i}.pdf", make_pdf(PAGES[:1])) for i in range(20)]
     job = _upload(api, files).json()
-    assert job["counts"]["extract"]["pending"] == 20 and job["counts"]["summarize"]["pending"] == 20, job["counts"]
+    counts = job["counts"]
+    assert counts["extract"]["pending"] == 20 and counts["summarize"]["pending"] == 20, counts
     api.post(f"/v1/jobs/{job['id']}/cancel")
     job = wait_for_job(api, job["id"], timeout=60)
     assert job["status"] == "cancelled"
