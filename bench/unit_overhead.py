@@ -22,6 +22,7 @@ import argparse
 import json
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
                 submit(api, f"{name} warm-up", spec, docs[:1])
                 before = chains(env.log(f"worker-{task}-0.log"))
                 job_id = submit(api, name, spec, docs)
+                # A chain's line is logged after its last unit's commit ends the job.
+                deadline = time.monotonic() + 60
+                while (after := chains(env.log(f"worker-{task}-0.log")))["units"] <= before[
+                    "units"
+                ] and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                time.sleep(1.0)
                 after = chains(env.log(f"worker-{task}-0.log"))
             finally:
                 stop_all(workers)
