@@ -2,7 +2,9 @@
 
 A run that was killed frees its index within a minute (the lock expires). A lock without an
 expiry, or an older harness's 4-hour lock set more than 45 minutes ago, belongs to no live run
-and is taken over. An index holding keys that are not docbatch's is someone else's data: it is
+and is taken over. A claimed index also gets a marker key without expiry, so the leftovers of a
+killed run (its test queues have private prefixes) are known to be docbatch's and cleared by
+the next claim; an index holding other keys and no marker is someone else's data: it is
 never claimed nor cleared. When every index is busy the claim waits
 (``DOCBATCH_TEST_REDIS_WAIT_SECONDS``, default 600) before giving up.
 """
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 import redis as redis_lib
 
 LOCK_KEY = "docbatch:test-run-lock"
+MARKER_KEY = "docbatch:test-run-index"  # "docbatch's test runs use this index"
 LOCK_SECONDS = 60
 _OLD_LOCK_SECONDS = 4 * 3600
 _OUR_KEYS = (b"docbatch", b"_kombu", b"unacked", b"celery")
@@ -39,12 +42,15 @@ def _try_claim(client: redis_lib.Redis, run_id: str) -> bool:
             if not lock_is_stale(pipe.ttl(LOCK_KEY)):
                 return False
             keys = [k for k in pipe.scan_iter(count=1000) if k != LOCK_KEY.encode()]
-            if any(not key.startswith(_OUR_KEYS) for key in keys):
+            ours = MARKER_KEY.encode() in keys
+            if not ours and any(not key.startswith(_OUR_KEYS) for key in keys):
                 return False
             pipe.multi()
             pipe.set(LOCK_KEY, run_id, ex=LOCK_SECONDS)
+            pipe.set(MARKER_KEY, "1")
             for key in keys:  # leftovers of a run that died
-                pipe.delete(key)
+                if key != MARKER_KEY.encode():
+                    pipe.delete(key)
             pipe.execute()
             return True
         except redis_lib.WatchError:

@@ -9,7 +9,13 @@ import pytest
 import redis as redis_lib
 
 from tests.procs import RedisServer
-from tests.redis_index import LOCK_KEY, LOCK_SECONDS, claim_redis_index, lock_is_stale
+from tests.redis_index import (
+    LOCK_KEY,
+    LOCK_SECONDS,
+    MARKER_KEY,
+    claim_redis_index,
+    lock_is_stale,
+)
 
 
 @pytest.fixture
@@ -40,6 +46,9 @@ def test_the_claim_skips_live_runs_and_foreign_data_and_takes_over_a_dead_run(
     dead = _db(server, 9)
     dead.set(LOCK_KEY, "killed")  # no expiry: a run that died before the harness renewed
     dead.rpush("docbatch.embed", "unit-1")
+    killed = _db(server, 8)  # a killed run's private test queue, under the marker
+    killed.set(MARKER_KEY, "1")
+    killed.rpush("tdb312baf.maintenance", "tick")
     url = f"redis://127.0.0.1:{server.port}"
 
     claim = claim_redis_index(url, "me")
@@ -53,6 +62,8 @@ def test_the_claim_skips_live_runs_and_foreign_data_and_takes_over_a_dead_run(
         second = claim_redis_index(url, "other")
         try:
             assert second.index == 8
+            assert killed.llen("tdb312baf.maintenance") == 0
+            assert killed.get(MARKER_KEY) == b"1" and killed.get(LOCK_KEY) == b"other"
         finally:
             second.release()
     finally:
