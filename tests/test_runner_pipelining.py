@@ -112,6 +112,21 @@ def test_pipelined_chain_matches_plain_path(overlap):
     assert _outputs(piped_job) == piped
 
 
+def _until_lease_gone(unit_id: int) -> None:
+    """A closed connection's advisory locks go when its server process ends, a moment
+    after the client closed it."""
+    from docbatch.domain import leases
+    from docbatch.schema.db import transaction
+
+    deadline = time.monotonic() + 10
+    while True:
+        with transaction(get_settings()) as s:
+            if not leases.held_elsewhere(s, unit_id):
+                return
+        assert time.monotonic() < deadline, f"unit {unit_id}'s lease outlived its connection"
+        time.sleep(0.02)
+
+
 def test_unit_leased_by_a_live_worker_is_skipped_and_reclaimed_once_it_dies():
     from docbatch.worker.lease import Lease
     from docbatch.worker.stage import Verdict
@@ -124,6 +139,7 @@ def test_unit_leased_by_a_live_worker_is_skipped_and_reclaimed_once_it_dies():
     assert isinstance(_runner(handler, settings).claim(other, unit_id), Held)
     assert _runner(handler, settings).run(unit_id) == Verdict.skipped
     other.close()  # the worker dies: its connection, and so its lease, goes
+    _until_lease_gone(unit_id)
     assert _runner(handler, settings).run(unit_id) == Verdict.done
     with new_session(get_settings()) as s:
         unit = s.get(Unit, unit_id)
@@ -173,6 +189,7 @@ def test_a_unit_claimed_ahead_is_charged_its_attempt_only_once_it_computes():
     dying = Lease(settings)  # claims the spare ahead, then dies before computing it
     assert isinstance(runner.claim(dying, spare, attempt=False), Held)
     dying.close()
+    _until_lease_gone(spare)
     with unit_of_work(settings, publish=False) as s:  # the next top-up finds it orphaned
         dispatch.top_up(s, settings, settings.queue_for("summarize"))
     assert _state(spare) == ("queued", 1)  # the death was not its doing
