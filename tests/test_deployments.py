@@ -282,6 +282,23 @@ def test_a_deployment_with_no_worker_leaves_its_units_queued_and_says_so(api, tw
     ]
     # Served deployments are not named.
     assert not any("bert-tiny" in w or "deployment embed" in w for w in job["warnings"])
+    # The api's metrics show the waiting deployment by name: its backlog and its oldest
+    # unit's age (what the no-worker alert and KEDA read), with the `model` label.
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from docbatch.schema.settings import get_settings
+
+    queue = get_settings().queue_for("idle")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(api.get("/metrics").text)
+        for s in family.samples
+    }
+    assert samples[("docbatch_queued_units", (("queue", queue),))] >= 1
+    age = ("docbatch_oldest_queued_unit_age_seconds", (("model", "idle"), ("task", "embed")))
+    assert samples[age] >= 0
+    depth = (("model", "idle"), ("queue", queue), ("task", "embed"))
+    assert ("docbatch_queue_depth", depth) in samples
     assert api.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
     assert wait_for_job(api, job_id, timeout=60)["status"] == "cancelled"
 
