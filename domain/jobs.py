@@ -9,9 +9,10 @@ once it commits; a cancel puts the job's cancel sweep there. Open the transactio
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import DateTime, String, func, insert, literal, select, true
 from sqlalchemy.orm import Session
@@ -123,34 +124,53 @@ def _inline_extractions(session: Session, job_id: str, now: Any) -> int:
     return int(session.scalar(counted) or 0)  # the job's only extract results so far
 
 
+class Router(Protocol):
+    """Sends each document of a job to ONE of its tasks instead of all of them: the lines
+    of an OpenAI batch name their own models (docbatch.domain.openai.convert.RequestLines).
+    The documents come grouped by task (a unit covers one task's documents only);
+    ``tasks()`` is read once every document has been, so a task's params may be learnt
+    from its first document."""
+
+    def task_of(self, doc: DocumentIn) -> str:
+        """The key (deployment name) of the one task ``doc`` runs."""
+        ...
+
+    def tasks(self) -> list[dict[str, Any]]:
+        """The params of every task the documents were sent to."""
+        ...
+
+
 @dataclass
 class UnitCutter:
     """Cuts a job's documents into unit ranges as they stream past: text documents by
     estimated tokens, files by count (they are extracted first, so a range never mixes
-    the two)."""
+    the two), and, for a routed job, never across two tasks' documents."""
 
     settings: Settings
-    ranges: list[tuple[int, int, int, bool]] = field(default_factory=list)  # lo, hi, est, files
+    # lo, hi, est, files, the one task of a routed range (None: every task of the job)
+    ranges: list[tuple[int, int, int, bool, str | None]] = field(default_factory=list)
     lo: int = 0
     tokens: int = 0
     docs: int = 0
     files: bool = False
+    task: str | None = None
 
-    def add(self, seq: int, est: int, is_file: bool) -> None:
+    def add(self, seq: int, est: int, is_file: bool, task: str | None = None) -> None:
         s = self.settings
         full = (
             self.docs >= s.extract_unit_files
             if self.files
             else (self.tokens + est > s.unit_tokens or self.docs >= s.unit_max_documents)
         )
-        if self.docs and (is_file != self.files or full):
+        if self.docs and (is_file != self.files or task != self.task or full):
             self.close(seq)
         self.tokens += est
         self.docs += 1
         self.files = is_file
+        self.task = task
 
     def close(self, seq: int) -> None:
-        self.ranges.append((self.lo, seq - 1, self.tokens, self.files))
+        self.ranges.append((self.lo, seq - 1, self.tokens, self.files, self.task))
         self.lo, self.tokens, self.docs = seq, 0, 0
 
 
@@ -169,9 +189,13 @@ def create_job(
     reuse_results: bool = False,
     retention_days: int | None = None,
     keep_originals: bool | None = None,
+    router: Router | None = None,
 ) -> NewJob:
     """Write a job with its documents and units, its queued units into the outbox; raises
     InputError (QuotaExceeded: over a tenant quota) before anything commits.
+
+    Every document runs every task, unless a ``router`` sends each to one task (then
+    ``tasks`` is ignored: the router's are read after the documents).
 
     ``documents`` yields ``(document, ndjson line number or None)``: a raw dict is validated
     here (so a stream is read once), a ``DocumentIn`` was validated already, a
@@ -204,13 +228,11 @@ def create_job(
     )
     session.add(job)
     session.flush()
-    # A job task is keyed by its deployment's name (a task's default deployment is named
-    # after the task): the key of its counts, units and results.
-    names = [t.get("model") or t["type"] for t in tasks]
     cutter = UnitCutter(settings)
     # Nothing per document is kept across batches: a repeated custom_id is the unique
     # key's to find (docbatch.domain.documents), so the api's memory stays flat.
     writer = DocumentWriter(session, job.id)
+    routed: Counter[str] = Counter()  # documents per task of a routed job
     files: dict[int, dict[str, Any]] = {}
     seq = 0
     try:
@@ -242,7 +264,10 @@ def create_job(
                 text = doc.text
                 content_hash = hashlib.sha256(text.encode()).hexdigest()
                 est = max(1, len(text) // CHARS_PER_TOKEN)
-            cutter.add(seq, est, file_doc is not None)
+            routed_to = router.task_of(doc) if router is not None else None
+            if routed_to is not None:
+                routed[routed_to] += 1
+            cutter.add(seq, est, file_doc is not None, routed_to)
             row = {
                 "job_id": job.id,
                 "seq": seq,
@@ -269,17 +294,24 @@ def create_job(
         insert_files(session, job.id, files)
     job.document_count = seq
     now = utcnow()
-    for params in tasks:
-        key = params.get("model") or params["type"]
-        session.add(JobTask(job_id=job.id, task=key, params=params, total=seq))
+    if router is not None:
+        tasks = router.tasks()
+    # A job task is keyed by its deployment's name (a task's default deployment is named
+    # after the task): the key of its counts, units and results.
+    names = [t.get("model") or t["type"] for t in tasks]
+    if set(routed) - set(names):
+        raise ValueError(f"documents routed to {sorted(set(routed) - set(names))}: not tasks")
+    for key, params in zip(names, tasks, strict=True):
+        total = routed[key] if router is not None else seq
+        session.add(JobTask(job_id=job.id, task=key, params=params, total=total))
     if files:
         inline = _inline_extractions(session, job.id, now)
         session.add(JobTask(job_id=job.id, task=EXTRACT, params={}, total=seq, succeeded=inline))
     unit_rows = []
-    for r_lo, r_hi, est, is_files in cutter.ranges:
+    for r_lo, r_hi, est, is_files, only in cutter.ranges:
         stages = [(EXTRACT, UnitState.queued)] if is_files else []
         held = UnitState.waiting if is_files else UnitState.queued
-        stages += [(task, held) for task in names]
+        stages += [(task, held) for task in ([only] if only is not None else names)]
         unit_rows += [
             {
                 "job_id": job.id,
