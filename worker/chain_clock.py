@@ -2,9 +2,10 @@
 
 Claims and writes overlap the compute when the stage is threaded, so their time is not
 the cost: the cost is what the compute thread spends *waiting* (for the next claimed unit,
-or for the writer to take a unit). The runner logs one line per chain at INFO;
-``python -m bench.unit_overhead`` reads those lines to print the per-unit overhead next to
-the per-unit model time.
+or for the writer to take a unit). Inline (on a CPU) the compute thread claims and writes
+itself, so ``claim_wait`` and ``write_wait`` are the claims and writes. The runner logs
+one line per chain at INFO; ``python -m bench.unit_overhead`` reads those lines to print
+the per-unit overhead next to the per-unit model time.
 """
 
 from __future__ import annotations
