@@ -7,7 +7,8 @@ compute thread waited for (the next claimed unit; the writer). From them, per un
 
 - model ms: the stage's compute (chunking is in the claim's prepare, off this thread);
 - overhead ms: (first claim -> last unit done) minus the model time, per unit;
-  split into waiting for the next claim, waiting for the writer, and time outside any
+  split into waiting for the next claim, waiting for the writer, starting each unit
+  (counting a claimed-ahead unit's attempt, the first cancel check), and time outside any
   chain (Celery delivery and ack of each message, skipped messages of units claimed
   ahead, the heartbeat and lease bookkeeping between chains);
 - claim ms and write ms: the claim (lease, ledger claim, load, chunk) and the write
@@ -112,10 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     api = Api(env, "api-overhead", {"DOCBATCH_UNIT_TOKENS": str(args.unit_tokens)})
     print(
         "| path | units | model ms/unit | overhead ms/unit | waiting for the next claim | "
-        "waiting for the writer | outside chains | claim ms/unit | write ms/unit | "
-        "model share of the steady window |"
+        "waiting for the writer | starting the unit | outside chains | claim ms/unit | "
+        "write ms/unit | model share of the steady window |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     profiles: list[str] = []
     try:
         for name, task, spec, extra in setups(tmp):
@@ -159,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"| {name} | {units} | {got['compute'] * per:.1f} | {overhead * per:.1f} | "
                 f"{got['claim_wait'] * per:.1f} | {got['write_wait'] * per:.1f} | "
-                f"{outside * per:.1f} | {got['claim'] * per:.1f} | {got['write'] * per:.1f} | "
+                f"{got.get('start', 0.0) * per:.1f} | {outside * per:.1f} | "
+                f"{got['claim'] * per:.1f} | {got['write'] * per:.1f} | "
                 f"{got['compute'] / steady:.3f} |",
                 flush=True,
             )

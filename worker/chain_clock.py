@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-FIELDS = ("compute", "claim", "claim_wait", "write", "write_wait")
+# compute: the stage's own compute; start: around it on the compute thread (counting a
+# claimed-ahead unit's attempt, the first cancel check, the time limit's clock).
+FIELDS = ("compute", "start", "claim", "claim_wait", "write", "write_wait")
 
 
 @dataclass
@@ -34,6 +36,12 @@ class ChainClock:
         finally:
             with self._lock:  # claims and writes may run on their own threads
                 self.seconds[what] += time.perf_counter() - t0
+
+    def moved(self, source: str, target: str, seconds: float) -> None:
+        """Count ``seconds`` of what was timed as ``source`` as ``target`` instead."""
+        with self._lock:
+            self.seconds[source] -= seconds
+            self.seconds[target] += seconds
 
     def line(self) -> str:
         wall = time.perf_counter() - self.started

@@ -371,8 +371,9 @@ class UnitRunner(Generic[W, C]):
         owned: Held[W] | None = current
         try:
             while True:
-                with clock.timing("compute"):
+                with clock.timing("start"):
                     computed = self.compute(holder, current)
+                clock.moved("start", "compute", computed.model_seconds)
                 interrupted = current.unit_id in self.interrupted
                 if interrupted:  # this worker is stopping: another takes the unit now
                     with contextlib.suppress(Exception):
