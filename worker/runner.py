@@ -262,6 +262,7 @@ class UnitRunner(Generic[W, C]):
             if unit is None or unit.state != UnitState.running.value:
                 return Verdict.superseded
             ledger.close_unit(s, unit, UnitState.failed, reason=reason, limits=self.limits)
+            accounting.record(s, unit, job, accounting.Tally())  # its failed documents
             ledger.finalize_job_if_done(s, job)
         return Verdict.failed
 
