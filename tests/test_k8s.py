@@ -132,7 +132,11 @@ def _fill_job_writes_what_the_workers_read(docs: list[dict[str, Any]]) -> None:
     fill = _by(docs, "Job")["docbatch-models-fill"]["spec"]["template"]["spec"]
     (container,) = fill["containers"]
     assert container["command"][:3] == ["docbatch", "models", "fill"]
-    assert {"configMapRef": {"name": "docbatch-settings"}} in container["envFrom"]
+    worker = _by(docs, "Deployment")["docbatch-worker-entities"]["spec"]["template"]["spec"]
+    (worker_c,) = worker["containers"]
+    # The settings the workers plan their models from, the Job plans from too.
+    configs = [e for e in worker_c["envFrom"] if "configMapRef" in e]
+    assert configs and all(e in container["envFrom"] for e in configs)
     env = {e["name"]: e["value"] for e in container["env"]}
     settings = _by(docs, "ConfigMap")["docbatch-settings"]["data"]
     assert env["HF_HOME"] == settings["HF_HOME"] and env["HF_HUB_OFFLINE"] == "0"
@@ -145,8 +149,6 @@ def _fill_job_writes_what_the_workers_read(docs: list[dict[str, Any]]) -> None:
     path.write_text(models)
     assert all(m.pinned for m in read_list(path))
     volumes = {v["name"]: v for v in fill["volumes"]}
-    worker = _by(docs, "Deployment")["docbatch-worker-entities"]["spec"]["template"]["spec"]
-    (worker_c,) = worker["containers"]
     worker_mounts = {m["name"]: m["mountPath"] for m in worker_c["volumeMounts"]}
     worker_volumes = {v["name"]: v for v in worker["volumes"]}
     claim = volumes["models"]["persistentVolumeClaim"]["claimName"]
