@@ -37,14 +37,14 @@ def _failed(exc: Exception) -> int:
     return exitcodes.ERROR
 
 
-def _row(model: Any, commit: str = "") -> dict[str, Any]:
-    return {
+def _row(model: Any, commit: str | None = None) -> dict[str, Any]:
+    row = {
         "model": model.repo_id,
         "revision": model.revision,
         "pinned": "yes" if model.pinned else "NO (a branch: pin a commit)",
-        "commit": commit,
         "used_by": ", ".join(model.used_by),
     }
+    return row if commit is None else {**row, "commit": commit}
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
