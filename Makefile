@@ -106,14 +106,18 @@ bench: install
 bench-million: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m bench.million $(BENCH_ARGS)
 
-# Kubernetes: regenerate the worker Deployments and KEDA ScaledObjects from
-# ops/k8s/deployments.yaml, render every overlay (kubectl kustomize) and validate each object
-# offline against the Kubernetes and KEDA schemas. manifests-check (CI) changes nothing.
+# The fleet list ops/deployments.yaml -> Compose's worker services (docker-compose.yml,
+# docker-compose.cpu.yml, the Prometheus targets) and Kubernetes' worker Deployments, KEDA
+# ScaledObjects and the docbatch-deployments ConfigMap; then every overlay is rendered
+# (kubectl kustomize) and each object validated offline against the Kubernetes and KEDA
+# schemas. manifests-check (CI) changes nothing: it fails when a file is stale or invalid.
 manifests: install
+	$(PY) ops/compose_workers.py
 	$(PY) ops/k8s/generate.py
 	$(PY) ops/k8s/validate.py
 
 manifests-check: install
+	$(PY) ops/compose_workers.py --check
 	$(PY) ops/k8s/validate.py
 
 format: install

@@ -63,26 +63,36 @@ def close(
         literal(utcnow()),
     ).where(in_unit, ~has_result)
     session.execute(insert_ignore(session, Result).from_select(_RESULT_COLUMNS, missing))
-    tally = dict(
-        session.execute(
-            select(Result.status, func.count())
-            .join(Document, Document.id == Result.document_id)
-            .where(in_unit, Result.task == unit.task)
-            .group_by(Result.status)
-        ).all()
-    )
+    tally: dict[str, int] = {}
+    for status, count, reused in session.execute(
+        select(Result.status, func.count(), _REUSED)
+        .join(Document, Document.id == Result.document_id)
+        .where(in_unit, Result.task == unit.task)
+        .group_by(Result.status)
+    ).all():
+        tally[status] = int(count)
+        tally[_REUSED_KEY] = tally.get(_REUSED_KEY, 0) + int(reused or 0)
     session.execute(
         update(JobTask)
         .where(JobTask.job_id == unit.job_id, JobTask.task == unit.task)
-        .values(
-            succeeded=JobTask.succeeded + tally.get(ResultStatus.succeeded.value, 0),
-            failed=JobTask.failed + tally.get(ResultStatus.failed.value, 0),
-            cancelled=JobTask.cancelled + tally.get(ResultStatus.cancelled.value, 0),
-            chunks=JobTask.chunks + chunks,
-            tokens=JobTask.tokens + tokens,
-        )
+        .values(**_added(tally), chunks=JobTask.chunks + chunks, tokens=JobTask.tokens + tokens)
     )
     return True
+
+
+# Reused results are succeeded ones copied from an earlier job; counted beside the statuses.
+_REUSED = func.count().filter(Result.reused.is_(True))
+_REUSED_KEY = "reused"
+
+
+def _added(tally: dict[str, int]) -> dict[str, object]:
+    """The job task's counters plus a unit's tally (status -> results, and reused)."""
+    return {
+        "succeeded": JobTask.succeeded + tally.get(ResultStatus.succeeded.value, 0),
+        "failed": JobTask.failed + tally.get(ResultStatus.failed.value, 0),
+        "cancelled": JobTask.cancelled + tally.get(ResultStatus.cancelled.value, 0),
+        "reused": JobTask.reused + tally.get(_REUSED_KEY, 0),
+    }
 
 
 def cancel_not_started(session: Session, job_id: str, unit_ids: list[int]) -> int:
@@ -123,22 +133,20 @@ def cancel_not_started(session: Session, job_id: str, unit_ids: list[int]) -> in
     ).where(in_units, ~has_result)
     session.execute(insert_ignore(session, Result).from_select(_RESULT_COLUMNS, missing))
     tally: dict[str, dict[str, int]] = {}
-    for task, status, count in session.execute(
-        select(Unit.task, Result.status, func.count())
+    for task, status, count, reused in session.execute(
+        select(Unit.task, Result.status, func.count(), _REUSED)
         .select_from(Unit)
         .join(Document, in_units)
         .join(Result, and_(Result.document_id == Document.id, Result.task == Unit.task))
         .group_by(Unit.task, Result.status)
     ).all():
-        tally.setdefault(task, {})[status] = int(count)
+        by_status = tally.setdefault(task, {})
+        by_status[status] = int(count)
+        by_status[_REUSED_KEY] = by_status.get(_REUSED_KEY, 0) + int(reused or 0)
     for task, by_status in tally.items():
         session.execute(
             update(JobTask)
             .where(JobTask.job_id == job_id, JobTask.task == task)
-            .values(
-                succeeded=JobTask.succeeded + by_status.get(ResultStatus.succeeded.value, 0),
-                failed=JobTask.failed + by_status.get(ResultStatus.failed.value, 0),
-                cancelled=JobTask.cancelled + by_status.get(ResultStatus.cancelled.value, 0),
-            )
+            .values(**_added(by_status))
         )
     return len(moved)

@@ -9,15 +9,16 @@ once it commits; a cancel puts the job's cancel sweep there. Open the transactio
 from __future__ import annotations
 
 import hashlib
-import json
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import DateTime, String, func, insert, literal, select, true
 from sqlalchemy.orm import Session
 
 from docbatch.domain import closing, ledger, originals, presence, quotas, tenants
+from docbatch.domain.documents import INSERT_BATCH, DocumentWriter
 from docbatch.domain.files import FileDocument
 from docbatch.domain.outbox import outbox
 from docbatch.schema.errors import Conflict, InputError, NotFound
@@ -39,7 +40,6 @@ from docbatch.schema.tables import (
 )
 from docbatch.schema.validation import validate_row, validate_tasks
 
-INSERT_BATCH = 2000
 CHARS_PER_TOKEN = 4  # a rough estimate, good enough to size units evenly
 
 
@@ -66,29 +66,6 @@ def find_idempotent(
             f"Idempotency-Key {key!r} was used for job {job.id} with a different request body"
         )
     return job
-
-
-def insert_documents(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Bulk-insert documents: ``COPY`` on Postgres, executemany elsewhere (SQLite)."""
-    if session.get_bind().dialect.name != "postgresql":
-        columns = [{k: v for k, v in r.items() if k != "meta_json"} for r in rows]
-        session.execute(insert(Document), columns)
-        return
-    raw = session.connection().connection.driver_connection
-    assert raw is not None
-    with (
-        raw.cursor() as cur,
-        cur.copy(
-            "COPY documents (job_id, seq, custom_id, text, metadata, content_hash) FROM STDIN"
-        ) as copy,
-    ):
-        for r in rows:
-            meta = r.get("meta_json")
-            if meta is None and r["meta"] is not None:
-                meta = json.dumps(r["meta"])
-            copy.write_row(
-                (r["job_id"], r["seq"], r["custom_id"], r["text"], meta, r["content_hash"])
-            )
 
 
 def _store_file(
@@ -147,34 +124,53 @@ def _inline_extractions(session: Session, job_id: str, now: Any) -> int:
     return int(session.scalar(counted) or 0)  # the job's only extract results so far
 
 
+class Router(Protocol):
+    """Sends each document of a job to ONE of its tasks instead of all of them: the lines
+    of an OpenAI batch name their own models (docbatch.domain.openai.convert.RequestLines).
+    The documents come grouped by task (a unit covers one task's documents only);
+    ``tasks()`` is read once every document has been, so a task's params may be learnt
+    from its first document."""
+
+    def task_of(self, doc: DocumentIn) -> str:
+        """The key (deployment name) of the one task ``doc`` runs."""
+        ...
+
+    def tasks(self) -> list[dict[str, Any]]:
+        """The params of every task the documents were sent to."""
+        ...
+
+
 @dataclass
 class UnitCutter:
     """Cuts a job's documents into unit ranges as they stream past: text documents by
     estimated tokens, files by count (they are extracted first, so a range never mixes
-    the two)."""
+    the two), and, for a routed job, never across two tasks' documents."""
 
     settings: Settings
-    ranges: list[tuple[int, int, int, bool]] = field(default_factory=list)  # lo, hi, est, files
+    # lo, hi, est, files, the one task of a routed range (None: every task of the job)
+    ranges: list[tuple[int, int, int, bool, str | None]] = field(default_factory=list)
     lo: int = 0
     tokens: int = 0
     docs: int = 0
     files: bool = False
+    task: str | None = None
 
-    def add(self, seq: int, est: int, is_file: bool) -> None:
+    def add(self, seq: int, est: int, is_file: bool, task: str | None = None) -> None:
         s = self.settings
         full = (
             self.docs >= s.extract_unit_files
             if self.files
             else (self.tokens + est > s.unit_tokens or self.docs >= s.unit_max_documents)
         )
-        if self.docs and (is_file != self.files or full):
+        if self.docs and (is_file != self.files or task != self.task or full):
             self.close(seq)
         self.tokens += est
         self.docs += 1
         self.files = is_file
+        self.task = task
 
     def close(self, seq: int) -> None:
-        self.ranges.append((self.lo, seq - 1, self.tokens, self.files))
+        self.ranges.append((self.lo, seq - 1, self.tokens, self.files, self.task))
         self.lo, self.tokens, self.docs = seq, 0, 0
 
 
@@ -193,9 +189,13 @@ def create_job(
     reuse_results: bool = False,
     retention_days: int | None = None,
     keep_originals: bool | None = None,
+    router: Router | None = None,
 ) -> NewJob:
     """Write a job with its documents and units, its queued units into the outbox; raises
     InputError (QuotaExceeded: over a tenant quota) before anything commits.
+
+    Every document runs every task, unless a ``router`` sends each to one task (then
+    ``tasks`` is ignored: the router's are read after the documents).
 
     ``documents`` yields ``(document, ndjson line number or None)``: a raw dict is validated
     here (so a stream is read once), a ``DocumentIn`` was validated already, a
@@ -228,45 +228,47 @@ def create_job(
     )
     session.add(job)
     session.flush()
-    # A job task is keyed by its deployment's name (a task's default deployment is named
-    # after the task): the key of its counts, units and results.
-    names = [t.get("model") or t["type"] for t in tasks]
     cutter = UnitCutter(settings)
-    seen_ids: set[str] = set()
-    batch: list[dict[str, Any]] = []
+    # Nothing per document is kept across batches: a repeated custom_id is the unique
+    # key's to find (docbatch.domain.documents), so the api's memory stays flat.
+    writer = DocumentWriter(session, job.id)
+    routed: Counter[str] = Counter()  # documents per task of a routed job
     files: dict[int, dict[str, Any]] = {}
     seq = 0
-    for index, (raw, line) in enumerate(documents):
-        file_doc = raw if isinstance(raw, FileDocument) else None
-        if file_doc is not None:
-            # The same rules as any document's custom_id and metadata (the text comes later).
-            raw = {"custom_id": file_doc.custom_id, "text": "file", "metadata": file_doc.metadata}
-        doc, meta_json = validate_row(raw, settings, index=index, line=line)
-        if doc.custom_id in seen_ids:
-            where = f"documents[{index}].custom_id" if line is None else "document.custom_id"
-            raise InputError(where, f"duplicate custom_id {doc.custom_id!r}", line=line)
-        seen_ids.add(doc.custom_id)
-        if seq >= settings.max_documents_per_job:
-            raise InputError(
-                "documents",
-                f"more than {settings.max_documents_per_job} documents; that is the limit "
-                "(DOCBATCH_MAX_DOCUMENTS_PER_JOB)",
-                line=line,
-            )
-        if file_doc is not None:
-            info = _store_file(session, tenant, file_doc, settings)
-            files[seq] = info
-            text = ""
-            # Until extracted, a file's hash is its bytes' (the text's replaces it).
-            content_hash = info["sha256"] or hashlib.sha256(b"").hexdigest()
-            est = max(1, min(info["bytes"], settings.extract_max_bytes) // CHARS_PER_TOKEN)
-        else:
-            text = doc.text
-            content_hash = hashlib.sha256(text.encode()).hexdigest()
-            est = max(1, len(text) // CHARS_PER_TOKEN)
-        cutter.add(seq, est, file_doc is not None)
-        batch.append(
-            {
+    try:
+        for index, (raw, line) in enumerate(documents):
+            file_doc = raw if isinstance(raw, FileDocument) else None
+            if file_doc is not None:
+                # The same rules as any document's custom_id and metadata (the text later).
+                raw = {
+                    "custom_id": file_doc.custom_id,
+                    "text": "file",
+                    "metadata": file_doc.metadata,
+                }
+            doc, meta_json = validate_row(raw, settings, index=index, line=line)
+            if seq >= settings.max_documents_per_job:
+                raise InputError(
+                    "documents",
+                    f"more than {settings.max_documents_per_job} documents; that is the limit "
+                    "(DOCBATCH_MAX_DOCUMENTS_PER_JOB)",
+                    line=line,
+                )
+            if file_doc is not None:
+                info = _store_file(session, tenant, file_doc, settings)
+                files[seq] = info
+                text = ""
+                # Until extracted, a file's hash is its bytes' (the text's replaces it).
+                content_hash = info["sha256"] or hashlib.sha256(b"").hexdigest()
+                est = max(1, min(info["bytes"], settings.extract_max_bytes) // CHARS_PER_TOKEN)
+            else:
+                text = doc.text
+                content_hash = hashlib.sha256(text.encode()).hexdigest()
+                est = max(1, len(text) // CHARS_PER_TOKEN)
+            routed_to = router.task_of(doc) if router is not None else None
+            if routed_to is not None:
+                routed[routed_to] += 1
+            cutter.add(seq, est, file_doc is not None, routed_to)
+            row = {
                 "job_id": job.id,
                 "seq": seq,
                 "custom_id": doc.custom_id,
@@ -275,13 +277,16 @@ def create_job(
                 "meta_json": meta_json,
                 "content_hash": content_hash,
             }
-        )
-        seq += 1
-        if len(batch) >= INSERT_BATCH:
-            insert_documents(session, batch)
-            batch = []
-    if batch:
-        insert_documents(session, batch)
+            writer.add(row, index=index, line=line)
+            seq += 1
+        writer.flush()
+    except InputError:
+        # A repeat among the rows not written yet came earlier in the upload: it is the
+        # error to report.
+        earlier = writer.first_duplicate()
+        if earlier is not None:
+            raise earlier from None
+        raise
     if seq == 0:
         raise InputError("documents", "is empty; submit at least one document")
     cutter.close(seq)
@@ -289,17 +294,24 @@ def create_job(
         insert_files(session, job.id, files)
     job.document_count = seq
     now = utcnow()
-    for params in tasks:
-        key = params.get("model") or params["type"]
-        session.add(JobTask(job_id=job.id, task=key, params=params, total=seq))
+    if router is not None:
+        tasks = router.tasks()
+    # A job task is keyed by its deployment's name (a task's default deployment is named
+    # after the task): the key of its counts, units and results.
+    names = [t.get("model") or t["type"] for t in tasks]
+    if set(routed) - set(names):
+        raise ValueError(f"documents routed to {sorted(set(routed) - set(names))}: not tasks")
+    for key, params in zip(names, tasks, strict=True):
+        total = routed[key] if router is not None else seq
+        session.add(JobTask(job_id=job.id, task=key, params=params, total=total))
     if files:
         inline = _inline_extractions(session, job.id, now)
         session.add(JobTask(job_id=job.id, task=EXTRACT, params={}, total=seq, succeeded=inline))
     unit_rows = []
-    for r_lo, r_hi, est, is_files in cutter.ranges:
+    for r_lo, r_hi, est, is_files, only in cutter.ranges:
         stages = [(EXTRACT, UnitState.queued)] if is_files else []
         held = UnitState.waiting if is_files else UnitState.queued
-        stages += [(task, held) for task in names]
+        stages += [(task, held) for task in ([only] if only is not None else names)]
         unit_rows += [
             {
                 "job_id": job.id,
@@ -347,9 +359,7 @@ def job_public(session: Session, job: Job, settings: Settings | None = None) -> 
     """The public job document; with ``settings``, warnings about deployments with work
     left and no live worker (``JobPublic.warnings``)."""
     rows = session.scalars(select(JobTask).where(JobTask.job_id == job.id)).all()
-    has_files = any(r.task == EXTRACT for r in rows)  # extractions are always reused
-    reused = reused_counts(session, job) if job.reuse_results or has_files else {}
-    public = public_of(job, rows, reused)
+    public = public_of(job, rows)
     if settings is not None:
         public.warnings = unserved(session, public, settings)
     return public
@@ -364,9 +374,11 @@ def unserved(conn: Any, public: JobPublic, settings: Settings) -> list[str]:
     return presence.unserved_warnings(conn, waiting, tasks=settings.models)
 
 
-def public_of(job: Any, task_rows: Iterable[Any], reused: dict[str, int]) -> JobPublic:
+def public_of(job: Any, task_rows: Iterable[Any]) -> JobPublic:
     """The public job document from the job's row and its task rows (ORM objects or plain
-    rows with the same names): the one place its counts, timing and rate are computed."""
+    rows with the same names): the one place its counts, timing and rate are computed.
+    Every count is a counter of the task row (docbatch.domain.closing moves them), so this
+    costs the same for a job of ten documents and one of a million."""
     rows = list(task_rows)
     counts = {
         r.task: TaskCounts(
@@ -377,7 +389,7 @@ def public_of(job: Any, task_rows: Iterable[Any], reused: dict[str, int]) -> Job
             pending=r.total - r.succeeded - r.failed - r.cancelled,
             chunks=r.chunks,
             tokens=r.tokens,
-            reused=reused.get(r.task, 0),
+            reused=r.reused or 0,
         )
         for r in rows
     }
@@ -408,16 +420,6 @@ def public_of(job: Any, task_rows: Iterable[Any], reused: dict[str, int]) -> Job
         reuse_results=bool(job.reuse_results),
         delete_left=(dict(job.delete_left or {}) if deleting else None),
     )
-
-
-def reused_counts(session: Session, job: Job) -> dict[str, int]:
-    """Per task, how many of the job's results were copied from earlier jobs."""
-    rows = session.execute(
-        select(Result.task, func.count())
-        .where(Result.job_id == job.id, Result.reused.is_(True))
-        .group_by(Result.task)
-    ).all()
-    return {task: int(n) for task, n in rows}
 
 
 def list_jobs(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -87,8 +87,11 @@ class Deployment(ModelConfig):
 
         DOCBATCH_DEPLOYMENTS='[{"name": "e5", "task": "embed", "model": "/models/e5-small"}]'
 
-    A job task picks one with ``"model": "e5"`` (default: the task's default).
+    A job task picks one with ``"model": "e5"`` (default: the task's default). An unknown
+    key is refused (a typo would otherwise be a setting silently not applied).
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(
         min_length=1,
@@ -97,6 +100,11 @@ class Deployment(ModelConfig):
         description="Unique in the fleet; names the queue and the job task's result key",
     )
     task: str = Field(description="The task it serves: " + ", ".join(TASKS))
+    worker: dict[str, Any] = Field(
+        default_factory=dict,
+        description="How its workers run (ops/deployments.yaml: GPU, CPUs, memory, replicas); "
+        "read by the Compose and Kubernetes generators, not by docbatch",
+    )
 
     @property
     def is_default(self) -> bool:
@@ -369,12 +377,19 @@ class Settings(BaseSettings):
                     f"deployment {dep.name!r} of task {dep.task!r}: a task's name is the name "
                     "of that task's default deployment; choose another name"
                 )
-            if not dep.handler:
-                dep.handler = defaults[dep.task].handler
-            if dep.is_default:  # a listed default replaces the per-task settings
+            if dep.is_default:
+                # A listed default sets the fields it names; the others keep the per-task
+                # settings (DOCBATCH_MODELS__<TASK>__*), so a list naming only its workers
+                # changes no model.
                 seen_defaults.add(dep.name)
-                self.models[dep.task] = ModelConfig(**dep.model_dump(exclude={"name", "task"}))
+                named = dep.model_fields_set - {"name", "task", "worker"}
+                merged = {**self.models[dep.task].model_dump(), **dep.model_dump(include=named)}
+                self.models[dep.task] = ModelConfig(**merged)
+                if not self.models[dep.task].handler:
+                    self.models[dep.task].handler = defaults[dep.task].handler
             else:
+                if not dep.handler:
+                    dep.handler = defaults[dep.task].handler
                 extra[dep.name] = dep
         self._listed = extra
         return self
@@ -440,7 +455,21 @@ def read_deployments_file(path: str) -> list[Deployment]:
             f"DOCBATCH_DEPLOYMENTS_FILE {path!r} must hold a list of deployments "
             "(name, task, model, ...)"
         )
-    return [Deployment.model_validate(item) for item in data]
+    listed = []
+    for i, item in enumerate(data):
+        try:
+            listed.append(Deployment.model_validate(item))
+        except ValidationError as exc:
+            name = item.get("name") if isinstance(item, dict) else None
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'entry'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ValueError(
+                f"DOCBATCH_DEPLOYMENTS_FILE {path!r}: deployments[{i}]"
+                + (f" ({name})" if name else "")
+                + f": {problems}"
+            ) from None
+    return listed
 
 
 @lru_cache(maxsize=1)

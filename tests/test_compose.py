@@ -334,34 +334,91 @@ def test_cpu_override_runs_every_worker_without_a_gpu(config):
         assert w["command"] == ["docbatch", "worker", "--task", task]
 
 
+def _compose_from_list(tmp_path: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    """docker-compose.yml with its workers written from ``spec`` (what `make manifests`
+    does with ops/deployments.yaml), normalised by the real Compose CLI."""
+    sys.path.insert(0, str(ROOT / "ops"))
+    try:
+        import compose_workers
+        import fleet
+    finally:
+        sys.path.remove(str(ROOT / "ops"))
+    listed = fleet.load(spec=spec)
+    text = compose_workers.compose_text(listed, (ROOT / "docker-compose.yml").read_text())
+    (tmp_path / "docker-compose.yml").write_text(text)
+    out = _compose("-f", str(tmp_path / "docker-compose.yml"), "config", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)["services"]
+
+
 @pytest.mark.fast
-def test_a_named_deployment_is_one_more_compose_service(tmp_path):
-    """ops/compose_deployments.py writes a worker service per named deployment from the
-    list docbatch reads; Compose accepts it beside docker-compose.yml."""
-    listed = tmp_path / "deployments.yaml"
-    listed.write_text(
-        "deployments:\n"
-        "  - {name: embed, task: embed}\n"  # a task's default: no new service
-        "  - {name: e5, task: embed, model: /models/e5-small}\n"
-        "  - {name: sentiment, task: classify, model: /models/sst2}\n"
-    )
-    gen = subprocess.run(
-        [sys.executable, str(ROOT / "ops" / "compose_deployments.py"), str(listed)],
+def test_the_workers_are_the_fleet_list(config):
+    """docker-compose.yml's worker services, the CPU override and the Prometheus targets
+    are what ops/deployments.yaml makes (`make manifests-check` in CI), and every docbatch
+    container reads that same list."""
+    check = subprocess.run(
+        [sys.executable, str(ROOT / "ops" / "compose_workers.py"), "--check"],
         capture_output=True,
         text=True,
-        check=True,
     )
-    override = tmp_path / "docker-compose.override.yml"
-    override.write_text(gen.stdout)
-    out = _compose(
-        "-f", str(ROOT / "docker-compose.yml"), "-f", str(override), "config", "--format", "json"
-    )
-    assert out.returncode == 0, out.stderr
-    services = json.loads(out.stdout)["services"]
-    assert "worker-embed-e5" not in services and "worker-e5" in services
+    assert check.returncode == 0, check.stderr
+    spec = yaml.safe_load((ROOT / "ops/deployments.yaml").read_text())
+    names = [d["name"] for d in spec["deployments"]]
+    assert names == list(TASKS)
+    services = config["services"]
+    for name in ("api", "beat", "maintenance", "webhooks", "worker-extract", "worker-embed"):
+        env = services[name]["environment"]
+        target = env["DOCBATCH_DEPLOYMENTS_FILE"]
+        mounts = {v["target"]: v for v in services[name]["volumes"]}
+        assert mounts[target]["source"] == str(ROOT / "ops" / "deployments.yaml"), name
+        assert mounts[target]["read_only"] is True
+
+
+@pytest.mark.fast
+def test_a_deployment_added_to_the_list_is_one_more_compose_service(tmp_path):
+    spec = yaml.safe_load((ROOT / "ops/deployments.yaml").read_text())
+    spec["deployments"] += [
+        {"name": "e5", "task": "embed", "model": "/models/e5-small", "worker": {"gpu": 1}},
+        {
+            "name": "sentiment",
+            "task": "classify",
+            "model": "/models/sst2",
+            "worker": {"env": {"DOCBATCH_TORCH_THREADS": 2}},
+        },
+    ]
+    services = _compose_from_list(tmp_path, spec)
     e5, sentiment = services["worker-e5"], services["worker-sentiment"]
     assert e5["command"] == ["docbatch", "worker", "--deployment", "e5"]
     assert sentiment["command"] == ["docbatch", "worker", "--deployment", "sentiment"]
-    # The task's worker service underneath: its image and settings.
+    (device,) = e5["deploy"]["resources"]["reservations"]["devices"]
+    assert device["device_ids"] == ["1"]  # the entry's GPU (E5_GPU in .env moves it)
+    assert "deploy" not in sentiment or "devices" not in str(sentiment["deploy"])
+    assert sentiment["environment"]["DOCBATCH_TORCH_THREADS"] == "2"
+    # The task's worker service underneath: its image, settings and the list.
     assert e5["image"] == services["worker-embed"]["image"]
     assert e5["environment"]["DOCBATCH_WORKER_METRICS_PORT"] == "9100"
+    assert e5["environment"]["DOCBATCH_DEPLOYMENTS_FILE"] == "/etc/docbatch/deployments.yaml"
+    # docbatch reading the same list knows the deployment, on the queue it names.
+    from docbatch.schema.settings import Settings
+
+    listed = tmp_path / "deployments.yaml"
+    listed.write_text(yaml.safe_dump(spec))
+    settings = Settings(deployments_file=str(listed))
+    assert settings.queue_for("e5") == "docbatch.embed.e5"
+    assert settings.model_for("sentiment").model == "/models/sst2"
+
+
+@pytest.mark.fast
+def test_the_fleet_list_changes_no_per_task_model(monkeypatch):
+    """The list names every task's default only for its worker: the per-task settings
+    (DOCBATCH_MODELS__<TASK>__*) still choose those models."""
+    from docbatch.schema.settings import Settings
+
+    monkeypatch.setenv("DOCBATCH_MODELS__CLASSIFY__MODEL", "/models/sst")
+    monkeypatch.setenv("DOCBATCH_MODELS__EMBED__BATCH_TOKENS", "1024")
+    listed = Settings(deployments_file=str(ROOT / "ops" / "deployments.yaml"))
+    bare = Settings()
+    assert listed.model_for("classify").model == "/models/sst"
+    assert listed.model_for("embed").batch_tokens == 1024
+    for task in TASKS:
+        assert listed.model_for(task) == bare.model_for(task), task

@@ -56,6 +56,9 @@ def live(key: str) -> Iterator[str]:
         "DOCBATCH_UNIT_MAX_DOCUMENTS": "3",
         "DOCBATCH_FAKE_SLEEP": "0.6",
         "DOCBATCH_SCHEDULE_FOLDER_ROOTS": f'["{SCHEDULE_ROOT}"]',
+        # A second summarize deployment no worker serves (the job page says so).
+        "DOCBATCH_DEPLOYMENTS": '[{"name": "sum-idle", "task": "summarize", '
+        '"handler": "tests.fakes:UpperHandler"}]',
     }
     worker = WorkerProcess("summarize", env=env, name="ui")
     port = free_port()
@@ -179,6 +182,44 @@ def test_dashboard_shows_job_counts_chart_and_errors(live, key):
     assert 'aria-valuenow="24" aria-valuemax="24"' in row.group(1)
     _chromium(f"{live}/ui#key={key}", f"--screenshot={ARTIFACTS / 'dashboard-jobs.png'}")
     assert _wait_job(live, running, key)["status"] == "completed"
+
+
+def test_job_page_and_cli_say_no_worker_serves_a_deployment(live, key, tmp_path):
+    """A job submitted with the CLI on two summarize deployments, one (``--model
+    sum-idle``) with no worker running: its units stay queued, and the CLI and the job page
+    say which deployment has no worker and how to start one; the default, served, runs."""
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text(
+        "".join(f'{{"custom_id": "w-{i}", "text": "waiting line {i}"}}\n' for i in range(3))
+    )
+    said = (
+        "no worker serves deployment sum-idle: its units stay queued until one starts "
+        "(docbatch worker --deployment sum-idle)"
+    )
+    submitted = _cli(
+        live, key, "submit", str(docs), "--task", "summarize", "--task", "summarize",
+        "--model", "sum-idle",
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    assert f"warning: {said}" in submitted.stderr.splitlines()
+    deadline = time.monotonic() + 60
+    while (job := httpx.get(f"{live}/v1/jobs/{job_id}", headers=_auth(key)).json())["counts"][
+        "summarize"
+    ]["succeeded"] < 3:
+        assert time.monotonic() < deadline, job
+        time.sleep(0.3)
+    try:
+        assert job["tasks"]["sum-idle"]["model"] == "sum-idle"
+        dom = _chromium(f"{live}/ui/jobs/{job_id}#key={key}", "--dump-dom")
+        assert re.findall(r'<div class="warning">([^<]*)</div>', dom) == [said]
+        assert _text(dom, "c-pending", 'data-task="sum-idle"') == "3"
+        assert _text(dom, "c-succeeded", 'data-task="summarize"') == "3"
+        status = _cli(live, key, "status", job_id)
+        assert status.returncode == 0 and f"warning: {said}" in status.stderr
+    finally:
+        httpx.post(f"{live}/v1/jobs/{job_id}/cancel", headers=_auth(key))
+    assert _wait_job(live, job_id, key)["status"] == "cancelled"
 
 
 def _count_rows(dom: str) -> list[str]:

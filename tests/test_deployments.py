@@ -84,12 +84,44 @@ def test_old_style_per_task_settings_are_the_default_deployment(monkeypatch):
         ([{"name": "x", "task": "embed"}, {"name": "x", "task": "tags"}], "listed twice"),
         ([{"name": "tags", "task": "embed"}], "choose another name"),
         ([{"name": "extract", "task": "embed"}], "choose another name"),
+        ([{"name": "e5", "task": "embed", "modle": "/models/e5"}], "modle"),
     ],
 )
 def test_bad_deployment_lists_are_refused_naming_the_problem(listed, says, monkeypatch):
     monkeypatch.setenv("DOCBATCH_DEPLOYMENTS", json.dumps(listed))
     with pytest.raises(ValueError, match=says):
         Settings()
+
+
+@pytest.mark.fast
+def test_a_typo_in_the_deployments_file_is_refused_naming_entry_and_key(tmp_path, monkeypatch):
+    from docbatch.schema.config import SettingsError, load_settings
+
+    path = tmp_path / "deployments.yaml"
+    path.write_text("deployments:\n  - {name: e5, task: embed, modle: /models/e5}\n")
+    monkeypatch.setenv("DOCBATCH_DEPLOYMENTS_FILE", str(path))
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    assert str(refused.value) == (
+        f"DOCBATCH_DEPLOYMENTS_FILE {str(path)!r}: deployments[0] (e5): modle: Extra inputs "
+        "are not permitted"
+    )
+
+
+@pytest.mark.fast
+def test_a_listed_default_sets_only_the_fields_it_names(tmp_path, monkeypatch):
+    path = tmp_path / "deployments.yaml"
+    path.write_text(
+        "deployments:\n  - {name: classify, task: classify, batch_tokens: 2048, worker: {gpu: 4}}\n"
+    )
+    monkeypatch.setenv("DOCBATCH_DEPLOYMENTS_FILE", str(path))
+    monkeypatch.setenv("DOCBATCH_MODELS__CLASSIFY__MODEL", "/models/sst")
+    s = Settings()
+    assert (s.model_for("classify").model, s.model_for("classify").batch_tokens) == (
+        "/models/sst",
+        2048,
+    )
+    assert s.model_for("classify").handler == Settings().model_for("classify").handler
 
 
 @pytest.mark.fast
@@ -250,6 +282,23 @@ def test_a_deployment_with_no_worker_leaves_its_units_queued_and_says_so(api, tw
     ]
     # Served deployments are not named.
     assert not any("bert-tiny" in w or "deployment embed" in w for w in job["warnings"])
+    # The api's metrics show the waiting deployment by name: its backlog and its oldest
+    # unit's age (what the no-worker alert and KEDA read), with the `model` label.
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from docbatch.schema.settings import get_settings
+
+    queue = get_settings().queue_for("idle")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(api.get("/metrics").text)
+        for s in family.samples
+    }
+    assert samples[("docbatch_queued_units", (("queue", queue),))] >= 1
+    age = ("docbatch_oldest_queued_unit_age_seconds", (("model", "idle"), ("task", "embed")))
+    assert samples[age] >= 0
+    depth = (("model", "idle"), ("queue", queue), ("task", "embed"))
+    assert ("docbatch_queue_depth", depth) in samples
     assert api.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
     assert wait_for_job(api, job_id, timeout=60)["status"] == "cancelled"
 
@@ -281,77 +330,167 @@ def test_reuse_is_keyed_by_the_model_actually_used(api, two_embedders):
     assert other["job"]["counts"]["embed"]["reused"] == 0
 
 
-def test_openai_models_and_a_batch_naming_a_deployment(two_embedders, database):
-    """The official client lists and reads the deployments and aliases, and a batch whose
-    lines name an alias of ``bert-tiny`` runs on that deployment's worker."""
-    import openai
-
+def _local_vectors(name: str, texts: list[str]) -> list[np.ndarray]:
+    """What deployment ``name``'s handler gives for ``texts`` in this process."""
     from docbatch.schema.settings import get_settings
-    from docbatch.worker.batches import tick
     from docbatch.worker.model_stage import compute_unit
     from docbatch.worker.registry import load_handler
-    from tests.fixtures import new_api_key
+
+    handler = load_handler(name, get_settings())
+    handler.setup("cpu")
+    rows = compute_unit(
+        handler,
+        [(i, f"t{i}", text) for i, text in enumerate(texts)],
+        {},
+        lambda: False,
+        job_id="local",
+        unit_id=0,
+    ).rows
+    return [np.frombuffer(r["vectors"], dtype=np.float32)[: r["output"]["dim"]] for r in rows]
+
+
+@pytest.fixture(scope="module")
+def aliased_api(two_embedders) -> Iterator[str]:
+    """An api process whose DOCBATCH_OPENAI_MODELS map two OpenAI-style names."""
     from tests.procs import ApiProcess
 
     aliases = {"text-embedding-3-small": "bert-tiny", "minilm": "embed"}
     with override(openai_models=json.dumps(aliases)) as extra:
         proc = ApiProcess({**two_embedders, **extra}).wait_ready()
     try:
-        client = openai.OpenAI(
-            base_url=f"{proc.url}/v1", api_key=new_api_key("default"), max_retries=0
-        )
-        listed = {m.id: m for m in client.models.list()}
-        assert {"embed", "bert-tiny", "bert-twin", "idle", "summarize"} <= set(listed)
-        assert {"text-embedding-3-small", "minilm"} <= set(listed)
-        assert all(m.object == "model" and m.owned_by == "docbatch" for m in listed.values())
-        alias = client.models.retrieve("text-embedding-3-small")
-        assert alias.id == "text-embedding-3-small"
-        assert (alias.model_extra or {})["deployment"] == "bert-tiny"
-        assert (alias.model_extra or {})["task"] == "embed"
-        own = client.models.retrieve("bert-tiny")
-        assert (own.model_extra or {})["model"] == get_settings().model_for("bert-tiny").model
-        with pytest.raises(openai.NotFoundError):
-            client.models.retrieve("gpt-nope")
-
-        lines = [
-            {
-                "custom_id": d["custom_id"],
-                "method": "POST",
-                "url": "/v1/embeddings",
-                "body": {"model": "text-embedding-3-small", "input": d["text"]},
-            }
-            for d in DOCS
-        ]
-        data = "".join(json.dumps(x) + "\n" for x in lines).encode()
-        f = client.files.create(file=("in.jsonl", io.BytesIO(data)), purpose="batch")
-        b = client.batches.create(
-            input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h"
-        )
-        deadline = time.monotonic() + 180
-        while (b := client.batches.retrieve(b.id)).status not in TERMINAL:
-            assert time.monotonic() < deadline, b
-            time.sleep(0.5)
-            tick(get_settings())  # the beat's batch tick: finalizes it once its job ends
-        assert b.status == "completed" and b.request_counts.completed == len(DOCS), b
-        out = [json.loads(x) for x in client.files.content(b.output_file_id).text.splitlines()]
-        got = {o["custom_id"]: o["response"]["body"] for o in out}
-        assert {body["model"] for body in got.values()} == {"text-embedding-3-small"}
-        handler = load_handler("bert-tiny", get_settings())
-        handler.setup("cpu")
-        rows = compute_unit(
-            handler,
-            [(i, d["custom_id"], d["text"]) for i, d in enumerate(DOCS)],
-            {},
-            lambda: False,
-            job_id="local",
-            unit_id=0,
-        ).rows
-        for d, row in zip(DOCS, rows, strict=True):
-            expected = np.frombuffer(row["vectors"], dtype=np.float32)[: row["output"]["dim"]]
-            vector = got[d["custom_id"]]["data"][0]["embedding"]
-            assert np.allclose(vector, expected, atol=1e-5)
+        yield proc.url
     finally:
         proc.stop()
+
+
+def _openai(url: str):  # noqa: ANN202 - openai is imported lazily
+    import openai
+
+    from tests.fixtures import new_api_key
+
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=new_api_key("default"), max_retries=0)
+
+
+def _run_batch(client, lines: list[dict], endpoint: str = "/v1/embeddings"):  # noqa: ANN001, ANN202
+    from docbatch.schema.settings import get_settings
+    from docbatch.worker.batches import tick
+
+    data = "".join(json.dumps(x) + "\n" for x in lines).encode()
+    f = client.files.create(file=("in.jsonl", io.BytesIO(data)), purpose="batch")
+    b = client.batches.create(input_file_id=f.id, endpoint=endpoint, completion_window="24h")
+    deadline = time.monotonic() + 180
+    while (b := client.batches.retrieve(b.id)).status not in TERMINAL:
+        assert time.monotonic() < deadline, b
+        time.sleep(0.5)
+        tick(get_settings())  # the beat's batch tick: finalizes it once its job ends
+    return b
+
+
+def test_openai_models_and_a_batch_naming_a_deployment(aliased_api):
+    """The official client lists and reads the deployments and aliases, and a batch whose
+    lines name an alias of ``bert-tiny`` runs on that deployment's worker."""
+    import openai
+
+    from docbatch.schema.settings import get_settings
+
+    client = _openai(aliased_api)
+    listed = {m.id: m for m in client.models.list()}
+    assert {"embed", "bert-tiny", "bert-twin", "idle", "summarize"} <= set(listed)
+    assert {"text-embedding-3-small", "minilm"} <= set(listed)
+    assert all(m.object == "model" and m.owned_by == "docbatch" for m in listed.values())
+    alias = client.models.retrieve("text-embedding-3-small")
+    assert alias.id == "text-embedding-3-small"
+    assert (alias.model_extra or {})["deployment"] == "bert-tiny"
+    assert (alias.model_extra or {})["task"] == "embed"
+    own = client.models.retrieve("bert-tiny")
+    assert (own.model_extra or {})["model"] == get_settings().model_for("bert-tiny").model
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-nope")
+
+    lines = [
+        {
+            "custom_id": d["custom_id"],
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": "text-embedding-3-small", "input": d["text"]},
+        }
+        for d in DOCS
+    ]
+    b = _run_batch(client, lines)
+    assert b.status == "completed" and b.request_counts.completed == len(DOCS), b
+    out = [json.loads(x) for x in client.files.content(b.output_file_id).text.splitlines()]
+    got = {o["custom_id"]: o["response"]["body"] for o in out}
+    assert {body["model"] for body in got.values()} == {"text-embedding-3-small"}
+    expected = _local_vectors("bert-tiny", [d["text"] for d in DOCS])
+    for d, vector in zip(DOCS, expected, strict=True):
+        assert np.allclose(got[d["custom_id"]]["data"][0]["embedding"], vector, atol=1e-5)
+
+
+def test_one_batch_whose_lines_name_different_models(aliased_api, api):
+    """Lines of one /v1/embeddings batch name different embed deployments (by alias and
+    by name), as OpenAI allows: each line runs on its own deployment's worker, the output
+    file keeps the input order, each body names the model its line did and holds that
+    model's vectors; an unknown model is that line's error only."""
+    client = _openai(aliased_api)
+    texts = [d["text"] for d in DOCS]
+    requests = [  # (custom_id, model named, input, deployment that must run it)
+        ("a", "text-embedding-3-small", texts[0], "bert-tiny"),
+        ("b", "minilm", texts[1], "embed"),
+        ("c", "bert-tiny", [texts[2], texts[0]], "bert-tiny"),
+        ("d", "embed", texts[2], "embed"),
+        ("e", "nope", texts[0], None),
+        ("f", "minilm", [texts[0], texts[1]], "embed"),
+    ]
+    lines = [
+        {
+            "custom_id": cid,
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": model, "input": given},
+        }
+        for cid, model, given, _ in requests
+    ]
+    b = _run_batch(client, lines)
+    assert b.status == "completed", b
+    assert (b.request_counts.total, b.request_counts.completed, b.request_counts.failed) == (
+        6,
+        5,
+        1,
+    )
+    assert b.model == "text-embedding-3-small"  # the first line's
+    out = [json.loads(x) for x in client.files.content(b.output_file_id).text.splitlines()]
+    assert [o["custom_id"] for o in out] == ["a", "b", "c", "d", "f"]  # the input order
+    local = {
+        name: dict(zip(texts, _local_vectors(name, texts), strict=True))
+        for name in ("embed", "bert-tiny")
+    }
+    for o, (cid, model, given, deployment) in zip(
+        out, [r for r in requests if r[3] is not None], strict=True
+    ):
+        body = o["response"]["body"]
+        assert (o["custom_id"], body["model"]) == (cid, model)
+        inputs = [given] if isinstance(given, str) else given
+        assert [e["index"] for e in body["data"]] == list(range(len(inputs)))
+        for item, text in zip(body["data"], inputs, strict=True):
+            vector = np.array(item["embedding"])
+            assert deployment is not None
+            assert vector.shape == local[deployment][text].shape
+            assert np.allclose(vector, local[deployment][text], atol=1e-5), (cid, deployment)
+    # The two models' vectors of one text differ: a line ran on the model it named.
+    a, b_ = out[0]["response"]["body"], out[3]["response"]["body"]
+    assert len(a["data"][0]["embedding"]) != len(b_["data"][0]["embedding"])
+    [error] = [json.loads(x) for x in client.files.content(b.error_file_id).text.splitlines()]
+    assert error["custom_id"] == "e"
+    assert error["response"]["body"]["error"]["code"] == "model_not_found"
+
+    # Behind it, one job with a task per deployment, each counting its own documents.
+    job = api.get(f"/v1/jobs/{b.model_extra['docbatch_job_id']}").json()
+    assert {k: (c["total"], c["succeeded"]) for k, c in job["counts"].items()} == {
+        "bert-tiny": (3, 3),
+        "embed": (4, 4),
+    }
+    assert job["tasks"]["embed"]["model"] == "embed"
+    assert b.usage.input_tokens == sum(c["tokens"] for c in job["counts"].values()) > 0
 
 
 TERMINAL = {"completed", "failed", "expired", "cancelled"}

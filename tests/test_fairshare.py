@@ -13,7 +13,7 @@ import redis as redis_lib
 from sqlalchemy import select
 
 from docbatch.api.metrics import priority_queue_names
-from docbatch.domain import fairshare, jobs
+from docbatch.domain import dispatch, fairshare, jobs
 from docbatch.domain.outbox import unit_of_work
 from docbatch.domain.tenants import ensure_tenant
 from docbatch.schema.db import new_session, transaction
@@ -116,6 +116,35 @@ def test_inside_a_tenant_priority_then_the_smaller_job(database: str) -> None:
     assert order[12:] == [big, big]
 
 
+def test_a_chain_takes_an_urgent_unit_already_sent_before_the_routine_backlog(
+    database: str,
+) -> None:
+    """dispatch.next_units (what a worker chaining units claims next): the backlog first at
+    one priority, but a unit of the same tenant already sent and more urgent than the
+    backlog's next goes before it; the backlog unit it passed stays in the backlog."""
+    settings = _settings(f"n{secrets.token_hex(3)}", unit_max_documents=1)
+    queue = settings.queue_for("summarize")
+    tenant = f"t{secrets.token_hex(2)}"
+    routine = _job(settings, tenant, 4)
+    with new_session(get_settings()) as s:
+        r0, r1, r2, r3 = s.scalars(select(Unit.id).where(Unit.job_id == routine).order_by(Unit.id))
+    assert _pick(settings, 1) == [r0]  # sent to the broker, not yet claimed
+    assert dispatch.next_units(settings, queue, 8) == ([r1], True)  # one priority: backlog
+    urgent = _job(settings, tenant, 2, priority=9)
+    with new_session(get_settings()) as s:
+        u0, u1 = s.scalars(select(Unit.id).where(Unit.job_id == urgent).order_by(Unit.id))
+    assert _pick(settings, 1) == [u0]  # the urgent job's first unit sent too
+    assert dispatch.next_units(settings, queue, 8) == ([u1], True)  # as urgent: backlog
+    # The backlog's next is routine now: the units already sent go first, the urgent ones
+    # first (those the chain was handed were marked sent too; none of them was claimed here)
+    assert dispatch.next_units(settings, queue, 8) == ([u0, u1, r0, r1], False)
+    with new_session(get_settings()) as s:
+        unsent = s.scalars(
+            select(Unit.id).where(Unit.job_id == routine, Unit.dispatched_at.is_(None))
+        ).all()
+    assert sorted(unsent) == [r2, r3]
+
+
 def _queue_length(broker_url: str, queue: str) -> int:
     client = redis_lib.Redis.from_url(broker_url)
     return sum(int(client.llen(k)) for k in priority_queue_names(queue))
@@ -202,3 +231,47 @@ def test_a_tenant_alone_uses_every_worker(api: Any, private_queues: str) -> None
         ran_on = set(s.scalars(select(Unit.worker).where(Unit.job_id == job["id"])))
     hosts = {name.split(":")[1] for name in ran_on if name}
     assert len(hosts) >= 2, ran_on  # both workers' processes ran units
+
+
+def test_a_deep_backlog_is_read_only_as_far_as_the_lookahead(database: str) -> None:
+    """A pick reads a job's next LOOKAHEAD_UNITS units at most, so its cost does not grow
+    with the backlog; a job with fewer units is still counted whole and goes first."""
+    settings = _settings(f"d{secrets.token_hex(3)}", unit_max_documents=1)
+    tenant = f"t{secrets.token_hex(2)}"
+    deep = _job(settings, tenant, fairshare.LOOKAHEAD_UNITS + 60)
+    small = _job(settings, tenant, 3)
+    queue = settings.queue_for("summarize")
+    with new_session(get_settings()) as s:
+        seen = {b.job_id: b for b in fairshare.backlog(s, queue)}
+        first = list(
+            s.scalars(
+                select(Unit.est_tokens)
+                .where(Unit.job_id == deep)
+                .order_by(Unit.id)
+                .limit(fairshare.LOOKAHEAD_UNITS)
+            )
+        )
+        small_tokens = sum(s.scalars(select(Unit.est_tokens).where(Unit.job_id == small)))
+        job_of = dict(
+            s.execute(select(Unit.id, Unit.job_id).where(Unit.job_id.in_([deep, small]))).all()
+        )
+    assert (seen[deep].units, seen[deep].tokens) == (fairshare.LOOKAHEAD_UNITS, sum(first))
+    assert (seen[small].units, seen[small].tokens) == (3, small_tokens)
+    assert [job_of[u] for u in _pick(settings, 5)] == [small] * 3 + [deep] * 2
+
+
+def test_a_cancelling_jobs_backlog_is_not_sent(database: str) -> None:
+    """Its sweep closes it in batches (docbatch.worker.cancel); the dispatcher sending it
+    meanwhile had every worker cancel it one unit at a time."""
+    settings = _settings(f"x{secrets.token_hex(3)}", unit_max_documents=4)
+    tenant = f"t{secrets.token_hex(2)}"
+    doomed = _job(settings, tenant, 40)
+    other = _job(settings, tenant, 400)
+    with transaction(get_settings()) as s:
+        s.get(Job, doomed).status = "cancelling"
+    with new_session(get_settings()) as s:
+        job_of = dict(
+            s.execute(select(Unit.id, Unit.job_id).where(Unit.job_id.in_([doomed, other]))).all()
+        )
+    picked = _pick(settings, 6)
+    assert len(picked) == 6 and {job_of.get(u) for u in picked} == {other}

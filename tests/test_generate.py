@@ -720,6 +720,88 @@ def test_responses_batch_equals_generate_alone(gpt2_worker, reference):
         proc.stop()
 
 
+def test_one_responses_batch_on_two_generate_deployments(gpt2_worker, tiny_gpt2, reference):  # noqa: F811
+    """/v1/responses lines naming two generate deployments (the default through an alias,
+    and a named one with its own worker) in one batch: each line runs on the model it
+    named (greedy: the text of that prompt generated alone), the output keeps the input
+    order, and the batch's usage adds up every line's tokens, whichever deployment ran it
+    (the named deployment's lines counted no output tokens before)."""
+    import io
+    import json
+    import time
+
+    import openai
+
+    from docbatch.schema.settings import get_settings
+    from docbatch.worker.batches import tick
+    from tests.fixtures import new_api_key
+    from tests.procs import ApiProcess
+
+    _, prefix = gpt2_worker
+    env = {
+        "DOCBATCH_QUEUE_PREFIX": prefix,
+        "DOCBATCH_OPENAI_MODELS": '{"tiny-gpt2": "generate"}',
+        "DOCBATCH_DEPLOYMENTS": json.dumps(
+            [{"name": "gpt2-named", "task": "generate", "model": tiny_gpt2}]
+        ),
+    }
+    named = WorkerProcess("gpt2-named", env=env, name="gpt2-named", deployment=True)
+    proc = ApiProcess(env).wait_ready()
+    _, tok = reference
+    docs = short_docs(4)
+    models = ["gpt2-named", "tiny-gpt2", "gpt2-named", "tiny-gpt2"]
+    lines = [
+        {
+            "custom_id": f"r{i}",
+            "method": "POST",
+            "url": "/v1/responses",
+            "body": {
+                "model": model,
+                "input": d["text"][:150],
+                "max_output_tokens": 8,
+                "temperature": 0,
+            },
+        }
+        for i, (model, d) in enumerate(zip(models, docs, strict=True))
+    ]
+    try:
+        named.wait_ready()
+        client = openai.OpenAI(
+            base_url=f"{proc.url}/v1", api_key=new_api_key("responses"), max_retries=0
+        )
+        data = "".join(json.dumps(x) + "\n" for x in lines).encode()
+        f = client.files.create(file=("two.jsonl", io.BytesIO(data)), purpose="batch")
+        batch = client.batches.create(
+            input_file_id=f.id, endpoint="/v1/responses", completion_window="24h"
+        )
+        deadline = time.monotonic() + 240
+        while batch.status not in ("completed", "failed", "cancelled", "expired"):
+            assert time.monotonic() < deadline, (batch, named.log[-2000:])
+            time.sleep(0.5)
+            tick(get_settings())  # the beat's batch tick: finalizes it once its job ends
+            batch = client.batches.retrieve(batch.id)
+        assert batch.status == "completed" and batch.request_counts.completed == 4, batch
+        out = [json.loads(x) for x in client.files.content(batch.output_file_id).text.splitlines()]
+        assert [x["custom_id"] for x in out] == ["r0", "r1", "r2", "r3"]
+        prompt_tokens = output_tokens = 0
+        for x, line in zip(out, lines, strict=True):
+            body = x["response"]["body"]
+            assert body["model"] == line["body"]["model"]
+            messages = [{"role": "user", "content": line["body"]["input"]}]
+            prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            assert body["output_text"] == alone(reference, prompt, new=8, add_special_tokens=False)
+            prompt_tokens += body["usage"]["input_tokens"]
+            output_tokens += body["usage"]["output_tokens"]
+        assert output_tokens == 4 * 8
+        assert (batch.usage.input_tokens, batch.usage.output_tokens) == (
+            prompt_tokens,
+            output_tokens,
+        )
+    finally:
+        proc.stop()
+        named.stop()
+
+
 def test_responses_input_is_a_chat_on_a_chat_model_and_the_prompt_on_a_base_model(reference):
     import copy
 

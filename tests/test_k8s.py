@@ -5,6 +5,7 @@ run), and what a platform team checks in them."""
 from __future__ import annotations
 
 import copy
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -127,14 +128,16 @@ def test_rollouts_run_safely(rendered):
 
 
 @pytest.mark.fast
-def test_a_deployment_added_to_the_list_gets_its_own_scaling():
-    spec = yaml.safe_load((ROOT / "ops/k8s/deployments.yaml").read_text())
+def test_a_deployment_added_to_the_list_gets_its_own_scaling_and_docbatch_knows_it():
+    """One entry in ops/deployments.yaml: its worker Deployment, its KEDA trigger on its
+    own queue, and the list every docbatch pod reads (the api validates the model)."""
+    spec = yaml.safe_load((ROOT / "ops/deployments.yaml").read_text())
     spec["deployments"].append(
         {
-            "name": "generate-large",
+            "name": "large",
             "task": "generate",
-            "deployment": "large",
-            "gpu": True,
+            "model": "/models/qwen-7b",
+            "worker": {"gpu": 1, "cpu": 8, "memory": "32Gi"},
         }
     )
     files = generate.render(spec)
@@ -143,13 +146,40 @@ def test_a_deployment_added_to_the_list_gets_its_own_scaling():
     (dep,) = [
         d
         for d in workers
-        if d["metadata"]["name"] == "docbatch-worker-generate-large" and d["kind"] == "Deployment"
+        if d["metadata"]["name"] == "docbatch-worker-large" and d["kind"] == "Deployment"
     ]
-    command = dep["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert command == ["docbatch", "worker", "--deployment", "large"]
-    (so,) = [d for d in keda if d["metadata"]["name"] == "docbatch-worker-generate-large"]
+    assert dep["metadata"]["labels"]["docbatch/gpu"] == "true"
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["docbatch", "worker", "--deployment", "large"]
+    assert container["resources"]["limits"] == {"cpu": "8", "memory": "64Gi"}
+    (so,) = [d for d in keda if d["metadata"]["name"] == "docbatch-worker-large"]
     (trigger,) = so["spec"]["triggers"]
     assert 'queue="docbatch.generate.large"' in trigger["metadata"]["query"]
+    # The queue KEDA watches is the one docbatch computes from the same list.
+    (configmap,) = [d for d in yaml.safe_load_all(files["base/deployments-configmap.yaml"]) if d]
+    listed = configmap["data"]["DOCBATCH_DEPLOYMENTS"]
+    settings = Settings(deployments=json.loads(listed), queue_prefix=spec["queue_prefix"])
+    assert settings.queue_for("large") == "docbatch.generate.large"
+    assert settings.model_for("large").model == "/models/qwen-7b"
+    assert "worker" not in listed  # how it runs is the generators' business only
+    # A bad entry stops the generator as docbatch would stop at start, naming it.
+    spec["deployments"].append({"name": "x", "task": "paint"})
+    with pytest.raises(SystemExit, match="unknown task 'paint'"):
+        generate.render(spec)
+
+
+@pytest.mark.fast
+def test_every_docbatch_pod_reads_the_fleet_list(rendered):
+    deployments = _by(rendered["gpu"], "Deployment")
+    jobs = _by(rendered["gpu"], "Job")
+    pods = {name: d["spec"]["template"]["spec"] for name, d in deployments.items()}
+    pods["docbatch-migrate"] = jobs["docbatch-migrate"]["spec"]["template"]["spec"]
+    for name, pod in pods.items():
+        for c in pod["containers"]:
+            refs = [e.get("configMapRef", {}).get("name") for e in c.get("envFrom", [])]
+            if "docbatch-settings" in refs:
+                assert "docbatch-deployments" in refs, name
+    assert "docbatch-deployments" in _by(rendered["gpu"], "ConfigMap")
 
 
 @pytest.mark.fast
@@ -186,14 +216,13 @@ def test_a_vllm_pool_runs_its_image_with_the_solo_pool(rendered):
     assert "FROM docbatch-worker:${DOCBATCH_VERSION}" in dockerfile
     assert 'pip install "vllm==${VLLM_VERSION}"' in dockerfile
     assert '"--pool", "solo"' in dockerfile and "BACKEND=vllm" in dockerfile
-    spec = yaml.safe_load((ROOT / "ops/k8s/deployments.yaml").read_text())
+    spec = yaml.safe_load((ROOT / "ops/deployments.yaml").read_text())
     spec["deployments"].append(
         {
             "name": "generate-vllm",
             "task": "generate",
-            "gpu": True,
-            "image": "docbatch-worker-vllm",
-            "args": ["--pool", "solo"],
+            "backend": "vllm",
+            "worker": {"gpu": 0, "image": "docbatch-worker-vllm", "args": ["--pool", "solo"]},
         }
     )
     (dep,) = [

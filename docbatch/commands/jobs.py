@@ -44,6 +44,12 @@ def _summary(job: Any, seconds: float) -> None:
     print(counts_table(data["counts"], seconds), file=sys.stderr)
 
 
+def _warn(job: Any) -> None:
+    """The api's warnings about the job (a deployment no worker serves), on stderr."""
+    for warning in getattr(job, "warnings", None) or []:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def _print_job(job: Any, fmt: str) -> None:
     if fmt == "table":
         from docbatch.progress import counts_table
@@ -52,6 +58,7 @@ def _print_job(job: Any, fmt: str) -> None:
         for key in ("id", "name", "status", "documents", "created_at", "finished_at"):
             print(f"{key + ':':<12} {data[key] if data[key] is not None else ''}")
         print(counts_table(data["counts"]))
+        _warn(job)
     else:
         emit(job.model_dump(mode="json"), fmt)
 
@@ -71,6 +78,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.format == "table":
         print(job.id)  # JOB=$(docbatch submit ...)
         sys.stdout.flush()
+    _warn(job.data)  # before --wait waits on a deployment nobody serves
     if not args.wait:
         if args.format != "table":
             emit(job.data.model_dump(mode="json"), args.format)

@@ -13,8 +13,10 @@ from sqlalchemy.orm import Session
 from docbatch.domain import blobs, jobs
 from docbatch.domain.openai import render
 from docbatch.domain.openai.convert import (
+    GENERATE_ENDPOINTS,
     RequestLines,
     TooManyDocuments,
+    deployment_of,
     endpoint_task,
     supported_endpoints,
 )
@@ -104,9 +106,10 @@ def create_batch(
                     session,
                     settings,
                     tenant=tenant,
-                    tasks=[lines.params],
+                    tasks=[],  # the router's: one per model the lines name
                     documents=lines.documents(),
                     name=f"batch {batch.id}",
+                    router=lines,
                 )
             else:
                 for _ in lines.documents():  # every line is an error: collect them
@@ -129,8 +132,8 @@ def create_batch(
             raise BatchApiError(400, str(exc), param="input_file_id") from None
         new = None  # every line failed: no job
     batch.model, batch.total, batch.multi_input = lines.model, lines.total, lines.multi_input
-    if lines.params is not None:  # the job task's key: the deployment the lines named
-        batch.task = lines.params.get("model") or task
+    if lines.params is not None:  # the first line's deployment (each line has its own)
+        batch.task = deployment_of(lines.params)
     batch.line_errors = lines.line_errors
     if lines.url_errors:
         # OpenAI fails the whole batch when a line's url is not its endpoint.
@@ -158,15 +161,21 @@ def owned_batch(session: Session, tenant: str, batch_id: str) -> Batch:
 def request_counts(session: Session, batch: Batch) -> render.Counts:
     """OpenAI's ``request_counts``: from the job's counters when each line is one document,
     else from one grouped statement over the job's documents and results (a line is done
-    when all its inputs are, failed when any failed)."""
+    when all its inputs are, failed when any failed). A batch job's tasks are the models
+    its lines name, each document in exactly one of them."""
     errors = len(batch.line_errors or [])
     if batch.job_id is None:
         return render.Counts(batch.total, 0, batch.total if batch.errors is None else 0, 0)
     if not batch.multi_input:
-        row = session.get(JobTask, (batch.job_id, batch.task))
-        assert row is not None
-        done = row.succeeded
-        failed = row.failed + row.cancelled + errors
+        done, failed = (
+            int(v or 0)
+            for v in session.execute(
+                select(
+                    func.sum(JobTask.succeeded), func.sum(JobTask.failed + JobTask.cancelled)
+                ).where(JobTask.job_id == batch.job_id)
+            ).one()
+        )
+        failed += errors
         return render.Counts(batch.total, done, failed, batch.total - done - failed)
     line = Document.meta[("openai", 0)].as_integer()
     per_line = (
@@ -176,7 +185,7 @@ def request_counts(session: Session, batch: Batch) -> render.Counts:
             func.count().filter(Result.status == "succeeded").label("succeeded"),
         )
         .select_from(Document)
-        .outerjoin(Result, (Result.document_id == Document.id) & (Result.task == batch.task))
+        .outerjoin(Result, Result.document_id == Document.id)
         .where(Document.job_id == batch.job_id)
         .group_by(line)
         .subquery()
@@ -272,21 +281,21 @@ def finalize(session: Session, settings: Settings, batch: Batch) -> None:
 
 
 def usage(session: Session, batch: Batch) -> dict[str, Any]:
-    """OpenAI's ``batch.usage``: chat and text completions add up their lines' ``usage``
-    (one statement over the job's results); other tasks count the tokens their model read
-    (the job's counter), and write none."""
+    """OpenAI's ``batch.usage``: generation endpoints add up their lines' ``usage`` (one
+    statement over the job's results); other tasks count the tokens their model read
+    (the job's counters), and write none."""
     input_tokens = output_tokens = 0
-    if batch.job_id is not None and batch.task == "generate":
+    if batch.job_id is not None and batch.endpoint in GENERATE_ENDPOINTS:
         prompt = Result.output[("usage", "prompt_tokens")].as_integer()
         completion = Result.output[("usage", "completion_tokens")].as_integer()
         input_tokens, output_tokens = session.execute(
             select(func.coalesce(func.sum(prompt), 0), func.coalesce(func.sum(completion), 0))
-            .where(Result.job_id == batch.job_id, Result.task == batch.task)
+            .where(Result.job_id == batch.job_id)
             .where(Result.status == "succeeded")
         ).one()
     elif batch.job_id is not None:
-        row = session.get(JobTask, (batch.job_id, batch.task))
-        input_tokens = row.tokens if row is not None else 0
+        tokens = select(func.sum(JobTask.tokens)).where(JobTask.job_id == batch.job_id)
+        input_tokens = int(session.scalar(tokens) or 0)
     return {
         "input_tokens": int(input_tokens),
         "input_tokens_details": {"cached_tokens": 0},

@@ -301,39 +301,69 @@ class TooManyDocuments(Exception):
 
 
 class RequestLines:
-    """The documents of a batch's job, converted from the input file as the job reads them."""
+    """The documents of a batch's job, converted from the input file as the job reads them.
+
+    Lines may name different models of the endpoint's task (deployments or aliases): each
+    line runs on its own deployment, one task of the job per deployment (the job's router,
+    docbatch.domain.jobs.Router). Its documents are yielded grouped by deployment: the
+    first model's lines as the file is read (a batch of one model is read once), every
+    other model's afterwards, in one more pass each over its own lines. Every line is
+    checked in the first pass, in file order; the rendered output puts them back in it.
+    """
 
     def __init__(self, oid: int, endpoint: str, task: str, settings: Settings) -> None:
         self.oid, self.endpoint, self.task, self.settings = oid, endpoint, task, settings
-        self.params: dict[str, Any] | None = None
-        self.model: str | None = None
+        self.params: dict[str, Any] | None = None  # the first model's (the batch's task)
+        self.model: str | None = None  # the model the first line names (the batch's)
         self.line_errors: list[dict[str, Any]] = []
         self.url_errors: list[dict[str, Any]] = []
         self.total = 0
         self.multi_input = False
+        self._tasks: dict[str, dict[str, Any]] = {}  # deployment -> its lines' params
+        self._later: dict[int, str] = {}  # line -> deployment, of the lines not yet yielded
+        self._current: str | None = None  # the deployment of the documents being yielded
+        self._first_used = False  # whether the first model's lines made any document
 
-    def requests(self) -> Iterator[tuple[int, dict[str, Any]]]:
+    def raw_lines(self) -> Iterator[tuple[int, bytes]]:
         for number, raw in enumerate(iter_lines(self.oid, self.settings), start=1):
             if raw.strip():
-                yield number, json.loads(raw)
+                yield number, raw
+
+    def requests(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        for number, raw in self.raw_lines():
+            yield number, json.loads(raw)
 
     def first_params(self) -> None:
-        """Find the params of the first line that converts: every line must match them."""
+        """Find the params of the first line that converts: the first model's."""
         for _, req in self.requests():
             if req["url"] != self.endpoint:
                 continue
             got = convert_line(req, self.task, self.settings)
             if isinstance(got, Converted):
                 self.params, self.model = got.params, got.model
+                self._current = deployment_of(got.params)
+                self._tasks[self._current] = got.params
                 return
 
+    # -- the job's router (docbatch.domain.jobs.Router) --
+
+    def task_of(self, doc: DocumentIn) -> str:
+        assert self._current is not None
+        return self._current
+
+    def tasks(self) -> list[dict[str, Any]]:
+        """The params of each model at least one document runs on."""
+        used = set(self._later.values()) | ({self._current} if self._first_used else set())
+        return [params for name, params in self._tasks.items() if name in used]
+
     def documents(self) -> Iterator[tuple[DocumentIn, int | None]]:
-        """The job's documents; raises TooManyDocuments past DOCBATCH_MAX_DOCUMENTS_PER_JOB."""
+        """The job's documents, grouped by deployment; raises TooManyDocuments past
+        DOCBATCH_MAX_DOCUMENTS_PER_JOB."""
+        first = self._current
         seen: set[str] = set()
         documents = 0
         for number, req in self.requests():
             self.total += 1
-            cid = req["custom_id"]
             if req["url"] != self.endpoint:
                 if len(self.url_errors) < 100:
                     self.url_errors.append(
@@ -346,54 +376,86 @@ class RequestLines:
                         }
                     )
                 continue
-            got = convert_line(req, self.task, self.settings)
-            if isinstance(got, Converted) and got.params != self.params:
-                got = LineError(
-                    "param_mismatch",
-                    f"every request of a batch must use the same parameters and model as the "
-                    f"first one ({self.params}); this one has {got.params}",
-                )
-            if isinstance(got, Converted) and got.model != self.model:
-                got = LineError(
-                    "model_mismatch",
-                    f"each input file can only include requests to a single model "
-                    f"({self.model!r}); this one asks for {got.model!r}",
-                    "model",
-                )
-            docs: list[DocumentIn] = []
-            if isinstance(got, Converted):
-                many = len(got.texts) > 1
-                self.multi_input |= many
-                for i, text in enumerate(got.texts):
-                    doc_cid = f"{cid}[{i}]" if many else cid
-                    doc = {
-                        "custom_id": doc_cid,
-                        "text": text,
-                        "metadata": {
-                            "openai": [number, cid, i, len(got.texts), got.encoding]
-                            + ([got.threshold] if got.threshold is not None else [])
-                        },
-                    }
-                    try:
-                        # The checked document itself goes to create_job (checked once).
-                        checked = validate_document(doc, self.settings)
-                    except InputError as exc:
-                        field = exc.field.removeprefix("documents[0].")
-                        got = LineError("invalid_parameter", exc.message, field)
-                        break
-                    if doc_cid in seen:
-                        got = LineError("duplicate_custom_id", f"duplicate custom_id {doc_cid!r}")
-                        break
-                    docs.append(checked)
-            if isinstance(got, LineError):
-                self.line_errors.append(
-                    {"line": number, "custom_id": cid, "code": got.code, "message": got.message}
-                    | ({"param": got.param} if got.param else {})
-                )
+            docs = self._checked(number, req, seen)
+            if docs is None:
                 continue
             documents += len(docs)
             if documents > self.settings.max_documents_per_job:
                 raise TooManyDocuments(number, self.settings.max_documents_per_job)
             for checked in docs:
                 seen.add(checked.custom_id)
-                yield checked, None
+            deployment = self._later.pop(number)
+            if deployment == first:
+                self._first_used = True
+                for checked in docs:
+                    yield checked, None
+            else:
+                self._later[number] = deployment
+        # The other models' lines, checked already: one pass over the file for each.
+        for deployment in list(self._tasks)[1:]:
+            self._current = deployment
+            for number, raw in self.raw_lines():
+                if self._later.get(number) != deployment:
+                    continue
+                docs = self._checked(number, json.loads(raw), None)
+                assert docs is not None  # it passed the same checks in the first pass
+                for checked in docs:
+                    yield checked, None
+        self._current = first
+
+    def _checked(
+        self, number: int, req: dict[str, Any], seen: set[str] | None
+    ) -> list[DocumentIn] | None:
+        """One line's checked documents (its deployment in ``_later``), or None when it is
+        a line error (recorded). ``seen`` None: the line passed before, check nothing new."""
+        cid = req["custom_id"]
+        got = convert_line(req, self.task, self.settings)
+        if isinstance(got, Converted):
+            deployment = deployment_of(got.params)
+            expected = self._tasks.setdefault(deployment, got.params)
+            if got.params != expected:
+                got = LineError(
+                    "param_mismatch",
+                    f"every request to one model must use the same parameters as the first "
+                    f"one to it ({expected}); this one has {got.params}",
+                )
+        docs: list[DocumentIn] = []
+        if isinstance(got, Converted):
+            many = len(got.texts) > 1
+            self.multi_input |= many
+            meta: list[Any] = [number, cid, 0, len(got.texts), got.encoding]
+            if got.threshold is not None or got.model != self.model:
+                meta.append(got.threshold)
+            if got.model != self.model:  # the model the line named, for its body
+                meta.append(got.model)
+            for i, text in enumerate(got.texts):
+                doc_cid = f"{cid}[{i}]" if many else cid
+                doc = {
+                    "custom_id": doc_cid,
+                    "text": text,
+                    "metadata": {"openai": [*meta[:2], i, *meta[3:]]},
+                }
+                try:
+                    # The checked document itself goes to create_job (checked once).
+                    checked = validate_document(doc, self.settings)
+                except InputError as exc:
+                    field = exc.field.removeprefix("documents[0].")
+                    got = LineError("invalid_parameter", exc.message, field)
+                    break
+                if seen is not None and doc_cid in seen:
+                    got = LineError("duplicate_custom_id", f"duplicate custom_id {doc_cid!r}")
+                    break
+                docs.append(checked)
+        if isinstance(got, LineError):
+            self.line_errors.append(
+                {"line": number, "custom_id": cid, "code": got.code, "message": got.message}
+                | ({"param": got.param} if got.param else {})
+            )
+            return None
+        self._later[number] = deployment_of(got.params)
+        return docs
+
+
+def deployment_of(params: dict[str, Any]) -> str:
+    """The job task key of a line's params: the deployment it runs on."""
+    return str(params.get("model") or params["type"])

@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import heapq
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from docbatch.domain import blobs
 from docbatch.domain.openai.responses import response_body
 from docbatch.schema.db import new_session
 from docbatch.schema.settings import Settings
-from docbatch.schema.tables import Batch, Document, Job, Result, StoredFile
+from docbatch.schema.tables import Batch, Document, Job, Result, StoredFile, Unit
 
 ENDED = frozenset({"completed", "cancelled", "expired"})
 
@@ -187,15 +188,33 @@ def _json_line(obj: dict[str, Any]) -> bytes:
 def _grouped(
     settings: Settings, batch: Batch, page_size: int
 ) -> Iterator[tuple[int, str, list[tuple[list[Any], Any]]]]:
-    """(line, custom_id, [(openai metadata, result row or None), ...]) per request line."""
+    """(line, custom_id, [(openai metadata, result row or None), ...]) per request line,
+    in the input file's order. The job's documents are grouped by model (each model's
+    lines in file order, docbatch.domain.openai.convert.RequestLines): one reader per
+    model, merged by line number."""
+    with new_session(settings) as s:
+        ranges = s.execute(
+            select(Unit.task, func.min(Unit.seq_lo), func.max(Unit.seq_hi))
+            .where(Unit.job_id == batch.job_id)
+            .group_by(Unit.task)
+        ).all()
+    readers = [_grouped_range(settings, batch, t, lo, hi, page_size) for t, lo, hi in ranges]
+    yield from heapq.merge(*readers, key=lambda group: group[0])
+
+
+def _grouped_range(
+    settings: Settings, batch: Batch, task: str, lo: int, hi: int, page_size: int
+) -> Iterator[tuple[int, str, list[tuple[list[Any], Any]]]]:
+    """``_grouped`` for the documents ``lo..hi`` of one model (job task)."""
     current: tuple[int, str] | None = None
     entries: list[tuple[list[Any], Any]] = []
-    after = -1
+    after = lo - 1
     while True:
         with new_session(settings) as s:
             docs = s.execute(
                 select(Document.id, Document.seq, Document.meta)
                 .where(Document.job_id == batch.job_id, Document.seq > after)
+                .where(Document.seq <= hi)
                 .order_by(Document.seq)
                 .limit(page_size)
             ).all()
@@ -206,6 +225,7 @@ def _grouped(
                 for r in s.execute(
                     select(
                         Result.document_id,
+                        Result.task,
                         Result.status,
                         Result.output,
                         Result.vectors,
@@ -213,7 +233,7 @@ def _grouped(
                         Result.model_id,
                         Result.params,
                         Result.created_at,
-                    ).where(Result.document_id.in_([d.id for d in docs]), Result.task == batch.task)
+                    ).where(Result.document_id.in_([d.id for d in docs]), Result.task == task)
                 )
             }
         for d in docs:
@@ -229,8 +249,14 @@ def _grouped(
         yield current[0], current[1], entries
 
 
+def _model(batch: Batch, meta: list[Any]) -> str | None:
+    """The model a line named: kept on its documents when not the batch's (first line's)."""
+    return str(meta[6]) if len(meta) > 6 else batch.model
+
+
 def _body(batch: Batch, entries: list[tuple[list[Any], Any]]) -> dict[str, Any]:
-    # batch.task is the job task's key (the deployment's name); the endpoint says the shape.
+    # The endpoint says the shape; the line's model is what it named.
+    model = _model(batch, entries[0][0])
     if batch.endpoint == "/v1/embeddings":
         data = []
         tokens = 0
@@ -247,7 +273,7 @@ def _body(batch: Batch, entries: list[tuple[list[Any], Any]]) -> dict[str, Any]:
         return {
             "object": "list",
             "data": data,
-            "model": batch.model,
+            "model": model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
     if batch.endpoint == "/v1/moderations":
@@ -255,7 +281,7 @@ def _body(batch: Batch, entries: list[tuple[list[Any], Any]]) -> dict[str, Any]:
     [(meta, r)] = entries
     if batch.endpoint == "/v1/responses":
         rid = f"{batch.id[6:]}_{meta[0]}"
-        return response_body(rid, batch.model, unix(r.created_at), r.output or {}, r.params or {})
+        return response_body(rid, model, unix(r.created_at), r.output or {}, r.params or {})
     if batch.endpoint in ("/v1/chat/completions", "/v1/completions"):
         return _completion_body(batch, meta, r)
     return {
@@ -270,7 +296,7 @@ def _moderation_body(batch: Batch, entries: list[tuple[list[Any], Any]]) -> dict
     ``category_scores``, ``categories`` those at or above the threshold, ``flagged`` any."""
     results = []
     for meta, r in sorted(entries, key=lambda e: e[0][2]):
-        threshold = float(meta[5]) if len(meta) > 5 else 0.5
+        threshold = float(meta[5]) if len(meta) > 5 and meta[5] is not None else 0.5
         scores = {s["label"]: float(s["score"]) for s in (r.output or {}).get("scores", [])}
         categories = {label: score >= threshold for label, score in scores.items()}
         results.append(
@@ -282,7 +308,7 @@ def _moderation_body(batch: Batch, entries: list[tuple[list[Any], Any]]) -> dict
         )
     return {
         "id": f"modr-{batch.id[6:]}-{entries[0][0][0]}",
-        "model": batch.model or batch.task,
+        "model": _model(batch, entries[0][0]) or entries[0][1].task,
         "results": results,
     }
 
@@ -308,7 +334,7 @@ def _completion_body(batch: Batch, meta: list[Any], r: Any) -> dict[str, Any]:
         "id": f"{'chatcmpl' if chat else 'cmpl'}-{batch.id[6:]}-{meta[0]}",
         "object": "chat.completion" if chat else "text_completion",
         "created": unix(r.created_at),
-        "model": batch.model,
+        "model": _model(batch, meta),
         "choices": [choice],
         "usage": usage,
         "system_fingerprint": None,

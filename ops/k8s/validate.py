@@ -1,8 +1,8 @@
 """Render every overlay with ``kubectl kustomize`` and validate each object offline:
 Kubernetes kinds against the Kubernetes schemas (the kubernetes-validate package, strict:
 an unknown field fails), KEDA's ScaledObject and TriggerAuthentication against the CRD
-schemas in ops/k8s/schemas/. Also: base/workers.yaml and base/keda.yaml are what
-deployments.yaml generates, and no image is untagged or ``:latest``.
+schemas in ops/k8s/schemas/. Also: the generated base files are what the fleet list
+ops/deployments.yaml makes, and no image is untagged or ``:latest``.
 
 ``make manifests`` runs it (after regenerating); CI runs ``make manifests-check``.
 Prints one line per overlay; exits 1 naming every problem.
