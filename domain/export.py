@@ -122,7 +122,7 @@ def page_documents(job_id: str, after: int, page_size: int) -> Select[Any]:
     )
 
 
-def page_results(document_ids: list[int]) -> Select[tuple[Result]]:
+def page_results(document_ids: list[int]) -> Select[Result]:
     """The results of one page's documents, by document id alone (the ids are the job's),
     in a transaction that allows index scans only (``results.index_scans_only``): with a
     ``job_id`` condition too, or a sequential scan, a planner whose statistics predate the
