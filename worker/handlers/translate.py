@@ -28,7 +28,7 @@ from typing import Any
 from docbatch.schema.errors import ModelUnavailable
 from docbatch.schema.settings import ModelConfig
 from docbatch.worker.chunking import Chunk, chunk_text, sentence_spans
-from docbatch.worker.handlers.base import GROUP_PARAM, Handler, Output
+from docbatch.worker.handlers.base import GROUP_PARAM, Handler, Output, is_hub_id
 from docbatch.worker.handlers.language import detect, nllb_code
 from docbatch.worker.handlers.seq2seq import load_generator
 
@@ -112,6 +112,19 @@ class TranslateHandler(Handler):
     def generation(self) -> dict[str, Any]:
         return self.config.generation.merged(self.generation_defaults)
 
+    def hub_models(self) -> list[tuple[str, str]]:
+        # A per-pair template names no model until a pair is known (``pair_models``).
+        fallback = self.config.fallback_model
+        listed = [(fallback, self.revision)] if is_hub_id(fallback) else []
+        return ([] if self.per_pair else super().hub_models()) + listed
+
+    def pair_models(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """(hub id, revision) of the models serving ``pairs`` (source, target)."""
+        if not self.per_pair:
+            return []
+        paths = [self.model_id.format(src=src, tgt=tgt) for src, tgt in pairs]
+        return [(p, self.revision) for p in paths if is_hub_id(p)]
+
     def model_path(self, src: str, tgt: str) -> str:
         """The model ``resolve`` serves src->tgt with, without loading it."""
         if not self.per_pair:
@@ -161,7 +174,7 @@ class TranslateHandler(Handler):
         try:
             if path.startswith(("/", ".", "~")) and not Path(path).expanduser().exists():
                 raise ModelUnavailable(f"{path} does not exist")
-            model = load_generator(path, self.config, self.device)
+            model = load_generator(path, self.revision, self.config, self.device)
         except (ModelUnavailable, OSError, ValueError) as exc:
             self.missing[path] = str(exc)
             raise ModelUnavailable(str(exc)) from None
