@@ -12,9 +12,15 @@ even if a top-up was lost. A unit marked running
 whose lease no worker holds (the worker died) goes back to the backlog at the next
 top-up, its attempt counted.
 
-A worker chaining units (claim-ahead) asks ``next_units`` instead of the broker: the
-next backlog unit in the same fair order, else the oldest units sent and not claimed
-(their messages then find them running and are skipped, as for any duplicate).
+A worker chaining units (claim-ahead) asks ``next_units`` instead of the broker. Units
+sent and not claimed were picked in fair order already, so they and the backlog are
+ordered together by job priority first: the next backlog unit in fair order goes next
+unless a unit of the same tenant already sent is of a more urgent job (an urgent unit
+sent early does not wait behind its tenant's routine backlog); then, or when the backlog
+is empty, the units sent and not claimed, most urgent first (their messages then find
+them running and are skipped, as for any duplicate). At one priority the backlog goes
+first, so the messages already in the broker keep naming units for idle workers to
+take, and the broker does not fill with messages of units a chain took.
 
 The broker so holds a few ids per queue whatever the size of the jobs, and Postgres
 holds the backlog: autoscaling watches ``docbatch_queued_units`` (api/metrics.py).
@@ -29,8 +35,9 @@ from sqlalchemy.orm import Session
 
 from docbatch.domain import fairshare, leases
 from docbatch.schema.db import transaction
+from docbatch.schema.models import PRIORITY_MIN
 from docbatch.schema.settings import Settings
-from docbatch.schema.tables import Unit, UnitState, utcnow
+from docbatch.schema.tables import Job, Unit, UnitState, utcnow
 
 log = logging.getLogger("docbatch.dispatch")
 
@@ -89,26 +96,48 @@ def backlogged_queues(session: Session) -> list[str]:
     return [str(q) for q in session.scalars(_BACKLOGGED_QUEUES)]
 
 
+def _sent(session: Session, queue: str, candidates: int) -> list[tuple[int, str, int]]:
+    """Up to ``candidates`` units of ``queue`` sent and not claimed, (id, tenant, job
+    priority), the most urgent job first, then the oldest sent."""
+    rows = session.execute(
+        select(Unit.id, Job.tenant, Job.priority)
+        .join(Job, Job.id == Unit.job_id)
+        .where(
+            Unit.queue == queue,
+            Unit.state == UnitState.queued.value,
+            Unit.dispatched_at.is_not(None),
+        )
+        .order_by(Job.priority.desc(), Unit.dispatched_at, Unit.id)
+        .limit(candidates)
+    ).all()
+    return [(int(i), str(t), int(p or 0)) for i, t, p in rows]
+
+
 def next_units(settings: Settings, queue: str, candidates: int) -> tuple[list[int], bool]:
     """What a worker chaining units should claim next, and whether it came from the
     backlog: the next backlog unit in fair order (marked sent, with no message: if the
-    claim never happens, the reconciler sends it), else up to ``candidates`` of the oldest
-    units sent and not yet claimed."""
+    claim never happens, the reconciler sends it), unless a unit of the same tenant sent
+    and not yet claimed is of a more urgent job; then (or when the backlog is empty) up
+    to ``candidates`` of the units sent and not claimed, most urgent first."""
     with transaction(settings) as s:
         fairshare.lock_queue(s, queue)
+        sent = _sent(s, queue, candidates)
+        # Undone if a sent unit goes first; none can when none is above the lowest priority.
+        urgent = any(p > PRIORITY_MIN for _, _, p in sent)
+        choice = s.begin_nested() if urgent else None
         picked = fairshare.pick(s, queue, 1, settings, utcnow())
+        if picked and choice is not None:
+            tenant, priority = s.execute(
+                select(Job.tenant, Job.priority)
+                .join(Unit, Unit.job_id == Job.id)
+                .where(Unit.id == picked[0])
+            ).one()
+            if any(t == tenant and p > (priority or 0) for _, t, p in sent):
+                picked = []
         if picked:
+            if choice is not None:
+                choice.commit()
             return picked, True
-        return [
-            int(i)
-            for i in s.scalars(
-                select(Unit.id)
-                .where(
-                    Unit.queue == queue,
-                    Unit.state == UnitState.queued.value,
-                    Unit.dispatched_at.is_not(None),
-                )
-                .order_by(Unit.dispatched_at, Unit.id)
-                .limit(candidates)
-            )
-        ], False
+        if choice is not None:
+            choice.rollback()
+        return [unit_id for unit_id, _, _ in sent], False

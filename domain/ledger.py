@@ -107,9 +107,11 @@ def claim_unit(
     policy: RetryPolicy,
     *,
     reuse: ResultIdentity | None = None,
+    attempt: bool = True,
 ) -> Claim | None:
     """Mark a unit running (an attempt) and return its documents, or None when there is
-    nothing to do.
+    nothing to do. With ``attempt=False`` (a unit claimed ahead, which may never be
+    computed) the attempt is counted later, by ``start_attempt`` as it starts computing.
 
     A unit already closed is skipped (a redelivered message), and so is one running
     under another live session's lease (claimed ahead by a live worker; the caller's own
@@ -154,9 +156,10 @@ def claim_unit(
         return None
     # Its message (if any) is used up: the queue has room for the next one.
     outbox(session).add_dispatch(unit.queue)
-    unit.error = None  # a note left by the previous attempt (see note_stop)
+    if attempt:
+        unit.error = None  # a note left by the previous attempt (see note_stop)
+        unit.attempts += 1
     unit.state = UnitState.running.value
-    unit.attempts += 1
     unit.claimed_at = now
     unit.worker = worker
     if job.status == JobStatus.queued.value:
@@ -202,28 +205,47 @@ def claim_unit(
     )
 
 
-def release_unit(session: Session, unit_id: int) -> bool:
+def start_attempt(session: Session, unit_id: int) -> None:
+    """Count the attempt of a unit claimed ahead (``claim_unit(attempt=False)``) as it
+    starts computing, clearing the previous attempt's note. Until then a worker that dies
+    charges it nothing: only the unit that was computing is to blame."""
+    session.execute(
+        update(Unit)
+        .where(Unit.id == unit_id, Unit.state == UnitState.running.value)
+        .values(attempts=Unit.attempts + 1, error=None)
+    )
+
+
+def release_unit(session: Session, unit_id: int, *, refund: bool = True) -> bool:
     """Give back a running unit whose work will not be written (claimed ahead by a worker
-    that stops on purpose, or its result write met a transient error): queued again, its
-    claim refunded (not an attempt), and into the outbox. False if it was not running."""
+    that stops on purpose, or its result write met a transient error): queued again and
+    into the outbox. ``refund``: its attempt was counted and is taken back (not a
+    failure of the unit); False for a unit claimed ahead that never started computing,
+    whose attempt was never counted. False if it was not running."""
     unit = session.scalar(select(Unit).where(Unit.id == unit_id).with_for_update())
     if unit is None or unit.state != UnitState.running.value:
         return False
     unit.state = UnitState.queued.value
-    unit.attempts = max(0, unit.attempts - 1)
+    if refund:
+        unit.attempts = max(0, unit.attempts - 1)
     unit.published_at = utcnow()
     unit.dispatched_at = None  # back in the backlog, sent again in fair order
     outbox(session).add_dispatch(unit.queue)
     return True
 
 
-def note_stop(session: Session, unit_id: int, reason: str) -> None:
+def note_stop(session: Session, unit_id: int, reason: str, *, charge: bool = False) -> None:
     """Record on a running unit why its worker is about to be replaced (a time limit); the
-    claim that gives up on the unit reports it, the next claim clears it."""
+    claim that gives up on the unit reports it, the next counted attempt clears it.
+    ``charge``: count the attempt too (a unit claimed ahead whose preparation ran out of
+    time: it is to blame although it never started computing)."""
+    values: dict[str, Any] = {"error": reason}
+    if charge:
+        values["attempts"] = Unit.attempts + 1
     session.execute(
         update(Unit)
         .where(Unit.id == unit_id, Unit.state == UnitState.running.value)
-        .values(error=reason)
+        .values(**values)
     )
 
 

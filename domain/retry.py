@@ -1,7 +1,10 @@
 """How a unit is retried: the one home of the rules.
 
-An **attempt** is counted when a worker claims a unit (``ledger.claim_unit``). What
-happens next:
+An **attempt** is counted when a worker starts working on a unit: at the claim of the
+unit its message names (``ledger.claim_unit``), and for a unit claimed ahead while
+another computes, when it starts computing (``ledger.start_attempt``), so a worker
+killed by one unit never charges the unit it had claimed ahead beside it. What happens
+next:
 
 - the unit is written and closed: the attempt is spent, whatever the documents' fate;
 - its worker dies or is replaced past the unit's **time limit**: the next claim counts
@@ -11,7 +14,8 @@ happens next:
   last worker recorded (``gave_up_reason``);
 - its result write meets a **transient** error (the database or broker went away,
   ``is_transient``): the unit is given back with the attempt **refunded**
-  (``ledger.release_unit``), and the task retries later;
+  (``ledger.release_unit``; a unit claimed ahead and given back before it started had
+  nothing counted, so nothing is refunded), and the task retries later;
 - its result write meets any other error: nothing is refunded; the documents whose rows
   the database refuses fail alone with the reason (docbatch.worker.runner), so a result
   that can never be stored ends the unit instead of being recomputed forever.

@@ -191,8 +191,15 @@ def test_sigkill_worker_mid_job_then_start_another(stack, worker):
     first = WorkerProcess("summarize", env=stack["env"], name="crash-a").wait_ready()
     job_id = _submit(client)
     _wait_mid_job(job_id)
-    with new_session(get_settings()) as s:
-        running = s.scalar(select(Unit.id).where(Unit.job_id == job_id, Unit.state == "running"))
+    running, deadline = None, time.monotonic() + 60
+    while running is None:  # the unit computing (one claimed ahead has no attempt counted yet)
+        assert time.monotonic() < deadline, "no unit computing"
+        with new_session(get_settings()) as s:
+            running = s.scalar(
+                select(Unit.id).where(
+                    Unit.job_id == job_id, Unit.state == "running", Unit.attempts > 0
+                )
+            )
     first.kill()  # parent and pool child: SIGKILL, no chance to ack or reject
     second = WorkerProcess("summarize", env=stack["env"], name="crash-b").wait_ready()
     try:

@@ -69,13 +69,6 @@ def test_poison_document_fails_alone_and_the_job_goes_on(api, fake):
     assert ok[0]["results"]["summarize"]["output"]["summary"] == "DOCUMENT NUMBER 0 SAYS HELLO"
 
 
-@pytest.mark.xfail(
-    reason="known bug, open: a unit claimed ahead is charged its attempt at claim, so a "
-    "neighbour the fair order claims ahead of a worker-killing document each time is given "
-    "up with the killer's reason (d0014 beside d0012); fix: count the attempt when the "
-    "unit starts computing",
-    strict=False,
-)
 def test_document_that_kills_its_worker_fails_alone_and_its_neighbours_succeed(api, fake, limits):
     # the worker runs with the default DOCBATCH_MAX_UNIT_ATTEMPTS=3
     limits["UNIT_MAX_DOCUMENTS"] = "5"

@@ -13,7 +13,7 @@ import redis as redis_lib
 from sqlalchemy import select
 
 from docbatch.api.metrics import priority_queue_names
-from docbatch.domain import fairshare, jobs
+from docbatch.domain import dispatch, fairshare, jobs
 from docbatch.domain.outbox import unit_of_work
 from docbatch.domain.tenants import ensure_tenant
 from docbatch.schema.db import new_session, transaction
@@ -114,6 +114,35 @@ def test_inside_a_tenant_priority_then_the_smaller_job(database: str) -> None:
     assert order[:10] == [urgent] * 10  # the priority-5 job's 10 units first
     assert order[10:12] == [small, small]  # then the small job, though submitted later
     assert order[12:] == [big, big]
+
+
+def test_a_chain_takes_an_urgent_unit_already_sent_before_the_routine_backlog(
+    database: str,
+) -> None:
+    """dispatch.next_units (what a worker chaining units claims next): the backlog first at
+    one priority, but a unit of the same tenant already sent and more urgent than the
+    backlog's next goes before it; the backlog unit it passed stays in the backlog."""
+    settings = _settings(f"n{secrets.token_hex(3)}", unit_max_documents=1)
+    queue = settings.queue_for("summarize")
+    tenant = f"t{secrets.token_hex(2)}"
+    routine = _job(settings, tenant, 4)
+    with new_session(get_settings()) as s:
+        r0, r1, r2, r3 = s.scalars(select(Unit.id).where(Unit.job_id == routine).order_by(Unit.id))
+    assert _pick(settings, 1) == [r0]  # sent to the broker, not yet claimed
+    assert dispatch.next_units(settings, queue, 8) == ([r1], True)  # one priority: backlog
+    urgent = _job(settings, tenant, 2, priority=9)
+    with new_session(get_settings()) as s:
+        u0, u1 = s.scalars(select(Unit.id).where(Unit.job_id == urgent).order_by(Unit.id))
+    assert _pick(settings, 1) == [u0]  # the urgent job's first unit sent too
+    assert dispatch.next_units(settings, queue, 8) == ([u1], True)  # as urgent: backlog
+    # The backlog's next is routine now: the units already sent go first, the urgent ones
+    # first (those the chain was handed were marked sent too; none of them was claimed here)
+    assert dispatch.next_units(settings, queue, 8) == ([u0, u1, r0, r1], False)
+    with new_session(get_settings()) as s:
+        unsent = s.scalars(
+            select(Unit.id).where(Unit.job_id == routine, Unit.dispatched_at.is_(None))
+        ).all()
+    assert sorted(unsent) == [r2, r3]
 
 
 def _queue_length(broker_url: str, queue: str) -> int:

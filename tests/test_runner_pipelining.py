@@ -112,6 +112,21 @@ def test_pipelined_chain_matches_plain_path(overlap):
     assert _outputs(piped_job) == piped
 
 
+def _until_lease_gone(unit_id: int) -> None:
+    """A closed connection's advisory locks go when its server process ends, a moment
+    after the client closed it."""
+    from docbatch.domain import leases
+    from docbatch.schema.db import transaction
+
+    deadline = time.monotonic() + 10
+    while True:
+        with transaction(get_settings()) as s:
+            if not leases.held_elsewhere(s, unit_id):
+                return
+        assert time.monotonic() < deadline, f"unit {unit_id}'s lease outlived its connection"
+        time.sleep(0.02)
+
+
 def test_unit_leased_by_a_live_worker_is_skipped_and_reclaimed_once_it_dies():
     from docbatch.worker.lease import Lease
     from docbatch.worker.stage import Verdict
@@ -124,11 +139,62 @@ def test_unit_leased_by_a_live_worker_is_skipped_and_reclaimed_once_it_dies():
     assert isinstance(_runner(handler, settings).claim(other, unit_id), Held)
     assert _runner(handler, settings).run(unit_id) == Verdict.skipped
     other.close()  # the worker dies: its connection, and so its lease, goes
+    _until_lease_gone(unit_id)
     assert _runner(handler, settings).run(unit_id) == Verdict.done
     with new_session(get_settings()) as s:
         unit = s.get(Unit, unit_id)
         assert unit is not None and unit.attempts == 2
     assert {v[0] for v in _outputs(job_id).values()} == {"succeeded"}
+
+
+def _state(unit_id: int) -> tuple[str, int]:
+    with new_session(get_settings()) as s:
+        unit = s.get(Unit, unit_id)
+        assert unit is not None
+        return unit.state, unit.attempts
+
+
+def test_a_unit_claimed_ahead_is_charged_its_attempt_only_once_it_computes():
+    """Issue 22: a unit claimed ahead may never be computed (its worker dies on the unit
+    computing beside it, or stops): until it starts computing it is charged nothing, so a
+    worker-killing neighbour cannot use up its attempts; once it computes, the attempt
+    counts, and a give-back refunds only what was counted."""
+    from sqlalchemy import update
+
+    from docbatch.domain import dispatch
+    from docbatch.schema.db import transaction
+    from docbatch.worker.lease import Lease
+
+    handler = _handler()
+    settings = _settings(f"ahead-{secrets.token_hex(3)}")
+    _, units = _create(settings, load_corpus("stdlib-docs.jsonl", 8))
+    computed, spare = units[:2]
+    with transaction(settings) as s:  # a worker died on it once already
+        s.execute(update(Unit).where(Unit.id == spare).values(attempts=1))
+    runner = _runner(handler, settings)
+    lease = Lease(settings)
+    try:
+        held = runner.claim(lease, computed, attempt=False)
+        ahead = runner.claim(lease, spare, attempt=False)
+        assert isinstance(held, Held) and isinstance(ahead, Held)
+        assert (_state(computed), _state(spare)) == (("running", 0), ("running", 1))
+        out = runner.compute(lease, held)
+        assert _state(computed) == ("running", 1)  # counted as it started
+        runner.give_back(lease, spare)  # never started: nothing to refund
+        assert _state(spare) == ("queued", 1)
+        assert runner.finish(lease, held, out) == "done"
+        assert _state(computed) == ("done", 1)
+    finally:
+        lease.close()
+    dying = Lease(settings)  # claims the spare ahead, then dies before computing it
+    assert isinstance(runner.claim(dying, spare, attempt=False), Held)
+    dying.close()
+    _until_lease_gone(spare)
+    with unit_of_work(settings, publish=False) as s:  # the next top-up finds it orphaned
+        dispatch.top_up(s, settings, settings.queue_for("summarize"))
+    assert _state(spare) == ("queued", 1)  # the death was not its doing
+    assert runner.run(spare) == "done"
+    assert _state(spare) == ("done", 2)
 
 
 def test_worker_killed_mid_chain_still_completes_every_document_once(api):

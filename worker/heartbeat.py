@@ -4,16 +4,19 @@ The reconciler republishes a running unit whose heartbeat is older than
 DOCBATCH_RUNNING_LEASE_SECONDS, so a SIGKILLed/OOM-killed worker's unit is picked up in
 about a lease, not after the broker's visibility timeout (hours). A live worker keeps
 the heartbeat of **every** unit it holds fresh (the one it runs and those it claimed
-ahead), however long they take.
+ahead), however long they take. It also knows which of them had their attempt counted
+(the one computing, or claimed to compute at once) and which were claimed ahead and
+have not started: those are charged nothing if the process dies or gives them back.
 
 A worker that is alive but stuck (a hung CUDA call, tokenizer or parser) would keep its
 units forever, so each unit gets a time limit while it computes (the stage says how long,
-docbatch.domain.retry). Past it, the watchdog notes the reason on the unit, gives back
-the other units it holds (through the ledger, no attempt counted), and SIGKILLs its own
-process: the prefork pool starts a fresh child, the broker redelivers the message, and
-the next claim counts the attempt. The watchdog is a Python thread: a hang that holds
-the GIL would stop it too, and is then bounded only by the lease (the heartbeat stops
-with it).
+docbatch.domain.retry). Past it, the watchdog notes the reason on the unit (counting its
+attempt if it was claimed ahead and ran out of time preparing), gives back the other
+units it holds (through the ledger, their attempts refunded if counted), and SIGKILLs
+its own process: the prefork pool starts a fresh child, the broker redelivers the
+message, and the next claim counts the attempt. The watchdog is a Python thread: a hang
+that holds the GIL would stop it too, and is then bounded only by the lease (the
+heartbeat stops with it).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class Holdings:
         self.tick = min(tick, self.every)
         self._lock = threading.Lock()
         self._units: dict[int, tuple[float, str] | None] = {}  # id -> (deadline, reason)
+        self._counted: set[int] = set()  # held units whose attempt is counted
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
 
@@ -65,6 +69,7 @@ class Holdings:
         self._closed.set()
         with self._lock:
             self._units.clear()
+            self._counted.clear()
 
     def hold(self, unit_id: int) -> None:
         with self._lock:
@@ -83,9 +88,21 @@ class Holdings:
                     None if seconds is None else (time.monotonic() + seconds, reason)
                 )
 
+    def count(self, unit_id: int) -> None:
+        """The held unit's attempt is counted (``ledger.claim_unit`` or
+        ``ledger.start_attempt``): giving it back refunds it."""
+        with self._lock:
+            if unit_id in self._units:
+                self._counted.add(unit_id)
+
+    def counted(self, unit_id: int) -> bool:
+        with self._lock:
+            return unit_id in self._counted
+
     def release(self, unit_id: int) -> None:
         with self._lock:
             self._units.pop(unit_id, None)
+            self._counted.discard(unit_id)
 
     def held(self) -> list[int]:
         with self._lock:
@@ -97,9 +114,11 @@ class Holdings:
             now = time.monotonic()
             with self._lock:
                 units = dict(self._units)
+                counted = set(self._counted)
             for unit_id, clock in units.items():
                 if clock is not None and now > clock[0]:
-                    self._stop(unit_id, clock[1], [u for u in units if u != unit_id])
+                    others = {u: u in counted for u in units if u != unit_id}
+                    self._stop(unit_id, clock[1], unit_id not in counted, others)
             if units and now - last_beat >= self.every:
                 last_beat = now
                 try:
@@ -107,16 +126,18 @@ class Holdings:
                 except Exception as exc:  # a database blip: try again next beat
                     log.warning("heartbeat of units %s failed: %s", sorted(units), exc)
 
-    def _stop(self, unit_id: int, reason: str, others: list[int]) -> None:
-        """Past a time limit: note why, give the other units back, kill this process."""
+    def _stop(self, unit_id: int, reason: str, charge: bool, others: dict[int, bool]) -> None:
+        """Past a time limit: note why (``charge``: counting the attempt the unit had not
+        yet started), give the other units back (``others``: id -> attempt counted, so
+        refunded), kill this process."""
         log.error("unit %d: %s; replacing this worker process", unit_id, reason)
         # Kill even if the database does not answer: the lease then frees the units.
         threading.Timer(STOP_GRACE_SECONDS, _kill_self).start()
         try:
             with unit_of_work(self.settings) as s:
-                ledger.note_stop(s, unit_id, reason)
-                for other in others:
-                    ledger.release_unit(s, other)
+                ledger.note_stop(s, unit_id, reason, charge=charge)
+                for other, refund in others.items():
+                    ledger.release_unit(s, other, refund=refund)
         except Exception:  # dying anyway
             log.exception("could not record the time limit of unit %d", unit_id)
         _kill_self()

@@ -65,11 +65,11 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def cancel_watcher(job_id: str, settings: Settings) -> ShouldStop:
+def cancel_watcher(job_id: str, settings: Settings, known: bool | None = None) -> ShouldStop:
     """True once the job is being cancelled, asked of the database at most every
-    ``CANCEL_CHECK_SECONDS`` (the first call asks: a unit claimed ahead may have waited
-    while the job was cancelled)."""
-    last = [0.0, False]
+    ``CANCEL_CHECK_SECONDS``. The first call asks (a unit claimed ahead may have waited
+    while the job was cancelled) unless ``known`` is the answer just read."""
+    last = [0.0, False] if known is None else [time.monotonic(), known]
 
     def should_stop() -> bool:
         now = time.monotonic()
@@ -103,10 +103,12 @@ class UnitRunner(Generic[W, C]):
 
     # -- one unit --------------------------------------------------------------------------
 
-    def claim(self, holder: Holder, unit_id: int) -> Held[W] | Verdict:
-        """Take the unit and prepare it; the lease stays held while it is ours."""
+    def claim(self, holder: Holder, unit_id: int, *, attempt: bool = True) -> Held[W] | Verdict:
+        """Take the unit and prepare it; the lease stays held while it is ours. With
+        ``attempt=False`` (claimed ahead) its attempt is counted only when ``compute``
+        starts it: a worker killed by the unit computing beside it charges it nothing."""
         with log_context(unit_id=unit_id), tracing.span("unit.claim", unit_id=unit_id) as sp:
-            claimed = self._claim(holder, unit_id)
+            claimed = self._claim(holder, unit_id, attempt)
             held = claimed if isinstance(claimed, Held) else None
             tracing.annotate(
                 sp,
@@ -116,14 +118,19 @@ class UnitRunner(Generic[W, C]):
             )
             return claimed
 
-    def _claim(self, holder: Holder, unit_id: int) -> Held[W] | Verdict:
+    def _claim(self, holder: Holder, unit_id: int, attempt: bool) -> Held[W] | Verdict:
         if not holder.acquire(unit_id):
             return Verdict.skipped  # running on another live worker
         try:
             verdict, held = Verdict.skipped, None
             with holder.transaction() as s:
                 claim = ledger.claim_unit(
-                    s, unit_id, worker_name(), self.policy, reuse=self.stage.reuse
+                    s,
+                    unit_id,
+                    worker_name(),
+                    self.policy,
+                    reuse=self.stage.reuse,
+                    attempt=attempt,
                 )
                 if claim is not None and claim.unit.task != self.stage.task:
                     reason = (
@@ -138,6 +145,8 @@ class UnitRunner(Generic[W, C]):
             if held is None:
                 holder.release(unit_id)
                 return verdict
+            if attempt:
+                holder.holdings.count(unit_id)
             self._clock(holder, held)  # the tokenizer may hang too
             self.stage.prepare(held.work)
             holder.holdings.limit(unit_id, None)  # its clock restarts when it computes
@@ -155,8 +164,8 @@ class UnitRunner(Generic[W, C]):
         """The unit's computed rows. A stop of this worker (SIGTERM, past
         DOCBATCH_WORKER_SHUTDOWN_GRACE_SECONDS) stops the stage early and puts the unit in
         ``self.interrupted``: nothing of it is written, it is given back."""
+        cancelled = cancel_watcher(held.job_id, self.settings, self._start(holder, held))
         self._clock(holder, held)
-        cancelled = cancel_watcher(held.job_id, self.settings)
         grace = self.settings.worker_shutdown_grace_seconds
         interrupted = False
 
@@ -178,6 +187,18 @@ class UnitRunner(Generic[W, C]):
         if interrupted and computed.cancelled:
             self.interrupted.add(held.unit_id)
         return computed
+
+    def _start(self, holder: Holder, held: Held[W]) -> bool | None:
+        """Count the attempt of a unit claimed ahead as it starts computing (one
+        transaction that also reads whether its job is being cancelled, the cancel
+        watcher's first question); None for a unit whose attempt the claim counted."""
+        if holder.holdings.counted(held.unit_id):
+            return None
+        with transaction(self.settings) as s:
+            ledger.start_attempt(s, held.unit_id)
+            cancelling = ledger.is_cancelling(s, held.job_id)
+        holder.holdings.count(held.unit_id)
+        return cancelling
 
     def _clock(self, holder: Holder, held: Held[W]) -> None:
         if self.leased and (limit := self.stage.time_limit(held.work)) is not None:
@@ -267,12 +288,12 @@ class UnitRunner(Generic[W, C]):
         return Verdict.failed
 
     def give_back(self, holder: Holder, unit_id: int) -> None:
-        """Through the ledger: a unit we hold goes back to queued (no attempt counted) and
-        into the outbox; then its lease is released. If the database is unreachable the
-        lease still goes and the reconciler takes the unit back later."""
+        """Through the ledger: a unit we hold goes back to queued (its attempt refunded if
+        it was counted) and into the outbox; then its lease is released. If the database
+        is unreachable the lease still goes and the reconciler takes the unit back later."""
         try:
             with unit_of_work(self.settings) as s:
-                ledger.release_unit(s, unit_id)
+                ledger.release_unit(s, unit_id, refund=holder.holdings.counted(unit_id))
         except Exception:  # the lease period recovers it
             log.exception("could not give back unit %s", unit_id)
         with contextlib.suppress(Exception):
@@ -302,7 +323,7 @@ class UnitRunner(Generic[W, C]):
         for _ in range(CANDIDATES):
             ids, from_backlog = dispatch.next_units(self.settings, self.queue, CANDIDATES)
             for unit_id in ids:
-                claimed = self.claim(holder, unit_id)
+                claimed = self.claim(holder, unit_id, attempt=False)
                 if not isinstance(claimed, Verdict):
                     return claimed
             if not from_backlog:  # none left, or every unit already sent is held elsewhere
@@ -342,15 +363,17 @@ class UnitRunner(Generic[W, C]):
         ahead: Future[Held[W] | None] | None = None
         claim_next = self._timed_claim_next(clock)
         if claim_ahead:
-            ahead = prefetch.submit(claim_next, holder)
+            with clock.timing("claim_wait"):  # inline (on a CPU): the claim itself
+                ahead = prefetch.submit(claim_next, holder)
         current, chained = first, 0
         # Ownership: ``owned`` is the unit we hold and have not handed to the writer (the
         # writer then lets it go); ``ahead``'s result is ours until it is run.
         owned: Held[W] | None = current
         try:
             while True:
-                with clock.timing("compute"):
+                with clock.timing("start"):
                     computed = self.compute(holder, current)
+                clock.moved("start", "compute", computed.model_seconds)
                 interrupted = current.unit_id in self.interrupted
                 if interrupted:  # this worker is stopping: another takes the unit now
                     with contextlib.suppress(Exception):
@@ -374,7 +397,8 @@ class UnitRunner(Generic[W, C]):
                 current = owned = nxt
                 chained += 1
                 if time.monotonic() < deadline and writer.error is None:
-                    ahead = prefetch.submit(claim_next, holder)
+                    with clock.timing("claim_wait"):
+                        ahead = prefetch.submit(claim_next, holder)
         except BaseException as exc:
             if owned is not None:
                 if owned.unit_id == unit_id:  # the message's unit: the task retries it
