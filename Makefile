@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CORPUS ?= examples
 
-.PHONY: install lock system-deps test test-fast chaos demo lint docs format bench bench-million clean
+.PHONY: install lock system-deps test test-fast chaos demo lint docs format bench bench-million clean alerts-check
 
 UV_VERSION ?= 0.13.8
 
@@ -119,6 +119,16 @@ manifests: install
 manifests-check: install
 	$(PY) ops/compose_workers.py --check
 	$(PY) ops/k8s/validate.py
+
+# The alerts (ops/k8s/monitoring/prometheusrule.yaml) through Prometheus' own promtool:
+# every rule parses, and the unit tests of ops/prometheus/alerts_test.yml fire each alert
+# on its series (ops/prometheus/check_alerts.py). promtool is unpacked from Debian's
+# prometheus package into the venv (no server is installed or started).
+alerts-check: install $(VENV)/bin/promtool
+	$(PY) ops/prometheus/check_alerts.py
+
+$(VENV)/bin/promtool:
+	bash ops/prometheus/install-promtool.sh $@
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -3,9 +3,9 @@
 Two kinds:
 
 - read at scrape time from the sources of truth, so every api replica reports the same
-  values: jobs by status (Postgres) and queue depth per task, ``extract`` and
-  ``maintenance`` included (Redis ``LLEN`` of each queue, summed over the priority
-  sub-queues kombu keeps for it);
+  values: jobs by status and the webhook outbox's backlog (Postgres) and queue depth per
+  task, ``extract`` and ``maintenance`` included (Redis ``LLEN`` of each queue, summed
+  over the priority sub-queues kombu keeps for it);
 - counted by this process as it ingests: documents and units created (sum them over
   replicas in PromQL).
 
@@ -41,7 +41,7 @@ from sqlalchemy import func, select
 from docbatch.domain.build import build_info
 from docbatch.schema.db import new_session
 from docbatch.schema.settings import Settings, get_settings
-from docbatch.schema.tables import EXTRACT, Job, Unit, UnitState, utcnow
+from docbatch.schema.tables import EXTRACT, Job, Unit, UnitState, WebhookDelivery, utcnow
 
 log = logging.getLogger("docbatch.api")
 
@@ -103,6 +103,8 @@ class StateCollector(Collector):
         yield GaugeMetricFamily("docbatch_queued_units", "", labels=["queue"])
         for name in ("documents", "original_bytes", "openai_file_bytes"):
             yield GaugeMetricFamily(f"docbatch_stored_{name}", "")
+        yield GaugeMetricFamily("docbatch_webhook_deliveries_pending", "")
+        yield GaugeMetricFamily("docbatch_webhook_oldest_pending_age_seconds", "")
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         settings = get_settings()
@@ -119,6 +121,7 @@ class StateCollector(Collector):
         if settings.metrics_tenants:
             yield from _per_tenant(settings)
         yield from _storage(settings)
+        yield from _webhooks(settings)
 
         queued = GaugeMetricFamily(
             "docbatch_queued_units",
@@ -272,6 +275,35 @@ def _storage(settings: Settings) -> Iterator[GaugeMetricFamily]:
     except Exception:
         log.exception("metrics: reading stored data failed")
     yield from families.values()
+
+
+def _webhooks(settings: Settings) -> Iterator[GaugeMetricFamily]:
+    """The webhook outbox's backlog: deliveries not yet made that will still be tried, and
+    how long the oldest has waited (grows while `docbatch webhooks` is down or stuck)."""
+    pending = GaugeMetricFamily(
+        "docbatch_webhook_deliveries_pending",
+        "Webhook deliveries not yet delivered that will still be tried",
+    )
+    oldest = GaugeMetricFamily(
+        "docbatch_webhook_oldest_pending_age_seconds",
+        "Seconds since the oldest pending webhook delivery was written (0: none pending)",
+    )
+    try:
+        with new_session(settings) as s:
+            count, first = s.execute(
+                select(func.count(), func.min(WebhookDelivery.created_at)).where(
+                    WebhookDelivery.delivered_at.is_(None),
+                    WebhookDelivery.attempts < settings.webhook_max_attempts,
+                )
+            ).one()
+        pending.add_metric([], int(count))
+        if first is not None:
+            first = first if first.tzinfo else first.replace(tzinfo=dt.UTC)
+        oldest.add_metric([], max((utcnow() - first).total_seconds(), 0.0) if first else 0.0)
+    except Exception:
+        log.exception("metrics: reading the webhook outbox failed")
+    yield pending
+    yield oldest
 
 
 REGISTRY.register(StateCollector())

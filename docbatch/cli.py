@@ -9,6 +9,7 @@ docbatch api | docbatch worker --task embed | docbatch worker --deployment e5
 docbatch beat | docbatch maintenance
 docbatch migrate
 docbatch config show ; docbatch keys create --tenant acme
+docbatch models plan ; HF_HOME=/models/hf docbatch models fill
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ COMMANDS = [
     "servers",
     "maintenance",
     "keys",
+    "models",
     "config",
     "data",
     "usage",

@@ -16,6 +16,7 @@ for beat's reconcile/schedule ticks and webhooks.
 
 from __future__ import annotations
 
+import ssl
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,20 @@ def _broker_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _broker_tls(url: str) -> dict[str, Any] | None:
+    """TLS options for a ``rediss://`` broker that names none: verify the server's
+    certificate against the system's CAs, as redis-py does for the same URL. kombu's own
+    default would not verify it at all. The URL's ``ssl_cert_reqs``/``ssl_ca_certs``/
+    ``ssl_certfile``/``ssl_keyfile`` parameters override this."""
+    if not url.startswith("rediss://"):
+        return None
+    return {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+
+
 def make_app(settings: Settings) -> Celery:
     app = Celery("docbatch", broker=settings.broker_url)
     app.conf.update(
+        broker_use_ssl=_broker_tls(settings.broker_url),
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,

@@ -18,6 +18,9 @@ The backlog of a queue is its units still ``queued`` and not yet sent to the bro
    (DOCBATCH_FAIR_AGE_CREDIT_TOKENS_PER_SECOND, capped at
    DOCBATCH_FAIR_MAX_AGE_CREDIT_TOKENS): a small job is not starved by a big one
    submitted earlier, and a big job still progresses. A job's units go in id order.
+   Tokens left are counted over the job's next ``LOOKAHEAD_UNITS`` units, so a pick
+   reads the same few rows however deep the backlog (one probe per job).
+   A job being cancelled sends nothing more: its sweep closes its backlog.
 3. **Concurrency quota.** A tenant with DOCBATCH_TENANT_MAX_CONCURRENT_UNITS (or its own
    limit) units in flight (running, or sent and not yet claimed) is passed over while
    another tenant has backlog on the queue, never when it is alone.
@@ -32,7 +35,7 @@ import datetime as dt
 import zlib
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import DateTime, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -78,25 +81,48 @@ class JobBacklog:
         return (-self.priority, self.tokens - credit, self.job_id)
 
 
+# How far into a job's backlog ``backlog`` looks to rank it: its next units' tokens, up
+# to this many units (2M tokens at the default DOCBATCH_UNIT_TOKENS, twice the largest
+# age credit). A job with more units waiting ranks as big as its next ones make it;
+# reading no further keeps a pick's cost the same for a backlog of 100 units or 100,000.
+LOOKAHEAD_UNITS = 256
+
+# The jobs with backlog on a queue by a loose index scan of ix_units_backlog (one probe
+# per job, not a row per unit), each with its next LOOKAHEAD_UNITS units' tokens; jobs
+# being cancelled are left out (their sweep closes their backlog: docbatch.worker.cancel).
+_BACKLOG_SQL = text(
+    """
+WITH RECURSIVE backlogged(job_id) AS (
+    SELECT min(job_id) FROM units
+    WHERE queue = :queue AND state = 'queued' AND dispatched_at IS NULL
+    UNION ALL
+    SELECT (
+        SELECT min(u.job_id) FROM units u
+        WHERE u.queue = :queue AND u.state = 'queued' AND u.dispatched_at IS NULL
+          AND u.job_id > b.job_id
+    ) FROM backlogged b WHERE b.job_id IS NOT NULL
+)
+SELECT j.id, j.tenant, j.priority, j.created_at,
+    (SELECT coalesce(sum(n.est_tokens), 0) FROM (
+        SELECT u.est_tokens FROM units u
+        WHERE u.queue = :queue AND u.job_id = b.job_id
+          AND u.state = 'queued' AND u.dispatched_at IS NULL
+        ORDER BY u.id LIMIT :lookahead) n) AS tokens,
+    (SELECT count(*) FROM (
+        SELECT u.id FROM units u
+        WHERE u.queue = :queue AND u.job_id = b.job_id
+          AND u.state = 'queued' AND u.dispatched_at IS NULL
+        ORDER BY u.id LIMIT :lookahead) n) AS units
+FROM backlogged b JOIN jobs j ON j.id = b.job_id
+WHERE j.status NOT IN ('cancelling', 'cancelled')
+"""
+).columns(created_at=DateTime(timezone=True))
+
+
 def backlog(session: Session, queue: str) -> list[JobBacklog]:
-    """The queue's backlog, one row per job."""
-    rows = session.execute(
-        select(
-            Unit.job_id,
-            Job.tenant,
-            Job.priority,
-            Job.created_at,
-            func.sum(Unit.est_tokens),
-            func.count(),
-        )
-        .join(Job, Job.id == Unit.job_id)
-        .where(
-            Unit.queue == queue,
-            Unit.state == UnitState.queued.value,
-            Unit.dispatched_at.is_(None),
-        )
-        .group_by(Unit.job_id, Job.tenant, Job.priority, Job.created_at)
-    ).all()
+    """The queue's backlog, one row per job: ``tokens`` and ``units`` counted over its next
+    LOOKAHEAD_UNITS units at most."""
+    rows = session.execute(_BACKLOG_SQL, {"queue": queue, "lookahead": LOOKAHEAD_UNITS}).all()
     return [
         JobBacklog(str(r[0]), str(r[1]), int(r[2] or 0), r[3], int(r[4] or 0), int(r[5]))
         for r in rows

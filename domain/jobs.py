@@ -9,7 +9,6 @@ once it commits; a cancel puts the job's cancel sweep there. Open the transactio
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from sqlalchemy import DateTime, String, func, insert, literal, select, true
 from sqlalchemy.orm import Session
 
 from docbatch.domain import closing, ledger, originals, presence, quotas, tenants
+from docbatch.domain.documents import INSERT_BATCH, DocumentWriter
 from docbatch.domain.files import FileDocument
 from docbatch.domain.outbox import outbox
 from docbatch.schema.errors import Conflict, InputError, NotFound
@@ -40,7 +40,6 @@ from docbatch.schema.tables import (
 )
 from docbatch.schema.validation import validate_row, validate_tasks
 
-INSERT_BATCH = 2000
 CHARS_PER_TOKEN = 4  # a rough estimate, good enough to size units evenly
 
 
@@ -67,29 +66,6 @@ def find_idempotent(
             f"Idempotency-Key {key!r} was used for job {job.id} with a different request body"
         )
     return job
-
-
-def insert_documents(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Bulk-insert documents: ``COPY`` on Postgres, executemany elsewhere (SQLite)."""
-    if session.get_bind().dialect.name != "postgresql":
-        columns = [{k: v for k, v in r.items() if k != "meta_json"} for r in rows]
-        session.execute(insert(Document), columns)
-        return
-    raw = session.connection().connection.driver_connection
-    assert raw is not None
-    with (
-        raw.cursor() as cur,
-        cur.copy(
-            "COPY documents (job_id, seq, custom_id, text, metadata, content_hash) FROM STDIN"
-        ) as copy,
-    ):
-        for r in rows:
-            meta = r.get("meta_json")
-            if meta is None and r["meta"] is not None:
-                meta = json.dumps(r["meta"])
-            copy.write_row(
-                (r["job_id"], r["seq"], r["custom_id"], r["text"], meta, r["content_hash"])
-            )
 
 
 def _store_file(
@@ -253,45 +229,46 @@ def create_job(
     session.add(job)
     session.flush()
     cutter = UnitCutter(settings)
+    # Nothing per document is kept across batches: a repeated custom_id is the unique
+    # key's to find (docbatch.domain.documents), so the api's memory stays flat.
+    writer = DocumentWriter(session, job.id)
     routed: Counter[str] = Counter()  # documents per task of a routed job
-    seen_ids: set[str] = set()
-    batch: list[dict[str, Any]] = []
     files: dict[int, dict[str, Any]] = {}
     seq = 0
-    for index, (raw, line) in enumerate(documents):
-        file_doc = raw if isinstance(raw, FileDocument) else None
-        if file_doc is not None:
-            # The same rules as any document's custom_id and metadata (the text comes later).
-            raw = {"custom_id": file_doc.custom_id, "text": "file", "metadata": file_doc.metadata}
-        doc, meta_json = validate_row(raw, settings, index=index, line=line)
-        if doc.custom_id in seen_ids:
-            where = f"documents[{index}].custom_id" if line is None else "document.custom_id"
-            raise InputError(where, f"duplicate custom_id {doc.custom_id!r}", line=line)
-        seen_ids.add(doc.custom_id)
-        if seq >= settings.max_documents_per_job:
-            raise InputError(
-                "documents",
-                f"more than {settings.max_documents_per_job} documents; that is the limit "
-                "(DOCBATCH_MAX_DOCUMENTS_PER_JOB)",
-                line=line,
-            )
-        if file_doc is not None:
-            info = _store_file(session, tenant, file_doc, settings)
-            files[seq] = info
-            text = ""
-            # Until extracted, a file's hash is its bytes' (the text's replaces it).
-            content_hash = info["sha256"] or hashlib.sha256(b"").hexdigest()
-            est = max(1, min(info["bytes"], settings.extract_max_bytes) // CHARS_PER_TOKEN)
-        else:
-            text = doc.text
-            content_hash = hashlib.sha256(text.encode()).hexdigest()
-            est = max(1, len(text) // CHARS_PER_TOKEN)
-        routed_to = router.task_of(doc) if router is not None else None
-        if routed_to is not None:
-            routed[routed_to] += 1
-        cutter.add(seq, est, file_doc is not None, routed_to)
-        batch.append(
-            {
+    try:
+        for index, (raw, line) in enumerate(documents):
+            file_doc = raw if isinstance(raw, FileDocument) else None
+            if file_doc is not None:
+                # The same rules as any document's custom_id and metadata (the text later).
+                raw = {
+                    "custom_id": file_doc.custom_id,
+                    "text": "file",
+                    "metadata": file_doc.metadata,
+                }
+            doc, meta_json = validate_row(raw, settings, index=index, line=line)
+            if seq >= settings.max_documents_per_job:
+                raise InputError(
+                    "documents",
+                    f"more than {settings.max_documents_per_job} documents; that is the limit "
+                    "(DOCBATCH_MAX_DOCUMENTS_PER_JOB)",
+                    line=line,
+                )
+            if file_doc is not None:
+                info = _store_file(session, tenant, file_doc, settings)
+                files[seq] = info
+                text = ""
+                # Until extracted, a file's hash is its bytes' (the text's replaces it).
+                content_hash = info["sha256"] or hashlib.sha256(b"").hexdigest()
+                est = max(1, min(info["bytes"], settings.extract_max_bytes) // CHARS_PER_TOKEN)
+            else:
+                text = doc.text
+                content_hash = hashlib.sha256(text.encode()).hexdigest()
+                est = max(1, len(text) // CHARS_PER_TOKEN)
+            routed_to = router.task_of(doc) if router is not None else None
+            if routed_to is not None:
+                routed[routed_to] += 1
+            cutter.add(seq, est, file_doc is not None, routed_to)
+            row = {
                 "job_id": job.id,
                 "seq": seq,
                 "custom_id": doc.custom_id,
@@ -300,13 +277,16 @@ def create_job(
                 "meta_json": meta_json,
                 "content_hash": content_hash,
             }
-        )
-        seq += 1
-        if len(batch) >= INSERT_BATCH:
-            insert_documents(session, batch)
-            batch = []
-    if batch:
-        insert_documents(session, batch)
+            writer.add(row, index=index, line=line)
+            seq += 1
+        writer.flush()
+    except InputError:
+        # A repeat among the rows not written yet came earlier in the upload: it is the
+        # error to report.
+        earlier = writer.first_duplicate()
+        if earlier is not None:
+            raise earlier from None
+        raise
     if seq == 0:
         raise InputError("documents", "is empty; submit at least one document")
     cutter.close(seq)
@@ -379,9 +359,7 @@ def job_public(session: Session, job: Job, settings: Settings | None = None) -> 
     """The public job document; with ``settings``, warnings about deployments with work
     left and no live worker (``JobPublic.warnings``)."""
     rows = session.scalars(select(JobTask).where(JobTask.job_id == job.id)).all()
-    has_files = any(r.task == EXTRACT for r in rows)  # extractions are always reused
-    reused = reused_counts(session, job) if job.reuse_results or has_files else {}
-    public = public_of(job, rows, reused)
+    public = public_of(job, rows)
     if settings is not None:
         public.warnings = unserved(session, public, settings)
     return public
@@ -396,9 +374,11 @@ def unserved(conn: Any, public: JobPublic, settings: Settings) -> list[str]:
     return presence.unserved_warnings(conn, waiting, tasks=settings.models)
 
 
-def public_of(job: Any, task_rows: Iterable[Any], reused: dict[str, int]) -> JobPublic:
+def public_of(job: Any, task_rows: Iterable[Any]) -> JobPublic:
     """The public job document from the job's row and its task rows (ORM objects or plain
-    rows with the same names): the one place its counts, timing and rate are computed."""
+    rows with the same names): the one place its counts, timing and rate are computed.
+    Every count is a counter of the task row (docbatch.domain.closing moves them), so this
+    costs the same for a job of ten documents and one of a million."""
     rows = list(task_rows)
     counts = {
         r.task: TaskCounts(
@@ -409,7 +389,7 @@ def public_of(job: Any, task_rows: Iterable[Any], reused: dict[str, int]) -> Job
             pending=r.total - r.succeeded - r.failed - r.cancelled,
             chunks=r.chunks,
             tokens=r.tokens,
-            reused=reused.get(r.task, 0),
+            reused=r.reused or 0,
         )
         for r in rows
     }
@@ -440,16 +420,6 @@ def public_of(job: Any, task_rows: Iterable[Any], reused: dict[str, int]) -> Job
         reuse_results=bool(job.reuse_results),
         delete_left=(dict(job.delete_left or {}) if deleting else None),
     )
-
-
-def reused_counts(session: Session, job: Job) -> dict[str, int]:
-    """Per task, how many of the job's results were copied from earlier jobs."""
-    rows = session.execute(
-        select(Result.task, func.count())
-        .where(Result.job_id == job.id, Result.reused.is_(True))
-        .group_by(Result.task)
-    ).all()
-    return {task: int(n) for task, n in rows}
 
 
 def list_jobs(

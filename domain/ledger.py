@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
-from docbatch.domain import closing, leases, waiting
+from docbatch.domain import accounting, closing, leases, waiting
 from docbatch.domain.outbox import outbox
 from docbatch.domain.retry import RetryPolicy
 from docbatch.domain.reuse import HashedDocument, ResultIdentity, reuse_results
@@ -151,6 +151,7 @@ def claim_unit(
         outbox(session).add_dispatch(unit.queue)  # the new half joins the backlog
     elif policy.gives_up(unit):
         close_unit(session, unit, UnitState.failed, reason=policy.gave_up_reason(unit))
+        accounting.record(session, unit, job, accounting.Tally())  # its failed documents
         finalize_job_if_done(session, job)
         return None
     # Its message (if any) is used up: the queue has room for the next one.

@@ -10,14 +10,14 @@ serialized once by pydantic. The same document as ``docbatch.domain.jobs.job_pub
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from docbatch.domain.jobs import public_of, unserved
 from docbatch.schema.db import get_engine
 from docbatch.schema.errors import NotFound
 from docbatch.schema.models import JobPublic
 from docbatch.schema.settings import Settings
-from docbatch.schema.tables import EXTRACT, Job, JobTask, Result
+from docbatch.schema.tables import Job, JobTask
 
 _COLUMNS = (
     Job.id,
@@ -40,6 +40,7 @@ _COLUMNS = (
     JobTask.cancelled,
     JobTask.chunks,
     JobTask.tokens,
+    JobTask.reused,
 )
 
 
@@ -56,19 +57,8 @@ def poll_job(tenant: str | None, job_id: str, settings: Settings) -> JobPublic:
         if not rows or (tenant is not None and rows[0].tenant != tenant):
             raise NotFound(f"job {job_id} not found")
         job = rows[0]
-        reused: dict[str, int] = {}
-        # Extractions are always reused (docbatch.domain.extraction): a job with files counts them.
-        if job.reuse_results or any(r.task == EXTRACT for r in rows):
-            reused = {
-                task: int(n)
-                for task, n in conn.execute(
-                    select(Result.task, func.count())
-                    .where(Result.job_id == job_id, Result.reused.is_(True))
-                    .group_by(Result.task)
-                )
-            }
         tasks = [r for r in rows if r.task is not None]
-        public = public_of(job, tasks, reused)
+        public = public_of(job, tasks)
         public.warnings = unserved(conn, public, settings)
     return public
 

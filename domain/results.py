@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Text, and_, cast, select, text, true
+from sqlalchemy.orm import Session
 
 from docbatch.schema.db import is_sqlite, new_session
 from docbatch.schema.settings import Settings
@@ -192,6 +193,16 @@ _INDEX_SCANS_ONLY = text(
 )
 
 
+def index_scans_only(session: Session, settings: Settings) -> None:
+    """Index scans only, no JIT, for the session's transaction (Postgres; a no-op on
+    SQLite). For export pages: right after a job's rows are written, before autovacuum has
+    analysed them, the statistics still describe a small table, and the planner scans (or
+    bitmap-scans and sorts) the job's rows for every page, and JIT-compiles it
+    (BENCHMARKS.md, "Measurements behind the code": a page 30 times slower)."""
+    if _postgres(settings):
+        session.execute(_INDEX_SCANS_ONLY)
+
+
 def iter_result_pages(
     job_id: str,
     tasks: list[str],
@@ -245,13 +256,7 @@ def iter_result_pages(
             .order_by(page.c.seq)
         )
         with new_session(settings) as s:
-            if _postgres(settings):
-                # Index scans only, no JIT, for this transaction: right after a job's rows
-                # are written, before autovacuum has analysed them, the statistics still
-                # describe a small table, and the planner scans (or bitmap-scans and sorts)
-                # the job's documents for every page, and JIT-compiles it (BENCHMARKS.md,
-                # "Measurements behind the code": a page 30 times slower).
-                s.execute(_INDEX_SCANS_ONLY)
+            index_scans_only(s, settings)
             rows = s.execute(query).all()
         if not rows:
             return

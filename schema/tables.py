@@ -129,6 +129,9 @@ class JobTask(Base):
     cancelled: Mapped[int] = mapped_column(Integer, default=0)
     tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     chunks: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Of ``succeeded``, the results copied from earlier jobs (docbatch.domain.reuse), so a
+    # poll reads it here rather than counting the job's results.
+    reused: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Document(Base):
@@ -241,13 +244,24 @@ class Unit(Base):
     __table_args__ = (
         Index("ix_units_job_state", "job_id", "state"),
         Index("ix_units_state_published", "state", "published_at"),
-        # The backlog the dispatcher reads: queued units not yet sent, per queue and job.
+        # The backlog the dispatcher reads: queued units not yet sent, per queue and job,
+        # in id order (a job's next units are the first entries of its range).
         Index(
             "ix_units_backlog",
             "queue",
             "job_id",
+            "id",
             postgresql_where=text("state = 'queued' AND dispatched_at IS NULL"),
             sqlite_where=text("state = 'queued' AND dispatched_at IS NULL"),
+        ),
+        # Units sent and not yet claimed: a few per queue (DOCBATCH_DISPATCH_DEPTH) whatever
+        # the backlog, read by every top-up and reconciler pass.
+        Index(
+            "ix_units_sent",
+            "queue",
+            "dispatched_at",
+            postgresql_where=text("state = 'queued' AND dispatched_at IS NOT NULL"),
+            sqlite_where=text("state = 'queued' AND dispatched_at IS NOT NULL"),
         ),
     )
 
@@ -388,7 +402,11 @@ class Usage(Base):
     extract_pages: Mapped[int] = mapped_column(Integer, default=0)
     finished_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
-    __table_args__ = (Index("ix_usage_tenant_finished", "tenant", "finished_at"),)
+    __table_args__ = (
+        Index("ix_usage_tenant_finished", "tenant", "finished_at"),
+        # A job's rows: the dashboard's throughput chart (docbatch.domain.stats).
+        Index("ix_usage_job", "job_id"),
+    )
 
 
 class ApiKey(Base):

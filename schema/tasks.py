@@ -32,9 +32,10 @@ TASK_KINDS: dict[str, TaskKind] = {
     "tags": TaskKind(f"{_HANDLERS}.tags:TagsHandler", "#18a07a"),
     "translate": TaskKind(f"{_HANDLERS}.translate:TranslateHandler", "#f0a020"),
     "embed": TaskKind(f"{_HANDLERS}.embed:EmbedHandler", "#b26bff"),
-    # Hub ids (need a download; see docs/concepts/models.md): classify
-    # distilbert/distilbert-base-uncased-finetuned-sst-2-english, entities
-    # dslim/bert-base-NER, ask distilbert/distilbert-base-cased-distilled-squad.
+    # Hub ids pinned by revision (`docbatch models fill` downloads them; see
+    # docs/concepts/models.md): classify distilbert-base-uncased-finetuned-sst-2-english,
+    # entities dslim/bert-base-NER, ask distilbert-base-cased-distilled-squad, generate
+    # Qwen/Qwen2.5-0.5B-Instruct.
     "classify": TaskKind(f"{_HANDLERS}.classify:ClassifyHandler", "#e0457b"),
     "entities": TaskKind(f"{_HANDLERS}.entities:EntitiesHandler", "#2bb3c0"),
     "ask": TaskKind(f"{_HANDLERS}.ask:AskHandler", "#8a6d3b"),

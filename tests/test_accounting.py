@@ -138,3 +138,61 @@ def test_the_admin_key_sees_every_tenant_and_can_pick_one(
     assert seen == {names[0]: 5, names[1]: 6}
     one = anon_api.get("/v1/usage", headers=auth, params={"tenant": names[1]}).json()
     assert {r["tenant"] for r in one["data"]} == {names[1]}
+
+
+def _results_by_task(job_id: str) -> dict[str, tuple[int, int]]:
+    """Per task: (succeeded and failed results, reused ones) as the results table says."""
+    from sqlalchemy import func
+
+    from docbatch.schema.tables import Result
+
+    with new_session(get_settings()) as s:
+        rows = s.execute(
+            select(Result.task, func.count(), func.count().filter(Result.reused.is_(True)))
+            .where(Result.job_id == job_id, Result.status != "cancelled")
+            .group_by(Result.task)
+        ).all()
+    return {task: (int(n), int(r)) for task, n, r in rows}
+
+
+def _chart_by_task(api: Any, job_id: str) -> dict[str, tuple[int, int]]:
+    chart = api.get(f"/v1/jobs/{job_id}/throughput", params={"bucket": 1}).json()
+    out: dict[str, tuple[int, int]] = {}
+    for point in chart["data"]:
+        n, r = out.get(point["task"], (0, 0))
+        out[point["task"]] = (n + point["documents"], r + point["reused"])
+    done = {p["task"]: p["done"] for p in chart["progress"]}
+    assert done == {task: n for task, (n, _) in out.items()}  # the progress line ends there
+    return out
+
+
+def test_the_throughput_chart_adds_up_to_the_jobs_results(api: Any, private_queues: str) -> None:
+    """The chart reads the usage rows (one per unit), not every result: on a small job with
+    failed and reused documents its totals are what the results table says."""
+    docs = _docs()
+    docs[5]["text"] = "POISON in this one."
+    docs[17]["text"] = "POISON here too."
+    with override(unit_max_documents="3"):
+        env = fake_worker_env(private_queues)
+        worker = WorkerProcess("summarize", env=env, name="usage-chart").wait_ready()
+        try:
+            first = api.post("/v1/jobs", json={"tasks": ["summarize"], "documents": docs})
+            assert first.status_code == 202, first.text
+            job = wait_for_job(api, first.json()["id"], timeout=240)
+            again = api.post(
+                "/v1/jobs",
+                json={"tasks": ["summarize"], "documents": docs, "reuse_results": True},
+            )
+            assert again.status_code == 202, again.text
+            reused_job = wait_for_job(api, again.json()["id"], timeout=240)
+        finally:
+            worker.stop()
+    assert job["status"] == "completed_with_errors", job
+    assert (
+        _chart_by_task(api, job["id"]) == _results_by_task(job["id"]) == {"summarize": (N_DOCS, 0)}
+    )
+    # The second job: the 22 succeeded documents copied, the 2 failed ones computed again.
+    counts = reused_job["counts"]["summarize"]
+    assert (counts["reused"], counts["failed"]) == (N_DOCS - 2, 2), counts
+    assert _chart_by_task(api, reused_job["id"]) == _results_by_task(reused_job["id"])
+    assert _results_by_task(reused_job["id"]) == {"summarize": (N_DOCS, N_DOCS - 2)}

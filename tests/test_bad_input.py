@@ -96,6 +96,68 @@ def test_ndjson_duplicate_custom_id_names_the_line(api):
     assert _row_counts() == before
 
 
+def _lines(n: int, repeat: dict[int, int] | None = None) -> bytes:
+    """``n`` NDJSON documents; line ``k`` of ``repeat`` reuses line ``repeat[k]``'s custom_id."""
+    out = []
+    for line in range(1, n + 1):
+        of = (repeat or {}).get(line, line)
+        out.append(f'{{"custom_id": "c{of}", "text": "document {line}"}}')
+    return ("\n".join(out) + "\n").encode()
+
+
+@pytest.mark.parametrize(
+    ("repeat", "line"),
+    [
+        ({2600: 7}, 2600),  # of a document written in an earlier batch
+        ({2600: 2100}, 2600),  # of one in the same batch, not yet written
+        ({1500: 3, 2600: 7}, 1500),  # two: the first is named
+    ],
+)
+def test_a_duplicate_custom_id_past_the_first_batch_names_its_line(api, repeat, line):
+    # Past INSERT_BATCH (2000) documents a repeat is found by the table's unique key, not
+    # by a set of every id held in the api; the answer is the same.
+    before = _row_counts()
+    resp = api.post(
+        "/v1/jobs?tasks=embed",
+        content=_lines(3000, repeat),
+        headers={"Content-Type": "application/x-ndjson"},
+    )
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"] == {
+        "field": "document.custom_id",
+        "message": f"duplicate custom_id 'c{repeat[line]}'",
+        "line": line,
+    }
+    assert _row_counts() == before
+
+
+def test_a_duplicate_before_a_malformed_line_is_the_error_named(api):
+    # Rows are written a batch at a time, so the repeat at line 3 is found only when a
+    # later line fails; it came first, so it is the one reported.
+    body = _lines(9, {3: 1}) + b'{"custom_id": "broken", "text": \n'
+    resp = api.post(
+        "/v1/jobs?tasks=embed", content=body, headers={"Content-Type": "application/x-ndjson"}
+    )
+    assert resp.status_code == 422
+    assert resp.json()["error"] == {
+        "field": "document.custom_id",
+        "message": "duplicate custom_id 'c1'",
+        "line": 3,
+    }
+
+
+def test_a_duplicate_in_a_big_json_body_names_its_index(api):
+    docs = [{"custom_id": f"j{i}", "text": f"document {i}"} for i in range(2500)]
+    docs[2300]["custom_id"] = "j4"
+    resp = api.post("/v1/jobs", json={"tasks": ["embed"], "documents": docs})
+    assert resp.status_code == 422, resp.text
+    error = resp.json()["error"]
+    assert (error["field"], error["message"]) == (
+        "documents[2300].custom_id",
+        "duplicate custom_id 'j4'",
+    )
+
+
 def test_ndjson_without_tasks_parameter(api):
     resp = api.post(
         "/v1/jobs",

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from docbatch.processes import free_port
 from docbatch.schema.errors import InputError
 from docbatch.schema.settings import Settings
 from docbatch.schema.validation import validate_tasks
@@ -170,15 +171,18 @@ def two_embedders(tiny_heads) -> Iterator[dict[str, str]]:  # noqa: F811
         deployments=json.dumps(deployments),
         torch_threads="1",
     ) as env:
+        # bert-tiny's worker serves /metrics: its series carry the deployment's name.
+        metrics = {**env, "DOCBATCH_WORKER_METRICS_PORT": str(free_port())}
         workers = [
             WorkerProcess("embed", env=env, name="deploy-embed"),
-            WorkerProcess("bert-tiny", env=env, name="deploy-bert-tiny", deployment=True),
+            WorkerProcess("bert-tiny", env=metrics, name="deploy-bert-tiny", deployment=True),
             WorkerProcess("bert-twin", env=env, name="deploy-bert-twin", deployment=True),
         ]
         try:
             for w in workers:
                 w.wait_ready()
-            yield env
+            # (DOCBATCH_TEST_*: not a setting, ignored by the processes given this env)
+            yield {**env, "DOCBATCH_TEST_METRICS_PORT": metrics["DOCBATCH_WORKER_METRICS_PORT"]}
         finally:
             for w in workers:
                 w.stop()
@@ -252,6 +256,22 @@ def test_two_embed_deployments_in_one_job_give_different_vectors(api, two_embedd
     assert {"embed_vector", "bert-tiny_vector"} <= set(table.column_names)
     parquet_a = table.column("bert-tiny_vector").to_pylist()[0]
     assert np.allclose(parquet_a, lines[0]["results"]["bert-tiny"]["output"]["vector"], atol=1e-6)
+
+    # The worker's own series are labelled with the deployment it serves.
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = two_embedders["DOCBATCH_TEST_METRICS_PORT"]
+    written = [
+        (s.labels, s.value)
+        for family in text_string_to_metric_families(
+            httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        )
+        for s in family.samples
+        if s.name == "docbatch_worker_documents_total"
+    ]
+    assert written and all(labels["model"] == "bert-tiny" for labels, _ in written)
+    assert sum(v for labels, v in written if labels["status"] == "succeeded") >= len(DOCS)
 
 
 def test_unknown_model_is_a_422_listing_the_tasks_deployments(api, two_embedders):

@@ -231,3 +231,47 @@ def test_a_tenant_alone_uses_every_worker(api: Any, private_queues: str) -> None
         ran_on = set(s.scalars(select(Unit.worker).where(Unit.job_id == job["id"])))
     hosts = {name.split(":")[1] for name in ran_on if name}
     assert len(hosts) >= 2, ran_on  # both workers' processes ran units
+
+
+def test_a_deep_backlog_is_read_only_as_far_as_the_lookahead(database: str) -> None:
+    """A pick reads a job's next LOOKAHEAD_UNITS units at most, so its cost does not grow
+    with the backlog; a job with fewer units is still counted whole and goes first."""
+    settings = _settings(f"d{secrets.token_hex(3)}", unit_max_documents=1)
+    tenant = f"t{secrets.token_hex(2)}"
+    deep = _job(settings, tenant, fairshare.LOOKAHEAD_UNITS + 60)
+    small = _job(settings, tenant, 3)
+    queue = settings.queue_for("summarize")
+    with new_session(get_settings()) as s:
+        seen = {b.job_id: b for b in fairshare.backlog(s, queue)}
+        first = list(
+            s.scalars(
+                select(Unit.est_tokens)
+                .where(Unit.job_id == deep)
+                .order_by(Unit.id)
+                .limit(fairshare.LOOKAHEAD_UNITS)
+            )
+        )
+        small_tokens = sum(s.scalars(select(Unit.est_tokens).where(Unit.job_id == small)))
+        job_of = dict(
+            s.execute(select(Unit.id, Unit.job_id).where(Unit.job_id.in_([deep, small]))).all()
+        )
+    assert (seen[deep].units, seen[deep].tokens) == (fairshare.LOOKAHEAD_UNITS, sum(first))
+    assert (seen[small].units, seen[small].tokens) == (3, small_tokens)
+    assert [job_of[u] for u in _pick(settings, 5)] == [small] * 3 + [deep] * 2
+
+
+def test_a_cancelling_jobs_backlog_is_not_sent(database: str) -> None:
+    """Its sweep closes it in batches (docbatch.worker.cancel); the dispatcher sending it
+    meanwhile had every worker cancel it one unit at a time."""
+    settings = _settings(f"x{secrets.token_hex(3)}", unit_max_documents=4)
+    tenant = f"t{secrets.token_hex(2)}"
+    doomed = _job(settings, tenant, 40)
+    other = _job(settings, tenant, 400)
+    with transaction(get_settings()) as s:
+        s.get(Job, doomed).status = "cancelling"
+    with new_session(get_settings()) as s:
+        job_of = dict(
+            s.execute(select(Unit.id, Unit.job_id).where(Unit.job_id.in_([doomed, other]))).all()
+        )
+    picked = _pick(settings, 6)
+    assert len(picked) == 6 and {job_of.get(u) for u in picked} == {other}

@@ -27,7 +27,17 @@ def _job(reuse: bool, started: bool) -> str:
         )
         s.add(job)
         s.flush()
-        s.add(JobTask(job_id=job.id, task="embed", params={}, total=3, succeeded=2, chunks=5))
+        s.add(
+            JobTask(
+                job_id=job.id,
+                task="embed",
+                params={},
+                total=3,
+                succeeded=2,
+                chunks=5,
+                reused=1 if reuse else 0,  # of its results below, counted as its units closed
+            )
+        )
         s.add(
             JobTask(
                 job_id=job.id,

@@ -92,10 +92,7 @@ def test_rollouts_run_safely(rendered):
     assert "initContainers" not in deployments["docbatch-api"]["spec"]["template"]["spec"]
     (migrate,) = _by(docs, "Job")["docbatch-migrate"]["spec"]["template"]["spec"]["containers"]
     assert migrate["command"][:2] == ["docbatch", "migrate"]
-    fill = _by(docs, "Job")["docbatch-models-fill"]["spec"]["template"]["spec"]
-    models = _by(docs, "ConfigMap")["docbatch-models-list"]["data"]["models.txt"]
-    assert all(len(line.split()) == 2 for line in models.splitlines() if line.strip())
-    assert "hf download" in fill["containers"][0]["command"][-1]
+    _fill_job_writes_what_the_workers_read(docs)
     budgets = _by(docs, "PodDisruptionBudget")
     assert "docbatch-api" in budgets and "docbatch-worker-embed" in budgets
     assert deployments["docbatch-beat"]["spec"]["strategy"]["type"] == "Recreate"
@@ -125,6 +122,41 @@ def test_rollouts_run_safely(rendered):
         for c in d["spec"]["template"]["spec"]["containers"]
     }
     assert all(i.startswith("registry.example.com/") and i.endswith(":0.1.0") for i in images)
+
+
+def _fill_job_writes_what_the_workers_read(docs: list[dict[str, Any]]) -> None:
+    """The models-fill Job plans from the workers' own settings, into the volume and
+    HF_HOME they read, and its extra list parses."""
+    from docbatch.worker.weights import read_list
+
+    fill = _by(docs, "Job")["docbatch-models-fill"]["spec"]["template"]["spec"]
+    (container,) = fill["containers"]
+    assert container["command"][:3] == ["docbatch", "models", "fill"]
+    worker = _by(docs, "Deployment")["docbatch-worker-entities"]["spec"]["template"]["spec"]
+    (worker_c,) = worker["containers"]
+    # The settings the workers plan their models from, the Job plans from too.
+    configs = [e for e in worker_c["envFrom"] if "configMapRef" in e]
+    assert configs and all(e in container["envFrom"] for e in configs)
+    env = {e["name"]: e["value"] for e in container["env"]}
+    settings = _by(docs, "ConfigMap")["docbatch-settings"]["data"]
+    assert env["HF_HOME"] == settings["HF_HOME"] and env["HF_HUB_OFFLINE"] == "0"
+    listed = container["command"][container["command"].index("--list") + 1]
+    models = _by(docs, "ConfigMap")["docbatch-models-list"]["data"]["models.txt"]
+    mount = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert listed == f"{mount['list']}/models.txt"
+    path = Path(ROOT / "test-artifacts" / "models.txt")
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(models)
+    assert all(m.pinned for m in read_list(path))
+    volumes = {v["name"]: v for v in fill["volumes"]}
+    worker_mounts = {m["name"]: m["mountPath"] for m in worker_c["volumeMounts"]}
+    worker_volumes = {v["name"]: v for v in worker["volumes"]}
+    claim = volumes["models"]["persistentVolumeClaim"]["claimName"]
+    assert claim == worker_volumes["models"]["persistentVolumeClaim"]["claimName"]
+    assert (
+        settings["HF_HOME"].startswith(worker_mounts["models"])
+        and mount["models"] == (worker_mounts["models"])
+    )
 
 
 @pytest.mark.fast
@@ -180,34 +212,6 @@ def test_every_docbatch_pod_reads_the_fleet_list(rendered):
             if "docbatch-settings" in refs:
                 assert "docbatch-deployments" in refs, name
     assert "docbatch-deployments" in _by(rendered["gpu"], "ConfigMap")
-
-
-@pytest.mark.fast
-def test_alerts_and_dashboard_name_only_metrics_docbatch_defines():
-    import re
-
-    sys.path.insert(0, str(ROOT / "docs/gen"))
-    from metrics_page import metrics
-
-    known = set()
-    for name, *_ in metrics():
-        base = name.removesuffix("_total")
-        known |= {name, f"{base}_total", f"{name}_bucket", f"{name}_sum", f"{name}_count"}
-    rule = yaml.safe_load((ROOT / "ops/k8s/monitoring/prometheusrule.yaml").read_text())
-    alerts = {r["alert"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
-    assert {
-        "DocbatchBacklogWithNoWorker",
-        "DocbatchOldestUnitTooOld",
-        "DocbatchFailedUnitRatio",
-        "DocbatchWebhookBacklog",
-        "DocbatchReconcilerRepublishing",
-        "DocbatchGpuMemoryNearLimit",
-    } <= set(alerts)
-    dashboard = (ROOT / "ops/grafana/dashboards/docbatch.json").read_text()
-    used = set(re.findall(r"\bdocbatch_[a-z0-9_]+", " ".join(alerts.values()) + dashboard))
-    used -= {"docbatch_json"}  # not a metric
-    assert used - known == set()
-    assert "docbatch_tenant_jobs" in used and "docbatch_oldest_queued_unit_age_seconds" in used
 
 
 @pytest.mark.fast

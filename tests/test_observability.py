@@ -3,7 +3,9 @@ the metrics (api, model worker, extract worker, maintenance), from real processe
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -11,12 +13,12 @@ import time
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from docbatch.processes import free_port
-from docbatch.schema.db import new_session
+from docbatch.schema.db import new_session, transaction
 from docbatch.schema.settings import get_settings
-from docbatch.schema.tables import Unit
+from docbatch.schema.tables import Unit, WebhookDelivery, utcnow
 from tests.fakeworkers import fake_worker_env
 from tests.files import PAGES, make_pdf, make_zip_bomb
 from tests.fixtures import ARTIFACTS, ROOT, WorkerProcess, spawn, stop_process, wait_for_job
@@ -95,6 +97,16 @@ def test_api_json_lines_request_ids_and_metrics(api_key):
         "DOCBATCH_QUEUE_PREFIX": f"obs{free_port()}",  # no worker: its units stay queued
     }
     api = ApiProcess(env, migrate=False).wait_ready()
+    # A webhook delivery written ten minutes ago and never sent (no `docbatch webhooks`).
+    with transaction(get_settings()) as s:
+        stuck = WebhookDelivery(
+            tenant="default",
+            payload={},
+            url="http://127.0.0.1:9/hook",
+            event="job.deleted",
+            created_at=utcnow() - dt.timedelta(minutes=10),
+        )
+        s.add(stuck)
     try:
         auth = {"Authorization": f"Bearer {api_key}"}
         docs = {"tasks": ["embed"], "documents": [{"custom_id": "w", "text": "waiting"}]}
@@ -107,6 +119,8 @@ def test_api_json_lines_request_ids_and_metrics(api_key):
         metrics = _samples(httpx.get(f"{api.url}/metrics").text)
     finally:
         api.stop()
+        with transaction(get_settings()) as s:
+            s.execute(delete(WebhookDelivery).where(WebhookDelivery.id == stuck.id))
     lines = (ARTIFACTS / api.log_name).read_text().splitlines()
     parsed = [json.loads(line) for line in lines if line.strip()]  # every line is JSON
     (mine,) = [p for p in parsed if p.get("request_id") == "req-4242"]
@@ -129,6 +143,9 @@ def test_api_json_lines_request_ids_and_metrics(api_key):
     assert _value(metrics, "docbatch_tenant_queued_units", tenant="default", task="embed") >= 1
     ages = [v for (n, ls), v in metrics.items() if n == "docbatch_oldest_queued_unit_age_seconds"]
     assert ages and all(v >= 0 for v in ages)
+    # The webhook backlog (other tests' deliveries may be pending too).
+    assert _value(metrics, "docbatch_webhook_deliveries_pending") >= 1
+    assert _value(metrics, "docbatch_webhook_oldest_pending_age_seconds") >= 600
 
 
 def test_workers_log_json_with_unit_ids_and_serve_metrics(api, private_queues):
@@ -190,3 +207,7 @@ def test_workers_log_json_with_unit_ids_and_serve_metrics(api, private_queues):
             assert line["task"] == task, line
     maintenance_lines = _json_lines((ARTIFACTS / log_name).read_text())
     assert any("reconcile" in x["message"] for x in maintenance_lines)
+    beat_log = (ARTIFACTS / f"beat-{log_name}").read_text()
+    assert not re.search(r"^\[\d{4}-\d\d-\d\d", beat_log, re.M)  # no text log line (banner aside)
+    beat_lines = _json_lines(beat_log)
+    assert any("Sending due task" in x["message"] for x in beat_lines), beat_log[-2000:]

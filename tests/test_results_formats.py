@@ -111,3 +111,40 @@ def test_a_parquet_export_streams_row_group_by_row_group(api, database):
     resp = api.get(f"/v1/jobs/{job.json()['id']}/results", params={"format": "parquet"})
     assert resp.status_code == 200 and "content-length" not in resp.headers
     assert pq.read_table(io.BytesIO(resp.content)).num_rows == 1
+
+
+def test_a_parquet_page_reads_results_by_document_not_by_job(database):
+    """Right after a big job ends the planner's statistics do not know it: a page's results
+    must still be found through the (document_id, task) index, not by walking the job's
+    whole (job_id, status) index once per page (quadratic: a million took 428 s)."""
+    from sqlalchemy import select, text
+
+    from bench.export import seed_job
+    from docbatch.domain.export import page_results
+    from docbatch.domain.results import index_scans_only
+    from docbatch.schema.db import transaction
+    from docbatch.schema.settings import get_settings
+    from docbatch.schema.tables import Document, Result
+
+    job_id = seed_job(20_000, tenant="parquet-plan", analyze=False)
+    with transaction(get_settings()) as s:
+        ids = list(
+            s.scalars(
+                select(Document.id)
+                .where(Document.job_id == job_id)
+                .order_by(Document.seq)
+                .offset(15_000)
+                .limit(500)
+            )
+        )
+
+        def plan(statement) -> str:
+            sql = statement.compile(s.get_bind(), compile_kwargs={"literal_binds": True})
+            return "\n".join(r[0] for r in s.execute(text(f"EXPLAIN {sql}")))
+
+        index_scans_only(s, get_settings())
+        by_job_too = plan(page_results(ids).where(Result.job_id == job_id))
+        assert "ix_results_job_status" in by_job_too  # the trap this guards against
+        page = plan(page_results(ids))
+        assert "uq_results_document_task" in page and "ix_results_job_status" not in page
+        assert len(list(s.scalars(page_results(ids)))) == 500

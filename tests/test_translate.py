@@ -9,7 +9,7 @@ import pytest
 from docbatch.schema.settings import ModelConfig
 from docbatch.worker.batching import BatchRunner
 from docbatch.worker.handlers.language import detect
-from docbatch.worker.handlers.translate import TranslateHandler
+from docbatch.worker.handlers.translate import SpmOffsets, TranslateHandler, char_of_byte
 from tests.fixtures import WorkerProcess, load_corpus, read_ndjson, wait_for_job
 from tests.seq2seq_helpers import greedy_env, own_prefix, queue_prefix
 from tests.test_handlers_seq2seq import GREEDY, assert_batched_equals_alone, mixed_chunks
@@ -33,6 +33,36 @@ def test_translations_batched_equal_generate_alone(tiny_models):  # noqa: F811
     pm = handler.resolve("en", "de")
     handler.model, handler.prefix = pm.model, ""  # what direct_generate reads
     assert_batched_equals_alone(handler, chunks, params)
+
+
+def _char_at_loop(text: str) -> list[int]:
+    """The byte -> character map as SpmOffsets computed it before (a loop per character)."""
+    raw = text.encode("utf-8")
+    char_at, pos = [0] * (len(raw) + 1), 0
+    for i, ch in enumerate(text):
+        for _ in ch.encode("utf-8"):
+            char_at[pos] = i
+            pos += 1
+    char_at[len(raw)] = len(text)
+    return char_at
+
+
+def test_spm_offsets_are_characters_for_any_utf8(tiny_models):  # noqa: F811
+    """Marian's chunk offsets: SentencePiece's byte offsets mapped to characters, the same
+    for ASCII (taken as they are) and for characters of 2, 3 and 4 bytes."""
+    handler = TranslateHandler(ModelConfig(model=tiny_models["marian_template"]))
+    handler.setup("cpu")
+    offsets = handler.resolve("en", "de").chunk_tokenizer
+    assert isinstance(offsets, SpmOffsets)
+    texts = ["Plain ASCII: the fox, twice.", FRENCH, "Grüße 😀 aus Zürich — 中文, ok", "é"]
+    for text in texts:
+        loop = _char_at_loop(text)
+        assert char_of_byte(text, len(text.encode("utf-8"))).tolist() == loop
+        got = offsets(text)
+        pieces = offsets.spm.encode(text, return_type="proto").pieces
+        assert got["input_ids"] == [p.id for p in pieces]
+        assert got["offset_mapping"] == [(loop[p.begin], loop[p.end]) for p in pieces]
+        assert got["offset_mapping"][-1][1] == len(text)
 
 
 def test_languages_detected_offline():

@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import select
 import socket
 import threading
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, text
 from sqlalchemy import select as sql_select
 
+from docbatch.processes import free_port
 from docbatch.schema.db import new_session
 from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import Document, Job, Unit, WebhookDelivery
@@ -200,16 +204,34 @@ def test_a_private_address_at_delivery_time_is_not_connected_to(api, sender_env)
 
 
 def test_an_allowed_receiver_gets_the_webhook(api, sender_env):
+    """... and the sender logs it as JSON with the job and tenant, and counts it on its
+    /metrics (attempts by outcome, the delivery lag)."""
     receiver = Receiver(drip=False)
-    sender = WebhooksProcess().wait_ready()
+    port = free_port()
+    sender = WebhooksProcess(
+        {"DOCBATCH_LOG_FORMAT": "json", "DOCBATCH_WORKER_METRICS_PORT": str(port)}
+    ).wait_ready()
     try:
         job_id = _submit(api, receiver.url(host="localhost"))
         row = _delivery(job_id)
         assert row.delivered_at is not None and row.last_error is None, row.last_error
         assert len(receiver.accepted) == 1
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     finally:
         receiver.stop()
         sender.stop()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(scraped)
+        for s in f.samples
+    }
+    assert samples[("docbatch_webhook_attempts_total", (("outcome", "delivered"),))] == 1
+    assert samples[("docbatch_webhook_delivery_lag_seconds_count", ())] == 1
+    # Every log line is JSON (Celery's start-up banner aside).
+    assert not re.search(r"^\[\d{4}-\d\d-\d\d", sender.log, re.M), sender.log[-2000:]
+    lines = [json.loads(x) for x in sender.log.splitlines() if x.startswith("{")]
+    (sent,) = [x for x in lines if "delivered to" in x["message"]]
+    assert sent["job_id"] == job_id and sent["tenant"] == "default", sent
 
 
 @pytest.mark.parametrize(

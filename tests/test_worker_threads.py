@@ -23,25 +23,39 @@ def test_default_threads_are_the_workers_share_of_the_cores():
     assert worker_threads(Settings(workers_per_host=3, torch_threads=5)) == 5  # explicit wins
 
 
-def test_worker_process_applies_the_limit_before_the_model_loads():
-    """What a deployed worker does at start (docbatch.worker.tasks.load_stage)."""
+def _apply_in_a_new_process(extra: dict[str, str]) -> dict[str, object]:
+    """What a deployed worker does at start (docbatch.worker.tasks.load_stage): the limits,
+    then torch (whose OpenMP reads its environment as it loads)."""
     code = (
-        "import json, os, torch\n"
+        "import json, os\n"
         "from docbatch.schema.settings import get_settings\n"
         "from docbatch.worker.threads import apply_thread_limits\n"
         "n = apply_thread_limits(get_settings())\n"
+        "import torch\n"
         "print(json.dumps({'n': n, 'torch': torch.get_num_threads(),"
         " 'omp': os.environ.get('OMP_NUM_THREADS'),"
+        " 'wait': os.environ.get('OMP_WAIT_POLICY'),"
         " 'tok': os.environ.get('TOKENIZERS_PARALLELISM')}))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCBATCH_", "OMP_"))}
     env.pop("TOKENIZERS_PARALLELISM", None)
     env["DOCBATCH_WORKERS_PER_HOST"] = str(available_cores() * 4)  # more workers than cores
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**env, **extra},
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got == {"n": 1, "torch": 1, "omp": "1", "tok": "false"}
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_worker_process_applies_the_limit_before_the_model_loads():
+    got = _apply_in_a_new_process({})
+    assert got == {"n": 1, "torch": 1, "omp": "1", "wait": "PASSIVE", "tok": "false"}
+    # An operator's own OpenMP wait policy (dedicated cores: ACTIVE) is kept.
+    assert _apply_in_a_new_process({"OMP_WAIT_POLICY": "ACTIVE"})["wait"] == "ACTIVE"
 
 
 @pytest.mark.fast

@@ -2,9 +2,10 @@
 
 Claims and writes overlap the compute when the stage is threaded, so their time is not
 the cost: the cost is what the compute thread spends *waiting* (for the next claimed unit,
-or for the writer to take a unit). The runner logs one line per chain at INFO;
-``python -m bench.unit_overhead`` reads those lines to print the per-unit overhead next to
-the per-unit model time.
+or for the writer to take a unit). Inline (on a CPU) the compute thread claims and writes
+itself, so ``claim_wait`` and ``write_wait`` are the claims and writes. The runner logs
+one line per chain at INFO; ``python -m bench.unit_overhead`` reads those lines to print
+the per-unit overhead next to the per-unit model time.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-FIELDS = ("compute", "claim", "claim_wait", "write", "write_wait")
+# compute: the stage's own compute; start: around it on the compute thread (counting a
+# claimed-ahead unit's attempt, the first cancel check, the time limit's clock).
+FIELDS = ("compute", "start", "claim", "claim_wait", "write", "write_wait")
 
 
 @dataclass
@@ -33,6 +36,12 @@ class ChainClock:
         finally:
             with self._lock:  # claims and writes may run on their own threads
                 self.seconds[what] += time.perf_counter() - t0
+
+    def moved(self, source: str, target: str, seconds: float) -> None:
+        """Count ``seconds`` of what was timed as ``source`` as ``target`` instead."""
+        with self._lock:
+            self.seconds[source] -= seconds
+            self.seconds[target] += seconds
 
     def line(self) -> str:
         wall = time.perf_counter() - self.started

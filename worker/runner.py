@@ -283,6 +283,7 @@ class UnitRunner(Generic[W, C]):
             if unit is None or unit.state != UnitState.running.value:
                 return Verdict.superseded
             ledger.close_unit(s, unit, UnitState.failed, reason=reason, limits=self.limits)
+            accounting.record(s, unit, job, accounting.Tally())  # its failed documents
             ledger.finalize_job_if_done(s, job)
         return Verdict.failed
 
@@ -362,15 +363,17 @@ class UnitRunner(Generic[W, C]):
         ahead: Future[Held[W] | None] | None = None
         claim_next = self._timed_claim_next(clock)
         if claim_ahead:
-            ahead = prefetch.submit(claim_next, holder)
+            with clock.timing("claim_wait"):  # inline (on a CPU): the claim itself
+                ahead = prefetch.submit(claim_next, holder)
         current, chained = first, 0
         # Ownership: ``owned`` is the unit we hold and have not handed to the writer (the
         # writer then lets it go); ``ahead``'s result is ours until it is run.
         owned: Held[W] | None = current
         try:
             while True:
-                with clock.timing("compute"):
+                with clock.timing("start"):
                     computed = self.compute(holder, current)
+                clock.moved("start", "compute", computed.model_seconds)
                 interrupted = current.unit_id in self.interrupted
                 if interrupted:  # this worker is stopping: another takes the unit now
                     with contextlib.suppress(Exception):
@@ -394,7 +397,8 @@ class UnitRunner(Generic[W, C]):
                 current = owned = nxt
                 chained += 1
                 if time.monotonic() < deadline and writer.error is None:
-                    ahead = prefetch.submit(claim_next, holder)
+                    with clock.timing("claim_wait"):
+                        ahead = prefetch.submit(claim_next, holder)
         except BaseException as exc:
             if owned is not None:
                 if owned.unit_id == unit_id:  # the message's unit: the task retries it

@@ -15,7 +15,8 @@ there, and before every batch it takes ``cores // (workers holding one)`` thread
 lock (``flock``) dies with its process, so a killed worker is never counted.
 
 The same count goes to OpenMP/MKL (through torch) and to the tokenizers' thread pool;
-with one thread the tokenizers run single-threaded.
+with one thread the tokenizers run single-threaded. OpenMP's idle threads wait passively
+(``OMP_WAIT_POLICY=PASSIVE`` unless set): a spinning one takes a core from the work.
 """
 
 from __future__ import annotations
@@ -128,6 +129,11 @@ def apply_thread_limits(settings: Settings) -> int:
     # Read by OpenMP/MKL and the tokenizers' (rayon) pool when they start, if not set.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))
+    # OpenMP threads waiting for the next parallel op sleep instead of spinning: spinning,
+    # they take the cores from the thread with the work whenever anything else runs on
+    # the host (the api, Postgres, another worker). The cause of the worker's slower
+    # `generate` (BENCHMARKS.md, "The fixed cost per unit"). An operator's value is kept.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if threads == 1:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch

@@ -39,7 +39,9 @@ fails alone there).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -164,6 +166,12 @@ class Handler:
         raise (it runs while a unit is being claimed)."""
         return self.model_for(params)
 
+    def hub_models(self) -> list[tuple[str, str]]:
+        """(hub id, revision) of every model ``setup`` loads from the hub: what ``docbatch
+        models fill`` downloads into the cache the workers read offline. A local path, and
+        a model bundled with the install, is not listed."""
+        return [(self.model_id, self.revision)] if is_hub_id(self.model_id) else []
+
     def check_params(self, params: dict[str, Any]) -> None:
         """Raise PermanentError if this handler cannot serve ``params`` at all."""
 
@@ -179,6 +187,15 @@ class Handler:
                 f"for {len(chunks)} inputs"
             )
         return outputs
+
+
+def is_hub_id(model: str) -> bool:
+    """Whether ``model`` names a hub repository (``org/name`` or ``name``), not a folder."""
+    if not model or model.startswith(("/", ".", "~")) or "{" in model:
+        return False
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", model) is not None and not (
+        Path(model).exists()
+    )
 
 
 def pick_device(configured: str) -> str:

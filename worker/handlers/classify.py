@@ -23,7 +23,13 @@ from docbatch.schema.errors import ModelUnavailable, PermanentError
 from docbatch.worker.chunking import Chunk, chunk_text
 from docbatch.worker.handlers.base import Output
 from docbatch.worker.handlers.heads import HeadHandler, softmax, to_numpy
-from docbatch.worker.handlers.zeroshot import HYPOTHESIS, NliScorer, check_template, load_nli
+from docbatch.worker.handlers.zeroshot import (
+    HYPOTHESIS,
+    NliScorer,
+    check_template,
+    load_nli,
+    nli_hub_models,
+)
 
 MULTI_LABEL = "multi_label_classification"
 
@@ -34,6 +40,9 @@ class ClassifyHandler(HeadHandler):
     default_revision = "714eb0f"  # the revision transformers' own pipeline default pins
     auto_class = "AutoModelForSequenceClassification"
     arch_suffix = "ForSequenceClassification"
+
+    def hub_models(self) -> list[tuple[str, str]]:
+        return super().hub_models() + nli_hub_models(self.config.params)
 
     def setup(self, device: str) -> None:
         super().setup(device)

@@ -32,7 +32,8 @@ STRATEGIES = ("simple", "first", "average", "max")
 class EntitiesHandler(HeadHandler):
     task = "entities"
     default_model = "dslim/bert-base-NER"
-    default_revision = "main"
+    # A commit of the hub repository with safetensors weights; `docbatch models fill` fetches it.
+    default_revision = "d1a3e8f13f8c3566299d95fcfc9a8d2382a9affc"
     auto_class = "AutoModelForTokenClassification"
     arch_suffix = "ForTokenClassification"
 

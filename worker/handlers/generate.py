@@ -55,18 +55,19 @@ MAX_NEW_TOKENS_SETTING = (
 )
 
 
-def load_causal(path: str, config: ModelConfig, device: str) -> Any:
-    """The registry's backend for ``path``: CausalLM (transformers) or VllmModel."""
+def load_causal(path: str, revision: str, config: ModelConfig, device: str) -> Any:
+    """The registry's backend for ``path`` at ``revision`` (the handler's: the one its
+    results record): CausalLM (transformers) or VllmModel."""
     if config.backend == "vllm":
         from docbatch.worker.handlers.vllm_engine import VllmModel
 
-        return VllmModel(path, config.revision, device, config.dtype)
+        return VllmModel(path, revision, device, config.dtype)
     if config.backend != "transformers":
         raise ModelUnavailable(
             f"backend {config.backend!r} is not one of transformers, vllm "
             "(DOCBATCH_MODELS__GENERATE__BACKEND)"
         )
-    return CausalLM(path, config.revision, device, config.dtype)
+    return CausalLM(path, revision, device, config.dtype)
 
 
 def usage(completions: list[Completion]) -> dict[str, int]:
@@ -86,7 +87,7 @@ class GenerateHandler(Handler):
 
     task = "generate"
     default_model = "Qwen/Qwen2.5-0.5B-Instruct"
-    default_revision = "main"
+    default_revision = "7ae5576"  # the revision transformers' own text-generation default pins
     generation_defaults: dict[str, Any] = {"max_new_tokens": 128}
 
     def __init__(self, config: ModelConfig) -> None:
@@ -101,7 +102,7 @@ class GenerateHandler(Handler):
     def setup(self, device: str) -> None:
         self.device = device
         try:
-            self.model = load_causal(self.model_id, self.config, device)
+            self.model = load_causal(self.model_id, self.revision, self.config, device)
         except ModelUnavailable as exc:
             self.unavailable = exc
             log.error("generate model unavailable: %s", exc)

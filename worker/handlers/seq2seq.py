@@ -139,8 +139,9 @@ class Seq2SeqModel:
         return out
 
 
-def load_generator(path: str, config: ModelConfig, device: str) -> Any:
-    """The registry's backend for ``path``: Seq2SeqModel, or Ct2Model for ctranslate2."""
+def load_generator(path: str, revision: str, config: ModelConfig, device: str) -> Any:
+    """The registry's backend for ``path`` at ``revision`` (the handler's: the one its
+    results record): Seq2SeqModel, or Ct2Model for ctranslate2."""
     if config.backend == "ctranslate2":
         from docbatch.worker.handlers.ct2 import Ct2Model
 
@@ -150,7 +151,7 @@ def load_generator(path: str, config: ModelConfig, device: str) -> Any:
             f"backend {config.backend!r} is not one of transformers, ctranslate2 "
             "(DOCBATCH_MODELS__<TASK>__BACKEND)"
         )
-    return Seq2SeqModel(path, config.revision, device, config.dtype)
+    return Seq2SeqModel(path, revision, device, config.dtype)
 
 
 class Seq2SeqHandler(Handler):
@@ -169,7 +170,7 @@ class Seq2SeqHandler(Handler):
 
     def setup(self, device: str) -> None:
         self.device = device
-        self.model = load_generator(self.model_id, self.config, device)
+        self.model = load_generator(self.model_id, self.revision, self.config, device)
         self.tokenizer = self.model.tokenizer
         if not self.prefix:
             # T5 checkpoints carry their task prefix ("summarize: ") in the config.

@@ -69,6 +69,10 @@ class SummarizeHandler(Handler):
         )
         self.abstractive = AbstractiveSummarizeHandler(config) if config.model else None
 
+    def hub_models(self) -> list[tuple[str, str]]:
+        # The extractive side's MiniLM is bundled; the abstractive one is configured or absent.
+        return self.abstractive.hub_models() if self.abstractive is not None else []
+
     def setup(self, device: str) -> None:
         self.device = device
         self.extractive.setup(device)

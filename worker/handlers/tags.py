@@ -24,7 +24,7 @@ import numpy as np
 from docbatch.worker.chunking import Chunk
 from docbatch.worker.handlers.base import Output, UnitDocument
 from docbatch.worker.handlers.minilm import SentenceEncoderHandler, pooled
-from docbatch.worker.handlers.zeroshot import load_nli
+from docbatch.worker.handlers.zeroshot import load_nli, nli_hub_models
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_\-]{2,}")
 STOPWORDS = frozenset(
@@ -62,6 +62,9 @@ def candidate_phrases(text: str, limit: int = MAX_CANDIDATES) -> list[str]:
 
 class TagsHandler(SentenceEncoderHandler):
     task = "tags"
+
+    def hub_models(self) -> list[tuple[str, str]]:
+        return super().hub_models() + nli_hub_models(self.config.params)
 
     def setup(self, device: str) -> None:
         super().setup(device)

@@ -28,7 +28,7 @@ from typing import Any
 from docbatch.schema.errors import ModelUnavailable
 from docbatch.schema.settings import ModelConfig
 from docbatch.worker.chunking import Chunk, chunk_text, sentence_spans
-from docbatch.worker.handlers.base import GROUP_PARAM, Handler, Output
+from docbatch.worker.handlers.base import GROUP_PARAM, Handler, Output, is_hub_id
 from docbatch.worker.handlers.language import detect, nllb_code
 from docbatch.worker.handlers.seq2seq import load_generator
 
@@ -49,21 +49,35 @@ class SpmOffsets:
 
     def __call__(self, text: str, **_: Any) -> dict[str, Any]:
         proto = self.spm.encode(text, return_type="proto")
-        raw = text.encode("utf-8")
-        # SentencePiece reports byte offsets; chunking works in characters.
-        char_at = [0] * (len(raw) + 1)
-        pos = 0
-        for i, ch in enumerate(text):
-            n = len(ch.encode("utf-8"))
-            for b in range(n):
-                char_at[pos + b] = i
-            pos += n
-        char_at[len(raw)] = len(text)
         # Zero-width pieces (the "▁" SentencePiece adds before a text that starts mid-word)
         # are real tokens for the model, so they count.
         pieces = list(proto.pieces)
-        offsets = [(char_at[p.begin], char_at[p.end]) for p in pieces]
+        size = len(text.encode("utf-8"))
+        if size == len(text):  # ASCII: SentencePiece's byte offsets are character offsets
+            offsets = [(p.begin, p.end) for p in pieces]
+        else:
+            char_at = char_of_byte(text, size)
+            offsets = [(int(char_at[p.begin]), int(char_at[p.end])) for p in pieces]
         return {"input_ids": [p.id for p in pieces], "offset_mapping": offsets}
+
+
+def char_of_byte(text: str, size: int) -> Any:
+    """The character index of every UTF-8 byte offset of ``text`` (``size`` bytes), and
+    ``len(text)`` at ``size``: SentencePiece reports byte offsets, chunking works in
+    characters. Vectorised: a Python loop over the characters cost about 40 % of a
+    translate unit's chunking (BENCHMARKS.md, "The fixed cost per unit").
+
+    >>> char_of_byte("aé€", 6).tolist()
+    [0, 1, 1, 2, 2, 2, 3]
+    """
+    import numpy as np
+
+    points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    width = 1 + (points >= 0x80) + (points >= 0x800) + (points >= 0x10000)
+    char_at = np.empty(size + 1, dtype=np.int64)
+    char_at[:size] = np.repeat(np.arange(len(text)), width)
+    char_at[size] = len(text)
+    return char_at
 
 
 @dataclasses.dataclass
@@ -97,6 +111,19 @@ class TranslateHandler(Handler):
     @property
     def generation(self) -> dict[str, Any]:
         return self.config.generation.merged(self.generation_defaults)
+
+    def hub_models(self) -> list[tuple[str, str]]:
+        # A per-pair template names no model until a pair is known (``pair_models``).
+        fallback = self.config.fallback_model
+        listed = [(fallback, self.revision)] if is_hub_id(fallback) else []
+        return ([] if self.per_pair else super().hub_models()) + listed
+
+    def pair_models(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """(hub id, revision) of the models serving ``pairs`` (source, target)."""
+        if not self.per_pair:
+            return []
+        paths = [self.model_id.format(src=src, tgt=tgt) for src, tgt in pairs]
+        return [(p, self.revision) for p in paths if is_hub_id(p)]
 
     def model_path(self, src: str, tgt: str) -> str:
         """The model ``resolve`` serves src->tgt with, without loading it."""
@@ -147,7 +174,7 @@ class TranslateHandler(Handler):
         try:
             if path.startswith(("/", ".", "~")) and not Path(path).expanduser().exists():
                 raise ModelUnavailable(f"{path} does not exist")
-            model = load_generator(path, self.config, self.device)
+            model = load_generator(path, self.revision, self.config, self.device)
         except (ModelUnavailable, OSError, ValueError) as exc:
             self.missing[path] = str(exc)
             raise ModelUnavailable(str(exc)) from None

@@ -18,6 +18,7 @@ import numpy as np
 
 from docbatch.schema.errors import ModelUnavailable, PermanentError
 from docbatch.schema.text_checks import template_problem
+from docbatch.worker.handlers.base import is_hub_id
 from docbatch.worker.handlers.seq2seq import torch_dtype
 
 HYPOTHESIS = "This example is {}."
@@ -127,6 +128,12 @@ class NliScorer:
             two = logits[:, [self.contra, self.entail]].softmax(dim=-1)[:, 1]
             out[batch] = two.cpu().numpy()
         return out.reshape(len(chunks), len(labels))
+
+
+def nli_hub_models(params: dict[str, Any]) -> list[tuple[str, str]]:
+    """The NLI model ``load_nli`` loads from the hub for ``params``, if any."""
+    path = str(params.get("nli_model") or "")
+    return [(path, str(params.get("nli_revision") or "main"))] if is_hub_id(path) else []
 
 
 def load_nli(params: dict[str, Any], device: str, dtype: str) -> NliScorer | None:
