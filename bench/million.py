@@ -209,6 +209,9 @@ def run_job(env: BenchEnv, api: Api, path: Path, n: int) -> dict[str, Any]:
     out: dict[str, Any] = {
         "ingest docs/s": n / ingest_s,
         "ingest api peak RSS MB": ingest_rss.peak,
+        # What the upload itself added: the api holds what earlier requests left (the
+        # previous job's Parquet export, its allocator's pools) before this one starts.
+        "ingest api RSS growth MB": ingest_rss.peak - ingest_rss.start,
         **rates,
         **{f"postgres {k} per unit (all processes)": v / units for k, v in writes.items()},
         **{f"postgres {k} per document": v / n for k, v in writes.items()},

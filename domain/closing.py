@@ -13,6 +13,9 @@ waited on it (``docbatch.domain.waiting``), which close theirs through here.
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import NamedTuple
+
 from sqlalchemy import and_, exists, func, literal, select, update
 from sqlalchemy.orm import Session
 
@@ -51,33 +54,58 @@ def close(
         return False
     session.expire(unit)
     fill = ResultStatus.cancelled if state == UnitState.cancelled else ResultStatus.failed
-    in_unit = and_(Document.job_id == unit.job_id, Document.seq.between(unit.seq_lo, unit.seq_hi))
-    has_result = exists().where(Result.document_id == Document.id, Result.task == unit.task)
-    missing = select(
-        literal(unit.job_id),
-        Document.id,
-        literal(unit.id),
-        literal(unit.task),
-        literal(fill.value),
-        literal(reason or fill.value),
-        literal(utcnow()),
-    ).where(in_unit, ~has_result)
-    session.execute(insert_ignore(session, Result).from_select(_RESULT_COLUMNS, missing))
-    tally: dict[str, int] = {}
-    for status, count, reused in session.execute(
-        select(Result.status, func.count(), _REUSED)
-        .join(Document, Document.id == Result.document_id)
-        .where(in_unit, Result.task == unit.task)
-        .group_by(Result.status)
-    ).all():
-        tally[status] = int(count)
-        tally[_REUSED_KEY] = tally.get(_REUSED_KEY, 0) + int(reused or 0)
+    span = _Span(int(unit.id), unit.job_id, unit.task, unit.seq_lo, unit.seq_hi)
+    tally = _fill(session, span, fill, reason or fill.value, utcnow())
     session.execute(
         update(JobTask)
         .where(JobTask.job_id == unit.job_id, JobTask.task == unit.task)
         .values(**_added(tally), chunks=JobTask.chunks + chunks, tokens=JobTask.tokens + tokens)
     )
     return True
+
+
+class _Span(NamedTuple):
+    """A closed unit's documents: ``seq_lo..seq_hi`` of one job, for one task."""
+
+    unit_id: int
+    job_id: str
+    task: str
+    seq_lo: int
+    seq_hi: int
+
+
+def _fill(
+    session: Session, span: _Span, fill: ResultStatus, reason: str, now: dt.datetime
+) -> dict[str, int]:
+    """A ``fill`` result for each document of ``span`` that has none for its task; returns
+    the span's results per status (and ``reused``).
+
+    One unit at a time, its bounds as values: the planner then sees a unit's few hundred
+    documents and probes the (document, task) key for each. Over several units at once
+    (bounds from a join) it expected tens of thousands of rows each and hashed every
+    result in the database, every batch: a million-document cancel took minutes."""
+    in_unit = and_(Document.job_id == span.job_id, Document.seq.between(span.seq_lo, span.seq_hi))
+    has_result = exists().where(Result.document_id == Document.id, Result.task == span.task)
+    missing = select(
+        literal(span.job_id),
+        Document.id,
+        literal(span.unit_id),
+        literal(span.task),
+        literal(fill.value),
+        literal(reason),
+        literal(now),
+    ).where(in_unit, ~has_result)
+    session.execute(insert_ignore(session, Result).from_select(_RESULT_COLUMNS, missing))
+    tally: dict[str, int] = {}
+    for status, count, reused in session.execute(
+        select(Result.status, func.count(), _REUSED)
+        .join(Document, Document.id == Result.document_id)
+        .where(in_unit, Result.task == span.task)
+        .group_by(Result.status)
+    ).all():
+        tally[status] = int(count)
+        tally[_REUSED_KEY] = tally.get(_REUSED_KEY, 0) + int(reused or 0)
+    return tally
 
 
 # Reused results are succeeded ones copied from an earlier job; counted beside the statuses.
@@ -96,14 +124,15 @@ def _added(tally: dict[str, int]) -> dict[str, object]:
 
 
 def cancel_not_started(session: Session, job_id: str, unit_ids: list[int]) -> int:
-    """``close(unit, cancelled)`` for many queued (or waiting) units of one (locked) job in
-    a few set-based statements, whatever their number; returns how many were closed."""
+    """``close(unit, cancelled)`` for many queued (or waiting) units of one (locked) job:
+    one statement moves them all, then two per unit fill and count its documents (each
+    as cheap as a unit's close, whatever the job's size); returns how many were closed."""
     if not unit_ids:
         return 0
     now = utcnow()
     moved = [
-        int(unit_id)
-        for unit_id in session.scalars(
+        _Span(int(r.id), job_id, r.task, int(r.seq_lo), int(r.seq_hi))
+        for r in session.execute(
             update(Unit)
             .where(
                 Unit.id.in_(unit_ids),
@@ -111,42 +140,18 @@ def cancel_not_started(session: Session, job_id: str, unit_ids: list[int]) -> in
                 Unit.state.in_(NOT_STARTED_UNIT_STATES),
             )
             .values(state=UnitState.cancelled.value, finished_at=now, error="job cancelled")
-            .returning(Unit.id)
+            .returning(Unit.id, Unit.task, Unit.seq_lo, Unit.seq_hi)
         )
     ]
-    if not moved:
-        return 0
-    in_units = and_(
-        Unit.id.in_(moved),
-        Document.job_id == Unit.job_id,
-        Document.seq.between(Unit.seq_lo, Unit.seq_hi),
-    )
-    has_result = exists().where(Result.document_id == Document.id, Result.task == Unit.task)
-    missing = select(
-        literal(job_id),
-        Document.id,
-        Unit.id,
-        Unit.task,
-        literal(ResultStatus.cancelled.value),
-        literal("job cancelled"),
-        literal(now),
-    ).where(in_units, ~has_result)
-    session.execute(insert_ignore(session, Result).from_select(_RESULT_COLUMNS, missing))
-    tally: dict[str, dict[str, int]] = {}
-    for task, status, count, reused in session.execute(
-        select(Unit.task, Result.status, func.count(), _REUSED)
-        .select_from(Unit)
-        .join(Document, in_units)
-        .join(Result, and_(Result.document_id == Document.id, Result.task == Unit.task))
-        .group_by(Unit.task, Result.status)
-    ).all():
-        by_status = tally.setdefault(task, {})
-        by_status[status] = int(count)
-        by_status[_REUSED_KEY] = by_status.get(_REUSED_KEY, 0) + int(reused or 0)
-    for task, by_status in tally.items():
+    by_task: dict[str, dict[str, int]] = {}
+    for span in moved:
+        tally = by_task.setdefault(span.task, {})
+        for key, n in _fill(session, span, ResultStatus.cancelled, "job cancelled", now).items():
+            tally[key] = tally.get(key, 0) + n
+    for task, tally in by_task.items():
         session.execute(
             update(JobTask)
             .where(JobTask.job_id == job_id, JobTask.task == task)
-            .values(**_added(by_status))
+            .values(**_added(tally))
         )
     return len(moved)

@@ -298,3 +298,48 @@ def test_a_cancelling_job_with_only_waiting_units_is_swept_again(private_queues)
     assert public.status == "cancelled"
     for counts in public.counts.values():
         assert (counts.cancelled, counts.pending) == (3, 0), public.counts
+
+
+def test_the_sweep_counts_a_backlog_exactly_whatever_its_results_already(private_queues):
+    """The sweep fills and counts one unit at a time (each as cheap as a unit's close,
+    whatever the job's size): a queued unit that already holds a result (a reused one,
+    written by a claim that was then given back) keeps it and is counted with it."""
+    from docbatch.schema.tables import Document, JobTask, Result
+
+    settings = get_settings().model_copy(update={"unit_max_documents": 4})
+    docs = [({"custom_id": f"s{i}", "text": f"sweep document {i}."}, None) for i in range(40)]
+    with unit_of_work(settings, publish=False) as s:
+        job_id = jobs.create_job(
+            s, settings, tenant="default", tasks=[{"type": "summarize"}], documents=docs
+        ).job.id
+    with unit_of_work(settings, publish=False) as s:
+        doc = s.scalar(select(Document).where(Document.job_id == job_id, Document.seq == 5))
+        s.add(
+            Result(
+                job_id=job_id,
+                document_id=doc.id,
+                task="summarize",
+                status="succeeded",
+                output={"summary": "copied"},
+                reused=True,
+            )
+        )
+        s.get(Job, job_id).status = "cancelling"
+    batches = 0
+    more = True
+    while more:
+        with unit_of_work(settings, publish=False) as s:
+            _, more = jobs.cancel_queued_batch(s, job_id, 12)  # three units a batch
+        batches += 1
+        counters, rows, _ = _ledger_snapshot(job_id)
+        assert {k: counters[k] for k in rows} == rows  # exact after every batch
+    assert batches == 4
+    counters, rows, distinct = _ledger_snapshot(job_id)
+    assert (rows["succeeded"], rows["cancelled"], distinct) == (1, 39, 40)
+    with new_session(get_settings()) as s:
+        assert s.get(Job, job_id).status == "cancelled"
+        assert s.get(JobTask, (job_id, "summarize")).reused == 1
+        open_units = s.scalar(
+            select(func.count()).where(Unit.job_id == job_id, Unit.state != "cancelled")
+        )
+    assert open_units == 0
