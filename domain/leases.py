@@ -22,6 +22,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from docbatch.schema.db import PLANNING_OPTIONS
+
 NAMESPACE = 0x6462  # first key of the two-int advisory lock: "db"
 
 
@@ -49,7 +51,7 @@ def keepalive_connect_args(lease_seconds: float) -> dict[str, Any]:
     server = (
         f"-c tcp_keepalives_idle={t['idle']} -c tcp_keepalives_interval={t['interval']} "
         f"-c tcp_keepalives_count={t['count']} "
-        f"-c tcp_user_timeout={int(lease_seconds * 1000)}"
+        f"-c tcp_user_timeout={int(lease_seconds * 1000)} {PLANNING_OPTIONS}"
     )
     return {
         "keepalives": 1,
