@@ -13,13 +13,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from docbatch.schema.settings import Settings
 
-# Every statement planned for its own parameters and the tables' current size. psycopg
-# prepares a statement after a few runs, and Postgres may then keep one generic plan made
-# while a job's tables were nearly empty: a claim's or a close's "documents of this unit
-# without a result" check stayed a sequential scan of ``results`` that grew with the job
-# (each unit slower than the one before) until an ANALYZE, which an unanalysed database
-# never gets. Custom plans cost a few tenths of a millisecond of planning each.
-PLANNING_OPTIONS = "-c plan_cache_mode=force_custom_plan"
+# Every statement planned for its own parameters and the tables' current size: psycopg
+# prepares nothing server-side. Prepared after a few runs, a statement could keep one
+# generic plan made while a job's tables were nearly empty: a claim's or a close's
+# "documents of this unit without a result" check stayed a sequential scan of ``results``
+# that grew with the job (each unit slower than the one before) until an ANALYZE, which
+# a database without autovacuum never gets. A client-side setting, so a transaction-mode
+# PgBouncer in front (docs/operations/sizing.md) needs nothing more; planning each
+# statement costs a few tenths of a millisecond.
+PLANNING = {"prepare_threshold": None}
 
 
 def make_engine(url: str) -> Engine:
@@ -49,7 +51,7 @@ def make_engine(url: str) -> Engine:
         pool_pre_ping=True,
         pool_size=5,
         max_overflow=10,
-        connect_args={"options": PLANNING_OPTIONS},
+        connect_args=dict(PLANNING),
     )
 
 
