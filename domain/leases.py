@@ -22,6 +22,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from docbatch.schema.db import PLANNING
+
 NAMESPACE = 0x6462  # first key of the two-int advisory lock: "db"
 
 
@@ -44,7 +46,8 @@ def keepalive_timings(lease_seconds: float) -> dict[str, int]:
 def keepalive_connect_args(lease_seconds: float) -> dict[str, Any]:
     """libpq connect arguments for the lease connection: keepalives on the client socket
     (the worker notices a dead server) and, through ``options``, on the server's socket
-    (the server drops a dead worker's session and its advisory locks)."""
+    (the server drops a dead worker's session and its advisory locks); no server-side
+    prepared statements, as on every docbatch connection (docbatch.schema.db.PLANNING)."""
     t = keepalive_timings(lease_seconds)
     server = (
         f"-c tcp_keepalives_idle={t['idle']} -c tcp_keepalives_interval={t['interval']} "
@@ -58,6 +61,7 @@ def keepalive_connect_args(lease_seconds: float) -> dict[str, Any]:
         "keepalives_count": t["count"],
         "tcp_user_timeout": int(lease_seconds * 1000),
         "options": server,
+        **PLANNING,
     }
 
 

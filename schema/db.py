@@ -13,6 +13,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from docbatch.schema.settings import Settings
 
+# Every statement planned for its own parameters and the tables' current size: psycopg
+# prepares nothing server-side. Prepared after a few runs, a statement could keep one
+# generic plan made while a job's tables were nearly empty: a claim's or a close's
+# "documents of this unit without a result" check stayed a sequential scan of ``results``
+# that grew with the job (each unit slower than the one before) until an ANALYZE, which
+# a database without autovacuum never gets. A client-side setting, so a transaction-mode
+# PgBouncer in front (docs/operations/sizing.md) needs nothing more; planning each
+# statement costs a few tenths of a millisecond.
+PLANNING = {"prepare_threshold": None}
+
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
@@ -36,7 +46,13 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
+        connect_args=dict(PLANNING),
+    )
 
 
 @lru_cache(maxsize=4)

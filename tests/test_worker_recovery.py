@@ -92,6 +92,9 @@ def test_units_claimed_ahead_heartbeat_while_they_wait(api, private_queues, limi
     try:
         job_id = _submit(api, _docs(12))
         job = wait_for_job(api, job_id, timeout=120)
+        deadline = time.monotonic() + 30  # the chain's line comes a moment after the job ends
+        while "chain units=" not in worker.log and time.monotonic() < deadline:
+            time.sleep(0.1)
         log = worker.log
     finally:
         worker.stop()
