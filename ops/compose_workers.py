@@ -145,18 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="fail if the files are stale")
     args = parser.parse_args(argv)
-    files = render(fleet.load(), COMPOSE.read_text())
-    stale = []
-    for path, text in files.items():
-        if args.check:
-            if not path.exists() or path.read_text() != text:
-                stale.append(str(path.relative_to(ROOT)))
-        else:
-            path.write_text(text)
-    if stale:
-        print(f"stale (run `make manifests`): {', '.join(stale)}", file=sys.stderr)
-        return 1
-    return 0
+    return fleet.write_or_check(render(fleet.load(), COMPOSE.read_text()), args.check)
 
 
 if __name__ == "__main__":

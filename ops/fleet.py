@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,3 +96,19 @@ def load(path: Path = LIST, spec: dict[str, Any] | None = None) -> Fleet:
         workers.append(Worker("extract", "extract", settings.queue_for("extract"), extract))
     deployments = [{k: v for k, v in item.items() if k != "worker"} for item in spec["deployments"]]
     return Fleet(spec, workers, deployments)
+
+
+def write_or_check(files: dict[Path, str], check: bool) -> int:
+    """Write the generated ``files`` (path -> text); with ``check``, write nothing and
+    fail (1) naming those whose text on disk differs, as CI's `make manifests-check` does."""
+    stale = []
+    for path, text in files.items():
+        if check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(str(path.relative_to(ROOT)))
+        else:
+            path.write_text(text)
+    if stale:
+        print(f"stale (run `make manifests`): {', '.join(stale)}", file=sys.stderr)
+        return 1
+    return 0

@@ -230,18 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="fail if the files are stale")
     args = parser.parse_args(argv)
     spec = yaml.safe_load(fleet.LIST.read_text())
-    stale = []
-    for name, text in render(spec).items():
-        path = HERE / name
-        if args.check:
-            if not path.exists() or path.read_text() != text:
-                stale.append(str(path))
-        else:
-            path.write_text(text)
-    if stale:
-        print(f"stale (run `make manifests`): {', '.join(stale)}", file=sys.stderr)
-        return 1
-    return 0
+    files = {HERE / name: text for name, text in render(spec).items()}
+    return fleet.write_or_check(files, args.check)
 
 
 if __name__ == "__main__":
