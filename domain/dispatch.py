@@ -74,7 +74,7 @@ def top_up(session: Session, settings: Settings, queue: str) -> list[int]:
     """Pick ``queue``'s next units (up to the depth), marked sent; returns their ids for
     the caller to send after its commit."""
     fairshare.lock_queue(session, queue)
-    lost = leases.orphaned(session, queue, utcnow() - silence(settings))
+    lost = [u for u, _ in leases.orphaned(session, queue, utcnow() - silence(settings))]
     if lost:  # their workers died: back to the backlog, the attempt counted
         log.warning("units %s lost their worker; queued again", lost)
         session.execute(

@@ -18,6 +18,7 @@ from docbatch.schema.db import new_session
 from docbatch.schema.settings import Settings, get_settings
 from docbatch.schema.tables import Job, Result, Unit
 from docbatch.worker.model_stage import ModelStage
+from docbatch.worker.reconcile import reconcile_once
 from docbatch.worker.runner import UnitRunner
 from docbatch.worker.stage import Held
 from tests.fakes import UpperHandler
@@ -164,7 +165,6 @@ def test_a_unit_claimed_ahead_is_charged_its_attempt_only_once_it_computes():
     counts, and a give-back refunds only what was counted."""
     from sqlalchemy import update
 
-    from docbatch.domain import dispatch
     from docbatch.schema.db import transaction
     from docbatch.worker.lease import Lease
 
@@ -259,6 +259,7 @@ def test_worker_killed_mid_chain_still_completes_every_document_once(api):
         "DOCBATCH_QUEUE_PREFIX": prefix,
         "DOCBATCH_MODELS__SUMMARIZE__HANDLER": "tests.fakes:UpperHandler",
         "DOCBATCH_FAKE_SLEEP": "0.3",
+        "DOCBATCH_UNIT_HEARTBEAT_SECONDS": "0.3",
     }
     with override(queue_prefix=prefix, unit_max_documents="3"):
         docs = load_corpus("stdlib-docs.jsonl", 36)
@@ -274,6 +275,15 @@ def test_worker_killed_mid_chain_still_completes_every_document_once(api):
             time.sleep(0.1)
         for child in worker.children():
             os.kill(child, signal.SIGKILL)
+        # The beat's reconciler: the unit the dead process had claimed ahead is taken
+        # back once it has gone unheartbeated for three heartbeats.
+        beat = get_settings().model_copy(
+            update={"queue_prefix": prefix, "unit_heartbeat_seconds": 0.3}
+        )
+        while api.get(f"/v1/jobs/{job_id}").json()["status"] == "running":
+            assert time.monotonic() < deadline + 240, "the job never finished"
+            reconcile_once(beat)
+            time.sleep(0.5)
         job = wait_for_job(api, job_id, timeout=240)
     finally:
         worker.stop()
