@@ -9,8 +9,9 @@ changed a queue (a job created, a unit claimed, closed, split or given back, an
 extraction settled: ``Outbox.add_dispatch``) and on every reconciler pass, so a queue
 is refilled as soon as a worker takes from it and every queued unit reaches a worker
 even if a top-up was lost. A unit marked running
-whose lease no worker holds (the worker died) goes back to the backlog at the next
-top-up, its attempt counted.
+whose lease no worker holds and that went unheartbeated for three heartbeats (the worker
+died; a cut connection alone drops the lease of a live worker) goes back to the backlog
+at the next top-up, its attempt counted.
 
 A worker chaining units (claim-ahead) asks ``next_units`` instead of the broker. Units
 sent and not claimed were picked in fair order already, so they and the backlog are
@@ -28,6 +29,7 @@ holds the backlog: autoscaling watches ``docbatch_queued_units`` (api/metrics.py
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from sqlalchemy import func, select, text, update
@@ -58,11 +60,21 @@ def sent_unclaimed(session: Session, queue: str) -> int:
     )
 
 
+def silence(settings: Settings) -> dt.timedelta:
+    """How long a running unit with no lease must also go unheartbeated before the
+    top-up takes it back as lost: three missed heartbeats (a live worker whose
+    connections were cut beats again once they are back), at most the lease period
+    after which the reconciler sends it again anyway."""
+    return dt.timedelta(
+        seconds=min(3 * settings.unit_heartbeat_seconds, settings.running_lease_seconds)
+    )
+
+
 def top_up(session: Session, settings: Settings, queue: str) -> list[int]:
     """Pick ``queue``'s next units (up to the depth), marked sent; returns their ids for
     the caller to send after its commit."""
     fairshare.lock_queue(session, queue)
-    lost = leases.orphaned(session, queue)
+    lost = [u for u, _ in leases.orphaned(session, queue, utcnow() - silence(settings))]
     if lost:  # their workers died: back to the backlog, the attempt counted
         log.warning("units %s lost their worker; queued again", lost)
         session.execute(

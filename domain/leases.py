@@ -17,6 +17,7 @@ units within about one lease period.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from sqlalchemy import text
@@ -80,20 +81,29 @@ def held_elsewhere(session: Session, unit_id: int) -> bool:
     return not got
 
 
-def orphaned(session: Session, queue: str) -> list[int]:
-    """Units of ``queue`` marked running whose lease no session holds: their worker died
-    (a unit is marked running only under its lease, and closed before the lease goes).
-    Never any on SQLite, which has no leases (its heartbeats and the reconciler cover it)."""
+def orphaned(
+    session: Session, queue: str | None, silent_since: dt.datetime
+) -> list[tuple[int, str]]:
+    """(id, queue) of units of ``queue`` (None: of every queue) marked running whose
+    lease no session holds and that nothing claimed or heartbeated since
+    ``silent_since``: their worker died (a unit is marked running only under its lease,
+    and closed before the lease goes). A lease alone is not enough: a cut database
+    connection drops it while its worker, alive, keeps computing and heartbeating the
+    unit; taken back then, the unit would be charged an attempt for every cut
+    (docbatch.domain.retry). Never any on SQLite, which has no leases (its heartbeats
+    and the reconciler cover it)."""
     if session.get_bind().dialect.name != "postgresql":
         return []
     rows = session.execute(
         text(
-            "SELECT u.id FROM units u WHERE u.queue = :queue AND u.state = 'running' "
+            "SELECT u.id, u.queue FROM units u WHERE u.state = 'running' "
+            "AND (CAST(:queue AS VARCHAR) IS NULL OR u.queue = :queue) "
+            "AND u.claimed_at < :silent AND (u.heartbeat_at IS NULL OR u.heartbeat_at < :silent) "
             "AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' "
             "AND l.granted AND l.objsubid = 2 AND l.classid = :ns "
             "AND l.objid = (u.id & 2147483647)::bigint::oid "
             "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
         ),
-        {"queue": queue, "ns": NAMESPACE},
+        {"queue": queue, "ns": NAMESPACE, "silent": silent_since},
     ).all()
-    return [int(r[0]) for r in rows]
+    return [(int(r[0]), str(r[1])) for r in rows]

@@ -13,6 +13,10 @@ DOCBATCH_RECONCILE_INTERVAL_SECONDS and the outbox publishes):
   broker is compared with the number of queued units that name it and only the shortfall
   is sent again (oldest first), so a deep backlog is not duplicated every pass.
   Duplicates that still happen are harmless: a closed unit is skipped.
+- A **running** unit whose lease no worker holds and that went unheartbeated for three
+  heartbeats (its worker died; a connection cut alone drops a live worker's lease) has
+  its queue topped up, which takes it back (docbatch.domain.dispatch.top_up), well
+  before its lease period.
 - A queue with units in the **backlog** (queued, never sent: docbatch.domain.dispatch) is
   topped up, in case the top-up after the commit that made them was lost.
 - A job still **cancelling** with units not started (queued, or waiting for their files'
@@ -32,7 +36,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from docbatch.domain import dispatch, webhooks
+from docbatch.domain import dispatch, leases, webhooks
 from docbatch.domain.outbox import outbox
 from docbatch.schema.settings import Settings
 from docbatch.schema.tables import NOT_STARTED_UNIT_STATES, Job, JobStatus, Unit, UnitState, utcnow
@@ -146,6 +150,10 @@ def find_lost(session: Session, settings: Settings, depths: QueueDepths) -> Foun
         for unit_id, queue in resend:
             box.add_unit(unit_id, queue, priority.get(unit_id, 0))
     for queue in dispatch.backlogged_queues(session):
+        box.add_dispatch(queue)
+    # Units whose worker died (no lease, silent past dispatch.silence): the top-up of
+    # their queue takes them back, whether or not anything else commits on it.
+    for queue in {q for _, q in leases.orphaned(session, None, now - dispatch.silence(settings))}:
         box.add_dispatch(queue)
     cancelling = session.scalars(
         select(Job.id)

@@ -12,12 +12,13 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from docbatch.domain import jobs
+from docbatch.domain import dispatch, jobs
 from docbatch.domain.outbox import unit_of_work
 from docbatch.schema.db import new_session
 from docbatch.schema.settings import Settings, get_settings
 from docbatch.schema.tables import Job, Result, Unit
 from docbatch.worker.model_stage import ModelStage
+from docbatch.worker.reconcile import reconcile_once
 from docbatch.worker.runner import UnitRunner
 from docbatch.worker.stage import Held
 from tests.fakes import UpperHandler
@@ -25,13 +26,16 @@ from tests.fixtures import WorkerProcess, load_corpus, read_ndjson, wait_for_job
 from tests.settings_env import override
 
 
-def _settings(prefix: str, overlap: str = "auto", claim_ahead: bool = True) -> Settings:
+def _settings(
+    prefix: str, overlap: str = "auto", claim_ahead: bool = True, heartbeat: float = 10.0
+) -> Settings:
     return get_settings().model_copy(
         update={
             "queue_prefix": prefix,
             "unit_max_documents": 4,
             "worker_overlap": overlap,
             "worker_claim_ahead": claim_ahead,
+            "unit_heartbeat_seconds": heartbeat,
         }
     )
 
@@ -161,12 +165,11 @@ def test_a_unit_claimed_ahead_is_charged_its_attempt_only_once_it_computes():
     counts, and a give-back refunds only what was counted."""
     from sqlalchemy import update
 
-    from docbatch.domain import dispatch
     from docbatch.schema.db import transaction
     from docbatch.worker.lease import Lease
 
     handler = _handler()
-    settings = _settings(f"ahead-{secrets.token_hex(3)}")
+    settings = _settings(f"ahead-{secrets.token_hex(3)}", heartbeat=0.2)
     _, units = _create(settings, load_corpus("stdlib-docs.jsonl", 8))
     computed, spare = units[:2]
     with transaction(settings) as s:  # a worker died on it once already
@@ -190,11 +193,64 @@ def test_a_unit_claimed_ahead_is_charged_its_attempt_only_once_it_computes():
     assert isinstance(runner.claim(dying, spare, attempt=False), Held)
     dying.close()
     _until_lease_gone(spare)
-    with unit_of_work(settings, publish=False) as s:  # the next top-up finds it orphaned
-        dispatch.top_up(s, settings, settings.queue_for("summarize"))
+    _until_taken_back(settings, spare)  # a top-up finds it orphaned, once it goes silent
     assert _state(spare) == ("queued", 1)  # the death was not its doing
     assert runner.run(spare) == "done"
     assert _state(spare) == ("done", 2)
+
+
+def _until_taken_back(settings: Settings, unit_id: int) -> None:
+    """Top-ups until one takes the unit back (queued again): its worker is gone."""
+    deadline = time.monotonic() + 10
+    while _state(unit_id)[0] == "running":
+        assert time.monotonic() < deadline, f"unit {unit_id} was never taken back"
+        with unit_of_work(settings, publish=False) as s:
+            dispatch.top_up(s, settings, settings.queue_for("summarize"))
+        time.sleep(0.05)
+
+
+def _silent_for(unit_id: int, seconds: float) -> bool:
+    """Has the unit been claimed longer than ``seconds`` ago (the database's clock)?"""
+    with new_session(get_settings()) as s:
+        unit = s.get(Unit, unit_id)
+        assert unit is not None and unit.claimed_at is not None
+        return bool(s.scalar(select(func.now() - unit.claimed_at)).total_seconds() > seconds)
+
+
+def test_a_cut_database_connection_does_not_charge_the_unit_of_a_live_worker():
+    """The chaos failure of seed 328486: every connection cut drops a live worker's lease
+    too; a top-up then took the unit it was computing as lost, and each claim after it
+    counted one more attempt, until the unit was given up as having killed its worker 3
+    times. A live worker keeps heartbeating its unit: a lease lost while the heartbeat
+    goes on is not a death, so nothing is taken back or charged."""
+    from docbatch.schema.db import transaction
+    from docbatch.worker.lease import Lease
+
+    handler = _handler()
+    settings = _settings(f"cut-{secrets.token_hex(3)}", heartbeat=0.2)
+    _, units = _create(settings, load_corpus("stdlib-docs.jsonl", 4))
+    runner = _runner(handler, settings)
+    lease = Lease(settings)
+    try:
+        held = runner.claim(lease, units[0])
+        assert isinstance(held, Held) and _state(units[0]) == ("running", 1)
+        pid = lease.conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        lease.conn.rollback()
+        with transaction(get_settings()) as s:  # the database cuts the lease connection
+            assert s.scalar(select(func.pg_terminate_backend(pid)))
+        _until_lease_gone(units[0])
+        deadline = time.monotonic() + 10
+        while not _silent_for(units[0], 3 * 0.2 + 0.5):  # past the silence, beating on
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with unit_of_work(settings, publish=False) as s:
+            dispatch.top_up(s, settings, settings.queue_for("summarize"))
+        assert _state(units[0]) == ("running", 1)  # not taken back: its worker lives
+        out = runner.compute(lease, held)
+        assert runner.finish(lease, held, out) == "done"
+        assert _state(units[0]) == ("done", 1)
+    finally:
+        lease.close()
 
 
 def test_worker_killed_mid_chain_still_completes_every_document_once(api):
@@ -203,6 +259,7 @@ def test_worker_killed_mid_chain_still_completes_every_document_once(api):
         "DOCBATCH_QUEUE_PREFIX": prefix,
         "DOCBATCH_MODELS__SUMMARIZE__HANDLER": "tests.fakes:UpperHandler",
         "DOCBATCH_FAKE_SLEEP": "0.3",
+        "DOCBATCH_UNIT_HEARTBEAT_SECONDS": "0.3",
     }
     with override(queue_prefix=prefix, unit_max_documents="3"):
         docs = load_corpus("stdlib-docs.jsonl", 36)
@@ -218,6 +275,15 @@ def test_worker_killed_mid_chain_still_completes_every_document_once(api):
             time.sleep(0.1)
         for child in worker.children():
             os.kill(child, signal.SIGKILL)
+        # The beat's reconciler: the unit the dead process had claimed ahead is taken
+        # back once it has gone unheartbeated for three heartbeats.
+        beat = get_settings().model_copy(
+            update={"queue_prefix": prefix, "unit_heartbeat_seconds": 0.3}
+        )
+        while api.get(f"/v1/jobs/{job_id}").json()["status"] == "running":
+            assert time.monotonic() < deadline + 240, "the job never finished"
+            reconcile_once(beat)
+            time.sleep(0.5)
         job = wait_for_job(api, job_id, timeout=240)
     finally:
         worker.stop()
