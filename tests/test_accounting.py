@@ -15,6 +15,7 @@ from sqlalchemy import select
 from docbatch.schema.db import new_session
 from docbatch.schema.settings import get_settings
 from docbatch.schema.tables import Unit, Usage
+from docbatch.worker.reconcile import reconcile_once
 from tests.fakeworkers import fake_worker_env
 from tests.fixtures import WorkerProcess, wait_for_job
 from tests.settings_env import override
@@ -36,7 +37,7 @@ def _usage_rows(job_id: str) -> list[Any]:
 
 def test_usage_after_a_worker_kill_equals_the_work_done_once(api: Any, private_queues: str) -> None:
     with override(unit_max_documents="3"):
-        env = fake_worker_env(private_queues, sleep=0.3)
+        env = fake_worker_env(private_queues, sleep=0.3, DOCBATCH_UNIT_HEARTBEAT_SECONDS="0.3")
         worker = WorkerProcess("summarize", env=env, name="usage-kill").wait_ready()
         try:
             resp = api.post("/v1/jobs", json={"tasks": ["summarize"], "documents": _docs()})
@@ -57,6 +58,13 @@ def test_usage_after_a_worker_kill_equals_the_work_done_once(api: Any, private_q
                 time.sleep(0.05)
             for child in worker.children():
                 os.kill(child, signal.SIGKILL)
+            # The beat's reconciler: a unit the dead process had claimed ahead is taken
+            # back once three heartbeats went missing (a cut connection is not a death).
+            beat = get_settings().model_copy(update={"unit_heartbeat_seconds": 0.3})
+            while api.get(f"/v1/jobs/{job_id}").json()["status"] == "running":
+                assert time.monotonic() < deadline + 240, "the job never finished"
+                reconcile_once(beat)
+                time.sleep(0.5)
             job = wait_for_job(api, job_id, timeout=240)
             # The same documents again, reusing the results: counted as reused.
             again = api.post(
