@@ -71,6 +71,14 @@ class Lease:
     def _call(self, fn: str, unit_id: int) -> bool:
         with self.lock:
             self._reconnect_if_broken()
+            try:
+                return self._try_lock(fn, unit_id)
+            except Exception:
+                if not self.broken:
+                    raise
+            # Cut while idle (between two units, no heartbeat to notice): once more on a
+            # new connection.
+            self._reconnect()
             return self._try_lock(fn, unit_id)
 
     def keep(self) -> None:
