@@ -21,7 +21,15 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from docbatch.schema.statuses import TERMINAL_JOB_STATUSES
-from docbatch.schema.tables import EXTRACT, OPEN_UNIT_STATES, Job, Unit, UnitState, UnitTally
+from docbatch.schema.tables import (
+    EXTRACT,
+    NOT_STARTED_UNIT_STATES,
+    OPEN_UNIT_STATES,
+    Job,
+    Unit,
+    UnitState,
+    UnitTally,
+)
 
 
 def kept(session: Session) -> bool:
@@ -186,3 +194,25 @@ def oldest_queued(session: Session) -> dict[str, dt.datetime]:
         if oldest is not None:
             out[str(name)] = oldest
     return out
+
+
+def not_started_documents(session: Session, job_id: str) -> int:
+    """Documents of the job's units not started yet (waiting or queued), tasks summed:
+    what a cancel closes at once."""
+    if kept(session):
+        return int(
+            session.scalar(
+                select(func.coalesce(func.sum(UnitTally.documents), 0)).where(
+                    UnitTally.job_id == job_id, UnitTally.state.in_(NOT_STARTED_UNIT_STATES)
+                )
+            )
+            or 0
+        )
+    return int(
+        session.scalar(
+            select(func.coalesce(func.sum(Unit.seq_hi - Unit.seq_lo + 1), 0)).where(
+                Unit.job_id == job_id, Unit.state.in_(NOT_STARTED_UNIT_STATES)
+            )
+        )
+        or 0
+    )

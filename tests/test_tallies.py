@@ -196,3 +196,17 @@ def test_the_oldest_queued_unit_is_one_index_entry_per_deployment(database: str)
     assert oldest["summarize"] == first
     scans = [n for n in _nodes(plan) if n.get("Index Name") == "ix_units_queued_age"]
     assert scans and scans[0]["Actual Rows"] == 1, plan  # one entry, not the 300
+
+
+def test_a_cancel_asks_how_much_is_queued_without_reading_the_backlog(database: str) -> None:
+    """A cancel closes the queued units at once when they hold few documents
+    (DOCBATCH_CANCEL_BATCH_DOCUMENTS); finding out summed every unit not started."""
+    settings = _settings(f"tc{secrets.token_hex(3)}", unit_docs=1)
+    tenant = f"t{secrets.token_hex(2)}"
+    big, small = _job(settings, tenant, 300), _job(settings, tenant, 3)
+    with unit_of_work(settings, publish=False) as s:
+        before = _units_read(s)
+        assert jobs.cancel_job(s, tenant, big, inline_documents=10).status == "cancelling"
+        assert _units_read(s) == before  # 300 queued: left to the sweep, none read
+    with unit_of_work(settings, publish=False) as s:
+        assert jobs.cancel_job(s, tenant, small, inline_documents=10).status == "cancelled"
