@@ -12,13 +12,20 @@ returned, steady chunks/s and the rate in the first and the last tenth of the un
 load (its HTML plus the two reads its script makes), Redis memory of the run's db index at
 its peak, the reconciler's pass time, NDJSON and Parquet export (docs/s, api RSS growth),
 Postgres bytes per document (documents, results, units, indexes included) before and after
-``VACUUM``; then a cancel mid-way of a second big job (time to ``cancelled``, counts exact).
+``VACUUM``; CPU per submitted document (api, Postgres), per unit (workers, Postgres) and per
+poll round (api), and Redis commands per unit (the inputs of docs/scaling.md; Postgres' and
+Redis' are server-wide, so take them on a quiet machine); then a cancel mid-way of a second
+big job (time to ``cancelled``, counts exact), and the delete of the big completed job
+(seconds from ``DELETE`` to 404 with one ``docbatch maintenance`` process deleting, the
+workers stopped; rows and bytes of the job's tables before and after, and after
+``VACUUM``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import tempfile
 import threading
@@ -30,8 +37,19 @@ import httpx
 
 from bench.cluster import Api, RssSampler, file_chunks, start_workers, stop_all
 from bench.env import BenchEnv, machine, rss_mb
+from bench.load import _tree_cpu_seconds
 
 TABLES = ("documents", "results", "units")
+# What a job's delete removes (docbatch.domain.deletion.TABLES and the job row).
+JOB_TABLES = (
+    "webhook_deliveries",
+    "results",
+    "document_files",
+    "documents",
+    "units",
+    "job_tasks",
+    "jobs",
+)
 WORDS = (  # noqa: SIM905
     "the of and to in is that for it as with was on be by this are from or an which data "
     "model document batch worker queue result token chunk vector summary label python"
@@ -140,6 +158,51 @@ def db_counters(env: BenchEnv) -> dict[str, int]:
     return dict(zip(("commits", "inserts", "updates", "deletes"), map(int, row), strict=True))
 
 
+def postgres_cpu_seconds() -> float:
+    """User + system CPU of every postgres server process on this machine (the capacity
+    model's Postgres CPU per unit and per document; other databases' work counts too, so
+    read it on a quiet machine)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, rest = stat.read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if head.endswith("(postgres"):
+            fields = rest.split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def redis_commands(env: BenchEnv) -> int:
+    """Commands the Redis server has run so far (server-wide: every db index)."""
+    import redis as redis_lib
+
+    client = redis_lib.Redis.from_url(env.broker_url)
+    try:
+        return int(client.info("stats")["total_commands_processed"])
+    finally:
+        client.close()
+
+
+class Cpu:
+    """CPU seconds spent by the api, the workers and Postgres between two readings."""
+
+    def __init__(self, api: Api, workers: list[Any]) -> None:
+        self.api, self.workers = api, workers
+
+    def read(self) -> dict[str, float]:
+        return {
+            "api": _tree_cpu_seconds(self.api.pid),
+            "workers": sum(_tree_cpu_seconds(w.pid) for w in self.workers),
+            "postgres": postgres_cpu_seconds(),
+        }
+
+    def since(self, before: dict[str, float]) -> dict[str, float]:
+        return {k: v - before[k] for k, v in self.read().items()}
+
+
 def table_bytes(env: BenchEnv) -> int:
     return sum(sql(env, f"SELECT pg_total_relation_size('{t}')")[0][0] for t in TABLES)
 
@@ -192,21 +255,29 @@ def export(api: Api, job_id: str, n: int, fmt: str) -> dict[str, float]:
     return {"docs_per_s": n / seconds, "rss_growth_mb": sampler.peak - before}
 
 
-def run_job(env: BenchEnv, api: Api, path: Path, n: int) -> dict[str, Any]:
+def run_job(env: BenchEnv, api: Api, cpu: Cpu, path: Path, n: int) -> dict[str, Any]:
     bytes_before = table_bytes(env)
     counters_before = db_counters(env)
+    cpu_before, redis_before = cpu.read(), redis_commands(env)
     with RssSampler(api.pid) as ingest_rss:
         t0 = time.monotonic()
         job = api.submit_ndjson(file_chunks(path), "embed")
         ingest_s = time.monotonic() - t0
+    ingest_cpu = cpu.since(cpu_before)
     with Watch(api, env, job["id"]) as watch:
         done = api.wait(job["id"], timeout=7200)
     assert done["counts"]["embed"]["succeeded"] == n, done["counts"]
     time.sleep(2)  # pg_stat_database is flushed by backends about once a second
     writes = {k: v - counters_before[k] for k, v in db_counters(env).items()}
+    # Processing = from the end of the upload to the job done; the watch's polls (5 a
+    # second) are in the api's and Postgres' share, counted below per poll round.
+    run_cpu = {k: v - ingest_cpu[k] for k, v in cpu.since(cpu_before).items()}
+    redis_ops = redis_commands(env) - redis_before
     rates = unit_rates(env, job["id"])
     units = rates["units created"]
+    polls = len(watch.poll)
     out: dict[str, Any] = {
+        "job id": job["id"],
         "ingest docs/s": n / ingest_s,
         "ingest api peak RSS MB": ingest_rss.peak,
         # What the upload itself added: the api holds what earlier requests left (the
@@ -223,6 +294,16 @@ def run_job(env: BenchEnv, api: Api, path: Path, n: int) -> dict[str, Any]:
         "redis peak KB": watch.redis_peak / 1024,
         "reconcile pass p50 ms": pct(watch.reconcile, 0.5),
         "reconcile pass max ms": pct(watch.reconcile, 1.0),
+        "api CPU ms per 1,000 documents submitted": 1e6 * ingest_cpu["api"] / n,
+        "postgres CPU ms per 1,000 documents submitted": 1e6 * ingest_cpu["postgres"] / n,
+        "worker CPU ms per unit (no-op model, all workers)": 1000 * run_cpu["workers"] / units,
+        "postgres CPU ms per unit while processing (incl. the polls)": (
+            1000 * run_cpu["postgres"] / units
+        ),
+        "api CPU ms per poll round (job + list + dashboard page) while processing": (
+            1000 * run_cpu["api"] / polls if polls else float("nan")
+        ),
+        "redis commands per unit (server-wide)": redis_ops / units,
     }
     for fmt in ("ndjson", "parquet"):
         for k, v in export(api, job["id"], n, fmt).items():
@@ -252,6 +333,52 @@ def cancel_midway(env: BenchEnv, api: Api, path: Path, n: int) -> dict[str, floa
     }
 
 
+def job_rows(env: BenchEnv) -> int:
+    return sum(int(sql(env, f"SELECT count(*) FROM {t}")[0][0]) for t in JOB_TABLES)
+
+
+def job_bytes(env: BenchEnv) -> int:
+    return sum(int(sql(env, f"SELECT pg_total_relation_size('{t}')")[0][0]) for t in JOB_TABLES)
+
+
+def delete_job(env: BenchEnv, api: Api, job_id: str, n: int) -> dict[str, float]:
+    """DELETE the (completed) job and time it to 404, one ``docbatch maintenance`` process
+    deleting (as bench.lifecycle): the workers are stopped first, so only it runs the
+    batches."""
+    from bench.env import wait_until
+
+    rows0, bytes0 = job_rows(env), job_bytes(env)
+    maintenance = env.spawn(["-m", "docbatch.cli", "maintenance"], "maintenance-million.log")
+    try:
+        wait_until(lambda: " ready." in env.log("maintenance-million.log"), 180, "maintenance")
+        t0 = time.monotonic()
+        resp = api.client.delete(f"/v1/jobs/{job_id}")
+        answered = time.monotonic() - t0
+        assert resp.status_code == 202, resp.text
+        wait_until(
+            lambda: api.client.get(f"/v1/jobs/{job_id}").status_code == 404,
+            7200,
+            "the deleted job's 404",
+            interval=0.5,
+        )
+        seconds = time.monotonic() - t0
+    finally:
+        stop_all([maintenance])
+    rows1, bytes1 = job_rows(env), job_bytes(env)
+    sql(env, "VACUUM (ANALYZE) " + ", ".join(JOB_TABLES))
+    bytes2 = job_bytes(env)
+    return {
+        f"delete ({n:,} docs): seconds from DELETE to 404": seconds,
+        "delete: seconds to answer DELETE": answered,
+        "delete: documents deleted per s": n / seconds,
+        "delete: job-table rows before": rows0,
+        "delete: job-table rows after": rows1,
+        "delete: job-table MB before": bytes0 / 1e6,
+        "delete: job-table MB after": bytes1 / 1e6,
+        "delete: job-table MB after VACUUM": bytes2 / 1e6,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--docs", type=int, default=1_000_000)
@@ -259,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--unit-tokens", type=int, default=65536)
     p.add_argument("--no-cancel", action="store_true", help="skip the cancel of a second job")
+    p.add_argument(
+        "--no-delete", action="store_true", help="skip the delete of the big completed job"
+    )
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="docbatch-million-"))
     env = BenchEnv(tmp / "logs").open()
@@ -268,17 +398,20 @@ def main(argv: list[str] | None = None) -> int:
     }
     api = Api(env, "api-million", {"DOCBATCH_UNIT_TOKENS": str(args.unit_tokens)})
     workers = start_workers(env, "embed", args.workers, extra, "noop")
+    cpu = Cpu(api, workers)
     try:
         figures: dict[int, dict[str, Any]] = {}
         for n in (args.sample, args.docs):
             path = short_corpus(tmp / f"docs-{n}.jsonl", n)
             print(f"job of {n} documents ({path.stat().st_size / 1e6:.0f} MB NDJSON)", flush=True)
-            figures[n] = run_job(env, api, path, n)
+            figures[n] = run_job(env, api, cpu, path, n)
             for key, value in figures[n].items():
-                print(f"  {key}: {value:,.2f}", flush=True)
+                shown = value if isinstance(value, str) else f"{value:,.2f}"
+                print(f"  {key}: {shown}", flush=True)
         small, big = figures[args.sample], figures[args.docs]
         print(f"\n| figure | {args.sample:,} docs | {args.docs:,} docs | ratio |")
         print("|---|---:|---:|---:|")
+        job_ids = {n: f.pop("job id") for n, f in figures.items()}
         for key in small:
             ratio = big[key] / small[key] if small[key] else float("nan")
             print(f"| {key} | {small[key]:,.2f} | {big[key]:,.2f} | {ratio:.2f} |")
@@ -286,7 +419,11 @@ def main(argv: list[str] | None = None) -> int:
             for key, value in cancel_midway(
                 env, api, tmp / f"docs-{args.docs}.jsonl", args.docs
             ).items():
-                print(f"| {key} | | {value:,.2f} | |")
+                print(f"| {key} | | {value:,.2f} | |", flush=True)
+        if not args.no_delete:
+            stop_all(workers)  # idle by now; only the maintenance process deletes
+            for key, value in delete_job(env, api, job_ids[args.docs], args.docs).items():
+                print(f"| {key} | | {value:,.2f} | |", flush=True)
         print(
             f"\n{args.workers} no-op workers, DOCBATCH_UNIT_TOKENS={args.unit_tokens}; "
             f"machine: {json.dumps(machine())}"
