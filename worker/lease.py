@@ -7,6 +7,10 @@ the lease this process holds never reads as "held elsewhere" to its own claim, w
 any other worker's claim of the unit is skipped. Every unit leased is heartbeated and,
 while it computes, timed by ``holdings`` (docbatch.worker.heartbeat). SQLite has no
 leases (``docbatch run``: one worker per task, nothing to race).
+
+The lease connection goes to DOCBATCH_LEASE_DATABASE_URL (``lease_url``; default the
+database URL): a session-level lock needs a server session of its own, which a
+transaction-mode pooler in front of the rest (DOCBATCH_DATABASE_URL) would not give it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from sqlalchemy.pool import NullPool
 from docbatch.domain.leases import keepalive_connect_args, lease_key
 from docbatch.domain.outbox import unit_of_work
 from docbatch.domain.presence import application_name
+from docbatch.schema.db import lease_url
 from docbatch.schema.settings import Settings
 from docbatch.worker.heartbeat import Holdings
 
@@ -44,7 +49,7 @@ class Lease:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         engine = _lease_engine(
-            settings.database_url, settings.running_lease_seconds, settings.worker_task
+            lease_url(settings), settings.running_lease_seconds, settings.worker_task
         )
         self.conn: Connection = engine.connect()
         self.lock = threading.Lock()
@@ -90,10 +95,15 @@ class Lease:
 _lease: Lease | None = None
 
 
+def _same_databases(a: Settings, b: Settings) -> bool:
+    # The lease connection's URL, and the database URL its units' heartbeats and writes use.
+    return (lease_url(a), a.database_url) == (lease_url(b), b.database_url)
+
+
 def get_lease(settings: Settings) -> Lease:
     """This process's lease connection (opened on first use, again after it broke)."""
     global _lease
-    if _lease is None or _lease.broken or _lease.settings.database_url != settings.database_url:
+    if _lease is None or _lease.broken or not _same_databases(_lease.settings, settings):
         if _lease is not None:
             _lease.close()
         _lease = Lease(settings)
@@ -138,6 +148,6 @@ def holder_for(settings: Settings) -> Lease | Unleased:
     global _unleased
     if not settings.database_url.startswith("sqlite"):
         return get_lease(settings)
-    if _unleased is None or _unleased.settings.database_url != settings.database_url:
+    if _unleased is None or not _same_databases(_unleased.settings, settings):
         _unleased = Unleased(settings)
     return _unleased
