@@ -95,8 +95,13 @@ def _round_trips(units: int) -> tuple[float, Counter[str]]:
 
 
 def test_a_chained_unit_costs_few_round_trips():
+    """57.8 a unit before the top-up asked first whether its queue had room (2026-12-07),
+    48.8 after; ``pytest -s`` prints what they are."""
     per_unit, seen = _round_trips(12)
     print(f"round trips per unit {per_unit:.1f}")
     for what, n in sorted(seen.items(), key=lambda kv: -kv[1]):
         print(f"{n / 12:6.2f}  {what}")
-    assert per_unit <= 60, seen
+    assert per_unit <= 54, seen
+    # While the chain runs the queue stays full: no top-up transaction after each commit
+    # (only at the job's end, when the claims take the units sent with messages).
+    assert seen["sql: SELECT PG_ADVISORY_XACT_LOCK(%(NS)S, %(KEY)S)"] <= 12 + 8, seen
