@@ -266,6 +266,29 @@ class Unit(Base):
     )
 
 
+class UnitTally(Base):
+    """The open units of a job per task, queue and state (waiting, queued, running): how
+    many, their documents and estimated tokens.
+
+    Kept by Postgres triggers on ``units`` (migration 0013), so every statement that
+    inserts, moves or deletes units keeps it exact, redeliveries and cancel sweeps
+    included; the job's rows go when it ends (``ledger.finalize_job_if_done``). What it
+    answers without reading the backlog: is the job done, a tenant's queued documents
+    and tokens (docbatch.domain.quotas), units queued per queue (the api's metrics). On
+    SQLite it stays empty and those reads count the units (docbatch.domain.tallies).
+    """
+
+    __tablename__ = "unit_tallies"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    task: Mapped[str] = mapped_column(String(24), primary_key=True)
+    queue: Mapped[str] = mapped_column(String(100), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), primary_key=True)
+    units: Mapped[int] = mapped_column(BigInteger, default=0)
+    documents: Mapped[int] = mapped_column(BigInteger, default=0)
+    est_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class Result(Base):
     """The outcome of one task on one document; unique per (document, task)."""
 
