@@ -42,7 +42,7 @@ from docbatch.domain import tallies
 from docbatch.domain.build import build_info
 from docbatch.schema.db import new_session
 from docbatch.schema.settings import Settings, get_settings
-from docbatch.schema.tables import EXTRACT, Job, Unit, UnitState, WebhookDelivery, utcnow
+from docbatch.schema.tables import EXTRACT, Job, WebhookDelivery, utcnow
 
 log = logging.getLogger("docbatch.api")
 
@@ -177,11 +177,7 @@ def _unit_ages(settings: Settings) -> Iterator[GaugeMetricFamily]:
     )
     try:
         with new_session(settings) as s:
-            rows = s.execute(
-                select(Unit.task, func.min(Unit.published_at))
-                .where(Unit.state == UnitState.queued.value)
-                .group_by(Unit.task)
-            ).all()
+            rows = tallies.oldest_queued(s).items()  # an index entry per deployment
         now = utcnow()
         # Units are keyed by deployment (a task's default is named after the task).
         for name, oldest in rows:

@@ -473,12 +473,8 @@ def cancel_job(
         return job
     job.status = JobStatus.cancelling.value
     if inline_documents > 0:
-        queued = session.scalar(
-            select(func.coalesce(func.sum(Unit.seq_hi - Unit.seq_lo + 1), 0)).where(
-                Unit.job_id == job.id, Unit.state.in_(NOT_STARTED_UNIT_STATES)
-            )
-        )
-        if int(queued or 0) <= inline_documents:
+        queued = tallies.not_started_documents(session, job.id)  # not the whole backlog
+        if queued <= inline_documents:
             session.flush()
             cancel_queued_batch(session, job.id, inline_documents)
     if job.status == JobStatus.cancelling.value:

@@ -1,22 +1,35 @@
 """Reads of the open units that must not grow with the backlog (issue 25).
 
 "Is this job done?" (every unit close), a tenant's queued documents and tokens (every
-submit under a quota) and the units queued per queue (every metrics scrape) used to count
+submit under a quota), the units queued per queue and the oldest queued unit of each
+deployment (every metrics scrape) used to count
 the units themselves: a read as long as the backlog, per call. On Postgres they read
 ``unit_tallies`` instead (docbatch.schema.tables.UnitTally): a few rows per open job
 task, kept exact by triggers on ``units`` in the same transaction as every unit insert,
 state change and delete (so a redelivered claim, a released unit, a split, a cancel
 sweep or a deleted job moves them exactly as it moves the units). On SQLite (one
-machine, ``docbatch run``) there are no triggers and these reads count the units.
+machine, ``docbatch run``) there are no triggers and these reads count the units. The
+oldest queued unit is read from an index (``ix_units_queued_age``), one entry per
+deployment with queued units.
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from docbatch.schema.statuses import TERMINAL_JOB_STATUSES
-from docbatch.schema.tables import EXTRACT, OPEN_UNIT_STATES, Job, Unit, UnitState, UnitTally
+from docbatch.schema.tables import (
+    EXTRACT,
+    NOT_STARTED_UNIT_STATES,
+    OPEN_UNIT_STATES,
+    Job,
+    Unit,
+    UnitState,
+    UnitTally,
+)
 
 
 def kept(session: Session) -> bool:
@@ -149,3 +162,57 @@ def queued_by_tenant(session: Session) -> list[tuple[str, str, int]]:
             .group_by(Job.tenant, Unit.task)
         ).all()
     return [(str(t), str(task), int(n)) for t, task, n in rows if n]
+
+
+def oldest_queued(session: Session) -> dict[str, dt.datetime]:
+    """When the oldest queued unit of each deployment with queued units was published:
+    the first entry of ``ix_units_queued_age`` per deployment, not every queued unit."""
+    if kept(session):
+        names = session.scalars(
+            select(UnitTally.task)
+            .where(UnitTally.state == UnitState.queued.value, UnitTally.units > 0)
+            .distinct()
+        ).all()
+    else:
+        names = session.scalars(
+            select(Unit.task).where(Unit.state == UnitState.queued.value).distinct()
+        ).all()
+    out: dict[str, dt.datetime] = {}
+    for name in names:
+        # ORDER BY ... LIMIT 1 rather than min(): the planner, without statistics, may
+        # aggregate every queued entry for min() instead of taking the first.
+        oldest = session.scalar(
+            select(Unit.published_at)
+            .where(
+                Unit.state == UnitState.queued.value,
+                Unit.task == name,
+                Unit.published_at.is_not(None),
+            )
+            .order_by(Unit.published_at)
+            .limit(1)
+        )
+        if oldest is not None:
+            out[str(name)] = oldest
+    return out
+
+
+def not_started_documents(session: Session, job_id: str) -> int:
+    """Documents of the job's units not started yet (waiting or queued), tasks summed:
+    what a cancel closes at once."""
+    if kept(session):
+        return int(
+            session.scalar(
+                select(func.coalesce(func.sum(UnitTally.documents), 0)).where(
+                    UnitTally.job_id == job_id, UnitTally.state.in_(NOT_STARTED_UNIT_STATES)
+                )
+            )
+            or 0
+        )
+    return int(
+        session.scalar(
+            select(func.coalesce(func.sum(Unit.seq_hi - Unit.seq_lo + 1), 0)).where(
+                Unit.job_id == job_id, Unit.state.in_(NOT_STARTED_UNIT_STATES)
+            )
+        )
+        or 0
+    )

@@ -244,6 +244,14 @@ class Unit(Base):
     __table_args__ = (
         Index("ix_units_job_state", "job_id", "state"),
         Index("ix_units_state_published", "state", "published_at"),
+        # The oldest queued unit of each deployment (a metric read at every scrape).
+        Index(
+            "ix_units_queued_age",
+            "task",
+            "published_at",
+            postgresql_where=text("state = 'queued'"),
+            sqlite_where=text("state = 'queued'"),
+        ),
         # The backlog the dispatcher reads: queued units not yet sent, per queue and job,
         # in id order (a job's next units are the first entries of its range).
         Index(

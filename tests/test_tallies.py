@@ -7,7 +7,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from sqlalchemy import delete, text, update
+from sqlalchemy import delete, select, text, update
 
 from docbatch.domain import jobs, ledger, quotas, tallies
 from docbatch.domain.outbox import unit_of_work
@@ -159,3 +159,54 @@ def test_a_deep_backlog_is_not_read_to_answer_done_quota_or_metric(database: str
     assert used.queued_tokens > 0
     assert per_queue[queue] == 300
     assert (tenant, "summarize", 300) in per_tenant
+
+
+def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    return [plan, *(n for child in plan.get("Plans", []) for n in _nodes(child))]
+
+
+def test_the_oldest_queued_unit_is_one_index_entry_per_deployment(database: str) -> None:
+    """``docbatch_oldest_queued_unit_age_seconds`` grouped every queued unit by task at
+    each scrape; it reads the first entry of each deployment's queued units now."""
+    settings = _settings(f"ta{secrets.token_hex(3)}", unit_docs=1)
+    job_id = _job(settings, f"t{secrets.token_hex(2)}", 300)
+    with transaction(get_settings()) as s:  # published over five minutes, oldest first
+        s.execute(
+            text(
+                "UPDATE units SET published_at = now() - (400 - seq_lo) * interval '1 s' "
+                "WHERE job_id = :j"
+            ),
+            {"j": job_id},
+        )
+    with new_session(get_settings()) as s:
+        oldest = tallies.oldest_queued(s)
+        first = s.scalar(
+            text("SELECT min(published_at) FROM units WHERE state = 'queued' AND task = :t"),
+            {"t": "summarize"},
+        )
+        statement = (
+            select(Unit.published_at)
+            .where(Unit.state == "queued", Unit.task == "summarize")
+            .where(Unit.published_at.is_not(None))
+            .order_by(Unit.published_at)
+            .limit(1)
+        )  # what tallies.oldest_queued asks per deployment
+        compiled = statement.compile(s.get_bind(), compile_kwargs={"literal_binds": True})
+        plan = s.scalar(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {compiled}"))[0]["Plan"]
+    assert oldest["summarize"] == first
+    scans = [n for n in _nodes(plan) if n.get("Index Name") == "ix_units_queued_age"]
+    assert scans and scans[0]["Actual Rows"] == 1, plan  # one entry, not the 300
+
+
+def test_a_cancel_asks_how_much_is_queued_without_reading_the_backlog(database: str) -> None:
+    """A cancel closes the queued units at once when they hold few documents
+    (DOCBATCH_CANCEL_BATCH_DOCUMENTS); finding out summed every unit not started."""
+    settings = _settings(f"tc{secrets.token_hex(3)}", unit_docs=1)
+    tenant = f"t{secrets.token_hex(2)}"
+    big, small = _job(settings, tenant, 300), _job(settings, tenant, 3)
+    with unit_of_work(settings, publish=False) as s:
+        before = _units_read(s)
+        assert jobs.cancel_job(s, tenant, big, inline_documents=10).status == "cancelling"
+        assert _units_read(s) == before  # 300 queued: left to the sweep, none read
+    with unit_of_work(settings, publish=False) as s:
+        assert jobs.cancel_job(s, tenant, small, inline_documents=10).status == "cancelled"

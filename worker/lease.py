@@ -14,6 +14,10 @@ once it is found broken, a new one is opened and the lease of every unit still h
 taken again on it. A unit whose lease another worker took in between (its message
 reached a worker that saw no lease) is *lost*: this worker stops it and writes nothing
 of it (``Holdings.lost``), the other worker runs it.
+
+The lease connection goes to DOCBATCH_LEASE_DATABASE_URL (``lease_url``; default the
+database URL): a session-level lock needs a server session of its own, which a
+transaction-mode pooler in front of the rest (DOCBATCH_DATABASE_URL) would not give it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from sqlalchemy.pool import NullPool
 from docbatch.domain.leases import keepalive_connect_args, lease_key
 from docbatch.domain.outbox import unit_of_work
 from docbatch.domain.presence import application_name
+from docbatch.schema.db import lease_url
 from docbatch.schema.settings import Settings
 from docbatch.worker.heartbeat import Holdings
 
@@ -54,7 +59,7 @@ class Lease:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine = _lease_engine(
-            settings.database_url, settings.running_lease_seconds, settings.worker_task
+            lease_url(settings), settings.running_lease_seconds, settings.worker_task
         )
         self.conn: Connection = self.engine.connect()
         self.lock = threading.RLock()
@@ -153,11 +158,16 @@ class Lease:
 _lease: Lease | None = None
 
 
+def _same_databases(a: Settings, b: Settings) -> bool:
+    # The lease connection's URL, and the database URL its units' heartbeats and writes use.
+    return (lease_url(a), a.database_url) == (lease_url(b), b.database_url)
+
+
 def get_lease(settings: Settings) -> Lease:
     """This process's lease connection (opened on first use; after it broke, opened again
     with the leases of the units still held)."""
     global _lease
-    if _lease is not None and _lease.settings.database_url != settings.database_url:
+    if _lease is not None and not _same_databases(_lease.settings, settings):
         _lease.close()
         _lease = None
     if _lease is None:
@@ -213,6 +223,6 @@ def holder_for(settings: Settings) -> Lease | Unleased:
     global _unleased
     if not settings.database_url.startswith("sqlite"):
         return get_lease(settings)
-    if _unleased is None or _unleased.settings.database_url != settings.database_url:
+    if _unleased is None or not _same_databases(_unleased.settings, settings):
         _unleased = Unleased(settings)
     return _unleased
