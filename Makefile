@@ -55,8 +55,9 @@ system-deps:
 	bash ops/system-deps.sh
 
 # Needs PostgreSQL and Redis (DOCBATCH_TEST_DATABASE_URL / DOCBATCH_TEST_REDIS_URL,
-# default: the local servers); see tests/conftest.py.
-test: install system-deps
+# default: the local servers); see tests/conftest.py. PgBouncer (tests/test_pgbouncer.py)
+# is unpacked from Debian's package into the venv (no service is installed or started).
+test: install system-deps $(VENV)/bin/pgbouncer
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 # The tests that need no server (marked `fast`: chunking, batching plans, validation, text
@@ -129,6 +130,9 @@ alerts-check: install $(VENV)/bin/promtool
 
 $(VENV)/bin/promtool:
 	bash ops/prometheus/install-promtool.sh $@
+
+$(VENV)/bin/pgbouncer: | install
+	bash ops/pgbouncer/install-pgbouncer.sh $@
 
 format: install
 	$(VENV)/bin/ruff format .

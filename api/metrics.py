@@ -38,10 +38,11 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from docbatch.domain import tallies
 from docbatch.domain.build import build_info
 from docbatch.schema.db import new_session
 from docbatch.schema.settings import Settings, get_settings
-from docbatch.schema.tables import EXTRACT, Job, Unit, UnitState, WebhookDelivery, utcnow
+from docbatch.schema.tables import EXTRACT, Job, WebhookDelivery, utcnow
 
 log = logging.getLogger("docbatch.api")
 
@@ -130,12 +131,7 @@ class StateCollector(Collector):
         )
         try:
             with new_session(settings) as s:
-                rows = s.execute(
-                    select(Unit.queue, func.count())
-                    .where(Unit.state == UnitState.queued.value)
-                    .group_by(Unit.queue)
-                ).all()
-            seen = {str(q): int(n) for q, n in rows}
+                seen = tallies.queued_by_queue(s)  # per open job, not per queued unit
             # A deployment's queue with nothing queued reads 0, not absent.
             for name in (*settings.fleet, EXTRACT):
                 seen.setdefault(settings.queue_for(name), 0)
@@ -181,11 +177,7 @@ def _unit_ages(settings: Settings) -> Iterator[GaugeMetricFamily]:
     )
     try:
         with new_session(settings) as s:
-            rows = s.execute(
-                select(Unit.task, func.min(Unit.published_at))
-                .where(Unit.state == UnitState.queued.value)
-                .group_by(Unit.task)
-            ).all()
+            rows = tallies.oldest_queued(s).items()  # an index entry per deployment
         now = utcnow()
         # Units are keyed by deployment (a task's default is named after the task).
         for name, oldest in rows:
@@ -215,12 +207,7 @@ def _per_tenant(settings: Settings) -> Iterator[GaugeMetricFamily]:
             by_status = s.execute(
                 select(Job.tenant, Job.status, func.count()).group_by(Job.tenant, Job.status)
             ).all()
-            by_task = s.execute(
-                select(Job.tenant, Unit.task, func.count())
-                .join(Job, Job.id == Unit.job_id)
-                .where(Unit.state == UnitState.queued.value)
-                .group_by(Job.tenant, Unit.task)
-            ).all()
+            by_task = tallies.queued_by_tenant(s)
         totals: dict[str, int] = {}
         for tenant, _, n in by_status:
             totals[tenant] = totals.get(tenant, 0) + int(n)

@@ -15,7 +15,10 @@ Postgres bytes per document (documents, results, units, indexes included) before
 ``VACUUM``; CPU per submitted document (api, Postgres), per unit (workers, Postgres) and per
 poll round (api), and Redis commands per unit (the inputs of docs/scaling.md; Postgres' and
 Redis' are server-wide, so take them on a quiet machine); then a cancel mid-way of a second
-big job (time to ``cancelled``, counts exact).
+big job (time to ``cancelled``, counts exact), and the delete of the big completed job
+(seconds from ``DELETE`` to 404 with one ``docbatch maintenance`` process deleting, the
+workers stopped; rows and bytes of the job's tables before and after, and after
+``VACUUM``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,16 @@ from bench.env import BenchEnv, machine, rss_mb
 from bench.load import _tree_cpu_seconds
 
 TABLES = ("documents", "results", "units")
+# What a job's delete removes (docbatch.domain.deletion.TABLES and the job row).
+JOB_TABLES = (
+    "webhook_deliveries",
+    "results",
+    "document_files",
+    "documents",
+    "units",
+    "job_tasks",
+    "jobs",
+)
 WORDS = (  # noqa: SIM905
     "the of and to in is that for it as with was on be by this are from or an which data "
     "model document batch worker queue result token chunk vector summary label python"
@@ -264,6 +277,7 @@ def run_job(env: BenchEnv, api: Api, cpu: Cpu, path: Path, n: int) -> dict[str, 
     units = rates["units created"]
     polls = len(watch.poll)
     out: dict[str, Any] = {
+        "job id": job["id"],
         "ingest docs/s": n / ingest_s,
         "ingest api peak RSS MB": ingest_rss.peak,
         # What the upload itself added: the api holds what earlier requests left (the
@@ -319,6 +333,52 @@ def cancel_midway(env: BenchEnv, api: Api, path: Path, n: int) -> dict[str, floa
     }
 
 
+def job_rows(env: BenchEnv) -> int:
+    return sum(int(sql(env, f"SELECT count(*) FROM {t}")[0][0]) for t in JOB_TABLES)
+
+
+def job_bytes(env: BenchEnv) -> int:
+    return sum(int(sql(env, f"SELECT pg_total_relation_size('{t}')")[0][0]) for t in JOB_TABLES)
+
+
+def delete_job(env: BenchEnv, api: Api, job_id: str, n: int) -> dict[str, float]:
+    """DELETE the (completed) job and time it to 404, one ``docbatch maintenance`` process
+    deleting (as bench.lifecycle): the workers are stopped first, so only it runs the
+    batches."""
+    from bench.env import wait_until
+
+    rows0, bytes0 = job_rows(env), job_bytes(env)
+    maintenance = env.spawn(["-m", "docbatch.cli", "maintenance"], "maintenance-million.log")
+    try:
+        wait_until(lambda: " ready." in env.log("maintenance-million.log"), 180, "maintenance")
+        t0 = time.monotonic()
+        resp = api.client.delete(f"/v1/jobs/{job_id}")
+        answered = time.monotonic() - t0
+        assert resp.status_code == 202, resp.text
+        wait_until(
+            lambda: api.client.get(f"/v1/jobs/{job_id}").status_code == 404,
+            7200,
+            "the deleted job's 404",
+            interval=0.5,
+        )
+        seconds = time.monotonic() - t0
+    finally:
+        stop_all([maintenance])
+    rows1, bytes1 = job_rows(env), job_bytes(env)
+    sql(env, "VACUUM (ANALYZE) " + ", ".join(JOB_TABLES))
+    bytes2 = job_bytes(env)
+    return {
+        f"delete ({n:,} docs): seconds from DELETE to 404": seconds,
+        "delete: seconds to answer DELETE": answered,
+        "delete: documents deleted per s": n / seconds,
+        "delete: job-table rows before": rows0,
+        "delete: job-table rows after": rows1,
+        "delete: job-table MB before": bytes0 / 1e6,
+        "delete: job-table MB after": bytes1 / 1e6,
+        "delete: job-table MB after VACUUM": bytes2 / 1e6,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--docs", type=int, default=1_000_000)
@@ -326,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--unit-tokens", type=int, default=65536)
     p.add_argument("--no-cancel", action="store_true", help="skip the cancel of a second job")
+    p.add_argument(
+        "--no-delete", action="store_true", help="skip the delete of the big completed job"
+    )
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="docbatch-million-"))
     env = BenchEnv(tmp / "logs").open()
@@ -343,10 +406,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"job of {n} documents ({path.stat().st_size / 1e6:.0f} MB NDJSON)", flush=True)
             figures[n] = run_job(env, api, cpu, path, n)
             for key, value in figures[n].items():
-                print(f"  {key}: {value:,.2f}", flush=True)
+                shown = value if isinstance(value, str) else f"{value:,.2f}"
+                print(f"  {key}: {shown}", flush=True)
         small, big = figures[args.sample], figures[args.docs]
         print(f"\n| figure | {args.sample:,} docs | {args.docs:,} docs | ratio |")
         print("|---|---:|---:|---:|")
+        job_ids = {n: f.pop("job id") for n, f in figures.items()}
         for key in small:
             ratio = big[key] / small[key] if small[key] else float("nan")
             print(f"| {key} | {small[key]:,.2f} | {big[key]:,.2f} | {ratio:.2f} |")
@@ -354,7 +419,11 @@ def main(argv: list[str] | None = None) -> int:
             for key, value in cancel_midway(
                 env, api, tmp / f"docs-{args.docs}.jsonl", args.docs
             ).items():
-                print(f"| {key} | | {value:,.2f} | |")
+                print(f"| {key} | | {value:,.2f} | |", flush=True)
+        if not args.no_delete:
+            stop_all(workers)  # idle by now; only the maintenance process deletes
+            for key, value in delete_job(env, api, job_ids[args.docs], args.docs).items():
+                print(f"| {key} | | {value:,.2f} | |", flush=True)
         print(
             f"\n{args.workers} no-op workers, DOCBATCH_UNIT_TOKENS={args.unit_tokens}; "
             f"machine: {json.dumps(machine())}"

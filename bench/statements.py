@@ -10,13 +10,17 @@ with the job shows as a ratio well past 1 in one run:
 - the dispatcher's pick of the next unit (``docbatch.domain.fairshare.pick``, rolled
   back so every call sees the same backlog);
 - the dashboard's throughput chart (``docbatch.domain.stats.throughput``);
-- the poll (``docbatch.domain.polling.poll_job``).
+- the poll (``docbatch.domain.polling.poll_job``);
+- what every unit close asks (``ledger.finalize_job_if_done``, rolled back), every submit
+  under a quota (``quotas.usage_of``) and every metrics scrape (``docbatch_queued_units``:
+  ``tallies.queued_by_queue``); ``--counted`` times them as they were before the unit
+  tallies (counting the units: ``tallies.kept`` false), beside the tallies.
 
 Each job has two fifths of its units done (with their usage rows), two sent and the
 rest in the backlog. First the small job alone, then the small job done and the big one
 running beside it::
 
-    .venv/bin/python -m bench.statements [--units 800] [--factor 10] [--runs 30]
+    .venv/bin/python -m bench.statements [--units 800] [--factor 10] [--runs 30] [--counted]
 """
 
 from __future__ import annotations
@@ -129,8 +133,8 @@ def timed(fn: Callable[[], Any], runs: int) -> tuple[float, float]:
     return statistics.median(times), max(times)
 
 
-def statements(job_id: str, runs: int) -> dict[str, float]:
-    from docbatch.domain import fairshare, polling, stats
+def statements(job_id: str, runs: int, counted: bool = False) -> dict[str, float]:
+    from docbatch.domain import fairshare, ledger, polling, quotas, stats, tallies
     from docbatch.domain.outbox import unit_of_work
     from docbatch.domain.reconcile import find_lost
     from docbatch.schema.db import new_session
@@ -157,16 +161,42 @@ def statements(job_id: str, runs: int) -> dict[str, float]:
     def poll() -> None:
         polling.poll_job(None, job_id, settings)
 
+    def done() -> None:
+        with new_session(settings) as s:
+            assert not ledger.finalize_job_if_done(s, ledger.lock_job(s, job_id))
+            s.rollback()
+
+    def quota() -> None:
+        with new_session(settings) as s:
+            assert quotas.usage_of(s, "bench").queued_documents > 0
+
+    def metric() -> None:
+        with new_session(settings) as s:
+            assert tallies.queued_by_queue(s)[queue] > 0
+
+    reads = (("job done? (every unit close)", done), ("tenant quota use", quota))
+    reads += (("queued units metric", metric),)
     out: dict[str, float] = {}
     for name, fn in (
         ("reconciler pass", reconcile),
         ("fair pick of the next unit", pick),
         ("throughput chart", chart),
         ("GET job (poll_job)", poll),
+        *reads,
     ):
         median, worst = timed(fn, runs)
         out[f"{name} p50 ms"] = median
         out[f"{name} max ms"] = worst
+    if counted:
+        kept = tallies.kept
+        tallies.kept = lambda session: False  # type: ignore[assignment]
+        try:
+            for name, fn in reads:
+                median, worst = timed(fn, runs)
+                out[f"{name}, counting units p50 ms"] = median
+                out[f"{name}, counting units max ms"] = worst
+        finally:
+            tallies.kept = kept  # type: ignore[assignment]
     return out
 
 
@@ -175,15 +205,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--units", type=int, default=800, help="units of the small job")
     p.add_argument("--factor", type=int, default=10, help="the big job is this many times bigger")
     p.add_argument("--runs", type=int, default=30)
+    p.add_argument(
+        "--counted", action="store_true", help="also the reads as before the unit tallies"
+    )
     args = p.parse_args(argv)
     env = BenchEnv(Path(tempfile.mkdtemp(prefix="docbatch-statements-")) / "logs").open()
     try:
         small_units, big_units = args.units, args.units * args.factor
         small = make_job(small_units)
-        figures_small = statements(small, args.runs)
+        figures_small = statements(small, args.runs, args.counted)
         finish(small)
         big = make_job(big_units)
-        figures_big = statements(big, args.runs)
+        figures_big = statements(big, args.runs, args.counted)
         a, b = small_units * DOCS_PER_UNIT, big_units * DOCS_PER_UNIT
         head = f"{small_units:,} units ({a:,} docs) | {big_units:,} units ({b:,} docs)"
         print(f"| statement | {head} | ratio |")

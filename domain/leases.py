@@ -91,7 +91,12 @@ def orphaned(
     connection drops it while its worker, alive, keeps computing and heartbeating the
     unit; taken back then, the unit would be charged an attempt for every cut
     (docbatch.domain.retry). Never any on SQLite, which has no leases (its heartbeats
-    and the reconciler cover it)."""
+    and the reconciler cover it).
+
+    ``pg_locks`` is server-wide, so ``session`` may come through a transaction-mode
+    pooler (DOCBATCH_DATABASE_URL) while the leases sit on direct connections
+    (DOCBATCH_LEASE_DATABASE_URL), as long as both reach the same server: read from
+    another (a replica), every running unit would look orphaned."""
     if session.get_bind().dialect.name != "postgresql":
         return []
     rows = session.execute(

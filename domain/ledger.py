@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
-from docbatch.domain import accounting, closing, leases, waiting
+from docbatch.domain import accounting, closing, leases, tallies, waiting
 from docbatch.domain.outbox import outbox
 from docbatch.domain.result_rows import insert_results
 from docbatch.domain.retry import RetryPolicy
@@ -289,16 +289,15 @@ def close_unit(
 
 
 def finalize_job_if_done(session: Session, job: Job) -> bool:
-    """Give the (locked) job its terminal status once no unit is open; True if it did."""
+    """Give the (locked) job its terminal status once no unit is open; True if it did.
+
+    Asked at every unit close: it reads the job's unit tallies (docbatch.domain.tallies),
+    a few rows, not its open units, whose count is the backlog's length."""
     if JobStatus(job.status).terminal:
         return False
-    open_units = session.scalar(
-        select(func.count())
-        .select_from(Unit)
-        .where(Unit.job_id == job.id, Unit.state.in_(OPEN_UNIT_STATES))
-    )
-    if open_units:
+    if tallies.open_units(session, job.id):
         return False
+    tallies.forget(session, job.id)
     totals = session.execute(
         select(
             func.sum(JobTask.total),

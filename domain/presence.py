@@ -7,6 +7,8 @@ vanished host's within about a lease period), so ``pg_stat_activity`` answers "d
 worker serve deployment X?" with no registry to keep up. A job whose units wait for a
 deployment nobody serves says so (``JobPublic.warnings``); its units stay queued.
 SQLite (``docbatch run``) has no such view: there the answer is "unknown" (None).
+The reader may come through a transaction-mode pooler: the lease connections it looks
+for are direct ones (DOCBATCH_LEASE_DATABASE_URL) to the same server.
 """
 
 from __future__ import annotations

@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from docbatch.domain import tallies
 from docbatch.schema.errors import QuotaExceeded
 from docbatch.schema.settings import Settings
-from docbatch.schema.statuses import TERMINAL_JOB_STATUSES
-from docbatch.schema.tables import EXTRACT, OPEN_UNIT_STATES, Job, Tenant, Unit, UnitState, utcnow
+from docbatch.schema.tables import Job, Tenant, utcnow
 
 NAMESPACE = 0x6471  # first key of the two-int advisory lock: "dq"
 QUEUED_RETRY_SECONDS = 60  # a guess: part of the queue has drained by then
@@ -83,20 +83,7 @@ def _midnight(now: dt.datetime) -> dt.datetime:
 def usage_of(session: Session, tenant: str, now: dt.datetime | None = None) -> InUse:
     """What ``tenant`` has in use now (its unfinished units, today's documents)."""
     now = now or utcnow()
-    open_jobs = select(Job.id).where(
-        Job.tenant == tenant, Job.status.not_in(list(TERMINAL_JOB_STATUSES))
-    )
-    docs, tokens, running = session.execute(
-        select(
-            func.coalesce(func.sum(Unit.seq_hi - Unit.seq_lo + 1), 0),
-            func.coalesce(func.sum(Unit.est_tokens), 0),
-            func.count().filter(Unit.state == UnitState.running.value),
-        ).where(
-            Unit.job_id.in_(open_jobs),
-            Unit.state.in_(OPEN_UNIT_STATES),
-            Unit.task != EXTRACT,
-        )
-    ).one()
+    docs, tokens, running = tallies.tenant_open(session, tenant)  # not the tenant's backlog
     today = session.scalar(
         select(func.coalesce(func.sum(Job.document_count), 0)).where(
             Job.tenant == tenant, Job.created_at >= _midnight(now)
@@ -115,12 +102,7 @@ def _lock(session: Session, tenant: str) -> None:
 
 def _job_part(session: Session, job: Job) -> InUse:
     """What the (written, not yet committed) ``job`` adds to its tenant's use."""
-    docs, tokens = session.execute(
-        select(
-            func.coalesce(func.sum(Unit.seq_hi - Unit.seq_lo + 1), 0),
-            func.coalesce(func.sum(Unit.est_tokens), 0),
-        ).where(Unit.job_id == job.id, Unit.task != EXTRACT)
-    ).one()
+    docs, tokens = tallies.job_open(session, job.id)
     return InUse(int(docs), int(tokens), int(job.document_count or 0))
 
 

@@ -65,6 +65,22 @@ def get_engine(settings: Settings) -> Engine:
     return engine_for(settings.database_url)
 
 
+def lease_url(settings: Settings) -> str:
+    """The URL for connections that hold session-level advisory locks (a worker's unit
+    leases, the cancel sweep's and the delete's per-job locks): DOCBATCH_LEASE_DATABASE_URL,
+    else the database URL. Such a lock lives as long as its server session, so it must not
+    go through a transaction-mode pooler, which hands the session to other clients between
+    transactions (docs/scaling.md)."""
+    return settings.lease_database_url or settings.database_url
+
+
+def get_lease_engine(settings: Settings) -> Engine:
+    """The pooled engine on ``lease_url``: for work that holds a session-level advisory
+    lock on one connection across transactions (``worker/cancel.py``, ``worker/deletion.py``).
+    A connection goes back to this pool only once its lock is released."""
+    return engine_for(lease_url(settings))
+
+
 @lru_cache(maxsize=4)
 def _sessionmaker(url: str) -> sessionmaker[Session]:
     return sessionmaker(bind=engine_for(url), expire_on_commit=False)

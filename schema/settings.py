@@ -140,6 +140,14 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, dotenv_settings, *extra)
 
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/docbatch"
+    # The same database for the connections that hold session-level advisory locks: each
+    # worker's lease connection (its units' leases and its claims), the cancel sweep's and
+    # the delete's per-job locks. Empty: database_url. Point it at Postgres directly (or a
+    # session-mode pool) when database_url goes through a transaction-mode pooler such as
+    # PgBouncer: there a lock would stay on a server connection handed to other clients.
+    # Same server and database as database_url: the pooled side reads these locks and
+    # connections (pg_locks, pg_stat_activity) to tell live workers from dead ones.
+    lease_database_url: str = ""
     broker_url: str = "redis://127.0.0.1:6379/0"
     # Folder of kombu's filesystem transport (broker_url "filesystem://", `docbatch run`).
     broker_folder: str = ".docbatch/broker"
@@ -339,6 +347,18 @@ class Settings(BaseSettings):
     # /v1/moderations (on a classify deployment whose labels are the categories): a
     # category is flagged at this score or above, and a result is flagged if any is.
     openai_moderation_threshold: float = Field(0.5, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _lease_database_is_postgres_too(self) -> Settings:
+        sqlite = [u.startswith("sqlite") for u in (self.database_url, self.lease_database_url)]
+        if self.lease_database_url and sqlite[0] != sqlite[1]:
+            raise ValueError(
+                "DOCBATCH_LEASE_DATABASE_URL must reach the same database as "
+                "DOCBATCH_DATABASE_URL (Postgres directly, where DOCBATCH_DATABASE_URL goes "
+                "through a transaction-mode pooler), or be left empty; one is SQLite and the "
+                "other is not"
+            )
+        return self
 
     @model_validator(mode="after")
     def _admin_key_is_long(self) -> Settings:

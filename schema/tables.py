@@ -244,6 +244,14 @@ class Unit(Base):
     __table_args__ = (
         Index("ix_units_job_state", "job_id", "state"),
         Index("ix_units_state_published", "state", "published_at"),
+        # The oldest queued unit of each deployment (a metric read at every scrape).
+        Index(
+            "ix_units_queued_age",
+            "task",
+            "published_at",
+            postgresql_where=text("state = 'queued'"),
+            sqlite_where=text("state = 'queued'"),
+        ),
         # The backlog the dispatcher reads: queued units not yet sent, per queue and job,
         # in id order (a job's next units are the first entries of its range).
         Index(
@@ -264,6 +272,29 @@ class Unit(Base):
             sqlite_where=text("state = 'queued' AND dispatched_at IS NOT NULL"),
         ),
     )
+
+
+class UnitTally(Base):
+    """The open units of a job per task, queue and state (waiting, queued, running): how
+    many, their documents and estimated tokens.
+
+    Kept by Postgres triggers on ``units`` (migration 0013), so every statement that
+    inserts, moves or deletes units keeps it exact, redeliveries and cancel sweeps
+    included; the job's rows go when it ends (``ledger.finalize_job_if_done``). What it
+    answers without reading the backlog: is the job done, a tenant's queued documents
+    and tokens (docbatch.domain.quotas), units queued per queue (the api's metrics). On
+    SQLite it stays empty and those reads count the units (docbatch.domain.tallies).
+    """
+
+    __tablename__ = "unit_tallies"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    task: Mapped[str] = mapped_column(String(24), primary_key=True)
+    queue: Mapped[str] = mapped_column(String(100), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), primary_key=True)
+    units: Mapped[int] = mapped_column(BigInteger, default=0)
+    documents: Mapped[int] = mapped_column(BigInteger, default=0)
+    est_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class Result(Base):

@@ -146,6 +146,27 @@ def test_a_check_across_settings_is_its_own_message(tmp_path):
     assert done.stderr.startswith("docbatch: DOCBATCH_ADMIN_KEY is too short"), done.stderr
 
 
+@pytest.mark.fast
+def test_the_lease_database_url_defaults_to_the_database_and_is_never_sqlite_beside_it(
+    tmp_path,
+):
+    from docbatch.schema.db import lease_url
+    from docbatch.schema.settings import Settings
+
+    pooled = "postgresql+psycopg://docbatch@pgbouncer:6432/docbatch"
+    direct = "postgresql+psycopg://docbatch@postgres:5432/docbatch"
+    assert lease_url(Settings(database_url=pooled, lease_database_url="")) == pooled
+    assert lease_url(Settings(database_url=pooled, lease_database_url=direct)) == direct
+    done = _config(tmp_path, "check", DOCBATCH_LEASE_DATABASE_URL="sqlite:///leases.db")
+    assert done.returncode == 2
+    assert done.stderr.startswith(
+        "docbatch: DOCBATCH_LEASE_DATABASE_URL must reach the same database as "
+        "DOCBATCH_DATABASE_URL"
+    ), done.stderr
+    ok = _config(tmp_path, "check", DOCBATCH_LEASE_DATABASE_URL=direct)
+    assert ok.returncode == 0, ok.stderr
+
+
 def test_the_servers_refuse_to_start_on_a_typo(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "docbatch.cli", "migrate", "--wait", "1"],

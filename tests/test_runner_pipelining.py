@@ -7,16 +7,18 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import threading
 import time
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from docbatch.domain import dispatch, jobs
 from docbatch.domain.outbox import unit_of_work
 from docbatch.schema.db import new_session
 from docbatch.schema.settings import Settings, get_settings
 from docbatch.schema.tables import Job, Result, Unit
+from docbatch.worker.lease import Lease
 from docbatch.worker.model_stage import ModelStage
 from docbatch.worker.reconcile import reconcile_once
 from docbatch.worker.runner import UnitRunner
@@ -231,6 +233,9 @@ def test_a_cut_database_connection_does_not_charge_the_unit_of_a_live_worker():
     _, units = _create(settings, load_corpus("stdlib-docs.jsonl", 4))
     runner = _runner(handler, settings)
     lease = Lease(settings)
+    # A worker whose lease connection cannot be opened again (its heartbeats get
+    # through): the lease stays gone (test_a_cut_lease_connection_... has it come back).
+    lease.holdings.check = None
     try:
         held = runner.claim(lease, units[0])
         assert isinstance(held, Held) and _state(units[0]) == ("running", 1)
@@ -251,6 +256,138 @@ def test_a_cut_database_connection_does_not_charge_the_unit_of_a_live_worker():
         assert _state(units[0]) == ("done", 1)
     finally:
         lease.close()
+
+
+class _GatedHandler(UpperHandler):
+    """Upper-cases, but its first batch signals ``started`` and waits for ``go``: the test
+    acts while the unit is computing, on its progress rather than on a sleep."""
+
+    def setup(self, device: str) -> None:
+        super().setup(device)
+        self.started, self.go = threading.Event(), threading.Event()
+
+    def predict(self, chunks: list[str], params: dict) -> list:
+        self.started.set()
+        assert self.go.wait(60), "the test never let the batch go on"
+        return super().predict(chunks, params)
+
+
+def _lease_pids(unit_id: int) -> set[int]:
+    """Backends holding the unit's lease (session-level advisory lock)."""
+    from docbatch.domain.leases import lease_key
+
+    ns, key = lease_key(unit_id)
+    with new_session(get_settings()) as s:
+        rows = s.execute(
+            select(text("pid"))
+            .select_from(text("pg_locks"))
+            .where(
+                text(
+                    "locktype = 'advisory' AND granted AND classid = :ns "
+                    "AND objid = CAST(CAST(:key AS bigint) AS oid) AND objsubid = 2"
+                )
+            ),
+            {"ns": ns, "key": key},
+        ).all()
+    return {int(r[0]) for r in rows}
+
+
+def _cut(lease: Lease) -> int:
+    """Terminate the lease connection's server process (the database cuts it); its pid."""
+    from docbatch.schema.db import transaction
+
+    with lease.lock:
+        pid = lease.conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        lease.conn.rollback()
+        with transaction(get_settings()) as s:
+            assert s.scalar(select(func.pg_terminate_backend(pid)))
+    return int(pid)
+
+
+def _gated(prefix: str, heartbeat: float) -> tuple[_GatedHandler, Settings, list[int]]:
+    handler = _GatedHandler(get_settings().model_for("summarize"))
+    handler.setup("cpu")
+    settings = _settings(f"{prefix}-{secrets.token_hex(3)}", heartbeat=heartbeat)
+    _, units = _create(settings, load_corpus("stdlib-docs.jsonl", 4))
+    return handler, settings, units
+
+
+def test_a_cut_lease_connection_takes_its_leases_again_mid_unit():
+    """Issue 25: a cut lease connection dropped the leases of the units its worker was
+    still computing, and nothing took them again, so any other worker's claim read the
+    unit as free for the rest of its computation. The worker's next heartbeat now finds
+    the connection cut, opens a new one and takes every held unit's lease on it."""
+    from docbatch.worker.lease import Lease
+    from docbatch.worker.stage import Verdict
+
+    handler, settings, units = _gated("release", heartbeat=0.2)
+    runner = _runner(handler, settings)
+    lease = Lease(settings)
+    out: list[object] = []
+    try:
+        held = runner.claim(lease, units[0])
+        assert isinstance(held, Held)
+        computing = threading.Thread(target=lambda: out.append(runner.compute(lease, held)))
+        computing.start()
+        assert handler.started.wait(30), "the unit never started computing"
+        old = _cut(lease)
+        deadline = time.monotonic() + 10
+        while not (_lease_pids(units[0]) - {old}):  # taken again, on a new connection
+            assert time.monotonic() < deadline, "the cut lease was never taken again"
+            time.sleep(0.02)
+        assert lease.reconnects == 1
+        # Another worker's claim (its message reached it meanwhile) sees the lease.
+        assert _runner(handler, settings).run(units[0]) == Verdict.skipped
+        assert _state(units[0]) == ("running", 1)
+        handler.go.set()
+        computing.join(30)
+        assert out and runner.finish(lease, held, out[0]) == "done"
+        assert _state(units[0]) == ("done", 1)
+        assert not _lease_pids(units[0])
+    finally:
+        handler.go.set()
+        lease.close()
+
+
+def test_a_unit_claimed_elsewhere_while_the_lease_was_cut_is_stopped_not_written():
+    """If another worker claimed the unit before the lease could be taken again, the
+    unit is that worker's: this one stops computing it and writes nothing of it."""
+    from docbatch.worker.lease import Lease
+
+    handler, settings, units = _gated("lost", heartbeat=30)  # no beat during the test
+    runner = _runner(handler, settings)
+    lease, other = Lease(settings), Lease(settings)
+    other_pids = {int(other.conn.exec_driver_sql("SELECT pg_backend_pid()").scalar())}
+    other.conn.rollback()
+    out: list[object] = []
+    try:
+        held = runner.claim(lease, units[0])
+        assert isinstance(held, Held)
+        computing = threading.Thread(target=lambda: out.append(runner.compute(lease, held)))
+        computing.start()
+        assert handler.started.wait(30), "the unit never started computing"
+        old = _cut(lease)
+        deadline = time.monotonic() + 10
+        while old in _lease_pids(units[0]):
+            assert time.monotonic() < deadline, "the cut connection's lease outlived it"
+            time.sleep(0.02)
+        taken = runner.claim(other, units[0])  # the lease read free: claimed again
+        assert isinstance(taken, Held) and _state(units[0]) == ("running", 2)
+        lease.keep()  # what the next heartbeat does: the lease is another's now
+        assert lease.holdings.is_lost(units[0])
+        handler.go.set()
+        computing.join(30)
+        assert out and runner.finish(lease, held, out[0]) == "superseded"
+        assert _state(units[0]) == ("running", 2)  # nothing written, not given back
+        assert _lease_pids(units[0]) == other_pids  # its lease is the other's alone
+        assert runner.finish(other, taken, runner.compute(other, taken)) == "done"
+        assert _state(units[0]) == ("done", 2)
+    finally:
+        handler.go.set()
+        lease.close()
+        other.close()
+    outputs = _outputs(held.job_id)
+    assert {v[0] for v in outputs.values()} == {"succeeded"}
 
 
 def test_worker_killed_mid_chain_still_completes_every_document_once(api):

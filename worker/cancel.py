@@ -13,7 +13,9 @@ any job still ``cancelling`` with units not started, so a lost message only dela
 cancel.
 
 Two sweeps of one job at once (the reconciler's and the api's) are harmless but
-wasteful; an advisory lock per job lets only one run.
+wasteful; an advisory lock per job lets only one run. It is a session-level lock held
+across the batches' transactions, so the sweep runs on a connection to
+DOCBATCH_LEASE_DATABASE_URL (``get_lease_engine``), never through a transaction-mode pooler.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from sqlalchemy import Connection, text
 
 from docbatch.domain import jobs
 from docbatch.domain.outbox import unit_of_work
-from docbatch.schema.db import get_engine, is_sqlite
+from docbatch.schema.db import get_lease_engine, is_sqlite
 from docbatch.schema.settings import Settings
 
 log = logging.getLogger("docbatch.cancel")
@@ -41,7 +43,7 @@ def sweep(job_id: str, settings: Settings) -> int:
     how many units this call closed (0 when another sweep of the job is running)."""
     if is_sqlite(settings):
         return _sweep(job_id, settings, None)
-    with get_engine(settings).connect() as conn:
+    with get_lease_engine(settings).connect() as conn:
         args = {"ns": NAMESPACE, "key": _job_key(job_id)}
         got = conn.execute(text("SELECT pg_try_advisory_lock(:ns, :key)"), args).scalar()
         conn.commit()

@@ -5,7 +5,9 @@ queue (or the unit that ends a cancelled job does); this deletes the job's rows 
 per transaction. Two deletes of one job at once (the api's and the lifecycle pass's)
 would only wait on each other's job lock; an advisory lock per job lets one run. A
 worker killed half-way leaves the job ``deleting``: the beat's lifecycle pass
-(docbatch.worker.lifecycle) runs this again for it.
+(docbatch.worker.lifecycle) runs this again for it. The per-job lock is session-level,
+held across the batches: the delete runs on a connection to DOCBATCH_LEASE_DATABASE_URL
+(``get_lease_engine``), never through a transaction-mode pooler.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from docbatch.domain import deletion
 from docbatch.domain.outbox import unit_of_work
-from docbatch.schema.db import get_engine, is_sqlite
+from docbatch.schema.db import get_lease_engine, is_sqlite
 from docbatch.schema.settings import Settings
 
 log = logging.getLogger("docbatch.deletion")
@@ -38,7 +40,7 @@ def delete_job(
     another delete of the job runs, or the job is not ready to delete)."""
     if is_sqlite(settings):
         return _delete(job_id, settings, None, on_batch)
-    with get_engine(settings).connect() as conn:
+    with get_lease_engine(settings).connect() as conn:
         args = {"ns": NAMESPACE, "key": _job_key(job_id)}
         got = conn.execute(text("SELECT pg_try_advisory_lock(:ns, :key)"), args).scalar()
         conn.commit()

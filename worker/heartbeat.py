@@ -26,6 +26,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 from sqlalchemy import update
 
@@ -54,13 +55,19 @@ class Holdings:
     DOCBATCH_UNIT_HEARTBEAT_SECONDS) and enforces their time limits. ``hold`` when a unit
     is claimed, ``release`` when it is written or given up."""
 
-    def __init__(self, settings: Settings, tick: float = 0.25) -> None:
+    def __init__(
+        self, settings: Settings, tick: float = 0.25, check: Callable[[], None] | None = None
+    ) -> None:
+        """``check``: called at every beat before the units are touched (the lease
+        connection's: reconnect and take the leases again if it was cut)."""
         self.settings = settings
+        self.check = check
         self.every = settings.unit_heartbeat_seconds
         self.tick = min(tick, self.every)
         self._lock = threading.Lock()
         self._units: dict[int, tuple[float, str] | None] = {}  # id -> (deadline, reason)
         self._counted: set[int] = set()  # held units whose attempt is counted
+        self._lost: set[int] = set()  # held units whose lease another worker took
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
 
@@ -70,6 +77,7 @@ class Holdings:
         with self._lock:
             self._units.clear()
             self._counted.clear()
+            self._lost.clear()
 
     def hold(self, unit_id: int) -> None:
         with self._lock:
@@ -103,6 +111,20 @@ class Holdings:
         with self._lock:
             self._units.pop(unit_id, None)
             self._counted.discard(unit_id)
+            self._lost.discard(unit_id)
+
+    def lose(self, unit_id: int) -> None:
+        """Another worker holds the unit's lease now (this one's connection was cut and
+        the unit claimed meanwhile): it is no longer beaten or timed, and this worker
+        stops it and writes nothing of it; ``release`` forgets it."""
+        with self._lock:
+            if unit_id in self._units:
+                self._units[unit_id] = None
+                self._lost.add(unit_id)
+
+    def is_lost(self, unit_id: int) -> bool:
+        with self._lock:
+            return unit_id in self._lost
 
     def held(self) -> list[int]:
         with self._lock:
@@ -113,7 +135,7 @@ class Holdings:
         while not self._closed.wait(self.tick):
             now = time.monotonic()
             with self._lock:
-                units = dict(self._units)
+                units = {u: c for u, c in self._units.items() if u not in self._lost}
                 counted = set(self._counted)
             for unit_id, clock in units.items():
                 if clock is not None and now > clock[0]:
@@ -121,6 +143,13 @@ class Holdings:
                     self._stop(unit_id, clock[1], unit_id not in counted, others)
             if units and now - last_beat >= self.every:
                 last_beat = now
+                if self.check is not None:
+                    try:
+                        self.check()
+                    except Exception as exc:  # the database is away: try again next beat
+                        log.warning("lease connection check failed: %s", exc)
+                    with self._lock:
+                        units = {u: c for u, c in self._units.items() if u not in self._lost}
                 try:
                     touch(list(units), self.settings)
                 except Exception as exc:  # a database blip: try again next beat

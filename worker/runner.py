@@ -174,6 +174,8 @@ class UnitRunner(Generic[W, C]):
             if shutdown.past_grace(grace):
                 interrupted = True
                 return True
+            if holder.holdings.is_lost(held.unit_id):
+                return True  # another worker runs it now: nothing of it is written
             return cancelled()
 
         started = time.perf_counter()
@@ -205,8 +207,16 @@ class UnitRunner(Generic[W, C]):
             holder.holdings.limit(held.unit_id, *limit)
 
     def finish(self, holder: Holder, held: Held[W], computed: C) -> Verdict:
-        """Write the unit's rows and close it in one transaction, then let it go."""
+        """Write the unit's rows and close it in one transaction, then let it go (a unit
+        lost to another worker while this one's lease connection was cut: nothing)."""
         verdict: Verdict | None = None
+        if holder.holdings.is_lost(held.unit_id):
+            log.warning("unit %s: another worker runs it now; nothing written", held.unit_id)
+            verdict = Verdict.superseded
+            with contextlib.suppress(Exception):
+                self.stage.finished(computed, verdict)
+            holder.release(held.unit_id)
+            return verdict
         try:
             with (
                 self.logged(held),
@@ -290,7 +300,11 @@ class UnitRunner(Generic[W, C]):
     def give_back(self, holder: Holder, unit_id: int) -> None:
         """Through the ledger: a unit we hold goes back to queued (its attempt refunded if
         it was counted) and into the outbox; then its lease is released. If the database
-        is unreachable the lease still goes and the reconciler takes the unit back later."""
+        is unreachable the lease still goes and the reconciler takes the unit back later.
+        A unit lost to another worker (``Holdings.lost``) is that worker's: only let go."""
+        if holder.holdings.is_lost(unit_id):
+            holder.release(unit_id)
+            return
         try:
             with unit_of_work(self.settings) as s:
                 ledger.release_unit(s, unit_id, refund=holder.holdings.counted(unit_id))
