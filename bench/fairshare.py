@@ -3,7 +3,9 @@ whose model is the sleep handler (a fixed time per batch: a stand-in for a GPU, 
 figures measure the dispatcher, not this machine's cores):
 
 - tenant B's 8-document job: its latency (submit to completed) on an idle stack, and
-  behind tenant A's big job (target: within 3x);
+  behind tenant A's big job (target: within 3x), with how many of A's units finished
+  while B waited (the one computing when B arrived; one more if B's unit did not
+  overtake the unit A's chain had claimed ahead);
 - A's throughput (documents done per second) in the window while B's job runs, against
   the mean of the same length of window just before it and just after it (target: drops
   < 5 %; before-and-after cancels a drift of the machine's load, which on a shared box
@@ -105,6 +107,28 @@ def _finished(job_id: str) -> list[tuple[float, int]]:
     return [(r[0].timestamp(), int(r[1])) for r in rows]
 
 
+def _passed(b_job: str, a_job: str) -> int:
+    """A's units finished while B's job waited (after B's job was created, up to its last
+    unit): the unit computing when B arrived, and any A unit that went before B's."""
+    from sqlalchemy import func, select
+
+    from docbatch.schema.db import new_session
+    from docbatch.schema.settings import get_settings
+    from docbatch.schema.tables import Job, Unit
+
+    with new_session(get_settings()) as s:
+        created = s.scalar(select(Job.created_at).where(Job.id == b_job))
+        done = s.scalar(select(func.max(Unit.finished_at)).where(Unit.job_id == b_job))
+        return int(
+            s.scalar(
+                select(func.count())
+                .select_from(Unit)
+                .where(Unit.job_id == a_job, Unit.finished_at > created, Unit.finished_at <= done)
+            )
+            or 0
+        )
+
+
 def _unit_rate(finished: list[tuple[float, int]], start: float, end: float) -> tuple[float, int]:
     """Documents per second from the first to the last unit finished in [start, end]
     (the documents of the units after the first), and how many units that spans."""
@@ -181,12 +205,12 @@ def run(bench: Any, row: Any) -> None:
         time.sleep(window)
         # A's rate over a window of the same length that starts when B is submitted.
         submitted, started = time.time(), time.monotonic()
-        behind, _ = _latency(tenant_b, _docs("b2", 8, seed=3))
+        behind, b_job = _latency(tenant_b, _docs("b2", 8, seed=3))
         time.sleep(max(0.0, window - (time.monotonic() - started)))
         closed = time.time()
         a_status = _job(tenant_a, big)
         time.sleep(window)
-        finished = _finished(big)
+        finished, passed = _finished(big), _passed(b_job, big)
         before, units_before = _unit_rate(finished, opened, submitted)
         during, units_during = _unit_rate(finished, submitted, closed)
         after, units_after = _unit_rate(finished, closed, time.time())
@@ -198,7 +222,8 @@ def run(bench: Any, row: Any) -> None:
             "<= 3",
             ratio <= 3,
             f"idle {idle:.2f}s, behind A's {args.fair_docs:,}-doc job {behind:.2f}s "
-            f"(A {a_status['status']}, {a_status['counts']['embed']['succeeded']:,} done); "
+            f"(A {a_status['status']}, {a_status['counts']['embed']['succeeded']:,} done; "
+            f"{passed} of A's units finished while B waited); "
             f"one worker, sleep handler {args.fair_sleep}s/batch",
         )
         around = (before + after) / 2

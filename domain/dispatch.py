@@ -21,7 +21,9 @@ sent early does not wait behind its tenant's routine backlog); then, or when the
 is empty, the units sent and not claimed, most urgent first (their messages then find
 them running and are skipped, as for any duplicate). At one priority the backlog goes
 first, so the messages already in the broker keep naming units for idle workers to
-take, and the broker does not fill with messages of units a chain took.
+take, and the broker does not fill with messages of units a chain took. A backlog unit
+picked overtaking (docbatch.domain.fairshare) runs before the unit the chain claimed
+ahead (docbatch.worker.runner).
 
 The broker so holds a few ids per queue whatever the size of the jobs, and Postgres
 holds the backlog: autoscaling watches ``docbatch_queued_units`` (api/metrics.py).
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import NamedTuple
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
@@ -125,7 +128,15 @@ def _sent(session: Session, queue: str, candidates: int) -> list[tuple[int, str,
     return [(int(i), str(t), int(p or 0)) for i, t, p in rows]
 
 
-def next_units(settings: Settings, queue: str, candidates: int) -> tuple[list[int], bool]:
+class NextUnits(NamedTuple):
+    """What ``next_units`` hands a chain."""
+
+    ids: list[int]
+    from_backlog: bool
+    overtaking: bool = False  # the backlog unit was picked overtaking (fairshare.Picked)
+
+
+def next_units(settings: Settings, queue: str, candidates: int) -> NextUnits:
     """What a worker chaining units should claim next, and whether it came from the
     backlog: the next backlog unit in fair order (marked sent, with no message: if the
     claim never happens, the reconciler sends it), unless a unit of the same tenant sent
@@ -137,19 +148,15 @@ def next_units(settings: Settings, queue: str, candidates: int) -> tuple[list[in
         # Undone if a sent unit goes first; none can when none is above the lowest priority.
         urgent = any(p > PRIORITY_MIN for _, _, p in sent)
         choice = s.begin_nested() if urgent else None
-        picked = fairshare.pick(s, queue, 1, settings, utcnow())
+        picked = fairshare.picks(s, queue, 1, settings, utcnow())
         if picked and choice is not None:
-            tenant, priority = s.execute(
-                select(Job.tenant, Job.priority)
-                .join(Unit, Unit.job_id == Job.id)
-                .where(Unit.id == picked[0])
-            ).one()
-            if any(t == tenant and p > (priority or 0) for _, t, p in sent):
+            first = picked[0]
+            if any(t == first.tenant and p > first.priority for _, t, p in sent):
                 picked = []
         if picked:
             if choice is not None:
                 choice.commit()
-            return picked, True
+            return NextUnits([picked[0].unit_id], True, picked[0].overtaking)
         if choice is not None:
             choice.rollback()
-        return [unit_id for unit_id, _, _ in sent], False
+        return NextUnits([unit_id for unit_id, _, _ in sent], False)

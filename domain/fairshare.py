@@ -25,6 +25,14 @@ The backlog of a queue is its units still ``queued`` and not yet sent to the bro
    limit) units in flight (running, or sent and not yet claimed) is passed over while
    another tenant has backlog on the queue, never when it is alone.
 
+A unit is picked **overtaking** when its tenant's virtual time was behind the queue's
+clock: the tenant had no backlog here when the clock last moved (it has just arrived,
+or a quota held it back). A worker chaining units picks its next one while the previous
+pick still waits to start, so the clock already counts that claimed-ahead unit; an
+overtaking unit would have gone before it had it been there when it was picked, and the
+chain runs it first (docbatch.worker.runner). ``overtaking`` asks, with no pick, whether
+such a unit waits in the backlog.
+
 Callers hold the queue's dispatch lock (``lock_queue``) for the transaction, so the
 virtual times and the picked units are one consistent decision.
 """
@@ -34,6 +42,7 @@ from __future__ import annotations
 import datetime as dt
 import zlib
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from sqlalchemy import DateTime, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -90,8 +99,7 @@ LOOKAHEAD_UNITS = 256
 # The jobs with backlog on a queue by a loose index scan of ix_units_backlog (one probe
 # per job, not a row per unit), each with its next LOOKAHEAD_UNITS units' tokens; jobs
 # being cancelled are left out (their sweep closes their backlog: docbatch.worker.cancel).
-_BACKLOG_SQL = text(
-    """
+_BACKLOGGED_JOBS = """
 WITH RECURSIVE backlogged(job_id) AS (
     SELECT min(job_id) FROM units
     WHERE queue = :queue AND state = 'queued' AND dispatched_at IS NULL
@@ -102,6 +110,10 @@ WITH RECURSIVE backlogged(job_id) AS (
           AND u.job_id > b.job_id
     ) FROM backlogged b WHERE b.job_id IS NOT NULL
 )
+"""
+_BACKLOG_SQL = text(
+    _BACKLOGGED_JOBS
+    + """
 SELECT j.id, j.tenant, j.priority, j.created_at,
     (SELECT coalesce(sum(n.est_tokens), 0) FROM (
         SELECT u.est_tokens FROM units u
@@ -127,6 +139,33 @@ def backlog(session: Session, queue: str) -> list[JobBacklog]:
         JobBacklog(str(r[0]), str(r[1]), int(r[2] or 0), r[3], int(r[4] or 0), int(r[5]))
         for r in rows
     ]
+
+
+# The backlogged jobs whose next unit would be picked overtaking a claimed-ahead unit of
+# :tenant's job at :priority: another tenant's behind the queue's clock, or a more urgent
+# job of the same tenant. One probe per backlogged job, none of the lookahead.
+_OVERTAKING_SQL = text(
+    _BACKLOGGED_JOBS
+    + """
+SELECT j.id
+FROM backlogged b JOIN jobs j ON j.id = b.job_id
+LEFT JOIN fair_shares f ON f.queue = :queue AND f.tenant = j.tenant
+WHERE j.status NOT IN ('cancelling', 'cancelled')
+  AND ((j.tenant <> :tenant AND coalesce(f.vtime, 0) < coalesce(
+          (SELECT c.vtime FROM fair_shares c WHERE c.queue = :queue AND c.tenant = ''), 0))
+       OR (j.tenant = :tenant AND j.priority > :priority))
+"""
+)
+
+
+def overtaking(session: Session, queue: str, tenant: str, priority: int) -> set[str]:
+    """The jobs with backlog on ``queue`` whose next unit a pick now would make overtaking
+    a unit of ``tenant`` at ``priority`` that a chain claimed ahead (the module
+    docstring); no lock, nothing changed. Empty while that tenant is alone."""
+    rows = session.execute(
+        _OVERTAKING_SQL, {"queue": queue, "tenant": tenant, "priority": priority}
+    ).all()
+    return {str(r[0]) for r in rows}
 
 
 def weights(session: Session, tenants: set[str]) -> dict[str, float]:
@@ -177,10 +216,27 @@ def _upsert(session: Session, rows: list[dict[str, object]]) -> None:
     )
 
 
+class Picked(NamedTuple):
+    """One unit ``picks`` chose, with what a chain needs to order it (see the module
+    docstring)."""
+
+    unit_id: int
+    tenant: str
+    priority: int
+    overtaking: bool  # its tenant was behind the queue's clock
+
+
 def pick(session: Session, queue: str, n: int, settings: Settings, now: dt.datetime) -> list[int]:
     """The next ``n`` (at most) units of ``queue``'s backlog in fair order, marked sent
     (``dispatched_at = now``); the caller holds ``lock_queue`` and sends them (or claims
     them) after commit."""
+    return [p.unit_id for p in picks(session, queue, n, settings, now)]
+
+
+def picks(
+    session: Session, queue: str, n: int, settings: Settings, now: dt.datetime
+) -> list[Picked]:
+    """``pick``, with each unit's tenant, job priority and whether it is overtaking."""
     if n <= 0:
         return []
     jobs = backlog(session, queue)
@@ -204,7 +260,7 @@ def pick(session: Session, queue: str, n: int, settings: Settings, now: dt.datet
     by_tenant: dict[str, list[JobBacklog]] = {}
     for job in jobs:
         by_tenant.setdefault(job.tenant, []).append(job)
-    picked: list[int] = []
+    picked: list[Picked] = []
     while len(picked) < n and by_tenant:
         eligible = [
             t for t in by_tenant if not limits.get(t) or busy.get(t, 0) < limits[t]
@@ -233,7 +289,7 @@ def pick(session: Session, queue: str, n: int, settings: Settings, now: dt.datet
                 del by_tenant[tenant]
             continue
         unit_id, est = job.unit_ids.pop(0)
-        picked.append(unit_id)
+        picked.append(Picked(unit_id, tenant, job.priority, vtime[tenant] < clock))
         busy[tenant] = busy.get(tenant, 0) + 1
         vtime[tenant] = start + max(est, 1) / weight[tenant]
         clock = start
@@ -244,7 +300,9 @@ def pick(session: Session, queue: str, n: int, settings: Settings, now: dt.datet
             if not by_tenant[tenant]:
                 del by_tenant[tenant]
     if picked:
-        session.execute(update(Unit).where(Unit.id.in_(picked)).values(dispatched_at=now))
+        session.execute(
+            update(Unit).where(Unit.id.in_([p.unit_id for p in picked])).values(dispatched_at=now)
+        )
         _upsert(
             session,
             [{"queue": queue, "tenant": t, "vtime": v} for t, v in vtime.items()]

@@ -102,6 +102,40 @@ def test_a_returning_tenant_saved_no_credit_and_a_lone_one_gets_everything(
     assert 9 <= mixed.count(b) <= 11, mixed
 
 
+def test_a_tenant_arriving_behind_the_clock_is_picked_overtaking(database: str) -> None:
+    """A tenant that had no backlog while the clock moved is picked overtaking (a chain
+    runs its unit before the one it claimed ahead); ``overtaking`` finds its job without
+    a pick, and a more urgent job of the same tenant, and nothing once the arrival has
+    had its unit or while a tenant is alone."""
+    settings = _settings(f"o{secrets.token_hex(3)}", unit_max_documents=4)
+    queue = settings.queue_for("summarize")
+    a, b = f"a{secrets.token_hex(2)}", f"b{secrets.token_hex(2)}"
+    _job(settings, a, 40)
+
+    def picks(n: int) -> list[fairshare.Picked]:
+        with transaction(settings) as s:
+            fairshare.lock_queue(s, queue)
+            return fairshare.picks(s, queue, n, settings, utcnow())
+
+    def waiting(tenant: str) -> set[str]:
+        with new_session(get_settings()) as s:
+            return fairshare.overtaking(s, queue, tenant, 0)
+
+    alone = picks(3)
+    assert [(p.tenant, p.overtaking) for p in alone] == [(a, False)] * 3
+    assert waiting(a) == set()
+    arrived = _job(settings, b, 8)
+    assert waiting(a) == {arrived}
+    assert waiting(b) == set()  # b's units pass nobody of b
+    nxt = picks(3)
+    assert (nxt[0].tenant, nxt[0].overtaking) == (b, True)  # it starts at the clock
+    assert {p.tenant for p in nxt} == {a, b} and not any(p.overtaking for p in nxt[1:])
+    assert waiting(a) == set()  # b has had its turn: it is no longer behind
+    urgent = _job(settings, a, 4, priority=5)
+    assert waiting(a) == {urgent}
+    assert [(p.priority, p.overtaking) for p in picks(1)] == [(5, False)]
+
+
 def test_inside_a_tenant_priority_then_the_smaller_job(database: str) -> None:
     settings = _settings(f"p{secrets.token_hex(3)}", unit_max_documents=4)
     tenant = f"t{secrets.token_hex(2)}"
@@ -129,15 +163,15 @@ def test_a_chain_takes_an_urgent_unit_already_sent_before_the_routine_backlog(
     with new_session(get_settings()) as s:
         r0, r1, r2, r3 = s.scalars(select(Unit.id).where(Unit.job_id == routine).order_by(Unit.id))
     assert _pick(settings, 1) == [r0]  # sent to the broker, not yet claimed
-    assert dispatch.next_units(settings, queue, 8) == ([r1], True)  # one priority: backlog
+    assert dispatch.next_units(settings, queue, 8)[:2] == ([r1], True)  # one priority: backlog
     urgent = _job(settings, tenant, 2, priority=9)
     with new_session(get_settings()) as s:
         u0, u1 = s.scalars(select(Unit.id).where(Unit.job_id == urgent).order_by(Unit.id))
     assert _pick(settings, 1) == [u0]  # the urgent job's first unit sent too
-    assert dispatch.next_units(settings, queue, 8) == ([u1], True)  # as urgent: backlog
+    assert dispatch.next_units(settings, queue, 8)[:2] == ([u1], True)  # as urgent: backlog
     # The backlog's next is routine now: the units already sent go first, the urgent ones
     # first (those the chain was handed were marked sent too; none of them was claimed here)
-    assert dispatch.next_units(settings, queue, 8) == ([u0, u1, r0, r1], False)
+    assert dispatch.next_units(settings, queue, 8)[:2] == ([u0, u1, r0, r1], False)
     with new_session(get_settings()) as s:
         unsent = s.scalars(
             select(Unit.id).where(Unit.job_id == routine, Unit.dispatched_at.is_(None))

@@ -133,6 +133,87 @@ def _until_lease_gone(unit_id: int) -> None:
         time.sleep(0.02)
 
 
+class _ArrivingHandler(UpperHandler):
+    """Creates another job, backlog only, as the chain computes the second unit of the
+    first job, once the third is claimed ahead of it: the new job arrives after the pick
+    of the unit the chain would start next."""
+
+    def __init__(self, settings: Settings, first_job: str, arrival: dict) -> None:
+        super().__init__(get_settings().model_for("summarize"))
+        self.setup("cpu")
+        self.settings, self.first_job, self.arrival = settings, first_job, arrival
+        self.arrived: str | None = None
+        self.calls = 0
+
+    def _taken(self) -> int:
+        with new_session(get_settings()) as s:
+            return int(
+                s.scalar(
+                    select(func.count())
+                    .select_from(Unit)
+                    .where(Unit.job_id == self.first_job, Unit.state != "queued")
+                )
+                or 0
+            )
+
+    def predict(self, chunks, params):
+        self.calls += 1  # a unit of four short documents is one batch
+        if self.calls == 2:
+            deadline = time.monotonic() + 10
+            while self._taken() < 3:  # on threads, the claim ahead runs beside us
+                assert time.monotonic() < deadline, "the chain claimed nothing ahead"
+                time.sleep(0.01)
+            docs = [{"custom_id": f"b{i}", "text": f"arriving {i}"} for i in range(2)]
+            with unit_of_work(self.settings, publish=False) as s:
+                self.arrived = jobs.create_job(
+                    s,
+                    self.settings,
+                    tasks=[{"type": "summarize"}],
+                    documents=((d, None) for d in docs),
+                    **self.arrival,
+                ).job.id
+        return super().predict(chunks, params)
+
+
+@pytest.mark.parametrize("overlap", ["threads", "inline"])
+@pytest.mark.parametrize(
+    "arrival, overtakes",
+    [
+        ({"tenant": "other"}, True),  # another tenant: fair share
+        ({"tenant": "default", "priority": 5}, True),  # priority inside a tenant
+        ({"tenant": "default"}, False),  # the same tenant at one priority: its turn
+    ],
+    ids=["other-tenant", "more-urgent", "same-priority"],
+)
+def test_a_unit_arriving_behind_a_claimed_ahead_one_goes_first(overlap, arrival, overtakes):
+    """Issue 22: a chain claims its next unit while one computes, so a job that arrives
+    then used to wait for that unit too. The chain claims the arriving job's unit beside
+    it and runs it first when the fair order puts it first (another tenant that was idle,
+    or a more urgent job of the same tenant); the unit it passed runs right after, its
+    attempt counted once. A job of the same tenant at the same priority waits its turn."""
+    settings = _settings(f"over-{secrets.token_hex(3)}", overlap)
+    first, units = _create(settings, [{"custom_id": f"a{i}", "text": f"a {i}"} for i in range(24)])
+    assert len(units) == 6
+    handler = _ArrivingHandler(settings, first, arrival)
+    assert _runner(handler, settings).run(units[0]) == "done"
+    assert handler.arrived is not None
+    with new_session(get_settings()) as s:
+        order = s.execute(
+            select(Unit.job_id, Unit.id, Unit.attempts)
+            .where(Unit.job_id.in_([first, handler.arrived]))
+            .order_by(Unit.finished_at)
+        ).all()
+        states = set(s.scalars(select(Unit.state).where(Unit.job_id.in_([first, handler.arrived]))))
+    assert states == {"done"}
+    # The second unit computes as the job arrives; the third was claimed ahead of it.
+    jobs_in_order = [job_id for job_id, _, _ in order]
+    place = jobs_in_order.index(handler.arrived)
+    assert place == 2 if overtakes else place >= 3, jobs_in_order  # then by size and age
+    assert jobs_in_order.count(handler.arrived) == 1 and len(order) == 7
+    assert {a for _, _, a in order} == {1}  # every unit charged once, the passed one too
+    assert len(_outputs(first)) == 24 and len(_outputs(handler.arrived)) == 2
+
+
 def test_unit_leased_by_a_live_worker_is_skipped_and_reclaimed_once_it_dies():
     from docbatch.worker.lease import Lease
     from docbatch.worker.stage import Verdict

@@ -24,7 +24,9 @@ draws the whole path). Per unit:
 With ``stage.claim_ahead`` (Postgres only) the runner keeps going: while a unit computes
 it claims and prepares the queue's next one, and writes the previous one, on threads
 (``stage.threaded``) or inline (docbatch.worker.pipeline), until no queued unit is left
-or DOCBATCH_WORKER_CHAIN_SECONDS pass. SQLite (``docbatch run``) has no leases: one unit
+or DOCBATCH_WORKER_CHAIN_SECONDS pass. A unit claimed after a claimed-ahead one that
+overtakes it in the fair order (``overtakes``: a tenant that arrived meanwhile, a more
+urgent job) runs first (``_order``). SQLite (``docbatch run``) has no leases: one unit
 per task, heartbeated, no time limit (its watchdog would take the only worker down).
 """
 
@@ -37,9 +39,10 @@ import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Generic
 
-from docbatch.domain import accounting, dispatch, ledger, tracing
+from docbatch.domain import accounting, dispatch, fairshare, ledger, tracing
 from docbatch.domain.outbox import unit_of_work
 from docbatch.domain.retry import RetryPolicy, describe, is_transient
 from docbatch.domain.waiting import UnitLimits
@@ -59,6 +62,23 @@ CANCEL_CHECK_SECONDS = 0.5
 CANDIDATES = 8  # queued units tried per claim-ahead
 
 Holder = Lease | Unleased
+
+
+@dataclass(frozen=True)
+class Overtaken:
+    """Starting a unit claimed ahead found units that would overtake it (``_begin``)."""
+
+    jobs: frozenset[str]
+
+
+def overtakes(new: Held[W], ahead: Held[W]) -> bool:
+    """Does ``new``, claimed after ``ahead``, run before it? Another tenant's unit picked
+    overtaking (its tenant was behind the queue's clock: had it been waiting when
+    ``ahead`` was picked, it would have been picked first), or a more urgent job's unit
+    of the same tenant."""
+    if new.tenant != ahead.tenant:
+        return new.overtaking
+    return new.priority > ahead.priority
 
 
 def worker_name() -> str:
@@ -100,6 +120,7 @@ class UnitRunner(Generic[W, C]):
         self.leased = not settings.database_url.startswith("sqlite")
         self.limits = UnitLimits.of(settings)
         self.interrupted: set[int] = set()  # units a stop of this worker cut short
+        self.asked: frozenset[str] = frozenset()  # jobs a chain claimed for (_begin)
 
     # -- one unit --------------------------------------------------------------------------
 
@@ -140,7 +161,13 @@ class UnitRunner(Generic[W, C]):
                     ledger.finalize_job_if_done(s, claim.job)
                     verdict = Verdict.misrouted
                 elif claim is not None:
-                    held = Held(unit_id, claim.job.id, self.stage.load(s, claim), claim.job.tenant)
+                    held = Held(
+                        unit_id,
+                        claim.job.id,
+                        self.stage.load(s, claim),
+                        claim.job.tenant,
+                        int(claim.job.priority or 0),
+                    )
                     worker_metrics.claimed(self.stage.task, claim.unit.published_at)
             if held is None:
                 holder.release(unit_id)
@@ -160,11 +187,13 @@ class UnitRunner(Generic[W, C]):
         """The unit's ids on every log line inside (DOCBATCH_LOG_FORMAT=json)."""
         return log_context(job_id=held.job_id, unit_id=held.unit_id, tenant=held.tenant or None)
 
-    def compute(self, holder: Holder, held: Held[W]) -> C:
+    def compute(self, holder: Holder, held: Held[W], begun: bool | None = None) -> C:
         """The unit's computed rows. A stop of this worker (SIGTERM, past
         DOCBATCH_WORKER_SHUTDOWN_GRACE_SECONDS) stops the stage early and puts the unit in
-        ``self.interrupted``: nothing of it is written, it is given back."""
-        cancelled = cancel_watcher(held.job_id, self.settings, self._start(holder, held))
+        ``self.interrupted``: nothing of it is written, it is given back. ``begun``: what
+        ``_start`` returned if the chain started the unit already."""
+        known = self._start(holder, held) if begun is None else begun
+        cancelled = cancel_watcher(held.job_id, self.settings, known)
         self._clock(holder, held)
         grace = self.settings.worker_shutdown_grace_seconds
         interrupted = False
@@ -194,9 +223,22 @@ class UnitRunner(Generic[W, C]):
         """Count the attempt of a unit claimed ahead as it starts computing (one
         transaction that also reads whether its job is being cancelled, the cancel
         watcher's first question); None for a unit whose attempt the claim counted."""
+        started = self._begin(holder, held, check=False)
+        assert not isinstance(started, Overtaken)
+        return started
+
+    def _begin(self, holder: Holder, held: Held[W], *, check: bool) -> bool | None | Overtaken:
+        """``_start``; with ``check``, the same transaction first asks whether a unit that
+        would overtake ``held`` waits in the backlog (fairshare.overtaking, jobs already
+        asked about in this chain left out): then nothing is counted and those jobs are
+        returned."""
         if holder.holdings.counted(held.unit_id):
             return None
         with transaction(self.settings) as s:
+            if check:
+                waiting = fairshare.overtaking(s, self.queue, held.tenant, held.priority)
+                if waiting - self.asked:
+                    return Overtaken(frozenset(waiting))
             ledger.start_attempt(s, held.unit_id)
             cancelling = ledger.is_cancelling(s, held.job_id)
         holder.holdings.count(held.unit_id)
@@ -335,14 +377,55 @@ class UnitRunner(Generic[W, C]):
         if shutdown.stopping():
             return None
         for _ in range(CANDIDATES):
-            ids, from_backlog = dispatch.next_units(self.settings, self.queue, CANDIDATES)
+            ids, from_backlog, overtaking = dispatch.next_units(
+                self.settings, self.queue, CANDIDATES
+            )
             for unit_id in ids:
                 claimed = self.claim(holder, unit_id, attempt=False)
                 if not isinstance(claimed, Verdict):
+                    claimed.overtaking = overtaking
                     return claimed
             if not from_backlog:  # none left, or every unit already sent is held elsewhere
                 return None
         return None
+
+    def _order(
+        self,
+        holder: Holder,
+        nxt: Held[W],
+        claim_next: Callable[[Holder], Held[W] | None],
+        prefetch: Executor,
+        clock: ChainClock,
+        threaded: bool,
+    ) -> tuple[Held[W], Future[Held[W] | None], bool | None]:
+        """As a chain moves on to ``nxt`` (claimed ahead, not started): the unit to run
+        now, the claim of the one after it, and what starting the first read (None: not
+        started yet). The queue's next unit is claimed beside ``nxt`` and runs first if it
+        overtakes it (``overtakes``). Inline the claim is made now; on threads it runs
+        beside ``nxt``'s compute, unless starting ``nxt`` found such a unit waiting in
+        the backlog: then the claim is made now, before ``nxt`` starts."""
+        if threaded:
+            with clock.timing("start"):
+                started = self._begin(holder, nxt, check=True)
+            if not isinstance(started, Overtaken):
+                with clock.timing("claim_wait"):
+                    return nxt, prefetch.submit(claim_next, holder), started
+            # Asked once per job: one held back by a quota would otherwise stop every
+            # claim of this chain from overlapping its compute.
+            self.asked |= started.jobs
+        with clock.timing("claim_wait"):  # a failed claim surfaces after nxt, as ever
+            claimed = Inline().submit(claim_next, holder)
+        new = None if claimed.exception() else claimed.result()
+        if new is not None and overtakes(new, nxt):
+            log.info(
+                "unit %s of job %s goes before unit %s, claimed ahead of it",
+                new.unit_id,
+                new.job_id,
+                nxt.unit_id,
+            )
+            passed: Future[Held[W] | None] = Inline().submit(lambda: nxt)
+            return new, passed, None
+        return nxt, claimed, None
 
     def _timed_claim_next(self, clock: ChainClock) -> Callable[[Holder], Held[W] | None]:
         def claim_next(holder: Holder) -> Held[W] | None:
@@ -380,13 +463,15 @@ class UnitRunner(Generic[W, C]):
             with clock.timing("claim_wait"):  # inline (on a CPU): the claim itself
                 ahead = prefetch.submit(claim_next, holder)
         current, chained = first, 0
+        started: bool | None = None  # what the chain's start of ``current`` read
+        self.asked = frozenset()
         # Ownership: ``owned`` is the unit we hold and have not handed to the writer (the
         # writer then lets it go); ``ahead``'s result is ours until it is run.
         owned: Held[W] | None = current
         try:
             while True:
                 with clock.timing("start"):
-                    computed = self.compute(holder, current)
+                    computed = self.compute(holder, current, started)
                 clock.moved("start", "compute", computed.model_seconds)
                 interrupted = current.unit_id in self.interrupted
                 if interrupted:  # this worker is stopping: another takes the unit now
@@ -410,9 +495,12 @@ class UnitRunner(Generic[W, C]):
                     break
                 current = owned = nxt
                 chained += 1
+                started = None
                 if time.monotonic() < deadline and writer.error is None:
-                    with clock.timing("claim_wait"):
-                        ahead = prefetch.submit(claim_next, holder)
+                    current, ahead, started = self._order(
+                        holder, nxt, claim_next, prefetch, clock, threaded
+                    )
+                    owned = current
         except BaseException as exc:
             if owned is not None:
                 if owned.unit_id == unit_id:  # the message's unit: the task retries it

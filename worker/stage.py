@@ -96,6 +96,10 @@ class Held(Generic[W]):
     job_id: str
     work: W
     tenant: str = ""
+    priority: int = 0  # its job's
+    # Picked from the backlog for a tenant behind the queue's clock: it may run before a
+    # unit claimed ahead of it (docbatch.domain.fairshare, "overtaking").
+    overtaking: bool = False
 
 
 class Stage(Protocol[W, C]):

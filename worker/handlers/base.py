@@ -147,7 +147,12 @@ class Handler:
         return limit - self.special_tokens()
 
     def special_tokens(self) -> int:
-        return len(self.tokenizer("", add_special_tokens=True)["input_ids"])
+        # Asked for every chunk (``max_input_tokens``): counted once per tokenizer.
+        known = self.__dict__.get("_special_tokens")
+        if known is None or known[0] is not self.tokenizer:
+            known = (self.tokenizer, len(self.tokenizer("", add_special_tokens=True)["input_ids"]))
+            self._special_tokens = known
+        return int(known[1])
 
     def chunk(self, text: str) -> list[Chunk]:
         return chunk_text(text, self.tokenizer, self.max_input_tokens)

@@ -57,47 +57,98 @@ class EntitiesHandler(HeadHandler):
             return_special_tokens_mask=True,
             return_offsets_mapping=True,
         )
-        logits = to_numpy(self.forward(enc).logits)
+        # One softmax and one conversion per batch and arrays per row, not Python per
+        # token: the pipeline's per-token post-processing cost about 15 % of the model's
+        # own time (BENCHMARKS.md, "entities efficiency").
+        scores = softmax(to_numpy(self.forward(enc).logits))
+        tokens = enc["attention_mask"].numpy().astype(bool) & ~enc[
+            "special_tokens_mask"
+        ].numpy().astype(bool)
+        ids = enc["input_ids"].numpy()
+        offsets = enc["offset_mapping"].numpy()
         out = []
         for row, text in enumerate(chunks):
-            keep = enc["attention_mask"][row].bool().numpy()
-            ids = enc["input_ids"][row].numpy()[keep]
-            special = enc["special_tokens_mask"][row].numpy()[keep]
-            offsets = [tuple(int(x) for x in o) for o in enc["offset_mapping"][row][keep].tolist()]
-            scores = softmax(logits[row][keep])
-            pre = self._pre_entities(text, ids, scores, offsets, special)
+            keep = np.flatnonzero(tokens[row])
+            if strategy == "simple":
+                out.append(self._simple(scores[row, keep], offsets[row, keep]))
+                continue
+            pre = self._pre_entities(text, ids[row, keep], scores[row, keep], offsets[row, keep])
             grouped = self._aggregate(pre, strategy)
             out.append([e for e in grouped if e["label"] != "O"])
         return out
 
+    def _labels(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Per label id: its entity group (``B-PER`` -> ``PER``), its tag id (the
+        pipeline's ``get_tag``: labels continue a run when their tags are equal) and
+        whether it begins a run (``B-``)."""
+        cached = getattr(self, "_label_table", None)
+        if cached is None:
+            labels = self.id2label
+            names = [labels[i] for i in range(max(labels) + 1)]
+            tags = [_tag(n)[1] for n in names]
+            tag_ids = {t: k for k, t in enumerate(dict.fromkeys(tags))}
+            cached = (
+                [n.split("-", 1)[-1] for n in names],
+                np.array([tag_ids[t] for t in tags], dtype=np.int64),
+                np.array([_tag(n)[0] == "B" for n in names], dtype=bool),
+            )
+            self._label_table = cached
+        return cached
+
+    def _simple(self, scores: np.ndarray, offsets: np.ndarray) -> list[dict[str, Any]]:
+        """``aggregation="simple"`` on one chunk's tokens, as arrays: each token takes its
+        best label, adjacent tokens of one tag form an entity (``B-`` starts a new one),
+        scored by the mean of its tokens' scores; the ``O`` runs are dropped."""
+        if not len(scores):
+            return []
+        groups, tag_of, begins = self._labels()
+        best = scores.argmax(axis=-1)
+        score = np.take_along_axis(scores, best[:, None], axis=-1)[:, 0]
+        tag = tag_of[best]
+        new = np.ones(len(best), dtype=bool)
+        new[1:] = (tag[1:] != tag[:-1]) | begins[best[1:]]
+        first = np.flatnonzero(new)
+        last = np.append(first[1:], len(best)) - 1
+        if np.isnan(score).any():  # the pipeline's nanmean, run by run
+            means = [float(np.nanmean(score[a : b + 1])) for a, b in zip(first, last, strict=True)]
+        else:
+            means = (np.add.reduceat(score, first) / (last - first + 1)).tolist()
+        starts = offsets[first, 0].tolist()
+        ends = offsets[last, 1].tolist()
+        return [
+            {"label": label, "score": m, "start": s, "end": e}
+            for label, m, s, e in zip(
+                [groups[i] for i in best[first].tolist()], means, starts, ends, strict=True
+            )
+            if label != "O"
+        ]
+
     # -- transformers' token-classification post-processing -------------------------
     def _pre_entities(
-        self,
-        text: str,
-        ids: np.ndarray,
-        scores: np.ndarray,
-        offsets: list[tuple[int, ...]],
-        special: np.ndarray,
+        self, text: str, ids: np.ndarray, scores: np.ndarray, offsets: np.ndarray
     ) -> list[dict[str, Any]]:
+        """The pipeline's ``gather_pre_entities`` on one chunk's tokens (special tokens
+        already left out)."""
         backend = getattr(self.tokenizer, "_tokenizer", None)
         word_aware = bool(backend and getattr(backend.model, "continuing_subword_prefix", None))
+        unk = self.tokenizer.unk_token_id
+        id_list = ids.tolist()
+        words = self.tokenizer.convert_ids_to_tokens(id_list)
         pre = []
-        for idx, token_scores in enumerate(scores):
-            if special[idx]:
-                continue
-            word = self.tokenizer.convert_ids_to_tokens(int(ids[idx]))
-            start, end = offsets[idx]
+        for idx, (token_id, word, (start, end)) in enumerate(
+            zip(id_list, words, offsets.tolist(), strict=True)
+        ):
             ref = text[start:end]
             if word_aware:
                 is_subword = len(word) != len(ref)
             else:
                 is_subword = start > 0 and " " not in text[start - 1 : start + 1]
-            if int(ids[idx]) == self.tokenizer.unk_token_id:
+            if token_id == unk:
                 word, is_subword = ref, False
             pre.append(
                 {
                     "word": word,
-                    "scores": token_scores,
+                    "scores": scores[idx],
                     "start": start,
                     "end": end,
                     "is_subword": is_subword,
@@ -106,54 +157,24 @@ class EntitiesHandler(HeadHandler):
         return pre
 
     def _aggregate(self, pre: list[dict[str, Any]], strategy: str) -> list[dict[str, Any]]:
+        """``first | average | max``: the pipeline's words (subword tokens fused), then
+        its grouping (``simple`` is ``_simple``)."""
         labels = self.id2label
         tagged: list[dict[str, Any]] = []
-        if strategy == "simple":
-            for p in pre:
-                i = int(p["scores"].argmax())
-                tagged.append(
-                    {
-                        "entity": labels[i],
-                        "score": p["scores"][i],
-                        "start": p["start"],
-                        "end": p["end"],
-                    }
-                )
-        else:
-            group: list[dict[str, Any]] = []
-            for p in pre:
-                if group and not p["is_subword"]:
-                    tagged.append(_word(group, strategy, labels))
-                    group = []
-                group.append(p)
-            if group:
+        group: list[dict[str, Any]] = []
+        for p in pre:
+            if group and not p["is_subword"]:
                 tagged.append(_word(group, strategy, labels))
+                group = []
+            group.append(p)
+        if group:
+            tagged.append(_word(group, strategy, labels))
         return _group(tagged)
 
     def reduce(
         self, text: str, chunks: list[Chunk], outputs: list[Any], params: dict[str, Any]
     ) -> Output:
-        whole: list[dict[str, Any]] = []
-        cut: list[dict[str, Any]] = []
-        last = len(chunks) - 1
-        for k, (chunk, ents) in enumerate(zip(chunks, outputs, strict=True)):
-            for e in ents:
-                start, end = e["start"] + chunk.start, e["end"] + chunk.start
-                # Against a window edge inside the document the entity may go on past it;
-                # a neighbouring window that overlaps this edge sees it whole.
-                left = k > 0 and start <= chunk.start
-                right = k < last and end >= chunk.end
-                view = {**e, "start": start, "end": end}
-                if not (left or right):
-                    whole.append(view)
-                # Shorter than the overlap, the neighbour saw it whole and had the last
-                # word on it (more context): keep this view only when it is longer.
-                elif (left and end > chunks[k - 1].end) or (right and start < chunks[k + 1].start):
-                    cut.append(view)
-        found = _merge_overlapping(whole)
-        # An entity longer than the overlap is whole in no window: keep its longest view.
-        found += [c for c in _merge_overlapping(cut) if not any(_overlap(c, f) for f in found)]
-        found = _merge_overlapping(found)
+        found = self._views(chunks, outputs)
         entities = [
             {
                 "text": text[e["start"] : e["end"]],
@@ -178,6 +199,34 @@ class EntitiesHandler(HeadHandler):
                 "chunks": len(chunks),
             }
         )
+
+    def _views(self, chunks: list[Chunk], outputs: list[Any]) -> list[dict[str, Any]]:
+        """The document's entities in document offsets, each seen once (module docstring)."""
+        if len(chunks) == 1 and chunks[0].start == 0:  # one window: no edge inside the text
+            return _merge_overlapping(outputs[0])
+        whole: list[dict[str, Any]] = []
+        cut: list[dict[str, Any]] = []
+        last = len(chunks) - 1
+        for k, (chunk, ents) in enumerate(zip(chunks, outputs, strict=True)):
+            for e in ents:
+                start, end = e["start"] + chunk.start, e["end"] + chunk.start
+                # Against a window edge inside the document the entity may go on past it;
+                # a neighbouring window that overlaps this edge sees it whole.
+                left = k > 0 and start <= chunk.start
+                right = k < last and end >= chunk.end
+                view = {**e, "start": start, "end": end}
+                if not (left or right):
+                    whole.append(view)
+                # Shorter than the overlap, the neighbour saw it whole and had the last
+                # word on it (more context): keep this view only when it is longer.
+                elif (left and end > chunks[k - 1].end) or (right and start < chunks[k + 1].start):
+                    cut.append(view)
+        found = _merge_overlapping(whole)
+        # An entity longer than the overlap is whole in no window: keep its longest view.
+        longest = [c for c in _merge_overlapping(cut) if not any(_overlap(c, f) for f in found)]
+        if longest:
+            found = _merge_overlapping(found + longest)
+        return found
 
 
 def _word(tokens: list[dict[str, Any]], strategy: str, labels: dict[int, str]) -> dict[str, Any]:
