@@ -44,6 +44,11 @@ def keepalive_timings(lease_seconds: float) -> dict[str, int]:
     return {"idle": idle, "interval": interval, "count": KEEPALIVE_PROBES}
 
 
+def connect_timeout(lease_seconds: float) -> int:
+    """Seconds the lease connection waits for a server to answer while connecting."""
+    return max(2, int(lease_seconds / 4))
+
+
 def keepalive_connect_args(lease_seconds: float) -> dict[str, Any]:
     """libpq connect arguments for the lease connection: keepalives on the client socket
     (the worker notices a dead server) and, through ``options``, on the server's socket
@@ -61,6 +66,10 @@ def keepalive_connect_args(lease_seconds: float) -> dict[str, Any]:
         "keepalives_interval": t["interval"],
         "keepalives_count": t["count"],
         "tcp_user_timeout": int(lease_seconds * 1000),
+        # A reconnect (the heartbeat re-takes the leases after a cut) to a server that
+        # does not answer gives up within a quarter lease instead of blocking the
+        # heartbeat thread, and the time-limit watchdog beside it, for minutes.
+        "connect_timeout": connect_timeout(lease_seconds),
         "options": server,
         **PLANNING,
     }

@@ -67,7 +67,11 @@ def test_a_big_job_deleted_while_its_worker_runs_leaves_nothing(
         took = time.monotonic() - started
         assert resp.status_code == 202, resp.text
         assert resp.json()["status"] == "deleting"
-        assert took < 5.0, f"delete took {took:.1f} s"
+        # The request cancels the running job first, closing up to
+        # DOCBATCH_CANCEL_BATCH_DOCUMENTS (5,000: all of this job's 500 units) inline: a
+        # couple of seconds on a quiet machine, 8 s seen at load 7. The rows themselves
+        # go off the request path: the progress seen below shows it.
+        assert took < 30.0, f"delete took {took:.1f} s"
 
         # GET shows the job deleting, with what is left going down, until it is a 404.
         seen: list[dict[str, int]] = []
