@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from docbatch.domain import accounting, closing, leases, tallies, waiting
 from docbatch.domain.outbox import outbox
+from docbatch.domain.result_rows import insert_results
 from docbatch.domain.retry import RetryPolicy
 from docbatch.domain.reuse import HashedDocument, ResultIdentity, reuse_results
 from docbatch.domain.waiting import UnitLimits
@@ -257,8 +258,8 @@ def is_cancelling(session: Session, job_id: str) -> bool:
 
 
 def write_results(session: Session, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        session.execute(insert_ignore(session, Result), rows)
+    """A unit's result rows, in one statement (docbatch.domain.result_rows)."""
+    insert_results(session, rows)
 
 
 def close_unit(

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from docbatch.schema.db import insert_ignore
+from docbatch.domain.result_rows import insert_results
 from docbatch.schema.tables import Document, Job, Result, ResultStatus, utcnow
 
 # Candidate rows fetched per content hash; enough for a year of nightly runs of one folder.
@@ -128,5 +128,5 @@ def reuse_results(
                 }
             )
             reused.add(doc_id)
-    session.execute(insert_ignore(session, Result), rows)
+    insert_results(session, rows)
     return reused
