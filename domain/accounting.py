@@ -17,8 +17,9 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Integer, cast, func, select
+from sqlalchemy import BigInteger, DateTime, Float, Integer, String, cast, func, literal, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ColumnElement
 
 from docbatch.schema.db import insert_ignore
 from docbatch.schema.tables import Job, Result, ResultStatus, Unit, Usage, utcnow
@@ -52,33 +53,38 @@ class Tally:
 
 def record(session: Session, unit: Unit, job: Job, tally: Tally) -> tuple[int, int]:
     """Write the closed ``unit``'s usage row (once per unit id, whatever runs it again);
-    returns (documents computed, documents reused)."""
-    written = session.execute(
-        select(
-            func.count().filter(Result.reused.is_(False)),
-            func.count().filter(Result.reused.is_(True)),
-        ).where(Result.unit_id == unit.id, Result.status != ResultStatus.cancelled.value)
-    ).one()
-    session.execute(
-        insert_ignore(session, Usage).values(
-            unit_id=unit.id,
-            tenant=job.tenant,
-            job_id=job.id,
-            task=unit.task,
-            queue=unit.queue,
-            model=tally.model,
-            state=unit.state,
-            documents=int(written[0] or 0),
-            reused_documents=int(written[1] or 0),
-            input_tokens=tally.input_tokens,
-            generated_tokens=tally.generated_tokens,
-            chunks=tally.chunks,
-            model_seconds=round(tally.model_seconds, 6),
-            extract_files=tally.extract_files,
-            extract_pages=tally.extract_pages,
-            finished_at=utcnow(),
-        )
+    returns (documents computed, documents reused) by this row, (0, 0) if the unit's row
+    was there already. One statement: the row is made from the count of its results."""
+    computed = func.count().filter(Result.reused.is_(False))
+    reused = func.count().filter(Result.reused.is_(True))
+    row: dict[str, ColumnElement[Any]] = {
+        "unit_id": literal(unit.id, BigInteger),
+        "tenant": literal(job.tenant, String),
+        "job_id": literal(job.id, String),
+        "task": literal(unit.task, String),
+        "queue": literal(unit.queue, String),
+        "model": literal(tally.model, String),
+        "state": literal(unit.state, String),
+        "documents": computed,
+        "reused_documents": reused,
+        "input_tokens": literal(tally.input_tokens, BigInteger),
+        "generated_tokens": literal(tally.generated_tokens, BigInteger),
+        "chunks": literal(tally.chunks, BigInteger),
+        "model_seconds": literal(round(tally.model_seconds, 6), Float),
+        "extract_files": literal(tally.extract_files, Integer),
+        "extract_pages": literal(tally.extract_pages, Integer),
+        "finished_at": literal(utcnow(), DateTime(timezone=True)),
+    }
+    counted = select(*row.values()).where(
+        Result.unit_id == unit.id, Result.status != ResultStatus.cancelled.value
     )
+    written = session.execute(
+        insert_ignore(session, Usage)
+        .from_select(list(row), counted)
+        .returning(Usage.documents, Usage.reused_documents)
+    ).first()
+    if written is None:
+        return 0, 0
     return int(written[0] or 0), int(written[1] or 0)
 
 

@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 from sqlalchemy import and_, exists, func, literal, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from docbatch.schema.db import insert_ignore
 from docbatch.schema.tables import (
@@ -45,16 +46,21 @@ def close(
     tokens: int = 0,
 ) -> bool:
     """Move an open unit to a terminal state and count it; False if it was already closed."""
-    moved = session.execute(  # type: ignore[attr-defined]
+    now = utcnow()
+    closed = session.execute(
         update(Unit)
         .where(Unit.id == unit.id, Unit.state.in_(OPEN_UNIT_STATES))
-        .values(state=state.value, finished_at=utcnow(), error=reason)
-    ).rowcount
-    if not moved:
+        .values(state=state.value, finished_at=now, error=reason)
+        .returning(Unit.job_id, Unit.task, Unit.seq_lo, Unit.seq_hi)
+    ).first()
+    if closed is None:
         return False
-    session.expire(unit)
+    # The object says what the row now holds, without a read back (expiring it would
+    # cost a round trip at the next attribute the caller reads).
+    for key, value in {"state": state.value, "finished_at": now, "error": reason}.items():
+        set_committed_value(unit, key, value)
     fill = ResultStatus.cancelled if state == UnitState.cancelled else ResultStatus.failed
-    span = _Span(int(unit.id), unit.job_id, unit.task, unit.seq_lo, unit.seq_hi)
+    span = _Span(int(unit.id), *closed)
     tally = _fill(session, span, fill, reason or fill.value, utcnow())
     session.execute(
         update(JobTask)

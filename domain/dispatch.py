@@ -35,7 +35,7 @@ import datetime as dt
 import logging
 from typing import NamedTuple
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import false, func, select, text, update
 from sqlalchemy.orm import Session
 
 from docbatch.domain import fairshare, leases
@@ -87,6 +87,47 @@ def top_up(session: Session, settings: Settings, queue: str) -> list[int]:
         )
     want = settings.dispatch_depth - sent_unclaimed(session, queue)
     return fairshare.pick(session, queue, want, settings, utcnow())
+
+
+def needing_top_up(session: Session, settings: Settings, queues: list[str]) -> list[str]:
+    """Of ``queues``, those whose top-up could do something: fewer units sent and not
+    claimed than DOCBATCH_DISPATCH_DEPTH, or a running unit silent long enough to be one
+    a dead worker left (``top_up`` then looks at its lease). Any other ``top_up`` picks
+    nothing and changes nothing. Asked inside the transaction that would top them up
+    after its commit (``unit_of_work``), which saves a transaction per commit while the
+    queue is full, as it is while a worker chains units: each commit that makes room
+    (a claim, a unit given back) sees the room itself and tops up after it."""
+    silent = utcnow() - silence(settings)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    wanted = []
+    for queue in queues:
+        sent = (
+            select(func.count())
+            .select_from(Unit)
+            .where(
+                Unit.queue == queue,
+                Unit.state == UnitState.queued.value,
+                Unit.dispatched_at.is_not(None),
+            )
+            .scalar_subquery()
+        )
+        # No leases on SQLite: nothing is taken back there (leases.orphaned).
+        orphans = (
+            select(Unit.id)
+            .where(
+                Unit.queue == queue,
+                Unit.state == UnitState.running.value,
+                Unit.claimed_at < silent,
+                Unit.heartbeat_at.is_(None) | (Unit.heartbeat_at < silent),
+            )
+            .exists()
+            if postgres
+            else false()
+        )
+        room, maybe_lost = session.execute(select(sent < settings.dispatch_depth, orphans)).one()
+        if room or maybe_lost:
+            wanted.append(queue)
+    return wanted
 
 
 # A loose index scan of ix_units_backlog: one probe per queue, where a DISTINCT read

@@ -50,7 +50,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from docbatch.schema.settings import Settings
-from docbatch.schema.tables import FairShare, Job, Tenant, Unit, UnitState
+from docbatch.schema.tables import FairShare, Job, Unit, UnitState
 
 NAMESPACE = 0x6466  # first key of the two-int advisory lock: "df" (leases "db", cancel "dc")
 CLOCK = ""  # the fair_shares row of the queue's own clock
@@ -77,6 +77,11 @@ class JobBacklog:
     tokens: int
     units: int
     unit_ids: list[tuple[int, int]] = field(default_factory=list)  # (id, est_tokens)
+    # Its tenant's (1.0, None: no tenant row or no limit of its own) and the queue's clock.
+    weight: float = 1.0
+    max_concurrent: int | None = None
+    vtime: float = 0.0
+    clock: float = 0.0
 
     def rank(self, now: dt.datetime, settings: Settings) -> tuple[int, float, str]:
         created = self.created_at
@@ -97,8 +102,10 @@ class JobBacklog:
 LOOKAHEAD_UNITS = 256
 
 # The jobs with backlog on a queue by a loose index scan of ix_units_backlog (one probe
-# per job, not a row per unit), each with its next LOOKAHEAD_UNITS units' tokens; jobs
-# being cancelled are left out (their sweep closes their backlog: docbatch.worker.cancel).
+# per job, not a row per unit), each with its next LOOKAHEAD_UNITS units' tokens, and its
+# tenant's weight, concurrency limit and virtual time on the queue, and the queue's clock
+# (one statement, where a pick used to ask three more); jobs being cancelled are left out
+# (their sweep closes their backlog: docbatch.worker.cancel).
 _BACKLOGGED_JOBS = """
 WITH RECURSIVE backlogged(job_id) AS (
     SELECT min(job_id) FROM units
@@ -124,8 +131,12 @@ SELECT j.id, j.tenant, j.priority, j.created_at,
         SELECT u.id FROM units u
         WHERE u.queue = :queue AND u.job_id = b.job_id
           AND u.state = 'queued' AND u.dispatched_at IS NULL
-        ORDER BY u.id LIMIT :lookahead) n) AS units
+        ORDER BY u.id LIMIT :lookahead) n) AS units,
+    t.weight, t.max_concurrent_units, f.vtime,
+    (SELECT c.vtime FROM fair_shares c WHERE c.queue = :queue AND c.tenant = '') AS clock
 FROM backlogged b JOIN jobs j ON j.id = b.job_id
+LEFT JOIN tenants t ON t.name = j.tenant
+LEFT JOIN fair_shares f ON f.queue = :queue AND f.tenant = j.tenant
 WHERE j.status NOT IN ('cancelling', 'cancelled')
 """
 ).columns(created_at=DateTime(timezone=True))
@@ -136,7 +147,18 @@ def backlog(session: Session, queue: str) -> list[JobBacklog]:
     LOOKAHEAD_UNITS units at most."""
     rows = session.execute(_BACKLOG_SQL, {"queue": queue, "lookahead": LOOKAHEAD_UNITS}).all()
     return [
-        JobBacklog(str(r[0]), str(r[1]), int(r[2] or 0), r[3], int(r[4] or 0), int(r[5]))
+        JobBacklog(
+            str(r[0]),
+            str(r[1]),
+            int(r[2] or 0),
+            r[3],
+            int(r[4] or 0),
+            int(r[5]),
+            weight=max(float(r[6] or 1.0), 1e-6),
+            max_concurrent=None if r[7] is None else int(r[7]),
+            vtime=float(r[8] or 0.0),
+            clock=float(r[9] or 0.0),
+        )
         for r in rows
     ]
 
@@ -168,13 +190,6 @@ def overtaking(session: Session, queue: str, tenant: str, priority: int) -> set[
     return {str(r[0]) for r in rows}
 
 
-def weights(session: Session, tenants: set[str]) -> dict[str, float]:
-    found = dict(
-        session.execute(select(Tenant.name, Tenant.weight).where(Tenant.name.in_(tenants))).all()
-    )
-    return {t: max(float(found.get(t) or 1.0), 1e-6) for t in tenants}
-
-
 def in_flight(session: Session, tenants: set[str]) -> dict[str, int]:
     """Units per tenant running or sent to a worker and not yet claimed (every queue)."""
     rows = session.execute(
@@ -190,17 +205,6 @@ def in_flight(session: Session, tenants: set[str]) -> dict[str, int]:
         .group_by(Job.tenant)
     ).all()
     return {str(t): int(n) for t, n in rows}
-
-
-def concurrency_limits(session: Session, tenants: set[str], settings: Settings) -> dict[str, int]:
-    """Each tenant's most concurrent units (0: no limit)."""
-    found = dict(
-        session.execute(
-            select(Tenant.name, Tenant.max_concurrent_units).where(Tenant.name.in_(tenants))
-        ).all()
-    )
-    default = settings.tenant_max_concurrent_units
-    return {t: default if (own := found.get(t)) is None else int(own) for t in tenants}
 
 
 def _upsert(session: Session, rows: list[dict[str, object]]) -> None:
@@ -242,21 +246,14 @@ def picks(
     jobs = backlog(session, queue)
     if not jobs:
         return []
-    tenants = {j.tenant for j in jobs}
-    weight = weights(session, tenants)
-    limits = concurrency_limits(session, tenants, settings)
+    weight = {j.tenant: j.weight for j in jobs}
+    default = settings.tenant_max_concurrent_units
+    limits = {j.tenant: default if j.max_concurrent is None else j.max_concurrent for j in jobs}
     busy = (
         in_flight(session, {t for t, lim in limits.items() if lim}) if any(limits.values()) else {}
     )
-    stored = dict(
-        session.execute(
-            select(FairShare.tenant, FairShare.vtime).where(
-                FairShare.queue == queue, FairShare.tenant.in_([*tenants, CLOCK])
-            )
-        ).all()
-    )
-    clock = float(stored.get(CLOCK, 0.0))
-    vtime = {t: float(stored.get(t, 0.0)) for t in tenants}
+    clock = jobs[0].clock
+    vtime = {j.tenant: j.vtime for j in jobs}
     by_tenant: dict[str, list[JobBacklog]] = {}
     for job in jobs:
         by_tenant.setdefault(job.tenant, []).append(job)

@@ -35,7 +35,7 @@ from sqlalchemy import Connection, event
 from sqlalchemy.orm import Session, SessionTransaction
 
 from docbatch.domain import publish
-from docbatch.domain.dispatch import top_up
+from docbatch.domain.dispatch import needing_top_up, top_up
 from docbatch.schema.db import new_session
 from docbatch.schema.settings import Settings
 
@@ -153,6 +153,8 @@ def unit_of_work(
         try:
             with session.begin():
                 yield session
+                if publish and box.dispatches:  # a full queue needs no top-up transaction
+                    box.dispatches = needing_top_up(session, settings, box.dispatches)
         finally:
             session.info.pop(_KEY, None)
     # Reached only after the commit: an exception (in the block or at commit) skips it.
