@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import redis as redis_lib
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from docbatch.api.metrics import priority_queue_names
 from docbatch.domain import dispatch, fairshare, jobs
@@ -238,6 +238,21 @@ def test_small_job_finishes_while_another_tenants_big_job_runs(
     assert done["status"] == "completed", done
     assert a["status"] == "running", a  # B did not wait for A to finish
     assert a["counts"]["summarize"]["succeeded"] <= 150, a["counts"]  # nor for half of it
+    # B's first unit waited for A's unit computing when B arrived, not also for the one
+    # A's chain had claimed ahead (B's second unit then alternates with A's: fair share).
+    with new_session(get_settings()) as s:
+        arrived = s.scalar(select(Job.created_at).where(Job.id == small.json()["id"]))
+        finished = s.scalar(
+            select(func.min(Unit.finished_at)).where(Unit.job_id == small.json()["id"])
+        )
+        passed = s.scalars(
+            select(Unit.id).where(
+                Unit.job_id == big.json()["id"],
+                Unit.finished_at > arrived,
+                Unit.finished_at <= finished,
+            )
+        ).all()
+    assert len(passed) <= 1, passed
 
 
 def test_a_tenant_alone_uses_every_worker(api: Any, private_queues: str) -> None:
