@@ -174,6 +174,36 @@ class UnitCutter:
         self.lo, self.tokens, self.docs = seq, 0, 0
 
 
+def _own_unit_size(settings: Settings, task: str) -> int:
+    """The deployment's own DOCBATCH_MODELS__<TASK>__UNIT_TOKENS when it is bigger than
+    DOCBATCH_UNIT_TOKENS (0: the shared cut serves it)."""
+    try:
+        own = settings.model_for(task).unit_tokens
+    except KeyError:  # not a deployment of these settings: the shared cut
+        return 0
+    return own if own > settings.unit_tokens else 0
+
+
+def _merged(
+    ranges: list[tuple[int, int, int, bool, str | None]], task: str, settings: Settings
+) -> list[tuple[int, int, int]]:
+    """The text ranges of ``task`` (files wait for their extraction unit by unit: never
+    merged) with neighbours joined up to the deployment's own unit size and
+    DOCBATCH_UNIT_MAX_DOCUMENTS: (seq_lo, seq_hi, estimated tokens)."""
+    limit = _own_unit_size(settings, task)
+    out: list[tuple[int, int, int]] = []
+    for lo, hi, est, is_files, only in ranges:
+        if is_files or (only is not None and only != task):
+            continue
+        if out:
+            a, b, tokens = out[-1]
+            if b + 1 == lo and tokens + est <= limit and hi - a + 1 <= settings.unit_max_documents:
+                out[-1] = (a, hi, tokens + est)
+                continue
+        out.append((lo, hi, est))
+    return out
+
+
 def create_job(
     session: Session,
     settings: Settings,
@@ -308,10 +338,15 @@ def create_job(
         inline = _inline_extractions(session, job.id, now)
         session.add(JobTask(job_id=job.id, task=EXTRACT, params={}, total=seq, succeeded=inline))
     unit_rows = []
+    own = {task: _own_unit_size(settings, task) for task in names}
     for r_lo, r_hi, est, is_files, only in cutter.ranges:
         stages = [(EXTRACT, UnitState.queued)] if is_files else []
         held = UnitState.waiting if is_files else UnitState.queued
-        stages += [(task, held) for task in ([only] if only is not None else names)]
+        stages += [
+            (task, held)
+            for task in ([only] if only is not None else names)
+            if is_files or not own.get(task)
+        ]
         unit_rows += [
             {
                 "job_id": job.id,
@@ -325,6 +360,21 @@ def create_job(
             }
             for task, state in stages
         ]
+    for task in names:
+        if own[task]:
+            unit_rows += [
+                {
+                    "job_id": job.id,
+                    "task": task,
+                    "queue": settings.queue_for(task),
+                    "seq_lo": r_lo,
+                    "seq_hi": r_hi,
+                    "est_tokens": est,
+                    "state": UnitState.queued.value,
+                    "published_at": now,
+                }
+                for r_lo, r_hi, est in _merged(cutter.ranges, task, settings)
+            ]
     one_statement = tallies.kept(session)  # their trigger then runs once a batch, not a row
     for i in range(0, len(unit_rows), INSERT_BATCH):
         batch = unit_rows[i : i + INSERT_BATCH]

@@ -63,6 +63,12 @@ class ModelConfig(BaseModel):
         "CPU, where big batches run slower per token (measured by bench/run.py efficiency)",
     )
     max_batch_rows: int = Field(256, description="Upper bound on rows per batch")
+    unit_tokens: int = Field(
+        0,
+        ge=0,
+        description="Estimated tokens per work unit of this deployment; 0: DOCBATCH_UNIT_TOKENS. "
+        "A generator's batches are filled per unit, so bigger units waste fewer decode steps",
+    )
     max_input_tokens: int = Field(0, description="0 means the model's own limit")
     params: dict[str, Any] = Field(default_factory=dict, description="Handler defaults")
     dtype: str = Field(
